@@ -1,0 +1,284 @@
+//! Allocate: Free → Allocated.
+
+use alloc::vec::Vec;
+
+use super::{ExtentAllocator, Reservation};
+use crate::{AllocError, Extent, Policy, Request};
+
+impl ExtentAllocator {
+    /// Allocates one extent as `request` describes: Free blocks become Allocated.
+    ///
+    /// Reserved blocks are off limits here: at most
+    /// `free_blocks - reserved_blocks` blocks can be taken without a reservation (see
+    /// [`allocate_reserved`](Self::allocate_reserved)).
+    ///
+    /// # Errors
+    ///
+    /// - [`AllocError::ZeroLength`], [`AllocError::InvalidRange`],
+    ///   [`AllocError::BadAlignment`]: a malformed request.
+    /// - [`AllocError::Misaligned`], [`AllocError::Overflow`],
+    ///   [`AllocError::OutOfBounds`]: a bad exact start or goal block.
+    /// - [`AllocError::NotFree`]: an exact request whose blocks are not all Free.
+    /// - [`AllocError::NoSpace`]: no placement exists. Its fields tell a full space
+    ///   (`free` below `requested`) from a fragmented one (`largest_free` below
+    ///   `requested`) and from one that is only reserved.
+    ///
+    /// The allocator is unchanged after any error.
+    ///
+    /// ```
+    /// use pinalloc::{AllocError, ExtentAllocator, Extent, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// assert_eq!(alloc.allocate(Request::new(10))?, Extent::new(0, 10));
+    /// assert_eq!(alloc.allocate(Request::range(1..=10))?, Extent::new(10, 6));
+    /// assert!(matches!(alloc.allocate(Request::new(1)), Err(AllocError::NoSpace { free: 0, .. })));
+    /// assert_eq!(alloc.allocate(Request::new(0)), Err(AllocError::ZeroLength));
+    /// # Ok::<(), AllocError>(())
+    /// ```
+    pub fn allocate(&mut self, request: Request) -> Result<Extent, AllocError> {
+        let budget = self.unreserved_free();
+        let extent = self.place_checked(&request, budget)?;
+        self.commit_allocation(extent, None);
+        Ok(extent)
+    }
+
+    /// Allocates one extent against a reservation, drawing down what it has left.
+    ///
+    /// A reservation guarantees blocks, not contiguity: a range request such as
+    /// `Request::range(1..=n)` against it never fails for lack of space, while a request
+    /// for one long extent can still fail on a fragmented space.
+    ///
+    /// # Errors
+    ///
+    /// As [`allocate`](Self::allocate), plus [`AllocError::UnknownReservation`] for a
+    /// reservation made by another allocator, and [`AllocError::Overdrawn`] when the
+    /// request's minimum exceeds what the reservation has left. A range request is
+    /// capped at what the reservation has left.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(100);
+    /// let mut res = alloc.reserve(60)?;
+    /// // Others can no longer take the reserved blocks...
+    /// assert!(alloc.allocate(Request::new(50)).is_err());
+    /// // ...but the reservation's holder can.
+    /// let e = alloc.allocate_reserved(&mut res, Request::new(50))?;
+    /// assert_eq!((e.len, res.remaining_blocks()), (50, 10));
+    /// assert_eq!(alloc.release(res).unwrap(), 10);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    pub fn allocate_reserved(
+        &mut self,
+        reservation: &mut Reservation,
+        request: Request,
+    ) -> Result<Extent, AllocError> {
+        self.validate(&request)?;
+        let remaining = self.reservation_budget(reservation, request.min_len)?;
+        let extent = self.place_checked(&request, remaining)?;
+        self.commit_allocation(extent, Some(reservation));
+        Ok(extent)
+    }
+
+    /// Allocates `total_blocks` as the fewest extents that make it up: the largest free
+    /// extents whole, then the best fit for the remainder. Either all of it is
+    /// allocated, or nothing is.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ZeroLength`] for zero blocks; [`AllocError::NoSpace`] when fewer
+    /// than `total_blocks` unreserved blocks are free.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Extent, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(30);
+    /// alloc.allocate(Request::new(30))?;
+    /// alloc.free(Extent::new(0, 4))?;
+    /// alloc.free(Extent::new(10, 10))?;
+    /// alloc.free(Extent::new(25, 3))?;
+    /// let got = alloc.allocate_many(12)?;
+    /// assert_eq!(got, [Extent::new(10, 10), Extent::new(25, 2)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allocate_many(&mut self, total_blocks: u64) -> Result<Vec<Extent>, AllocError> {
+        self.check_many(total_blocks, self.unreserved_free())?;
+        Ok(self.carve_many(total_blocks, None))
+    }
+
+    /// [`allocate_many`](Self::allocate_many) against a reservation. This never fails
+    /// for lack of space while `total_blocks` is within what the reservation has left.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ZeroLength`], [`AllocError::UnknownReservation`], or
+    /// [`AllocError::Overdrawn`] when `total_blocks` exceeds what is left.
+    ///
+    /// ```
+    /// use pinalloc::ExtentAllocator;
+    ///
+    /// let mut alloc = ExtentAllocator::new(100);
+    /// let mut res = alloc.reserve(40)?;
+    /// let got = alloc.allocate_many_reserved(&mut res, 40)?;
+    /// assert_eq!(got.iter().map(|e| e.len).sum::<u64>(), 40);
+    /// assert_eq!(res.remaining_blocks(), 0);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    pub fn allocate_many_reserved(
+        &mut self,
+        reservation: &mut Reservation,
+        total_blocks: u64,
+    ) -> Result<Vec<Extent>, AllocError> {
+        if total_blocks == 0 {
+            return Err(AllocError::ZeroLength);
+        }
+        let remaining = self.reservation_budget(reservation, total_blocks)?;
+        self.check_many(total_blocks, remaining)?;
+        Ok(self.carve_many(total_blocks, Some(reservation)))
+    }
+
+    fn check_many(&self, total_blocks: u64, budget: u64) -> Result<(), AllocError> {
+        if total_blocks == 0 {
+            return Err(AllocError::ZeroLength);
+        }
+        if total_blocks > budget {
+            return Err(self.no_space(total_blocks));
+        }
+        Ok(())
+    }
+
+    /// Takes `total_blocks`, which the caller has checked are within the budget.
+    fn carve_many(&mut self, total_blocks: u64, mut res: Option<&mut Reservation>) -> Vec<Extent> {
+        debug_assert!(total_blocks <= self.free.free_blocks());
+        let mut out = Vec::new();
+        let mut left = total_blocks;
+        while left > 0 {
+            let largest = self
+                .free
+                .largest()
+                .expect("free blocks cover the checked total");
+            let extent = if largest.len >= left {
+                let start = self.free.best_fit(left, 1).expect("the largest extent fits");
+                Extent::new(start, left)
+            } else {
+                largest
+            };
+            self.commit_allocation(extent, res.as_deref_mut());
+            left -= extent.len;
+            out.push(extent);
+        }
+        debug_assert_eq!(out.iter().map(|e| e.len).sum::<u64>(), total_blocks);
+        out
+    }
+
+    /// Checks a request and finds its placement within `budget` blocks. Changes nothing.
+    fn place_checked(&self, request: &Request, budget: u64) -> Result<Extent, AllocError> {
+        self.validate(request)?;
+        if budget < request.min_len {
+            return Err(self.no_space(request.min_len));
+        }
+        let max_len = request.max_len.min(budget);
+        let extent = self.place(request, max_len)?;
+        debug_assert!(extent.len >= request.min_len && extent.len <= max_len);
+        debug_assert_eq!(extent.start & (request.align - 1), 0);
+        Ok(extent)
+    }
+
+    fn validate(&self, request: &Request) -> Result<(), AllocError> {
+        let (min, max, align) = (request.min_len, request.max_len, request.align);
+        if min == 0 {
+            return Err(AllocError::ZeroLength);
+        }
+        if min > max {
+            return Err(AllocError::InvalidRange { min, max });
+        }
+        if !align.is_power_of_two() {
+            return Err(AllocError::BadAlignment { align });
+        }
+        match request.policy {
+            Policy::Exact(start) => {
+                if start & (align - 1) != 0 {
+                    return Err(AllocError::Misaligned { start, align });
+                }
+                let extent = Extent::new(start, min);
+                match extent.checked_end() {
+                    None => return Err(AllocError::Overflow { extent }),
+                    Some(end) if end > self.capacity => {
+                        return Err(AllocError::OutOfBounds {
+                            extent,
+                            capacity: self.capacity,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            Policy::Near(goal) if goal >= self.capacity => {
+                return Err(AllocError::OutOfBounds {
+                    extent: Extent::new(goal, 1),
+                    capacity: self.capacity,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Places a valid request of at most `max_len` blocks: `max_len` if anywhere
+    /// possible, otherwise the largest placeable length not below the minimum.
+    fn place(&self, request: &Request, max_len: u64) -> Result<Extent, AllocError> {
+        let (min, align) = (request.min_len, request.align);
+        if let Policy::Exact(start) = request.policy {
+            let len = max_len.min(self.free.run_from(start));
+            if len < min {
+                return Err(AllocError::NotFree {
+                    extent: Extent::new(start, min),
+                });
+            }
+            return Ok(Extent::new(start, len));
+        }
+        if let Some(start) = self.find(request.policy, max_len, align) {
+            return Ok(Extent::new(start, max_len));
+        }
+        if min < max_len {
+            let len = max_len.min(self.free.largest_placeable(align));
+            if len >= min {
+                if let Some(start) = self.find(request.policy, len, align) {
+                    return Ok(Extent::new(start, len));
+                }
+                debug_assert!(false, "largest placeable length {len} did not place");
+            }
+        }
+        Err(self.no_space(min))
+    }
+
+    #[inline]
+    fn find(&self, policy: Policy, len: u64, align: u64) -> Option<u64> {
+        match policy {
+            Policy::FirstFit => self.free.first_fit(len, align),
+            Policy::Near(goal) => self.free.near(len, align, goal),
+            Policy::BestFit | Policy::Exact(_) => self.free.best_fit(len, align),
+        }
+    }
+
+    /// Free → Allocated for a placed extent, charging the reservation if any.
+    fn commit_allocation(&mut self, extent: Extent, reservation: Option<&mut Reservation>) {
+        self.free.take(extent.start, extent.len);
+        if let Some(res) = reservation {
+            self.charge_reservation(res, extent.len);
+        } else {
+            debug_assert!(self.free.free_blocks() >= self.count_reserved_blocks);
+        }
+        self.counters.allocations += 1;
+        self.counters.blocks_allocated += extent.len;
+        self.debug_check();
+    }
+
+    pub(super) fn no_space(&self, requested: u64) -> AllocError {
+        AllocError::NoSpace {
+            requested,
+            free: self.free.free_blocks(),
+            largest_free: self.free.largest_len(),
+            reserved: self.count_reserved_blocks,
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The free-space index: which blocks `allocate` may hand out.
+//!
+//! The rest of the core sees only [`FreeIndex`]; its interface is the seam behind which
+//! the representation can change. It holds every Free, unpinned block as fully coalesced
+//! extents, in two orders:
+//!
+//! - by address, in an augmented treap ([`tree::AddrTree`]): coalescing, first fit,
+//!   near-goal and overlap checks in O(log n);
+//! - by `(len, start)`, in a B-tree set: best fit (smallest, then lowest) in O(log n).
+//!
+//! Aligned requests add a scan over the extents that are long enough only without
+//! alignment (at most those within `align - 1` blocks of the wanted length).
+
+pub(crate) mod tree;
+
+use alloc::collections::BTreeSet;
+
+use crate::Extent;
+use tree::AddrTree;
+
+/// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
+/// `2^i ..= 2^(i+1) - 1` blocks.
+pub const HISTOGRAM_BUCKETS: usize = 64;
+
+#[derive(Clone, Debug)]
+pub(crate) struct FreeIndex {
+    by_addr: AddrTree,
+    by_size: BTreeSet<(u64, u64)>,
+    count_free_blocks: u64,
+    histogram: [u64; HISTOGRAM_BUCKETS],
+}
+
+/// The lowest multiple of `align` (a power of two) that is `>= x`, if any.
+#[inline]
+pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    x.checked_add(align - 1).map(|y| y & !(align - 1))
+}
+
+#[inline]
+fn bucket(len: u64) -> usize {
+    debug_assert!(len > 0);
+    (63 - len.leading_zeros()) as usize
+}
+
+/// The lowest aligned start at which `need` blocks fit in the free extent
+/// `[start, start + len)`.
+#[inline]
+pub(crate) fn fit(start: u64, len: u64, need: u64, align: u64) -> Option<u64> {
+    let p = align_up(start, align)?;
+    let pad = p - start;
+    (pad <= len && len - pad >= need).then_some(p)
+}
+
+/// The aligned start of `need` blocks inside `[start, start + len)` closest to `goal`,
+/// the lower one on a tie.
+fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u64> {
+    let lo = fit(start, len, need, align)?;
+    let hi = (start + len - need) & !(align - 1);
+    debug_assert!(hi >= lo);
+    Some(if goal <= lo {
+        lo
+    } else if goal >= hi {
+        hi
+    } else {
+        let down = goal & !(align - 1);
+        let up = down + align;
+        if goal - down <= up - goal { down } else { up }
+    })
+}
+
+impl FreeIndex {
+    pub(crate) const fn new() -> Self {
+        FreeIndex {
+            by_addr: AddrTree::new(),
+            by_size: BTreeSet::new(),
+            count_free_blocks: 0,
+            histogram: [0; HISTOGRAM_BUCKETS],
+        }
+    }
+
+    #[inline]
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.count_free_blocks
+    }
+
+    #[inline]
+    pub(crate) fn extent_count(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub(crate) fn histogram(&self) -> [u64; HISTOGRAM_BUCKETS] {
+        self.histogram
+    }
+
+    /// Approximate bytes of metadata held (arena plus B-tree entries).
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        self.by_addr.capacity_bytes() + self.by_size.len() * 2 * core::mem::size_of::<(u64, u64)>()
+    }
+
+    /// The largest free extent, the lowest one among equals.
+    pub(crate) fn largest(&self) -> Option<Extent> {
+        let &(len, _) = self.by_size.last()?;
+        let &(len, start) = self.by_size.range((len, 0)..).next()?;
+        Some(Extent::new(start, len))
+    }
+
+    pub(crate) fn largest_len(&self) -> u64 {
+        self.by_size.last().map_or(0, |&(len, _)| len)
+    }
+
+    fn add(&mut self, start: u64, len: u64) {
+        self.by_size.insert((len, start));
+        self.histogram[bucket(len)] += 1;
+    }
+
+    fn sub(&mut self, start: u64, len: u64) {
+        let was_there = self.by_size.remove(&(len, start));
+        debug_assert!(was_there, "size index lost [{start}, +{len})");
+        self.histogram[bucket(len)] -= 1;
+    }
+
+    /// Adds the blocks `[start, start + len)` and coalesces them with their neighbours.
+    ///
+    /// The caller guarantees the blocks are not already in the index and lie below
+    /// `u64::MAX`.
+    pub(crate) fn insert(&mut self, start: u64, len: u64) {
+        debug_assert!(len > 0);
+        let end = start + len;
+        let left = start
+            .checked_sub(1)
+            .and_then(|b| self.by_addr.floor(b))
+            .filter(|&(s, l)| s + l == start);
+        let right = self.by_addr.floor(end).filter(|&(s, _)| s == end);
+        debug_assert!(
+            self.by_addr.floor(end - 1).is_none_or(|(s, l)| s + l <= start),
+            "inserting [{start}, +{len}) over a free extent"
+        );
+        match (left, right) {
+            (None, None) => {
+                self.by_addr.insert(start, len);
+                self.add(start, len);
+            }
+            (Some((ls, ll)), None) => {
+                self.sub(ls, ll);
+                self.by_addr.reshape(ls, ls, ll + len);
+                self.add(ls, ll + len);
+            }
+            (None, Some((rs, rl))) => {
+                self.sub(rs, rl);
+                self.by_addr.reshape(rs, start, len + rl);
+                self.add(start, len + rl);
+            }
+            (Some((ls, ll)), Some((rs, rl))) => {
+                self.sub(ls, ll);
+                self.sub(rs, rl);
+                self.by_addr.remove(rs);
+                self.by_addr.reshape(ls, ls, ll + len + rl);
+                self.add(ls, ll + len + rl);
+            }
+        }
+        self.count_free_blocks += len;
+    }
+
+    /// Removes the blocks `[start, start + len)`, which the caller guarantees lie inside
+    /// a single free extent, splitting it as needed.
+    pub(crate) fn take(&mut self, start: u64, len: u64) {
+        debug_assert!(len > 0);
+        let (s, l) = self
+            .by_addr
+            .floor(start)
+            .expect("taking blocks that are not free");
+        let (end, e) = (start + len, s + l);
+        assert!(end <= e, "taking [{start}, +{len}) beyond free extent [{s}, +{l})");
+        self.sub(s, l);
+        match (s == start, end == e) {
+            (true, true) => self.by_addr.remove(s),
+            (true, false) => {
+                self.by_addr.reshape(s, end, e - end);
+                self.add(end, e - end);
+            }
+            (false, true) => {
+                self.by_addr.reshape(s, s, start - s);
+                self.add(s, start - s);
+            }
+            (false, false) => {
+                self.by_addr.reshape(s, s, start - s);
+                self.add(s, start - s);
+                self.by_addr.insert(end, e - end);
+                self.add(end, e - end);
+            }
+        }
+        self.count_free_blocks -= len;
+    }
+
+    /// The free extent containing `block`, if it is free.
+    pub(crate) fn containing(&self, block: u64) -> Option<Extent> {
+        self.by_addr
+            .floor(block)
+            .filter(|&(s, l)| block - s < l)
+            .map(|(s, l)| Extent::new(s, l))
+    }
+
+    /// The lowest free extent overlapping `[start, end)`.
+    pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
+        if let Some(e) = self.containing(start) {
+            return Some(e);
+        }
+        self.by_addr
+            .above(start)
+            .filter(|&(s, _)| s < end)
+            .map(|(s, l)| Extent::new(s, l))
+    }
+
+    /// Best fit: the smallest extent that holds `need` aligned blocks, lowest first.
+    pub(crate) fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
+        if align == 1 {
+            return self.by_size.range((need, 0)..).next().map(|&(_, s)| s);
+        }
+        self.by_size
+            .range((need, 0)..)
+            .find_map(|&(l, s)| fit(s, l, need, align))
+    }
+
+    /// First fit: the lowest aligned start where `need` blocks fit.
+    pub(crate) fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
+        let mut from = 0;
+        loop {
+            let (s, l) = self.by_addr.first_at_least(from, need)?;
+            if let Some(p) = fit(s, l, need, align) {
+                return Some(p);
+            }
+            from = s + 1;
+        }
+    }
+
+    /// The aligned placement of `need` blocks whose start is closest to `goal`; the
+    /// lower on a tie.
+    pub(crate) fn near(&self, need: u64, align: u64, goal: u64) -> Option<u64> {
+        // Left side: the last fitting extent starting at or before the goal. If alignment
+        // pushes its placement above the goal, the fitting extent before it may be closer.
+        let mut left = [None, None];
+        let mut upto = Some(goal);
+        for slot in &mut left {
+            while let Some(u) = upto {
+                let Some((s, l)) = self.by_addr.last_at_least(u, need) else {
+                    upto = None;
+                    break;
+                };
+                upto = s.checked_sub(1);
+                if let Some(p) = fit_near(s, l, need, align, goal) {
+                    *slot = Some(p);
+                    break;
+                }
+            }
+            if slot.is_none_or(|p| p <= goal) {
+                break;
+            }
+        }
+        // Right side: the first fitting extent starting after the goal.
+        let mut right = None;
+        let mut from = goal.checked_add(1);
+        while let Some(f) = from {
+            let Some((s, l)) = self.by_addr.first_at_least(f, need) else {
+                break;
+            };
+            if let Some(p) = fit(s, l, need, align) {
+                right = Some(p);
+                break;
+            }
+            from = s.checked_add(1);
+        }
+        left.into_iter()
+            .chain([right])
+            .flatten()
+            .min_by_key(|&p| (p.abs_diff(goal), p))
+    }
+
+    /// The number of free blocks from `start` to the end of its free extent (0 if
+    /// `start` is not free).
+    pub(crate) fn run_from(&self, start: u64) -> u64 {
+        self.containing(start).map_or(0, |e| e.start + e.len - start)
+    }
+
+    /// The longest run of `align`-aligned blocks any single free extent can give.
+    pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
+        let mut best = 0;
+        for &(l, s) in self.by_size.iter().rev() {
+            if l <= best {
+                break;
+            }
+            if let Some(p) = align_up(s, align) {
+                let pad = p - s;
+                if pad < l {
+                    best = best.max(l - pad);
+                }
+            }
+            if align == 1 {
+                break;
+            }
+        }
+        best
+    }
+
+    /// Free extents in address order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.by_addr.iter().map(|(s, l)| Extent::new(s, l))
+    }
+
+    /// Recomputes everything from scratch: tree shape, coalescing, the size index, the
+    /// block count and the histogram. Reports `(invariant number, detail)`.
+    pub(crate) fn check(&self, capacity: u64) -> Result<(), (u8, alloc::string::String)> {
+        use alloc::format;
+        self.by_addr.check().map_err(|d| (3, d))?;
+        let mut blocks = 0u64;
+        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
+        let mut prev_end: Option<u64> = None;
+        for (s, l) in self.by_addr.iter() {
+            if l == 0 {
+                return Err((2, format!("empty free extent at {s}")));
+            }
+            let end = s
+                .checked_add(l)
+                .filter(|&e| e <= capacity)
+                .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
+            if let Some(p) = prev_end {
+                if s < p {
+                    return Err((2, format!("free extents overlap at {s}")));
+                }
+                if s == p {
+                    return Err((4, format!("free extents touch at {s}: not coalesced")));
+                }
+            }
+            if !self.by_size.contains(&(l, s)) {
+                return Err((3, format!("size index misses [{s}, +{l})")));
+            }
+            prev_end = Some(end);
+            blocks += l;
+            histogram[bucket(l)] += 1;
+        }
+        if self.by_size.len() != self.by_addr.len() {
+            return Err((
+                3,
+                format!(
+                    "size index holds {} extents, address index {}",
+                    self.by_size.len(),
+                    self.by_addr.len()
+                ),
+            ));
+        }
+        if blocks != self.count_free_blocks {
+            return Err((
+                3,
+                format!("free blocks cached {} but counted {blocks}", self.count_free_blocks),
+            ));
+        }
+        if histogram != self.histogram {
+            return Err((3, "free-extent histogram differs from its recount".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn extents(ix: &FreeIndex) -> Vec<(u64, u64)> {
+        ix.iter().map(|e| (e.start, e.len)).collect()
+    }
+
+    #[test]
+    fn insert_coalesces_both_sides() {
+        // before: [0..4) free, [4..6) not, [6..10) free
+        //         ####..####
+        // insert [4..6): ##########
+        let mut ix = FreeIndex::new();
+        ix.insert(0, 4);
+        ix.insert(6, 4);
+        assert_eq!(extents(&ix), [(0, 4), (6, 4)]);
+        ix.insert(4, 2);
+        assert_eq!(extents(&ix), [(0, 10)]);
+        ix.check(10).unwrap();
+    }
+
+    #[test]
+    fn take_splits_a_middle() {
+        // ##########  take [3..5)  ->  ###..#####
+        let mut ix = FreeIndex::new();
+        ix.insert(0, 10);
+        ix.take(3, 2);
+        assert_eq!(extents(&ix), [(0, 3), (5, 5)]);
+        assert_eq!(ix.free_blocks(), 8);
+        ix.check(10).unwrap();
+    }
+
+    #[test]
+    fn fit_near_prefers_the_lower_on_a_tie() {
+        // extent [0..32), need 2 aligned to 4, goal 6: 4 and 8 are both 2 away
+        assert_eq!(fit_near(0, 32, 2, 4, 6), Some(4));
+        assert_eq!(fit_near(0, 32, 2, 4, 7), Some(8));
+        assert_eq!(fit_near(0, 32, 2, 4, 31), Some(28));
+        assert_eq!(fit_near(3, 5, 2, 4, 0), Some(4));
+        assert_eq!(fit_near(3, 2, 2, 4, 0), None);
+    }
+
+    #[test]
+    fn near_looks_past_an_alignment_overshoot() {
+        // free: [0..9)  [10..20); need 1 aligned to 8, goal 10
+        // [10..20) places at 16 (6 away); [0..9) places at 8 (2 away)
+        let mut ix = FreeIndex::new();
+        ix.insert(0, 9);
+        ix.insert(10, 10);
+        assert_eq!(ix.near(1, 8, 10), Some(8));
+    }
+
+    #[test]
+    fn largest_placeable_accounts_for_alignment() {
+        let mut ix = FreeIndex::new();
+        ix.insert(1, 10); // aligned to 8: [8..11) -> 3
+        ix.insert(32, 5); // aligned to 8: [32..37) -> 5
+        assert_eq!(ix.largest_placeable(1), 10);
+        assert_eq!(ix.largest_placeable(8), 5);
+    }
+}

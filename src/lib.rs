@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Implementation
+//!
+//! The free space is a set of fully coalesced free extents, indexed twice:
+//!
+//! - **by address**, in a treap whose nodes also record the longest extent in their
+//!   subtree. Coalescing a free with its neighbours, checking that a free covers only
+//!   Allocated blocks, first fit and near-goal placement are each one O(log n) descent:
+//!   the recorded maximum prunes every subtree that cannot hold the request;
+//! - **by `(len, start)`**, in a B-tree set: best fit is the first entry at or above
+//!   `(len, 0)`, which is the smallest fitting extent and the lowest among equals.
+//!
+//! Allocated blocks are not recorded at all: they are the complement of the free space.
+//! Metadata therefore grows with the number of free extents, never with capacity.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod allocator;
+mod error;
+mod extent;
+mod index;
+mod request;
+mod stats;
+
+pub use allocator::{ExtentAllocator, FreeOutcome, Reservation};
+pub use error::{AllocError, BuildError, FreeError, InvariantViolation, ReservationError};
+pub use extent::{Extent, ExtentError};
+pub use index::HISTOGRAM_BUCKETS;
+pub use request::{Policy, Request};
+pub use stats::{Counters, Stats};

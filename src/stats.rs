@@ -1,0 +1,77 @@
+//! [`Stats`]: a snapshot of the allocator's accounting.
+
+use crate::index::HISTOGRAM_BUCKETS;
+
+/// A snapshot of an allocator's space and activity, from
+/// [`ExtentAllocator::stats`](crate::ExtentAllocator::stats).
+///
+/// Block counts always add up: `free_blocks + allocated_blocks == capacity_blocks`.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(1000);
+/// alloc.allocate(Request::new(10))?;
+/// let s = alloc.stats();
+/// assert_eq!(s.capacity_blocks, 1000);
+/// assert_eq!(s.free_blocks + s.allocated_blocks, 1000);
+/// assert_eq!(s.count_free_extents, 1);
+/// assert_eq!(s.largest_free_blocks, 990);
+/// assert_eq!(s.free_histogram[9], 1); // 990 lies in 512..=1023
+/// assert_eq!(s.counters.allocations, 1);
+/// # Ok::<(), pinalloc::AllocError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Blocks under management.
+    pub capacity_blocks: u64,
+    /// Free blocks: in the free index, ready to allocate (reserved ones included).
+    pub free_blocks: u64,
+    /// Blocks owned by callers.
+    pub allocated_blocks: u64,
+    /// Free blocks set aside by outstanding reservations.
+    pub reserved_blocks: u64,
+    /// Outstanding reservations.
+    pub count_reservations: u64,
+    /// Free extents (maximal runs of free blocks).
+    pub count_free_extents: u64,
+    /// The length of the largest free extent; 0 when nothing is free.
+    pub largest_free_blocks: u64,
+    /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
+    pub free_histogram: [u64; HISTOGRAM_BUCKETS],
+    /// Heap bytes held by the free-space index. Grows with the number of free extents,
+    /// never with capacity.
+    pub metadata_bytes: usize,
+    /// Monotonic activity counters.
+    pub counters: Counters,
+}
+
+/// Monotonic counters of successful calls. Failed calls change nothing, these included.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(10);
+/// let e = alloc.allocate(Request::new(4))?;
+/// alloc.free(e)?;
+/// let c = alloc.stats().counters;
+/// assert_eq!((c.allocations, c.blocks_allocated, c.frees, c.blocks_freed), (1, 4, 1, 4));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Extents handed out (each extent of an `allocate_many` counts).
+    pub allocations: u64,
+    /// Blocks handed out.
+    pub blocks_allocated: u64,
+    /// Successful `free` calls.
+    pub frees: u64,
+    /// Blocks returned by `free`.
+    pub blocks_freed: u64,
+    /// Reservations made.
+    pub reservations: u64,
+    /// Reservations released.
+    pub releases: u64,
+}
