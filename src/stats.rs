@@ -48,6 +48,7 @@ pub struct Stats {
 }
 
 /// Monotonic counters of successful calls. Failed calls change nothing, these included.
+/// They saturate at `u64::MAX` rather than wrap.
 ///
 /// ```
 /// use pinalloc::{ExtentAllocator, Request};

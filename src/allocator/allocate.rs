@@ -158,7 +158,10 @@ impl ExtentAllocator {
                 .largest()
                 .expect("free blocks cover the checked total");
             let extent = if largest.len >= left {
-                let start = self.free.best_fit(left, 1).expect("the largest extent fits");
+                let start = self
+                    .free
+                    .best_fit(left, 1)
+                    .expect("the largest extent fits");
                 Extent::new(start, left)
             } else {
                 largest
@@ -268,8 +271,8 @@ impl ExtentAllocator {
         } else {
             debug_assert!(self.free.free_blocks() >= self.count_reserved_blocks);
         }
-        self.counters.allocations += 1;
-        self.counters.blocks_allocated += extent.len;
+        self.counters.allocations = self.counters.allocations.saturating_add(1);
+        self.counters.blocks_allocated = self.counters.blocks_allocated.saturating_add(extent.len);
         self.debug_check();
     }
 

@@ -57,8 +57,8 @@ impl ExtentAllocator {
         let end = self.check_free(extent)?;
         debug_assert!(end > extent.start && end <= self.capacity);
         self.free.insert(extent.start, extent.len);
-        self.counters.frees += 1;
-        self.counters.blocks_freed += extent.len;
+        self.counters.frees = self.counters.frees.saturating_add(1);
+        self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
         self.debug_check();
         Ok(FreeOutcome {
             freed_blocks: extent.len,

@@ -103,7 +103,7 @@ impl ExtentAllocator {
         self.next_reservation_id += 1;
         self.reservations.insert(id, len_blocks);
         self.count_reserved_blocks += len_blocks;
-        self.counters.reservations += 1;
+        self.counters.reservations = self.counters.reservations.saturating_add(1);
         self.debug_check();
         Ok(Reservation {
             owner: self.uid,
@@ -138,7 +138,7 @@ impl ExtentAllocator {
             .expect("owned reservations are recorded");
         debug_assert_eq!(left, reservation.remaining_blocks);
         self.count_reserved_blocks -= left;
-        self.counters.releases += 1;
+        self.counters.releases = self.counters.releases.saturating_add(1);
         self.debug_check();
         Ok(left)
     }

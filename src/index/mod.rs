@@ -133,7 +133,9 @@ impl FreeIndex {
             .filter(|&(s, l)| s + l == start);
         let right = self.by_addr.floor(end).filter(|&(s, _)| s == end);
         debug_assert!(
-            self.by_addr.floor(end - 1).is_none_or(|(s, l)| s + l <= start),
+            self.by_addr
+                .floor(end - 1)
+                .is_none_or(|(s, l)| s + l <= start),
             "inserting [{start}, +{len}) over a free extent"
         );
         match (left, right) {
@@ -171,7 +173,10 @@ impl FreeIndex {
             .floor(start)
             .expect("taking blocks that are not free");
         let (end, e) = (start + len, s + l);
-        assert!(end <= e, "taking [{start}, +{len}) beyond free extent [{s}, +{l})");
+        assert!(
+            end <= e,
+            "taking [{start}, +{len}) beyond free extent [{s}, +{l})"
+        );
         self.sub(s, l);
         match (s == start, end == e) {
             (true, true) => self.by_addr.remove(s),
@@ -279,7 +284,8 @@ impl FreeIndex {
     /// The number of free blocks from `start` to the end of its free extent (0 if
     /// `start` is not free).
     pub(crate) fn run_from(&self, start: u64) -> u64 {
-        self.containing(start).map_or(0, |e| e.start + e.len - start)
+        self.containing(start)
+            .map_or(0, |e| e.start + e.len - start)
     }
 
     /// The longest run of `align`-aligned blocks any single free extent can give.
@@ -351,7 +357,10 @@ impl FreeIndex {
         if blocks != self.count_free_blocks {
             return Err((
                 3,
-                format!("free blocks cached {} but counted {blocks}", self.count_free_blocks),
+                format!(
+                    "free blocks cached {} but counted {blocks}",
+                    self.count_free_blocks
+                ),
             ));
         }
         if histogram != self.histogram {

@@ -61,7 +61,11 @@ impl AddrTree {
 
     #[inline]
     fn max_of(&self, t: u32) -> u64 {
-        if t == NIL { 0 } else { self.nodes[t as usize].max_len }
+        if t == NIL {
+            0
+        } else {
+            self.nodes[t as usize].max_len
+        }
     }
 
     #[inline]
@@ -343,7 +347,10 @@ impl AddrTree {
         *seen += 1;
         let n = &self.nodes[t as usize];
         if lo.is_some_and(|lo| n.start <= lo) || hi.is_some_and(|hi| n.start >= hi) {
-            return Err(alloc::format!("node at {} is out of address order", n.start));
+            return Err(alloc::format!(
+                "node at {} is out of address order",
+                n.start
+            ));
         }
         for child in [n.left, n.right] {
             if child != NIL && self.nodes[child as usize].prio > n.prio {

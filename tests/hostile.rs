@@ -1,0 +1,477 @@
+//! Bad input at every entry point, and the edges of the `u64` space.
+//!
+//! Each bad call must return its specific error and leave the allocator exactly as it
+//! was: same stats, same free extents, invariants intact.
+
+use pinalloc::{
+    AllocError, BuildError, Extent, ExtentAllocator, ExtentError, FreeError, Policy, Request,
+    ReservationError,
+};
+
+const TOP: u64 = u64::MAX;
+
+/// Runs `call` and checks it failed with `want`, changing nothing.
+#[track_caller]
+fn refused<T: std::fmt::Debug, E: std::fmt::Debug + PartialEq>(
+    alloc: &mut ExtentAllocator,
+    want: E,
+    call: impl FnOnce(&mut ExtentAllocator) -> Result<T, E>,
+) {
+    let stats = alloc.stats();
+    let free: Vec<Extent> = alloc.free_extents().collect();
+    let got = call(alloc);
+    match got {
+        Err(e) => assert_eq!(e, want),
+        Ok(v) => panic!("expected {want:?}, got Ok({v:?})"),
+    }
+    assert_eq!(alloc.stats(), stats, "a failed call changed the stats");
+    assert_eq!(
+        alloc.free_extents().collect::<Vec<_>>(),
+        free,
+        "a failed call changed the free space"
+    );
+    alloc.check_invariants().unwrap();
+}
+
+/// A 100-block space: [0, 40) Allocated, [40, 100) Free.
+fn fixture() -> ExtentAllocator {
+    let mut a = ExtentAllocator::new(100);
+    assert_eq!(a.allocate(Request::new(40)).unwrap(), Extent::new(0, 40));
+    a
+}
+
+#[test]
+fn malformed_requests() {
+    let mut a = fixture();
+    refused(&mut a, AllocError::ZeroLength, |a| {
+        a.allocate(Request::new(0))
+    });
+    refused(&mut a, AllocError::ZeroLength, |a| {
+        a.allocate(Request::range(0..=5))
+    });
+    refused(&mut a, AllocError::InvalidRange { min: 5, max: 4 }, |a| {
+        a.allocate(Request::range(5..=4))
+    });
+    for align in [0, 3, 6, 12, TOP] {
+        refused(&mut a, AllocError::BadAlignment { align }, |a| {
+            a.allocate(Request::new(1).align(align))
+        });
+    }
+}
+
+#[test]
+fn bad_exact_starts_and_goals() {
+    let mut a = fixture();
+    refused(
+        &mut a,
+        AllocError::Misaligned {
+            start: 42,
+            align: 4,
+        },
+        |a| a.allocate(Request::new(1).align(4).policy(Policy::Exact(42))),
+    );
+    refused(
+        &mut a,
+        AllocError::OutOfBounds {
+            extent: Extent::new(99, 2),
+            capacity: 100,
+        },
+        |a| a.allocate(Request::new(2).policy(Policy::Exact(99))),
+    );
+    refused(
+        &mut a,
+        AllocError::Overflow {
+            extent: Extent::new(TOP, 1),
+        },
+        |a| a.allocate(Request::new(1).policy(Policy::Exact(TOP))),
+    );
+    refused(
+        &mut a,
+        AllocError::NotFree {
+            extent: Extent::new(38, 4),
+        },
+        |a| a.allocate(Request::new(4).policy(Policy::Exact(38))),
+    );
+    refused(
+        &mut a,
+        AllocError::OutOfBounds {
+            extent: Extent::new(100, 1),
+            capacity: 100,
+        },
+        |a| a.allocate(Request::new(1).policy(Policy::Near(100))),
+    );
+    refused(
+        &mut a,
+        AllocError::OutOfBounds {
+            extent: Extent::new(TOP, 1),
+            capacity: 100,
+        },
+        |a| a.allocate(Request::new(1).policy(Policy::Near(TOP))),
+    );
+}
+
+#[test]
+fn no_space_tells_full_from_fragmented_from_reserved() {
+    let mut a = fixture();
+    let full = AllocError::NoSpace {
+        requested: 61,
+        free: 60,
+        largest_free: 60,
+        reserved: 0,
+    };
+    refused(&mut a, full, |a| a.allocate(Request::new(61)));
+    // Fragment: free [0, 10) and [20, 30) beside [40, 100).
+    a.free(Extent::new(0, 10)).unwrap();
+    a.free(Extent::new(20, 10)).unwrap();
+    let fragmented = AllocError::NoSpace {
+        requested: 70,
+        free: 80,
+        largest_free: 60,
+        reserved: 0,
+    };
+    refused(&mut a, fragmented, |a| a.allocate(Request::new(70)));
+    let res = a.reserve(75).unwrap();
+    let reserved = AllocError::NoSpace {
+        requested: 6,
+        free: 80,
+        largest_free: 60,
+        reserved: 75,
+    };
+    refused(&mut a, reserved, |a| a.allocate(Request::new(6)));
+    refused(&mut a, reserved, |a| a.allocate_many(6));
+    refused(&mut a, reserved, |a| a.reserve(6));
+    assert_eq!(a.release(res).unwrap(), 75);
+    // An unplaceable aligned request on plenty of space is also NoSpace.
+    let aligned = AllocError::NoSpace {
+        requested: 60,
+        free: 80,
+        largest_free: 60,
+        reserved: 0,
+    };
+    refused(&mut a, aligned, |a| a.allocate(Request::new(60).align(64)));
+}
+
+#[test]
+fn bad_frees() {
+    let mut a = fixture();
+    refused(&mut a, FreeError::ZeroLength { start: 3 }, |a| {
+        a.free(Extent::new(3, 0))
+    });
+    refused(
+        &mut a,
+        FreeError::Overflow {
+            extent: Extent::new(TOP, 1),
+        },
+        |a| a.free(Extent::new(TOP, 1)),
+    );
+    refused(
+        &mut a,
+        FreeError::Overflow {
+            extent: Extent::new(2, TOP),
+        },
+        |a| a.free(Extent::new(2, TOP)),
+    );
+    refused(
+        &mut a,
+        FreeError::OutOfBounds {
+            extent: Extent::new(90, 11),
+            capacity: 100,
+        },
+        |a| a.free(Extent::new(90, 11)),
+    );
+    refused(
+        &mut a,
+        FreeError::OutOfBounds {
+            extent: Extent::new(100, 1),
+            capacity: 100,
+        },
+        |a| a.free(Extent::new(100, 1)),
+    );
+    // Never allocated.
+    refused(
+        &mut a,
+        FreeError::NotAllocated {
+            extent: Extent::new(50, 5),
+            offending: Extent::new(50, 5),
+        },
+        |a| a.free(Extent::new(50, 5)),
+    );
+    // Double free.
+    a.free(Extent::new(10, 5)).unwrap();
+    refused(
+        &mut a,
+        FreeError::NotAllocated {
+            extent: Extent::new(10, 5),
+            offending: Extent::new(10, 5),
+        },
+        |a| a.free(Extent::new(10, 5)),
+    );
+    // Partly allocated, on either side and straddling a hole:
+    //   0         10   15        40                 100
+    //   |#########|....|#########|..................|
+    refused(
+        &mut a,
+        FreeError::PartlyAllocated {
+            extent: Extent::new(8, 4),
+            offending: Extent::new(10, 2),
+        },
+        |a| a.free(Extent::new(8, 4)),
+    );
+    refused(
+        &mut a,
+        FreeError::PartlyAllocated {
+            extent: Extent::new(38, 4),
+            offending: Extent::new(40, 2),
+        },
+        |a| a.free(Extent::new(38, 4)),
+    );
+    refused(
+        &mut a,
+        FreeError::PartlyAllocated {
+            extent: Extent::new(0, 40),
+            offending: Extent::new(10, 5),
+        },
+        |a| a.free(Extent::new(0, 40)),
+    );
+}
+
+#[test]
+fn bad_reservations() {
+    let mut a = fixture();
+    refused(&mut a, AllocError::ZeroLength, |a| a.reserve(0));
+    refused(
+        &mut a,
+        AllocError::NoSpace {
+            requested: TOP,
+            free: 60,
+            largest_free: 60,
+            reserved: 0,
+        },
+        |a| a.reserve(TOP),
+    );
+    let mut res = a.reserve(10).unwrap();
+    let id = res.id();
+    refused(
+        &mut a,
+        AllocError::Overdrawn {
+            id,
+            requested: 11,
+            remaining: 10,
+        },
+        |a| a.allocate_reserved(&mut res, Request::new(11)),
+    );
+    refused(
+        &mut a,
+        AllocError::Overdrawn {
+            id,
+            requested: 11,
+            remaining: 10,
+        },
+        |a| a.allocate_many_reserved(&mut res, 11),
+    );
+    refused(&mut a, AllocError::ZeroLength, |a| {
+        a.allocate_many_reserved(&mut res, 0)
+    });
+    // A range request is capped at what the reservation has left.
+    assert_eq!(
+        a.allocate_reserved(&mut res, Request::range(4..=50))
+            .unwrap()
+            .len,
+        10
+    );
+
+    let mut other = ExtentAllocator::new(100);
+    let mut foreign = other.reserve(1).unwrap();
+    let fid = foreign.id();
+    refused(&mut a, AllocError::UnknownReservation { id: fid }, |a| {
+        a.allocate_reserved(&mut foreign, Request::new(1))
+    });
+    let stats = a.stats();
+    let Err(ReservationError::Unknown { reservation }) = a.release(foreign) else {
+        panic!("foreign release accepted")
+    };
+    assert_eq!(a.stats(), stats);
+    assert_eq!(other.release(reservation).unwrap(), 1);
+    assert_eq!(a.release(res).unwrap(), 0);
+}
+
+#[test]
+fn bad_build_input() {
+    let build_free =
+        |list: &[Extent]| ExtentAllocator::from_free_extents(100, list.iter().copied()).map(|_| ());
+    let build_alloc = |list: &[Extent]| {
+        ExtentAllocator::from_allocated_extents(100, list.iter().copied()).map(|_| ())
+    };
+    for build in [build_free, build_alloc] {
+        assert_eq!(
+            build(&[Extent::new(5, 0)]),
+            Err(BuildError::ZeroLength { start: 5 })
+        );
+        assert_eq!(
+            build(&[Extent::new(TOP, 2)]),
+            Err(BuildError::Overflow {
+                extent: Extent::new(TOP, 2)
+            })
+        );
+        assert_eq!(
+            build(&[Extent::new(95, 6)]),
+            Err(BuildError::OutOfBounds {
+                extent: Extent::new(95, 6),
+                capacity: 100
+            })
+        );
+        // A long extent swallowing two later ones reports the long one.
+        assert_eq!(
+            build(&[Extent::new(30, 2), Extent::new(0, 50), Extent::new(40, 1)]),
+            Err(BuildError::Overlap {
+                first: Extent::new(0, 50),
+                second: Extent::new(30, 2)
+            })
+        );
+        assert_eq!(build(&[]), Ok(()));
+    }
+}
+
+#[test]
+fn extent_conversions_reject_wrapping() {
+    assert_eq!(
+        Extent::try_from(7..3),
+        Err(ExtentError::Reversed { start: 7, end: 3 })
+    );
+    let wraps = Extent::new(TOP - 1, 2);
+    assert_eq!(
+        std::ops::Range::try_from(wraps),
+        Err(ExtentError::Overflow { extent: wraps })
+    );
+    assert_eq!(
+        std::ops::Range::try_from(Extent::new(TOP - 1, 1)),
+        Ok(TOP - 1..TOP)
+    );
+}
+
+#[test]
+fn the_whole_u64_space() {
+    // Blocks 0..u64::MAX: the last block is u64::MAX - 1, ending exactly at u64::MAX.
+    let mut a = ExtentAllocator::new(TOP);
+    let last = a
+        .allocate(Request::new(1).policy(Policy::Exact(TOP - 1)))
+        .unwrap();
+    assert_eq!(last, Extent::new(TOP - 1, 1));
+    assert_eq!(last.checked_end(), Some(TOP));
+    let near_top = a
+        .allocate(Request::new(3).policy(Policy::Near(TOP - 1)))
+        .unwrap();
+    assert_eq!(near_top, Extent::new(TOP - 4, 3));
+    let half = a
+        .allocate(Request::new(5).align(1 << 63).policy(Policy::FirstFit))
+        .unwrap();
+    assert_eq!(half, Extent::new(0, 5));
+    let upper = a.allocate(Request::new(5).align(1 << 63)).unwrap();
+    assert_eq!(upper, Extent::new(1 << 63, 5));
+    // Nothing else fits at a 2^63 boundary.
+    assert!(matches!(
+        a.allocate(Request::new(1).align(1 << 63)),
+        Err(AllocError::NoSpace { .. })
+    ));
+    // Free now: [5, 2^63) and [2^63 + 5, TOP - 4); the widest range request takes
+    // the larger, lower one.
+    let big = a.allocate(Request::range(1..=TOP)).unwrap();
+    assert_eq!(big, Extent::new(5, (1 << 63) - 5));
+    assert_eq!(a.stats().largest_free_blocks, TOP - 4 - ((1 << 63) + 5));
+    for e in [last, near_top, half, upper, big] {
+        a.free(e).unwrap();
+    }
+    assert_eq!(a.free_extents().collect::<Vec<_>>(), [Extent::new(0, TOP)]);
+    let all = a.allocate(Request::new(TOP)).unwrap();
+    assert_eq!(all, Extent::new(0, TOP));
+    a.check_invariants().unwrap();
+    a.free(all).unwrap();
+    assert_eq!(a.stats().free_blocks, TOP);
+}
+
+#[test]
+fn capacity_near_two_to_the_63() {
+    for capacity in [(1u64 << 63) - 1, 1 << 63, (1 << 63) + 1] {
+        let mut a = ExtentAllocator::new(capacity);
+        let e = a
+            .allocate(Request::new(2).policy(Policy::Near(capacity - 1)))
+            .unwrap();
+        assert_eq!(e.checked_end(), Some(capacity));
+        refused(
+            &mut a,
+            FreeError::OutOfBounds {
+                extent: Extent::new(capacity - 1, 2),
+                capacity,
+            },
+            |a| a.free(Extent::new(capacity - 1, 2)),
+        );
+        refused(
+            &mut a,
+            AllocError::OutOfBounds {
+                extent: Extent::new(capacity - 1, 2),
+                capacity,
+            },
+            |a| a.allocate(Request::new(2).policy(Policy::Exact(capacity - 1))),
+        );
+        let many = a.allocate_many(capacity - 2).unwrap();
+        assert_eq!(many, [Extent::new(0, capacity - 2)]);
+        assert!(matches!(
+            a.allocate(Request::new(1)),
+            Err(AllocError::NoSpace { free: 0, .. })
+        ));
+        a.free(Extent::new(0, capacity)).unwrap();
+        a.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn metadata_does_not_grow_with_capacity() {
+    // The same 2,000 scattered allocations on a small and an enormous space.
+    let run = |capacity: u64| {
+        let mut a = ExtentAllocator::new(capacity);
+        let stride = capacity / 2048;
+        for i in 0..2000u64 {
+            a.allocate(Request::new(3).policy(Policy::Exact(i * stride)))
+                .unwrap();
+        }
+        let s = a.stats();
+        a.check_invariants().unwrap();
+        (s.count_free_extents, s.metadata_bytes)
+    };
+    let small = run(1 << 20);
+    let huge = run(1 << 62);
+    assert_eq!(small.0, 2000); // one gap after each allocation
+    assert_eq!(small, huge);
+}
+
+#[test]
+fn an_empty_space_refuses_everything_cleanly() {
+    let mut a = ExtentAllocator::new(0);
+    refused(
+        &mut a,
+        AllocError::NoSpace {
+            requested: 1,
+            free: 0,
+            largest_free: 0,
+            reserved: 0,
+        },
+        |a| a.allocate(Request::new(1)),
+    );
+    refused(
+        &mut a,
+        AllocError::OutOfBounds {
+            extent: Extent::new(0, 1),
+            capacity: 0,
+        },
+        |a| a.allocate(Request::new(1).policy(Policy::Near(0))),
+    );
+    refused(
+        &mut a,
+        FreeError::OutOfBounds {
+            extent: Extent::new(0, 1),
+            capacity: 0,
+        },
+        |a| a.free(Extent::new(0, 1)),
+    );
+    assert_eq!(a.free_extents().count(), 0);
+}

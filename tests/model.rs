@@ -1,0 +1,484 @@
+//! The allocator against the per-block reference model, after every operation.
+//!
+//! `PROPTEST_CASES=100000 cargo test --test model` runs a longer search.
+
+mod common;
+
+use common::{Model, Req};
+use pinalloc::{Extent, ExtentAllocator, Policy, Reservation, ReservationError};
+use proptest::prelude::*;
+
+/// Cases per property: 1,024 unless `PROPTEST_CASES` says otherwise.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 4096,
+        ..ProptestConfig::default()
+    }
+}
+
+/// A block position: mostly inside the space (as a fraction of it), sometimes anywhere.
+#[derive(Debug, Clone, Copy)]
+enum Pos {
+    Within(u16),
+    Raw(u64),
+}
+
+impl Pos {
+    fn resolve(self, capacity: u64) -> u64 {
+        match self {
+            Pos::Within(permille) => capacity * u64::from(permille) / 1000,
+            Pos::Raw(raw) => raw,
+        }
+    }
+}
+
+fn pos() -> impl Strategy<Value = Pos> {
+    prop_oneof![
+        8 => (0u16..1000).prop_map(Pos::Within),
+        1 => prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), 0u64..600, (u64::MAX - 600)..=u64::MAX]
+            .prop_map(Pos::Raw),
+    ]
+}
+
+/// A length: mostly small, sometimes zero, large or extreme.
+fn len() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        12 => 1u64..=16,
+        4 => 1u64..=128,
+        2 => 1u64..=600,
+        1 => Just(0u64),
+        1 => prop_oneof![Just(u64::MAX), Just(u64::MAX / 2), Just(1u64 << 40)],
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PolicyOp {
+    Best,
+    First,
+    Near(Pos),
+    Exact(Pos),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate {
+        min: u64,
+        extra: Option<u64>,
+        align: u64,
+        policy: PolicyOp,
+        reservation: Option<usize>,
+    },
+    AllocateMany {
+        total: u64,
+        reservation: Option<usize>,
+    },
+    /// Free part of a live extent: skip some blocks, then take some.
+    FreeLive {
+        index: usize,
+        skip: u64,
+        take: Option<u64>,
+    },
+    /// Free anything at all: double frees, never-allocated runs, bad extents.
+    FreeRaw {
+        start: Pos,
+        len: u64,
+    },
+    Reserve {
+        len: u64,
+    },
+    Release {
+        index: usize,
+    },
+    /// Spend or release a reservation made by another allocator.
+    Foreign {
+        release: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let align = prop_oneof![6 => Just(1u64), 3 => (0u32..6).prop_map(|s| 1u64 << s), 1 => prop_oneof![Just(0u64), Just(3u64), Just(12u64), Just(1u64 << 63)]];
+    let policy = prop_oneof![
+        3 => Just(PolicyOp::Best),
+        2 => Just(PolicyOp::First),
+        2 => pos().prop_map(PolicyOp::Near),
+        2 => pos().prop_map(PolicyOp::Exact),
+    ];
+    let extra =
+        prop_oneof![3 => Just(None), 2 => (0u64..64).prop_map(Some), 1 => Just(Some(u64::MAX))];
+    prop_oneof![
+        10 => (len(), extra, align, policy, proptest::option::weighted(0.25, 0usize..8)).prop_map(
+            |(min, extra, align, policy, reservation)| Op::Allocate { min, extra, align, policy, reservation }
+        ),
+        2 => (len(), proptest::option::weighted(0.3, 0usize..8))
+            .prop_map(|(total, reservation)| Op::AllocateMany { total, reservation }),
+        8 => (0usize..64, prop_oneof![3 => Just(0u64), 1 => 0u64..8], proptest::option::weighted(0.3, 1u64..8))
+            .prop_map(|(index, skip, take)| Op::FreeLive { index, skip, take }),
+        2 => (pos(), len()).prop_map(|(start, len)| Op::FreeRaw { start, len }),
+        2 => len().prop_map(|len| Op::Reserve { len }),
+        2 => (0usize..8).prop_map(|index| Op::Release { index }),
+        1 => any::<bool>().prop_map(|release| Op::Foreign { release }),
+    ]
+}
+
+/// The allocator, the model, and what the test holds: live extents and reservations.
+struct Harness {
+    real: ExtentAllocator,
+    model: Model,
+    live: Vec<Extent>,
+    reservations: Vec<Reservation>,
+    foreign: ExtentAllocator,
+}
+
+impl Harness {
+    fn new(capacity: u64) -> Self {
+        Harness {
+            real: ExtentAllocator::new(capacity),
+            model: Model::new(capacity),
+            live: Vec::new(),
+            reservations: Vec::new(),
+            foreign: ExtentAllocator::new(capacity.max(1)),
+        }
+    }
+
+    fn snapshot(&self) -> (pinalloc::Stats, Vec<Extent>) {
+        (self.real.stats(), self.real.free_extents().collect())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let capacity = self.model.capacity();
+        let before = self.snapshot();
+        let failed = match *op {
+            Op::Allocate {
+                min,
+                extra,
+                align,
+                policy,
+                reservation,
+            } => {
+                let policy = match policy {
+                    PolicyOp::Best => Policy::BestFit,
+                    PolicyOp::First => Policy::FirstFit,
+                    PolicyOp::Near(p) => Policy::Near(p.resolve(capacity)),
+                    PolicyOp::Exact(Pos::Within(pm)) if align.is_power_of_two() => {
+                        Policy::Exact(Pos::Within(pm).resolve(capacity) & !(align - 1))
+                    }
+                    PolicyOp::Exact(p) => Policy::Exact(p.resolve(capacity)),
+                };
+                let req = Req {
+                    min,
+                    max: extra.map_or(min, |x| min.saturating_add(x)),
+                    align,
+                    policy,
+                };
+                let (got, want) = match reservation.and_then(|i| self.pick(i)) {
+                    Some(i) => {
+                        let id = self.reservations[i].id();
+                        let got = self
+                            .real
+                            .allocate_reserved(&mut self.reservations[i], req.to_request());
+                        let want = self.model.allocate(req, Some(id));
+                        if got.is_ok() {
+                            prop_assert_eq!(
+                                self.reservations[i].remaining_blocks(),
+                                self.model.reservations[&id]
+                            );
+                        }
+                        (got, want)
+                    }
+                    None => (
+                        self.real.allocate(req.to_request()),
+                        self.model.allocate(req, None),
+                    ),
+                };
+                prop_assert_eq!(got, want, "allocate {:?}", req);
+                if let Ok(e) = got {
+                    self.check_new(e)?;
+                    self.live.push(e);
+                }
+                got.is_err()
+            }
+            Op::AllocateMany { total, reservation } => {
+                let (got, want) = match reservation.and_then(|i| self.pick(i)) {
+                    Some(i) => {
+                        let id = self.reservations[i].id();
+                        (
+                            self.real
+                                .allocate_many_reserved(&mut self.reservations[i], total),
+                            self.model.allocate_many(total, Some(id)),
+                        )
+                    }
+                    None => (
+                        self.real.allocate_many(total),
+                        self.model.allocate_many(total, None),
+                    ),
+                };
+                prop_assert_eq!(&got, &want, "allocate_many {}", total);
+                if let Ok(extents) = &got {
+                    prop_assert!(extents.iter().map(|e| e.len).sum::<u64>() == total);
+                    for &e in extents {
+                        self.check_new(e)?;
+                        self.live.push(e);
+                    }
+                }
+                got.is_err()
+            }
+            Op::FreeLive { index, skip, take } => {
+                if self.live.is_empty() {
+                    return Ok(());
+                }
+                let i = index % self.live.len();
+                let e = self.live[i];
+                let skip = skip.min(e.len - 1);
+                let take = take.map_or(e.len - skip, |t| t.min(e.len - skip));
+                let part = Extent::new(e.start + skip, take);
+                let got = self.real.free(part);
+                let want = self.model.free(part);
+                prop_assert_eq!(
+                    got.map(|o| o.freed_blocks),
+                    want.map(|()| take),
+                    "free {}",
+                    part
+                );
+                // What remains of the live extent: the blocks before and after the part.
+                self.live.swap_remove(i);
+                if skip > 0 {
+                    self.live.push(Extent::new(e.start, skip));
+                }
+                if skip + take < e.len {
+                    self.live
+                        .push(Extent::new(part.start + take, e.len - skip - take));
+                }
+                false
+            }
+            Op::FreeRaw { start, len } => {
+                let e = Extent::new(start.resolve(capacity), len);
+                let got = self.real.free(e);
+                let want = self.model.free(e);
+                prop_assert_eq!(got.map(|_| ()), want, "free {}", e);
+                if got.is_ok() {
+                    self.forget_live(e);
+                }
+                got.is_err()
+            }
+            Op::Reserve { len } => {
+                let got = self.real.reserve(len);
+                match got {
+                    Ok(res) => {
+                        prop_assert_eq!(self.model.reserve(res.id(), len), Ok(()));
+                        prop_assert_eq!(res.remaining_blocks(), len);
+                        self.reservations.push(res);
+                        false
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(Err(e), self.model.reserve(u64::MAX, len));
+                        true
+                    }
+                }
+            }
+            Op::Release { index } => {
+                let Some(i) = self.pick(index) else {
+                    return Ok(());
+                };
+                let res = self.reservations.swap_remove(i);
+                let id = res.id();
+                let got = self.real.release(res);
+                prop_assert_eq!(got.ok(), self.model.release(id));
+                false
+            }
+            Op::Foreign { release } => {
+                let Ok(mut res) = self.foreign.reserve(1) else {
+                    return Ok(());
+                };
+                // Ids are per allocator, so a foreign id may equal a local one: only the
+                // owner check can tell them apart.
+                let id = res.id();
+                if release {
+                    match self.real.release(res) {
+                        Err(ReservationError::Unknown { reservation }) => {
+                            prop_assert_eq!(reservation.id(), id);
+                            prop_assert_eq!(self.foreign.release(reservation).ok(), Some(1));
+                        }
+                        other => prop_assert!(false, "foreign release gave {:?}", other),
+                    }
+                } else {
+                    let got = self
+                        .real
+                        .allocate_reserved(&mut res, pinalloc::Request::new(1));
+                    prop_assert_eq!(got, Err(pinalloc::AllocError::UnknownReservation { id }));
+                    prop_assert!(self.foreign.release(res).is_ok());
+                }
+                true
+            }
+        };
+        if failed {
+            prop_assert_eq!(
+                &self.snapshot(),
+                &before,
+                "a failed {:?} changed the allocator",
+                op
+            );
+        }
+        self.compare()
+    }
+
+    fn pick(&self, index: usize) -> Option<usize> {
+        (!self.reservations.is_empty()).then(|| index % self.reservations.len())
+    }
+
+    /// A fresh allocation: in bounds, and overlapping nothing the test holds.
+    fn check_new(&self, e: Extent) -> Result<(), TestCaseError> {
+        prop_assert!(e.len > 0);
+        prop_assert!(
+            e.checked_end()
+                .is_some_and(|end| end <= self.model.capacity()),
+            "{} leaves the space",
+            e
+        );
+        for l in &self.live {
+            prop_assert!(!l.overlaps(&e), "{} overlaps live {}", e, l);
+        }
+        Ok(())
+    }
+
+    /// Drops live extents covered by a successful raw free (it freed only Allocated
+    /// blocks, so it lies inside the union of live extents).
+    fn forget_live(&mut self, freed: Extent) {
+        let mut kept = Vec::new();
+        for l in self.live.drain(..) {
+            if !l.overlaps(&freed) {
+                kept.push(l);
+                continue;
+            }
+            let (ls, le) = (l.start, l.start + l.len);
+            let (fs, fe) = (freed.start, freed.start + freed.len);
+            if ls < fs {
+                kept.push(Extent::new(ls, fs - ls));
+            }
+            if fe < le {
+                kept.push(Extent::new(fe, le - fe));
+            }
+        }
+        self.live = kept;
+    }
+
+    /// The allocator against the model: free extents, counts, histogram, invariants.
+    fn compare(&self) -> Result<(), TestCaseError> {
+        let runs = self.model.free_runs();
+        prop_assert_eq!(self.real.free_extents().collect::<Vec<_>>(), runs.clone());
+        let s = self.real.stats();
+        prop_assert_eq!(s.free_blocks, self.model.free_blocks());
+        prop_assert_eq!(
+            s.allocated_blocks,
+            self.model.capacity() - self.model.free_blocks()
+        );
+        prop_assert_eq!(s.reserved_blocks, self.model.reserved());
+        prop_assert_eq!(s.count_reservations, self.model.reservations.len() as u64);
+        prop_assert_eq!(s.count_free_extents, runs.len() as u64);
+        prop_assert_eq!(s.largest_free_blocks, self.model.largest_free());
+        prop_assert_eq!(s.free_histogram, self.model.histogram());
+        let live_blocks: u64 = self.live.iter().map(|e| e.len).sum();
+        prop_assert_eq!(
+            live_blocks,
+            s.allocated_blocks,
+            "the test lost track of live blocks"
+        );
+        if let Err(v) = self.real.check_invariants() {
+            prop_assert!(false, "{}", v);
+        }
+        Ok(())
+    }
+
+    /// Frees everything and releases every reservation: the whole space must be free.
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        for res in std::mem::take(&mut self.reservations) {
+            let id = res.id();
+            prop_assert_eq!(self.real.release(res).ok(), self.model.release(id));
+        }
+        for e in std::mem::take(&mut self.live) {
+            prop_assert!(self.real.free(e).is_ok());
+            prop_assert!(self.model.free(e).is_ok());
+        }
+        self.compare()?;
+        let cap = self.model.capacity();
+        let all: Vec<Extent> = if cap == 0 {
+            vec![]
+        } else {
+            vec![Extent::new(0, cap)]
+        };
+        prop_assert_eq!(self.real.free_extents().collect::<Vec<_>>(), all, "leak");
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn allocator_matches_the_model(capacity in 1u64..=512, ops in proptest::collection::vec(op(), 1..80)) {
+        let mut h = Harness::new(capacity);
+        for op in &ops {
+            h.apply(op)?;
+        }
+        h.drain()?;
+    }
+}
+
+/// Every `(start, len)` on a 16-block space, for `free` and for an exact allocate,
+/// from many starting patterns of Allocated blocks.
+#[test]
+fn exhaustive_small_universe() {
+    const N: u64 = 16;
+    let mut lens: Vec<u64> = (0..=N + 1).collect();
+    lens.extend([u64::MAX, u64::MAX - 3]);
+    let mut starts: Vec<u64> = (0..=N + 1).collect();
+    starts.extend([u64::MAX, u64::MAX - 2]);
+    let mut checked = 0u64;
+    // Patterns: bit b set = block b Allocated. A stride keeps it to a few hundred.
+    for pattern in (0u32..1 << N).step_by(97).chain([0, (1 << N) - 1]) {
+        let mut model = Model::new(N);
+        let allocated: Vec<Extent> = (0..N)
+            .filter(|b| pattern >> b & 1 == 1)
+            .map(|b| Extent::new(b, 1))
+            .collect();
+        let base = ExtentAllocator::from_allocated_extents(N, allocated.iter().copied()).unwrap();
+        for e in &allocated {
+            model.allocated[e.start as usize] = true;
+        }
+        assert_eq!(base.free_extents().collect::<Vec<_>>(), model.free_runs());
+        for &start in &starts {
+            for &len in &lens {
+                let e = Extent::new(start, len);
+                let (mut real, mut m) = (base.clone(), model.clone());
+                assert_eq!(
+                    real.free(e).map(|_| ()),
+                    m.free(e),
+                    "free {e} on {pattern:#06x}"
+                );
+                assert_eq!(real.free_extents().collect::<Vec<_>>(), m.free_runs());
+                real.check_invariants().unwrap();
+
+                let req = Req {
+                    min: len,
+                    max: len,
+                    align: 1,
+                    policy: Policy::Exact(start),
+                };
+                let (mut real, mut m) = (base.clone(), model.clone());
+                assert_eq!(
+                    real.allocate(req.to_request()),
+                    m.allocate(req, None),
+                    "exact {e} on {pattern:#06x}"
+                );
+                assert_eq!(real.free_extents().collect::<Vec<_>>(), m.free_runs());
+                real.check_invariants().unwrap();
+                checked += 2;
+            }
+        }
+    }
+    assert!(checked > 200_000, "only {checked} cases ran");
+}
