@@ -25,7 +25,7 @@ use core::ops::RangeInclusive;
 /// assert_eq!(near, Extent::new(70, 4));
 /// let exact = alloc.allocate(Request::new(2).policy(Policy::Exact(8)))?;
 /// assert_eq!(exact, Extent::new(8, 2));
-/// # Ok::<(), pinalloc::AllocError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

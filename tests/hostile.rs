@@ -41,6 +41,7 @@ fn fixture() -> ExtentAllocator {
 }
 
 #[test]
+#[allow(clippy::reversed_empty_ranges)] // reversed ranges are the point
 fn malformed_requests() {
     let mut a = fixture();
     refused(&mut a, AllocError::ZeroLength, |a| {
@@ -333,6 +334,7 @@ fn bad_build_input() {
 }
 
 #[test]
+#[allow(clippy::reversed_empty_ranges)] // reversed ranges are the point
 fn extent_conversions_reject_wrapping() {
     assert_eq!(
         Extent::try_from(7..3),

@@ -83,6 +83,7 @@ pub struct ExtentAllocator {
 
 /// Only states this small are self-checked after every mutation in debug builds, so
 /// that tests on large spaces stay fast.
+#[cfg(debug_assertions)]
 const DEBUG_CHECK_MAX_EXTENTS: usize = 64;
 
 impl ExtentAllocator {

@@ -20,6 +20,14 @@ use tree::AddrTree;
 
 /// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
 /// `2^i ..= 2^(i+1) - 1` blocks.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, HISTOGRAM_BUCKETS};
+///
+/// let s = ExtentAllocator::new(u64::MAX).stats();
+/// assert_eq!(s.free_histogram.len(), HISTOGRAM_BUCKETS);
+/// assert_eq!(s.free_histogram[HISTOGRAM_BUCKETS - 1], 1); // one extent of 2^64 - 1 blocks
+/// ```
 pub const HISTOGRAM_BUCKETS: usize = 64;
 
 #[derive(Clone, Debug)]

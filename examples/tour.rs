@@ -1,0 +1,172 @@
+//! A tour of the core allocator on a 64-block space, with a map after each step.
+//!
+//! ```text
+//! cargo run --release --example tour
+//! ```
+//!
+//! In the maps, `.` is a Free block and each letter is one allocation.
+
+use pinalloc::{Extent, ExtentAllocator, Policy, Request};
+
+const CAPACITY: u64 = 64;
+
+/// The space as one character per block: `.` Free, a letter per live allocation.
+fn map(alloc: &ExtentAllocator, live: &[(char, Extent)]) -> String {
+    let mut cells = vec!['?'; CAPACITY as usize];
+    for e in alloc.free_extents() {
+        for b in e.start..e.start + e.len {
+            cells[b as usize] = '.';
+        }
+    }
+    for &(name, e) in live {
+        for b in e.start..e.start + e.len {
+            assert_eq!(
+                cells[b as usize], '?',
+                "block {b} is both free and allocated"
+            );
+            cells[b as usize] = name;
+        }
+    }
+    assert!(
+        !cells.contains(&'?'),
+        "a block is neither free nor allocated"
+    );
+    cells.into_iter().collect()
+}
+
+fn show(step: &str, alloc: &ExtentAllocator, live: &[(char, Extent)]) {
+    let s = alloc.stats();
+    println!("{step}");
+    println!(
+        "  |{}|  free {:>2} in {} extent(s), largest {}",
+        map(alloc, live),
+        s.free_blocks,
+        s.count_free_extents,
+        s.largest_free_blocks
+    );
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut alloc = ExtentAllocator::new(CAPACITY);
+    let mut live: Vec<(char, Extent)> = Vec::new();
+    show("An empty space of 64 blocks:", &alloc, &live);
+
+    for (name, len) in [('A', 8), ('B', 4), ('C', 12), ('D', 6), ('E', 10)] {
+        live.push((name, alloc.allocate(Request::new(len))?));
+    }
+    show(
+        "\nFive files, best fit (each at the lowest address of the tightest hole):",
+        &alloc,
+        &live,
+    );
+
+    for name in ['B', 'D'] {
+        let i = live.iter().position(|&(n, _)| n == name).unwrap();
+        let (_, e) = live.remove(i);
+        let out = alloc.free(e)?;
+        println!(
+            "\nfree {name} {e}: {} blocks Free at once",
+            out.freed_blocks
+        );
+    }
+    show("Two holes now sit between the files:", &alloc, &live);
+
+    let f = alloc.allocate(Request::new(3))?;
+    live.push(('F', f));
+    show(
+        &format!("\nBest fit puts 3 blocks in the tightest hole (the 4-block one): {f}"),
+        &alloc,
+        &live,
+    );
+
+    let g = alloc.allocate(Request::new(2).policy(Policy::FirstFit))?;
+    live.push(('G', g));
+    show(
+        &format!("\nFirst fit takes the lowest address: {g}"),
+        &alloc,
+        &live,
+    );
+
+    let h = alloc.allocate(Request::new(4).policy(Policy::Near(60)))?;
+    live.push(('H', h));
+    show(
+        &format!("\nNear block 60, for locality: {h}"),
+        &alloc,
+        &live,
+    );
+
+    let i = alloc.allocate(Request::new(4).align(8).policy(Policy::FirstFit))?;
+    live.push(('I', i));
+    show(&format!("\nAligned to 8 blocks: {i}"), &alloc, &live);
+
+    let j = alloc.allocate(Request::new(2).policy(Policy::Exact(48)))?;
+    live.push(('J', j));
+    show(
+        &format!("\nExactly at block 48, as a log replay would claim it: {j}"),
+        &alloc,
+        &live,
+    );
+
+    // Truncate C from 12 blocks to 5: free its tail only.
+    let c = live.iter().position(|&(n, _)| n == 'C').unwrap();
+    let whole = live[c].1;
+    let tail = Extent::new(whole.start + 5, whole.len - 5);
+    alloc.free(tail)?;
+    live[c].1 = Extent::new(whole.start, 5);
+    show(
+        &format!("\nTruncate C to 5 blocks: free its tail {tail}"),
+        &alloc,
+        &live,
+    );
+
+    match alloc.free(tail) {
+        Err(err) => println!("\nFreeing that tail again is refused, and nothing changes:\n  {err}"),
+        Ok(_) => unreachable!("a double free must fail"),
+    }
+
+    let mut res = alloc.reserve(10)?;
+    println!(
+        "\nReserve 10 blocks: others now see {} of {} free blocks",
+        alloc.stats().free_blocks - alloc.stats().reserved_blocks,
+        alloc.stats().free_blocks
+    );
+    let big = alloc.allocate(Request::new(20));
+    println!(
+        "  so 20 blocks without the reservation: {}",
+        big.unwrap_err()
+    );
+    let k = alloc.allocate_reserved(&mut res, Request::new(6))?;
+    live.push(('K', k));
+    println!(
+        "  with it, 6 blocks: {k}; {} left in the reservation",
+        res.remaining_blocks()
+    );
+    println!("  releasing it returns {} blocks", alloc.release(res)?);
+
+    let spread = alloc.allocate_many(14)?;
+    println!("\nallocate_many(14) takes the fewest extents: {spread:?}");
+    for (n, e) in ('L'..).zip(spread) {
+        live.push((n, e));
+    }
+    show("", &alloc, &live);
+
+    for (_, e) in live.drain(..) {
+        alloc.free(e)?;
+    }
+    show(
+        "\nEverything freed: the free space coalesces back into one extent.",
+        &alloc,
+        &live,
+    );
+    alloc.check_invariants()?;
+
+    let s = alloc.stats();
+    println!(
+        "\nCounters: {} allocations ({} blocks), {} frees ({} blocks)",
+        s.counters.allocations,
+        s.counters.blocks_allocated,
+        s.counters.frees,
+        s.counters.blocks_freed
+    );
+    Ok(())
+}
