@@ -5,7 +5,8 @@
 //! The free space is a set of fully coalesced free extents, indexed twice:
 //!
 //! - **by address**, in a treap whose nodes also record the longest extent in their
-//!   subtree. Coalescing a free with its neighbours, checking that a free covers only
+//!   subtree. Priorities are random per allocator (with `std`), so the expected depth
+//!   is O(log n) whatever order extents arrive in. Coalescing a free with its neighbours, checking that a free covers only
 //!   Allocated blocks, first fit and near-goal placement are each one O(log n) descent:
 //!   the recorded maximum prunes every subtree that cannot hold the request;
 //! - **by `(len, start)`**, in a B-tree set: best fit is the first entry at or above

@@ -297,6 +297,32 @@ fn bad_reservations() {
 }
 
 #[test]
+fn a_clone_refuses_the_originals_reservations() {
+    let mut a = fixture();
+    let mut res = a.reserve(10).unwrap();
+    let mut b = a.clone();
+    // A snapshot: everything but spare arena capacity is equal.
+    let without_metadata = |mut s: pinalloc::Stats| {
+        s.metadata_bytes = 0;
+        s
+    };
+    assert_eq!(without_metadata(b.stats()), without_metadata(a.stats()));
+    let id = res.id();
+    refused(&mut b, AllocError::UnknownReservation { id }, |b| {
+        b.allocate_reserved(&mut res, Request::new(1))
+    });
+    let Err(ReservationError::Unknown { reservation }) = b.release(res) else {
+        panic!("a clone accepted the original's reservation")
+    };
+    assert_eq!(a.release(reservation).unwrap(), 10);
+    assert_eq!(
+        b.stats().reserved_blocks,
+        10,
+        "the clone keeps its copy set aside"
+    );
+}
+
+#[test]
 fn bad_build_input() {
     let build_free =
         |list: &[Extent]| ExtentAllocator::from_free_extents(100, list.iter().copied()).map(|_| ());

@@ -64,11 +64,22 @@ enum PolicyOp {
     Exact(Pos),
 }
 
+/// How a request's maximum relates to its minimum.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    /// An exact length.
+    None,
+    /// `min..=min + n` (saturating).
+    Plus(u64),
+    /// `min..=min - 1`: an empty range, which must be refused.
+    Below,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Allocate {
         min: u64,
-        extra: Option<u64>,
+        extra: Extra,
         align: u64,
         policy: PolicyOp,
         reservation: Option<usize>,
@@ -108,8 +119,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => pos().prop_map(PolicyOp::Near),
         2 => pos().prop_map(PolicyOp::Exact),
     ];
-    let extra =
-        prop_oneof![3 => Just(None), 2 => (0u64..64).prop_map(Some), 1 => Just(Some(u64::MAX))];
+    let extra = prop_oneof![
+        30 => Just(Extra::None),
+        20 => (0u64..64).prop_map(Extra::Plus),
+        5 => Just(Extra::Plus(u64::MAX)),
+        1 => Just(Extra::Below),
+    ];
     prop_oneof![
         10 => (len(), extra, align, policy, proptest::option::weighted(0.25, 0usize..8)).prop_map(
             |(min, extra, align, policy, reservation)| Op::Allocate { min, extra, align, policy, reservation }
@@ -169,9 +184,14 @@ impl Harness {
                     }
                     PolicyOp::Exact(p) => Policy::Exact(p.resolve(capacity)),
                 };
+                let max = match extra {
+                    Extra::None => min,
+                    Extra::Plus(x) => min.saturating_add(x),
+                    Extra::Below => min.wrapping_sub(1),
+                };
                 let req = Req {
                     min,
-                    max: extra.map_or(min, |x| min.saturating_add(x)),
+                    max,
                     align,
                     policy,
                 };
@@ -203,6 +223,7 @@ impl Harness {
                 got.is_err()
             }
             Op::AllocateMany { total, reservation } => {
+                let runs_before = self.model.free_runs();
                 let (got, want) = match reservation.and_then(|i| self.pick(i)) {
                     Some(i) => {
                         let id = self.reservations[i].id();
@@ -220,6 +241,25 @@ impl Harness {
                 prop_assert_eq!(&got, &want, "allocate_many {}", total);
                 if let Ok(extents) = &got {
                     prop_assert!(extents.iter().map(|e| e.len).sum::<u64>() == total);
+                    // Independently of how the model picks them: the fewest extents that
+                    // can make up `total` is the shortest prefix of the runs, longest first.
+                    let mut lens: Vec<u64> = runs_before.iter().map(|r| r.len).collect();
+                    lens.sort_unstable_by(|a, b| b.cmp(a));
+                    let mut sum = 0;
+                    let fewest = lens
+                        .iter()
+                        .take_while(|&&l| {
+                            let short = sum < total;
+                            sum += l;
+                            short
+                        })
+                        .count();
+                    prop_assert_eq!(
+                        extents.len(),
+                        fewest,
+                        "allocate_many({}) used more extents than needed",
+                        total
+                    );
                     for &e in extents {
                         self.check_new(e)?;
                         self.live.push(e);
@@ -393,6 +433,27 @@ impl Harness {
         Ok(())
     }
 
+    /// Mount-time rebuilds from the free list and from the live list give the same space.
+    fn rebuild(&self) -> Result<(), TestCaseError> {
+        let cap = self.model.capacity();
+        let free: Vec<Extent> = self.real.free_extents().collect();
+        let from_free = ExtentAllocator::from_free_extents(cap, free.iter().rev().copied());
+        let from_live = ExtentAllocator::from_allocated_extents(cap, self.live.iter().copied());
+        for rebuilt in [from_free, from_live] {
+            let rebuilt =
+                rebuilt.map_err(|e| TestCaseError::fail(format!("rebuild refused: {e}")))?;
+            prop_assert_eq!(rebuilt.free_extents().collect::<Vec<_>>(), free.clone());
+            prop_assert_eq!(
+                rebuilt.stats().free_histogram,
+                self.real.stats().free_histogram
+            );
+            if let Err(v) = rebuilt.check_invariants() {
+                prop_assert!(false, "{}", v);
+            }
+        }
+        Ok(())
+    }
+
     /// Frees everything and releases every reservation: the whole space must be free.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         for res in std::mem::take(&mut self.reservations) {
@@ -424,6 +485,31 @@ proptest! {
         for op in &ops {
             h.apply(op)?;
         }
+        h.rebuild()?;
+        h.drain()?;
+    }
+}
+
+fn small_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (1u64..=8, prop_oneof![Just(PolicyOp::Best), Just(PolicyOp::First), pos().prop_map(PolicyOp::Near)])
+            .prop_map(|(min, policy)| Op::Allocate { min, extra: Extra::None, align: 1, policy, reservation: None }),
+        3 => (0usize..4096).prop_map(|index| Op::FreeLive { index, skip: 0, take: None }),
+        1 => op(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: config().cases / 16 + 1, ..config() })]
+
+    /// Bigger spaces with many small extents, so the trees grow deep.
+    #[test]
+    fn large_spaces_match_the_model(capacity in 1024u64..=4096, ops in proptest::collection::vec(small_op(), 100..600)) {
+        let mut h = Harness::new(capacity);
+        for op in &ops {
+            h.apply(op)?;
+        }
+        h.rebuild()?;
         h.drain()?;
     }
 }

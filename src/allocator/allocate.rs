@@ -44,9 +44,10 @@ impl ExtentAllocator {
 
     /// Allocates one extent against a reservation, drawing down what it has left.
     ///
-    /// A reservation guarantees blocks, not contiguity: a range request such as
-    /// `Request::range(1..=n)` against it never fails for lack of space, while a request
-    /// for one long extent can still fail on a fragmented space.
+    /// A reservation guarantees blocks, not contiguity: an unaligned range request such
+    /// as `Request::range(1..=n)` against it never fails for lack of space, and neither
+    /// does [`allocate_many_reserved`](Self::allocate_many_reserved). A request for one
+    /// long extent, or an aligned one, can still fail on a fragmented space.
     ///
     /// # Errors
     ///

@@ -9,7 +9,7 @@ impl ExtentAllocator {
     /// Recomputes every invariant from scratch, like an fsck, and reports the first
     /// violation in words. The invariants are listed on [`ExtentAllocator`].
     ///
-    /// Costs O(n) in the number of free extents and reservations. Debug builds run it
+    /// Costs O(n log n) in the number of free extents, plus O(r) in reservations. Debug builds run it
     /// after every mutation of a small allocator; call it from your own tests freely.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ mod allocate;
 mod build;
 mod check;
 mod free;
+mod identity;
 mod reserve;
 
 use alloc::collections::BTreeMap;
@@ -49,6 +50,17 @@ pub use reserve::Reservation;
 /// 3. Every cached counter equals its recount; reservations never exceed free space.
 /// 4. The free index is fully coalesced: no two free extents touch.
 ///
+/// # Cloning
+///
+/// A clone is an independent snapshot with an identity of its own. It keeps the
+/// original's reservations set aside, but the original's [`Reservation`] handles are
+/// refused by the clone, so one handle can never be spent twice.
+///
+/// # Panics
+///
+/// Only past 2^32 - 1 free extents at once (well over 100 GiB of metadata), which the
+/// index cannot number.
+///
 /// # Example
 ///
 /// ```
@@ -64,7 +76,7 @@ pub use reserve::Reservation;
 /// alloc.check_invariants()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ExtentAllocator {
     /// Blocks `0..capacity` are managed.
     capacity: u64,
@@ -76,8 +88,8 @@ pub struct ExtentAllocator {
     count_reserved_blocks: u64,
     /// Id of the next reservation.
     next_reservation_id: u64,
-    /// Tells this allocator's reservations from another's.
-    uid: usize,
+    /// Tells this allocator's reservations from another's (clones get a new one).
+    uid: u64,
     counters: Counters,
 }
 
@@ -106,13 +118,14 @@ impl ExtentAllocator {
 
     /// An allocator over `capacity_blocks` with every block Allocated.
     fn empty(capacity_blocks: u64) -> Self {
+        let uid = identity::next_uid();
         ExtentAllocator {
             capacity: capacity_blocks,
-            free: FreeIndex::new(),
+            free: FreeIndex::new(identity::priority_seed(uid)),
             reservations: BTreeMap::new(),
             count_reserved_blocks: 0,
             next_reservation_id: 1,
-            uid: reserve::next_uid(),
+            uid,
             counters: Counters::default(),
         }
     }
@@ -184,6 +197,21 @@ impl ExtentAllocator {
             if let Err(v) = self.check_invariants() {
                 panic!("pinalloc bug: {v}");
             }
+        }
+    }
+}
+
+impl Clone for ExtentAllocator {
+    /// A snapshot with a new identity: see "Cloning" above.
+    fn clone(&self) -> Self {
+        ExtentAllocator {
+            capacity: self.capacity,
+            free: self.free.clone(),
+            reservations: self.reservations.clone(),
+            count_reserved_blocks: self.count_reserved_blocks,
+            next_reservation_id: self.next_reservation_id,
+            uid: identity::next_uid(),
+            counters: self.counters,
         }
     }
 }

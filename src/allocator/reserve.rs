@@ -1,15 +1,7 @@
 //! Reservations: blocks promised to a caller but not yet placed.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use super::ExtentAllocator;
 use crate::{AllocError, ReservationError};
-
-/// Gives every allocator a distinct id, so a reservation cannot be spent elsewhere.
-pub(super) fn next_uid() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Blocks set aside by [`ExtentAllocator::reserve`]: allocations drawn against it
 /// cannot fail for lack of space.
@@ -34,7 +26,7 @@ pub(super) fn next_uid() -> usize {
 #[must_use = "a reservation holds its blocks until it is released"]
 pub struct Reservation {
     /// The allocator that made it.
-    owner: usize,
+    owner: u64,
     /// Its id within that allocator; never 0.
     id: u64,
     /// A copy of what the allocator records as left.
@@ -136,7 +128,6 @@ impl ExtentAllocator {
             .reservations
             .remove(&reservation.id)
             .expect("owned reservations are recorded");
-        debug_assert_eq!(left, reservation.remaining_blocks);
         self.count_reserved_blocks -= left;
         self.counters.releases = self.counters.releases.saturating_add(1);
         self.debug_check();

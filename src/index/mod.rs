@@ -78,9 +78,10 @@ fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u6
 }
 
 impl FreeIndex {
-    pub(crate) const fn new() -> Self {
+    /// An empty index; `seed` drives the address tree's priorities.
+    pub(crate) const fn new(seed: u64) -> Self {
         FreeIndex {
-            by_addr: AddrTree::new(),
+            by_addr: AddrTree::new(seed),
             by_size: BTreeSet::new(),
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
@@ -392,7 +393,7 @@ mod tests {
         // before: [0..4) free, [4..6) not, [6..10) free
         //         ####..####
         // insert [4..6): ##########
-        let mut ix = FreeIndex::new();
+        let mut ix = FreeIndex::new(7);
         ix.insert(0, 4);
         ix.insert(6, 4);
         assert_eq!(extents(&ix), [(0, 4), (6, 4)]);
@@ -404,7 +405,7 @@ mod tests {
     #[test]
     fn take_splits_a_middle() {
         // ##########  take [3..5)  ->  ###..#####
-        let mut ix = FreeIndex::new();
+        let mut ix = FreeIndex::new(7);
         ix.insert(0, 10);
         ix.take(3, 2);
         assert_eq!(extents(&ix), [(0, 3), (5, 5)]);
@@ -426,7 +427,7 @@ mod tests {
     fn near_looks_past_an_alignment_overshoot() {
         // free: [0..9)  [10..20); need 1 aligned to 8, goal 10
         // [10..20) places at 16 (6 away); [0..9) places at 8 (2 away)
-        let mut ix = FreeIndex::new();
+        let mut ix = FreeIndex::new(7);
         ix.insert(0, 9);
         ix.insert(10, 10);
         assert_eq!(ix.near(1, 8, 10), Some(8));
@@ -434,7 +435,7 @@ mod tests {
 
     #[test]
     fn largest_placeable_accounts_for_alignment() {
-        let mut ix = FreeIndex::new();
+        let mut ix = FreeIndex::new(7);
         ix.insert(1, 10); // aligned to 8: [8..11) -> 3
         ix.insert(32, 5); // aligned to 8: [32..37) -> 5
         assert_eq!(ix.largest_placeable(1), 10);
