@@ -33,6 +33,16 @@ fn refused<T: std::fmt::Debug, E: std::fmt::Debug + PartialEq>(
     alloc.check_invariants().unwrap();
 }
 
+/// `NoSpace` with its four figures, in field order.
+fn no_space(requested: u64, free: u64, largest_free: u64, reserved: u64) -> AllocError {
+    AllocError::NoSpace {
+        requested,
+        free,
+        largest_free,
+        reserved,
+    }
+}
+
 /// A 100-block space: [0, 40) Allocated, [40, 100) Free.
 fn fixture() -> ExtentAllocator {
     let mut a = ExtentAllocator::new(100);
@@ -114,41 +124,21 @@ fn bad_exact_starts_and_goals() {
 #[test]
 fn no_space_tells_full_from_fragmented_from_reserved() {
     let mut a = fixture();
-    let full = AllocError::NoSpace {
-        requested: 61,
-        free: 60,
-        largest_free: 60,
-        reserved: 0,
-    };
+    let full = no_space(61, 60, 60, 0);
     refused(&mut a, full, |a| a.allocate(Request::new(61)));
     // Fragment: free [0, 10) and [20, 30) beside [40, 100).
     a.free(Extent::new(0, 10)).unwrap();
     a.free(Extent::new(20, 10)).unwrap();
-    let fragmented = AllocError::NoSpace {
-        requested: 70,
-        free: 80,
-        largest_free: 60,
-        reserved: 0,
-    };
+    let fragmented = no_space(70, 80, 60, 0);
     refused(&mut a, fragmented, |a| a.allocate(Request::new(70)));
     let res = a.reserve(75).unwrap();
-    let reserved = AllocError::NoSpace {
-        requested: 6,
-        free: 80,
-        largest_free: 60,
-        reserved: 75,
-    };
+    let reserved = no_space(6, 80, 60, 75);
     refused(&mut a, reserved, |a| a.allocate(Request::new(6)));
     refused(&mut a, reserved, |a| a.allocate_many(6));
     refused(&mut a, reserved, |a| a.reserve(6));
     assert_eq!(a.release(res).unwrap(), 75);
     // An unplaceable aligned request on plenty of space is also NoSpace.
-    let aligned = AllocError::NoSpace {
-        requested: 60,
-        free: 80,
-        largest_free: 60,
-        reserved: 0,
-    };
+    let aligned = no_space(60, 80, 60, 0);
     refused(&mut a, aligned, |a| a.allocate(Request::new(60).align(64)));
 }
 
@@ -240,36 +230,20 @@ fn bad_frees() {
 fn bad_reservations() {
     let mut a = fixture();
     refused(&mut a, AllocError::ZeroLength, |a| a.reserve(0));
-    refused(
-        &mut a,
-        AllocError::NoSpace {
-            requested: TOP,
-            free: 60,
-            largest_free: 60,
-            reserved: 0,
-        },
-        |a| a.reserve(TOP),
-    );
+    refused(&mut a, no_space(TOP, 60, 60, 0), |a| a.reserve(TOP));
     let mut res = a.reserve(10).unwrap();
     let id = res.id();
-    refused(
-        &mut a,
-        AllocError::Overdrawn {
-            id,
-            requested: 11,
-            remaining: 10,
-        },
-        |a| a.allocate_reserved(&mut res, Request::new(11)),
-    );
-    refused(
-        &mut a,
-        AllocError::Overdrawn {
-            id,
-            requested: 11,
-            remaining: 10,
-        },
-        |a| a.allocate_many_reserved(&mut res, 11),
-    );
+    let overdrawn = AllocError::Overdrawn {
+        id,
+        requested: 11,
+        remaining: 10,
+    };
+    refused(&mut a, overdrawn, |a| {
+        a.allocate_reserved(&mut res, Request::new(11))
+    });
+    refused(&mut a, overdrawn, |a| {
+        a.allocate_many_reserved(&mut res, 11)
+    });
     refused(&mut a, AllocError::ZeroLength, |a| {
         a.allocate_many_reserved(&mut res, 0)
     });
@@ -475,16 +449,9 @@ fn metadata_does_not_grow_with_capacity() {
 #[test]
 fn an_empty_space_refuses_everything_cleanly() {
     let mut a = ExtentAllocator::new(0);
-    refused(
-        &mut a,
-        AllocError::NoSpace {
-            requested: 1,
-            free: 0,
-            largest_free: 0,
-            reserved: 0,
-        },
-        |a| a.allocate(Request::new(1)),
-    );
+    refused(&mut a, no_space(1, 0, 0, 0), |a| {
+        a.allocate(Request::new(1))
+    });
     refused(
         &mut a,
         AllocError::OutOfBounds {

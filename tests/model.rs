@@ -433,6 +433,16 @@ impl Harness {
         Ok(())
     }
 
+    /// One whole case: the operations, a rebuild check, then draining everything.
+    fn run(capacity: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut h = Harness::new(capacity);
+        for op in ops {
+            h.apply(op)?;
+        }
+        h.rebuild()?;
+        h.drain()
+    }
+
     /// Mount-time rebuilds from the free list and from the live list give the same space.
     fn rebuild(&self) -> Result<(), TestCaseError> {
         let cap = self.model.capacity();
@@ -481,12 +491,7 @@ proptest! {
 
     #[test]
     fn allocator_matches_the_model(capacity in 1u64..=512, ops in proptest::collection::vec(op(), 1..80)) {
-        let mut h = Harness::new(capacity);
-        for op in &ops {
-            h.apply(op)?;
-        }
-        h.rebuild()?;
-        h.drain()?;
+        Harness::run(capacity, &ops)?;
     }
 }
 
@@ -505,12 +510,7 @@ proptest! {
     /// Bigger spaces with many small extents, so the trees grow deep.
     #[test]
     fn large_spaces_match_the_model(capacity in 1024u64..=4096, ops in proptest::collection::vec(small_op(), 100..600)) {
-        let mut h = Harness::new(capacity);
-        for op in &ops {
-            h.apply(op)?;
-        }
-        h.rebuild()?;
-        h.drain()?;
+        Harness::run(capacity, &ops)?;
     }
 }
 
