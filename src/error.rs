@@ -1,7 +1,50 @@
 //! Error families. Each enum covers one kind of call; every variant names what was
 //! wrong and where. An `Err` always means the allocator was left exactly as it was.
 
-use crate::Extent;
+use core::fmt;
+
+use crate::{Extent, PinId, ReaderId};
+
+/// Deferred blocks split by what holds them, as carried by [`AllocError::NoSpace`].
+///
+/// ```
+/// use pinalloc::Held;
+/// let h = Held { pins: 3, epochs: 5 };
+/// assert_eq!(h.total(), 8);
+/// assert_eq!(h.to_string(), "8 deferred (3 by pins only, 5 by epochs)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Held {
+    /// Deferred blocks held only by range pins.
+    pub pins: u64,
+    /// Deferred blocks held by an uncommitted epoch or a live reader (and maybe also
+    /// by pins).
+    pub epochs: u64,
+}
+
+impl Held {
+    /// All deferred blocks.
+    ///
+    /// ```
+    /// assert_eq!(pinalloc::Held { pins: 1, epochs: 2 }.total(), 3);
+    /// ```
+    #[must_use]
+    pub const fn total(&self) -> u64 {
+        self.pins + self.epochs
+    }
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} deferred ({} by pins only, {} by epochs)",
+            self.total(),
+            self.pins,
+            self.epochs
+        )
+    }
+}
 
 /// Why an allocation or a reservation failed.
 ///
@@ -61,22 +104,27 @@ pub enum AllocError {
         /// The exact extent that was asked for, at its minimum length.
         extent: Extent,
     },
-    /// Not enough space. `free` and `largest_free` say whether the space is full or
-    /// only fragmented; `reserved` says how much of the free space is set aside by
-    /// reservations.
+    /// Not enough space. The fields tell a full space from one that is fragmented
+    /// (`largest_free` below `requested`), reserved, or only held: `deferred` blocks
+    /// come back when their pins, epochs or readers let go, and `pinned_free` blocks
+    /// when their pins do. Users otherwise take pending space for a leak.
     #[error(
-        "no space for {requested} blocks: {free} free (largest free extent {largest_free}), \
-         {reserved} reserved"
+        "no space for {requested} blocks: {free} free (largest free extent {largest_free}, \
+         {pinned_free} pinned, {reserved} reserved), {deferred}"
     )]
     NoSpace {
         /// The (minimum) number of blocks asked for.
         requested: u64,
-        /// Free blocks, including the reserved ones.
+        /// Free blocks, including the reserved and the pinned ones.
         free: u64,
-        /// The largest free extent, in blocks.
+        /// The largest free extent that can be allocated, in blocks.
         largest_free: u64,
         /// Free blocks set aside by reservations.
         reserved: u64,
+        /// Deferred blocks, by what holds them.
+        deferred: Held,
+        /// Free blocks that pins keep out of reach.
+        pinned_free: u64,
     },
     /// An allocation against a reservation that asked for more than it has left.
     #[error("reservation {id} has {remaining} blocks left but {requested} were asked for")]
@@ -145,6 +193,99 @@ pub enum FreeError {
         extent: Extent,
         /// The first run of blocks inside `extent` that is not Allocated.
         offending: Extent,
+    },
+    /// A blocking pin covers part of the extent; nothing was freed.
+    #[error("extent {extent} is busy: {pin} blocks {blocked} from being freed")]
+    Busy {
+        /// The extent given.
+        extent: Extent,
+        /// The oldest blocking pin that overlaps it.
+        pin: PinId,
+        /// The blocks of `extent` that this pin covers.
+        blocked: Extent,
+    },
+}
+
+/// Why a pin or an unpin failed.
+///
+/// ```
+/// use pinalloc::{Extent, ExtentAllocator, PinError};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// let id = alloc.pin(Extent::new(0, 2))?;
+/// alloc.unpin(id)?;
+/// assert_eq!(alloc.unpin(id), Err(PinError::Unknown { id }));
+/// # Ok::<(), PinError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinError {
+    /// The extent has no blocks.
+    #[error("zero-length pin at block {start}")]
+    ZeroLength {
+        /// The start block given.
+        start: u64,
+    },
+    /// `start + len` overflows `u64`.
+    #[error("extent {extent} overflows u64")]
+    Overflow {
+        /// The extent that would wrap.
+        extent: Extent,
+    },
+    /// The extent reaches past the managed space.
+    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
+    OutOfBounds {
+        /// The offending extent.
+        extent: Extent,
+        /// The managed space, in blocks.
+        capacity: u64,
+    },
+    /// A pin this allocator did not make, or one already unpinned.
+    #[error("{id} is not a live pin of this allocator")]
+    Unknown {
+        /// The id given.
+        id: PinId,
+    },
+    /// Pinning would take Free blocks that reservations have promised.
+    #[error(
+        "pinning {extent} would take {free_blocks} free blocks, but only {unreserved} are \
+         not reserved"
+    )]
+    Reserved {
+        /// The extent given.
+        extent: Extent,
+        /// Free, unpinned blocks inside it, which the pin would take out of reach.
+        free_blocks: u64,
+        /// Free blocks not promised to reservations.
+        unreserved: u64,
+    },
+}
+
+/// Why an epoch or reader call failed.
+///
+/// ```
+/// use pinalloc::{EpochError, ExtentAllocator};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// assert_eq!(alloc.commit(7), Err(EpochError::NotOpen { epoch: 7, open: 1 }));
+/// # Ok::<(), EpochError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EpochError {
+    /// Only the open epoch can be committed.
+    #[error("epoch {epoch} is not open (the open epoch is {open})")]
+    NotOpen {
+        /// The epoch given.
+        epoch: u64,
+        /// The open epoch.
+        open: u64,
+    },
+    /// A reader this allocator did not begin, or one already ended.
+    #[error("{id} is not a live reader of this allocator")]
+    UnknownReader {
+        /// The id given.
+        id: ReaderId,
     },
 }
 

@@ -34,8 +34,13 @@ mod index;
 mod request;
 mod stats;
 
-pub use allocator::{ExtentAllocator, FreeOutcome, Reservation};
-pub use error::{AllocError, BuildError, FreeError, InvariantViolation, ReservationError};
+pub use allocator::{
+    ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
+};
+pub use error::{
+    AllocError, BuildError, EpochError, FreeError, Held, InvariantViolation, PinError,
+    ReservationError,
+};
 pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;
 pub use request::{Policy, Request};

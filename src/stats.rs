@@ -1,11 +1,13 @@
 //! [`Stats`]: a snapshot of the allocator's accounting.
 
+use crate::Held;
 use crate::index::HISTOGRAM_BUCKETS;
 
 /// A snapshot of an allocator's space and activity, from
 /// [`ExtentAllocator::stats`](crate::ExtentAllocator::stats).
 ///
-/// Block counts always add up: `free_blocks + allocated_blocks == capacity_blocks`.
+/// Block counts always add up:
+/// `free_blocks + allocated_blocks + deferred_blocks == capacity_blocks`.
 ///
 /// ```
 /// use pinalloc::{ExtentAllocator, Request};
@@ -14,7 +16,7 @@ use crate::index::HISTOGRAM_BUCKETS;
 /// alloc.allocate(Request::new(10))?;
 /// let s = alloc.stats();
 /// assert_eq!(s.capacity_blocks, 1000);
-/// assert_eq!(s.free_blocks + s.allocated_blocks, 1000);
+/// assert_eq!(s.free_blocks + s.allocated_blocks + s.deferred_blocks, 1000);
 /// assert_eq!(s.count_free_extents, 1);
 /// assert_eq!(s.largest_free_blocks, 990);
 /// assert_eq!(s.free_histogram[9], 1); // 990 lies in 512..=1023
@@ -26,17 +28,31 @@ use crate::index::HISTOGRAM_BUCKETS;
 pub struct Stats {
     /// Blocks under management.
     pub capacity_blocks: u64,
-    /// Free blocks: in the free index, ready to allocate (reserved ones included).
+    /// Free blocks, reserved and pinned ones included.
     pub free_blocks: u64,
     /// Blocks owned by callers.
     pub allocated_blocks: u64,
+    /// Blocks freed by their owner but still held.
+    pub deferred_blocks: u64,
+    /// Deferred blocks by what holds them: pins only, or an epoch or reader.
+    pub deferred_by: Held,
+    /// Free blocks kept out of reach by pins (excluded extents).
+    pub pinned_free_blocks: u64,
+    /// Blocks with a pin count above zero, in any state.
+    pub pinned_blocks: u64,
+    /// Live pins.
+    pub count_pins: u64,
+    /// Live snapshot readers.
+    pub count_readers: u64,
+    /// The open epoch.
+    pub open_epoch: u64,
     /// Free blocks set aside by outstanding reservations.
     pub reserved_blocks: u64,
     /// Outstanding reservations.
     pub count_reservations: u64,
-    /// Free extents (maximal runs of free blocks).
+    /// Free extents that can be allocated (maximal runs of unpinned free blocks).
     pub count_free_extents: u64,
-    /// The length of the largest free extent; 0 when nothing is free.
+    /// The length of the largest free extent that can be allocated; 0 if none.
     pub largest_free_blocks: u64,
     /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
     pub free_histogram: [u64; HISTOGRAM_BUCKETS],
@@ -67,12 +83,22 @@ pub struct Counters {
     pub allocations: u64,
     /// Blocks handed out.
     pub blocks_allocated: u64,
-    /// Successful `free` calls.
+    /// Successful `free` and `free_on_commit` calls.
     pub frees: u64,
-    /// Blocks returned by `free`.
+    /// Blocks returned by `free` and `free_on_commit` (Free at once or Deferred).
     pub blocks_freed: u64,
     /// Reservations made.
     pub reservations: u64,
     /// Reservations released.
     pub releases: u64,
+    /// Blocks that became Deferred when freed.
+    pub blocks_deferred: u64,
+    /// Deferred blocks that later became Free (on unpin, commit or a reader's end).
+    pub blocks_released: u64,
+    /// Pins taken.
+    pub pins: u64,
+    /// Pins dropped.
+    pub unpins: u64,
+    /// Epochs committed.
+    pub commits: u64,
 }

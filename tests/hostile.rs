@@ -4,8 +4,8 @@
 //! was: same stats, same free extents, invariants intact.
 
 use pinalloc::{
-    AllocError, BuildError, Extent, ExtentAllocator, ExtentError, FreeError, Policy, Request,
-    ReservationError,
+    AllocError, BuildError, EpochError, Extent, ExtentAllocator, ExtentError, FreeError, Held,
+    PinError, PinMode, Policy, Request, ReservationError,
 };
 
 const TOP: u64 = u64::MAX;
@@ -33,13 +33,15 @@ fn refused<T: std::fmt::Debug, E: std::fmt::Debug + PartialEq>(
     alloc.check_invariants().unwrap();
 }
 
-/// `NoSpace` with its four figures, in field order.
+/// `NoSpace` with its first four figures, in field order, and nothing held.
 fn no_space(requested: u64, free: u64, largest_free: u64, reserved: u64) -> AllocError {
     AllocError::NoSpace {
         requested,
         free,
         largest_free,
         reserved,
+        deferred: Held::default(),
+        pinned_free: 0,
     }
 }
 
@@ -294,6 +296,151 @@ fn a_clone_refuses_the_originals_reservations() {
         10,
         "the clone keeps its copy set aside"
     );
+}
+
+#[test]
+fn no_space_tells_held_space_from_a_leak() {
+    // 100 blocks: [0, 40) Allocated. Pin [50, 60) while Free, and [0, 10) of the
+    // allocation; free the allocation while a reader is alive.
+    let mut a = fixture();
+    let excluded = a.pin(Extent::new(50, 10)).unwrap();
+    let dma = a.pin(Extent::new(0, 10)).unwrap();
+    let reader = a.begin_read();
+    a.free(Extent::new(0, 40)).unwrap();
+    let err = AllocError::NoSpace {
+        requested: 51,
+        free: 60,
+        largest_free: 40,
+        reserved: 0,
+        deferred: Held {
+            pins: 0,
+            epochs: 40,
+        },
+        pinned_free: 10,
+    };
+    refused(&mut a, err, |a| a.allocate(Request::new(51)));
+    assert_eq!(a.end_read(reader).unwrap().released_blocks, 30);
+    let err = AllocError::NoSpace {
+        requested: 81,
+        free: 90,
+        largest_free: 40,
+        reserved: 0,
+        deferred: Held {
+            pins: 10,
+            epochs: 0,
+        },
+        pinned_free: 10,
+    };
+    refused(&mut a, err, |a| a.allocate(Request::new(81)));
+    assert!(
+        err.to_string()
+            .contains("10 deferred (10 by pins only, 0 by epochs)")
+    );
+    a.unpin(dma).unwrap();
+    a.unpin(excluded).unwrap();
+    assert_eq!(a.free_extents().collect::<Vec<_>>(), [Extent::new(0, 100)]);
+}
+
+#[test]
+fn bad_pins_and_unpins() {
+    let mut a = fixture();
+    refused(&mut a, PinError::ZeroLength { start: 5 }, |a| {
+        a.pin(Extent::new(5, 0))
+    });
+    refused(
+        &mut a,
+        PinError::Overflow {
+            extent: Extent::new(TOP, 2),
+        },
+        |a| a.pin(Extent::new(TOP, 2)),
+    );
+    refused(
+        &mut a,
+        PinError::OutOfBounds {
+            extent: Extent::new(99, 2),
+            capacity: 100,
+        },
+        |a| a.pin_with(Extent::new(99, 2), PinMode::Blocking),
+    );
+    // Pinning Free blocks that reservations promised is refused.
+    let res = a.reserve(55).unwrap();
+    refused(
+        &mut a,
+        PinError::Reserved {
+            extent: Extent::new(30, 20),
+            free_blocks: 10,
+            unreserved: 5,
+        },
+        |a| a.pin(Extent::new(30, 20)),
+    );
+    // Pinning Allocated blocks takes nothing from reservations.
+    let ok = a.pin(Extent::new(0, 40)).unwrap();
+    assert_eq!(a.release(res).unwrap(), 55);
+    a.unpin(ok).unwrap();
+    refused(&mut a, PinError::Unknown { id: ok }, |a| a.unpin(ok));
+    let mut other = ExtentAllocator::new(100);
+    let foreign = other.pin(Extent::new(0, 1)).unwrap();
+    refused(&mut a, PinError::Unknown { id: foreign }, |a| {
+        a.unpin(foreign)
+    });
+}
+
+#[test]
+fn blocking_pins_make_frees_busy() {
+    //  0    10 12   20    30          40
+    //  |AAAA|BB|AAAA|AAAAA|AAAAAAAAAAA|.....   B = blocking pin [10, 12)
+    let mut a = fixture();
+    let busy = a.pin_with(Extent::new(10, 2), PinMode::Blocking).unwrap();
+    let deferring = a.pin(Extent::new(11, 9)).unwrap();
+    refused(
+        &mut a,
+        FreeError::Busy {
+            extent: Extent::new(0, 40),
+            pin: busy,
+            blocked: Extent::new(10, 2),
+        },
+        |a| a.free(Extent::new(0, 40)),
+    );
+    refused(
+        &mut a,
+        FreeError::Busy {
+            extent: Extent::new(11, 1),
+            pin: busy,
+            blocked: Extent::new(11, 1),
+        },
+        |a| a.free_on_commit(Extent::new(11, 1)),
+    );
+    // Beside the blocking pin, the deferring one only defers.
+    assert_eq!(a.free(Extent::new(12, 8)).unwrap().deferred_blocks, 8);
+    a.unpin(busy).unwrap();
+    assert_eq!(a.free(Extent::new(0, 12)).unwrap().deferred_blocks, 1);
+    a.unpin(deferring).unwrap();
+    assert_eq!(a.stats().deferred_blocks, 0);
+}
+
+#[test]
+fn bad_commits_and_readers() {
+    let mut a = fixture();
+    for epoch in [0, 2, TOP] {
+        refused(&mut a, EpochError::NotOpen { epoch, open: 1 }, |a| {
+            a.commit(epoch)
+        });
+    }
+    a.commit(1).unwrap();
+    refused(&mut a, EpochError::NotOpen { epoch: 1, open: 2 }, |a| {
+        a.commit(1)
+    });
+    let r = a.begin_read();
+    a.end_read(r).unwrap();
+    let stats = a.stats();
+    assert_eq!(a.end_read(r), Err(EpochError::UnknownReader { id: r }));
+    let mut other = ExtentAllocator::new(100);
+    let foreign = other.begin_read();
+    assert_eq!(
+        a.end_read(foreign),
+        Err(EpochError::UnknownReader { id: foreign })
+    );
+    assert_eq!(a.stats(), stats);
 }
 
 #[test]

@@ -1,11 +1,18 @@
-//! The allocator against the per-block reference model, after every operation.
+//! The allocator against the per-block reference model, after every operation:
+//! allocation (every policy, alignment, ranges, reservations), frees (plain, on commit,
+//! hostile), pins (deferring and blocking, nested, hostile unpins), epochs (commits,
+//! hostile commits) and snapshot readers. Every case ends by releasing everything and
+//! checking that the whole space is free again.
 //!
-//! `PROPTEST_CASES=100000 cargo test --test model` runs a longer search.
+//! `PROPTEST_CASES=100000 cargo test --release --test model` searches longer.
 
 mod common;
 
 use common::{Model, Req};
-use pinalloc::{Extent, ExtentAllocator, Policy, Reservation, ReservationError};
+use pinalloc::{
+    Extent, ExtentAllocator, PinId, PinMode, Policy, ReaderId, Request, Reservation,
+    ReservationError,
+};
 use proptest::prelude::*;
 
 /// Cases per property: 1,024 unless `PROPTEST_CASES` says otherwise.
@@ -75,6 +82,15 @@ enum Extra {
     Below,
 }
 
+/// What a pin covers.
+#[derive(Debug, Clone, Copy)]
+enum PinTarget {
+    /// Part of a live allocation (the in-flight I/O case).
+    Live { index: usize, skip: u64 },
+    /// Anything at all: Free blocks, Deferred blocks, bad extents.
+    Raw { start: Pos, len: u64 },
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Allocate {
@@ -93,11 +109,13 @@ enum Op {
         index: usize,
         skip: u64,
         take: Option<u64>,
+        on_commit: bool,
     },
     /// Free anything at all: double frees, never-allocated runs, bad extents.
     FreeRaw {
         start: Pos,
         len: u64,
+        on_commit: bool,
     },
     Reserve {
         len: u64,
@@ -109,10 +127,37 @@ enum Op {
     Foreign {
         release: bool,
     },
+    Pin {
+        target: PinTarget,
+        blocking: bool,
+    },
+    Unpin {
+        index: usize,
+    },
+    /// Unpin an id that is already unpinned, or another allocator's.
+    UnpinStale {
+        foreign: bool,
+    },
+    /// Commit `open + offset` (anything but 0 must be refused).
+    Commit {
+        offset: i64,
+    },
+    BeginRead,
+    EndRead {
+        index: usize,
+    },
+    /// End a reader that already ended, or another allocator's.
+    EndReadStale {
+        foreign: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let align = prop_oneof![6 => Just(1u64), 3 => (0u32..6).prop_map(|s| 1u64 << s), 1 => prop_oneof![Just(0u64), Just(3u64), Just(12u64), Just(1u64 << 63)]];
+    let align = prop_oneof![
+        6 => Just(1u64),
+        3 => (0u32..6).prop_map(|s| 1u64 << s),
+        1 => prop_oneof![Just(0u64), Just(3u64), Just(12u64), Just(1u64 << 63)],
+    ];
     let policy = prop_oneof![
         3 => Just(PolicyOp::Best),
         2 => Just(PolicyOp::First),
@@ -125,29 +170,49 @@ fn op() -> impl Strategy<Value = Op> {
         5 => Just(Extra::Plus(u64::MAX)),
         1 => Just(Extra::Below),
     ];
+    let reservation = || proptest::option::weighted(0.25, 0usize..8);
+    let target = prop_oneof![
+        3 => (0usize..64, 0u64..4).prop_map(|(index, skip)| PinTarget::Live { index, skip }),
+        2 => (pos(), len()).prop_map(|(start, len)| PinTarget::Raw { start, len }),
+    ];
     prop_oneof![
-        10 => (len(), extra, align, policy, proptest::option::weighted(0.25, 0usize..8)).prop_map(
+        10 => (len(), extra, align, policy, reservation()).prop_map(
             |(min, extra, align, policy, reservation)| Op::Allocate { min, extra, align, policy, reservation }
         ),
-        2 => (len(), proptest::option::weighted(0.3, 0usize..8))
+        2 => (len(), reservation())
             .prop_map(|(total, reservation)| Op::AllocateMany { total, reservation }),
-        8 => (0usize..64, prop_oneof![3 => Just(0u64), 1 => 0u64..8], proptest::option::weighted(0.3, 1u64..8))
-            .prop_map(|(index, skip, take)| Op::FreeLive { index, skip, take }),
-        2 => (pos(), len()).prop_map(|(start, len)| Op::FreeRaw { start, len }),
+        8 => (0usize..64, prop_oneof![3 => Just(0u64), 1 => 0u64..8], proptest::option::weighted(0.3, 1u64..8), proptest::bool::weighted(0.3))
+            .prop_map(|(index, skip, take, on_commit)| Op::FreeLive { index, skip, take, on_commit }),
+        2 => (pos(), len(), any::<bool>()).prop_map(|(start, len, on_commit)| Op::FreeRaw { start, len, on_commit }),
         2 => len().prop_map(|len| Op::Reserve { len }),
         2 => (0usize..8).prop_map(|index| Op::Release { index }),
         1 => any::<bool>().prop_map(|release| Op::Foreign { release }),
+        5 => (target, proptest::bool::weighted(0.2)).prop_map(|(target, blocking)| Op::Pin { target, blocking }),
+        4 => (0usize..16).prop_map(|index| Op::Unpin { index }),
+        1 => any::<bool>().prop_map(|foreign| Op::UnpinStale { foreign }),
+        3 => prop_oneof![6 => Just(0i64), 1 => Just(-1i64), 1 => Just(1i64), 1 => Just(i64::MAX)]
+            .prop_map(|offset| Op::Commit { offset }),
+        2 => Just(Op::BeginRead),
+        2 => (0usize..8).prop_map(|index| Op::EndRead { index }),
+        1 => any::<bool>().prop_map(|foreign| Op::EndReadStale { foreign }),
     ]
 }
 
-/// The allocator, the model, and what the test holds: live extents and reservations.
+/// The allocator, the model, and what the test holds: live extents, reservations,
+/// pins and readers.
 struct Harness {
     real: ExtentAllocator,
     model: Model,
     live: Vec<Extent>,
     reservations: Vec<Reservation>,
+    pins: Vec<PinId>,
+    unpinned: Vec<PinId>,
+    readers: Vec<ReaderId>,
+    ended: Vec<ReaderId>,
     foreign: ExtentAllocator,
 }
+
+type Snapshot = (pinalloc::Stats, Vec<Extent>, Vec<Extent>);
 
 impl Harness {
     fn new(capacity: u64) -> Self {
@@ -156,12 +221,30 @@ impl Harness {
             model: Model::new(capacity),
             live: Vec::new(),
             reservations: Vec::new(),
+            pins: Vec::new(),
+            unpinned: Vec::new(),
+            readers: Vec::new(),
+            ended: Vec::new(),
             foreign: ExtentAllocator::new(capacity.max(1)),
         }
     }
 
-    fn snapshot(&self) -> (pinalloc::Stats, Vec<Extent>) {
-        (self.real.stats(), self.real.free_extents().collect())
+    /// One whole case: the operations, a rebuild check, then draining everything.
+    fn run(capacity: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut h = Harness::new(capacity);
+        for op in ops {
+            h.apply(op)?;
+        }
+        h.rebuild()?;
+        h.drain()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        (
+            self.real.stats(),
+            self.real.free_extents().collect(),
+            self.real.durable_free_extents(),
+        )
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -195,7 +278,7 @@ impl Harness {
                     align,
                     policy,
                 };
-                let (got, want) = match reservation.and_then(|i| self.pick(i)) {
+                let (got, want) = match reservation.and_then(|i| pick(&self.reservations, i)) {
                     Some(i) => {
                         let id = self.reservations[i].id();
                         let got = self
@@ -224,7 +307,7 @@ impl Harness {
             }
             Op::AllocateMany { total, reservation } => {
                 let runs_before = self.model.free_runs();
-                let (got, want) = match reservation.and_then(|i| self.pick(i)) {
+                let (got, want) = match reservation.and_then(|i| pick(&self.reservations, i)) {
                     Some(i) => {
                         let id = self.reservations[i].id();
                         (
@@ -267,7 +350,12 @@ impl Harness {
                 }
                 got.is_err()
             }
-            Op::FreeLive { index, skip, take } => {
+            Op::FreeLive {
+                index,
+                skip,
+                take,
+                on_commit,
+            } => {
                 if self.live.is_empty() {
                     return Ok(());
                 }
@@ -276,52 +364,28 @@ impl Harness {
                 let skip = skip.min(e.len - 1);
                 let take = take.map_or(e.len - skip, |t| t.min(e.len - skip));
                 let part = Extent::new(e.start + skip, take);
-                let got = self.real.free(part);
-                let want = self.model.free(part);
-                prop_assert_eq!(
-                    got.map(|o| o.freed_blocks),
-                    want.map(|()| take),
-                    "free {}",
-                    part
-                );
-                // What remains of the live extent: the blocks before and after the part.
-                self.live.swap_remove(i);
-                if skip > 0 {
-                    self.live.push(Extent::new(e.start, skip));
-                }
-                if skip + take < e.len {
-                    self.live
-                        .push(Extent::new(part.start + take, e.len - skip - take));
-                }
-                false
+                // On success, `free` trims the live list to what remains of `e`.
+                self.free(part, on_commit)?
             }
-            Op::FreeRaw { start, len } => {
-                let e = Extent::new(start.resolve(capacity), len);
-                let got = self.real.free(e);
-                let want = self.model.free(e);
-                prop_assert_eq!(got.map(|_| ()), want, "free {}", e);
-                if got.is_ok() {
-                    self.forget_live(e);
+            Op::FreeRaw {
+                start,
+                len,
+                on_commit,
+            } => self.free(Extent::new(start.resolve(capacity), len), on_commit)?,
+            Op::Reserve { len } => match self.real.reserve(len) {
+                Ok(res) => {
+                    prop_assert_eq!(self.model.reserve(res.id(), len), Ok(()));
+                    prop_assert_eq!(res.remaining_blocks(), len);
+                    self.reservations.push(res);
+                    false
                 }
-                got.is_err()
-            }
-            Op::Reserve { len } => {
-                let got = self.real.reserve(len);
-                match got {
-                    Ok(res) => {
-                        prop_assert_eq!(self.model.reserve(res.id(), len), Ok(()));
-                        prop_assert_eq!(res.remaining_blocks(), len);
-                        self.reservations.push(res);
-                        false
-                    }
-                    Err(e) => {
-                        prop_assert_eq!(Err(e), self.model.reserve(u64::MAX, len));
-                        true
-                    }
+                Err(e) => {
+                    prop_assert_eq!(Err(e), self.model.reserve(u64::MAX, len));
+                    true
                 }
-            }
+            },
             Op::Release { index } => {
-                let Some(i) = self.pick(index) else {
+                let Some(i) = pick(&self.reservations, index) else {
                     return Ok(());
                 };
                 let res = self.reservations.swap_remove(i);
@@ -346,12 +410,104 @@ impl Harness {
                         other => prop_assert!(false, "foreign release gave {:?}", other),
                     }
                 } else {
-                    let got = self
-                        .real
-                        .allocate_reserved(&mut res, pinalloc::Request::new(1));
+                    let got = self.real.allocate_reserved(&mut res, Request::new(1));
                     prop_assert_eq!(got, Err(pinalloc::AllocError::UnknownReservation { id }));
                     prop_assert!(self.foreign.release(res).is_ok());
                 }
+                true
+            }
+            Op::Pin { target, blocking } => {
+                let e = match target {
+                    PinTarget::Live { index, skip } => {
+                        let Some(i) = pick(&self.live, index) else {
+                            return Ok(());
+                        };
+                        let l = self.live[i];
+                        let skip = skip.min(l.len - 1);
+                        Extent::new(l.start + skip, l.len - skip)
+                    }
+                    PinTarget::Raw { start, len } => Extent::new(start.resolve(capacity), len),
+                };
+                let mode = if blocking {
+                    PinMode::Blocking
+                } else {
+                    PinMode::Deferring
+                };
+                match self.real.pin_with(e, mode) {
+                    Ok(id) => {
+                        prop_assert_eq!(self.model.pin(id, e, blocking), Ok(()));
+                        self.pins.push(id);
+                        false
+                    }
+                    Err(err) => {
+                        let any_id = self
+                            .unpinned
+                            .first()
+                            .copied()
+                            .unwrap_or_else(|| self.foreign.pin(Extent::new(0, 1)).unwrap());
+                        prop_assert_eq!(Err(err), self.model.pin(any_id, e, blocking));
+                        true
+                    }
+                }
+            }
+            Op::Unpin { index } => {
+                let Some(i) = pick(&self.pins, index) else {
+                    return Ok(());
+                };
+                let id = self.pins.swap_remove(i);
+                let got = self
+                    .real
+                    .unpin(id)
+                    .map(|o| (o.released_blocks, o.unpinned_free_blocks));
+                prop_assert_eq!(got, self.model.unpin(id), "unpin {}", id);
+                self.unpinned.push(id);
+                false
+            }
+            Op::UnpinStale { foreign } => {
+                let id = if foreign {
+                    self.foreign.pin(Extent::new(0, 1)).unwrap()
+                } else if let Some(&id) = self.unpinned.last() {
+                    id
+                } else {
+                    return Ok(());
+                };
+                prop_assert_eq!(self.real.unpin(id), Err(pinalloc::PinError::Unknown { id }));
+                true
+            }
+            Op::Commit { offset } => {
+                let epoch = self.model.open.wrapping_add_signed(offset);
+                let got = self.real.commit(epoch).map(|o| o.released_blocks);
+                prop_assert_eq!(got, self.model.commit(epoch), "commit {}", epoch);
+                got.is_err()
+            }
+            Op::BeginRead => {
+                let id = self.real.begin_read();
+                self.model.begin_read(id);
+                self.readers.push(id);
+                false
+            }
+            Op::EndRead { index } => {
+                let Some(i) = pick(&self.readers, index) else {
+                    return Ok(());
+                };
+                let id = self.readers.swap_remove(i);
+                let got = self.real.end_read(id).map(|o| o.released_blocks);
+                prop_assert_eq!(got, self.model.end_read(id), "end_read {}", id);
+                self.ended.push(id);
+                false
+            }
+            Op::EndReadStale { foreign } => {
+                let id = if foreign {
+                    self.foreign.begin_read()
+                } else if let Some(&id) = self.ended.last() {
+                    id
+                } else {
+                    return Ok(());
+                };
+                prop_assert_eq!(
+                    self.real.end_read(id),
+                    Err(pinalloc::EpochError::UnknownReader { id })
+                );
                 true
             }
         };
@@ -366,8 +522,25 @@ impl Harness {
         self.compare()
     }
 
-    fn pick(&self, index: usize) -> Option<usize> {
-        (!self.reservations.is_empty()).then(|| index % self.reservations.len())
+    /// Frees `e` in both; returns whether it failed.
+    fn free(&mut self, e: Extent, on_commit: bool) -> Result<bool, TestCaseError> {
+        let got = if on_commit {
+            self.real.free_on_commit(e)
+        } else {
+            self.real.free(e)
+        };
+        let want = self.model.free(e, on_commit);
+        prop_assert_eq!(
+            got.map(|o| (o.freed_blocks, o.deferred_blocks)),
+            want.map(|f| (f.now, f.deferred)),
+            "free {} (on commit: {})",
+            e,
+            on_commit
+        );
+        if got.is_ok() {
+            self.forget_live(e);
+        }
+        Ok(got.is_err())
     }
 
     /// A fresh allocation: in bounds, and overlapping nothing the test holds.
@@ -385,7 +558,7 @@ impl Harness {
         Ok(())
     }
 
-    /// Drops live extents covered by a successful raw free (it freed only Allocated
+    /// Drops live extents covered by a successful free (it freed only Allocated
     /// blocks, so it lies inside the union of live extents).
     fn forget_live(&mut self, freed: Extent) {
         let mut kept = Vec::new();
@@ -408,19 +581,25 @@ impl Harness {
 
     /// The allocator against the model: free extents, counts, histogram, invariants.
     fn compare(&self) -> Result<(), TestCaseError> {
-        let runs = self.model.free_runs();
+        let m = &self.model;
+        let runs = m.free_runs();
         prop_assert_eq!(self.real.free_extents().collect::<Vec<_>>(), runs.clone());
+        prop_assert_eq!(self.real.durable_free_extents(), m.durable_runs());
         let s = self.real.stats();
-        prop_assert_eq!(s.free_blocks, self.model.free_blocks());
-        prop_assert_eq!(
-            s.allocated_blocks,
-            self.model.capacity() - self.model.free_blocks()
-        );
-        prop_assert_eq!(s.reserved_blocks, self.model.reserved());
-        prop_assert_eq!(s.count_reservations, self.model.reservations.len() as u64);
+        prop_assert_eq!(s.free_blocks, m.free_blocks());
+        prop_assert_eq!(s.allocated_blocks, m.allocated_blocks());
+        prop_assert_eq!(s.deferred_by, m.deferred());
+        prop_assert_eq!(s.deferred_blocks, m.deferred().total());
+        prop_assert_eq!(s.pinned_free_blocks, m.pinned_free());
+        prop_assert_eq!(s.pinned_blocks, m.pinned_blocks());
+        prop_assert_eq!(s.count_pins, m.pins.len() as u64);
+        prop_assert_eq!(s.count_readers, m.readers.len() as u64);
+        prop_assert_eq!(s.open_epoch, m.open);
+        prop_assert_eq!(s.reserved_blocks, m.reserved());
+        prop_assert_eq!(s.count_reservations, m.reservations.len() as u64);
         prop_assert_eq!(s.count_free_extents, runs.len() as u64);
-        prop_assert_eq!(s.largest_free_blocks, self.model.largest_free());
-        prop_assert_eq!(s.free_histogram, self.model.histogram());
+        prop_assert_eq!(s.largest_free_blocks, m.largest_free());
+        prop_assert_eq!(s.free_histogram, m.histogram());
         let live_blocks: u64 = self.live.iter().map(|e| e.len).sum();
         prop_assert_eq!(
             live_blocks,
@@ -433,30 +612,22 @@ impl Harness {
         Ok(())
     }
 
-    /// One whole case: the operations, a rebuild check, then draining everything.
-    fn run(capacity: u64, ops: &[Op]) -> Result<(), TestCaseError> {
-        let mut h = Harness::new(capacity);
-        for op in ops {
-            h.apply(op)?;
-        }
-        h.rebuild()?;
-        h.drain()
-    }
-
-    /// Mount-time rebuilds from the free list and from the live list give the same space.
+    /// Mount-time rebuilds: from the durable view (what a crash would leave), and from
+    /// the live allocations.
     fn rebuild(&self) -> Result<(), TestCaseError> {
         let cap = self.model.capacity();
-        let free: Vec<Extent> = self.real.free_extents().collect();
-        let from_free = ExtentAllocator::from_free_extents(cap, free.iter().rev().copied());
-        let from_live = ExtentAllocator::from_allocated_extents(cap, self.live.iter().copied());
-        for rebuilt in [from_free, from_live] {
-            let rebuilt =
-                rebuilt.map_err(|e| TestCaseError::fail(format!("rebuild refused: {e}")))?;
-            prop_assert_eq!(rebuilt.free_extents().collect::<Vec<_>>(), free.clone());
-            prop_assert_eq!(
-                rebuilt.stats().free_histogram,
-                self.real.stats().free_histogram
-            );
+        let durable = self.real.durable_free_extents();
+        let from_durable = ExtentAllocator::from_free_extents(cap, durable.iter().rev().copied())
+            .map_err(|e| TestCaseError::fail(format!("rebuild refused: {e}")))?;
+        prop_assert_eq!(
+            from_durable.free_extents().collect::<Vec<_>>(),
+            self.model.durable_runs()
+        );
+        let from_live = ExtentAllocator::from_allocated_extents(cap, self.live.iter().copied())
+            .map_err(|e| TestCaseError::fail(format!("rebuild refused: {e}")))?;
+        let not_live = self.model.runs(|b| b.state != common::State::Allocated);
+        prop_assert_eq!(from_live.free_extents().collect::<Vec<_>>(), not_live);
+        for rebuilt in [from_durable, from_live] {
             if let Err(v) = rebuilt.check_invariants() {
                 prop_assert!(false, "{}", v);
             }
@@ -464,15 +635,40 @@ impl Harness {
         Ok(())
     }
 
-    /// Frees everything and releases every reservation: the whole space must be free.
+    /// Releases every pin, reader, epoch and reservation and frees everything: the
+    /// whole space must be free (invariant 7: nothing leaked).
     fn drain(&mut self) -> Result<(), TestCaseError> {
+        for id in std::mem::take(&mut self.pins) {
+            prop_assert_eq!(
+                self.real
+                    .unpin(id)
+                    .map(|o| (o.released_blocks, o.unpinned_free_blocks)),
+                self.model.unpin(id)
+            );
+        }
+        for id in std::mem::take(&mut self.readers) {
+            prop_assert_eq!(
+                self.real.end_read(id).map(|o| o.released_blocks),
+                self.model.end_read(id)
+            );
+        }
+        let open = self.model.open;
+        prop_assert_eq!(
+            self.real.commit(open).map(|o| o.released_blocks),
+            self.model.commit(open)
+        );
         for res in std::mem::take(&mut self.reservations) {
             let id = res.id();
             prop_assert_eq!(self.real.release(res).ok(), self.model.release(id));
         }
         for e in std::mem::take(&mut self.live) {
-            prop_assert!(self.real.free(e).is_ok());
-            prop_assert!(self.model.free(e).is_ok());
+            prop_assert_eq!(
+                self.real.free(e).map(|o| o.freed_blocks),
+                Ok(e.len),
+                "nothing holds {}",
+                e
+            );
+            prop_assert!(self.model.free(e, false).is_ok());
         }
         self.compare()?;
         let cap = self.model.capacity();
@@ -482,8 +678,13 @@ impl Harness {
             vec![Extent::new(0, cap)]
         };
         prop_assert_eq!(self.real.free_extents().collect::<Vec<_>>(), all, "leak");
+        prop_assert_eq!(self.real.stats().deferred_blocks, 0);
         Ok(())
     }
+}
+
+fn pick<T>(items: &[T], index: usize) -> Option<usize> {
+    (!items.is_empty()).then(|| index % items.len())
 }
 
 proptest! {
@@ -499,7 +700,7 @@ fn small_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (1u64..=8, prop_oneof![Just(PolicyOp::Best), Just(PolicyOp::First), pos().prop_map(PolicyOp::Near)])
             .prop_map(|(min, policy)| Op::Allocate { min, extra: Extra::None, align: 1, policy, reservation: None }),
-        3 => (0usize..4096).prop_map(|index| Op::FreeLive { index, skip: 0, take: None }),
+        3 => (0usize..4096, any::<bool>()).prop_map(|(index, on_commit)| Op::FreeLive { index, skip: 0, take: None, on_commit }),
         1 => op(),
     ]
 }
@@ -532,8 +733,8 @@ fn exhaustive_small_universe() {
             .map(|b| Extent::new(b, 1))
             .collect();
         let base = ExtentAllocator::from_allocated_extents(N, allocated.iter().copied()).unwrap();
-        for e in &allocated {
-            model.allocated[e.start as usize] = true;
+        for &e in &allocated {
+            model.mount_allocated(e);
         }
         assert_eq!(base.free_extents().collect::<Vec<_>>(), model.free_runs());
         for &start in &starts {
@@ -541,8 +742,8 @@ fn exhaustive_small_universe() {
                 let e = Extent::new(start, len);
                 let (mut real, mut m) = (base.clone(), model.clone());
                 assert_eq!(
-                    real.free(e).map(|_| ()),
-                    m.free(e),
+                    real.free(e).map(|o| o.freed_blocks),
+                    m.free(e, false).map(|f| f.now),
                     "free {e} on {pattern:#06x}"
                 );
                 assert_eq!(real.free_extents().collect::<Vec<_>>(), m.free_runs());

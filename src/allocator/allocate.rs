@@ -267,6 +267,8 @@ impl ExtentAllocator {
     /// Free → Allocated for a placed extent, charging the reservation if any.
     fn commit_allocation(&mut self, extent: Extent, reservation: Option<&mut Reservation>) {
         self.free.take(extent.start, extent.len);
+        self.epochs
+            .note_allocated(extent.start..extent.start + extent.len);
         if let Some(res) = reservation {
             self.charge_reservation(res, extent.len);
         } else {
@@ -280,9 +282,11 @@ impl ExtentAllocator {
     pub(super) fn no_space(&self, requested: u64) -> AllocError {
         AllocError::NoSpace {
             requested,
-            free: self.free.free_blocks(),
+            free: self.free.free_blocks() + self.count_pinned_free_blocks,
             largest_free: self.free.largest_len(),
             reserved: self.count_reserved_blocks,
+            deferred: self.deferred_held(),
+            pinned_free: self.count_pinned_free_blocks,
         }
     }
 }

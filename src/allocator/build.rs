@@ -7,7 +7,9 @@ use crate::{BuildError, Extent};
 
 impl ExtentAllocator {
     /// Rebuilds an allocator whose Free blocks are exactly `free`; every other block is
-    /// Allocated. The extents may come in any order, and touching ones are coalesced.
+    /// Allocated, and counts as durable (allocated before epoch 1), so
+    /// [`free_on_commit`](Self::free_on_commit) defers it until the first commit. Feed
+    /// it [`durable_free_extents`](Self::durable_free_extents) at mount. The extents may come in any order, and touching ones are coalesced.
     ///
     /// # Errors
     ///
@@ -33,15 +35,24 @@ impl ExtentAllocator {
     ) -> Result<Self, BuildError> {
         let sorted = sorted_disjoint(capacity_blocks, free)?;
         let mut alloc = Self::empty(capacity_blocks);
+        let mut cursor = 0;
         for e in sorted {
             alloc.free.insert(e.start, e.len);
+            if e.start > cursor {
+                alloc.epochs.mount_durable.insert(cursor..e.start);
+            }
+            cursor = e.start + e.len;
+        }
+        if capacity_blocks > cursor {
+            alloc.epochs.mount_durable.insert(cursor..capacity_blocks);
         }
         alloc.debug_check();
         Ok(alloc)
     }
 
-    /// Rebuilds an allocator in which exactly the blocks of `allocated` are Allocated,
-    /// as a filesystem does at mount from its block maps. The extents may come in any
+    /// Rebuilds an allocator in which exactly the blocks of `allocated` are Allocated
+    /// (and durable, as for [`from_free_extents`](Self::from_free_extents)), as a
+    /// filesystem does at mount from its block maps. The extents may come in any
     /// order and may touch.
     ///
     /// # Errors
@@ -72,6 +83,7 @@ impl ExtentAllocator {
             if e.start > cursor {
                 alloc.free.insert(cursor, e.start - cursor);
             }
+            alloc.epochs.mount_durable.insert(e.start..e.start + e.len);
             cursor = e.start + e.len;
         }
         if capacity_blocks > cursor {

@@ -1,6 +1,10 @@
 //! Free: Allocated → Free.
 
+use core::ops::Range;
+
 use super::ExtentAllocator;
+use super::pins::PinId;
+use super::ranges::to_extent;
 use crate::{Extent, FreeError};
 
 /// What a successful [`free`](ExtentAllocator::free) did.
@@ -24,7 +28,9 @@ pub struct FreeOutcome {
 }
 
 impl ExtentAllocator {
-    /// Frees `extent`: its blocks become Free and coalesce with their free neighbours.
+    /// Frees `extent`. Each block with no hold becomes Free at once and coalesces with
+    /// its free neighbours; each block still held (pinned, or freed while a snapshot
+    /// reader is alive) becomes Deferred until its holds let go.
     ///
     /// Any run of Allocated blocks may be freed: part of an allocation (truncate), or
     /// several neighbouring allocations at once.
@@ -35,8 +41,10 @@ impl ExtentAllocator {
     ///   a malformed extent.
     /// - [`FreeError::NotAllocated`]: no block of `extent` is Allocated (a double free).
     /// - [`FreeError::PartlyAllocated`]: some blocks are Allocated and some are not.
+    /// - [`FreeError::Busy`]: a [blocking pin](crate::PinMode::Blocking) covers part of
+    ///   it.
     ///
-    /// Either every block is freed or, on error, none is.
+    /// Either every block is freed or deferred, or, on error, none is.
     ///
     /// ```
     /// use pinalloc::{Extent, ExtentAllocator, FreeError, Request};
@@ -54,42 +62,107 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn free(&mut self, extent: Extent) -> Result<FreeOutcome, FreeError> {
-        let end = self.check_free(extent)?;
-        debug_assert!(end > extent.start && end <= self.capacity);
-        self.free.insert(extent.start, extent.len);
+        self.free_as(extent, false)
+    }
+
+    /// Frees `extent` as part of the open epoch's transaction: as [`free`](Self::free),
+    /// and blocks allocated before the open epoch also stay Deferred until it commits
+    /// (ext4's and XFS's "not reusable before the commit is on disk"). Blocks allocated
+    /// in the open epoch itself were never durable, so no commit holds them.
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free).
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let old = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;                                     // `old` is durable
+    /// let new = alloc.allocate(Request::new(4))?;           // allocated in epoch 2
+    /// assert_eq!(alloc.free_on_commit(old)?.deferred_blocks, 8);
+    /// assert_eq!(alloc.free_on_commit(new)?.freed_blocks, 4); // never durable
+    /// assert_eq!(alloc.commit(2)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn free_on_commit(&mut self, extent: Extent) -> Result<FreeOutcome, FreeError> {
+        self.free_as(extent, true)
+    }
+
+    fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
+        let r = self.check_free(extent)?;
+        debug_assert!(r.start < r.end && r.end <= self.capacity);
+        let out = self.release_allocated(r, on_commit);
+        debug_assert_eq!(out.freed_blocks + out.deferred_blocks, extent.len);
         self.counters.frees = self.counters.frees.saturating_add(1);
         self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
         self.debug_check();
-        Ok(FreeOutcome {
-            freed_blocks: extent.len,
-            deferred_blocks: 0,
-        })
+        Ok(out)
     }
 
-    /// Checks that every block of `extent` is Allocated; returns its end.
-    fn check_free(&self, extent: Extent) -> Result<u64, FreeError> {
-        if extent.len == 0 {
-            return Err(FreeError::ZeroLength {
-                start: extent.start,
-            });
-        }
-        let end = extent.checked_end().ok_or(FreeError::Overflow { extent })?;
-        if end > self.capacity {
-            return Err(FreeError::OutOfBounds {
-                extent,
-                capacity: self.capacity,
-            });
-        }
-        if let Some(run) = self.free.first_overlap(extent.start, end) {
-            // Free extents are coalesced, so the clipped run is a maximal non-Allocated run.
-            let start = run.start.max(extent.start);
-            let offending = Extent::new(start, (run.start + run.len).min(end) - start);
+    /// Checks that every block of `extent` is Allocated and not under a blocking pin.
+    fn check_free(&self, extent: Extent) -> Result<Range<u64>, FreeError> {
+        let r = self
+            .checked_range(extent)
+            .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
+        if let Some(offending) = self.first_unallocated(&r) {
             return Err(if offending == extent {
                 FreeError::NotAllocated { extent, offending }
             } else {
                 FreeError::PartlyAllocated { extent, offending }
             });
         }
-        Ok(end)
+        if let Some((seq, blocked)) = self.pins.first_blocking(&r) {
+            return Err(FreeError::Busy {
+                extent,
+                pin: PinId {
+                    owner: self.uid,
+                    seq,
+                },
+                blocked: to_extent(&blocked),
+            });
+        }
+        Ok(r)
+    }
+
+    /// The first maximal run of blocks inside `r` that is not Allocated (Free in the
+    /// index, pinned Free, or Deferred), clipped to `r`.
+    fn first_unallocated(&self, r: &Range<u64>) -> Option<Extent> {
+        let first = [
+            self.free
+                .first_overlap(r.start, r.end)
+                .map(|e| e.start..e.start + e.len),
+            self.pinned_free.overlapping(r).next().cloned(),
+            self.deferrals
+                .epoch_of
+                .overlapping(r)
+                .next()
+                .map(|(k, _)| k.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|p| p.start)?;
+        let start = first.start.max(r.start);
+        let mut end = first.end.min(r.end);
+        // Extend through touching non-Allocated pieces of any kind.
+        while end < r.end {
+            let next = self
+                .free
+                .containing(end)
+                .map(|e| e.start + e.len)
+                .or_else(|| self.pinned_free.get(&end).map(|p| p.end))
+                .or_else(|| {
+                    self.deferrals
+                        .epoch_of
+                        .get_key_value(&end)
+                        .map(|(k, _)| k.end)
+                });
+            match next {
+                Some(e) => end = e.min(r.end),
+                None => break,
+            }
+        }
+        Some(Extent::new(start, end - start))
     }
 }

@@ -3,58 +3,86 @@
 mod allocate;
 mod build;
 mod check;
+mod defer;
+mod epochs;
 mod free;
+mod hold;
 mod identity;
+mod pins;
+mod ranges;
 mod reserve;
 
 use alloc::collections::BTreeMap;
+use core::ops::Range;
+
+use rangemap::RangeSet;
 
 use crate::index::FreeIndex;
-use crate::{Counters, Extent, Stats};
+use crate::{Counters, Extent, FreeError, Held, PinError, Stats};
+use defer::Deferrals;
+use epochs::Epochs;
+use pins::PinTable;
 
+pub use epochs::{ReaderId, ReleaseOutcome};
 pub use free::FreeOutcome;
+pub use pins::{PinId, PinMode};
 pub use reserve::Reservation;
 
-/// The core extent allocator: free space over `capacity` blocks, with reservations.
+/// The core extent allocator: free space, pins, deferred frees, epochs and
+/// reservations over `capacity` blocks.
 ///
 /// It takes no locks and does no I/O (`&mut self` everywhere), and builds as `no_std`
-/// with `alloc`. Its metadata grows with the number of free extents, never with the
-/// capacity: a space of 2^62 blocks costs what a space of 2^20 does.
+/// with `alloc`. Its metadata grows with the number of extents, pins and deferred
+/// ranges, never with the capacity: a space of 2^62 blocks costs what 2^20 does.
 ///
 /// # Block states
 ///
-/// Every block is in exactly one state.
+/// Every block is in exactly one state. Pins are a separate count on any block,
+/// whatever its state.
 ///
 /// | state | meaning | can `allocate` return it? |
 /// |---|---|---|
-/// | Free | in the free index | yes |
+/// | Free | not owned by anyone | yes, unless pinned |
 /// | Allocated | owned by a caller | no |
+/// | Deferred | freed by its owner, still held by a pin, an epoch or a reader | no |
 ///
 /// | call | transition |
 /// |---|---|
-/// | [`allocate`](Self::allocate) | Free → Allocated |
-/// | [`free`](Self::free) | Allocated → Free, coalesced with its free neighbours; fails, changing nothing, unless *every* block is Allocated |
-/// | [`reserve`](Self::reserve) | no block changes state; the count of Free blocks that other callers may take drops |
+/// | [`allocate`](Self::allocate) | a Free block with pin count 0 becomes Allocated |
+/// | [`free`](Self::free) | every block must be Allocated, or the call fails and changes nothing. Blocks with no hold become Free at once and coalesce; held blocks become Deferred. Block by block: freeing 100 blocks of which 10 are pinned frees 90 and defers 10 |
+/// | [`free_on_commit`](Self::free_on_commit) | as `free`, and the blocks also wait for the open epoch to commit, unless they were allocated in it |
+/// | [`pin`](Self::pin) | adds 1 to each block's pin count; a pinned Free block leaves the free index |
+/// | [`unpin`](Self::unpin) | subtracts 1; a Deferred block whose last hold this was becomes Free, a Free one returns to the index |
+/// | [`commit`](Self::commit) | blocks waiting for this epoch stop waiting; unheld ones become Free |
+/// | [`begin_read`](Self::begin_read) / [`end_read`](Self::end_read) | a block freed in epoch F stays Deferred while a reader that began at or before F is alive |
+/// | [`reserve`](Self::reserve) | no block changes state; other callers may take that many fewer Free blocks |
 ///
-/// Frees work at block granularity: any run of Allocated blocks may be freed, such as
-/// the tail of a file on truncate, or two neighbouring allocations at once.
+/// With a [`PinMode::Blocking`] pin, a free that overlaps it fails with
+/// [`FreeError::Busy`] instead of deferring.
 ///
 /// # Invariants
 ///
 /// [`check_invariants`](Self::check_invariants) recomputes these from scratch:
 ///
-/// 1. `allocate` never returns a block that is not Free, nor one outside the space
-///    (checked by the model tests after every call).
-/// 2. Free and Allocated are disjoint and cover the space: free extents are in bounds,
-///    non-empty and disjoint.
-/// 3. Every cached counter equals its recount; reservations never exceed free space.
+/// 1. `allocate` never returns a block that is Allocated, Deferred, pinned or outside
+///    the space: no pinned block is in the free index (and the model tests check every
+///    returned extent).
+/// 2. Free, Allocated and Deferred are disjoint and cover the space.
+/// 3. Every cached counter equals its recount: free, pinned and deferred blocks, pin
+///    counts per block, readers, reservations (which never exceed the free index).
 /// 4. The free index is fully coalesced: no two free extents touch.
+/// 5. Every Deferred block has at least one live hold.
+/// 6. A call that returns `Err` leaves the state exactly as it was.
+/// 7. Once every pin, reader, epoch and reservation is released and every allocation
+///    freed, the free space is the whole space: nothing leaked (the model tests end
+///    every case this way).
 ///
 /// # Cloning
 ///
 /// A clone is an independent snapshot with an identity of its own. It keeps the
-/// original's reservations set aside, but the original's [`Reservation`] handles are
-/// refused by the clone, so one handle can never be spent twice.
+/// original's reservations, pins and readers, but the original's handles
+/// ([`Reservation`], [`PinId`], [`ReaderId`]) are refused by the clone, so one handle
+/// can never act on both.
 ///
 /// # Panics
 ///
@@ -68,10 +96,11 @@ pub use reserve::Reservation;
 ///
 /// let mut alloc = ExtentAllocator::new(1 << 20);
 /// let file = alloc.allocate(Request::new(64))?;
-/// // Truncate the file to 16 blocks: free its tail.
-/// let tail = Extent::new(file.start + 16, 48);
-/// let outcome = alloc.free(tail)?;
-/// assert_eq!(outcome.freed_blocks, 48);
+/// // Truncate the file to 16 blocks while a device still reads blocks 20..24.
+/// let dma = alloc.pin(Extent::new(file.start + 20, 4))?;
+/// let outcome = alloc.free(Extent::new(file.start + 16, 48))?;
+/// assert_eq!((outcome.freed_blocks, outcome.deferred_blocks), (44, 4));
+/// alloc.unpin(dma)?;
 /// assert_eq!(alloc.stats().allocated_blocks, 16);
 /// alloc.check_invariants()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -80,15 +109,25 @@ pub use reserve::Reservation;
 pub struct ExtentAllocator {
     /// Blocks `0..capacity` are managed.
     capacity: u64,
-    /// Every Free block.
+    /// Every Free block whose pin count is 0: what `allocate` may hand out.
     free: FreeIndex,
+    /// Free blocks whose pin count is above 0, kept out of the free index.
+    pinned_free: RangeSet<u64>,
+    /// Blocks in `pinned_free`.
+    count_pinned_free_blocks: u64,
+    /// Live pins and per-block pin counts.
+    pins: PinTable,
+    /// Deferred blocks and what they wait for.
+    deferrals: Deferrals,
+    /// The open epoch and the live readers.
+    epochs: Epochs,
     /// Outstanding reservations: id → blocks left.
     reservations: BTreeMap<u64, u64>,
     /// Sum of `reservations`' values.
     count_reserved_blocks: u64,
     /// Id of the next reservation.
     next_reservation_id: u64,
-    /// Tells this allocator's reservations from another's (clones get a new one).
+    /// Tells this allocator's handles from another's (clones get a new one).
     uid: u64,
     counters: Counters,
 }
@@ -97,6 +136,36 @@ pub struct ExtentAllocator {
 /// that tests on large spaces stay fast.
 #[cfg(debug_assertions)]
 const DEBUG_CHECK_MAX_EXTENTS: usize = 64;
+
+/// Why an extent given to `free`, `pin` or a constructor is malformed.
+#[derive(Clone, Copy, Debug)]
+enum BadExtent {
+    ZeroLength,
+    Overflow,
+    OutOfBounds,
+}
+
+impl BadExtent {
+    fn into_free_error(self, extent: Extent, capacity: u64) -> FreeError {
+        match self {
+            BadExtent::ZeroLength => FreeError::ZeroLength {
+                start: extent.start,
+            },
+            BadExtent::Overflow => FreeError::Overflow { extent },
+            BadExtent::OutOfBounds => FreeError::OutOfBounds { extent, capacity },
+        }
+    }
+
+    fn into_pin_error(self, extent: Extent, capacity: u64) -> PinError {
+        match self {
+            BadExtent::ZeroLength => PinError::ZeroLength {
+                start: extent.start,
+            },
+            BadExtent::Overflow => PinError::Overflow { extent },
+            BadExtent::OutOfBounds => PinError::OutOfBounds { extent, capacity },
+        }
+    }
+}
 
 impl ExtentAllocator {
     /// An allocator over blocks `0..capacity_blocks`, all Free.
@@ -122,6 +191,11 @@ impl ExtentAllocator {
         ExtentAllocator {
             capacity: capacity_blocks,
             free: FreeIndex::new(identity::priority_seed(uid)),
+            pinned_free: RangeSet::new(),
+            count_pinned_free_blocks: 0,
+            pins: PinTable::new(),
+            deferrals: Deferrals::default(),
+            epochs: Epochs::new(),
             reservations: BTreeMap::new(),
             count_reserved_blocks: 0,
             next_reservation_id: 1,
@@ -142,22 +216,24 @@ impl ExtentAllocator {
         self.capacity
     }
 
-    /// Free extents in address order.
+    /// The free extents that `allocate` can use (Free and unpinned), in address order.
     ///
     /// ```
     /// use pinalloc::{Extent, ExtentAllocator, Request};
     ///
     /// let mut alloc = ExtentAllocator::new(10);
     /// alloc.allocate(Request::new(3))?;
+    /// alloc.pin(Extent::new(8, 2))?; // an excluded extent
     /// let free: Vec<Extent> = alloc.free_extents().collect();
-    /// assert_eq!(free, [Extent::new(3, 7)]);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// assert_eq!(free, [Extent::new(3, 5)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
         self.free.iter()
     }
 
-    /// A snapshot of space and activity.
+    /// A snapshot of space and activity. O(e) in the number of epochs with deferred
+    /// blocks; everything else is cached.
     ///
     /// ```
     /// use pinalloc::ExtentAllocator;
@@ -166,11 +242,19 @@ impl ExtentAllocator {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let free_blocks = self.free.free_blocks();
+        let free_blocks = self.free.free_blocks() + self.count_pinned_free_blocks;
+        let deferred = self.deferred_held();
         Stats {
             capacity_blocks: self.capacity,
             free_blocks,
-            allocated_blocks: self.capacity - free_blocks,
+            allocated_blocks: self.capacity - free_blocks - deferred.total(),
+            deferred_blocks: deferred.total(),
+            deferred_by: deferred,
+            pinned_free_blocks: self.count_pinned_free_blocks,
+            pinned_blocks: self.pins.counts.blocks(),
+            count_pins: self.pins.records.len() as u64,
+            count_readers: self.epochs.readers.len() as u64,
+            open_epoch: self.epochs.open,
             reserved_blocks: self.count_reserved_blocks,
             count_reservations: self.reservations.len() as u64,
             count_free_extents: self.free.extent_count() as u64,
@@ -182,10 +266,34 @@ impl ExtentAllocator {
         }
     }
 
+    /// Deferred blocks split by what holds them.
+    fn deferred_held(&self) -> Held {
+        let epochs = self
+            .deferrals
+            .epoch_held_blocks(self.epochs.oldest_reader());
+        Held {
+            pins: self.deferrals.count_blocks - epochs,
+            epochs,
+        }
+    }
+
     /// Free blocks that a caller without a reservation may take.
     #[inline]
     fn unreserved_free(&self) -> u64 {
         self.free.free_blocks() - self.count_reserved_blocks
+    }
+
+    /// The extent as a range inside the space.
+    #[inline]
+    fn checked_range(&self, extent: Extent) -> Result<Range<u64>, BadExtent> {
+        if extent.len == 0 {
+            return Err(BadExtent::ZeroLength);
+        }
+        let end = extent.checked_end().ok_or(BadExtent::Overflow)?;
+        if end > self.capacity {
+            return Err(BadExtent::OutOfBounds);
+        }
+        Ok(extent.start..end)
     }
 
     /// Runs [`check_invariants`](Self::check_invariants) after a mutation, in debug
@@ -193,7 +301,9 @@ impl ExtentAllocator {
     #[inline]
     fn debug_check(&self) {
         #[cfg(debug_assertions)]
-        if self.free.extent_count() <= DEBUG_CHECK_MAX_EXTENTS {
+        if self.free.extent_count() <= DEBUG_CHECK_MAX_EXTENTS
+            && self.pins.records.len() <= DEBUG_CHECK_MAX_EXTENTS
+        {
             if let Err(v) = self.check_invariants() {
                 panic!("pinalloc bug: {v}");
             }
@@ -207,6 +317,11 @@ impl Clone for ExtentAllocator {
         ExtentAllocator {
             capacity: self.capacity,
             free: self.free.clone(),
+            pinned_free: self.pinned_free.clone(),
+            count_pinned_free_blocks: self.count_pinned_free_blocks,
+            pins: self.pins.clone(),
+            deferrals: self.deferrals.clone(),
+            epochs: self.epochs.clone(),
             reservations: self.reservations.clone(),
             count_reserved_blocks: self.count_reserved_blocks,
             next_reservation_id: self.next_reservation_id,

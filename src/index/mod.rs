@@ -226,6 +226,23 @@ impl FreeIndex {
             .map(|(s, l)| Extent::new(s, l))
     }
 
+    /// The free extents overlapping `[start, end)`, clipped to it, in address order.
+    pub(crate) fn overlapping(&self, start: u64, end: u64) -> alloc::vec::Vec<Extent> {
+        let mut out = alloc::vec::Vec::new();
+        let mut next = self.first_overlap(start, end);
+        while let Some(e) = next {
+            let s = e.start.max(start);
+            let e_end = (e.start + e.len).min(end);
+            out.push(Extent::new(s, e_end - s));
+            next = self
+                .by_addr
+                .above(e.start)
+                .filter(|&(s, _)| s < end)
+                .map(|(s, l)| Extent::new(s, l));
+        }
+        out
+    }
+
     /// Best fit: the smallest extent that holds `need` aligned blocks, lowest first.
     pub(crate) fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
         if align == 1 {

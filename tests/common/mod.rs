@@ -1,11 +1,15 @@
-//! The reference model: one `bool` per block, and placements computed by brute force
-//! from each policy's definition. Obviously correct beats fast here.
+//! The reference model: one record per block, placements computed by brute force from
+//! each policy's definition, and holds re-evaluated for every block after every
+//! operation. Obviously correct beats fast here.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
-use pinalloc::{AllocError, Extent, FreeError, HISTOGRAM_BUCKETS, Policy, Request};
+use pinalloc::{
+    AllocError, EpochError, Extent, FreeError, HISTOGRAM_BUCKETS, Held, PinError, PinId, Policy,
+    ReaderId, Request,
+};
 
 /// What a request looks like to the model (the real `Request`'s fields are private).
 #[derive(Debug, Clone, Copy)]
@@ -24,50 +28,157 @@ impl Req {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Free,
+    Allocated,
+    Deferred,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Block {
+    pub state: State,
+    /// Pins of any mode.
+    pub pins: u32,
+    /// Blocking pins.
+    pub blocking: u32,
+    /// Deferred by `free_on_commit`, waiting for the open epoch to commit.
+    pub pending: bool,
+    /// The epoch of the free that made it Deferred.
+    pub freed_epoch: u64,
+    /// The epoch of its allocation; `None` for blocks Allocated at construction.
+    pub alloc_epoch: Option<u64>,
+}
+
+const FREE: Block = Block {
+    state: State::Free,
+    pins: 0,
+    blocking: 0,
+    pending: false,
+    freed_epoch: 0,
+    alloc_epoch: None,
+};
+
 #[derive(Debug, Clone)]
 pub struct Model {
-    /// `true` = Allocated.
-    pub allocated: Vec<bool>,
+    pub blocks: Vec<Block>,
     /// Reservation id -> blocks left.
     pub reservations: BTreeMap<u64, u64>,
+    /// Live pins -> (extent, blocking).
+    pub pins: BTreeMap<PinId, (Extent, bool)>,
+    /// Live readers -> epoch begun in.
+    pub readers: BTreeMap<ReaderId, u64>,
+    pub open: u64,
+}
+
+/// What a free did, per the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub now: u64,
+    pub deferred: u64,
 }
 
 impl Model {
     pub fn new(capacity: u64) -> Self {
         Model {
-            allocated: vec![false; capacity as usize],
+            blocks: vec![FREE; capacity as usize],
             reservations: BTreeMap::new(),
+            pins: BTreeMap::new(),
+            readers: BTreeMap::new(),
+            open: 1,
+        }
+    }
+
+    /// Marks blocks Allocated at construction (durable, from before epoch 1).
+    pub fn mount_allocated(&mut self, e: Extent) {
+        for b in e.start..e.start + e.len {
+            self.blocks[b as usize].state = State::Allocated;
         }
     }
 
     pub fn capacity(&self) -> u64 {
-        self.allocated.len() as u64
+        self.blocks.len() as u64
     }
 
+    fn count(&self, f: impl Fn(&Block) -> bool) -> u64 {
+        self.blocks.iter().filter(|b| f(b)).count() as u64
+    }
+
+    fn allocatable(b: &Block) -> bool {
+        b.state == State::Free && b.pins == 0
+    }
+
+    /// Free blocks, pinned ones included.
     pub fn free_blocks(&self) -> u64 {
-        self.allocated.iter().filter(|&&a| !a).count() as u64
+        self.count(|b| b.state == State::Free)
+    }
+
+    /// Free blocks `allocate` may use.
+    pub fn index_free(&self) -> u64 {
+        self.count(Self::allocatable)
+    }
+
+    pub fn allocated_blocks(&self) -> u64 {
+        self.count(|b| b.state == State::Allocated)
+    }
+
+    pub fn pinned_free(&self) -> u64 {
+        self.count(|b| b.state == State::Free && b.pins > 0)
+    }
+
+    pub fn pinned_blocks(&self) -> u64 {
+        self.count(|b| b.pins > 0)
     }
 
     pub fn reserved(&self) -> u64 {
         self.reservations.values().sum()
     }
 
-    /// Maximal runs of free blocks, in address order.
-    pub fn free_runs(&self) -> Vec<Extent> {
+    pub fn oldest_reader(&self) -> Option<u64> {
+        self.readers.values().copied().min()
+    }
+
+    fn reader_holds(&self, freed_epoch: u64) -> bool {
+        self.oldest_reader().is_some_and(|o| o <= freed_epoch)
+    }
+
+    pub fn deferred(&self) -> Held {
+        let epochs = self.count(|b| {
+            b.state == State::Deferred && (b.pending || self.reader_holds(b.freed_epoch))
+        });
+        let all = self.count(|b| b.state == State::Deferred);
+        Held {
+            pins: all - epochs,
+            epochs,
+        }
+    }
+
+    /// Maximal runs of blocks satisfying `f`, in address order.
+    pub fn runs(&self, f: impl Fn(&Block) -> bool) -> Vec<Extent> {
         let mut runs = Vec::new();
         let mut b = 0;
-        while b < self.allocated.len() {
-            if self.allocated[b] {
+        while b < self.blocks.len() {
+            if !f(&self.blocks[b]) {
                 b += 1;
                 continue;
             }
             let start = b;
-            while b < self.allocated.len() && !self.allocated[b] {
+            while b < self.blocks.len() && f(&self.blocks[b]) {
                 b += 1;
             }
             runs.push(Extent::new(start as u64, (b - start) as u64));
         }
         runs
+    }
+
+    /// The free index: maximal runs of Free, unpinned blocks.
+    pub fn free_runs(&self) -> Vec<Extent> {
+        self.runs(Self::allocatable)
+    }
+
+    /// What a remount would find free: not Allocated and not waiting for a commit.
+    pub fn durable_runs(&self) -> Vec<Extent> {
+        self.runs(|b| b.state != State::Allocated && !b.pending)
     }
 
     pub fn largest_free(&self) -> u64 {
@@ -88,19 +199,25 @@ impl Model {
             free: self.free_blocks(),
             largest_free: self.largest_free(),
             reserved: self.reserved(),
+            deferred: self.deferred(),
+            pinned_free: self.pinned_free(),
         }
     }
 
-    /// `run[p]` = free blocks from `p` up to the next Allocated block.
+    /// `run[p]` = allocatable blocks from `p` up to the next block that is not.
     fn run_lengths(&self) -> Vec<u64> {
-        let mut run = vec![0u64; self.allocated.len() + 1];
-        for p in (0..self.allocated.len()).rev() {
-            run[p] = if self.allocated[p] { 0 } else { run[p + 1] + 1 };
+        let mut run = vec![0u64; self.blocks.len() + 1];
+        for p in (0..self.blocks.len()).rev() {
+            run[p] = if Self::allocatable(&self.blocks[p]) {
+                run[p + 1] + 1
+            } else {
+                0
+            };
         }
         run
     }
 
-    /// Every aligned start where `len` blocks are free.
+    /// Every aligned start where `len` blocks can be allocated.
     fn candidates(&self, len: u64, align: u64) -> Vec<u64> {
         let run = self.run_lengths();
         (0..self.capacity())
@@ -181,13 +298,15 @@ impl Model {
         Ok(())
     }
 
-    fn mark(&mut self, e: Extent, allocated: bool) {
+    fn take(&mut self, e: Extent) {
         for b in e.start..e.start + e.len {
-            assert_ne!(
-                self.allocated[b as usize], allocated,
-                "model: block {b} already in that state"
+            let block = &mut self.blocks[b as usize];
+            assert!(
+                Self::allocatable(block),
+                "model: block {b} handed out twice"
             );
-            self.allocated[b as usize] = allocated;
+            block.state = State::Allocated;
+            block.alloc_epoch = Some(self.open);
         }
     }
 
@@ -239,16 +358,16 @@ impl Model {
         }
     }
 
-    /// `allocate` (reservation `None`) or `allocate_reserved` (reservation `Some(id)`;
-    /// an id the model does not know stands for a foreign reservation).
+    fn budget(&self, remaining: Option<u64>) -> u64 {
+        remaining.unwrap_or_else(|| self.index_free() - self.reserved())
+    }
+
+    /// `allocate` (reservation `None`) or `allocate_reserved` (reservation `Some(id)`).
     pub fn allocate(&mut self, r: Req, reservation: Option<u64>) -> Result<Extent, AllocError> {
         self.validate(&r)?;
-        let budget = match self.reservation(reservation, r.min)? {
-            Some(remaining) => remaining,
-            None => self.free_blocks() - self.reserved(),
-        };
+        let budget = self.budget(self.reservation(reservation, r.min)?);
         let e = self.place(&r, budget)?;
-        self.mark(e, true);
+        self.take(e);
         self.charge(reservation, e.len);
         Ok(e)
     }
@@ -261,10 +380,7 @@ impl Model {
         if total == 0 {
             return Err(AllocError::ZeroLength);
         }
-        let budget = match self.reservation(reservation, total)? {
-            Some(remaining) => remaining,
-            None => self.free_blocks() - self.reserved(),
-        };
+        let budget = self.budget(self.reservation(reservation, total)?);
         if total > budget {
             return Err(self.no_space(total));
         }
@@ -286,7 +402,7 @@ impl Model {
             } else {
                 largest
             };
-            self.mark(e, true);
+            self.take(e);
             self.charge(reservation, e.len);
             left -= e.len;
             out.push(e);
@@ -294,24 +410,51 @@ impl Model {
         Ok(out)
     }
 
-    pub fn free(&mut self, e: Extent) -> Result<(), FreeError> {
+    /// Makes Free every Deferred block that nothing holds; returns how many.
+    fn settle(&mut self) -> u64 {
+        let oldest = self.oldest_reader();
+        let mut released = 0;
+        for b in &mut self.blocks {
+            let reader = oldest.is_some_and(|o| o <= b.freed_epoch);
+            if b.state == State::Deferred && b.pins == 0 && !b.pending && !reader {
+                b.state = State::Free;
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Checks an extent's shape: `Err(kind)` is 0 zero length, 1 overflow, 2 out of
+    /// bounds.
+    fn shape(&self, e: Extent) -> Result<(), u8> {
         if e.len == 0 {
-            return Err(FreeError::ZeroLength { start: e.start });
+            return Err(0);
         }
-        let Some(end) = e.start.checked_add(e.len) else {
-            return Err(FreeError::Overflow { extent: e });
-        };
-        if end > self.capacity() {
-            return Err(FreeError::OutOfBounds {
+        match e.start.checked_add(e.len) {
+            None => Err(1),
+            Some(end) if end > self.capacity() => Err(2),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// `free` (`on_commit` false) or `free_on_commit`.
+    pub fn free(&mut self, e: Extent, on_commit: bool) -> Result<Freed, FreeError> {
+        let cap = self.capacity();
+        self.shape(e).map_err(|k| match k {
+            0 => FreeError::ZeroLength { start: e.start },
+            1 => FreeError::Overflow { extent: e },
+            _ => FreeError::OutOfBounds {
                 extent: e,
-                capacity: self.capacity(),
-            });
-        }
-        let blocks = &self.allocated[e.start as usize..end as usize];
-        if let Some(first) = blocks.iter().position(|&a| !a) {
-            let run = blocks[first..].iter().take_while(|&&a| !a).count();
+                capacity: cap,
+            },
+        })?;
+        let range = e.start as usize..(e.start + e.len) as usize;
+        let blocks = &self.blocks[range.clone()];
+        let allocated = |b: &Block| b.state == State::Allocated;
+        if let Some(first) = blocks.iter().position(|b| !allocated(b)) {
+            let run = blocks[first..].iter().take_while(|b| !allocated(b)).count();
             let offending = Extent::new(e.start + first as u64, run as u64);
-            return Err(if blocks.iter().any(|&a| a) {
+            return Err(if blocks.iter().any(allocated) {
                 FreeError::PartlyAllocated {
                     extent: e,
                     offending,
@@ -323,15 +466,113 @@ impl Model {
                 }
             });
         }
-        self.mark(e, false);
+        let busy = self
+            .pins
+            .iter()
+            .find(|(_, (p, blocking))| *blocking && p.overlaps(&e));
+        if let Some((&pin, &(p, _))) = busy {
+            let start = p.start.max(e.start);
+            let end = (p.start + p.len).min(e.start + e.len);
+            return Err(FreeError::Busy {
+                extent: e,
+                pin,
+                blocked: Extent::new(start, end - start),
+            });
+        }
+        let open = self.open;
+        for b in &mut self.blocks[range.clone()] {
+            b.state = State::Deferred;
+            b.freed_epoch = open;
+            b.pending = on_commit && b.alloc_epoch != Some(open);
+            b.alloc_epoch = None;
+        }
+        self.settle();
+        let now = self.blocks[range]
+            .iter()
+            .filter(|b| b.state == State::Free)
+            .count() as u64;
+        Ok(Freed {
+            now,
+            deferred: e.len - now,
+        })
+    }
+
+    pub fn pin(&mut self, id: PinId, e: Extent, blocking: bool) -> Result<(), PinError> {
+        let cap = self.capacity();
+        self.shape(e).map_err(|k| match k {
+            0 => PinError::ZeroLength { start: e.start },
+            1 => PinError::Overflow { extent: e },
+            _ => PinError::OutOfBounds {
+                extent: e,
+                capacity: cap,
+            },
+        })?;
+        let range = e.start as usize..(e.start + e.len) as usize;
+        let free_blocks = self.blocks[range.clone()]
+            .iter()
+            .filter(|b| Self::allocatable(b))
+            .count() as u64;
+        let unreserved = self.index_free() - self.reserved();
+        if free_blocks > unreserved {
+            return Err(PinError::Reserved {
+                extent: e,
+                free_blocks,
+                unreserved,
+            });
+        }
+        for b in &mut self.blocks[range] {
+            b.pins += 1;
+            b.blocking += u32::from(blocking);
+        }
+        self.pins.insert(id, (e, blocking));
         Ok(())
+    }
+
+    /// Returns (released Deferred blocks, unpinned Free blocks).
+    pub fn unpin(&mut self, id: PinId) -> Result<(u64, u64), PinError> {
+        let (e, blocking) = self.pins.remove(&id).ok_or(PinError::Unknown { id })?;
+        let mut unpinned_free = 0;
+        for b in &mut self.blocks[e.start as usize..(e.start + e.len) as usize] {
+            b.pins -= 1;
+            b.blocking -= u32::from(blocking);
+            if b.pins == 0 && b.state == State::Free {
+                unpinned_free += 1;
+            }
+        }
+        Ok((self.settle(), unpinned_free))
+    }
+
+    pub fn commit(&mut self, epoch: u64) -> Result<u64, EpochError> {
+        if epoch != self.open {
+            return Err(EpochError::NotOpen {
+                epoch,
+                open: self.open,
+            });
+        }
+        for b in &mut self.blocks {
+            b.pending = false;
+        }
+        self.open += 1;
+        Ok(self.settle())
+    }
+
+    pub fn begin_read(&mut self, id: ReaderId) {
+        assert_eq!(id.epoch(), self.open, "a reader begins in the open epoch");
+        self.readers.insert(id, self.open);
+    }
+
+    pub fn end_read(&mut self, id: ReaderId) -> Result<u64, EpochError> {
+        self.readers
+            .remove(&id)
+            .ok_or(EpochError::UnknownReader { id })?;
+        Ok(self.settle())
     }
 
     pub fn reserve(&mut self, id: u64, n: u64) -> Result<(), AllocError> {
         if n == 0 {
             return Err(AllocError::ZeroLength);
         }
-        if n > self.free_blocks() - self.reserved() {
+        if n > self.index_free() - self.reserved() {
             return Err(self.no_space(n));
         }
         self.reservations.insert(id, n);

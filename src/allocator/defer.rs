@@ -1,0 +1,102 @@
+//! Deferred blocks: freed by their owner, still held by a pin, an epoch or a reader.
+//!
+//! Every Deferred block remembers the epoch it was freed in: readers that began at or
+//! before that epoch hold it. Blocks freed with `free_on_commit` in the open epoch are
+//! also *pending* until it commits.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use rangemap::{RangeMap, RangeSet};
+
+use super::ranges::clip;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Deferrals {
+    /// Every Deferred block → the epoch of its free.
+    pub(crate) epoch_of: RangeMap<u64, u64>,
+    /// The same blocks by epoch, with block counts: what a departing reader may release.
+    pub(crate) by_epoch: BTreeMap<u64, (RangeSet<u64>, u64)>,
+    /// Deferred blocks.
+    pub(crate) count_blocks: u64,
+    /// Deferred blocks waiting for the open epoch to commit.
+    pub(crate) pending: RangeSet<u64>,
+    /// Blocks in `pending`.
+    pub(crate) count_pending: u64,
+}
+
+impl Deferrals {
+    /// Allocated → Deferred for `r`, freed in `epoch`; `pending` pieces also wait for
+    /// the commit.
+    pub(crate) fn add(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
+        debug_assert!(!self.epoch_of.overlaps(&r), "deferring Deferred blocks");
+        let len = r.end - r.start;
+        self.epoch_of.insert(r.clone(), epoch);
+        let slot = self.by_epoch.entry(epoch).or_default();
+        slot.0.insert(r);
+        slot.1 += len;
+        self.count_blocks += len;
+        for p in pending {
+            self.count_pending += p.end - p.start;
+            self.pending.insert(p.clone());
+        }
+    }
+
+    /// Deferred → (about to be) Free for `r`, which holds no pending block.
+    pub(crate) fn remove(&mut self, r: Range<u64>) {
+        debug_assert!(!self.pending.overlaps(&r), "releasing pending blocks");
+        let pieces: Vec<(Range<u64>, u64)> = self
+            .epoch_of
+            .overlapping(&r)
+            .map(|(k, &e)| (clip(k, &r), e))
+            .collect();
+        for (p, epoch) in pieces {
+            let len = p.end - p.start;
+            let slot = self
+                .by_epoch
+                .get_mut(&epoch)
+                .expect("deferred epochs are indexed");
+            slot.0.remove(p.clone());
+            slot.1 -= len;
+            if slot.1 == 0 {
+                self.by_epoch.remove(&epoch);
+            }
+            self.count_blocks -= len;
+        }
+        self.epoch_of.remove(r);
+    }
+
+    /// Pieces of `within` that are Deferred, with their epochs.
+    pub(crate) fn pieces(&self, within: &Range<u64>) -> Vec<(Range<u64>, u64)> {
+        self.epoch_of
+            .overlapping(within)
+            .map(|(k, &e)| (clip(k, within), e))
+            .collect()
+    }
+
+    /// Takes every pending block off the commit wait, returning them.
+    pub(crate) fn take_pending(&mut self) -> Vec<Range<u64>> {
+        let all: Vec<Range<u64>> = self.pending.iter().cloned().collect();
+        self.pending = RangeSet::new();
+        self.count_pending = 0;
+        all
+    }
+
+    /// Deferred blocks held by an epoch: pending, or freed at or after `oldest_reader`.
+    pub(crate) fn epoch_held_blocks(&self, oldest_reader: Option<u64>) -> u64 {
+        match oldest_reader {
+            // Pending blocks were freed in the open epoch, at or after any reader's.
+            Some(oldest) => self.by_epoch.range(oldest..).map(|(_, s)| s.1).sum(),
+            None => self.count_pending,
+        }
+    }
+
+    /// Ranges freed in epochs `from..to` (what readers leaving may release).
+    pub(crate) fn freed_in(&self, from: u64, to: u64) -> Vec<Range<u64>> {
+        self.by_epoch
+            .range(from..to)
+            .flat_map(|(_, s)| s.0.iter().cloned())
+            .collect()
+    }
+}

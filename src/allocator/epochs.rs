@@ -1,0 +1,312 @@
+//! Epochs: a commit barrier and snapshot readers.
+//!
+//! 1. The allocator starts in epoch 1, open.
+//! 2. `free_on_commit` in the open epoch E defers blocks until E commits, except blocks
+//!    that were allocated in E itself: never durable, they are Free at once.
+//! 3. `commit(E)` closes E and opens E + 1.
+//! 4. `begin_read` starts a reader in the open epoch. A block freed in epoch F stays
+//!    Deferred while any reader that began at or before F is alive.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+use rangemap::RangeSet;
+
+use super::ExtentAllocator;
+use super::ranges::{set_gaps, set_pieces, to_extent};
+use crate::{EpochError, Extent};
+
+/// Names one live snapshot reader; returned by
+/// [`ExtentAllocator::begin_read`](crate::ExtentAllocator::begin_read).
+///
+/// ```
+/// use pinalloc::ExtentAllocator;
+/// let mut alloc = ExtentAllocator::new(8);
+/// let reader = alloc.begin_read();
+/// assert_eq!(reader.epoch(), 1);
+/// alloc.end_read(reader)?;
+/// # Ok::<(), pinalloc::EpochError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReaderId {
+    pub(crate) owner: u64,
+    pub(crate) seq: u64,
+    pub(crate) epoch: u64,
+}
+
+impl ReaderId {
+    /// The epoch the reader began in.
+    ///
+    /// ```
+    /// let mut alloc = pinalloc::ExtentAllocator::new(8);
+    /// alloc.commit(1)?;
+    /// assert_eq!(alloc.begin_read().epoch(), 2);
+    /// # Ok::<(), pinalloc::EpochError>(())
+    /// ```
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl fmt::Display for ReaderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reader #{} (epoch {})", self.seq, self.epoch)
+    }
+}
+
+/// What a commit, an unpin or the end of a reader gave back.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// let e = alloc.allocate(Request::new(4))?;
+/// alloc.commit(1)?;                 // e is durable now
+/// alloc.free_on_commit(e)?;         // Deferred until epoch 2 commits
+/// let out = alloc.commit(2)?;
+/// assert_eq!(out.released_blocks, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReleaseOutcome {
+    /// Deferred blocks that became Free.
+    pub released_blocks: u64,
+    /// Pinned Free blocks that went back to the free index (unpin only).
+    pub unpinned_free_blocks: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Epochs {
+    /// The open epoch; starts at 1.
+    pub(crate) open: u64,
+    /// Live readers: sequence number → epoch begun in.
+    pub(crate) readers: BTreeMap<u64, u64>,
+    /// Live readers per epoch begun in (a multiset, for the oldest).
+    pub(crate) begins: BTreeMap<u64, u64>,
+    pub(crate) next_reader: u64,
+    /// Until the first commit: blocks Allocated at construction and not freed since,
+    /// the only Allocated blocks that predate the open epoch.
+    pub(crate) mount_durable: RangeSet<u64>,
+    /// After the first commit: blocks allocated in the open epoch. It may also name
+    /// blocks freed since; only its Allocated blocks are ever asked about.
+    pub(crate) allocated_since_commit: RangeSet<u64>,
+}
+
+impl Epochs {
+    pub(crate) fn new() -> Self {
+        Epochs {
+            open: 1,
+            readers: BTreeMap::new(),
+            begins: BTreeMap::new(),
+            next_reader: 1,
+            mount_durable: RangeSet::new(),
+            allocated_since_commit: RangeSet::new(),
+        }
+    }
+
+    /// The epoch the oldest live reader began in.
+    #[inline]
+    pub(crate) fn oldest_reader(&self) -> Option<u64> {
+        self.begins.keys().next().copied()
+    }
+
+    /// The pieces of Allocated range `r` allocated before the open epoch (durable).
+    pub(crate) fn durable_pieces(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        if self.open == 1 {
+            set_pieces(&self.mount_durable, r)
+        } else {
+            set_gaps(&self.allocated_since_commit, r)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn note_allocated(&mut self, r: Range<u64>) {
+        if self.open > 1 {
+            self.allocated_since_commit.insert(r);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn note_freed(&mut self, r: &Range<u64>) {
+        if self.open == 1 && !self.mount_durable.is_empty() {
+            self.mount_durable.remove(r.clone());
+        }
+    }
+}
+
+impl ExtentAllocator {
+    /// The open epoch: frees tagged now wait for it to commit.
+    ///
+    /// ```
+    /// let mut alloc = pinalloc::ExtentAllocator::new(8);
+    /// assert_eq!(alloc.epoch(), 1);
+    /// alloc.commit(1)?;
+    /// assert_eq!(alloc.epoch(), 2);
+    /// # Ok::<(), pinalloc::EpochError>(())
+    /// ```
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epochs.open
+    }
+
+    /// Commits the open epoch `epoch` and opens the next. Blocks freed with
+    /// [`free_on_commit`](Self::free_on_commit) in it stop waiting for the commit; those
+    /// with no other hold (a pin, or a reader that began at or before `epoch`) become
+    /// Free.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open epoch.
+    ///
+    /// ```
+    /// use pinalloc::{EpochError, ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?;
+    /// assert_eq!(alloc.stats().deferred_blocks, 8);
+    /// assert_eq!(alloc.commit(1), Err(EpochError::NotOpen { epoch: 1, open: 2 }));
+    /// assert_eq!(alloc.commit(2)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit(&mut self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        let open = self.epochs.open;
+        if epoch != open {
+            return Err(EpochError::NotOpen { epoch, open });
+        }
+        self.epochs.open += 1;
+        self.epochs.mount_durable = RangeSet::new();
+        self.epochs.allocated_since_commit = RangeSet::new();
+        let mut released = 0;
+        for r in self.deferrals.take_pending() {
+            released += self.release_unheld(&r);
+        }
+        self.count_released(released);
+        self.counters.commits = self.counters.commits.saturating_add(1);
+        self.debug_check();
+        Ok(ReleaseOutcome {
+            released_blocks: released,
+            unpinned_free_blocks: 0,
+        })
+    }
+
+    /// Begins a snapshot reader in the open epoch. Until it ends, every block freed in
+    /// this epoch or a later one stays Deferred.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let reader = alloc.begin_read();
+    /// assert_eq!(alloc.free(e)?.deferred_blocks, 8); // the reader may still see e
+    /// assert_eq!(alloc.end_read(reader)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin_read(&mut self) -> ReaderId {
+        let (seq, epoch) = (self.epochs.next_reader, self.epochs.open);
+        self.epochs.next_reader += 1;
+        self.epochs.readers.insert(seq, epoch);
+        *self.epochs.begins.entry(epoch).or_default() += 1;
+        self.debug_check();
+        ReaderId {
+            owner: self.uid,
+            seq,
+            epoch,
+        }
+    }
+
+    /// Ends a reader. Deferred blocks that only it (and readers already gone) held
+    /// become Free.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::UnknownReader`] for a reader of another allocator or one already
+    /// ended.
+    ///
+    /// ```
+    /// use pinalloc::{EpochError, ExtentAllocator};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let r = alloc.begin_read();
+    /// alloc.end_read(r)?;
+    /// assert_eq!(alloc.end_read(r), Err(EpochError::UnknownReader { id: r }));
+    /// # Ok::<(), EpochError>(())
+    /// ```
+    pub fn end_read(&mut self, reader: ReaderId) -> Result<ReleaseOutcome, EpochError> {
+        let known =
+            reader.owner == self.uid && self.epochs.readers.get(&reader.seq) == Some(&reader.epoch);
+        if !known {
+            return Err(EpochError::UnknownReader { id: reader });
+        }
+        let before = self.epochs.oldest_reader();
+        self.epochs.readers.remove(&reader.seq);
+        let n = self
+            .epochs
+            .begins
+            .get_mut(&reader.epoch)
+            .expect("live readers are counted");
+        *n -= 1;
+        if *n == 0 {
+            self.epochs.begins.remove(&reader.epoch);
+        }
+        let after = self.epochs.oldest_reader().unwrap_or(u64::MAX);
+        let mut released = 0;
+        if let Some(before) = before {
+            if after > before {
+                for r in self.deferrals.freed_in(before, after) {
+                    released += self.release_unheld(&r);
+                }
+            }
+        }
+        self.count_released(released);
+        self.debug_check();
+        Ok(ReleaseOutcome {
+            released_blocks: released,
+            unpinned_free_blocks: 0,
+        })
+    }
+
+    /// What would be free after a crash and remount, in address order: every block that
+    /// is not Allocated and not waiting for the open epoch to commit. Pins and readers
+    /// vanish on reboot, and committed frees are on disk. Feed it back to
+    /// [`from_free_extents`](Self::from_free_extents) at mount.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(10);
+    /// let e = alloc.allocate(Request::new(10))?;
+    /// alloc.commit(1)?;
+    /// let pin = alloc.pin(Extent::new(0, 2))?;
+    /// alloc.free(Extent::new(0, 5))?;            // [0, 2) Deferred by the pin
+    /// alloc.free_on_commit(Extent::new(5, 5))?;  // waits for epoch 2
+    /// assert_eq!(alloc.durable_free_extents(), [Extent::new(0, 5)]);
+    /// let remounted = ExtentAllocator::from_free_extents(10, alloc.durable_free_extents())?;
+    /// assert_eq!(remounted.stats().free_blocks, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn durable_free_extents(&self) -> Vec<Extent> {
+        let mut pieces: Vec<Range<u64>> =
+            self.free.iter().map(|e| e.start..e.start + e.len).collect();
+        pieces.extend(self.pinned_free.iter().cloned());
+        for (r, _) in self.deferrals.epoch_of.iter() {
+            pieces.extend(set_gaps(&self.deferrals.pending, r));
+        }
+        pieces.sort_unstable_by_key(|r| r.start);
+        let mut out: Vec<Extent> = Vec::new();
+        for p in pieces {
+            match out.last_mut() {
+                Some(last) if last.start + last.len == p.start => last.len += p.end - p.start,
+                _ => out.push(to_extent(&p)),
+            }
+        }
+        out
+    }
+}
