@@ -1,49 +1,24 @@
-//! A tour of the core allocator on a 64-block space, with a map after each step.
+//! A tour of pinalloc on a 64-block space, with a map after each step: first the
+//! placement policies, then the story that motivates the crate, a file truncated while
+//! a DMA transfer still targets some of its blocks.
 //!
 //! ```text
 //! cargo run --release --example tour
 //! ```
 //!
-//! In the maps, `.` is a Free block and each letter is one allocation.
+//! In the maps, `.` is a Free block, a letter is an Allocated block of that file, `~`
+//! is a Deferred block (freed, still held) and `^` a Free block kept out of reach by a
+//! pin. The line under a map shows pin counts.
 
-use pinalloc::{Extent, ExtentAllocator, Policy, Request};
+use pinalloc::{AllocError, Extent, ExtentAllocator, Policy, Request};
+
+#[path = "support/mod.rs"]
+mod support;
 
 const CAPACITY: u64 = 64;
 
-/// The space as one character per block: `.` Free, a letter per live allocation.
-fn map(alloc: &ExtentAllocator, live: &[(char, Extent)]) -> String {
-    let mut cells = vec!['?'; CAPACITY as usize];
-    for e in alloc.free_extents() {
-        for b in e.start..e.start + e.len {
-            cells[b as usize] = '.';
-        }
-    }
-    for &(name, e) in live {
-        for b in e.start..e.start + e.len {
-            assert_eq!(
-                cells[b as usize], '?',
-                "block {b} is both free and allocated"
-            );
-            cells[b as usize] = name;
-        }
-    }
-    assert!(
-        !cells.contains(&'?'),
-        "a block is neither free nor allocated"
-    );
-    cells.into_iter().collect()
-}
-
 fn show(step: &str, alloc: &ExtentAllocator, live: &[(char, Extent)]) {
-    let s = alloc.stats();
-    println!("{step}");
-    println!(
-        "  |{}|  free {:>2} in {} extent(s), largest {}",
-        map(alloc, live),
-        s.free_blocks,
-        s.count_free_extents,
-        s.largest_free_blocks
-    );
+    support::show(step, alloc, live);
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -168,5 +143,78 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.counters.frees,
         s.counters.blocks_freed
     );
+
+    truncate_under_dma()
+}
+
+/// The DAX story: pinned blocks are skipped until they are unpinned.
+fn truncate_under_dma() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n=== Truncate under DMA ===");
+    let mut alloc = ExtentAllocator::new(CAPACITY);
+    let mut live: Vec<(char, Extent)> = Vec::new();
+
+    let file = alloc.allocate(Request::new(24))?;
+    live.push(('F', file));
+    let other = alloc.allocate(Request::new(36))?;
+    live.push(('G', other));
+    show(
+        "\n1. File F gets 24 blocks; file G takes most of the rest:",
+        &alloc,
+        &live,
+    );
+
+    let dma = alloc.pin(Extent::new(file.start + 8, 8))?;
+    show(
+        "\n2. A device starts DMA into F's blocks [8, 16): they are pinned.",
+        &alloc,
+        &live,
+    );
+
+    live.retain(|&(n, _)| n != 'F');
+    let out = alloc.free(file)?;
+    show(
+        &format!(
+            "\n3. F is truncated to nothing: {} blocks are Free at once, {} stay Deferred \
+             under the pin.",
+            out.freed_blocks, out.deferred_blocks
+        ),
+        &alloc,
+        &live,
+    );
+
+    let want = 24;
+    match alloc.allocate(Request::new(want)) {
+        Err(err @ AllocError::NoSpace { deferred, .. }) => {
+            println!("\n4. Under pressure, {want} blocks cannot be had without the pinned ones:");
+            println!("   {err}");
+            println!(
+                "   ({} blocks are only held, not lost: they come back when the DMA ends.)",
+                deferred.total()
+            );
+        }
+        other => unreachable!("expected NoSpace, got {other:?}"),
+    }
+    let h = alloc.allocate(Request::range(1..=want))?;
+    live.push(('H', h));
+    show(
+        &format!("   A range request takes what it can, skipping the pinned blocks: {h}"),
+        &alloc,
+        &live,
+    );
+
+    let released = alloc.unpin(dma)?;
+    show(
+        &format!(
+            "\n5. The DMA completes: unpin releases its {} Deferred blocks.",
+            released.released_blocks
+        ),
+        &alloc,
+        &live,
+    );
+
+    let i = alloc.allocate(Request::new(8))?;
+    live.push(('I', i));
+    show(&format!("\n6. The blocks are reused: {i}"), &alloc, &live);
+    alloc.check_invariants()?;
     Ok(())
 }

@@ -35,7 +35,7 @@ mod request;
 mod stats;
 
 pub use allocator::{
-    ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
+    BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
 };
 pub use error::{
     AllocError, BuildError, EpochError, FreeError, Held, InvariantViolation, PinError,

@@ -10,7 +10,7 @@ mod common;
 
 use common::{Model, Req};
 use pinalloc::{
-    Extent, ExtentAllocator, PinId, PinMode, Policy, ReaderId, Request, Reservation,
+    BlockState, Extent, ExtentAllocator, PinId, PinMode, Policy, ReaderId, Request, Reservation,
     ReservationError,
 };
 use proptest::prelude::*;
@@ -600,6 +600,18 @@ impl Harness {
         prop_assert_eq!(s.count_free_extents, runs.len() as u64);
         prop_assert_eq!(s.largest_free_blocks, m.largest_free());
         prop_assert_eq!(s.free_histogram, m.histogram());
+        if m.capacity() <= 512 {
+            for (b, block) in m.blocks.iter().enumerate() {
+                let want = match block.state {
+                    common::State::Free => BlockState::Free,
+                    common::State::Allocated => BlockState::Allocated,
+                    common::State::Deferred => BlockState::Deferred,
+                };
+                prop_assert_eq!(self.real.state_of(b as u64), Some(want), "block {}", b);
+                prop_assert_eq!(self.real.pin_count(b as u64), u64::from(block.pins));
+            }
+            prop_assert_eq!(self.real.state_of(m.capacity()), None);
+        }
         let live_blocks: u64 = self.live.iter().map(|e| e.len).sum();
         prop_assert_eq!(
             live_blocks,

@@ -2,10 +2,13 @@
 //!
 //! 1. The allocator starts in epoch 1, open.
 //! 2. `free_on_commit` in the open epoch E defers blocks until E commits, except blocks
-//!    that were allocated in E itself: never durable, they are Free at once.
+//!    that were allocated in E itself: never durable, and never visible to a reader
+//!    (readers see committed state), they are Free at once unless pinned.
 //! 3. `commit(E)` closes E and opens E + 1.
 //! 4. `begin_read` starts a reader in the open epoch. A block freed in epoch F stays
-//!    Deferred while any reader that began at or before F is alive.
+//!    Deferred while any reader that began at or before F is alive. A plain `free` in
+//!    epoch F counts as freed in F whatever the block's age: with no transaction to say
+//!    otherwise, a live reader may have seen it.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;

@@ -68,7 +68,9 @@ impl ExtentAllocator {
     /// Frees `extent` as part of the open epoch's transaction: as [`free`](Self::free),
     /// and blocks allocated before the open epoch also stay Deferred until it commits
     /// (ext4's and XFS's "not reusable before the commit is on disk"). Blocks allocated
-    /// in the open epoch itself were never durable, so no commit holds them.
+    /// in the open epoch itself were never durable, and no reader could see them
+    /// (readers see committed state), so only a pin can hold them: LMDB's loose pages,
+    /// redb's `allocated_since_commit`.
     ///
     /// # Errors
     ///

@@ -4,6 +4,8 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use rangemap::RangeSet;
+
 use super::ExtentAllocator;
 use super::free::FreeOutcome;
 use super::ranges::set_gaps;
@@ -11,26 +13,43 @@ use super::ranges::set_gaps;
 impl ExtentAllocator {
     /// Allocated → Free or Deferred, for a range already checked to be Allocated and
     /// not under a blocking pin. Blocks with no hold become Free at once; the rest
-    /// become Deferred, remembering the open epoch.
+    /// become Deferred, remembering the epoch that readers are measured against:
+    ///
+    /// - a plain free: the open epoch;
+    /// - `free_on_commit` of durable blocks: the open epoch, and pending its commit;
+    /// - `free_on_commit` of blocks allocated in the open epoch: epoch 0, which no
+    ///   reader began at or before. Readers see committed state only, so they never saw
+    ///   these blocks; only pins can hold them.
     pub(super) fn release_allocated(&mut self, r: Range<u64>, on_commit: bool) -> FreeOutcome {
         let len = r.end - r.start;
-        let pending = if on_commit {
-            self.epochs.durable_pieces(&r)
+        let open = self.epochs.open;
+        let (pending, never_durable) = if on_commit {
+            let durable = self.epochs.durable_pieces(&r);
+            let rest = set_gaps(&range_set(&durable), &r);
+            (durable, rest)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         self.epochs.note_freed(&r);
-        let held = !pending.is_empty()
-            || self.epochs.oldest_reader().is_some()
-            || self.pins.counts.overlaps(&r);
-        if !held {
+        let readers_hold = !on_commit && self.epochs.oldest_reader().is_some();
+        if pending.is_empty() && !readers_hold && !self.pins.counts.overlaps(&r) {
             self.free.insert(r.start, len);
             return FreeOutcome {
                 freed_blocks: len,
                 deferred_blocks: 0,
             };
         }
-        self.deferrals.add(r.clone(), self.epochs.open, &pending);
+        if on_commit {
+            for p in &pending {
+                self.deferrals
+                    .add(p.clone(), open, core::slice::from_ref(p));
+            }
+            for p in never_durable {
+                self.deferrals.add(p, 0, &[]);
+            }
+        } else {
+            self.deferrals.add(r.clone(), open, &[]);
+        }
         let freed = self.release_unheld(&r);
         let deferred = len - freed;
         self.counters.blocks_deferred = self.counters.blocks_deferred.saturating_add(deferred);
@@ -66,6 +85,10 @@ impl ExtentAllocator {
     pub(super) fn count_released(&mut self, blocks: u64) {
         self.counters.blocks_released = self.counters.blocks_released.saturating_add(blocks);
     }
+}
+
+fn range_set(pieces: &[Range<u64>]) -> RangeSet<u64> {
+    pieces.iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,28 @@ pub use free::FreeOutcome;
 pub use pins::{PinId, PinMode};
 pub use reserve::Reservation;
 
+/// The state of one block: see the table on [`ExtentAllocator`].
+///
+/// ```
+/// use pinalloc::{BlockState, ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(4);
+/// alloc.allocate(Request::new(1))?;
+/// assert_eq!(alloc.state_of(0), Some(BlockState::Allocated));
+/// assert_eq!(alloc.state_of(1), Some(BlockState::Free));
+/// assert_eq!(alloc.state_of(4), None);
+/// # Ok::<(), pinalloc::AllocError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockState {
+    /// Not owned by anyone; allocatable unless pinned.
+    Free,
+    /// Owned by a caller.
+    Allocated,
+    /// Freed by its owner, still held by a pin, an epoch or a reader.
+    Deferred,
+}
+
 /// The core extent allocator: free space, pins, deferred frees, epochs and
 /// reservations over `capacity` blocks.
 ///
@@ -50,7 +72,7 @@ pub use reserve::Reservation;
 /// |---|---|
 /// | [`allocate`](Self::allocate) | a Free block with pin count 0 becomes Allocated |
 /// | [`free`](Self::free) | every block must be Allocated, or the call fails and changes nothing. Blocks with no hold become Free at once and coalesce; held blocks become Deferred. Block by block: freeing 100 blocks of which 10 are pinned frees 90 and defers 10 |
-/// | [`free_on_commit`](Self::free_on_commit) | as `free`, and the blocks also wait for the open epoch to commit, unless they were allocated in it |
+/// | [`free_on_commit`](Self::free_on_commit) | as `free`, and the blocks also wait for the open epoch to commit, unless they were allocated in it: those were never durable nor visible to readers, so only pins hold them |
 /// | [`pin`](Self::pin) | adds 1 to each block's pin count; a pinned Free block leaves the free index |
 /// | [`unpin`](Self::unpin) | subtracts 1; a Deferred block whose last hold this was becomes Free, a Free one returns to the index |
 /// | [`commit`](Self::commit) | blocks waiting for this epoch stop waiting; unheld ones become Free |
@@ -230,6 +252,51 @@ impl ExtentAllocator {
     /// ```
     pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
         self.free.iter()
+    }
+
+    /// The state of `block`, or `None` outside the space. O(log n).
+    ///
+    /// ```
+    /// use pinalloc::{BlockState, Extent, ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(4))?;
+    /// let pin = alloc.pin(Extent::new(0, 2))?;
+    /// alloc.free(e)?;
+    /// assert_eq!(alloc.state_of(0), Some(BlockState::Deferred));
+    /// assert_eq!(alloc.state_of(3), Some(BlockState::Free));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn state_of(&self, block: u64) -> Option<BlockState> {
+        if block >= self.capacity {
+            return None;
+        }
+        Some(
+            if self.free.containing(block).is_some() || self.pinned_free.contains(&block) {
+                BlockState::Free
+            } else if self.deferrals.epoch_of.contains_key(&block) {
+                BlockState::Deferred
+            } else {
+                BlockState::Allocated
+            },
+        )
+    }
+
+    /// How many live pins cover `block` (0 outside the space). O(log n).
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// alloc.pin(Extent::new(0, 4))?;
+    /// alloc.pin(Extent::new(2, 4))?;
+    /// assert_eq!([0, 2, 4, 6].map(|b| alloc.pin_count(b)), [1, 2, 1, 0]);
+    /// # Ok::<(), pinalloc::PinError>(())
+    /// ```
+    #[must_use]
+    pub fn pin_count(&self, block: u64) -> u64 {
+        self.pins.counts.get(block)
     }
 
     /// A snapshot of space and activity. O(e) in the number of epochs with deferred

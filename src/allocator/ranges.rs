@@ -54,6 +54,10 @@ impl Counts {
         self.map.overlaps(r)
     }
 
+    pub(crate) fn get(&self, block: u64) -> u64 {
+        self.map.get(&block).copied().unwrap_or(0)
+    }
+
     /// The pieces of `within` whose count is zero.
     pub(crate) fn zero_pieces(&self, within: &Range<u64>) -> Vec<Range<u64>> {
         self.map.gaps(within).collect()

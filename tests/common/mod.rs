@@ -481,9 +481,12 @@ impl Model {
         }
         let open = self.open;
         for b in &mut self.blocks[range.clone()] {
+            let never_durable = b.alloc_epoch == Some(open);
             b.state = State::Deferred;
-            b.freed_epoch = open;
-            b.pending = on_commit && b.alloc_epoch != Some(open);
+            // Readers see committed state only: a block allocated in the open epoch
+            // and freed on commit was never visible to any of them (epoch 0).
+            b.freed_epoch = if on_commit && never_durable { 0 } else { open };
+            b.pending = on_commit && !never_durable;
             b.alloc_epoch = None;
         }
         self.settle();

@@ -1,0 +1,183 @@
+//! The pin check costs nothing at allocation: DESIGN's churn workload with 10,000 live
+//! pins holding 10,000 Deferred extents, against the same churn with none, and the
+//! cost of one pin + unpin of an allocated extent.
+//!
+//! Both setups are identical but for the holds: after the untimed fill, 10,000 small
+//! extents (1 to 4 blocks) are allocated near random goals. In the baseline they stay
+//! Allocated; in the held setup each is pinned and then freed, so it is Deferred under
+//! a live pin. The free space the churn sees is the same block for block.
+//!
+//! ```text
+//! cargo bench --bench pins                      # criterion + interleaved ratio pass
+//! cargo bench --bench pins -- ratio-only        # the ratio pass only
+//! ```
+//!
+//! Environment: `CHURN_OPS` (default 2,000,000), `CHURN_ROUNDS` (default 5),
+//! `PIN_PAIRS` (default 1,000,000), `HELD` (default 10,000).
+
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use pinalloc::{Extent, PinId, Policy, Request};
+
+use common::{
+    Live, Peer, PinallocPeer, RunMode, SEED, SplitMix64, Trace, Workload, churn, env_u64, fill,
+    median,
+};
+
+/// A filled allocator, with `held` small extents either Allocated or Deferred under pins.
+struct Setup {
+    peer: PinallocPeer,
+    live: Live<Extent>,
+    pins: Vec<PinId>,
+}
+
+fn setup(trace: &Trace, held: usize, with_pins: bool) -> Setup {
+    let mut peer = PinallocPeer::new(trace.capacity);
+    let live = fill(&mut peer, trace);
+    let mut rng = SplitMix64::new(SEED ^ 0x9196_0C4E);
+    let mut pins = Vec::with_capacity(held);
+    for _ in 0..held {
+        let len = 1 + rng.below(4);
+        let goal = rng.below(trace.capacity);
+        let e = peer
+            .0
+            .allocate(Request::new(len).policy(Policy::Near(goal)))
+            .expect("room for the held extents");
+        if with_pins {
+            pins.push(peer.0.pin(e).expect("pin an allocated extent"));
+            let out = peer.0.free(e).expect("free a pinned extent");
+            assert_eq!(out.deferred_blocks, len, "a pinned free defers every block");
+        }
+    }
+    if with_pins {
+        let s = peer.0.stats();
+        assert_eq!(s.count_pins, held as u64);
+        assert!(s.deferred_blocks > 0);
+    }
+    Setup { peer, live, pins }
+}
+
+/// Times one replay of the churn on a fresh setup; returns ns per operation.
+fn time_churn(trace: &Trace, held: usize, with_pins: bool) -> f64 {
+    let mut s = setup(trace, held, with_pins);
+    let started = Instant::now();
+    churn(&mut s.peer, &mut s.live, &trace.churn);
+    let ns = started.elapsed().as_nanos() as f64 / trace.churn.len() as f64;
+    assert_eq!(s.live.failures, 0, "allocation failures in the pins bench");
+    s.peer.0.check_invariants().expect("invariants after churn");
+    black_box(&s.pins);
+    ns
+}
+
+/// Times `pairs` pin + unpin pairs over live allocated extents; returns ns per pair.
+fn time_pin_unpin(trace: &Trace, held: usize, pairs: u64) -> f64 {
+    let mut s = setup(trace, held, true);
+    let targets: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
+    let started = Instant::now();
+    for i in 0..pairs {
+        let e = targets[i as usize % targets.len()];
+        let id = s.peer.0.pin(black_box(e)).expect("pin");
+        s.peer.0.unpin(id).expect("unpin");
+    }
+    started.elapsed().as_nanos() as f64 / pairs as f64
+}
+
+fn criterion_benches(c: &mut Criterion, trace: &Trace, held: usize) {
+    let mut g = c.benchmark_group("pins_churn");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(trace.churn.len() as u64));
+    for (name, with_pins) in [("none", false), ("10k_pins_10k_deferred", true)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || setup(trace, held, with_pins),
+                |mut s| {
+                    churn(&mut s.peer, &mut s.live, &trace.churn);
+                    s
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("pin_unpin");
+    let mut s = setup(trace, held, true);
+    let targets: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
+    let mut i = 0usize;
+    g.bench_function("allocated_extent", |b| {
+        b.iter(|| {
+            let e = targets[i % targets.len()];
+            i += 1;
+            let id = s.peer.0.pin(black_box(e)).expect("pin");
+            s.peer.0.unpin(id).expect("unpin")
+        });
+    });
+    g.finish();
+}
+
+fn ratio_pass(trace: &Trace, held: usize, rounds: usize, pairs: u64) {
+    println!(
+        "\nratio pass: {rounds} round(s), {} timed ops, {held} pins holding {held} Deferred extents",
+        trace.churn.len()
+    );
+    let (mut none, mut pinned, mut pin_unpin) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let started = Instant::now();
+        // Alternate which setup goes first, so drift on a shared machine cancels out.
+        if round % 2 == 0 {
+            none.push(time_churn(trace, held, false));
+            pinned.push(time_churn(trace, held, true));
+        } else {
+            pinned.push(time_churn(trace, held, true));
+            none.push(time_churn(trace, held, false));
+        }
+        pin_unpin.push(time_pin_unpin(trace, held, pairs));
+        eprintln!(
+            "  round {}/{rounds} ({:.1} s)",
+            round + 1,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let (none, pinned, pin_unpin) = (median(&none), median(&pinned), median(&pin_unpin));
+    println!("\n| measure | median | target |");
+    println!("|---|---:|---|");
+    println!("| churn ns/op, no pins | {none:.1} | |");
+    println!("| churn ns/op, {held} pins + {held} Deferred extents | {pinned:.1} | |");
+    println!(
+        "| with pins / without | {:.3} | at most 1.1 |",
+        pinned / none
+    );
+    println!("| pin + unpin of an allocated extent, ns | {pin_unpin:.1} | at most 40 |");
+}
+
+fn main() {
+    let mode = RunMode::from_args();
+    let small = mode == RunMode::Test;
+    let ops = env_u64("CHURN_OPS", if small { 20_000 } else { 2_000_000 });
+    let rounds = env_u64("CHURN_ROUNDS", if small { 1 } else { 5 });
+    let pairs = env_u64("PIN_PAIRS", if small { 10_000 } else { 1_000_000 });
+    let held = usize::try_from(env_u64("HELD", if small { 1_000 } else { 10_000 }))
+        .expect("HELD fits in usize");
+    let trace = Trace::generate(&Workload::design_doc(
+        usize::try_from(ops).expect("CHURN_OPS fits in usize"),
+    ));
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    criterion_benches(&mut c, &trace, held);
+    c.final_summary();
+    if mode != RunMode::CriterionOnly {
+        ratio_pass(
+            &trace,
+            held,
+            usize::try_from(rounds).expect("CHURN_ROUNDS fits in usize"),
+            pairs,
+        );
+    }
+}
