@@ -76,6 +76,14 @@ impl ExtentAllocator {
             3,
             "per-block pin counts differ from a recount"
         );
+        for (r, _) in self.deferrals.epoch_of.iter() {
+            all.add(r);
+        }
+        ensure!(
+            all != self.marks,
+            3,
+            "per-block marks differ from pin counts plus Deferred blocks"
+        );
         ensure!(
             blocking != self.pins.blocking,
             3,

@@ -93,9 +93,9 @@ impl ExtentAllocator {
     }
 
     fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
-        let r = self.check_free(extent)?;
+        let (r, unmarked) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
-        let out = self.release_allocated(r, on_commit);
+        let out = self.release_allocated(r, on_commit, unmarked);
         debug_assert_eq!(out.freed_blocks + out.deferred_blocks, extent.len);
         self.counters.frees = self.counters.frees.saturating_add(1);
         self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
@@ -104,10 +104,17 @@ impl ExtentAllocator {
     }
 
     /// Checks that every block of `extent` is Allocated and not under a blocking pin.
-    fn check_free(&self, extent: Extent) -> Result<Range<u64>, FreeError> {
+    /// Also says whether the range is unmarked: no pin and no Deferred block in it.
+    fn check_free(&self, extent: Extent) -> Result<(Range<u64>, bool), FreeError> {
         let r = self
             .checked_range(extent)
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
+        // The common case, in one lookup: nothing pinned or Deferred here, so only a
+        // free extent could make the range invalid.
+        let unmarked = !self.marks.overlaps(&r);
+        if unmarked && self.free.first_overlap(r.start, r.end).is_none() {
+            return Ok((r, true));
+        }
         if let Some(offending) = self.first_unallocated(&r) {
             return Err(if offending == extent {
                 FreeError::NotAllocated { extent, offending }
@@ -125,7 +132,7 @@ impl ExtentAllocator {
                 blocked: to_extent(&blocked),
             });
         }
-        Ok(r)
+        Ok((r, unmarked))
     }
 
     /// The first maximal run of blocks inside `r` that is not Allocated (Free in the

@@ -20,7 +20,12 @@ impl ExtentAllocator {
     /// - `free_on_commit` of blocks allocated in the open epoch: epoch 0, which no
     ///   reader began at or before. Readers see committed state only, so they never saw
     ///   these blocks; only pins can hold them.
-    pub(super) fn release_allocated(&mut self, r: Range<u64>, on_commit: bool) -> FreeOutcome {
+    pub(super) fn release_allocated(
+        &mut self,
+        r: Range<u64>,
+        on_commit: bool,
+        unmarked: bool,
+    ) -> FreeOutcome {
         let len = r.end - r.start;
         let open = self.epochs.open;
         let (pending, never_durable) = if on_commit {
@@ -32,7 +37,8 @@ impl ExtentAllocator {
         };
         self.epochs.note_freed(&r);
         let readers_hold = !on_commit && self.epochs.oldest_reader().is_some();
-        if pending.is_empty() && !readers_hold && !self.pins.counts.overlaps(&r) {
+        // `check_free` found the range unmarked or not; unmarked means no pins.
+        if pending.is_empty() && !readers_hold && (unmarked || !self.pins.counts.overlaps(&r)) {
             self.free.insert(r.start, len);
             return FreeOutcome {
                 freed_blocks: len,
@@ -41,14 +47,13 @@ impl ExtentAllocator {
         }
         if on_commit {
             for p in &pending {
-                self.deferrals
-                    .add(p.clone(), open, core::slice::from_ref(p));
+                self.defer(p.clone(), open, core::slice::from_ref(p));
             }
             for p in never_durable {
-                self.deferrals.add(p, 0, &[]);
+                self.defer(p, 0, &[]);
             }
         } else {
-            self.deferrals.add(r.clone(), open, &[]);
+            self.defer(r.clone(), open, &[]);
         }
         let freed = self.release_unheld(&r);
         let deferred = len - freed;
@@ -73,12 +78,19 @@ impl ExtentAllocator {
                 for free in set_gaps(&self.deferrals.pending, &unpinned) {
                     let len = free.end - free.start;
                     self.deferrals.remove(free.clone());
+                    self.marks.sub(&free);
                     self.free.insert(free.start, len);
                     released += len;
                 }
             }
         }
         released
+    }
+
+    /// Allocated → Deferred for `r`, marking its blocks.
+    fn defer(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
+        self.marks.add(&r);
+        self.deferrals.add(r, epoch, pending);
     }
 
     /// Counts blocks released by an unpin, a commit or a reader's end.

@@ -22,6 +22,7 @@ use crate::{Counters, Extent, FreeError, Held, PinError, Stats};
 use defer::Deferrals;
 use epochs::Epochs;
 use pins::PinTable;
+use ranges::Counts;
 
 pub use epochs::{ReaderId, ReleaseOutcome};
 pub use free::FreeOutcome;
@@ -139,6 +140,9 @@ pub struct ExtentAllocator {
     count_pinned_free_blocks: u64,
     /// Live pins and per-block pin counts.
     pins: PinTable,
+    /// Per block: pin count plus 1 if Deferred. A range with no marks holds no pin, no
+    /// Deferred block and no pinned Free block, which `free` checks in one lookup.
+    marks: Counts,
     /// Deferred blocks and what they wait for.
     deferrals: Deferrals,
     /// The open epoch and the live readers.
@@ -216,6 +220,7 @@ impl ExtentAllocator {
             pinned_free: RangeSet::new(),
             count_pinned_free_blocks: 0,
             pins: PinTable::new(),
+            marks: Counts::default(),
             deferrals: Deferrals::default(),
             epochs: Epochs::new(),
             reservations: BTreeMap::new(),
@@ -387,6 +392,7 @@ impl Clone for ExtentAllocator {
             pinned_free: self.pinned_free.clone(),
             count_pinned_free_blocks: self.count_pinned_free_blocks,
             pins: self.pins.clone(),
+            marks: self.marks.clone(),
             deferrals: self.deferrals.clone(),
             epochs: self.epochs.clone(),
             reservations: self.reservations.clone(),

@@ -192,6 +192,7 @@ impl ExtentAllocator {
             self.count_pinned_free_blocks += p.len;
         }
         let seq = self.pins.add(extent, mode);
+        self.marks.add(&r);
         self.counters.pins = self.counters.pins.saturating_add(1);
         self.debug_check();
         Ok(PinId {
@@ -222,9 +223,10 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return Err(PinError::Unknown { id });
         }
-        let Some((_, zeroed)) = self.pins.remove(id.seq) else {
+        let Some((record, zeroed)) = self.pins.remove(id.seq) else {
             return Err(PinError::Unknown { id });
         };
+        self.marks.sub(&to_range(record.extent));
         let mut out = ReleaseOutcome::default();
         for z in &zeroed {
             for p in set_pieces(&self.pinned_free, z) {
