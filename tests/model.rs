@@ -215,11 +215,32 @@ struct Harness {
 type Snapshot = (pinalloc::Stats, Vec<Extent>, Vec<Extent>);
 
 impl Harness {
-    fn new(capacity: u64) -> Self {
+    /// A space of `capacity` blocks. `mount` lists (position, length) pairs of blocks
+    /// already Allocated at mount time, as `from_allocated_extents` rebuilds them;
+    /// overlapping ones are dropped.
+    fn new(capacity: u64, mount: &[(Pos, u64)]) -> Self {
+        let mut mounted: Vec<Extent> = Vec::new();
+        for &(pos, len) in mount {
+            let start = pos.resolve(capacity).min(capacity.saturating_sub(1));
+            let e = Extent::new(start, len.min(capacity - start));
+            if e.len > 0 && !mounted.iter().any(|m| m.overlaps(&e)) {
+                mounted.push(e);
+            }
+        }
+        let mut model = Model::new(capacity);
+        for &e in &mounted {
+            model.mount_allocated(e);
+        }
+        let real = if mounted.is_empty() {
+            ExtentAllocator::new(capacity)
+        } else {
+            ExtentAllocator::from_allocated_extents(capacity, mounted.iter().copied())
+                .expect("disjoint mount extents")
+        };
         Harness {
-            real: ExtentAllocator::new(capacity),
-            model: Model::new(capacity),
-            live: Vec::new(),
+            real,
+            model,
+            live: mounted,
             reservations: Vec::new(),
             pins: Vec::new(),
             unpinned: Vec::new(),
@@ -230,8 +251,9 @@ impl Harness {
     }
 
     /// One whole case: the operations, a rebuild check, then draining everything.
-    fn run(capacity: u64, ops: &[Op]) -> Result<(), TestCaseError> {
-        let mut h = Harness::new(capacity);
+    fn run(capacity: u64, mount: &[(Pos, u64)], ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut h = Harness::new(capacity, mount);
+        h.compare()?;
         for op in ops {
             h.apply(op)?;
         }
@@ -703,8 +725,12 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn allocator_matches_the_model(capacity in 1u64..=512, ops in proptest::collection::vec(op(), 1..80)) {
-        Harness::run(capacity, &ops)?;
+    fn allocator_matches_the_model(
+        capacity in 1u64..=512,
+        mount in proptest::collection::vec((pos(), 1u64..32), 0..6),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        Harness::run(capacity, &mount, &ops)?;
     }
 }
 
@@ -723,7 +749,7 @@ proptest! {
     /// Bigger spaces with many small extents, so the trees grow deep.
     #[test]
     fn large_spaces_match_the_model(capacity in 1024u64..=4096, ops in proptest::collection::vec(small_op(), 100..600)) {
-        Harness::run(capacity, &ops)?;
+        Harness::run(capacity, &[], &ops)?;
     }
 }
 
