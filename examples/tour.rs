@@ -15,11 +15,9 @@ use pinalloc::{AllocError, Extent, ExtentAllocator, Policy, Request};
 #[path = "support/mod.rs"]
 mod support;
 
-const CAPACITY: u64 = 64;
+use support::show;
 
-fn show(step: &str, alloc: &ExtentAllocator, live: &[(char, Extent)]) {
-    support::show(step, alloc, live);
-}
+const CAPACITY: u64 = 64;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut alloc = ExtentAllocator::new(CAPACITY);

@@ -6,14 +6,17 @@
 //!
 //! - **by address**, in a treap whose nodes also record the longest extent in their
 //!   subtree. Priorities are random per allocator (with `std`), so the expected depth
-//!   is O(log n) whatever order extents arrive in. Coalescing a free with its neighbours, checking that a free covers only
-//!   Allocated blocks, first fit and near-goal placement are each one O(log n) descent:
-//!   the recorded maximum prunes every subtree that cannot hold the request;
+//!   is O(log n) whatever order extents arrive in. Coalescing a free with its
+//!   neighbours, first fit and near-goal placement are each one O(log n) descent: the
+//!   recorded maximum prunes every subtree that cannot hold the request;
 //! - **by `(len, start)`**, in a B-tree set: best fit is the first entry at or above
 //!   `(len, 0)`, which is the smallest fitting extent and the lowest among equals.
 //!
-//! Allocated blocks are not recorded at all: they are the complement of the free space.
-//! Metadata therefore grows with the number of free extents, never with capacity.
+//! Only unpinned Free blocks are in that index, so allocation never looks at pins.
+//! Pinned Free blocks, Deferred blocks (with the epoch they were freed in) and per-block
+//! pin counts live in `rangemap` runs beside it. Allocated blocks are not recorded at
+//! all: they are whatever is in none of those. Metadata therefore grows with the number
+//! of extents, pins and deferred ranges, never with capacity.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(

@@ -56,8 +56,9 @@ pub struct Stats {
     pub largest_free_blocks: u64,
     /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
     pub free_histogram: [u64; HISTOGRAM_BUCKETS],
-    /// Heap bytes held by the free-space index. Grows with the number of free extents,
-    /// never with capacity.
+    /// Approximate heap bytes held by the free-space index and the reservation table.
+    /// Grows with the number of free extents, never with capacity. Pins and Deferred
+    /// ranges are not counted yet.
     pub metadata_bytes: usize,
     /// Monotonic activity counters.
     pub counters: Counters,

@@ -1,15 +1,18 @@
 //! Mount-time constructors: rebuild an allocator from a list of extents.
 
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use super::ExtentAllocator;
+use super::ranges::to_range;
 use crate::{BuildError, Extent};
 
 impl ExtentAllocator {
     /// Rebuilds an allocator whose Free blocks are exactly `free`; every other block is
     /// Allocated, and counts as durable (allocated before epoch 1), so
     /// [`free_on_commit`](Self::free_on_commit) defers it until the first commit. Feed
-    /// it [`durable_free_extents`](Self::durable_free_extents) at mount. The extents may come in any order, and touching ones are coalesced.
+    /// it [`durable_free_extents`](Self::durable_free_extents) at mount. The extents
+    /// may come in any order, and touching ones are coalesced.
     ///
     /// # Errors
     ///
@@ -35,16 +38,11 @@ impl ExtentAllocator {
     ) -> Result<Self, BuildError> {
         let sorted = sorted_disjoint(capacity_blocks, free)?;
         let mut alloc = Self::empty(capacity_blocks);
-        let mut cursor = 0;
+        for gap in complement(capacity_blocks, &sorted) {
+            alloc.epochs.mount_durable.insert(gap);
+        }
         for e in sorted {
             alloc.free.insert(e.start, e.len);
-            if e.start > cursor {
-                alloc.epochs.mount_durable.insert(cursor..e.start);
-            }
-            cursor = e.start + e.len;
-        }
-        if capacity_blocks > cursor {
-            alloc.epochs.mount_durable.insert(cursor..capacity_blocks);
         }
         alloc.debug_check();
         Ok(alloc)
@@ -78,20 +76,31 @@ impl ExtentAllocator {
     ) -> Result<Self, BuildError> {
         let sorted = sorted_disjoint(capacity_blocks, allocated)?;
         let mut alloc = Self::empty(capacity_blocks);
-        let mut cursor = 0;
-        for e in sorted {
-            if e.start > cursor {
-                alloc.free.insert(cursor, e.start - cursor);
-            }
-            alloc.epochs.mount_durable.insert(e.start..e.start + e.len);
-            cursor = e.start + e.len;
+        for gap in complement(capacity_blocks, &sorted) {
+            alloc.free.insert(gap.start, gap.end - gap.start);
         }
-        if capacity_blocks > cursor {
-            alloc.free.insert(cursor, capacity_blocks - cursor);
+        for e in sorted {
+            alloc.epochs.mount_durable.insert(to_range(e));
         }
         alloc.debug_check();
         Ok(alloc)
     }
+}
+
+/// The runs of `0..capacity` that sorted, disjoint `extents` leave uncovered.
+fn complement(capacity: u64, extents: &[Extent]) -> Vec<Range<u64>> {
+    let mut gaps = Vec::new();
+    let mut cursor = 0;
+    for e in extents {
+        if e.start > cursor {
+            gaps.push(cursor..e.start);
+        }
+        cursor = e.start + e.len;
+    }
+    if capacity > cursor {
+        gaps.push(cursor..capacity);
+    }
+    gaps
 }
 
 /// Validates each extent against the space and sorts them, rejecting overlaps.

@@ -18,7 +18,7 @@ use core::ops::Range;
 use rangemap::RangeSet;
 
 use super::ExtentAllocator;
-use super::ranges::{set_gaps, set_pieces, to_extent};
+use super::ranges::{set_gaps, set_pieces, to_extent, to_range};
 use crate::{EpochError, Extent};
 
 /// Names one live snapshot reader; returned by
@@ -117,12 +117,19 @@ impl Epochs {
         self.begins.keys().next().copied()
     }
 
-    /// The pieces of Allocated range `r` allocated before the open epoch (durable).
-    pub(crate) fn durable_pieces(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+    /// Splits Allocated range `r` into the pieces allocated before the open epoch
+    /// (durable) and those allocated in it (never durable).
+    pub(crate) fn split_durable(&self, r: &Range<u64>) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
         if self.open == 1 {
-            set_pieces(&self.mount_durable, r)
+            (
+                set_pieces(&self.mount_durable, r),
+                set_gaps(&self.mount_durable, r),
+            )
         } else {
-            set_gaps(&self.allocated_since_commit, r)
+            (
+                set_gaps(&self.allocated_since_commit, r),
+                set_pieces(&self.allocated_since_commit, r),
+            )
         }
     }
 
@@ -296,8 +303,7 @@ impl ExtentAllocator {
     /// ```
     #[must_use]
     pub fn durable_free_extents(&self) -> Vec<Extent> {
-        let mut pieces: Vec<Range<u64>> =
-            self.free.iter().map(|e| e.start..e.start + e.len).collect();
+        let mut pieces: Vec<Range<u64>> = self.free.iter().map(to_range).collect();
         pieces.extend(self.pinned_free.iter().cloned());
         for (r, _) in self.deferrals.epoch_of.iter() {
             pieces.extend(set_gaps(&self.deferrals.pending, r));

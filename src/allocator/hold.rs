@@ -4,8 +4,6 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use rangemap::RangeSet;
-
 use super::ExtentAllocator;
 use super::free::FreeOutcome;
 use super::ranges::set_gaps;
@@ -29,9 +27,7 @@ impl ExtentAllocator {
         let len = r.end - r.start;
         let open = self.epochs.open;
         let (pending, never_durable) = if on_commit {
-            let durable = self.epochs.durable_pieces(&r);
-            let rest = set_gaps(&range_set(&durable), &r);
-            (durable, rest)
+            self.epochs.split_durable(&r)
         } else {
             (Vec::new(), Vec::new())
         };
@@ -97,10 +93,6 @@ impl ExtentAllocator {
     pub(super) fn count_released(&mut self, blocks: u64) {
         self.counters.blocks_released = self.counters.blocks_released.saturating_add(blocks);
     }
-}
-
-fn range_set(pieces: &[Range<u64>]) -> RangeSet<u64> {
-    pieces.iter().cloned().collect()
 }
 
 #[cfg(test)]

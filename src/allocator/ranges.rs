@@ -32,7 +32,7 @@ pub(crate) fn set_pieces(set: &RangeSet<u64>, within: &Range<u64>) -> Vec<Range<
     set.overlapping(within).map(|r| clip(r, within)).collect()
 }
 
-/// The pieces of `within` not covered by `set` (or by `map`'s keys).
+/// The pieces of `within` not covered by `set`.
 pub(crate) fn set_gaps(set: &RangeSet<u64>, within: &Range<u64>) -> Vec<Range<u64>> {
     set.gaps(within).collect()
 }
@@ -91,7 +91,7 @@ impl Counts {
         debug_assert_eq!(
             covered.iter().map(|(k, _)| k.end - k.start).sum::<u64>(),
             r.end - r.start,
-            "unpinning blocks that are not pinned"
+            "subtracting from blocks whose count is already zero"
         );
         let mut zeroed: Vec<Range<u64>> = Vec::new();
         for (k, v) in covered {

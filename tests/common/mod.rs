@@ -500,7 +500,8 @@ impl Model {
         })
     }
 
-    pub fn pin(&mut self, id: PinId, e: Extent, blocking: bool) -> Result<(), PinError> {
+    /// Pins `e` under `id`; `id` is only used when the pin succeeds.
+    pub fn pin(&mut self, id: Option<PinId>, e: Extent, blocking: bool) -> Result<(), PinError> {
         let cap = self.capacity();
         self.shape(e).map_err(|k| match k {
             0 => PinError::ZeroLength { start: e.start },
@@ -527,7 +528,8 @@ impl Model {
             b.pins += 1;
             b.blocking += u32::from(blocking);
         }
-        self.pins.insert(id, (e, blocking));
+        self.pins
+            .insert(id.expect("a successful pin has an id"), (e, blocking));
         Ok(())
     }
 
