@@ -104,6 +104,16 @@ pub enum AllocError {
         /// The exact extent that was asked for, at its minimum length.
         extent: Extent,
     },
+    /// An exact request that would span two allocation groups of a
+    /// [`SharedAllocator`](crate::SharedAllocator), where no extent may lie. Only the
+    /// shared allocator returns it.
+    #[error("exact extent {extent} crosses the allocation group boundary at block {boundary}")]
+    CrossesGroup {
+        /// The exact extent that was asked for, at its minimum length.
+        extent: Extent,
+        /// The first block of the next group.
+        boundary: u64,
+    },
     /// Not enough space. The fields tell a full space from one that is fragmented
     /// (`largest_free` below `requested`), reserved, or only held: `deferred` blocks
     /// come back when their pins, epochs or readers let go, and `pinned_free` blocks

@@ -35,7 +35,11 @@ mod error;
 mod extent;
 mod index;
 mod request;
+#[cfg(feature = "std")]
+mod shared;
 mod stats;
+#[cfg(feature = "std")]
+mod sync;
 
 pub use allocator::{
     BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
@@ -47,4 +51,10 @@ pub use error::{
 pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;
 pub use request::{Policy, Request};
+#[cfg(feature = "std")]
+pub use shared::{
+    LimitError, PinGuard, PinOptions, Pressure, Revocation, RevokeReport, SharedAllocator,
+    SharedBuilder, SharedCounters, SharedFreeError, SharedPinError, SharedPinId, SharedReservation,
+    SharedStats, WaitError,
+};
 pub use stats::{Counters, Stats};

@@ -2,6 +2,8 @@
 
 use core::ops::RangeInclusive;
 
+use crate::{AllocError, Extent};
+
 /// Where an allocation is placed among the free extents that can hold it.
 ///
 /// Every policy is deterministic: the same free space and the same request always give
@@ -172,5 +174,43 @@ impl Request {
     #[must_use]
     pub const fn placement(&self) -> Policy {
         self.policy
+    }
+
+    /// Checks the request on its own against a space of `capacity` blocks: lengths,
+    /// alignment, and an exact start or goal inside the space.
+    pub(crate) fn check(&self, capacity: u64) -> Result<(), AllocError> {
+        let (min, max, align) = (self.min_len, self.max_len, self.align);
+        if min == 0 {
+            return Err(AllocError::ZeroLength);
+        }
+        if min > max {
+            return Err(AllocError::InvalidRange { min, max });
+        }
+        if !align.is_power_of_two() {
+            return Err(AllocError::BadAlignment { align });
+        }
+        match self.policy {
+            Policy::Exact(start) => {
+                if start & (align - 1) != 0 {
+                    return Err(AllocError::Misaligned { start, align });
+                }
+                let extent = Extent::new(start, min);
+                match extent.checked_end() {
+                    None => return Err(AllocError::Overflow { extent }),
+                    Some(end) if end > capacity => {
+                        return Err(AllocError::OutOfBounds { extent, capacity });
+                    }
+                    Some(_) => {}
+                }
+            }
+            Policy::Near(goal) if goal >= capacity => {
+                return Err(AllocError::OutOfBounds {
+                    extent: Extent::new(goal, 1),
+                    capacity,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -103,3 +103,52 @@ pub struct Counters {
     /// Epochs committed.
     pub commits: u64,
 }
+
+impl Stats {
+    /// All zeros over `capacity_blocks`: the start of a total over parts.
+    #[cfg(feature = "std")]
+    pub(crate) fn zeroed(capacity_blocks: u64) -> Self {
+        Stats {
+            capacity_blocks,
+            free_blocks: 0,
+            allocated_blocks: 0,
+            deferred_blocks: 0,
+            deferred_by: Held::default(),
+            pinned_free_blocks: 0,
+            pinned_blocks: 0,
+            count_pins: 0,
+            count_readers: 0,
+            open_epoch: 0,
+            reserved_blocks: 0,
+            count_reservations: 0,
+            count_free_extents: 0,
+            largest_free_blocks: 0,
+            free_histogram: [0; HISTOGRAM_BUCKETS],
+            metadata_bytes: 0,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl Counters {
+    /// Adds `other` into `self`, saturating.
+    #[cfg(feature = "std")]
+    pub(crate) fn add(&mut self, other: &Counters) {
+        let pairs = [
+            (&mut self.allocations, other.allocations),
+            (&mut self.blocks_allocated, other.blocks_allocated),
+            (&mut self.frees, other.frees),
+            (&mut self.blocks_freed, other.blocks_freed),
+            (&mut self.reservations, other.reservations),
+            (&mut self.releases, other.releases),
+            (&mut self.blocks_deferred, other.blocks_deferred),
+            (&mut self.blocks_released, other.blocks_released),
+            (&mut self.pins, other.pins),
+            (&mut self.unpins, other.unpins),
+            (&mut self.commits, other.commits),
+        ];
+        for (sum, n) in pairs {
+            *sum = sum.saturating_add(n);
+        }
+    }
+}

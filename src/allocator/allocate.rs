@@ -189,42 +189,7 @@ impl ExtentAllocator {
     }
 
     fn validate(&self, request: &Request) -> Result<(), AllocError> {
-        let (min, max, align) = (request.min_len, request.max_len, request.align);
-        if min == 0 {
-            return Err(AllocError::ZeroLength);
-        }
-        if min > max {
-            return Err(AllocError::InvalidRange { min, max });
-        }
-        if !align.is_power_of_two() {
-            return Err(AllocError::BadAlignment { align });
-        }
-        match request.policy {
-            Policy::Exact(start) => {
-                if start & (align - 1) != 0 {
-                    return Err(AllocError::Misaligned { start, align });
-                }
-                let extent = Extent::new(start, min);
-                match extent.checked_end() {
-                    None => return Err(AllocError::Overflow { extent }),
-                    Some(end) if end > self.capacity => {
-                        return Err(AllocError::OutOfBounds {
-                            extent,
-                            capacity: self.capacity,
-                        });
-                    }
-                    Some(_) => {}
-                }
-            }
-            Policy::Near(goal) if goal >= self.capacity => {
-                return Err(AllocError::OutOfBounds {
-                    extent: Extent::new(goal, 1),
-                    capacity: self.capacity,
-                });
-            }
-            _ => {}
-        }
-        Ok(())
+        request.check(self.capacity)
     }
 
     /// Places a valid request of at most `max_len` blocks: `max_len` if anywhere

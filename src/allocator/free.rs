@@ -105,7 +105,7 @@ impl ExtentAllocator {
 
     /// Checks that every block of `extent` is Allocated and not under a blocking pin.
     /// Also says whether the range is unmarked: no pin and no Deferred block in it.
-    fn check_free(&self, extent: Extent) -> Result<(Range<u64>, bool), FreeError> {
+    pub(super) fn check_free(&self, extent: Extent) -> Result<(Range<u64>, bool), FreeError> {
         let r = self
             .checked_range(extent)
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;

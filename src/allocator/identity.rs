@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 /// A process-wide unique allocator id (never 0).
 #[allow(clippy::unnecessary_cast)] // a no-op where the counter is already 64 bits
-pub(super) fn next_uid() -> u64 {
+pub(crate) fn next_uid() -> u64 {
     static NEXT: Counter = Counter::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed) as u64
 }

@@ -8,6 +8,7 @@ mod epochs;
 mod free;
 mod hold;
 mod identity;
+mod peek;
 mod pins;
 mod ranges;
 mod reserve;
@@ -26,6 +27,7 @@ use ranges::Counts;
 
 pub use epochs::{ReaderId, ReleaseOutcome};
 pub use free::FreeOutcome;
+pub(crate) use identity::next_uid;
 pub use pins::{PinId, PinMode};
 pub use reserve::Reservation;
 
@@ -165,14 +167,14 @@ const DEBUG_CHECK_MAX_EXTENTS: usize = 64;
 
 /// Why an extent given to `free`, `pin` or a constructor is malformed.
 #[derive(Clone, Copy, Debug)]
-enum BadExtent {
+pub(crate) enum BadExtent {
     ZeroLength,
     Overflow,
     OutOfBounds,
 }
 
 impl BadExtent {
-    fn into_free_error(self, extent: Extent, capacity: u64) -> FreeError {
+    pub(crate) fn into_free_error(self, extent: Extent, capacity: u64) -> FreeError {
         match self {
             BadExtent::ZeroLength => FreeError::ZeroLength {
                 start: extent.start,
@@ -182,7 +184,7 @@ impl BadExtent {
         }
     }
 
-    fn into_pin_error(self, extent: Extent, capacity: u64) -> PinError {
+    pub(crate) fn into_pin_error(self, extent: Extent, capacity: u64) -> PinError {
         match self {
             BadExtent::ZeroLength => PinError::ZeroLength {
                 start: extent.start,
@@ -358,14 +360,7 @@ impl ExtentAllocator {
     /// The extent as a range inside the space.
     #[inline]
     fn checked_range(&self, extent: Extent) -> Result<Range<u64>, BadExtent> {
-        if extent.len == 0 {
-            return Err(BadExtent::ZeroLength);
-        }
-        let end = extent.checked_end().ok_or(BadExtent::Overflow)?;
-        if end > self.capacity {
-            return Err(BadExtent::OutOfBounds);
-        }
-        Ok(extent.start..end)
+        checked_range(extent, self.capacity)
     }
 
     /// Runs [`check_invariants`](Self::check_invariants) after a mutation, in debug
@@ -381,6 +376,19 @@ impl ExtentAllocator {
             }
         }
     }
+}
+
+/// `extent` as a range inside a space of `capacity` blocks.
+#[inline]
+pub(crate) fn checked_range(extent: Extent, capacity: u64) -> Result<Range<u64>, BadExtent> {
+    if extent.len == 0 {
+        return Err(BadExtent::ZeroLength);
+    }
+    let end = extent.checked_end().ok_or(BadExtent::Overflow)?;
+    if end > capacity {
+        return Err(BadExtent::OutOfBounds);
+    }
+    Ok(extent.start..end)
 }
 
 impl Clone for ExtentAllocator {

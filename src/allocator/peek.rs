@@ -1,0 +1,105 @@
+//! Read-only questions the thread-safe layer asks a core, each cheap enough to ask under
+//! its lock on every call. Nothing here changes state.
+
+use core::ops::Range;
+
+use super::ExtentAllocator;
+use super::ranges::to_range;
+use crate::{Extent, FreeError, PinError, PinId};
+
+impl ExtentAllocator {
+    /// Blocks currently Deferred. O(1).
+    #[inline]
+    pub(crate) fn count_deferred_blocks(&self) -> u64 {
+        self.deferrals.count_blocks
+    }
+
+    /// Free, unpinned blocks not promised to a reservation. O(1).
+    #[inline]
+    pub(crate) fn count_unreserved_free_blocks(&self) -> u64 {
+        self.unreserved_free()
+    }
+
+    /// The longest extent in the free index. O(1).
+    #[inline]
+    pub(crate) fn largest_free_len(&self) -> u64 {
+        self.free.largest_len()
+    }
+
+    /// How many blocks of `r` are Deferred.
+    pub(crate) fn count_deferred_in(&self, r: &Range<u64>) -> u64 {
+        self.deferrals
+            .epoch_of
+            .overlapping(r)
+            .map(|(k, _)| k.end.min(r.end) - k.start.max(r.start))
+            .sum()
+    }
+
+    /// Whether any block of `extent` is out of the allocator's reach because of a hold:
+    /// Deferred, or Free but pinned. Letting go of such a pin would give space back.
+    pub(crate) fn holds_back_space(&self, extent: Extent) -> bool {
+        let r = to_range(extent);
+        self.deferrals.epoch_of.overlaps(&r) || self.pinned_free.overlaps(&r)
+    }
+
+    /// How many blocks [`free`](Self::free) (or
+    /// [`free_on_commit`](Self::free_on_commit) when `on_commit`) of `extent` would
+    /// leave Deferred, or the error it would return. Mirrors `release_allocated`.
+    pub(crate) fn deferral_preview(
+        &self,
+        extent: Extent,
+        on_commit: bool,
+    ) -> Result<u64, FreeError> {
+        let (r, unmarked) = self.check_free(extent)?;
+        let pinned = |piece: &Range<u64>| -> u64 {
+            let unpinned: u64 = self
+                .pins
+                .counts
+                .zero_pieces(piece)
+                .iter()
+                .map(|p| p.end - p.start)
+                .sum();
+            piece.end - piece.start - unpinned
+        };
+        if !on_commit {
+            if self.epochs.oldest_reader().is_some() {
+                return Ok(extent.len);
+            }
+            return Ok(if unmarked { 0 } else { pinned(&r) });
+        }
+        let (pending, never_durable) = self.epochs.split_durable(&r);
+        let waiting: u64 = pending.iter().map(|p| p.end - p.start).sum();
+        let pinned_new: u64 = never_durable.iter().map(pinned).sum();
+        Ok(waiting + pinned_new)
+    }
+
+    /// The error [`pin_with`](Self::pin_with) of `extent` would return, if any.
+    pub(crate) fn pin_preview(&self, extent: Extent) -> Result<(), PinError> {
+        let r = self
+            .checked_range(extent)
+            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
+        let free_blocks: u64 = self
+            .free
+            .overlapping(r.start, r.end)
+            .iter()
+            .map(|p| p.len)
+            .sum();
+        let unreserved = self.unreserved_free();
+        if free_blocks > unreserved {
+            return Err(PinError::Reserved {
+                extent,
+                free_blocks,
+                unreserved,
+            });
+        }
+        Ok(())
+    }
+
+    /// The extent of a live pin of this allocator.
+    pub(crate) fn pin_extent(&self, id: PinId) -> Option<Extent> {
+        if id.owner != self.uid {
+            return None;
+        }
+        self.pins.records.get(&id.seq).map(|rec| rec.extent)
+    }
+}

@@ -1,0 +1,174 @@
+//! Epochs across groups: one open epoch for the whole space, and readers that hold
+//! every group.
+//!
+//! Each group's core keeps its own epoch counter and readers; this layer keeps them in
+//! step. `commit` takes every group's lock at once, so each free (which locks its
+//! groups) lands wholly before or wholly after the commit. Readers that begin in the
+//! same epoch share one reader per core: the first takes every group's lock to begin
+//! it, the rest only count, and the last one's end ends it.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use super::SharedAllocator;
+use crate::{EpochError, ReaderId, ReleaseOutcome};
+
+#[derive(Debug)]
+pub(crate) struct EpochState {
+    /// The open epoch, the same in every group's core; starts at 1.
+    open: u64,
+    /// Live readers: sequence number → epoch begun in.
+    readers: BTreeMap<u64, u64>,
+    /// Per epoch with live readers: how many, and the core readers (one per group)
+    /// standing for them.
+    proxies: BTreeMap<u64, (u64, Vec<ReaderId>)>,
+    /// Sequence number of the next reader; starts at 1.
+    next_reader: u64,
+}
+
+impl EpochState {
+    pub(crate) fn new() -> Self {
+        EpochState {
+            open: 1,
+            readers: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+            next_reader: 1,
+        }
+    }
+
+    pub(crate) fn open(&self) -> u64 {
+        self.open
+    }
+
+    pub(crate) fn count_readers(&self) -> u64 {
+        self.readers.len() as u64
+    }
+}
+
+impl SharedAllocator {
+    /// The open epoch.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// assert_eq!(alloc.epoch(), 1);
+    /// ```
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epochs.lock().open
+    }
+
+    /// Commits the open epoch in every group at once: blocks waiting for it stop
+    /// waiting, and unheld ones become Free (see
+    /// [`ExtentAllocator::commit`](crate::ExtentAllocator::commit)). Wakes waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// assert_eq!(alloc.free_on_commit(e)?.deferred_blocks, 8);
+    /// assert_eq!(alloc.commit(2)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit(&self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        let mut state = self.epochs.lock();
+        if epoch != state.open {
+            return Err(EpochError::NotOpen {
+                epoch,
+                open: state.open,
+            });
+        }
+        let mut out = ReleaseOutcome::default();
+        for mut core in self.lock_all(0..self.groups.len()) {
+            let done = core
+                .commit(epoch)
+                .expect("every group has the same open epoch");
+            out.released_blocks += done.released_blocks;
+        }
+        state.open += 1;
+        drop(state);
+        self.signal.bump();
+        Ok(out)
+    }
+
+    /// Starts a snapshot reader in the open epoch: blocks freed in this epoch or later
+    /// stay Deferred until it ends (see
+    /// [`ExtentAllocator::begin_read`](crate::ExtentAllocator::begin_read)).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let reader = alloc.begin_read();
+    /// assert_eq!(alloc.free(e)?.deferred_blocks, 8);
+    /// assert_eq!(alloc.end_read(reader)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "a reader holds blocks until `end_read`"]
+    pub fn begin_read(&self) -> ReaderId {
+        let mut state = self.epochs.lock();
+        let epoch = state.open;
+        let seq = state.next_reader;
+        state.next_reader += 1;
+        state.readers.insert(seq, epoch);
+        if let Some((count, _)) = state.proxies.get_mut(&epoch) {
+            *count += 1;
+        } else {
+            let ids = self
+                .lock_all(0..self.groups.len())
+                .iter_mut()
+                .map(|core| core.begin_read())
+                .collect();
+            state.proxies.insert(epoch, (1, ids));
+        }
+        ReaderId {
+            owner: self.uid,
+            seq,
+            epoch,
+        }
+    }
+
+    /// Ends a reader; blocks only it held become Free. Wakes waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::UnknownReader`] for a reader of another allocator or one already
+    /// ended; nothing changes.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// let r = alloc.begin_read();
+    /// alloc.end_read(r)?;
+    /// assert!(alloc.end_read(r).is_err());
+    /// # Ok::<(), pinalloc::EpochError>(())
+    /// ```
+    pub fn end_read(&self, reader: ReaderId) -> Result<ReleaseOutcome, EpochError> {
+        let mut state = self.epochs.lock();
+        if reader.owner != self.uid || state.readers.remove(&reader.seq).is_none() {
+            return Err(EpochError::UnknownReader { id: reader });
+        }
+        let proxy = state
+            .proxies
+            .get_mut(&reader.epoch)
+            .expect("a live reader's epoch has a proxy");
+        proxy.0 -= 1;
+        if proxy.0 > 0 {
+            return Ok(ReleaseOutcome::default());
+        }
+        let (_, ids) = state.proxies.remove(&reader.epoch).expect("just found");
+        let mut out = ReleaseOutcome::default();
+        for (g, id) in ids.into_iter().enumerate() {
+            let done = self.lock(g).end_read(id).expect("proxy readers are live");
+            out.released_blocks += done.released_blocks;
+        }
+        drop(state);
+        if out.released_blocks > 0 {
+            self.signal.bump();
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,140 @@
+//! Errors of the thread-safe layer: its limits, and waits that time out. The core's
+//! errors pass through unchanged inside them.
+
+use crate::{Extent, FreeError, PinError};
+
+/// A limit of a [`SharedAllocator`](crate::SharedAllocator) that a call would go over.
+/// The call changed nothing.
+///
+/// ```
+/// use pinalloc::{Extent, LimitError, PinOptions, SharedAllocator, SharedPinError};
+///
+/// let alloc = SharedAllocator::builder(64).pin_quota_blocks(8).build();
+/// let _a = alloc.pin_with(Extent::new(0, 6), PinOptions::new().owner(7))?;
+/// let err = alloc.pin_with(Extent::new(10, 4), PinOptions::new().owner(7)).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     SharedPinError::Limit(LimitError::PinQuota { owner: 7, quota_blocks: 8, pinned_blocks: 6, .. })
+/// ));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// The owner's pins would cover more blocks than its quota.
+    #[error(
+        "owner {owner} pins {pinned_blocks} blocks; pinning {extent} would pass its quota of \
+         {quota_blocks}"
+    )]
+    PinQuota {
+        /// The owner named in [`PinOptions::owner`](crate::PinOptions::owner).
+        owner: u64,
+        /// The extent that was to be pinned.
+        extent: Extent,
+        /// The owner's quota, in blocks (counted per pin: overlapping pins count twice).
+        quota_blocks: u64,
+        /// Blocks the owner's live pins already cover.
+        pinned_blocks: u64,
+    },
+    /// The free would leave more blocks Deferred than the cap allows.
+    #[error(
+        "freeing {extent} would defer {would_defer_blocks} blocks on top of {deferred_blocks}, \
+         over the cap of {cap_blocks}"
+    )]
+    DeferredCap {
+        /// The extent that was to be freed.
+        extent: Extent,
+        /// The cap on Deferred blocks.
+        cap_blocks: u64,
+        /// Blocks Deferred when the free was refused.
+        deferred_blocks: u64,
+        /// Blocks of `extent` that the free would have deferred.
+        would_defer_blocks: u64,
+    },
+}
+
+/// Why a [`SharedAllocator`](crate::SharedAllocator) free failed: the core's reason,
+/// or a limit.
+///
+/// ```
+/// use pinalloc::{Extent, FreeError, SharedAllocator, SharedFreeError};
+///
+/// let alloc = SharedAllocator::new(64);
+/// let err = alloc.free(Extent::new(0, 4)).unwrap_err();
+/// assert!(matches!(err, SharedFreeError::Core(FreeError::NotAllocated { .. })));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedFreeError {
+    /// What the core allocator refuses: see [`FreeError`].
+    #[error(transparent)]
+    Core(#[from] FreeError),
+    /// A limit of the shared allocator: see [`LimitError`].
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+/// Why a [`SharedAllocator`](crate::SharedAllocator) pin failed: the core's reason, or
+/// a limit.
+///
+/// ```
+/// use pinalloc::{Extent, PinError, SharedAllocator, SharedPinError};
+///
+/// let alloc = SharedAllocator::new(64);
+/// let err = alloc.pin(Extent::new(60, 8)).unwrap_err();
+/// assert!(matches!(err, SharedPinError::Core(PinError::OutOfBounds { .. })));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedPinError {
+    /// What the core allocator refuses: see [`PinError`].
+    #[error(transparent)]
+    Core(#[from] PinError),
+    /// A limit of the shared allocator: see [`LimitError`].
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+/// Why [`wait_released`](crate::SharedAllocator::wait_released) returned without the
+/// extent being released.
+///
+/// ```
+/// use std::time::Duration;
+/// use pinalloc::{Extent, Request, SharedAllocator, WaitError};
+///
+/// let alloc = SharedAllocator::new(64);
+/// let e = alloc.allocate(Request::new(4))?;
+/// let pin = alloc.pin(e)?;
+/// alloc.free(e)?;
+/// let err = alloc.wait_released(e, Duration::from_millis(1)).unwrap_err();
+/// assert_eq!(err, WaitError::TimedOut { extent: e, deferred_blocks: 4 });
+/// drop(pin);
+/// alloc.wait_released(e, Duration::from_millis(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// A zero-length extent.
+    #[error("zero-length wait at block {start}")]
+    ZeroLength {
+        /// Where it started.
+        start: u64,
+    },
+    /// An extent that overflows `u64` or lies outside the space.
+    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
+    OutOfBounds {
+        /// The offending extent.
+        extent: Extent,
+        /// The managed space, in blocks.
+        capacity: u64,
+    },
+    /// The timeout passed with blocks of the extent still Deferred.
+    #[error("timed out with {deferred_blocks} blocks of {extent} still deferred")]
+    TimedOut {
+        /// The extent waited for.
+        extent: Extent,
+        /// Its blocks still Deferred when the wait gave up.
+        deferred_blocks: u64,
+    },
+}

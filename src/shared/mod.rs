@@ -1,0 +1,542 @@
+//! [`SharedAllocator`]: the core made safe and fast for many threads.
+
+mod epochs;
+mod error;
+mod group;
+mod pins;
+mod place;
+mod release;
+mod reserve;
+mod signal;
+mod stats;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::{BuildError, Extent, ExtentAllocator};
+use epochs::EpochState;
+use group::{Group, Locked};
+use pins::Tracked;
+use signal::Signal;
+
+pub use error::{LimitError, SharedFreeError, SharedPinError, WaitError};
+pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId};
+pub use place::Pressure;
+pub use reserve::SharedReservation;
+pub use stats::{SharedCounters, SharedStats};
+
+/// Groups never get smaller than this by default, so small spaces stay one group.
+const DEFAULT_MIN_GROUP_BLOCKS: u64 = 4096;
+/// The default number of allocation groups on a large space.
+const DEFAULT_GROUPS: u64 = 16;
+
+/// The callback type of [`SharedAllocator::set_pressure_hook`].
+pub(crate) type PressureHook = Arc<dyn Fn(&Pressure) + Send + Sync>;
+
+/// A thread-safe extent allocator: the core's verbs on `&self`, split into allocation
+/// groups so that threads working in different groups never wait for each other.
+///
+/// # How it is built
+///
+/// - The space is cut into allocation groups of equal size (the last may be shorter).
+///   Each is an independent [`ExtentAllocator`] under its own `parking_lot` lock, and
+///   an allocated extent never spans two groups, as with XFS allocation groups. So no
+///   single allocation can be longer than a group.
+/// - An allocation starts in the group of its goal ([`Policy::Near`](crate::Policy),
+///   [`Policy::Exact`](crate::Policy)), at group 0 for first fit, or else at a
+///   per-thread rotor, and moves on to other groups using per-group summaries (free
+///   blocks, longest free extent) read without taking a lock. Best fit is therefore
+///   best fit within a group.
+/// - Pinning, freeing and waiting lock only the groups the extent touches, so pinning an
+///   allocated extent never waits for an allocation in another group.
+/// - Epochs are global: [`commit`](Self::commit) and the first reader of an epoch take
+///   every group's lock at once, so each free lands wholly before or wholly after a
+///   commit.
+/// - The lock order is written down in one place, the crate's `sync` module; no user
+///   callback ever runs under an internal lock, and a callback that panics is caught,
+///   counted in [`SharedCounters::callback_panics`], and leaves the allocator consistent
+///   and usable.
+///
+/// # Under pressure
+///
+/// - [`allocate_wait`](Self::allocate_wait) and [`wait_released`](Self::wait_released)
+///   block until releases satisfy them, or until a timeout.
+/// - A [pressure hook](Self::set_pressure_hook) runs when an allocation fails but held
+///   space would satisfy it, together with the revoke callbacks of the
+///   [leases](PinOptions::on_revoke) holding that space; then the allocation is retried
+///   once.
+/// - Limits: a quota of pinned blocks per owner and a cap on Deferred blocks, set on the
+///   [builder](SharedBuilder).
+///
+/// # Example
+///
+/// ```
+/// use std::thread;
+/// use pinalloc::{Request, SharedAllocator};
+///
+/// let alloc = SharedAllocator::new(1 << 20);
+/// thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             for _ in 0..100 {
+///                 let e = alloc.allocate(Request::new(8)).unwrap();
+///                 let dma = alloc.pin(e).unwrap(); // unpins when dropped
+///                 alloc.free(e).unwrap();          // deferred while pinned
+///                 drop(dma);                       // now Free
+///             }
+///         });
+///     }
+/// });
+/// assert_eq!(alloc.stats().space.free_blocks, 1 << 20);
+/// alloc.check_invariants()?;
+/// # Ok::<(), pinalloc::InvariantViolation>(())
+/// ```
+pub struct SharedAllocator {
+    /// Blocks `0..capacity` are managed.
+    capacity: u64,
+    /// Blocks per group; the last group may have fewer.
+    group_blocks: u64,
+    groups: Box<[Group]>,
+    /// Wakes `allocate_wait`, `wait_released` and `revoke` after releases.
+    signal: Signal,
+    /// The open epoch and the live readers.
+    epochs: Mutex<EpochState>,
+    /// Pins with an owner, a revoke callback, or more than one group.
+    tracked: Mutex<Tracked>,
+    pressure_hook: Mutex<Option<PressureHook>>,
+    /// Cap on Deferred blocks, if any.
+    deferred_cap_blocks: Option<u64>,
+    /// Sum of every group's published Deferred blocks.
+    count_deferred_blocks: AtomicU64,
+    counters: stats::AtomicCounters,
+    /// Tells this allocator's handles from another's.
+    uid: u64,
+}
+
+impl fmt::Debug for SharedAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedAllocator")
+            .field("capacity", &self.capacity)
+            .field("group_blocks", &self.group_blocks)
+            .field("groups", &self.groups.len())
+            .field("deferred_cap_blocks", &self.deferred_cap_blocks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`SharedAllocator`]; from [`SharedAllocator::builder`].
+///
+/// ```
+/// use pinalloc::SharedAllocator;
+///
+/// let alloc = SharedAllocator::builder(1 << 20)
+///     .groups(8)
+///     .deferred_cap_blocks(1 << 16)
+///     .pin_quota_blocks(4096)
+///     .build();
+/// assert_eq!(alloc.group_count(), 8);
+/// assert_eq!(alloc.group_blocks(), 1 << 17);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedBuilder {
+    capacity: u64,
+    groups: Option<u64>,
+    deferred_cap_blocks: Option<u64>,
+    pin_quota_blocks: Option<u64>,
+}
+
+impl SharedBuilder {
+    /// The number of allocation groups. The default is 16, but never groups smaller
+    /// than 4096 blocks, so spaces under 8192 blocks are one group. A count of 0 is
+    /// taken as 1, and the count never exceeds the capacity.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::builder(100).groups(3).build();
+    /// assert_eq!((alloc.group_count(), alloc.group_blocks()), (3, 34));
+    /// ```
+    #[must_use]
+    pub fn groups(mut self, count: u64) -> Self {
+        self.groups = Some(count);
+        self
+    }
+
+    /// A cap on Deferred blocks: a free that would pass it fails with
+    /// [`LimitError::DeferredCap`] and changes nothing. No cap by default.
+    ///
+    /// ```
+    /// use pinalloc::{LimitError, Request, SharedAllocator, SharedFreeError};
+    ///
+    /// let alloc = SharedAllocator::builder(64).deferred_cap_blocks(4).build();
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let _dma = alloc.pin(e)?;
+    /// let err = alloc.free(e).unwrap_err();
+    /// assert!(matches!(err, SharedFreeError::Limit(LimitError::DeferredCap { would_defer_blocks: 8, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn deferred_cap_blocks(mut self, cap_blocks: u64) -> Self {
+        self.deferred_cap_blocks = Some(cap_blocks);
+        self
+    }
+
+    /// The quota of pinned blocks for every owner that has no quota of its own (see
+    /// [`SharedAllocator::set_pin_quota`]). Only pins that name an
+    /// [owner](PinOptions::owner) count. No quota by default.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator};
+    ///
+    /// let alloc = SharedAllocator::builder(64).pin_quota_blocks(4).build();
+    /// assert!(alloc.pin_with(Extent::new(0, 4), PinOptions::new().owner(1)).is_ok());
+    /// assert!(alloc.pin_with(Extent::new(0, 5), PinOptions::new().owner(2)).is_err());
+    /// assert!(alloc.pin(Extent::new(0, 64)).is_ok()); // no owner, no quota
+    /// ```
+    #[must_use]
+    pub fn pin_quota_blocks(mut self, quota_blocks: u64) -> Self {
+        self.pin_quota_blocks = Some(quota_blocks);
+        self
+    }
+
+    /// An allocator with every block Free.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::builder(1 << 20).build();
+    /// assert_eq!(alloc.group_count(), 16);
+    /// ```
+    #[must_use]
+    pub fn build(self) -> SharedAllocator {
+        let all = [Extent::new(0, self.capacity)];
+        let free: &[Extent] = if self.capacity == 0 { &[] } else { &all };
+        self.assemble(free)
+    }
+
+    /// An allocator whose Free blocks are exactly `free` (mount time), as
+    /// [`ExtentAllocator::from_free_extents`]. Free extents may span groups.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::from_free_extents`].
+    ///
+    /// ```
+    /// use pinalloc::{Extent, SharedAllocator};
+    ///
+    /// let alloc = SharedAllocator::builder(100).groups(2)
+    ///     .from_free_extents([Extent::new(40, 20)])?;
+    /// assert_eq!(alloc.free_extents(), [Extent::new(40, 20)]);
+    /// # Ok::<(), pinalloc::BuildError>(())
+    /// ```
+    pub fn from_free_extents(
+        self,
+        free: impl IntoIterator<Item = Extent>,
+    ) -> Result<SharedAllocator, BuildError> {
+        let whole = ExtentAllocator::from_free_extents(self.capacity, free)?;
+        let list: Vec<Extent> = whole.free_extents().collect();
+        Ok(self.assemble(&list))
+    }
+
+    /// An allocator whose Allocated blocks are exactly `allocated` (mount time), as
+    /// [`ExtentAllocator::from_allocated_extents`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::from_allocated_extents`].
+    ///
+    /// ```
+    /// use pinalloc::{Extent, SharedAllocator};
+    ///
+    /// let alloc = SharedAllocator::builder(100).groups(2)
+    ///     .from_allocated_extents([Extent::new(45, 10)])?;
+    /// alloc.free(Extent::new(45, 10))?; // an extent across the group boundary
+    /// assert_eq!(alloc.free_extents(), [Extent::new(0, 100)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_allocated_extents(
+        self,
+        allocated: impl IntoIterator<Item = Extent>,
+    ) -> Result<SharedAllocator, BuildError> {
+        let whole = ExtentAllocator::from_allocated_extents(self.capacity, allocated)?;
+        let list: Vec<Extent> = whole.free_extents().collect();
+        Ok(self.assemble(&list))
+    }
+
+    /// Cuts the space into groups; `free` is sorted, disjoint and in bounds.
+    fn assemble(self, free: &[Extent]) -> SharedAllocator {
+        let capacity = self.capacity;
+        let wanted = self
+            .groups
+            .unwrap_or_else(|| (capacity / DEFAULT_MIN_GROUP_BLOCKS).clamp(1, DEFAULT_GROUPS))
+            .clamp(1, capacity.max(1));
+        let group_blocks = capacity.div_ceil(wanted).max(1);
+        let count = capacity.div_ceil(group_blocks).max(1);
+        let groups: Box<[Group]> = (0..count)
+            .map(|g| {
+                let start = g * group_blocks;
+                let end = (start + group_blocks).min(capacity);
+                let pieces = free.iter().filter_map(|e| {
+                    let s = e.start.max(start);
+                    let t = (e.start + e.len).min(end);
+                    (s < t).then(|| Extent::new(s, t - s))
+                });
+                // Blocks below `start` are outside this group: the core sees them as
+                // Allocated forever, so extents keep their global addresses.
+                let core = ExtentAllocator::from_free_extents(end, pieces)
+                    .expect("pieces of a checked free list are valid");
+                Group::new(start..end, core)
+            })
+            .collect();
+        let shared = SharedAllocator {
+            capacity,
+            group_blocks,
+            groups,
+            signal: Signal::new(),
+            epochs: Mutex::new(EpochState::new()),
+            tracked: Mutex::new(Tracked::new(self.pin_quota_blocks)),
+            pressure_hook: Mutex::new(None),
+            deferred_cap_blocks: self.deferred_cap_blocks,
+            count_deferred_blocks: AtomicU64::new(0),
+            counters: stats::AtomicCounters::default(),
+            uid: crate::allocator::next_uid(),
+        };
+        for g in 0..shared.groups.len() {
+            drop(shared.lock(g)); // publishes the first summaries
+        }
+        shared
+    }
+}
+
+/// The part of `extent` inside `range`, which it overlaps.
+fn clip(extent: Extent, range: &Range<u64>) -> Extent {
+    let start = extent.start.max(range.start);
+    let end = (extent.start + extent.len).min(range.end);
+    debug_assert!(start < end, "{extent} does not overlap {range:?}");
+    Extent::new(start, end - start)
+}
+
+impl SharedAllocator {
+    /// An allocator over blocks `0..capacity_blocks`, all Free, with default settings.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(1 << 20);
+    /// assert_eq!(alloc.capacity_blocks(), 1 << 20);
+    /// ```
+    #[must_use]
+    pub fn new(capacity_blocks: u64) -> Self {
+        Self::builder(capacity_blocks).build()
+    }
+
+    /// Settings for an allocator over `capacity_blocks`: see [`SharedBuilder`].
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::builder(1024).groups(4).build();
+    /// assert_eq!(alloc.group_blocks(), 256);
+    /// ```
+    #[must_use]
+    pub fn builder(capacity_blocks: u64) -> SharedBuilder {
+        SharedBuilder {
+            capacity: capacity_blocks,
+            groups: None,
+            deferred_cap_blocks: None,
+            pin_quota_blocks: None,
+        }
+    }
+
+    /// The number of managed blocks.
+    ///
+    /// ```
+    /// assert_eq!(pinalloc::SharedAllocator::new(77).capacity_blocks(), 77);
+    /// ```
+    #[must_use]
+    pub fn capacity_blocks(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The number of allocation groups.
+    ///
+    /// ```
+    /// assert_eq!(pinalloc::SharedAllocator::new(64).group_count(), 1);
+    /// ```
+    #[must_use]
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Blocks per allocation group (the last may have fewer): the longest extent
+    /// this allocator can hand out.
+    ///
+    /// ```
+    /// assert_eq!(pinalloc::SharedAllocator::new(1 << 20).group_blocks(), 1 << 16);
+    /// ```
+    #[must_use]
+    pub fn group_blocks(&self) -> u64 {
+        self.group_blocks
+    }
+
+    /// The free extents that allocation can use, in address order, with neighbours in
+    /// different groups joined. A snapshot: each group is read under its own lock.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator, Extent};
+    /// let alloc = SharedAllocator::new(16);
+    /// alloc.allocate(Request::new(4))?;
+    /// assert_eq!(alloc.free_extents(), [Extent::new(4, 12)]);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    #[must_use]
+    pub fn free_extents(&self) -> Vec<Extent> {
+        self.joined(|core, out| out.extend(core.free_extents()))
+    }
+
+    /// What a remount would find free: see
+    /// [`ExtentAllocator::durable_free_extents`]. Each group is read under its own
+    /// lock; call it at a quiet point (after [`commit`](Self::commit)) for a consistent
+    /// view.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(16);
+    /// let e = alloc.allocate(Request::new(4))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?;
+    /// assert_eq!(alloc.durable_free_extents(), [Extent::new(4, 12)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn durable_free_extents(&self) -> Vec<Extent> {
+        self.joined(|core, out| out.extend(core.durable_free_extents()))
+    }
+
+    /// Collects extents group by group and joins the ones that touch.
+    fn joined(&self, collect: impl Fn(&ExtentAllocator, &mut Vec<Extent>)) -> Vec<Extent> {
+        let mut out: Vec<Extent> = Vec::new();
+        for g in 0..self.groups.len() {
+            let mut part = Vec::new();
+            collect(&self.lock(g), &mut part);
+            for e in part {
+                match out.last_mut() {
+                    Some(last) if last.start + last.len == e.start => last.len += e.len,
+                    _ => out.push(e),
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of `block`, or `None` outside the space.
+    ///
+    /// ```
+    /// use pinalloc::{BlockState, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(8);
+    /// alloc.allocate(Request::new(2))?;
+    /// assert_eq!(alloc.state_of(1), Some(BlockState::Allocated));
+    /// assert_eq!(alloc.state_of(8), None);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    #[must_use]
+    pub fn state_of(&self, block: u64) -> Option<crate::BlockState> {
+        (block < self.capacity)
+            .then(|| self.lock(self.group_of(block)).state_of(block))
+            .flatten()
+    }
+
+    /// How many live pins cover `block` (0 outside the space).
+    ///
+    /// ```
+    /// use pinalloc::{Extent, SharedAllocator};
+    /// let alloc = SharedAllocator::new(8);
+    /// let _p = alloc.pin(Extent::new(0, 2))?;
+    /// assert_eq!(alloc.pin_count(1), 1);
+    /// # Ok::<(), pinalloc::SharedPinError>(())
+    /// ```
+    #[must_use]
+    pub fn pin_count(&self, block: u64) -> u64 {
+        if block >= self.capacity {
+            return 0;
+        }
+        self.lock(self.group_of(block)).pin_count(block)
+    }
+
+    /// The group holding `block`, which is inside the space.
+    #[inline]
+    fn group_of(&self, block: u64) -> usize {
+        debug_assert!(block < self.capacity);
+        (block / self.group_blocks) as usize
+    }
+
+    /// The groups a range inside the space touches.
+    #[inline]
+    fn groups_of(&self, r: &Range<u64>) -> Range<usize> {
+        debug_assert!(r.start < r.end && r.end <= self.capacity);
+        self.group_of(r.start)..self.group_of(r.end - 1) + 1
+    }
+
+    /// A range inside the space cut at group boundaries, with each piece's group.
+    fn pieces(&self, r: &Range<u64>) -> impl Iterator<Item = (usize, Extent)> + '_ {
+        let whole = Extent::new(r.start, r.end - r.start);
+        self.groups_of(r)
+            .map(move |g| (g, clip(whole, &self.groups[g].range)))
+    }
+
+    /// Locks group `g`; its summaries are republished when the guard drops.
+    #[inline]
+    fn lock(&self, g: usize) -> Locked<'_> {
+        Locked::new(self, g)
+    }
+
+    /// Locks groups `gs` in ascending order (the lock order).
+    fn lock_all(&self, gs: Range<usize>) -> Vec<Locked<'_>> {
+        gs.map(|g| self.lock(g)).collect()
+    }
+
+    /// Runs a user callback with no lock held. A panic is caught and counted; the
+    /// return says whether it completed.
+    fn call_back(&self, f: impl FnOnce()) -> bool {
+        let ok = catch_unwind(AssertUnwindSafe(f)).is_ok();
+        if !ok {
+            self.counters
+                .callback_panics
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Recomputes every invariant of every group from scratch, plus the shared
+    /// layer's own: each group's published summaries and Deferred count match its
+    /// core, the Deferred total is their sum, and every tracked pin is live. Call it at
+    /// a quiet point: it takes the locks one group at a time.
+    ///
+    /// # Errors
+    ///
+    /// The first [`InvariantViolation`](crate::InvariantViolation) found.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(1 << 20);
+    /// alloc.check_invariants()?;
+    /// # Ok::<(), pinalloc::InvariantViolation>(())
+    /// ```
+    pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
+        let tracked = self.tracked.lock();
+        let mut deferred = 0;
+        for g in 0..self.groups.len() {
+            let core = self.groups[g].core.lock();
+            core.check_invariants()?;
+            self.groups[g].check_summary(g, &core)?;
+            deferred += core.count_deferred_blocks();
+            tracked.check_group(g, &core)?;
+        }
+        let published = self.count_deferred_blocks.load(Ordering::SeqCst);
+        if published != deferred {
+            return Err(crate::InvariantViolation {
+                number: 3,
+                detail: alloc::format!(
+                    "the published Deferred total is {published}, the groups hold {deferred}"
+                ),
+            });
+        }
+        tracked.check_quotas()
+    }
+}

@@ -1,0 +1,723 @@
+//! Pins on the shared allocator: guards, owned ids, owners with quotas, and leases
+//! (pins with a revoke callback).
+//!
+//! A plain pin inside one group is just that group core's pin: its id names the
+//! group, and pinning locks only that group. A pin with an owner, a revoke callback,
+//! or an extent across groups is also *tracked*: recorded in one table under its own
+//! lock (taken before any group's), which keeps owners' pinned totals and the
+//! callbacks.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use std::time::{Duration, Instant};
+
+use super::SharedAllocator;
+use crate::allocator::checked_range;
+use crate::sync::Ordering;
+use crate::{
+    Extent, ExtentAllocator, InvariantViolation, LimitError, PinError, PinId, PinMode,
+    ReleaseOutcome, SharedPinError,
+};
+
+/// Names one live pin of a [`SharedAllocator`]: what a pin that outlives a scope
+/// (handed to a device, say) is kept as. From [`PinGuard::into_id`] or
+/// [`SharedAllocator::pin_owned`]; given back to [`SharedAllocator::unpin`].
+///
+/// ```
+/// use pinalloc::{Extent, SharedAllocator};
+/// let alloc = SharedAllocator::new(64);
+/// let id = alloc.pin_owned(Extent::new(0, 8), Default::default())?;
+/// assert_eq!(alloc.pin_count(0), 1);
+/// alloc.unpin(id)?;
+/// assert_eq!(alloc.pin_count(0), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedPinId {
+    /// The allocator that made it.
+    owner: u64,
+    /// The group of the pin's first block.
+    group: u32,
+    /// The pin in that group's core: the id a [`FreeError::Busy`](crate::FreeError)
+    /// names.
+    core: PinId,
+    /// The tracked-pin table's key, or 0 for a plain single-group pin.
+    tracked: u64,
+}
+
+impl SharedPinId {
+    /// The core pin of the group holding the pin's first block: the id that
+    /// [`FreeError::Busy`](crate::FreeError::Busy) reports for this pin there.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, FreeError, PinMode, PinOptions, Request, SharedAllocator, SharedFreeError};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(4))?;
+    /// let pin = alloc.pin_with(e, PinOptions::new().mode(PinMode::Blocking))?;
+    /// match alloc.free(e) {
+    ///     Err(SharedFreeError::Core(FreeError::Busy { pin: p, .. })) => assert_eq!(p, pin.id().core_pin()),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn core_pin(&self) -> PinId {
+        self.core
+    }
+}
+
+impl fmt::Display for SharedPinId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in group {}", self.core, self.group)
+    }
+}
+
+/// The argument of a revoke callback: which pin is asked to let go, and why.
+///
+/// ```
+/// use pinalloc::{Extent, PinOptions, SharedAllocator};
+/// use std::time::Duration;
+///
+/// let alloc = SharedAllocator::new(64);
+/// let opts = PinOptions::new().on_revoke(|r| println!("let go of {} ({})", r.extent, r.id));
+/// let lease = alloc.pin_owned(Extent::new(0, 8), opts)?;
+/// let report = alloc.revoke(Extent::new(4, 1), Duration::ZERO);
+/// assert_eq!(report.asked, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Revocation {
+    /// The pin asked to let go; unpin it with [`SharedAllocator::unpin`].
+    pub id: SharedPinId,
+    /// Its extent.
+    pub extent: Extent,
+}
+
+/// What [`SharedAllocator::revoke`] did.
+///
+/// ```
+/// let report = pinalloc::RevokeReport::default();
+/// assert!(report.all_released());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RevokeReport {
+    /// Revoke callbacks called.
+    pub asked: usize,
+    /// Pins asked that were still live when the timeout passed, with their extents.
+    pub still_pinned: Vec<(SharedPinId, Extent)>,
+}
+
+impl RevokeReport {
+    /// Whether every pin asked let go in time.
+    ///
+    /// ```
+    /// assert!(pinalloc::RevokeReport::default().all_released());
+    /// ```
+    #[must_use]
+    pub fn all_released(&self) -> bool {
+        self.still_pinned.is_empty()
+    }
+}
+
+type RevokeFn = Arc<dyn Fn(&Revocation) + Send + Sync>;
+
+/// How to pin: the mode, an owner to charge against a quota, and a revoke callback
+/// that makes the pin a lease.
+///
+/// ```
+/// use pinalloc::{PinMode, PinOptions};
+/// let opts = PinOptions::new().mode(PinMode::Blocking).owner(42).on_revoke(|_| {});
+/// ```
+#[derive(Clone, Default)]
+pub struct PinOptions {
+    mode: PinMode,
+    owner: Option<u64>,
+    on_revoke: Option<RevokeFn>,
+}
+
+impl fmt::Debug for PinOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinOptions")
+            .field("mode", &self.mode)
+            .field("owner", &self.owner)
+            .field("on_revoke", &self.on_revoke.is_some())
+            .finish()
+    }
+}
+
+impl PinOptions {
+    /// A deferring pin with no owner and no callback.
+    ///
+    /// ```
+    /// let _ = pinalloc::PinOptions::new();
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pin's [`PinMode`].
+    ///
+    /// ```
+    /// let _ = pinalloc::PinOptions::new().mode(pinalloc::PinMode::Blocking);
+    /// ```
+    #[must_use]
+    pub fn mode(mut self, mode: PinMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Charges the pin's length to `owner`'s quota of pinned blocks (see
+    /// [`SharedAllocator::set_pin_quota`]) until it is unpinned.
+    ///
+    /// ```
+    /// let _ = pinalloc::PinOptions::new().owner(7);
+    /// ```
+    #[must_use]
+    pub fn owner(mut self, owner: u64) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Makes the pin a lease: `revoke` is called, with no lock held, when
+    /// [`SharedAllocator::revoke`] covers the pin or when an allocation is under
+    /// pressure and the pin holds space back. The holder is expected to unpin soon. It
+    /// may be called more than once, and from any thread.
+    ///
+    /// ```
+    /// let _ = pinalloc::PinOptions::new().on_revoke(|r| eprintln!("{} revoked", r.id));
+    /// ```
+    #[must_use]
+    pub fn on_revoke(mut self, revoke: impl Fn(&Revocation) + Send + Sync + 'static) -> Self {
+        self.on_revoke = Some(Arc::new(revoke));
+        self
+    }
+
+    /// Whether the pin needs a tracked record.
+    fn is_tracked(&self) -> bool {
+        self.owner.is_some() || self.on_revoke.is_some()
+    }
+}
+
+/// A live pin that unpins when dropped. From [`SharedAllocator::pin`].
+///
+/// ```
+/// use pinalloc::{Extent, SharedAllocator};
+/// let alloc = SharedAllocator::new(64);
+/// {
+///     let _dma = alloc.pin(Extent::new(0, 8))?;
+///     assert_eq!(alloc.pin_count(3), 1);
+/// }
+/// assert_eq!(alloc.pin_count(3), 0);
+/// # Ok::<(), pinalloc::SharedPinError>(())
+/// ```
+#[must_use = "dropping the guard unpins at once"]
+#[derive(Debug)]
+pub struct PinGuard<'a> {
+    alloc: &'a SharedAllocator,
+    id: SharedPinId,
+    extent: Extent,
+}
+
+impl PinGuard<'_> {
+    /// The pin's id.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// let g = alloc.pin(pinalloc::Extent::new(0, 1))?;
+    /// println!("{}", g.id());
+    /// # Ok::<(), pinalloc::SharedPinError>(())
+    /// ```
+    #[must_use]
+    pub fn id(&self) -> SharedPinId {
+        self.id
+    }
+
+    /// The pinned extent.
+    ///
+    /// ```
+    /// use pinalloc::Extent;
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// assert_eq!(alloc.pin(Extent::new(2, 3))?.extent(), Extent::new(2, 3));
+    /// # Ok::<(), pinalloc::SharedPinError>(())
+    /// ```
+    #[must_use]
+    pub fn extent(&self) -> Extent {
+        self.extent
+    }
+
+    /// Keeps the pin past the guard's scope; unpin it later with
+    /// [`SharedAllocator::unpin`].
+    ///
+    /// ```
+    /// use pinalloc::Extent;
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// let id = alloc.pin(Extent::new(0, 4))?.into_id();
+    /// assert_eq!(alloc.pin_count(0), 1);
+    /// alloc.unpin(id)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "the pin stays until this id is unpinned"]
+    pub fn into_id(self) -> SharedPinId {
+        let id = self.id;
+        core::mem::forget(self);
+        id
+    }
+
+    /// Unpins now and says what it released (dropping the guard does the same and
+    /// discards the outcome).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let pin = alloc.pin(e)?;
+    /// alloc.free(e)?;
+    /// assert_eq!(pin.unpin().released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unpin(self) -> ReleaseOutcome {
+        let (alloc, id) = (self.alloc, self.id);
+        core::mem::forget(self);
+        alloc.unpin(id).expect("a guard's pin is live")
+    }
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        let unpinned = self.alloc.unpin(self.id);
+        debug_assert!(unpinned.is_ok(), "a guard's pin is live: {unpinned:?}");
+    }
+}
+
+/// A tracked pin's record.
+struct TrackedPin {
+    extent: Extent,
+    /// One core pin per group the extent touches, in group order.
+    pieces: Vec<(usize, PinId)>,
+    owner: Option<u64>,
+    on_revoke: Option<RevokeFn>,
+}
+
+/// Tracked pins and owners' pinned totals.
+pub(crate) struct Tracked {
+    pins: BTreeMap<u64, TrackedPin>,
+    /// Key of the next tracked pin; starts at 1 (0 means untracked).
+    next_seq: u64,
+    /// Per owner: blocks its live pins cover, counted per pin.
+    pinned_by_owner: BTreeMap<u64, u64>,
+    /// Per-owner quotas that differ from the default.
+    quotas: BTreeMap<u64, u64>,
+    default_quota: Option<u64>,
+}
+
+impl fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked")
+            .field("pins", &self.pins.len())
+            .field("pinned_by_owner", &self.pinned_by_owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracked {
+    pub(crate) fn new(default_quota: Option<u64>) -> Self {
+        Tracked {
+            pins: BTreeMap::new(),
+            next_seq: 1,
+            pinned_by_owner: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            default_quota,
+        }
+    }
+
+    /// Pins beyond the first piece of each tracked pin: the core counts these as
+    /// separate pins.
+    pub(crate) fn count_extra_pieces(&self) -> u64 {
+        self.pins.values().map(|p| p.pieces.len() as u64 - 1).sum()
+    }
+
+    fn check_quota(&self, owner: u64, extent: Extent) -> Result<(), LimitError> {
+        let quota = self.quotas.get(&owner).copied().or(self.default_quota);
+        let pinned = self.pinned_by_owner.get(&owner).copied().unwrap_or(0);
+        match quota {
+            Some(q) if pinned.saturating_add(extent.len) > q => Err(LimitError::PinQuota {
+                owner,
+                extent,
+                quota_blocks: q,
+                pinned_blocks: pinned,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every tracked piece in group `g` is a live pin of its core, over the right
+    /// blocks.
+    pub(crate) fn check_group(
+        &self,
+        g: usize,
+        core: &ExtentAllocator,
+    ) -> Result<(), InvariantViolation> {
+        for (seq, pin) in &self.pins {
+            for &(pg, id) in &pin.pieces {
+                if pg == g && core.pin_extent(id).is_none() {
+                    return Err(InvariantViolation {
+                        number: 3,
+                        detail: alloc::format!(
+                            "tracked pin {seq} ({}) names {id} in group {g}, which is not live",
+                            pin.extent
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each owner's pinned total equals its tracked pins' lengths.
+    pub(crate) fn check_quotas(&self) -> Result<(), InvariantViolation> {
+        let mut recount: BTreeMap<u64, u64> = BTreeMap::new();
+        for pin in self.pins.values() {
+            if let Some(owner) = pin.owner {
+                *recount.entry(owner).or_default() += pin.extent.len;
+            }
+        }
+        if recount != self.pinned_by_owner {
+            return Err(InvariantViolation {
+                number: 3,
+                detail: alloc::format!(
+                    "owners' pinned totals {:?} differ from their pins' {recount:?}",
+                    self.pinned_by_owner
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SharedAllocator {
+    /// Pins `extent` (a deferring pin, see
+    /// [`ExtentAllocator::pin`](crate::ExtentAllocator::pin)) and returns a guard that
+    /// unpins when dropped. Locks only the groups the extent touches.
+    ///
+    /// # Errors
+    ///
+    /// [`SharedPinError::Core`] with the core's reason: a malformed or out-of-bounds
+    /// extent, or Free blocks promised to reservations. Nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(16))?;
+    /// let dma = alloc.pin(e)?;
+    /// assert_eq!(alloc.free(e)?.deferred_blocks, 16);
+    /// drop(dma);
+    /// assert_eq!(alloc.stats().space.free_blocks, 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin(&self, extent: Extent) -> Result<PinGuard<'_>, SharedPinError> {
+        self.pin_with(extent, PinOptions::new())
+    }
+
+    /// Pins `extent` with [`PinOptions`] (mode, owner, revoke callback) and returns a
+    /// guard that unpins when dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`pin`](Self::pin), plus [`LimitError::PinQuota`] when the owner would pass
+    /// its quota. Nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{FreeError, PinMode, PinOptions, Request, SharedAllocator, SharedFreeError};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(16))?;
+    /// let pin = alloc.pin_with(e, PinOptions::new().mode(PinMode::Blocking))?;
+    /// assert!(matches!(alloc.free(e), Err(SharedFreeError::Core(FreeError::Busy { .. }))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_with(
+        &self,
+        extent: Extent,
+        options: PinOptions,
+    ) -> Result<PinGuard<'_>, SharedPinError> {
+        let id = self.pin_owned(extent, options)?;
+        Ok(PinGuard {
+            alloc: self,
+            id,
+            extent,
+        })
+    }
+
+    /// Pins `extent` and returns its id, for a pin that outlives any scope; it stays
+    /// until [`unpin`](Self::unpin).
+    ///
+    /// # Errors
+    ///
+    /// As [`pin_with`](Self::pin_with).
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let id = alloc.pin_owned(Extent::new(0, 4), PinOptions::new().owner(3))?;
+    /// assert_eq!(alloc.stats().space.count_pins, 1);
+    /// alloc.unpin(id)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_owned(
+        &self,
+        extent: Extent,
+        options: PinOptions,
+    ) -> Result<SharedPinId, SharedPinError> {
+        let r = checked_range(extent, self.capacity)
+            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
+        let gs = self.groups_of(&r);
+        if gs.len() == 1 && !options.is_tracked() {
+            let core = self.lock(gs.start).pin_with(extent, options.mode)?;
+            return Ok(self.pin_id(gs.start, core, 0));
+        }
+        let mut tracked = self.tracked.lock();
+        if let Some(owner) = options.owner {
+            tracked.check_quota(owner, extent)?;
+        }
+        let mut locked = self.lock_all(gs);
+        let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
+        for ((_, piece), core) in pieces.iter().zip(&locked) {
+            core.pin_preview(*piece)
+                .map_err(|e| self.whole_pin_error(e, extent))?;
+        }
+        let cores: Vec<(usize, PinId)> = pieces
+            .iter()
+            .zip(&mut locked)
+            .map(|((g, piece), core)| (*g, core.pin_with(*piece, options.mode).expect("previewed")))
+            .collect();
+        drop(locked);
+        let seq = tracked.next_seq;
+        tracked.next_seq += 1;
+        if let Some(owner) = options.owner {
+            *tracked.pinned_by_owner.entry(owner).or_default() += extent.len;
+        }
+        let id = self.pin_id(cores[0].0, cores[0].1, seq);
+        tracked.pins.insert(
+            seq,
+            TrackedPin {
+                extent,
+                pieces: cores,
+                owner: options.owner,
+                on_revoke: options.on_revoke,
+            },
+        );
+        Ok(id)
+    }
+
+    fn pin_id(&self, group: usize, core: PinId, tracked: u64) -> SharedPinId {
+        SharedPinId {
+            owner: self.uid,
+            group: group as u32,
+            core,
+            tracked,
+        }
+    }
+
+    /// A piece's pin error, told about the whole extent.
+    fn whole_pin_error(&self, e: PinError, extent: Extent) -> PinError {
+        match e {
+            PinError::Reserved {
+                free_blocks,
+                unreserved,
+                ..
+            } => PinError::Reserved {
+                extent,
+                free_blocks,
+                unreserved,
+            },
+            other => other,
+        }
+    }
+
+    /// Drops a pin given as an id (a guard's drop does this itself). Blocks whose last
+    /// hold it was become Free; waiters wake.
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::Unknown`] for a pin of another allocator or one already unpinned;
+    /// nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, SharedAllocator};
+    /// let alloc = SharedAllocator::new(8);
+    /// let id = alloc.pin(Extent::new(0, 4))?.into_id();
+    /// alloc.unpin(id)?;
+    /// assert!(alloc.unpin(id).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unpin(&self, id: SharedPinId) -> Result<ReleaseOutcome, PinError> {
+        let unknown = PinError::Unknown { id: id.core };
+        if id.owner != self.uid || id.group as usize >= self.groups.len() {
+            return Err(unknown);
+        }
+        let out = if id.tracked == 0 {
+            self.lock(id.group as usize).unpin(id.core)?
+        } else {
+            let mut tracked = self.tracked.lock();
+            let pin = tracked.pins.remove(&id.tracked).ok_or(unknown)?;
+            if let Some(owner) = pin.owner {
+                let left = tracked
+                    .pinned_by_owner
+                    .get_mut(&owner)
+                    .expect("a tracked owner has a total");
+                *left -= pin.extent.len;
+                if *left == 0 {
+                    tracked.pinned_by_owner.remove(&owner);
+                }
+            }
+            let mut out = ReleaseOutcome::default();
+            for (g, core) in pin.pieces {
+                let done = self.lock(g).unpin(core).expect("tracked pieces are live");
+                out.released_blocks += done.released_blocks;
+                out.unpinned_free_blocks += done.unpinned_free_blocks;
+            }
+            drop(tracked);
+            // `revoke` waits for tracked pins to go, released blocks or not.
+            self.signal.bump();
+            return Ok(out);
+        };
+        if out.released_blocks + out.unpinned_free_blocks > 0 {
+            self.signal.bump();
+        }
+        Ok(out)
+    }
+
+    /// Sets `owner`'s quota of pinned blocks, overriding the builder's default. Pins
+    /// already live stay; only new pins are checked.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// alloc.set_pin_quota(9, 2);
+    /// assert!(alloc.pin_with(Extent::new(0, 3), PinOptions::new().owner(9)).is_err());
+    /// ```
+    pub fn set_pin_quota(&self, owner: u64, quota_blocks: u64) {
+        self.tracked.lock().quotas.insert(owner, quota_blocks);
+    }
+
+    /// Blocks the live pins naming `owner` cover, counted per pin.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let _p = alloc.pin_with(Extent::new(0, 3), PinOptions::new().owner(9))?;
+    /// assert_eq!(alloc.pinned_by(9), 3);
+    /// # Ok::<(), pinalloc::SharedPinError>(())
+    /// ```
+    #[must_use]
+    pub fn pinned_by(&self, owner: u64) -> u64 {
+        self.tracked
+            .lock()
+            .pinned_by_owner
+            .get(&owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Asks the holders of every lease overlapping `extent` to let go: calls their
+    /// revoke callbacks (with no lock held), then waits up to `timeout` for those pins
+    /// to be unpinned, and reports the ones that were not. A callback that panics is
+    /// caught and counted in [`SharedCounters::callback_panics`](crate::SharedCounters).
+    /// Pins without a callback are not asked. A malformed or out-of-range extent
+    /// overlaps nothing.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator, SharedPinId};
+    ///
+    /// let alloc = Arc::new(SharedAllocator::new(64));
+    /// let slot: Arc<Mutex<Option<SharedPinId>>> = Arc::default();
+    /// let (a, s) = (Arc::clone(&alloc), Arc::clone(&slot));
+    /// let opts = PinOptions::new().on_revoke(move |_| {
+    ///     if let Some(id) = s.lock().unwrap().take() { a.unpin(id).unwrap(); }
+    /// });
+    /// *slot.lock().unwrap() = Some(alloc.pin_owned(Extent::new(0, 8), opts)?);
+    /// let report = alloc.revoke(Extent::new(0, 64), Duration::from_secs(1));
+    /// assert_eq!(report.asked, 1);
+    /// assert!(report.all_released());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn revoke(&self, extent: Extent, timeout: Duration) -> RevokeReport {
+        let deadline = Instant::now() + timeout;
+        let Ok(r) = checked_range(extent, self.capacity) else {
+            return RevokeReport::default();
+        };
+        let asked = self.leases_where(|pin| {
+            let (s, e) = (pin.extent.start, pin.extent.start + pin.extent.len);
+            s < r.end && r.start < e
+        });
+        self.counters
+            .revocations
+            .fetch_add(asked.len() as u64, Ordering::Relaxed);
+        self.call_revokes(&asked);
+        let mut still: Vec<(SharedPinId, Extent)>;
+        loop {
+            let seen = self.signal.generation();
+            let tracked = self.tracked.lock();
+            still = asked
+                .iter()
+                .filter(|(id, _, _)| tracked.pins.contains_key(&id.tracked))
+                .map(|(id, extent, _)| (*id, *extent))
+                .collect();
+            drop(tracked);
+            if still.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            self.signal.wait_past(seen, deadline);
+        }
+        RevokeReport {
+            asked: asked.len(),
+            still_pinned: still,
+        }
+    }
+
+    /// The leases whose records satisfy `pick`, with their callbacks cloned out.
+    pub(crate) fn leases_where(
+        &self,
+        mut pick: impl FnMut(&TrackedPinView<'_>) -> bool,
+    ) -> Vec<(SharedPinId, Extent, RevokeFn)> {
+        let tracked = self.tracked.lock();
+        tracked
+            .pins
+            .iter()
+            .filter_map(|(&seq, pin)| {
+                let revoke = pin.on_revoke.as_ref()?;
+                let view = TrackedPinView {
+                    extent: pin.extent,
+                    pieces: &pin.pieces,
+                };
+                pick(&view).then(|| {
+                    let (g, core) = pin.pieces[0];
+                    (self.pin_id(g, core, seq), pin.extent, Arc::clone(revoke))
+                })
+            })
+            .collect()
+    }
+
+    /// Calls revoke callbacks with no lock held.
+    pub(crate) fn call_revokes(&self, leases: &[(SharedPinId, Extent, RevokeFn)]) {
+        for (id, extent, revoke) in leases {
+            let revocation = Revocation {
+                id: *id,
+                extent: *extent,
+            };
+            self.call_back(|| revoke(&revocation));
+        }
+    }
+}
+
+/// What a lease filter sees of a tracked pin.
+pub(crate) struct TrackedPinView<'a> {
+    pub(crate) extent: Extent,
+    pub(crate) pieces: &'a [(usize, PinId)],
+}

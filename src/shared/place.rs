@@ -1,0 +1,377 @@
+//! Allocation across groups: where to start, when to move on, waiting, and pressure.
+
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::sync::atomic::{self, AtomicUsize};
+use std::time::{Duration, Instant};
+
+use super::SharedAllocator;
+use crate::sync::Ordering;
+use crate::{AllocError, Extent, Held, Policy, Request};
+
+/// Hands each new thread its first rotor position, spreading threads over groups.
+/// Only a placement hint, so a plain atomic rather than one from `sync`.
+static NEXT_ROTOR: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// The group this thread allocates from first; `usize::MAX` until first use.
+    static ROTOR: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// What the [pressure hook](SharedAllocator::set_pressure_hook) is told.
+///
+/// ```
+/// use pinalloc::SharedAllocator;
+/// let alloc = SharedAllocator::new(64);
+/// alloc.set_pressure_hook(|p| println!("{} blocks wanted, {} held", p.requested, p.held.total()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pressure {
+    /// The (minimum) number of blocks asked for.
+    pub requested: u64,
+    /// Free blocks available to the request now (not pinned, not reserved).
+    pub available_blocks: u64,
+    /// Deferred blocks, by what holds them.
+    pub held: Held,
+    /// Free blocks that pins keep out of reach.
+    pub pinned_free_blocks: u64,
+}
+
+impl SharedAllocator {
+    /// Allocates one extent, as [`ExtentAllocator::allocate`](crate::ExtentAllocator::allocate),
+    /// inside one allocation group.
+    ///
+    /// It starts in the goal's group for [`Policy::Near`] and [`Policy::Exact`], at
+    /// group 0 for [`Policy::FirstFit`] (so first fit is the lowest address overall),
+    /// and at this thread's rotor for best fit; it then tries the other groups whose
+    /// lock-free summaries say the request might fit (nearest first for `Near`). A
+    /// success moves the thread's rotor to that group.
+    ///
+    /// When it fails for lack of space while held space would satisfy it, the
+    /// [pressure hook](Self::set_pressure_hook) and the revoke callbacks of leases
+    /// holding that space are called (with no lock held), and it retries once.
+    ///
+    /// # Errors
+    ///
+    /// As the core's, plus [`AllocError::CrossesGroup`] for an exact extent that would
+    /// span two groups. [`AllocError::NoSpace`] totals the whole space. Nothing
+    /// changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, Policy, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(1 << 16).groups(4).build();
+    /// let e = alloc.allocate(Request::new(8).policy(Policy::Near(40_000)))?;
+    /// assert_eq!(e, Extent::new(40_000, 8));
+    /// assert_eq!(alloc.allocate(Request::new(8).policy(Policy::FirstFit))?.start, 0);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    pub fn allocate(&self, request: Request) -> Result<Extent, AllocError> {
+        match self.place(&request) {
+            Err(err @ AllocError::NoSpace { .. }) => self.under_pressure(&request, err),
+            done => done,
+        }
+    }
+
+    /// As [`allocate`](Self::allocate), but when it fails for lack of space, waits for
+    /// releases (frees, unpins, commits, reader ends) and tries again, until `timeout`
+    /// passes. A wake-up between a failed try and the wait is never lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`allocate`](Self::allocate). After the timeout, the last
+    /// [`AllocError::NoSpace`]. A request longer than a group fails at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pinalloc::{Request, SharedAllocator};
+    ///
+    /// let alloc = SharedAllocator::new(16);
+    /// let e = alloc.allocate(Request::new(16))?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         std::thread::sleep(Duration::from_millis(10));
+    ///         alloc.free(e).unwrap();
+    ///     });
+    ///     let again = alloc.allocate_wait(Request::new(16), Duration::from_secs(10));
+    ///     assert_eq!(again, Ok(e));
+    /// });
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    pub fn allocate_wait(&self, request: Request, timeout: Duration) -> Result<Extent, AllocError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.signal.generation();
+            let err = match self.allocate(request) {
+                Err(err @ AllocError::NoSpace { .. }) => err,
+                done => return done,
+            };
+            if request.min_len > self.group_blocks || Instant::now() >= deadline {
+                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(err);
+            }
+            self.counters.waits.fetch_add(1, Ordering::Relaxed);
+            self.signal.wait_past(seen, deadline);
+        }
+    }
+
+    /// Allocates `total_blocks` as the fewest extents, taking every group's lock at
+    /// once so that it either takes them all or changes nothing. Each step takes the
+    /// longest free extent in any group, or the best fit for what is left.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ZeroLength`], or [`AllocError::NoSpace`] when fewer than
+    /// `total_blocks` unreserved Free blocks exist. Nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(100).groups(4).build();
+    /// let got = alloc.allocate_many(60)?;
+    /// assert_eq!(got.len(), 3); // groups are 25 blocks long
+    /// assert_eq!(got.iter().map(|e| e.len).sum::<u64>(), 60);
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    pub fn allocate_many(&self, total_blocks: u64) -> Result<Vec<Extent>, AllocError> {
+        if total_blocks == 0 {
+            return Err(AllocError::ZeroLength);
+        }
+        let mut locked = self.lock_all(0..self.groups.len());
+        let available: u64 = locked
+            .iter()
+            .map(|c| c.count_unreserved_free_blocks())
+            .sum();
+        if available < total_blocks {
+            drop(locked);
+            return Err(self.no_space(total_blocks));
+        }
+        let mut out = Vec::new();
+        let mut left = total_blocks;
+        while left > 0 {
+            let core = locked
+                .iter_mut()
+                .max_by_key(|c| (c.largest_free_len(), core::cmp::Reverse(c.index)))
+                .expect("at least one group");
+            let len = core.largest_free_len().min(left);
+            let e = core
+                .allocate(Request::new(len))
+                .expect("the longest free extent fits");
+            left -= e.len;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Registers the pressure hook: called, with no lock held, when an allocation
+    /// fails for lack of space but Deferred or pinned Free blocks would satisfy it.
+    /// It typically commits an epoch or asks pin holders to let go; the allocation is
+    /// then retried once. Calls are counted in
+    /// [`SharedCounters::pressure_calls`](crate::SharedCounters). A hook that panics is
+    /// caught and counted, and the retry still happens. Replaces any earlier hook.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pinalloc::{Request, SharedAllocator};
+    ///
+    /// let alloc = Arc::new(SharedAllocator::new(16));
+    /// let e = alloc.allocate(Request::new(16))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?; // Deferred until epoch 2 commits
+    /// let a = Arc::clone(&alloc);
+    /// alloc.set_pressure_hook(move |_| { a.commit(a.epoch()).unwrap(); });
+    /// assert_eq!(alloc.allocate(Request::new(16))?, e); // the hook committed
+    /// assert_eq!(alloc.stats().counters.pressure_calls, 1);
+    /// # alloc.clear_pressure_hook();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_pressure_hook(&self, hook: impl Fn(&Pressure) + Send + Sync + 'static) {
+        *self.pressure_hook.lock() = Some(alloc::sync::Arc::new(hook));
+    }
+
+    /// Removes the pressure hook. A hook that holds an `Arc` of its own allocator
+    /// keeps it alive until removed.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// alloc.set_pressure_hook(|_| {});
+    /// alloc.clear_pressure_hook();
+    /// ```
+    pub fn clear_pressure_hook(&self) {
+        *self.pressure_hook.lock() = None;
+    }
+
+    /// One pass over the groups in this request's order.
+    fn place(&self, request: &Request) -> Result<Extent, AllocError> {
+        request.check(self.capacity)?;
+        let n = self.groups.len();
+        let min = request.min_len;
+        let (first, near) = match request.policy {
+            Policy::Exact(start) => {
+                let g = self.group_of(start);
+                let boundary = self.groups[g].range.end;
+                if start + min > boundary {
+                    return Err(AllocError::CrossesGroup {
+                        extent: Extent::new(start, min),
+                        boundary,
+                    });
+                }
+                return self.lock(g).allocate(*request);
+            }
+            Policy::Near(goal) => (self.group_of(goal), true),
+            Policy::FirstFit => (0, false),
+            _ => (rotor(n), false),
+        };
+        // `None`: no room there, go on.
+        let try_group = |g: usize| -> Option<Result<Extent, AllocError>> {
+            if !self.groups[g].might_fit(min) {
+                return None;
+            }
+            match self.lock(g).allocate(*request) {
+                Err(AllocError::NoSpace { .. }) => None,
+                done => Some(done),
+            }
+        };
+        if near {
+            for g in near_order(first, n) {
+                if let Some(done) = try_group(g) {
+                    return done;
+                }
+            }
+        } else {
+            for g in (first..n).chain(0..first) {
+                if let Some(done) = try_group(g) {
+                    if done.is_ok() {
+                        ROTOR.with(|r| r.set(g));
+                    }
+                    return done;
+                }
+            }
+        }
+        Err(self.no_space(min))
+    }
+
+    /// A [`AllocError::NoSpace`] for `requested` blocks, totalled over every group
+    /// (each read under its own lock).
+    #[cold]
+    pub(crate) fn no_space(&self, requested: u64) -> AllocError {
+        let (mut free, mut largest_free, mut reserved, mut pinned_free) = (0, 0, 0, 0);
+        let mut deferred = Held::default();
+        for g in 0..self.groups.len() {
+            let s = self.lock(g).stats();
+            let outside = self.groups[g].range.start;
+            debug_assert!(s.capacity_blocks - outside >= s.free_blocks);
+            free += s.free_blocks;
+            largest_free = largest_free.max(s.largest_free_blocks);
+            reserved += s.reserved_blocks;
+            pinned_free += s.pinned_free_blocks;
+            deferred.pins += s.deferred_by.pins;
+            deferred.epochs += s.deferred_by.epochs;
+        }
+        AllocError::NoSpace {
+            requested,
+            free,
+            largest_free,
+            reserved,
+            deferred,
+            pinned_free,
+        }
+    }
+
+    /// Runs the pressure hook and the revoke callbacks of leases holding space back,
+    /// if held space would satisfy the request, then retries once.
+    #[cold]
+    fn under_pressure(&self, request: &Request, err: AllocError) -> Result<Extent, AllocError> {
+        let AllocError::NoSpace {
+            requested,
+            free,
+            reserved,
+            deferred,
+            pinned_free,
+            ..
+        } = err
+        else {
+            return Err(err);
+        };
+        let available = free.saturating_sub(reserved).saturating_sub(pinned_free);
+        let held = deferred.total() + pinned_free;
+        if held == 0 || available + held < requested || requested > self.group_blocks {
+            return Err(err);
+        }
+        let hook = self.pressure_hook.lock().clone();
+        let leases = self.leases_where(|pin| {
+            pin.pieces.iter().any(|&(g, _)| {
+                let piece = super::clip(pin.extent, &self.groups[g].range);
+                self.lock(g).holds_back_space(piece)
+            })
+        });
+        if hook.is_none() && leases.is_empty() {
+            return Err(err);
+        }
+        self.counters.pressure_calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = hook {
+            let pressure = Pressure {
+                requested,
+                available_blocks: available,
+                held: deferred,
+                pinned_free_blocks: pinned_free,
+            };
+            self.call_back(|| hook(&pressure));
+        }
+        self.counters
+            .revocations
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        self.call_revokes(&leases);
+        match self.place(request) {
+            Err(AllocError::NoSpace { .. }) => Err(self.no_space(requested)),
+            done => done,
+        }
+    }
+}
+
+/// This thread's rotor, first set when it first allocates.
+fn rotor(n: usize) -> usize {
+    ROTOR.with(|r| {
+        let mut g = r.get();
+        if g == usize::MAX {
+            g = NEXT_ROTOR.fetch_add(1, atomic::Ordering::Relaxed);
+            r.set(g);
+        }
+        g % n
+    })
+}
+
+/// Every group once, nearest to `first` first: `first`, one above, one below, two
+/// above, and so on, without wrapping around.
+fn near_order(first: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n)
+        .flat_map(move |d| {
+            let up = first + d;
+            let down = first.checked_sub(d).filter(|_| d > 0);
+            [(up < n).then_some(up), down]
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::near_order;
+    use std::vec::Vec;
+
+    #[test]
+    fn near_order_visits_every_group_once_nearest_first() {
+        assert_eq!(near_order(1, 4).collect::<Vec<_>>(), [1, 2, 0, 3]);
+        assert_eq!(near_order(3, 4).collect::<Vec<_>>(), [3, 2, 1, 0]);
+        for n in 1..9 {
+            for first in 0..n {
+                let order: Vec<usize> = near_order(first, n).collect();
+                assert_eq!(order[0], first);
+                let mut seen = order.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen.len(), n, "n {n} first {first}");
+                let dist: Vec<usize> = order.iter().map(|&g| g.abs_diff(first)).collect();
+                assert!(dist.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Frees on the shared allocator, with the cap on Deferred blocks, and waiting for a
+//! Deferred extent to be released.
+
+use alloc::vec::Vec;
+use std::time::{Duration, Instant};
+
+use super::SharedAllocator;
+use super::group::Locked;
+use crate::allocator::checked_range;
+use crate::sync::Ordering;
+use crate::{Extent, FreeError, FreeOutcome, LimitError, SharedFreeError, WaitError};
+
+impl SharedAllocator {
+    /// Frees `extent`, as [`ExtentAllocator::free`](crate::ExtentAllocator::free):
+    /// block by block, unheld blocks become Free at once and held ones Deferred. The
+    /// extent may span groups (one allocated at mount time, say); every group it
+    /// touches is locked at once, so the free is all or nothing. Wakes waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`SharedFreeError::Core`] with the core's reason (double free, partly
+    /// allocated, busy, malformed), or [`LimitError::DeferredCap`] when the blocks it
+    /// would defer pass the cap. Nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(10))?;
+    /// let dma = alloc.pin(Extent::new(e.start, 2))?;
+    /// let out = alloc.free(e)?;
+    /// assert_eq!((out.freed_blocks, out.deferred_blocks), (8, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn free(&self, extent: Extent) -> Result<FreeOutcome, SharedFreeError> {
+        self.free_as(extent, false)
+    }
+
+    /// Frees `extent` as part of the open epoch's transaction, as
+    /// [`ExtentAllocator::free_on_commit`](crate::ExtentAllocator::free_on_commit).
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(10))?;
+    /// alloc.commit(1)?;
+    /// assert_eq!(alloc.free_on_commit(e)?.deferred_blocks, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn free_on_commit(&self, extent: Extent) -> Result<FreeOutcome, SharedFreeError> {
+        self.free_as(extent, true)
+    }
+
+    fn free_as(&self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, SharedFreeError> {
+        let r = checked_range(extent, self.capacity)
+            .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
+        let gs = self.groups_of(&r);
+        let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
+        let mut locked = self.lock_all(gs);
+        if pieces.len() > 1 || self.deferred_cap_blocks.is_some() {
+            let previews: Vec<Result<u64, FreeError>> = pieces
+                .iter()
+                .zip(&locked)
+                .map(|((_, piece), core)| core.deferral_preview(*piece, on_commit))
+                .collect();
+            let deferring = whole_outcome(extent, &previews)?;
+            if let Some(cap) = self.deferred_cap_blocks {
+                self.charge_deferred(extent, &locked, &deferring, cap)?;
+            }
+        }
+        let mut out = FreeOutcome::default();
+        for ((_, piece), core) in pieces.iter().zip(&mut locked) {
+            // Only a lone piece can fail here (unpreviewed), and then it changed nothing.
+            let done = if on_commit {
+                core.free_on_commit(*piece)
+            } else {
+                core.free(*piece)
+            }?;
+            out.freed_blocks += done.freed_blocks;
+            out.deferred_blocks += done.deferred_blocks;
+        }
+        drop(locked);
+        if out.freed_blocks > 0 {
+            self.signal.bump();
+        }
+        Ok(out)
+    }
+
+    /// Counts the blocks a free will defer against the cap, before the free, so that
+    /// concurrent frees in other groups can never pass it together.
+    fn charge_deferred(
+        &self,
+        extent: Extent,
+        locked: &[Locked<'_>],
+        deferring: &[u64],
+        cap: u64,
+    ) -> Result<(), LimitError> {
+        let would_defer: u64 = deferring.iter().sum();
+        if would_defer == 0 {
+            return Ok(());
+        }
+        let total = &self.count_deferred_blocks;
+        let mut now = total.load(Ordering::SeqCst);
+        loop {
+            if now.saturating_add(would_defer) > cap {
+                return Err(LimitError::DeferredCap {
+                    extent,
+                    cap_blocks: cap,
+                    deferred_blocks: now,
+                    would_defer_blocks: would_defer,
+                });
+            }
+            match total.compare_exchange(now, now + would_defer, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        for (core, &d) in locked.iter().zip(deferring) {
+            core.group().prepublish_deferred(d);
+        }
+        Ok(())
+    }
+
+    /// Blocks until no block of `extent` is Deferred (each is Free, or was released
+    /// and allocated again), or until `timeout` passes: truncate waiting for the pins
+    /// on it to go. A wake-up between a check and the wait is never lost.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::ZeroLength`] or [`WaitError::OutOfBounds`] for a bad extent;
+    /// [`WaitError::TimedOut`], with the blocks still Deferred, after the timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pinalloc::{Request, SharedAllocator};
+    ///
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let dma = alloc.pin(e)?;
+    /// alloc.free(e)?; // truncate while the device is busy: Deferred
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(dma)); // the device finishes
+    ///     alloc.wait_released(e, Duration::from_secs(10)).unwrap();
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_released(&self, extent: Extent, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now() + timeout;
+        let r = checked_range(extent, self.capacity).map_err(|_| {
+            if extent.len == 0 {
+                WaitError::ZeroLength {
+                    start: extent.start,
+                }
+            } else {
+                WaitError::OutOfBounds {
+                    extent,
+                    capacity: self.capacity,
+                }
+            }
+        })?;
+        loop {
+            let seen = self.signal.generation();
+            let deferred: u64 = self
+                .groups_of(&r)
+                .map(|g| self.lock(g).count_deferred_in(&r))
+                .sum();
+            if deferred == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(WaitError::TimedOut {
+                    extent,
+                    deferred_blocks: deferred,
+                });
+            }
+            self.counters.waits.fetch_add(1, Ordering::Relaxed);
+            self.signal.wait_past(seen, deadline);
+        }
+    }
+}
+
+/// Each piece's deferral, or the error for the whole extent: the first piece's,
+/// restated for the whole (NotAllocated only when no piece has an Allocated block).
+fn whole_outcome(
+    extent: Extent,
+    previews: &[Result<u64, FreeError>],
+) -> Result<Vec<u64>, FreeError> {
+    let Some(first) = previews.iter().find_map(|p| p.as_ref().err()) else {
+        return Ok(previews
+            .iter()
+            .map(|p| *p.as_ref().expect("no error"))
+            .collect());
+    };
+    if previews.len() == 1 {
+        return Err(*first);
+    }
+    let none_allocated = previews.iter().all(
+        |p| matches!(p, Err(FreeError::NotAllocated { extent, offending }) if extent == offending),
+    );
+    Err(match *first {
+        FreeError::NotAllocated { .. } if none_allocated => FreeError::NotAllocated {
+            extent,
+            offending: extent,
+        },
+        FreeError::NotAllocated { offending, .. }
+        | FreeError::PartlyAllocated { offending, .. } => {
+            FreeError::PartlyAllocated { extent, offending }
+        }
+        FreeError::Busy { pin, blocked, .. } => FreeError::Busy {
+            extent,
+            pin,
+            blocked,
+        },
+        other => other,
+    })
+}

@@ -1,0 +1,79 @@
+//! The wake-up for waiters: a generation counter plus a condvar.
+//!
+//! 1. A waiter reads the generation, then checks its condition under the group locks.
+//! 2. If the condition fails, it waits only while the generation is still the one it
+//!    read: [`Signal::wait_past`].
+//! 3. Every release (blocks becoming Free) calls [`Signal::bump`] after its group lock
+//!    is dropped.
+//!
+//! No wake-up is lost. `bump` increments the generation and then looks at the waiter
+//! count; `wait_past` raises the waiter count and then looks at the generation, both
+//! sequentially consistent, so at least one of them sees the other. If `bump` sees no
+//! waiter, the waiter sees the new generation and does not sleep. If `bump` sees a
+//! waiter, it notifies under the signal lock, which the waiter holds from its
+//! generation check until the condvar releases it, so the notification cannot fall
+//! between the check and the sleep. A release with no one waiting costs one atomic
+//! increment and one load.
+
+use std::time::Instant;
+
+use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+
+#[derive(Debug)]
+pub(crate) struct Signal {
+    /// Incremented by every release; waiters sleep only while it is unchanged.
+    generation: AtomicU64,
+    /// Threads between raising it in `wait_past` and lowering it after waking.
+    count_waiting: AtomicUsize,
+    lock: Mutex<()>,
+    condvar: Condvar,
+}
+
+impl Signal {
+    pub(crate) fn new() -> Self {
+        Signal {
+            generation: AtomicU64::new(0),
+            count_waiting: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            condvar: Condvar::new(),
+        }
+    }
+
+    /// The generation to pass to [`wait_past`](Self::wait_past); read it *before*
+    /// checking the condition.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Announces a release and wakes every waiter.
+    #[inline]
+    pub(crate) fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.count_waiting.load(Ordering::SeqCst) > 0 {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        let _guard = self.lock.lock();
+        self.condvar.notify_all();
+    }
+
+    /// Sleeps until the generation moves past `seen` or `deadline` passes. Returns
+    /// whether it moved (false: timed out, or a spurious wake-up near the deadline).
+    pub(crate) fn wait_past(&self, seen: u64, deadline: Instant) -> bool {
+        let mut guard = self.lock.lock();
+        self.count_waiting.fetch_add(1, Ordering::SeqCst);
+        while self.generation.load(Ordering::SeqCst) == seen {
+            if Instant::now() >= deadline {
+                break;
+            }
+            guard = self.condvar.wait_until(guard, deadline);
+        }
+        self.count_waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        self.generation.load(Ordering::SeqCst) != seen
+    }
+}

@@ -1,0 +1,122 @@
+//! [`SharedStats`]: the whole space's accounting, plus the shared layer's counters.
+
+use super::SharedAllocator;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Counters, Stats};
+
+/// What the shared layer counts beyond the core's [`Counters`]. Monotonic.
+///
+/// ```
+/// let c = pinalloc::SharedAllocator::new(8).stats().counters;
+/// assert_eq!((c.waits, c.pressure_calls, c.callback_panics), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedCounters {
+    /// Times a waiting call went to sleep for releases.
+    pub waits: u64,
+    /// Waiting calls that gave up at their timeout.
+    pub wait_timeouts: u64,
+    /// Times the pressure hook and lease callbacks were called for a failing
+    /// allocation.
+    pub pressure_calls: u64,
+    /// Revoke callbacks called, by [`revoke`](SharedAllocator::revoke) or pressure.
+    pub revocations: u64,
+    /// User callbacks that panicked (caught; the allocator went on).
+    pub callback_panics: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    pub(crate) waits: AtomicU64,
+    pub(crate) wait_timeouts: AtomicU64,
+    pub(crate) pressure_calls: AtomicU64,
+    pub(crate) revocations: AtomicU64,
+    pub(crate) callback_panics: AtomicU64,
+}
+
+/// A snapshot of a [`SharedAllocator`]: see [`SharedAllocator::stats`].
+///
+/// ```
+/// let s = pinalloc::SharedAllocator::new(1 << 20).stats();
+/// assert_eq!((s.space.free_blocks, s.count_groups), (1 << 20, 16));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// The whole space, totalled over groups. Free extents are counted per group (two
+    /// that touch across a group boundary count twice), a pin across groups counts
+    /// once, and the core counters are summed over groups, except `commits`, which
+    /// counts commits of the whole space.
+    pub space: Stats,
+    /// The number of allocation groups.
+    pub count_groups: u64,
+    /// The shared layer's own counters.
+    pub counters: SharedCounters,
+}
+
+impl SharedAllocator {
+    /// A snapshot of space and activity. Each group is read under its own lock, one at
+    /// a time, so under concurrent use the totals mix moments; at a quiet point they
+    /// are exact.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// alloc.allocate(Request::new(10))?;
+    /// let s = alloc.stats();
+    /// assert_eq!((s.space.allocated_blocks, s.space.free_blocks), (10, 54));
+    /// # Ok::<(), pinalloc::AllocError>(())
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> SharedStats {
+        let mut t = Stats::zeroed(self.capacity);
+        let mut c = Counters::default();
+        for g in 0..self.groups.len() {
+            let s = self.lock(g).stats();
+            t.free_blocks += s.free_blocks;
+            t.deferred_blocks += s.deferred_blocks;
+            t.deferred_by.pins += s.deferred_by.pins;
+            t.deferred_by.epochs += s.deferred_by.epochs;
+            t.pinned_free_blocks += s.pinned_free_blocks;
+            t.pinned_blocks += s.pinned_blocks;
+            t.count_pins += s.count_pins;
+            t.reserved_blocks += s.reserved_blocks;
+            t.count_reservations += s.count_reservations;
+            t.count_free_extents += s.count_free_extents;
+            t.largest_free_blocks = t.largest_free_blocks.max(s.largest_free_blocks);
+            for (sum, n) in t.free_histogram.iter_mut().zip(s.free_histogram) {
+                *sum += n;
+            }
+            t.metadata_bytes += s.metadata_bytes;
+            c.add(&s.counters);
+        }
+        t.allocated_blocks = self.capacity - t.free_blocks - t.deferred_blocks;
+        {
+            let state = self.epochs.lock();
+            t.count_readers = state.count_readers();
+            t.open_epoch = state.open();
+        }
+        c.commits = t.open_epoch - 1;
+        t.count_pins -= self.tracked.lock().count_extra_pieces();
+        t.counters = c;
+        SharedStats {
+            space: t,
+            count_groups: self.groups.len() as u64,
+            counters: self.counters.snapshot(),
+        }
+    }
+}
+
+impl AtomicCounters {
+    fn snapshot(&self) -> SharedCounters {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SharedCounters {
+            waits: get(&self.waits),
+            wait_timeouts: get(&self.wait_timeouts),
+            pressure_calls: get(&self.pressure_calls),
+            revocations: get(&self.revocations),
+            callback_panics: get(&self.callback_panics),
+        }
+    }
+}
