@@ -226,7 +226,14 @@ impl SharedAllocator {
             if !self.groups[g].might_fit(min) {
                 return None;
             }
-            match self.lock(g).allocate(*request) {
+            let mut local = *request;
+            if let Policy::Near(goal) = request.policy {
+                // Another group's core only knows blocks below its end; the nearest
+                // placement to the goal there is the nearest to the goal clamped in.
+                let range = &self.groups[g].range;
+                local.policy = Policy::Near(goal.clamp(range.start, range.end - 1));
+            }
+            match self.lock(g).allocate(local) {
                 Err(AllocError::NoSpace { .. }) => None,
                 done => Some(done),
             }

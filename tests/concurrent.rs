@@ -1,0 +1,790 @@
+//! `SharedAllocator` under many threads, checked by a shadow-ownership oracle, and its
+//! waiting, pressure, lease and limit behaviour.
+//!
+//! The oracle: one atomic owner word per block, claimed by compare-and-swap *after*
+//! `allocate` returns (a second claim would be a double hand-out) and cleared *before*
+//! `free`; and a shadow pin count per block, raised after `pin` returns and lowered
+//! before `unpin` (an allocation returning a block with a shadow pin is a failure).
+//!
+//! `STRESS_OPS` sets the operations per thread (default 4,000); `STRESS_THREADS` the
+//! threads (default 6).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use pinalloc::{
+    AllocError, Extent, FreeError, LimitError, PinError, PinMode, PinOptions, Policy, ReaderId,
+    Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId, WaitError,
+};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator, one per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The oracle's shared words.
+struct Shadow {
+    owner: Vec<AtomicU32>,
+    pins: Vec<AtomicU32>,
+}
+
+impl Shadow {
+    fn new(capacity: u64) -> Self {
+        Shadow {
+            owner: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            pins: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn blocks(e: Extent) -> std::ops::Range<usize> {
+        e.start as usize..(e.start + e.len) as usize
+    }
+
+    /// After `allocate` returned `e` to thread `me`.
+    fn claim(&self, e: Extent, me: u32) {
+        for b in Self::blocks(e) {
+            let pins = self.pins[b].load(Ordering::SeqCst);
+            assert_eq!(pins, 0, "block {b} of {e} was handed out while pinned");
+            let prev = self.owner[b].compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst);
+            assert!(
+                prev.is_ok(),
+                "block {b} of {e} handed out twice: owned by {prev:?}"
+            );
+        }
+    }
+
+    /// Before thread `me` frees `e`.
+    fn disown(&self, e: Extent, me: u32) {
+        for b in Self::blocks(e) {
+            let prev = self.owner[b].compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
+            assert!(
+                prev.is_ok(),
+                "block {b} of {e} was not owned by {me}: {prev:?}"
+            );
+        }
+    }
+
+    fn pinned(&self, e: Extent) {
+        for b in Self::blocks(e) {
+            self.pins[b].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn unpinning(&self, e: Extent) {
+        for b in Self::blocks(e) {
+            self.pins[b].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One stress thread's state.
+struct Worker<'a> {
+    alloc: &'a SharedAllocator,
+    shadow: &'a Shadow,
+    me: u32,
+    rng: Rng,
+    owned: Vec<Extent>,
+    pins: Vec<(SharedPinId, Extent)>,
+    readers: Vec<ReaderId>,
+}
+
+impl Worker<'_> {
+    fn random_extent(&mut self, max_len: u64) -> Extent {
+        let cap = self.alloc.capacity_blocks();
+        let len = 1 + self.rng.below(max_len);
+        let start = self.rng.below(cap - len + 1);
+        Extent::new(start, len)
+    }
+
+    fn step(&mut self) {
+        match self.rng.below(100) {
+            0..=34 => self.allocate(),
+            35..=64 => self.free(),
+            65..=79 => self.pin(),
+            80..=91 => self.unpin(),
+            92..=94 => self.pin_guard_then_allocate(),
+            95 => self.allocate_wait(),
+            96 => self.read(),
+            97 => {
+                let epoch = self.alloc.epoch();
+                // Another thread may commit first.
+                let _ = self.alloc.commit(epoch);
+            }
+            _ => self.wait_released(),
+        }
+    }
+
+    fn request(&mut self) -> Request {
+        let len = 1 + self.rng.below(48);
+        let policy = match self.rng.below(4) {
+            0 => Policy::FirstFit,
+            1 => Policy::Near(self.rng.below(self.alloc.capacity_blocks())),
+            _ => Policy::BestFit,
+        };
+        Request::new(len).policy(policy)
+    }
+
+    fn allocate(&mut self) {
+        let request = self.request();
+        match self.alloc.allocate(request) {
+            Ok(e) => {
+                self.shadow.claim(e, self.me);
+                self.owned.push(e);
+            }
+            Err(AllocError::NoSpace { .. }) => {}
+            Err(other) => panic!("allocate({request:?}): {other}"),
+        }
+    }
+
+    fn free(&mut self) {
+        if self.owned.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.owned.len() as u64) as usize;
+        let e = self.owned.swap_remove(i);
+        // Sometimes truncate: free the tail, keep the head.
+        let (keep, gone) = if e.len > 1 && self.rng.below(4) == 0 {
+            let cut = 1 + self.rng.below(e.len - 1);
+            (
+                Some(Extent::new(e.start, cut)),
+                Extent::new(e.start + cut, e.len - cut),
+            )
+        } else {
+            (None, e)
+        };
+        self.shadow.disown(gone, self.me);
+        let on_commit = self.rng.below(3) == 0;
+        let out = if on_commit {
+            self.alloc.free_on_commit(gone)
+        } else {
+            self.alloc.free(gone)
+        };
+        let out = out.unwrap_or_else(|err| panic!("free({gone}): {err}"));
+        assert_eq!(out.freed_blocks + out.deferred_blocks, gone.len);
+        self.owned.extend(keep);
+    }
+
+    fn pin(&mut self) {
+        // Pins land anywhere: on Free, Allocated or Deferred blocks, across groups.
+        let e = self.random_extent(24);
+        let opts = if self.rng.below(4) == 0 {
+            PinOptions::new().owner(u64::from(self.me))
+        } else {
+            PinOptions::new()
+        };
+        let id = self
+            .alloc
+            .pin_owned(e, opts)
+            .unwrap_or_else(|err| panic!("pin({e}): {err}"));
+        self.shadow.pinned(e);
+        self.pins.push((id, e));
+    }
+
+    fn unpin(&mut self) {
+        if self.pins.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.pins.len() as u64) as usize;
+        let (id, e) = self.pins.swap_remove(i);
+        self.shadow.unpinning(e);
+        self.alloc
+            .unpin(id)
+            .unwrap_or_else(|err| panic!("unpin({id}): {err}"));
+    }
+
+    fn pin_guard_then_allocate(&mut self) {
+        let e = self.random_extent(16);
+        let guard = self.alloc.pin(e).expect("pin");
+        self.shadow.pinned(e);
+        self.allocate();
+        self.shadow.unpinning(e);
+        drop(guard);
+    }
+
+    fn allocate_wait(&mut self) {
+        let request = self.request();
+        match self
+            .alloc
+            .allocate_wait(request, Duration::from_micros(200))
+        {
+            Ok(e) => {
+                self.shadow.claim(e, self.me);
+                self.owned.push(e);
+            }
+            Err(AllocError::NoSpace { .. }) => {}
+            Err(other) => panic!("allocate_wait({request:?}): {other}"),
+        }
+    }
+
+    fn read(&mut self) {
+        if self.readers.is_empty() || self.rng.below(2) == 0 {
+            self.readers.push(self.alloc.begin_read());
+        } else {
+            let r = self.readers.swap_remove(0);
+            self.alloc.end_read(r).expect("a live reader");
+        }
+    }
+
+    fn wait_released(&mut self) {
+        let e = self.random_extent(16);
+        match self.alloc.wait_released(e, Duration::from_micros(100)) {
+            Ok(()) | Err(WaitError::TimedOut { .. }) => {}
+            Err(other) => panic!("wait_released({e}): {other}"),
+        }
+    }
+
+    /// Gives back everything this thread holds.
+    fn finish(mut self) {
+        for (id, e) in std::mem::take(&mut self.pins) {
+            self.shadow.unpinning(e);
+            self.alloc.unpin(id).expect("unpin at the end");
+        }
+        for e in std::mem::take(&mut self.owned) {
+            self.shadow.disown(e, self.me);
+            self.alloc.free(e).expect("free at the end");
+        }
+        for r in std::mem::take(&mut self.readers) {
+            self.alloc.end_read(r).expect("end_read at the end");
+        }
+    }
+}
+
+#[test]
+fn stress_with_a_shadow_ownership_oracle() {
+    let threads = env_usize("STRESS_THREADS", 6).clamp(1, 64);
+    let ops = env_usize("STRESS_OPS", 4_000);
+    let capacity = 1 << 13;
+    let alloc = SharedAllocator::builder(capacity).groups(8).build();
+    let shadow = Shadow::new(capacity);
+    thread::scope(|s| {
+        for t in 0..threads {
+            let (alloc, shadow) = (&alloc, &shadow);
+            s.spawn(move || {
+                let mut w = Worker {
+                    alloc,
+                    shadow,
+                    me: t as u32 + 1,
+                    rng: Rng(0x5eed + t as u64),
+                    owned: Vec::new(),
+                    pins: Vec::new(),
+                    readers: Vec::new(),
+                };
+                for _ in 0..ops {
+                    w.step();
+                }
+                w.finish();
+            });
+        }
+    });
+    alloc.check_invariants().unwrap();
+    // Frees still waiting for the open epoch to commit come back with one commit.
+    alloc.commit(alloc.epoch()).unwrap();
+    let s = alloc.stats();
+    assert_eq!(s.space.free_blocks, capacity, "nothing leaked: {s:?}");
+    assert_eq!(s.space.count_pins, 0);
+    assert_eq!(s.space.deferred_blocks, 0);
+    assert_eq!(alloc.free_extents(), [Extent::new(0, capacity)]);
+    assert!(s.space.counters.allocations > 0 && s.space.counters.pins > 0);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn allocate_wait_times_out_with_the_last_no_space() {
+    let alloc = SharedAllocator::new(16);
+    let _all = alloc.allocate(Request::new(16)).unwrap();
+    let err = alloc
+        .allocate_wait(Request::new(1), Duration::from_millis(20))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AllocError::NoSpace {
+                requested: 1,
+                free: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let c = alloc.stats().counters;
+    assert_eq!(c.wait_timeouts, 1);
+    assert!(c.waits >= 1);
+}
+
+#[test]
+fn allocate_wait_wakes_when_a_pin_goes() {
+    let alloc = SharedAllocator::new(16);
+    let e = alloc.allocate(Request::new(16)).unwrap();
+    let pin = alloc.pin(e).unwrap();
+    alloc.free(e).unwrap(); // Deferred: nothing allocatable
+    thread::scope(|s| {
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            drop(pin);
+        });
+        let got = alloc.allocate_wait(Request::new(16), Duration::from_secs(30));
+        assert_eq!(got, Ok(e));
+    });
+}
+
+#[test]
+fn a_request_longer_than_a_group_does_not_wait() {
+    let alloc = SharedAllocator::builder(64).groups(4).build();
+    let err = alloc
+        .allocate_wait(Request::new(17), Duration::from_secs(30))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AllocError::NoSpace {
+                largest_free: 16,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wait_released_waits_for_the_last_pin_and_times_out_without_it() {
+    let alloc = SharedAllocator::new(64);
+    let e = alloc.allocate(Request::new(8)).unwrap();
+    let a = alloc.pin(Extent::new(e.start, 4)).unwrap();
+    let b = alloc.pin(Extent::new(e.start + 2, 4)).unwrap();
+    alloc.free(e).unwrap();
+    drop(a);
+    assert_eq!(
+        alloc.wait_released(e, Duration::from_millis(5)),
+        Err(WaitError::TimedOut {
+            extent: e,
+            deferred_blocks: 4
+        })
+    );
+    thread::scope(|s| {
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            drop(b);
+        });
+        alloc.wait_released(e, Duration::from_secs(30)).unwrap();
+    });
+    assert_eq!(alloc.stats().space.free_blocks, 64);
+    assert_eq!(
+        alloc.wait_released(Extent::new(60, 8), Duration::ZERO),
+        Err(WaitError::OutOfBounds {
+            extent: Extent::new(60, 8),
+            capacity: 64
+        })
+    );
+    assert_eq!(
+        alloc.wait_released(Extent::new(3, 0), Duration::ZERO),
+        Err(WaitError::ZeroLength { start: 3 })
+    );
+}
+
+#[test]
+fn a_pressure_hook_that_commits_lets_the_allocation_through() {
+    let alloc = Arc::new(SharedAllocator::new(32));
+    let e = alloc.allocate(Request::new(32)).unwrap();
+    alloc.commit(1).unwrap();
+    assert_eq!(alloc.free_on_commit(e).unwrap().deferred_blocks, 32);
+    // No hook: the failure says the space is only held.
+    let err = alloc.allocate(Request::new(8)).unwrap_err();
+    assert!(
+        matches!(err, AllocError::NoSpace { deferred, .. } if deferred.epochs == 32),
+        "{err}"
+    );
+    assert_eq!(alloc.stats().counters.pressure_calls, 0);
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let (a, c) = (Arc::clone(&alloc), Arc::clone(&calls));
+    alloc.set_pressure_hook(move |p| {
+        assert_eq!((p.requested, p.held.epochs), (8, 32));
+        c.fetch_add(1, Ordering::SeqCst);
+        a.commit(a.epoch()).unwrap();
+    });
+    assert_eq!(alloc.allocate(Request::new(8)).unwrap().len, 8);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(alloc.stats().counters.pressure_calls, 1);
+
+    // Truly full: nothing held, so the hook is not called.
+    let _rest = alloc.allocate(Request::new(24)).unwrap();
+    assert!(alloc.allocate(Request::new(1)).is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    alloc.clear_pressure_hook(); // the hook holds an Arc of the allocator
+    alloc.check_invariants().unwrap();
+}
+
+/// A lease whose callback unpins it, through a slot the callback can reach.
+fn self_releasing_lease(
+    alloc: &Arc<SharedAllocator>,
+    e: Extent,
+    calls: &Arc<AtomicU32>,
+) -> SharedPinId {
+    let slot: Arc<Mutex<Option<SharedPinId>>> = Arc::default();
+    let (a, s, c) = (Arc::clone(alloc), Arc::clone(&slot), Arc::clone(calls));
+    let opts = PinOptions::new().on_revoke(move |r| {
+        c.fetch_add(1, Ordering::SeqCst);
+        if let Some(id) = s.lock().unwrap().take() {
+            assert_eq!(id, r.id);
+            a.unpin(id).unwrap();
+        }
+    });
+    let id = alloc.pin_owned(e, opts).unwrap();
+    *slot.lock().unwrap() = Some(id);
+    id
+}
+
+#[test]
+fn revoke_calls_the_overlapping_leases_and_reports_who_held_on() {
+    let alloc = Arc::new(SharedAllocator::builder(256).groups(4).build());
+    let calls = Arc::new(AtomicU32::new(0));
+    let polite = self_releasing_lease(&alloc, Extent::new(10, 8), &calls);
+    // A lease across a group boundary whose holder never lets go.
+    let stubborn_calls = Arc::new(AtomicU32::new(0));
+    let sc = Arc::clone(&stubborn_calls);
+    let stubborn = alloc
+        .pin_owned(
+            Extent::new(60, 8),
+            PinOptions::new().on_revoke(move |_| {
+                sc.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+    let plain = alloc.pin(Extent::new(12, 2)).unwrap(); // no callback: not asked
+    let elsewhere = self_releasing_lease(&alloc, Extent::new(200, 8), &calls);
+
+    let report = alloc.revoke(Extent::new(0, 100), Duration::from_millis(30));
+    assert_eq!(report.asked, 2);
+    assert_eq!(report.still_pinned, [(stubborn, Extent::new(60, 8))]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(stubborn_calls.load(Ordering::SeqCst), 1);
+    assert!(alloc.unpin(polite).is_err(), "the callback unpinned it");
+    assert_eq!(alloc.stats().counters.revocations, 2);
+    drop(plain);
+    alloc.unpin(stubborn).unwrap();
+    alloc.unpin(elsewhere).unwrap();
+    assert_eq!(alloc.stats().space.count_pins, 0);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn pressure_revokes_the_leases_holding_space() {
+    let alloc = Arc::new(SharedAllocator::new(32));
+    let e = alloc.allocate(Request::new(32)).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let _lease = self_releasing_lease(&alloc, Extent::new(0, 16), &calls);
+    // A lease on space that is not held back is not asked.
+    let idle_calls = Arc::new(AtomicU32::new(0));
+    alloc.free(Extent::new(0, 16)).unwrap(); // Deferred under the lease
+    let rest = Extent::new(16, 16);
+    let idle = self_releasing_lease(&alloc, rest, &idle_calls);
+    assert_eq!(e.len, 32);
+    assert_eq!(
+        alloc.allocate(Request::new(16)).unwrap(),
+        Extent::new(0, 16)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(idle_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(alloc.stats().counters.pressure_calls, 1);
+    alloc.unpin(idle).unwrap();
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn panicking_callbacks_leave_the_allocator_consistent_and_usable() {
+    let alloc = Arc::new(SharedAllocator::new(32));
+    let e = alloc.allocate(Request::new(32)).unwrap();
+    alloc.commit(1).unwrap();
+    alloc.free_on_commit(e).unwrap();
+    alloc.set_pressure_hook(|_| panic!("the hook fails"));
+    let err = alloc.allocate(Request::new(4)).unwrap_err();
+    assert!(matches!(err, AllocError::NoSpace { .. }));
+    assert_eq!(alloc.stats().counters.callback_panics, 1);
+    alloc.check_invariants().unwrap();
+
+    // A revoke callback that panics after unpinning its own pin, and one that
+    // panics without: both are counted; the rest still run.
+    let calls = Arc::new(AtomicU32::new(0));
+    let slot: Arc<Mutex<Option<SharedPinId>>> = Arc::default();
+    let (a, s) = (Arc::clone(&alloc), Arc::clone(&slot));
+    let first = alloc
+        .pin_owned(
+            Extent::new(0, 4),
+            PinOptions::new().on_revoke(move |_| {
+                if let Some(id) = s.lock().unwrap().take() {
+                    a.unpin(id).unwrap();
+                }
+                panic!("after unpinning");
+            }),
+        )
+        .unwrap();
+    *slot.lock().unwrap() = Some(first);
+    let second = alloc
+        .pin_owned(
+            Extent::new(4, 4),
+            PinOptions::new().on_revoke(|_| panic!("at once")),
+        )
+        .unwrap();
+    let third = self_releasing_lease(&alloc, Extent::new(8, 4), &calls);
+    let report = alloc.revoke(Extent::new(0, 32), Duration::from_millis(10));
+    assert_eq!(report.asked, 3);
+    assert_eq!(report.still_pinned, [(second, Extent::new(4, 4))]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(alloc.stats().counters.callback_panics, 3);
+    assert!(alloc.unpin(third).is_err(), "its callback unpinned it");
+    alloc.unpin(second).unwrap();
+    alloc.check_invariants().unwrap();
+
+    // Still usable: the next commit frees the space.
+    alloc.clear_pressure_hook();
+    alloc.commit(2).unwrap();
+    assert_eq!(alloc.allocate(Request::new(32)).unwrap(), e);
+}
+
+#[test]
+fn pin_quotas_refuse_and_change_nothing() {
+    let alloc = SharedAllocator::builder(1024)
+        .groups(4)
+        .pin_quota_blocks(16)
+        .build();
+    let a = alloc
+        .pin_owned(Extent::new(250, 10), PinOptions::new().owner(1))
+        .unwrap(); // across groups 0 and 1
+    let before = alloc.stats();
+    let err = alloc
+        .pin_with(Extent::new(0, 7), PinOptions::new().owner(1))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SharedPinError::Limit(LimitError::PinQuota {
+            owner: 1,
+            extent: Extent::new(0, 7),
+            quota_blocks: 16,
+            pinned_blocks: 10,
+        })
+    );
+    assert_eq!(alloc.stats(), before);
+    assert_eq!(alloc.pinned_by(1), 10);
+    // Another owner has its own quota; an override raises it.
+    let b = alloc
+        .pin_with(Extent::new(0, 16), PinOptions::new().owner(2))
+        .unwrap();
+    alloc.set_pin_quota(1, 100);
+    let c = alloc
+        .pin_with(Extent::new(0, 90), PinOptions::new().owner(1))
+        .unwrap();
+    assert_eq!(alloc.pinned_by(1), 100);
+    drop(c);
+    alloc.unpin(a).unwrap();
+    assert_eq!(alloc.pinned_by(1), 0);
+    drop(b);
+    assert_eq!(alloc.pinned_by(2), 0);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn the_deferred_cap_refuses_and_changes_nothing() {
+    let alloc = SharedAllocator::builder(1024)
+        .groups(4)
+        .deferred_cap_blocks(10)
+        .build();
+    let a = alloc
+        .allocate(Request::new(8).policy(Policy::Exact(0)))
+        .unwrap();
+    let b = alloc
+        .allocate(Request::new(8).policy(Policy::Exact(300)))
+        .unwrap();
+    let pa = alloc.pin(a).unwrap();
+    let pb = alloc.pin(b).unwrap();
+    assert_eq!(alloc.free(a).unwrap().deferred_blocks, 8);
+    let before = alloc.stats();
+    let err = alloc.free(b).unwrap_err();
+    assert_eq!(
+        err,
+        SharedFreeError::Limit(LimitError::DeferredCap {
+            extent: b,
+            cap_blocks: 10,
+            deferred_blocks: 8,
+            would_defer_blocks: 8,
+        })
+    );
+    assert_eq!(alloc.stats(), before);
+    // A free that defers nothing is never refused.
+    let c = alloc.allocate(Request::new(50)).unwrap();
+    alloc.free(c).unwrap();
+    // Once the first pin goes, there is room.
+    drop(pa);
+    assert_eq!(alloc.free(b).unwrap().deferred_blocks, 8);
+    drop(pb);
+    assert_eq!(alloc.stats().space.free_blocks, 1024);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn the_deferred_cap_holds_under_concurrent_frees() {
+    let cap = 64;
+    let alloc = SharedAllocator::builder(1 << 12)
+        .groups(4)
+        .deferred_cap_blocks(cap)
+        .build();
+    let over = AtomicBool::new(false);
+    let refused = AtomicU64::new(0);
+    thread::scope(|s| {
+        for t in 0..4u64 {
+            let (alloc, over, refused) = (&alloc, &over, &refused);
+            s.spawn(move || {
+                for i in 0..300 {
+                    let e = alloc.allocate(Request::new(1 + (i + t) % 8)).unwrap();
+                    let pin = alloc.pin(e).unwrap();
+                    match alloc.free(e) {
+                        Ok(_) => {}
+                        Err(SharedFreeError::Limit(LimitError::DeferredCap { .. })) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            drop(pin);
+                            alloc.free(e).unwrap();
+                            continue;
+                        }
+                        Err(other) => panic!("{other}"),
+                    }
+                    if alloc.stats().space.deferred_blocks > cap {
+                        over.store(true, Ordering::Relaxed);
+                    }
+                    if i % 3 == 0 {
+                        drop(pin);
+                    } else {
+                        // Hold it a little while others free.
+                        thread::yield_now();
+                        drop(pin);
+                    }
+                }
+            });
+        }
+    });
+    assert!(!over.load(Ordering::Relaxed), "the cap was passed");
+    assert_eq!(alloc.stats().space.free_blocks, 1 << 12);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn extents_across_groups_free_and_pin_as_one() {
+    let alloc = SharedAllocator::builder(100)
+        .groups(4)
+        .from_allocated_extents([Extent::new(20, 10), Extent::new(45, 10)])
+        .unwrap();
+    // A free half over Free blocks, across the boundary at 50.
+    assert_eq!(
+        alloc.free(Extent::new(40, 15)),
+        Err(SharedFreeError::Core(FreeError::PartlyAllocated {
+            extent: Extent::new(40, 15),
+            offending: Extent::new(40, 5),
+        }))
+    );
+    assert_eq!(
+        alloc.free(Extent::new(30, 40)),
+        Err(SharedFreeError::Core(FreeError::PartlyAllocated {
+            extent: Extent::new(30, 40),
+            offending: Extent::new(30, 15),
+        }))
+    );
+    assert_eq!(
+        alloc.free(Extent::new(60, 20)),
+        Err(SharedFreeError::Core(FreeError::NotAllocated {
+            extent: Extent::new(60, 20),
+            offending: Extent::new(60, 20),
+        }))
+    );
+    // A blocking pin across groups makes the free Busy, naming the pin.
+    let pin = alloc
+        .pin_with(
+            Extent::new(48, 4),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
+        .unwrap();
+    assert_eq!(alloc.stats().space.count_pins, 1);
+    match alloc.free(Extent::new(45, 10)) {
+        Err(SharedFreeError::Core(FreeError::Busy { extent, pin: p, .. })) => {
+            assert_eq!(extent, Extent::new(45, 10));
+            assert_eq!(p, pin.id().core_pin());
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(pin);
+    let deferring = alloc.pin(Extent::new(49, 2)).unwrap();
+    let out = alloc.free(Extent::new(45, 10)).unwrap();
+    assert_eq!((out.freed_blocks, out.deferred_blocks), (8, 2));
+    drop(deferring);
+    assert_eq!(
+        alloc.allocate(Request::new(10).policy(Policy::Exact(45))),
+        Err(AllocError::CrossesGroup {
+            extent: Extent::new(45, 10),
+            boundary: 50
+        })
+    );
+    alloc.free(Extent::new(20, 10)).unwrap();
+    assert_eq!(alloc.free_extents(), [Extent::new(0, 100)]);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn handles_of_another_allocator_are_refused() {
+    let a = SharedAllocator::new(64);
+    let b = SharedAllocator::new(64);
+    let id = a.pin(Extent::new(0, 4)).unwrap().into_id();
+    assert!(matches!(b.unpin(id), Err(PinError::Unknown { .. })));
+    let reader = a.begin_read();
+    assert!(b.end_read(reader).is_err());
+    let mut res = a.reserve(8).unwrap();
+    assert!(matches!(
+        b.allocate_reserved(&mut res, Request::new(1)),
+        Err(AllocError::UnknownReservation { .. })
+    ));
+    a.unpin(id).unwrap();
+    a.end_read(reader).unwrap();
+    assert_eq!(a.release(res), 8);
+    a.check_invariants().unwrap();
+    b.check_invariants().unwrap();
+}
+
+#[test]
+fn readers_hold_every_group_and_commit_is_global() {
+    let alloc = SharedAllocator::builder(1024).groups(4).build();
+    let x = alloc
+        .allocate(Request::new(8).policy(Policy::Exact(0)))
+        .unwrap();
+    let y = alloc
+        .allocate(Request::new(8).policy(Policy::Exact(600)))
+        .unwrap();
+    let r1 = alloc.begin_read();
+    let r2 = alloc.begin_read(); // same epoch: shares the first one's core readers
+    assert_eq!(alloc.free(x).unwrap().deferred_blocks, 8);
+    assert_eq!(alloc.free(y).unwrap().deferred_blocks, 8);
+    assert_eq!(alloc.end_read(r1).unwrap().released_blocks, 0);
+    assert_eq!(alloc.end_read(r2).unwrap().released_blocks, 16);
+    assert_eq!(alloc.stats().space.count_readers, 0);
+    assert_eq!(alloc.commit(1).unwrap().released_blocks, 0);
+    assert!(alloc.commit(1).is_err());
+    assert_eq!(alloc.epoch(), 2);
+    assert_eq!(alloc.stats().space.counters.commits, 1);
+    alloc.check_invariants().unwrap();
+}
