@@ -575,11 +575,15 @@ impl SharedAllocator {
                 }
             }
             let mut out = ReleaseOutcome::default();
-            for (g, core) in pin.pieces {
-                let done = self.lock(g).unpin(core).expect("tracked pieces are live");
+            // All of its groups at once, so that no free sees it half unpinned.
+            let groups = pin.pieces[0].0..pin.pieces[pin.pieces.len() - 1].0 + 1;
+            let mut locked = self.lock_all(groups);
+            for ((_, core), group) in pin.pieces.into_iter().zip(&mut locked) {
+                let done = group.unpin(core).expect("tracked pieces are live");
                 out.released_blocks += done.released_blocks;
                 out.unpinned_free_blocks += done.unpinned_free_blocks;
             }
+            drop(locked);
             drop(tracked);
             // `revoke` waits for tracked pins to go, released blocks or not.
             self.signal.bump();

@@ -1,0 +1,237 @@
+//! Interleaving checks of the races that matter, under shuttle, which runs each test
+//! body many times with a different thread schedule each time (random, and PCT, which
+//! finds bugs that need a few specific preemptions).
+//!
+//! Run with: `RUSTFLAGS="--cfg shuttle" cargo test --test interleave`. That build
+//! swaps every lock and atomic of the crate's `sync` module for shuttle's. Under
+//! shuttle, time never passes, so a wait ends only when it is woken: a lost wake-up
+//! is a deadlock, which shuttle reports with the schedule that caused it.
+//! `SHUTTLE_ITERATIONS` sets the schedules per test and scheduler (default 2,000).
+#![cfg(shuttle)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinalloc::{
+    AllocError, BlockState, Extent, FreeError, Request, SharedAllocator, SharedFreeError,
+};
+use shuttle::thread;
+
+/// Far enough that no wait times out: under shuttle only a wake-up ends it.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+fn explore(body: impl Fn() + Send + Sync + 'static) {
+    let iterations = std::env::var("SHUTTLE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let body = Arc::new(body);
+    let b = Arc::clone(&body);
+    shuttle::check_random(move || b(), iterations);
+    shuttle::check_pct(move || body(), iterations, 3);
+}
+
+/// Two groups of 8 blocks, so some extents span a boundary.
+fn small() -> Arc<SharedAllocator> {
+    Arc::new(SharedAllocator::builder(16).groups(2).build())
+}
+
+/// As [`small`], with `e` Allocated at mount: the way an extent comes to span groups.
+fn mounted(e: Extent) -> Arc<SharedAllocator> {
+    Arc::new(
+        SharedAllocator::builder(16)
+            .groups(2)
+            .from_allocated_extents([e])
+            .unwrap(),
+    )
+}
+
+fn settled(alloc: &SharedAllocator) {
+    alloc.check_invariants().unwrap();
+    let s = alloc.stats();
+    assert_eq!(s.space.deferred_blocks, 0, "{s:?}");
+    assert_eq!(s.space.count_pins, 0, "{s:?}");
+}
+
+#[test]
+fn free_racing_unpin() {
+    explore(|| {
+        let e = Extent::new(5, 6);
+        let alloc = mounted(e);
+        let pin = alloc.pin(e).unwrap().into_id();
+        let a = Arc::clone(&alloc);
+        let freer = thread::spawn(move || a.free(e).unwrap());
+        let b = Arc::clone(&alloc);
+        let unpinner = thread::spawn(move || b.unpin(pin).unwrap());
+        let freed = freer.join().unwrap();
+        let released = unpinner.join().unwrap();
+        // Either the free came first (all deferred, then released by the unpin) or
+        // the unpin did (all freed at once, nothing released).
+        assert_eq!(freed.freed_blocks + freed.deferred_blocks, 6);
+        assert_eq!(released.released_blocks, freed.deferred_blocks);
+        assert!(freed.deferred_blocks == 0 || freed.deferred_blocks == 6);
+        assert_eq!(alloc.free_extents(), [Extent::new(0, 16)]);
+        settled(&alloc);
+    });
+}
+
+#[test]
+fn pin_racing_free_never_hands_out_a_pinned_block() {
+    explore(|| {
+        let e = Extent::new(6, 4);
+        let alloc = mounted(e);
+        let a = Arc::clone(&alloc);
+        let pinner = thread::spawn(move || {
+            let id = a.pin(e).unwrap().into_id();
+            // While the pin is live, no block of it may be Allocated to someone else.
+            let state = a.state_of(e.start).unwrap();
+            (id, state)
+        });
+        let b = Arc::clone(&alloc);
+        let freer = thread::spawn(move || b.free(e).unwrap());
+        let c = Arc::clone(&alloc);
+        let taker = thread::spawn(move || c.allocate(Request::new(4)).ok());
+        let (id, _) = pinner.join().unwrap();
+        let freed = freer.join().unwrap();
+        let taken = taker.join().unwrap();
+        if let Some(t) = taken {
+            let overlaps = t.start < e.start + e.len && e.start < t.start + t.len;
+            // Taking the blocks is only fine if the free and the take both came
+            // before the pin, and then the pin covers Allocated blocks.
+            if overlaps {
+                assert_eq!(freed.deferred_blocks, 0);
+                assert_eq!(alloc.state_of(e.start), Some(BlockState::Allocated));
+            }
+            alloc.unpin(id).unwrap();
+            alloc.free(t).unwrap();
+        } else {
+            alloc.unpin(id).unwrap();
+        }
+        assert_eq!(alloc.free_extents(), [Extent::new(0, 16)]);
+        settled(&alloc);
+    });
+}
+
+#[test]
+fn allocate_wait_racing_a_release_is_never_lost() {
+    explore(|| {
+        let alloc = small();
+        let e = alloc.allocate(Request::new(8)).unwrap();
+        let other = alloc.allocate(Request::new(8)).unwrap();
+        let pin = alloc.pin(e).unwrap().into_id();
+        alloc.free(e).unwrap(); // Deferred under the pin; the space is full
+        let a = Arc::clone(&alloc);
+        let waiter = thread::spawn(move || a.allocate_wait(Request::new(8), FOREVER));
+        let b = Arc::clone(&alloc);
+        let releaser = thread::spawn(move || b.unpin(pin).unwrap());
+        releaser.join().unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(e));
+        alloc.free(e).unwrap();
+        alloc.free(other).unwrap();
+        settled(&alloc);
+    });
+}
+
+#[test]
+fn wait_released_racing_an_unpin_is_never_lost() {
+    explore(|| {
+        let e = Extent::new(3, 10); // spans both groups
+        let alloc = mounted(e);
+        let pin = alloc.pin(e).unwrap().into_id();
+        alloc.free(e).unwrap();
+        let a = Arc::clone(&alloc);
+        let waiter = thread::spawn(move || a.wait_released(e, FOREVER));
+        let b = Arc::clone(&alloc);
+        let releaser = thread::spawn(move || b.unpin(pin).unwrap());
+        releaser.join().unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        settled(&alloc);
+    });
+}
+
+#[test]
+fn two_frees_of_the_same_extent_one_wins() {
+    explore(|| {
+        let e = Extent::new(3, 10);
+        let alloc = mounted(e);
+        let frees: Vec<_> = (0..2)
+            .map(|_| {
+                let a = Arc::clone(&alloc);
+                thread::spawn(move || a.free(e))
+            })
+            .collect();
+        let results: Vec<_> = frees.into_iter().map(|t| t.join().unwrap()).collect();
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "{results:?}");
+        for r in results.iter().filter(|r| r.is_err()) {
+            assert_eq!(
+                r,
+                &Err(SharedFreeError::Core(FreeError::NotAllocated {
+                    extent: e,
+                    offending: e
+                }))
+            );
+        }
+        settled(&alloc);
+        assert_eq!(alloc.free_extents(), [Extent::new(0, 16)]);
+    });
+}
+
+#[test]
+fn commit_racing_frees_on_commit_lands_each_wholly_on_one_side() {
+    explore(|| {
+        let e = Extent::new(3, 10); // spans both groups
+        let alloc = mounted(e);
+        alloc.commit(1).unwrap();
+        let a = Arc::clone(&alloc);
+        let freer = thread::spawn(move || a.free_on_commit(e).unwrap());
+        let b = Arc::clone(&alloc);
+        let committer = thread::spawn(move || b.commit(2).unwrap());
+        let freed = freer.join().unwrap();
+        let committed = committer.join().unwrap();
+        assert_eq!(
+            freed.deferred_blocks, 10,
+            "durable blocks wait for a commit"
+        );
+        // The commit released all ten (the free came first) or none (it came after).
+        assert!(committed.released_blocks == 0 || committed.released_blocks == 10);
+        let left = alloc.stats().space.deferred_blocks;
+        assert_eq!(left, 10 - committed.released_blocks);
+        alloc.commit(3).unwrap();
+        settled(&alloc);
+    });
+}
+
+#[test]
+fn allocations_racing_never_share_a_block() {
+    explore(|| {
+        let alloc = small();
+        let takers: Vec<_> = (0..3)
+            .map(|_| {
+                let a = Arc::clone(&alloc);
+                thread::spawn(move || a.allocate(Request::new(5)))
+            })
+            .collect();
+        let got: Vec<Extent> = takers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter_map(|r| match r {
+                Ok(e) => Some(e),
+                Err(AllocError::NoSpace { .. }) => None,
+                Err(other) => panic!("{other}"),
+            })
+            .collect();
+        for (i, x) in got.iter().enumerate() {
+            for y in &got[i + 1..] {
+                assert!(
+                    x.start + x.len <= y.start || y.start + y.len <= x.start,
+                    "{x} and {y}"
+                );
+            }
+        }
+        for e in got {
+            alloc.free(e).unwrap();
+        }
+        settled(&alloc);
+    });
+}
