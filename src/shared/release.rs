@@ -66,7 +66,7 @@ impl SharedAllocator {
                 .zip(&locked)
                 .map(|((_, piece), core)| core.deferral_preview(*piece, on_commit))
                 .collect();
-            let deferring = whole_outcome(extent, &previews)?;
+            let deferring = whole_outcome(extent, &pieces, &previews)?;
             if let Some(cap) = self.deferred_cap_blocks {
                 self.charge_deferred(extent, &locked, &deferring, cap)?;
             }
@@ -184,33 +184,54 @@ impl SharedAllocator {
     }
 }
 
-/// Each piece's deferral, or the error for the whole extent: the first piece's,
-/// restated for the whole (NotAllocated only when no piece has an Allocated block).
+/// Each piece's deferral, or the error for the whole extent, as one core would give
+/// it: first the first run of blocks that are not Allocated (joined across group
+/// boundaries), else the first blocking pin.
 fn whole_outcome(
     extent: Extent,
+    pieces: &[(usize, Extent)],
     previews: &[Result<u64, FreeError>],
 ) -> Result<Vec<u64>, FreeError> {
-    let Some(first) = previews.iter().find_map(|p| p.as_ref().err()) else {
+    if previews.iter().all(Result::is_ok) {
         return Ok(previews
             .iter()
             .map(|p| *p.as_ref().expect("no error"))
             .collect());
-    };
-    if previews.len() == 1 {
-        return Err(*first);
     }
-    let none_allocated = previews.iter().all(
-        |p| matches!(p, Err(FreeError::NotAllocated { extent, offending }) if extent == offending),
-    );
-    Err(match *first {
-        FreeError::NotAllocated { .. } if none_allocated => FreeError::NotAllocated {
-            extent,
-            offending: extent,
-        },
-        FreeError::NotAllocated { offending, .. }
-        | FreeError::PartlyAllocated { offending, .. } => {
-            FreeError::PartlyAllocated { extent, offending }
+    if previews.len() == 1 {
+        return Err(previews[0].expect_err("one piece, in error"));
+    }
+    let unallocated = |i: usize| match previews[i] {
+        Err(
+            FreeError::NotAllocated { offending, .. }
+            | FreeError::PartlyAllocated { offending, .. },
+        ) => Some(offending),
+        _ => None,
+    };
+    if let Some(first) = (0..previews.len()).find(|&i| unallocated(i).is_some()) {
+        let mut offending = unallocated(first).expect("found");
+        for next in first + 1..pieces.len() {
+            let piece = pieces[next].1;
+            match unallocated(next) {
+                Some(o)
+                    if offending.start + offending.len == piece.start && o.start == piece.start =>
+                {
+                    offending.len += o.len;
+                }
+                _ => break,
+            }
         }
+        return Err(if offending == extent {
+            FreeError::NotAllocated { extent, offending }
+        } else {
+            FreeError::PartlyAllocated { extent, offending }
+        });
+    }
+    let busy = previews
+        .iter()
+        .find_map(|p| p.as_ref().err())
+        .expect("some piece is in error");
+    Err(match *busy {
         FreeError::Busy { pin, blocked, .. } => FreeError::Busy {
             extent,
             pin,

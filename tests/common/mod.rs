@@ -298,7 +298,7 @@ impl Model {
         Ok(())
     }
 
-    fn take(&mut self, e: Extent) {
+    pub fn take(&mut self, e: Extent) {
         for b in e.start..e.start + e.len {
             let block = &mut self.blocks[b as usize];
             assert!(

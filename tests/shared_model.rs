@@ -1,0 +1,395 @@
+//! `SharedAllocator`, one thread at a time, against the per-block reference model after
+//! every operation, on spaces cut into 1 to 5 groups with extents freed and pinned
+//! across group boundaries.
+//!
+//! Placement differs from the model's (groups, rotors), so an allocation is checked
+//! by what it returned: blocks the model says are Free and unpinned, inside one group;
+//! and a `NoSpace` only when no group has a long enough free run. Everything else is
+//! compared exactly: results, errors, each block's state and pin count, free and
+//! durable extents, stats and invariants. `PROPTEST_CASES` scales the case count
+//! (default 256).
+
+mod common;
+
+use common::{Model, Req, State};
+use pinalloc::{
+    AllocError, BlockState, Extent, FreeError, Policy, ReaderId, Request, SharedAllocator,
+    SharedFreeError, SharedPinError, SharedPinId,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate {
+        len: u64,
+        policy: u8,
+        goal: u64,
+    },
+    Free {
+        pick: usize,
+        whole: bool,
+        start: u64,
+        len: u64,
+        on_commit: bool,
+    },
+    Pin {
+        start: u64,
+        len: u64,
+        blocking: bool,
+    },
+    Unpin {
+        pick: usize,
+    },
+    Commit,
+    BeginRead,
+    EndRead {
+        pick: usize,
+    },
+}
+
+fn op(capacity: u64) -> impl Strategy<Value = Op> {
+    let cap = capacity.max(1);
+    prop_oneof![
+        4 => (1..=cap.min(40), 0..3u8, 0..cap)
+            .prop_map(|(len, policy, goal)| Op::Allocate { len, policy, goal }),
+        3 => (any::<usize>(), any::<bool>(), 0..cap + 2, 0..cap.min(48) + 1, any::<bool>())
+            .prop_map(|(pick, whole, start, len, on_commit)| Op::Free { pick, whole, start, len, on_commit }),
+        2 => (0..cap + 1, 0..cap.min(32) + 1, prop::bool::weighted(0.2))
+            .prop_map(|(start, len, blocking)| Op::Pin { start, len, blocking }),
+        2 => any::<usize>().prop_map(|pick| Op::Unpin { pick }),
+        1 => Just(Op::Commit),
+        1 => Just(Op::BeginRead),
+        1 => any::<usize>().prop_map(|pick| Op::EndRead { pick }),
+    ]
+}
+
+struct Harness {
+    alloc: SharedAllocator,
+    model: Model,
+    owned: Vec<Extent>,
+    pins: Vec<SharedPinId>,
+    readers: Vec<ReaderId>,
+}
+
+impl Harness {
+    fn group_of(&self, block: u64) -> u64 {
+        block / self.alloc.group_blocks()
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Allocate { len, policy, goal } => self.allocate(len, policy, goal),
+            Op::Free {
+                pick,
+                whole,
+                start,
+                len,
+                on_commit,
+            } => {
+                let e = match (whole, self.owned.is_empty()) {
+                    (true, false) => self.owned.swap_remove(pick % self.owned.len()),
+                    _ => Extent::new(start, len),
+                };
+                self.free(e, on_commit);
+            }
+            Op::Pin {
+                start,
+                len,
+                blocking,
+            } => self.pin(Extent::new(start, len), blocking),
+            Op::Unpin { pick } => {
+                if !self.pins.is_empty() {
+                    let id = self.pins.swap_remove(pick % self.pins.len());
+                    let got = self.alloc.unpin(id).expect("a live pin");
+                    let want = self.model.unpin(id.core_pin()).expect("model pin");
+                    assert_eq!((got.released_blocks, got.unpinned_free_blocks), want);
+                    assert!(self.alloc.unpin(id).is_err(), "a second unpin is refused");
+                }
+            }
+            Op::Commit => {
+                let epoch = self.alloc.epoch();
+                assert_eq!(
+                    self.alloc.commit(epoch + 1),
+                    self.model.commit(epoch + 1).map(|_| unreachable!())
+                );
+                let got = self.alloc.commit(epoch).expect("open epoch");
+                assert_eq!(Ok(got.released_blocks), self.model.commit(epoch));
+            }
+            Op::BeginRead => {
+                let r = self.alloc.begin_read();
+                self.model.begin_read(r);
+                self.readers.push(r);
+            }
+            Op::EndRead { pick } => {
+                if !self.readers.is_empty() {
+                    let r = self.readers.swap_remove(pick % self.readers.len());
+                    let got = self.alloc.end_read(r).expect("a live reader");
+                    assert_eq!(Ok(got.released_blocks), self.model.end_read(r));
+                }
+            }
+        }
+    }
+
+    fn allocate(&mut self, len: u64, policy: u8, goal: u64) {
+        let cap = self.model.capacity();
+        let policy = match policy {
+            0 => Policy::BestFit,
+            1 => Policy::FirstFit,
+            _ => Policy::Near(goal.min(cap.saturating_sub(1))),
+        };
+        let request = Request::new(len).policy(policy);
+        match self.alloc.allocate(request) {
+            Ok(e) => {
+                assert_eq!(e.len, len);
+                assert_eq!(
+                    self.group_of(e.start),
+                    self.group_of(e.start + e.len - 1),
+                    "{e} spans groups"
+                );
+                if policy == Policy::FirstFit {
+                    let first = self
+                        .fitting_runs(len)
+                        .into_iter()
+                        .next()
+                        .expect("it fit somewhere");
+                    assert_eq!(e.start, first.start, "first fit is the lowest address");
+                }
+                self.model.take(e); // asserts each block is Free and unpinned
+                self.owned.push(e);
+            }
+            Err(AllocError::NoSpace { requested, .. }) => {
+                assert_eq!(requested, len);
+                assert_eq!(
+                    self.fitting_runs(len),
+                    [],
+                    "NoSpace though a group has room"
+                );
+                if cap > 0 {
+                    let want = self.model.no_space(len);
+                    let got = self.alloc.allocate(request).unwrap_err();
+                    // Totals agree; the largest free extent is per group.
+                    match (got, want) {
+                        (
+                            AllocError::NoSpace {
+                                free,
+                                reserved,
+                                deferred,
+                                pinned_free,
+                                ..
+                            },
+                            AllocError::NoSpace {
+                                free: f,
+                                reserved: r,
+                                deferred: d,
+                                pinned_free: p,
+                                ..
+                            },
+                        ) => assert_eq!((free, reserved, deferred, pinned_free), (f, r, d, p)),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            Err(other) => panic!("allocate({request:?}): {other}"),
+        }
+    }
+
+    /// The model's unpinned free runs, cut at group boundaries, at least `len` long.
+    fn fitting_runs(&self, len: u64) -> Vec<Extent> {
+        let gb = self.alloc.group_blocks();
+        let mut out = Vec::new();
+        for run in self.model.free_runs() {
+            let mut s = run.start;
+            let end = run.start + run.len;
+            while s < end {
+                let t = end.min((s / gb + 1) * gb);
+                if t - s >= len {
+                    out.push(Extent::new(s, t - s));
+                }
+                s = t;
+            }
+        }
+        out
+    }
+
+    fn free(&mut self, e: Extent, on_commit: bool) {
+        let got = if on_commit {
+            self.alloc.free_on_commit(e)
+        } else {
+            self.alloc.free(e)
+        };
+        let want = self.model.free(e, on_commit);
+        match (got, want) {
+            (Ok(out), Ok(w)) => {
+                assert_eq!((out.freed_blocks, out.deferred_blocks), (w.now, w.deferred));
+                // Whatever part of an owned extent was freed is no longer owned.
+                self.owned.retain(|o| !o.overlaps(&e));
+            }
+            (
+                Err(SharedFreeError::Core(FreeError::Busy { extent, .. })),
+                Err(FreeError::Busy { extent: w, .. }),
+            ) => {
+                assert_eq!(extent, w); // which blocking pin is named may differ
+            }
+            (Err(SharedFreeError::Core(g)), Err(w)) => assert_eq!(g, w),
+            (got, want) => panic!("free({e}): got {got:?}, model {want:?}"),
+        }
+    }
+
+    fn pin(&mut self, e: Extent, blocking: bool) {
+        let mode = if blocking {
+            pinalloc::PinMode::Blocking
+        } else {
+            pinalloc::PinMode::Deferring
+        };
+        match self
+            .alloc
+            .pin_owned(e, pinalloc::PinOptions::new().mode(mode))
+        {
+            Ok(id) => {
+                self.model
+                    .pin(Some(id.core_pin()), e, blocking)
+                    .expect("the model agrees");
+                self.pins.push(id);
+            }
+            Err(SharedPinError::Core(err)) => {
+                assert_eq!(Err(err), self.model.pin(None, e, blocking));
+            }
+            Err(other) => panic!("pin({e}): {other}"),
+        }
+    }
+
+    /// Everything observable equals the model.
+    fn check(&self) {
+        let cap = self.model.capacity();
+        for b in 0..cap {
+            let want = match self.model.blocks[b as usize].state {
+                State::Free => BlockState::Free,
+                State::Allocated => BlockState::Allocated,
+                State::Deferred => BlockState::Deferred,
+            };
+            assert_eq!(self.alloc.state_of(b), Some(want), "block {b}");
+            assert_eq!(
+                self.alloc.pin_count(b),
+                u64::from(self.model.blocks[b as usize].pins),
+                "pins of block {b}"
+            );
+        }
+        assert_eq!(self.alloc.free_extents(), self.model.free_runs());
+        assert_eq!(self.alloc.durable_free_extents(), self.model.durable_runs());
+        let s = self.alloc.stats().space;
+        assert_eq!(s.free_blocks, self.model.free_blocks());
+        assert_eq!(s.allocated_blocks, self.model.allocated_blocks());
+        assert_eq!(s.deferred_by, self.model.deferred());
+        assert_eq!(s.pinned_free_blocks, self.model.pinned_free());
+        assert_eq!(s.pinned_blocks, self.model.pinned_blocks());
+        assert_eq!(s.count_pins, self.model.pins.len() as u64);
+        assert_eq!(s.count_readers, self.model.readers.len() as u64);
+        assert_eq!(s.open_epoch, self.model.open);
+        self.alloc.check_invariants().unwrap();
+    }
+
+    /// Releases everything; nothing may be left over.
+    fn finish(mut self) {
+        for id in std::mem::take(&mut self.pins) {
+            self.alloc.unpin(id).unwrap();
+        }
+        for r in std::mem::take(&mut self.readers) {
+            self.alloc.end_read(r).unwrap();
+        }
+        self.alloc.commit(self.alloc.epoch()).unwrap();
+        for e in std::mem::take(&mut self.owned) {
+            self.alloc.free(e).unwrap();
+        }
+        let cap = self.model.capacity();
+        // Blocks Allocated at mount and never freed stay so; free what is left.
+        let left: Vec<Extent> = {
+            let mut runs = Vec::new();
+            let mut b = 0;
+            while b < cap {
+                if self.alloc.state_of(b) == Some(BlockState::Allocated) {
+                    let s = b;
+                    while b < cap && self.alloc.state_of(b) == Some(BlockState::Allocated) {
+                        b += 1;
+                    }
+                    runs.push(Extent::new(s, b - s));
+                } else {
+                    b += 1;
+                }
+            }
+            runs
+        };
+        for e in left {
+            self.alloc.free(e).unwrap();
+        }
+        let whole: Vec<Extent> = if cap == 0 {
+            vec![]
+        } else {
+            vec![Extent::new(0, cap)]
+        };
+        assert_eq!(self.alloc.free_extents(), whole, "nothing leaked");
+        self.alloc.check_invariants().unwrap();
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+fn scenario() -> impl Strategy<Value = (u64, u64, Vec<(u64, u64)>, Vec<Op>)> {
+    (1..=160u64, 1..=5u64).prop_flat_map(|(cap, groups)| {
+        let mounts = prop::collection::vec((0..cap, 1..=cap.min(24)), 0..4);
+        (
+            Just(cap),
+            Just(groups),
+            mounts,
+            prop::collection::vec(op(cap), 1..60),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn shared_allocator_matches_the_model((cap, groups, mounts, ops) in scenario()) {
+        // Mount-time allocations, kept disjoint and in bounds; some span groups.
+        let mut model = Model::new(cap);
+        let mut allocated: Vec<Extent> = Vec::new();
+        for (start, len) in mounts {
+            let e = Extent::new(start, len.min(cap - start));
+            if !allocated.iter().any(|a| a.overlaps(&e)) {
+                allocated.push(e);
+                model.mount_allocated(e);
+            }
+        }
+        let alloc = SharedAllocator::builder(cap)
+            .groups(groups)
+            .from_allocated_extents(allocated.iter().copied())
+            .unwrap();
+        let mut h = Harness { alloc, model, owned: allocated, pins: Vec::new(), readers: Vec::new() };
+        h.check();
+        for op in &ops {
+            h.apply(op);
+            h.check();
+        }
+        h.finish();
+    }
+}
+
+#[test]
+fn the_request_helper_matches_the_real_request() {
+    // Keeps `common::Req` exercised from this test crate too.
+    let r = Req {
+        min: 2,
+        max: 4,
+        align: 1,
+        policy: Policy::FirstFit,
+    };
+    assert_eq!(
+        r.to_request(),
+        Request::range(2..=4).policy(Policy::FirstFit)
+    );
+}
