@@ -210,8 +210,7 @@ fn whole_outcome(
     };
     if let Some(first) = (0..previews.len()).find(|&i| unallocated(i).is_some()) {
         let mut offending = unallocated(first).expect("found");
-        for next in first + 1..pieces.len() {
-            let piece = pieces[next].1;
+        for (next, &(_, piece)) in pieces.iter().enumerate().skip(first + 1) {
             match unallocated(next) {
                 Some(o)
                     if offending.start + offending.len == piece.start && o.start == piece.start =>
