@@ -17,6 +17,15 @@
 //! pin counts live in `rangemap` runs beside it. Allocated blocks are not recorded at
 //! all: they are whatever is in none of those. Metadata therefore grows with the number
 //! of extents, pins and deferred ranges, never with capacity.
+//!
+//! `SharedAllocator` cuts the space into allocation groups, each such a core under its
+//! own lock. A group's core is built over the global address space with every block
+//! below the group Allocated forever (which costs one range), so extents, errors and
+//! pin ids need no translation. Each group publishes its free blocks, longest free
+//! extent and Deferred blocks in atomics as its lock is released; allocation reads
+//! them without locking to skip groups that cannot fit. Waiters sleep on one generation
+//! counter and condvar; every lock and atomic comes from one `sync` module, which the
+//! interleaving tests swap for shuttle's.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(
