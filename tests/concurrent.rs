@@ -788,3 +788,21 @@ fn readers_hold_every_group_and_commit_is_global() {
     assert_eq!(alloc.stats().space.counters.commits, 1);
     alloc.check_invariants().unwrap();
 }
+
+#[test]
+fn timeouts_too_long_to_represent_do_not_panic() {
+    let alloc = SharedAllocator::new(16);
+    let e = alloc.allocate(Request::new(16)).unwrap();
+    let pin = alloc.pin(e).unwrap();
+    alloc.free(e).unwrap();
+    thread::scope(|s| {
+        s.spawn(move || {
+            thread::sleep(Duration::from_millis(10));
+            drop(pin);
+        });
+        assert_eq!(alloc.wait_released(e, Duration::MAX), Ok(()));
+    });
+    assert_eq!(alloc.allocate_wait(Request::new(16), Duration::MAX), Ok(e));
+    let report = alloc.revoke(e, Duration::MAX); // no leases: returns at once
+    assert_eq!(report.asked, 0);
+}

@@ -11,9 +11,10 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::SharedAllocator;
+use super::signal::Deadline;
 use crate::allocator::checked_range;
 use crate::sync::Ordering;
 use crate::{
@@ -652,7 +653,7 @@ impl SharedAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn revoke(&self, extent: Extent, timeout: Duration) -> RevokeReport {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         let Ok(r) = checked_range(extent, self.capacity) else {
             return RevokeReport::default();
         };
@@ -674,7 +675,7 @@ impl SharedAllocator {
                 .map(|(id, extent, _)| (*id, *extent))
                 .collect();
             drop(tracked);
-            if still.is_empty() || Instant::now() >= deadline {
+            if still.is_empty() || deadline.passed() {
                 break;
             }
             self.signal.wait_past(seen, deadline);

@@ -3,9 +3,10 @@
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::sync::atomic::{self, AtomicUsize};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::SharedAllocator;
+use super::signal::Deadline;
 use crate::sync::Ordering;
 use crate::{AllocError, Extent, Held, Policy, Request};
 
@@ -99,14 +100,14 @@ impl SharedAllocator {
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     pub fn allocate_wait(&self, request: Request, timeout: Duration) -> Result<Extent, AllocError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         loop {
             let seen = self.signal.generation();
             let err = match self.allocate(request) {
                 Err(err @ AllocError::NoSpace { .. }) => err,
                 done => return done,
             };
-            if request.min_len > self.group_blocks || Instant::now() >= deadline {
+            if request.min_len > self.group_blocks || deadline.passed() {
                 self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(err);
             }

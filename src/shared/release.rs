@@ -2,10 +2,11 @@
 //! Deferred extent to be released.
 
 use alloc::vec::Vec;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::SharedAllocator;
 use super::group::Locked;
+use super::signal::Deadline;
 use crate::allocator::checked_range;
 use crate::sync::Ordering;
 use crate::{Extent, FreeError, FreeOutcome, LimitError, SharedFreeError, WaitError};
@@ -149,7 +150,7 @@ impl SharedAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_released(&self, extent: Extent, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         let r = checked_range(extent, self.capacity).map_err(|_| {
             if extent.len == 0 {
                 WaitError::ZeroLength {
@@ -171,7 +172,7 @@ impl SharedAllocator {
             if deferred == 0 {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if deadline.passed() {
                 self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(WaitError::TimedOut {
                     extent,

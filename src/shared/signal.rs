@@ -15,9 +15,30 @@
 //! between the check and the sleep. A release with no one waiting costs one atomic
 //! increment and one load.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+
+/// When a wait gives up: `None` for a timeout too long to represent, which never
+/// passes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now().checked_add(timeout))
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.0.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The instant to sleep until: the deadline, or an hour from now for none.
+    fn sleep_until(&self) -> Instant {
+        self.0
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Signal {
@@ -63,14 +84,14 @@ impl Signal {
 
     /// Sleeps until the generation moves past `seen` or `deadline` passes. Returns
     /// whether it moved (false: timed out, or a spurious wake-up near the deadline).
-    pub(crate) fn wait_past(&self, seen: u64, deadline: Instant) -> bool {
+    pub(crate) fn wait_past(&self, seen: u64, deadline: Deadline) -> bool {
         let mut guard = self.lock.lock();
         self.count_waiting.fetch_add(1, Ordering::SeqCst);
         while self.generation.load(Ordering::SeqCst) == seen {
-            if Instant::now() >= deadline {
+            if deadline.passed() {
                 break;
             }
-            guard = self.condvar.wait_until(guard, deadline);
+            guard = self.condvar.wait_until(guard, deadline.sleep_until());
         }
         self.count_waiting.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
