@@ -87,9 +87,12 @@ impl Group {
             .store(core.count_unreserved_free_blocks(), Ordering::Relaxed);
         self.summary_largest_free
             .store(core.largest_free_len(), Ordering::Relaxed);
+        // Only lock holders write it, so a load and a store under the lock suffice,
+        // and the shared total is touched only when the count moved.
         let now = core.count_deferred_blocks();
-        let before = self.published_deferred.swap(now, Ordering::SeqCst);
+        let before = self.published_deferred.load(Ordering::Relaxed);
         if now != before {
+            self.published_deferred.store(now, Ordering::Relaxed);
             // Wrapping arithmetic moves the total down as well as up.
             total_deferred.fetch_add(now.wrapping_sub(before), Ordering::SeqCst);
         }

@@ -32,8 +32,10 @@ pub use stats::{SharedCounters, SharedStats};
 
 /// Groups never get smaller than this by default, so small spaces stay one group.
 const DEFAULT_MIN_GROUP_BLOCKS: u64 = 4096;
-/// The default number of allocation groups on a large space.
-const DEFAULT_GROUPS: u64 = 16;
+/// The default number of allocation groups on a large space. Many groups keep threads
+/// (and a thread pinning in a loop) out of each other's locks; the price is the
+/// longest extent (a group) and global calls (commit, stats) that visit every group.
+const DEFAULT_GROUPS: u64 = 64;
 
 /// The callback type of [`SharedAllocator::set_pressure_hook`].
 pub(crate) type PressureHook = Arc<dyn Fn(&Pressure) + Send + Sync>;
@@ -151,7 +153,7 @@ pub struct SharedBuilder {
 }
 
 impl SharedBuilder {
-    /// The number of allocation groups. The default is 16, but never groups smaller
+    /// The number of allocation groups. The default is 64, but never groups smaller
     /// than 4096 blocks, so spaces under 8192 blocks are one group. A count of 0 is
     /// taken as 1, and the count never exceeds the capacity.
     ///
@@ -206,7 +208,7 @@ impl SharedBuilder {
     ///
     /// ```
     /// let alloc = pinalloc::SharedAllocator::builder(1 << 20).build();
-    /// assert_eq!(alloc.group_count(), 16);
+    /// assert_eq!(alloc.group_count(), 64);
     /// ```
     #[must_use]
     pub fn build(self) -> SharedAllocator {
@@ -369,7 +371,7 @@ impl SharedAllocator {
     /// this allocator can hand out.
     ///
     /// ```
-    /// assert_eq!(pinalloc::SharedAllocator::new(1 << 20).group_blocks(), 1 << 16);
+    /// assert_eq!(pinalloc::SharedAllocator::new(1 << 20).group_blocks(), 1 << 14);
     /// ```
     #[must_use]
     pub fn group_blocks(&self) -> u64 {

@@ -59,6 +59,21 @@ impl SharedAllocator {
         let r = checked_range(extent, self.capacity)
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
         let gs = self.groups_of(&r);
+        if gs.len() == 1 && self.deferred_cap_blocks.is_none() {
+            // The common case: one group, no limit to check, nothing to allocate.
+            let out = {
+                let mut core = self.lock(gs.start);
+                if on_commit {
+                    core.free_on_commit(extent)?
+                } else {
+                    core.free(extent)?
+                }
+            };
+            if out.freed_blocks > 0 {
+                self.signal.bump();
+            }
+            return Ok(out);
+        }
         let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
         let mut locked = self.lock_all(gs);
         if pieces.len() > 1 || self.deferred_cap_blocks.is_some() {

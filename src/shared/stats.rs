@@ -39,7 +39,7 @@ pub(crate) struct AtomicCounters {
 ///
 /// ```
 /// let s = pinalloc::SharedAllocator::new(1 << 20).stats();
-/// assert_eq!((s.space.free_blocks, s.count_groups), (1 << 20, 16));
+/// assert_eq!((s.space.free_blocks, s.count_groups), (1 << 20, 64));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
