@@ -173,19 +173,7 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pin_with(&mut self, extent: Extent, mode: PinMode) -> Result<PinId, PinError> {
-        let r = self
-            .checked_range(extent)
-            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
-        let free_pieces = self.free.overlapping(r.start, r.end);
-        let free_blocks: u64 = free_pieces.iter().map(|p| p.len).sum();
-        let unreserved = self.unreserved_free();
-        if free_blocks > unreserved {
-            return Err(PinError::Reserved {
-                extent,
-                free_blocks,
-                unreserved,
-            });
-        }
+        let (r, free_pieces) = self.check_pin(extent)?;
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);

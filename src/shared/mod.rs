@@ -494,6 +494,24 @@ impl SharedAllocator {
         gs.map(|g| self.lock(g)).collect()
     }
 
+    /// Locks every group, if together they have `blocks` unreserved Free blocks (and
+    /// `blocks` is not 0); otherwise says why, holding no lock.
+    fn lock_all_with_room(&self, blocks: u64) -> Result<Vec<Locked<'_>>, crate::AllocError> {
+        if blocks == 0 {
+            return Err(crate::AllocError::ZeroLength);
+        }
+        let locked = self.lock_all(0..self.groups.len());
+        let available: u64 = locked
+            .iter()
+            .map(|c| c.count_unreserved_free_blocks())
+            .sum();
+        if available < blocks {
+            drop(locked);
+            return Err(self.no_space(blocks));
+        }
+        Ok(locked)
+    }
+
     /// Runs a user callback with no lock held. A panic is caught and counted; the
     /// return says whether it completed.
     fn call_back(&self, f: impl FnOnce()) -> bool {

@@ -134,18 +134,7 @@ impl SharedAllocator {
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     pub fn allocate_many(&self, total_blocks: u64) -> Result<Vec<Extent>, AllocError> {
-        if total_blocks == 0 {
-            return Err(AllocError::ZeroLength);
-        }
-        let mut locked = self.lock_all(0..self.groups.len());
-        let available: u64 = locked
-            .iter()
-            .map(|c| c.count_unreserved_free_blocks())
-            .sum();
-        if available < total_blocks {
-            drop(locked);
-            return Err(self.no_space(total_blocks));
-        }
+        let mut locked = self.lock_all_with_room(total_blocks)?;
         let mut out = Vec::new();
         let mut left = total_blocks;
         while left > 0 {

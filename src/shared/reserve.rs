@@ -76,18 +76,7 @@ impl SharedAllocator {
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     pub fn reserve(&self, len_blocks: u64) -> Result<SharedReservation<'_>, AllocError> {
-        if len_blocks == 0 {
-            return Err(AllocError::ZeroLength);
-        }
-        let mut locked = self.lock_all(0..self.groups.len());
-        let available: u64 = locked
-            .iter()
-            .map(|c| c.count_unreserved_free_blocks())
-            .sum();
-        if available < len_blocks {
-            drop(locked);
-            return Err(self.no_space(len_blocks));
-        }
+        let mut locked = self.lock_all_with_room(len_blocks)?;
         let mut order: Vec<usize> = (0..locked.len()).collect();
         order.sort_by_key(|&g| core::cmp::Reverse(locked[g].count_unreserved_free_blocks()));
         let mut parts = Vec::new();

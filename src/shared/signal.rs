@@ -82,9 +82,9 @@ impl Signal {
         self.condvar.notify_all();
     }
 
-    /// Sleeps until the generation moves past `seen` or `deadline` passes. Returns
-    /// whether it moved (false: timed out, or a spurious wake-up near the deadline).
-    pub(crate) fn wait_past(&self, seen: u64, deadline: Deadline) -> bool {
+    /// Sleeps until the generation moves past `seen` or `deadline` passes; callers
+    /// recheck their condition and the deadline either way.
+    pub(crate) fn wait_past(&self, seen: u64, deadline: Deadline) {
         let mut guard = self.lock.lock();
         self.count_waiting.fetch_add(1, Ordering::SeqCst);
         while self.generation.load(Ordering::SeqCst) == seen {
@@ -95,6 +95,5 @@ impl Signal {
         }
         self.count_waiting.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
-        self.generation.load(Ordering::SeqCst) != seen
     }
 }
