@@ -40,9 +40,14 @@ extern crate alloc;
 extern crate std;
 
 mod allocator;
+#[cfg(feature = "std")]
+#[allow(unsafe_code)] // the one place that may: see the module docs
+pub mod backing;
 mod error;
 mod extent;
 mod index;
+#[cfg(feature = "std")]
+mod region;
 mod request;
 #[cfg(feature = "std")]
 mod shared;
@@ -53,12 +58,20 @@ mod sync;
 pub use allocator::{
     BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
 };
+#[cfg(feature = "std")]
+pub use backing::{
+    Backing, BackingError, BackingOp, FileBacking, HeapBacking, MemoryBacking, MmapBacking,
+};
 pub use error::{
     AllocError, BuildError, EpochError, FreeError, Held, InvariantViolation, PinError,
     ReservationError,
 };
 pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;
+#[cfg(feature = "std")]
+pub use region::{
+    Allocation, Pinned, PinnedMut, Refused, Region, RegionBuilder, RegionError, RegionStats,
+};
 pub use request::{Policy, Request};
 #[cfg(feature = "std")]
 pub use shared::{

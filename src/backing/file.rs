@@ -1,0 +1,188 @@
+//! [`FileBacking`]: positional I/O on a file, with hole punching for discards.
+
+use core::ops::Range;
+use std::format;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::mmap::unsupported;
+use super::{Backing, BackingError, BackingOp, checked_bytes};
+
+/// A file used through positional reads and writes (`pread`/`pwrite`): a data file, a
+/// block device image, anything too large or too remote to map.
+///
+/// It is not memory-addressable: a [`Region`](crate::Region) over it hands out
+/// `read_at`/`write_at` access, never slices.
+///
+/// `discard` punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), which frees the
+/// file's blocks and makes the range read as zeros. Where the filesystem cannot punch
+/// holes (it answers `EOPNOTSUPP`), it **writes zeros instead**: the range still reads
+/// as zeros, but no space is freed. [`punches_holes`](Self::punches_holes) tells which.
+///
+/// ```
+/// use pinalloc::{Backing, FileBacking};
+///
+/// let dir = std::env::temp_dir().join(format!("pinalloc-doc-file-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let file = FileBacking::open(dir.join("data"), 1 << 20)?;    // created, 1 MiB
+/// let mut out = [0u8; 4];
+/// // SAFETY: `file` is not shared, and nothing else writes the file.
+/// unsafe {
+///     file.write_at(8192, b"blob")?;
+///     file.read_at(8192, &mut out)?;
+///     file.discard(0..1 << 20)?;
+///     file.read_at(8192, &mut out)?;
+/// }
+/// assert_eq!(out, [0; 4]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), pinalloc::BackingError>(())
+/// ```
+#[derive(Debug)]
+pub struct FileBacking {
+    file: File,
+    len_bytes: u64,
+    /// Cleared after the first punch the filesystem refuses; then `discard` writes zeros.
+    punch: AtomicBool,
+}
+
+impl FileBacking {
+    /// The file at `path`, created if missing and grown with zeros (a hole) to
+    /// `len_bytes` if shorter.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Open`] when `len_bytes` is zero, the
+    /// file is longer than `len_bytes` (it is never truncated), or opening or sizing
+    /// fails.
+    pub fn open(path: impl AsRef<Path>, len_bytes: u64) -> Result<Self, BackingError> {
+        Ok(Self::from_file(
+            open_sized(path.as_ref(), len_bytes)?,
+            len_bytes,
+        ))
+    }
+
+    /// An open file, used as `len_bytes` bytes. The file must be open for reading and
+    /// writing and at least `len_bytes` long; otherwise I/O reports the errors.
+    ///
+    /// ```
+    /// use pinalloc::{Backing, FileBacking};
+    /// # let dir = std::env::temp_dir().join(format!("pinalloc-doc-ff-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let f = std::fs::OpenOptions::new().read(true).write(true).create(true)
+    ///     .truncate(true).open(dir.join("f")).unwrap();
+    /// f.set_len(4096).unwrap();
+    /// let file = FileBacking::from_file(f, 4096);
+    /// assert_eq!(file.len_bytes(), 4096);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn from_file(file: File, len_bytes: u64) -> Self {
+        Self {
+            file,
+            len_bytes,
+            punch: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether `discard` still punches holes: `false` once the filesystem refused,
+    /// after which discards write zeros.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("pinalloc-doc-ph-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let file = pinalloc::FileBacking::open(dir.join("f"), 4096)?;
+    /// assert!(file.punches_holes()); // until a punch is refused
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    pub fn punches_holes(&self) -> bool {
+        self.punch.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens (creating if missing) a read-write file at least `len_bytes` long, growing it
+/// if shorter; a longer file is refused rather than truncated.
+pub(super) fn open_sized(path: &Path, len_bytes: u64) -> Result<File, BackingError> {
+    let fail = |e: io::Error| BackingError::new(BackingOp::Open, 0..len_bytes, e);
+    if len_bytes == 0 {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a file backing needs at least one byte",
+        )));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(fail)?;
+    let now = file.metadata().map_err(fail)?.len();
+    if now > len_bytes {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {now} bytes, longer than the {len_bytes} asked for",
+                path.display()
+            ),
+        )));
+    }
+    if now < len_bytes {
+        file.set_len(len_bytes).map_err(fail)?;
+    }
+    Ok(file)
+}
+
+impl Backing for FileBacking {
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        let range = checked_bytes(BackingOp::Read, offset_bytes, buf.len(), self.len_bytes)?;
+        self.file
+            .read_exact_at(buf, offset_bytes)
+            .map_err(|e| BackingError::new(BackingOp::Read, range, e))
+    }
+
+    unsafe fn write_at(&self, offset_bytes: u64, buf: &[u8]) -> Result<(), BackingError> {
+        let range = checked_bytes(BackingOp::Write, offset_bytes, buf.len(), self.len_bytes)?;
+        self.file
+            .write_all_at(buf, offset_bytes)
+            .map_err(|e| BackingError::new(BackingOp::Write, range, e))
+    }
+
+    fn sync(&self) -> Result<(), BackingError> {
+        self.file
+            .sync_data()
+            .map_err(|e| BackingError::new(BackingOp::Sync, 0..self.len_bytes, e))
+    }
+
+    unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
+        let fail = |e: io::Error| BackingError::new(BackingOp::Discard, range.clone(), e);
+        if range.start > range.end || range.end > self.len_bytes {
+            return Err(fail(io::ErrorKind::InvalidInput.into()));
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        if self.punch.load(Ordering::Relaxed) {
+            use rustix::fs::{FallocateFlags, fallocate};
+            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            match fallocate(&self.file, flags, range.start, range.end - range.start) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if !unsupported(&e) {
+                        return Err(fail(e));
+                    }
+                    self.punch.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        super::write_zeros(range.clone(), |at, zeros| self.file.write_all_at(zeros, at))
+            .map_err(fail)
+    }
+}

@@ -1,0 +1,299 @@
+//! Backing memory: the bytes behind a [`Region`](crate::Region)'s blocks.
+//!
+//! A [`Backing`] is a flat array of bytes with positional I/O. Three come with the
+//! crate:
+//!
+//! | backing | memory-addressable | `discard` |
+//! |---|---|---|
+//! | [`HeapBacking`] | yes ([`MemoryBacking`]) | writes zeros |
+//! | [`MmapBacking`] (anonymous) | yes | `madvise(MADV_DONTNEED)`: pages drop, read back as zeros |
+//! | [`MmapBacking`] (over a file) | yes | `madvise(MADV_REMOVE)`: punches a hole in the file; zeros where it cannot |
+//! | [`FileBacking`] | no | `fallocate(PUNCH_HOLE)`; zeros where the filesystem cannot |
+//!
+//! This is the only module, with its children, that holds `unsafe` code. The contract
+//! that makes it sound is the [`Backing`] trait's: its byte-touching methods are
+//! `unsafe fn`s whose callers promise that nothing else touches those bytes during the
+//! call. The one caller inside the crate is `span.rs`, which hands out byte access only
+//! for extents the allocator gave to exactly one owner; its `// SAFETY:` comments
+//! explain why no safe caller can obtain two `&mut` to the same bytes.
+
+use core::fmt;
+use core::ops::Range;
+use core::ptr::NonNull;
+use std::format;
+use std::io;
+
+mod file;
+mod heap;
+mod memory;
+mod mmap;
+pub(crate) mod span;
+
+pub use file::FileBacking;
+pub use heap::HeapBacking;
+pub use mmap::MmapBacking;
+
+/// A flat array of bytes behind a [`Region`](crate::Region): memory or a file.
+///
+/// Offsets and lengths are in bytes. Every method documents its contract.
+///
+/// # Who may touch which bytes
+///
+/// [`read_at`](Self::read_at), [`write_at`](Self::write_at) and
+/// [`discard`](Self::discard) are `unsafe` to call: the caller promises that no other
+/// call, thread or reference touches the same bytes while a `write_at` or `discard`
+/// runs, and that none writes them while a `read_at` runs. A `Region` keeps that
+/// promise for you (it calls them only for bytes one handle owns), so an implementation
+/// may use plain loads and stores. Implementing the trait is safe; only
+/// [`MemoryBacking`] asks more of an implementation.
+///
+/// ```
+/// use pinalloc::{Backing, HeapBacking};
+///
+/// let heap = HeapBacking::new(4096)?;
+/// let mut out = [0u8; 4];
+/// // SAFETY: `heap` is not shared: nothing else touches its bytes.
+/// unsafe {
+///     heap.write_at(100, b"data")?;
+///     heap.read_at(100, &mut out)?;
+/// }
+/// assert_eq!(&out, b"data");
+/// # Ok::<(), pinalloc::BackingError>(())
+/// ```
+pub trait Backing: Send + Sync + 'static {
+    /// The length in bytes. It never changes.
+    fn len_bytes(&self) -> u64;
+
+    /// Reads `buf.len()` bytes at `offset_bytes` into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Read`] and the requested range when the
+    /// range is out of bounds or the I/O fails. `buf` may then be partly written.
+    ///
+    /// # Safety
+    ///
+    /// While the call runs, nothing else writes or discards any of these bytes.
+    unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError>;
+
+    /// Writes `buf` at `offset_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Write`] and the requested range when the
+    /// range is out of bounds or the I/O fails. The bytes may then be partly written.
+    ///
+    /// # Safety
+    ///
+    /// While the call runs, nothing else reads, writes, discards or holds a reference
+    /// to any of these bytes.
+    unsafe fn write_at(&self, offset_bytes: u64, buf: &[u8]) -> Result<(), BackingError>;
+
+    /// Makes earlier writes durable (fsync, msync); a no-op for memory that is not
+    /// persistent.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Sync`] over the whole backing.
+    fn sync(&self) -> Result<(), BackingError>;
+
+    /// The address of byte 0, for backings that are memory; `None` for others.
+    ///
+    /// The pointer is only information (a [`Region`](crate::Region) hands it to
+    /// devices through pin guards). Slices over it need the stronger promise of
+    /// [`MemoryBacking`].
+    fn base_address(&self) -> Option<NonNull<u8>> {
+        None
+    }
+
+    /// Gives the storage of a released byte range back (drop pages, punch a hole).
+    /// Afterwards the range reads as zeros; the default writes zeros, in chunks.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Discard`] and the range. The contents of
+    /// the range are then unspecified.
+    ///
+    /// # Safety
+    ///
+    /// As [`write_at`](Self::write_at): nothing else touches these bytes during the call.
+    unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
+        write_zeros(range.clone(), |at, zeros| {
+            // SAFETY: the caller promised nothing else touches `range`, and
+            // `write_zeros` only writes inside it.
+            unsafe { self.write_at(at, zeros) }
+        })
+        .map_err(|e| e.during(BackingOp::Discard, range))
+    }
+}
+
+/// A [`Backing`] that is plain memory, so a [`Region`](crate::Region) may hand out
+/// slices of it.
+///
+/// # Safety
+///
+/// An implementation promises that:
+/// - [`base_address`](Backing::base_address) returns `Some`, the same pointer every
+///   time, and `len_bytes` bytes from it are valid for reads and writes for as long as
+///   the backing lives;
+/// - nothing but the backing's own `read_at`, `write_at` and `discard`, called for the
+///   bytes given to them, touches that memory;
+/// - `discard` leaves the range valid memory (reading zeros), never unmapped.
+pub unsafe trait MemoryBacking: Backing {}
+
+/// Bytes per chunk when a backing writes zeros instead of discarding.
+pub(crate) const ZERO_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What a backing was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackingOp {
+    /// Creating, opening, sizing or mapping the backing.
+    Open,
+    /// [`Backing::read_at`].
+    Read,
+    /// [`Backing::write_at`].
+    Write,
+    /// [`Backing::sync`].
+    Sync,
+    /// [`Backing::discard`].
+    Discard,
+}
+
+impl fmt::Display for BackingOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Sync => "sync",
+            Self::Discard => "discard",
+        })
+    }
+}
+
+/// A backing's I/O failed, or was asked for bytes it does not have.
+///
+/// ```
+/// use pinalloc::{Backing, BackingOp, HeapBacking};
+///
+/// let heap = HeapBacking::new(64)?;
+/// // SAFETY: `heap` is not shared.
+/// let err = unsafe { heap.write_at(60, b"too long") }.unwrap_err();
+/// assert_eq!(err.op, BackingOp::Write);
+/// assert_eq!(err.range, 60..68);
+/// assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
+/// # Ok::<(), pinalloc::BackingError>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("backing {op} of bytes {}..{} failed: {source}", range.start, range.end)]
+#[non_exhaustive]
+pub struct BackingError {
+    /// What was being done.
+    pub op: BackingOp,
+    /// The offending byte range.
+    pub range: Range<u64>,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl BackingError {
+    /// An error of `op` over `range`.
+    ///
+    /// ```
+    /// use pinalloc::{BackingError, BackingOp};
+    /// let e = BackingError::new(BackingOp::Read, 0..8, std::io::ErrorKind::Other.into());
+    /// assert_eq!(e.range, 0..8);
+    /// ```
+    pub fn new(op: BackingOp, range: Range<u64>, source: io::Error) -> Self {
+        Self { op, range, source }
+    }
+
+    /// The same cause, reported for a larger operation.
+    pub(crate) fn during(self, op: BackingOp, range: Range<u64>) -> Self {
+        Self::new(op, range, self.source)
+    }
+}
+
+/// Writes zeros over `range` through `write(offset, zeros)`, one chunk at a time: the
+/// discard of backings that cannot give storage back.
+pub(crate) fn write_zeros<E>(
+    range: Range<u64>,
+    mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let zeros = [0u8; ZERO_CHUNK_BYTES];
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(ZERO_CHUNK_BYTES as u64) as usize;
+        write(at, &zeros[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The byte range `offset..offset + len` if it fits in `len_bytes`; otherwise the
+/// `InvalidInput` error every backing gives for it.
+pub(crate) fn checked_bytes(
+    op: BackingOp,
+    offset_bytes: u64,
+    len: usize,
+    len_bytes: u64,
+) -> Result<Range<u64>, BackingError> {
+    let end = offset_bytes.checked_add(len as u64);
+    match end {
+        Some(end) if end <= len_bytes => Ok(offset_bytes..end),
+        _ => Err(BackingError::new(
+            op,
+            offset_bytes..end.unwrap_or(u64::MAX),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("past the end of a {len_bytes}-byte backing"),
+            ),
+        )),
+    }
+}
+
+/// The largest page-aligned part of `range` (empty if there is none), for discards
+/// that work on whole pages.
+pub(crate) fn page_interior(range: &Range<u64>, page_bytes: u64) -> Range<u64> {
+    debug_assert!(page_bytes.is_power_of_two());
+    let start = range.start.div_ceil(page_bytes) * page_bytes;
+    let end = range.end / page_bytes * page_bytes;
+    if start < end {
+        start..end
+    } else {
+        range.start..range.start
+    }
+}
+
+/// The system page size.
+pub(crate) fn page_bytes() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_interior_rounds_inwards() {
+        // pages:  |0      |4096   |8192   |12288
+        // range:      [100 ............ 9000)
+        // interior:       [4096 ...8192)
+        assert_eq!(page_interior(&(100..9000), 4096), 4096..8192);
+        assert_eq!(page_interior(&(0..8192), 4096), 0..8192);
+        assert!(page_interior(&(100..4000), 4096).is_empty());
+        assert!(page_interior(&(4000..4200), 4096).is_empty());
+    }
+
+    #[test]
+    fn checked_bytes_refuses_overflow_and_overrun() {
+        assert_eq!(checked_bytes(BackingOp::Read, 10, 5, 15).unwrap(), 10..15);
+        let e = checked_bytes(BackingOp::Read, 10, 6, 15).unwrap_err();
+        assert_eq!(e.range, 10..16);
+        let e = checked_bytes(BackingOp::Write, u64::MAX, 2, 15).unwrap_err();
+        assert_eq!(e.range, u64::MAX..u64::MAX);
+        assert_eq!(e.op, BackingOp::Write);
+    }
+}

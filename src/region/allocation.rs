@@ -1,0 +1,384 @@
+//! [`Allocation`]: an owned extent of a region, with its bytes.
+
+use core::fmt;
+use std::sync::Arc;
+
+use super::{Inner, Pinned, PinnedMut, Refused, RegionError};
+use crate::Extent;
+use crate::backing::span::{GaveUp, Span};
+use crate::backing::{Backing, MemoryBacking};
+
+/// Blocks of a [`Region`](crate::Region), owned: reads and writes their bytes, pins
+/// them for devices, truncates, and frees.
+///
+/// **Dropping an allocation frees it** (discarding its bytes if the region discards).
+/// A handle that forgot to free would otherwise leak its blocks for as long as the
+/// region lives, and a leak is the harder bug to find; a use after free cannot happen,
+/// since the handle is gone. Keep blocks allocated past the handle with
+/// [`into_extent`](Self::into_extent) (a filesystem records the extent in an inode) and
+/// take them back with [`Region::attach`](crate::Region::attach). Call
+/// [`free`](Self::free) to see a discard's error, which a drop can only count.
+///
+/// Byte access follows Rust's borrow rules across threads and pin guards: reads need
+/// `&self` and no live [`PinnedMut`]; writes need `&mut self` and no live pin guard of
+/// this allocation. Otherwise the call returns [`RegionError::Lent`].
+///
+/// ```
+/// use pinalloc::{FileBacking, Region, Request};
+///
+/// # let dir = std::env::temp_dir().join(format!("pinalloc-doc-alloc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let region = Region::new(FileBacking::open(dir.join("data"), 1 << 20)?, 4096)?;
+/// let mut a = region.allocate(Request::new(4))?;
+/// a.write_at(10, b"hello")?;
+/// let mut out = [0; 5];
+/// a.read_at(10, &mut out)?;
+/// assert_eq!(&out, b"hello");
+/// a.truncate(1)?;                      // blocks 1..4 go back (a hole is punched)
+/// assert_eq!(a.len_bytes(), 4096);
+/// drop(a);                             // frees the rest
+/// assert_eq!(region.stats().space.space.free_blocks, 256);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Allocation<B: Backing> {
+    region: Arc<Inner<B>>,
+    /// The blocks this handle owns; empty (length 0) once it freed or detached them.
+    extent: Extent,
+    span: Span<B>,
+}
+
+impl<B: Backing> Allocation<B> {
+    /// The owner of `extent`, whose blocks the allocator (or the detached set) just
+    /// handed over with the span over their bytes.
+    pub(super) fn new(region: Arc<Inner<B>>, extent: Extent, span: Span<B>) -> Self {
+        debug_assert_eq!(region.bytes_of(extent), span.bytes());
+        Self {
+            region,
+            extent,
+            span,
+        }
+    }
+
+    /// The blocks owned.
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(3))?;
+    /// assert_eq!(a.extent(), Extent::new(0, 3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn extent(&self) -> Extent {
+        self.extent
+    }
+
+    /// Where the bytes start in the backing.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Policy, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(1).policy(Policy::Exact(2)))?;
+    /// assert_eq!(a.offset_bytes(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn offset_bytes(&self) -> u64 {
+        self.span.bytes().start
+    }
+
+    /// How many bytes are owned: the blocks times the block size.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert_eq!(region.allocate(Request::new(3))?.len_bytes(), 1536);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len_bytes(&self) -> u64 {
+        let bytes = self.span.bytes();
+        bytes.end - bytes.start
+    }
+
+    /// Reads `buf.len()` bytes at `offset_bytes` from the start of the allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Lent`] while a
+    /// [`PinnedMut`] of this allocation lives; [`RegionError::Backing`] when the I/O
+    /// fails.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(1))?;
+    /// let mut out = [1; 4];
+    /// a.read_at(508, &mut out)?;
+    /// assert_eq!(out, [0; 4]);               // fresh memory is zeroed
+    /// assert!(a.read_at(510, &mut out).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+        self.span
+            .read_at(offset_bytes, buf)
+            .map_err(|r| RegionError::refused(r, self.extent))
+    }
+
+    /// Writes `buf` at `offset_bytes` from the start of the allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Lent`] while any pin
+    /// guard of this allocation lives; [`RegionError::Backing`] when the I/O fails
+    /// (the bytes may then be partly written).
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, RegionError, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// a.write_at(0, b"abc")?;
+    /// let pin = a.pin()?;
+    /// assert!(matches!(a.write_at(0, b"x"), Err(RegionError::Lent { .. })));
+    /// drop(pin);
+    /// a.write_at(0, b"x")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_at(&mut self, offset_bytes: u64, buf: &[u8]) -> Result<(), RegionError> {
+        self.span
+            .write_at(offset_bytes, buf)
+            .map_err(|r| RegionError::refused(r, self.extent))
+    }
+
+    /// A shared pin: the blocks stay Allocated or Deferred, never handed out again,
+    /// until the guard drops, even if this allocation is freed meanwhile. The guard
+    /// reads the bytes; this allocation may still read them but not write them.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Lent`] while a [`PinnedMut`] of this allocation lives;
+    /// [`RegionError::Pin`] if the allocator refuses the pin.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(2))?;
+    /// a.write_at(0, b"to disk")?;
+    /// let (w1, w2) = (a.pin()?, a.pin()?);     // two writes to mirrors in flight
+    /// let mut out = [0; 7];
+    /// w2.read_at(0, &mut out)?;
+    /// assert_eq!(&out, b"to disk");
+    /// # drop(w1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin(&self) -> Result<Pinned<B>, RegionError> {
+        let lent = self
+            .span
+            .lend()
+            .map_err(|r| RegionError::refused(r, self.extent))?;
+        Pinned::new(Arc::clone(&self.region), lent)
+    }
+
+    /// An exclusive pin, for a device that writes: as [`pin`](Self::pin), and the
+    /// guard may also write, while this allocation may neither read nor write until it
+    /// drops.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Lent`] while any pin guard of this allocation lives;
+    /// [`RegionError::Pin`] if the allocator refuses the pin.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, RegionError, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// let mut dma = a.pin_mut()?;
+    /// dma.write_at(0, b"from the device")?;
+    /// assert!(matches!(a.read_at(0, &mut [0; 4]), Err(RegionError::Lent { .. })));
+    /// drop(dma);
+    /// let mut out = [0; 4];
+    /// a.read_at(0, &mut out)?;
+    /// assert_eq!(&out, b"from");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_mut(&mut self) -> Result<PinnedMut<B>, RegionError> {
+        let lent = self
+            .span
+            .lend_exclusive()
+            .map_err(|r| RegionError::refused(r, self.extent))?;
+        PinnedMut::new(Arc::clone(&self.region), lent)
+    }
+
+    /// Keeps the first `len_blocks` blocks and frees the rest. Freed blocks that a pin
+    /// guard still covers stay Deferred (and readable through the guard) until it
+    /// drops; the others become Free at once, discarded first if the region discards.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Truncate`] for zero blocks or more than the allocation has;
+    /// [`RegionError::Backing`] when the discard fails. Either way nothing changed
+    /// (after a failed discard the tail's bytes are unspecified).
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(8))?;
+    /// a.truncate(3)?;
+    /// assert_eq!(a.extent(), Extent::new(0, 3));
+    /// assert!(a.truncate(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn truncate(&mut self, len_blocks: u64) -> Result<(), RegionError> {
+        if len_blocks == 0 || len_blocks > self.extent.len {
+            return Err(RegionError::Truncate {
+                extent: self.extent,
+                len_blocks,
+            });
+        }
+        self.give_up(len_blocks, self.region.discard)
+    }
+
+    /// Frees every block: those a pin guard covers become Deferred until it drops,
+    /// the others Free at once (discarded first if the region discards).
+    ///
+    /// # Errors
+    ///
+    /// When the discard fails ([`RegionError::Backing`]): the error and this handle,
+    /// unchanged (its bytes are then unspecified). Retry, or drop it to free without
+    /// the discard.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(8))?;
+    /// a.free()?;
+    /// assert_eq!(region.stats().space.space.free_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path
+    pub fn free(mut self) -> Result<(), Refused<Self>> {
+        match self.give_up(0, self.region.discard) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(Refused::new(error, self)),
+        }
+    }
+
+    /// Gives up the handle but keeps the blocks Allocated ("detached"), for a caller
+    /// that records the extent elsewhere; [`Region::attach`](crate::Region::attach)
+    /// takes them back.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Lent`] while a pin guard of this allocation lives (its bytes
+    /// would have two users): the error and this handle, unchanged.
+    ///
+    /// ```
+    /// # use pinalloc::{BlockState, HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let e = region.allocate(Request::new(2))?.into_extent().unwrap();
+    /// assert_eq!(region.state_of(e.start), Some(BlockState::Allocated));
+    /// assert_eq!(region.detached_extents(), [e]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path
+    pub fn into_extent(mut self) -> Result<Extent, Refused<Self>> {
+        if !self.span.unlent() {
+            let error = RegionError::Lent {
+                extent: self.extent,
+            };
+            return Err(Refused::new(error, self));
+        }
+        let extent = self.extent;
+        self.extent.len = 0;
+        self.region.detach(extent);
+        Ok(extent)
+    }
+
+    /// Gives up the blocks past the first `keep_blocks` and frees them.
+    fn give_up(&mut self, keep_blocks: u64, discard: bool) -> Result<(), RegionError> {
+        debug_assert!(keep_blocks <= self.extent.len);
+        let bytes = self.span.bytes();
+        let at_bytes = keep_blocks * self.region.block_bytes;
+        let gave = self
+            .span
+            .give_up(at_bytes, discard)
+            .map_err(|r| RegionError::refused(r, self.extent))?;
+        let freed_bytes = bytes.start + at_bytes..bytes.end;
+        if gave == GaveUp::Unheld && discard {
+            self.region.count_discard(&freed_bytes);
+        }
+        let freed = self.region.blocks_of(freed_bytes);
+        self.extent.len = keep_blocks;
+        if freed.is_empty() {
+            return Ok(());
+        }
+        self.region.allocator.free(freed)?;
+        Ok(())
+    }
+}
+
+impl<B: MemoryBacking> Allocation<B> {
+    /// The bytes, as a slice.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Lent`] while a [`PinnedMut`] of this allocation lives.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(2))?;
+    /// assert_eq!(a.as_slice()?.len(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_slice(&self) -> Result<&[u8], RegionError> {
+        self.span
+            .as_slice()
+            .map_err(|r| RegionError::refused(r, self.extent))
+    }
+
+    /// The bytes, as a mutable slice.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Lent`] while any pin guard of this allocation lives.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// a.as_mut_slice()?.copy_from_slice(&[7; 512]);
+    /// assert_eq!(a.as_slice()?[511], 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8], RegionError> {
+        self.span
+            .as_mut_slice()
+            .map_err(|r| RegionError::refused(r, self.extent))
+    }
+}
+
+impl<B: Backing> Drop for Allocation<B> {
+    fn drop(&mut self) {
+        if self.extent.is_empty() {
+            return;
+        }
+        match self.give_up(0, self.region.discard) {
+            Ok(()) => {}
+            Err(RegionError::Backing(_)) => {
+                // The discard failed and changed nothing else: free without it.
+                self.region.count_discard_failure();
+                let undiscarded = self.give_up(0, false);
+                debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
+            }
+            Err(other) => debug_assert!(false, "freeing an allocation failed: {other}"),
+        }
+    }
+}
+
+impl<B: Backing> fmt::Debug for Allocation<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allocation")
+            .field("extent", &self.extent)
+            .field("span", &self.span)
+            .finish()
+    }
+}

@@ -1,0 +1,619 @@
+//! [`Region`]: a backing, a block size and a [`SharedAllocator`] over the backing's
+//! blocks, with owned allocations and pin guards that give access to the memory.
+//!
+//! This layer holds no `unsafe` code: byte access goes through `backing::span`, whose
+//! rules (one span per allocated extent, lends that outlive their owner) make it safe.
+
+use core::ops::Range;
+use core::time::Duration;
+use std::format;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::vec::Vec;
+
+use rangemap::RangeSet;
+
+use crate::backing::span::Span;
+use crate::backing::{Backing, BackingError};
+use crate::sync::Mutex;
+use crate::{Extent, Request, SharedAllocator, SharedStats};
+
+mod allocation;
+mod error;
+mod pinned;
+
+pub use allocation::Allocation;
+pub use error::{Refused, RegionError};
+pub use pinned::{Pinned, PinnedMut};
+
+/// A backing, cut into blocks and allocated by a [`SharedAllocator`], with owned
+/// allocations and pin guards that keep memory valid for devices.
+///
+/// Blocks are `block_bytes` long; block `b` is bytes `b * block_bytes ..
+/// (b + 1) * block_bytes` of the backing, and any tail shorter than a block is unused.
+///
+/// # The promise, in types
+///
+/// - [`allocate`](Self::allocate) gives an [`Allocation`]: it owns its bytes, reads and
+///   writes them, and frees them when dropped (or by [`Allocation::free`]).
+/// - [`Allocation::pin`] and [`pin_mut`](Allocation::pin_mut) give guards
+///   ([`Pinned`], [`PinnedMut`]) that keep the bytes valid and never handed to another
+///   allocation until they drop, even if the allocation is freed or truncated
+///   meanwhile. A guard owns what it needs (the allocator and the backing), so it may
+///   outlive the allocation and the `Region` value itself.
+/// - Released space is discarded (pages dropped, holes punched) when its blocks become
+///   Free, never while they are pinned or deferred; [`RegionBuilder::discard_released`]
+///   turns that off.
+///
+/// `Region` is a cheap handle: clones share one region.
+///
+/// ```
+/// use pinalloc::{HeapBacking, Region, Request};
+///
+/// let region = Region::new(HeapBacking::new(1 << 20)?, 4096)?;   // 256 blocks of 4 KiB
+/// let mut buf = region.allocate(Request::new(2))?;
+/// buf.as_mut_slice()?.fill(0xAB);
+///
+/// let mut dma = buf.pin_mut()?;          // hand the buffer to a "device"
+/// dma.as_mut_slice()[0] = 1;             // the device writes
+/// buf.free()?;                           // truncate the file: the blocks stay Deferred
+/// assert_eq!(region.stats().space.space.deferred_blocks, 2);
+/// assert_eq!(dma.as_slice()[..2], [1, 0xAB]); // still the device's memory
+/// drop(dma);                             // I/O done: Free (and discarded) now
+/// assert_eq!(region.stats().space.space.free_blocks, 256);
+/// region.check_invariants()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Region<B: Backing> {
+    inner: Arc<Inner<B>>,
+}
+
+/// What a region, its allocations and its pin guards share.
+pub(crate) struct Inner<B: Backing> {
+    pub(crate) backing: Arc<B>,
+    pub(crate) allocator: SharedAllocator,
+    pub(crate) block_bytes: u64,
+    /// Whether released space is discarded.
+    pub(crate) discard: bool,
+    /// Allocated blocks that no handle owns: those found Allocated at open time, and
+    /// those of [`Allocation::into_extent`].
+    detached: Mutex<RangeSet<u64>>,
+    pub(crate) counters: AtomicRegionCounters,
+}
+
+impl<B: Backing> Clone for Region<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<B: Backing> core::fmt::Debug for Region<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Region")
+            .field("block_bytes", &self.inner.block_bytes)
+            .field("capacity_blocks", &self.inner.allocator.capacity_blocks())
+            .field("discard", &self.inner.discard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Region`]; from [`Region::builder`].
+///
+/// ```
+/// use pinalloc::{HeapBacking, Region};
+/// let region = Region::builder(HeapBacking::new(1 << 20)?, 4096)
+///     .groups(4)
+///     .discard_released(false)
+///     .build()?;
+/// assert_eq!(region.capacity_blocks(), 256);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct RegionBuilder<B: Backing> {
+    backing: B,
+    block_bytes: u64,
+    groups: Option<u64>,
+    discard: bool,
+}
+
+impl<B: Backing> RegionBuilder<B> {
+    /// Allocation groups, as [`SharedBuilder::groups`](crate::SharedBuilder::groups).
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// let r = Region::builder(HeapBacking::new(1 << 20)?, 4096).groups(2).build()?;
+    /// assert_eq!(r.stats().space.space.capacity_blocks, 256);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn groups(mut self, count: u64) -> Self {
+        self.groups = Some(count);
+        self
+    }
+
+    /// Whether released space is discarded (default `true`): when blocks become Free,
+    /// the backing drops their pages or punches a hole, and they read as zeros. Off,
+    /// freed blocks keep their old bytes, which saves a syscall (or, for the heap, a
+    /// memset) per free.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// let r = Region::builder(HeapBacking::new(4096)?, 512).discard_released(false).build()?;
+    /// r.allocate(Request::new(1))?.free()?;
+    /// assert_eq!(r.stats().count_discards, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn discard_released(mut self, discard: bool) -> Self {
+        self.discard = discard;
+        self
+    }
+
+    /// A region whose blocks are all Free.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::BlockSize`] when the block size is zero or larger than the
+    /// backing.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, RegionError};
+    /// let err = Region::builder(HeapBacking::new(4096)?, 8192).build().unwrap_err();
+    /// assert!(matches!(err, RegionError::BlockSize { block_bytes: 8192, backing_bytes: 4096 }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<Region<B>, RegionError> {
+        let capacity = self.capacity_blocks()?;
+        self.open([Extent::new(0, capacity)])
+    }
+
+    /// A region whose Free blocks are exactly `free` (reopening: pass the
+    /// [`durable_free_extents`](Region::durable_free_extents) saved before). Every other
+    /// block is Allocated and detached: [`Region::attach`] takes it back into a handle.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::BlockSize`] as [`build`](Self::build); [`RegionError::Build`]
+    /// when `free` overlaps itself or leaves the space.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, HeapBacking, Region};
+    /// let r = Region::builder(HeapBacking::new(16 * 512)?, 512)
+    ///     .from_free_extents([Extent::new(4, 12)])?;
+    /// assert_eq!(r.free_extents(), [Extent::new(4, 12)]);
+    /// assert_eq!(r.detached_extents(), [Extent::new(0, 4)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_free_extents(
+        self,
+        free: impl IntoIterator<Item = Extent>,
+    ) -> Result<Region<B>, RegionError> {
+        self.open(free)
+    }
+
+    fn capacity_blocks(&self) -> Result<u64, RegionError> {
+        let backing_bytes = self.backing.len_bytes();
+        match backing_bytes.checked_div(self.block_bytes) {
+            Some(blocks) if blocks > 0 => Ok(blocks),
+            _ => Err(RegionError::BlockSize {
+                block_bytes: self.block_bytes,
+                backing_bytes,
+            }),
+        }
+    }
+
+    fn open(self, free: impl IntoIterator<Item = Extent>) -> Result<Region<B>, RegionError> {
+        let capacity = self.capacity_blocks()?;
+        let mut builder = SharedAllocator::builder(capacity);
+        if let Some(groups) = self.groups {
+            builder = builder.groups(groups);
+        }
+        let allocator = builder.from_free_extents(free)?;
+        let mut detached = RangeSet::new();
+        let mut at = 0;
+        for e in allocator
+            .free_extents()
+            .into_iter()
+            .chain([Extent::new(capacity, 0)])
+        {
+            if at < e.start {
+                detached.insert(at..e.start);
+            }
+            at = e.start + e.len;
+        }
+        Ok(Region {
+            inner: Arc::new(Inner {
+                backing: Arc::new(self.backing),
+                allocator,
+                block_bytes: self.block_bytes,
+                discard: self.discard,
+                detached: Mutex::new(detached),
+                counters: AtomicRegionCounters::default(),
+            }),
+        })
+    }
+}
+
+/// A snapshot of a [`Region`]: its allocator's space and the region's own counters.
+///
+/// ```
+/// # use pinalloc::{HeapBacking, Region, Request};
+/// let r = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+/// r.allocate(Request::new(3))?.free()?;
+/// let s = r.stats();
+/// assert_eq!((s.count_discards, s.discarded_bytes), (1, 3 * 512));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegionStats {
+    /// The allocator's view.
+    pub space: SharedStats,
+    /// Allocated blocks no handle owns (see [`Region::attach`]).
+    pub detached_blocks: u64,
+    /// Discards issued to the backing.
+    pub count_discards: u64,
+    /// Bytes those discards covered.
+    pub discarded_bytes: u64,
+    /// Discards that failed where no caller could be told (in a `Drop`); their blocks
+    /// were released anyway, keeping their old bytes.
+    pub count_discard_failures: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AtomicRegionCounters {
+    discards: AtomicU64,
+    discarded_bytes: AtomicU64,
+    discard_failures: AtomicU64,
+}
+
+impl<B: Backing> Region<B> {
+    /// A region over `backing` with blocks of `block_bytes`, all Free, discarding
+    /// released space.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::BlockSize`] when `block_bytes` is zero or larger than the backing.
+    ///
+    /// ```
+    /// use pinalloc::{HeapBacking, Region};
+    /// let region = Region::new(HeapBacking::new(1 << 20)?, 4096)?;
+    /// assert_eq!(region.capacity_blocks(), 256);
+    /// assert!(Region::new(HeapBacking::new(4096)?, 0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(backing: B, block_bytes: u64) -> Result<Self, RegionError> {
+        Self::builder(backing, block_bytes).build()
+    }
+
+    /// Settings beyond [`new`](Self::new)'s.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// let region = Region::builder(HeapBacking::new(4096)?, 512).groups(1).build()?;
+    /// assert_eq!(region.block_bytes(), 512);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(backing: B, block_bytes: u64) -> RegionBuilder<B> {
+        RegionBuilder {
+            backing,
+            block_bytes,
+            groups: None,
+            discard: true,
+        }
+    }
+
+    /// Allocates blocks as the request says and hands back their owner.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Alloc`] with the allocator's reason.
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Policy, Region, Request};
+    /// let region = Region::new(HeapBacking::new(64 * 512)?, 512)?;
+    /// let a = region.allocate(Request::new(4).policy(Policy::Exact(8)))?;
+    /// assert_eq!(a.extent(), Extent::new(8, 4));
+    /// assert_eq!(a.offset_bytes(), 8 * 512);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allocate(&self, request: Request) -> Result<Allocation<B>, RegionError> {
+        let extent = self.inner.allocator.allocate(request)?;
+        Ok(self.adopt(extent))
+    }
+
+    /// As [`allocate`](Self::allocate), waiting up to `timeout` for pinned or deferred
+    /// blocks to be released when the request cannot be placed now.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedAllocator::allocate_wait`].
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # use std::time::Duration;
+    /// let region = Region::new(HeapBacking::new(4 * 512)?, 512)?;
+    /// let mut a = region.allocate(Request::new(4))?;
+    /// let pin = a.pin()?;
+    /// a.free()?;                                   // Deferred while pinned
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(pin));              // the device finishes
+    ///     let b = region.allocate_wait(Request::new(4), Duration::from_secs(10));
+    ///     assert!(b.is_ok());
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allocate_wait(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Allocation<B>, RegionError> {
+        let extent = self.inner.allocator.allocate_wait(request, timeout)?;
+        Ok(self.adopt(extent))
+    }
+
+    /// Takes detached blocks (Allocated, but owned by no handle: found at open time, or
+    /// given up by [`Allocation::into_extent`]) back into a handle.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::NotDetached`] when any block of `extent` is not detached, or
+    /// `extent` is empty; nothing changes.
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region, RegionError, Request};
+    /// let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+    /// let mut a = region.allocate(Request::new(3))?;
+    /// a.write_at(0, b"kept")?;
+    /// let e = a.into_extent().map_err(RegionError::from)?; // e.g. recorded in an inode
+    /// assert!(matches!(region.attach(Extent::new(e.start, 4)), Err(RegionError::NotDetached { .. })));
+    /// let a = region.attach(e)?;
+    /// let mut out = [0; 4];
+    /// a.read_at(0, &mut out)?;
+    /// assert_eq!(&out, b"kept");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
+        let range = extent
+            .checked_end()
+            .filter(|_| !extent.is_empty())
+            .map(|end| extent.start..end)
+            .ok_or(RegionError::NotDetached { extent })?;
+        let mut detached = self.inner.detached.lock();
+        let covered = detached
+            .overlapping(&range)
+            .any(|r| r.start <= range.start && range.end <= r.end);
+        if !covered {
+            return Err(RegionError::NotDetached { extent });
+        }
+        detached.remove(range);
+        drop(detached);
+        Ok(self.adopt(extent))
+    }
+
+    /// The detached extents (Allocated, owned by no handle), in address order.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert!(region.detached_extents().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detached_extents(&self) -> Vec<Extent> {
+        self.inner
+            .detached
+            .lock()
+            .iter()
+            .map(|r| Extent::new(r.start, r.end - r.start))
+            .collect()
+    }
+
+    /// A handle for blocks just taken from the allocator or the detached set.
+    fn adopt(&self, extent: Extent) -> Allocation<B> {
+        let span = Span::new(Arc::clone(&self.inner.backing), self.inner.bytes_of(extent));
+        Allocation::new(Arc::clone(&self.inner), extent, span)
+    }
+
+    /// Bytes per block.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// assert_eq!(Region::new(HeapBacking::new(4096)?, 512)?.block_bytes(), 512);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn block_bytes(&self) -> u64 {
+        self.inner.block_bytes
+    }
+
+    /// Blocks in the region: the backing's length over the block size, rounded down.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// assert_eq!(Region::new(HeapBacking::new(5000)?, 512)?.capacity_blocks(), 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity_blocks(&self) -> u64 {
+        self.inner.allocator.capacity_blocks()
+    }
+
+    /// The backing, for its own queries and [`Backing::sync`]. Its byte methods are
+    /// `unsafe`, so this cannot reach the bytes that handles own.
+    ///
+    /// ```
+    /// # use pinalloc::{Backing, HeapBacking, Region};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert_eq!(region.backing().len_bytes(), 4096);
+    /// region.backing().sync()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backing(&self) -> &B {
+        &self.inner.backing
+    }
+
+    /// Makes the backing's writes durable: [`Backing::sync`].
+    ///
+    /// # Errors
+    ///
+    /// The backing's [`BackingError`].
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// Region::new(HeapBacking::new(4096)?, 512)?.sync()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sync(&self) -> Result<(), BackingError> {
+        self.inner.backing.sync()
+    }
+
+    /// The Free extents, in address order: [`SharedAllocator::free_extents`].
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert_eq!(region.free_extents(), [Extent::new(0, 8)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn free_extents(&self) -> Vec<Extent> {
+        self.inner.allocator.free_extents()
+    }
+
+    /// What would be free after a crash and reopen (pins vanish):
+    /// [`SharedAllocator::durable_free_extents`]. Save it, and pass it to
+    /// [`RegionBuilder::from_free_extents`] when reopening.
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(8))?;
+    /// let _dma = a.pin()?;
+    /// a.truncate(2)?;                       // 6 blocks Deferred by the pin
+    /// assert_eq!(region.durable_free_extents(), [Extent::new(2, 6)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn durable_free_extents(&self) -> Vec<Extent> {
+        self.inner.allocator.durable_free_extents()
+    }
+
+    /// A block's state: [`SharedAllocator::state_of`].
+    ///
+    /// ```
+    /// # use pinalloc::{BlockState, HeapBacking, Region};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert_eq!(region.state_of(0), Some(BlockState::Free));
+    /// assert_eq!(region.state_of(8), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn state_of(&self, block: u64) -> Option<crate::BlockState> {
+        self.inner.allocator.state_of(block)
+    }
+
+    /// How many pins cover a block: [`SharedAllocator::pin_count`].
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(2))?;
+    /// let (_p, _q) = (a.pin()?, a.pin()?);
+    /// assert_eq!(region.pin_count(a.extent().start), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_count(&self, block: u64) -> u64 {
+        self.inner.allocator.pin_count(block)
+    }
+
+    /// A snapshot of space and the region's counters.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// let s = Region::new(HeapBacking::new(4096)?, 512)?.stats();
+    /// assert_eq!((s.space.space.free_blocks, s.detached_blocks), (8, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> RegionStats {
+        let c = &self.inner.counters;
+        RegionStats {
+            space: self.inner.allocator.stats(),
+            detached_blocks: self
+                .inner
+                .detached
+                .lock()
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum(),
+            count_discards: c.discards.load(Ordering::Relaxed),
+            discarded_bytes: c.discarded_bytes.load(Ordering::Relaxed),
+            count_discard_failures: c.discard_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks the allocator's invariants ([`SharedAllocator::check_invariants`]) and
+    /// that no detached block is Free.
+    ///
+    /// # Errors
+    ///
+    /// The first violation found.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// Region::new(HeapBacking::new(4096)?, 512)?.check_invariants()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
+        self.inner.allocator.check_invariants()?;
+        let detached = self.inner.detached.lock();
+        for free in self.inner.allocator.free_extents() {
+            let r = free.start..free.start + free.len;
+            if let Some(d) = detached.overlapping(&r).next() {
+                return Err(crate::InvariantViolation {
+                    number: 2,
+                    detail: format!("detached blocks {d:?} are Free, in {free}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backing> Inner<B> {
+    /// The bytes of an extent inside the region (so the products cannot overflow:
+    /// they are at most the backing's length).
+    pub(crate) fn bytes_of(&self, extent: Extent) -> Range<u64> {
+        extent.start * self.block_bytes..(extent.start + extent.len) * self.block_bytes
+    }
+
+    /// The blocks of bytes given up at `offset_bytes..end` (block-aligned).
+    pub(crate) fn blocks_of(&self, bytes: Range<u64>) -> Extent {
+        debug_assert_eq!(bytes.start % self.block_bytes, 0);
+        debug_assert_eq!(bytes.end % self.block_bytes, 0);
+        Extent::new(
+            bytes.start / self.block_bytes,
+            (bytes.end - bytes.start) / self.block_bytes,
+        )
+    }
+
+    /// Counts a discard of `bytes` that was issued.
+    pub(crate) fn count_discard(&self, bytes: &Range<u64>) {
+        if self.discard && !bytes.is_empty() {
+            self.counters.discards.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .discarded_bytes
+                .fetch_add(bytes.end - bytes.start, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a discard that failed inside a `Drop`.
+    pub(crate) fn count_discard_failure(&self) {
+        self.counters
+            .discard_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records blocks as detached: Allocated with no handle.
+    pub(crate) fn detach(&self, extent: Extent) {
+        if !extent.is_empty() {
+            self.detached
+                .lock()
+                .insert(extent.start..extent.start + extent.len);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Pin guards of a region: [`Pinned`] (shared, reads) and [`PinnedMut`] (exclusive,
+//! reads and writes). Both keep their bytes valid and their blocks out of every other
+//! allocation until they drop.
+
+use core::fmt;
+use core::ptr::NonNull;
+use std::sync::Arc;
+
+use super::{Inner, Refused, RegionError};
+use crate::backing::span::Lent;
+use crate::backing::{Backing, MemoryBacking};
+use crate::{Extent, PinOptions, SharedPinId};
+
+/// What both guards hold: an allocator pin over their blocks and the lent bytes.
+struct Lease<B: Backing> {
+    region: Arc<Inner<B>>,
+    extent: Extent,
+    pin: SharedPinId,
+    /// `None` once released.
+    lent: Option<Lent<B>>,
+}
+
+impl<B: Backing> Lease<B> {
+    /// Pins the lent bytes' blocks.
+    fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
+        let extent = region.blocks_of(lent.bytes());
+        // If the pin is refused, `lent` drops here and leaves: the owner still holds
+        // all of its bytes, so nothing is given back.
+        let pin = region.allocator.pin_owned(extent, PinOptions::new())?;
+        Ok(Self {
+            region,
+            extent,
+            pin,
+            lent: Some(lent),
+        })
+    }
+
+    fn lent(&self) -> &Lent<B> {
+        self.lent.as_ref().expect("a live guard has its bytes")
+    }
+
+    fn lent_mut(&mut self) -> &mut Lent<B> {
+        self.lent.as_mut().expect("a live guard has its bytes")
+    }
+
+    fn refused(&self, r: crate::backing::span::Refusal) -> RegionError {
+        RegionError::refused(r, self.extent)
+    }
+
+    /// Leaves the bytes (discarding those only this guard still held, if `discard`),
+    /// then unpins, so those blocks become Free only after their discard.
+    fn release(&mut self, discard: bool) -> Result<(), RegionError> {
+        let Some(lent) = self.lent.take() else {
+            return Ok(());
+        };
+        match lent.leave(discard) {
+            Ok(only_mine) => {
+                if discard {
+                    self.region.count_discard(&only_mine);
+                }
+                let unpinned = self.region.allocator.unpin(self.pin);
+                debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+                Ok(())
+            }
+            Err((lent, refusal)) => {
+                self.lent = Some(lent);
+                Err(self.refused(refusal))
+            }
+        }
+    }
+
+    /// What a guard's drop does: release, and if the discard fails, count it and
+    /// release without it.
+    fn release_in_drop(&mut self) {
+        if self.release(self.region.discard).is_err() {
+            self.region.count_discard_failure();
+            let undiscarded = self.release(false);
+            debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
+        }
+    }
+}
+
+/// Accessors both guards share; `$mutable` adds the writing ones.
+macro_rules! guard_common {
+    ($guard:ident) => {
+        impl<B: Backing> $guard<B> {
+            /// The pinned blocks: the allocation's when the guard was made.
+            pub fn extent(&self) -> Extent {
+                self.0.extent
+            }
+
+            /// Where the bytes start in the backing.
+            pub fn offset_bytes(&self) -> u64 {
+                self.0.lent().bytes().start
+            }
+
+            /// How many bytes the guard covers.
+            pub fn len_bytes(&self) -> u64 {
+                let bytes = self.0.lent().bytes();
+                bytes.end - bytes.start
+            }
+
+            /// The address of the first byte, for a device (`None` for a file backing).
+            /// It stays valid, and its `len_bytes` bytes are never handed to another
+            /// allocation, until the guard drops. Writing through it is only for a
+            /// [`PinnedMut`]'s device.
+            pub fn as_ptr(&self) -> Option<NonNull<u8>> {
+                self.0.lent().address()
+            }
+
+            /// Reads `buf.len()` bytes at `offset_bytes` from the start of the guard.
+            ///
+            /// # Errors
+            ///
+            /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Backing`] when
+            /// the I/O fails.
+            pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+                self.0
+                    .lent()
+                    .read_at(offset_bytes, buf)
+                    .map_err(|r| self.0.refused(r))
+            }
+
+            /// Drops the guard, reporting a failed discard: on error, the guard comes
+            /// back unchanged (dropping it then releases without the discard).
+            ///
+            /// # Errors
+            ///
+            /// [`RegionError::Backing`] when discarding the bytes only this guard still
+            /// held fails.
+            #[allow(clippy::result_large_err)] // the guard comes back by value; a cold path
+            pub fn unpin(mut self) -> Result<(), Refused<Self>> {
+                match self.0.release(self.0.region.discard) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(Refused::new(error, self)),
+                }
+            }
+        }
+
+        impl<B: MemoryBacking> $guard<B> {
+            /// The pinned bytes, as a slice.
+            pub fn as_slice(&self) -> &[u8] {
+                self.0.lent().as_slice()
+            }
+        }
+
+        impl<B: Backing> Drop for $guard<B> {
+            fn drop(&mut self) {
+                self.0.release_in_drop();
+            }
+        }
+
+        impl<B: Backing> fmt::Debug for $guard<B> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($guard))
+                    .field("extent", &self.0.extent)
+                    .field("pin", &self.0.pin)
+                    .finish()
+            }
+        }
+    };
+}
+
+/// A shared pin of an [`Allocation`](crate::Allocation)'s blocks, from
+/// [`Allocation::pin`](crate::Allocation::pin): reads the bytes (slices for memory
+/// backings, a pointer for a device that reads), and keeps them valid and the blocks
+/// out of every other allocation until it drops, even if the allocation is freed or
+/// truncated meanwhile. It owns what it needs, so it may outlive the allocation and
+/// the [`Region`](crate::Region) value.
+///
+/// ```
+/// use pinalloc::{HeapBacking, Region, Request};
+///
+/// let region = Region::new(HeapBacking::new(64 * 4096)?, 4096)?;
+/// let mut a = region.allocate(Request::new(1))?;
+/// a.as_mut_slice()?.fill(42);
+/// let pin = a.pin()?;
+/// drop(a);                                   // freed: Deferred while pinned
+/// let device = std::thread::spawn(move || {  // the guard moves to the device thread
+///     assert!(pin.as_slice().iter().all(|&b| b == 42));
+///     assert_eq!(pin.len_bytes(), 4096);
+///     assert!(pin.as_ptr().is_some());
+/// });
+/// device.join().unwrap();                    // guard dropped: the block is Free
+/// assert_eq!(region.stats().space.space.free_blocks, 64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pinned<B: Backing>(Lease<B>);
+
+guard_common!(Pinned);
+
+impl<B: Backing> Pinned<B> {
+    pub(super) fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
+        Lease::new(region, lent).map(Self)
+    }
+
+    /// Another shared guard over the same bytes, with its own pin.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Pin`] if the allocator refuses the pin.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(2))?;
+    /// let p = a.pin()?;
+    /// let q = p.try_clone()?;
+    /// drop((a, p));
+    /// assert_eq!(region.stats().space.space.deferred_blocks, 2); // q still holds them
+    /// drop(q);
+    /// assert_eq!(region.stats().space.space.free_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Self, RegionError> {
+        let lent = self.0.lent().share().expect("a shared lend can be shared");
+        Self::new(Arc::clone(&self.0.region), lent)
+    }
+}
+
+/// An exclusive pin of an [`Allocation`](crate::Allocation)'s blocks, from
+/// [`Allocation::pin_mut`](crate::Allocation::pin_mut), for a device that writes: as
+/// [`Pinned`], and it also writes the bytes, while the allocation can neither read
+/// nor write them until it drops.
+///
+/// ```
+/// use pinalloc::{HeapBacking, Region, Request};
+///
+/// let region = Region::new(HeapBacking::new(64 * 4096)?, 4096)?;
+/// let mut a = region.allocate(Request::new(2))?;
+/// let mut dma = a.pin_mut()?;
+/// a.truncate(1)?;                           // the file shrinks under the I/O
+/// dma.as_mut_slice()[4096..].fill(9);       // the device still owns both blocks
+/// let mut out = [0; 2];
+/// dma.read_at(8190, &mut out)?;
+/// assert_eq!(out, [9, 9]);
+/// drop(dma);
+/// assert_eq!(region.stats().space.space.free_blocks, 63);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PinnedMut<B: Backing>(Lease<B>);
+
+guard_common!(PinnedMut);
+
+impl<B: Backing> PinnedMut<B> {
+    pub(super) fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
+        Lease::new(region, lent).map(Self)
+    }
+
+    /// Writes `buf` at `offset_bytes` from the start of the guard.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Backing`] when the
+    /// I/O fails (the bytes may then be partly written).
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// let mut dma = a.pin_mut()?;
+    /// dma.write_at(0, b"payload")?;
+    /// assert!(dma.write_at(510, b"payload").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_at(&mut self, offset_bytes: u64, buf: &[u8]) -> Result<(), RegionError> {
+        let extent = self.0.extent;
+        self.0
+            .lent_mut()
+            .write_at(offset_bytes, buf)
+            .map_err(|r| RegionError::refused(r, extent))
+    }
+}
+
+impl<B: MemoryBacking> PinnedMut<B> {
+    /// The pinned bytes, as a mutable slice.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// let mut dma = a.pin_mut()?;
+    /// dma.as_mut_slice().fill(3);
+    /// assert_eq!(dma.as_slice()[0], 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.0
+            .lent_mut()
+            .as_mut_slice()
+            .expect("an exclusive lend writes")
+    }
+}
