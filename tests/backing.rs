@@ -1,0 +1,1077 @@
+//! Backings and `Region` on real memory and real files (in temporary directories).
+//!
+//! - every backing round-trips data, directly and through a region;
+//! - pinned buffers keep their exact bytes while their extents are freed and the rest
+//!   of the region is allocated, written and freed under full pressure;
+//! - discards go exactly to the blocks that become Free, never to pinned or deferred
+//!   ones, and released file space reads as zeros;
+//! - injected I/O faults all reach a caller (or the drop-failure counter), and the
+//!   allocator stays consistent with nothing lost;
+//! - a file-backed region reopened from its durable free list has the same free space
+//!   and its detached data.
+//!
+//! The random walks are seeded; `REGION_SEEDS` runs more seeds (default 4) and
+//! `REGION_STEPS` more steps per seed (default 600).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pinalloc::{
+    AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, FileBacking,
+    HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region, RegionError,
+    Request,
+};
+
+const BLOCK: u64 = 512;
+
+// ---------------------------------------------------------------------------------------
+// Helpers: temporary directories, a seeded generator, fill patterns.
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        Self(path)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// SplitMix64: small, seeded, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bytes an allocation with this id is filled with. Never zero, so a stray
+/// discard (which leaves zeros) always shows.
+fn pattern(id: u64, len: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((id.wrapping_mul(131) + i * 7 + i / 251) % 255 + 1) as u8)
+        .collect()
+}
+
+fn fill<B: Backing>(a: &mut Allocation<B>, id: u64) {
+    a.write_at(0, &pattern(id, a.len_bytes())).expect("fill");
+}
+
+fn contents<B: Backing>(a: &Allocation<B>) -> Vec<u8> {
+    let mut out = vec![0; a.len_bytes() as usize];
+    a.read_at(0, &mut out).expect("read back");
+    out
+}
+
+fn backings(dir: &TempDir, len_bytes: u64) -> (HeapBacking, MmapBacking, MmapBacking, FileBacking) {
+    (
+        HeapBacking::new(len_bytes).unwrap(),
+        MmapBacking::anonymous(len_bytes).unwrap(),
+        // SAFETY: the file is this test's own; nothing else opens it while mapped.
+        unsafe { MmapBacking::open(dir.file("mapped"), len_bytes).unwrap() },
+        FileBacking::open(dir.file("plain"), len_bytes).unwrap(),
+    )
+}
+
+/// Runs `$f` (a generic fn taking a region) once per kind of backing.
+macro_rules! for_each_backing {
+    ($len_bytes:expr, $f:ident $(, $arg:expr)*) => {{
+        let dir = TempDir::new(stringify!($f));
+        let (heap, anon, mapped, plain) = backings(&dir, $len_bytes);
+        $f("heap", heap $(, $arg)*);
+        $f("anonymous mmap", anon $(, $arg)*);
+        $f("file mmap", mapped $(, $arg)*);
+        $f("file", plain $(, $arg)*);
+    }};
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips.
+
+fn round_trip<B: Backing>(kind: &str, backing: B) {
+    let len = backing.len_bytes();
+    // Directly: the backing's own positional I/O, at both ends.
+    let mut out = [0u8; 6];
+    // SAFETY: this test is the backing's only user.
+    unsafe {
+        backing.write_at(0, b"front!").unwrap();
+        backing.write_at(len - 6, b"back!!").unwrap();
+        backing.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"front!", "{kind}");
+        backing.read_at(len - 6, &mut out).unwrap();
+        assert_eq!(&out, b"back!!", "{kind}");
+        let err = backing.read_at(len - 5, &mut out).unwrap_err();
+        assert_eq!(
+            (err.op, err.range.clone()),
+            (BackingOp::Read, len - 5..len + 1),
+            "{kind}"
+        );
+        let err = backing.write_at(u64::MAX, b"x").unwrap_err();
+        assert_eq!(err.op, BackingOp::Write, "{kind}");
+    }
+    backing.sync().unwrap();
+
+    // Through a region: every allocation reads back what was written.
+    let region = Region::new(backing, BLOCK).unwrap();
+    let mut live = Vec::new();
+    for id in 0..6 {
+        let mut a = region.allocate(Request::new(1 + id % 4)).unwrap();
+        fill(&mut a, id);
+        live.push((id, a));
+    }
+    for (id, a) in &live {
+        assert_eq!(
+            contents(a),
+            pattern(*id, a.len_bytes()),
+            "{kind}: allocation {id}"
+        );
+        let pin = a.pin().unwrap();
+        let mut via_pin = vec![0; pin.len_bytes() as usize];
+        pin.read_at(0, &mut via_pin).unwrap();
+        assert_eq!(via_pin, pattern(*id, a.len_bytes()), "{kind}: pin of {id}");
+        assert_eq!(pin.extent(), a.extent());
+        assert_eq!(pin.offset_bytes(), a.offset_bytes());
+    }
+    let (_, a) = &mut live[0];
+    let e = a.extent();
+    let err = a.write_at(a.len_bytes() - 1, &[1, 2]).unwrap_err();
+    assert!(
+        matches!(err, RegionError::OutOfBounds { extent, len_bytes: 2, .. } if extent == e),
+        "{kind}: {err}"
+    );
+    region.sync().unwrap();
+    drop(live);
+    assert_eq!(
+        region.stats().space.space.free_blocks,
+        region.capacity_blocks(),
+        "{kind}"
+    );
+    region.check_invariants().unwrap();
+}
+
+#[test]
+fn every_backing_round_trips_data() {
+    for_each_backing!(64 * BLOCK, round_trip);
+}
+
+fn slices_and_pointers<B: MemoryBacking>(kind: &str, backing: B) {
+    let region = Region::new(backing, BLOCK).unwrap();
+    let mut a = region.allocate(Request::new(2)).unwrap();
+    a.as_mut_slice()
+        .unwrap()
+        .copy_from_slice(&pattern(1, 2 * BLOCK));
+    assert_eq!(contents(&a), pattern(1, 2 * BLOCK), "{kind}");
+    let mut dma = a.pin_mut().unwrap();
+    let base = region.backing().base_address().unwrap().as_ptr() as usize;
+    assert_eq!(
+        dma.as_ptr().unwrap().as_ptr() as usize,
+        base + a.offset_bytes() as usize,
+        "{kind}: the device pointer is the allocation's first byte"
+    );
+    dma.as_mut_slice()[..4].copy_from_slice(b"DMA!");
+    assert!(
+        matches!(a.as_slice(), Err(RegionError::Lent { .. })),
+        "{kind}"
+    );
+    drop(dma);
+    assert_eq!(&a.as_slice().unwrap()[..4], b"DMA!", "{kind}");
+}
+
+#[test]
+fn memory_backings_give_slices_and_device_pointers() {
+    let dir = TempDir::new("slices");
+    let (heap, anon, mapped, _) = backings(&dir, 16 * BLOCK);
+    slices_and_pointers("heap", heap);
+    slices_and_pointers("anonymous mmap", anon);
+    slices_and_pointers("file mmap", mapped);
+}
+
+#[test]
+fn file_guards_have_no_address_but_read_and_write() {
+    let dir = TempDir::new("file-guard");
+    let region = Region::new(FileBacking::open(dir.file("f"), 16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let mut a = region.allocate(Request::new(1)).unwrap();
+    let mut dma = a.pin_mut().unwrap();
+    assert!(dma.as_ptr().is_none());
+    dma.write_at(3, b"io").unwrap();
+    drop(dma);
+    let mut out = [0; 2];
+    a.read_at(3, &mut out).unwrap();
+    assert_eq!(&out, b"io");
+}
+
+#[test]
+fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
+    let dir = TempDir::new("sizes");
+    assert_eq!(HeapBacking::new(0).unwrap_err().op, BackingOp::Open);
+    assert!(MmapBacking::anonymous(0).is_err());
+    assert!(FileBacking::open(dir.file("z"), 0).is_err());
+    let f = FileBacking::open(dir.file("f"), 8192).unwrap();
+    drop(f);
+    let err = FileBacking::open(dir.file("f"), 4096).unwrap_err();
+    assert_eq!(err.source.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(std::fs::metadata(dir.file("f")).unwrap().len(), 8192);
+    // SAFETY: the file is this test's own.
+    assert!(unsafe { MmapBacking::open(dir.file("f"), 4096) }.is_err());
+    // Growing is fine.
+    assert_eq!(
+        FileBacking::open(dir.file("f"), 16384).unwrap().len_bytes(),
+        16384
+    );
+    assert!(matches!(
+        Region::new(HeapBacking::new(100).unwrap(), 512),
+        Err(RegionError::BlockSize {
+            block_bytes: 512,
+            backing_bytes: 100
+        })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Fill patterns under full pressure.
+
+/// A pinned buffer and what it must read as.
+enum Guard<B: Backing> {
+    Shared(Pinned<B>),
+    Exclusive(PinnedMut<B>),
+}
+
+impl<B: Backing> Guard<B> {
+    fn read(&self) -> Vec<u8> {
+        let mut out = vec![0; (self.extent().len * BLOCK) as usize];
+        match self {
+            Guard::Shared(p) => p.read_at(0, &mut out),
+            Guard::Exclusive(p) => p.read_at(0, &mut out),
+        }
+        .unwrap();
+        out
+    }
+
+    fn extent(&self) -> Extent {
+        match self {
+            Guard::Shared(p) => p.extent(),
+            Guard::Exclusive(p) => p.extent(),
+        }
+    }
+}
+
+fn overlaps(a: Extent, b: Extent) -> bool {
+    a.start < b.start + b.len && b.start < a.start + a.len
+}
+
+/// Pins a few buffers, frees or truncates their allocations, then fills the region to
+/// the last block, checks and frees, round after round. The pinned bytes never change
+/// and no allocation ever lands on them.
+fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
+    let region = Region::new(backing, BLOCK).unwrap();
+    let capacity = region.capacity_blocks();
+    let mut rng = Rng(seed);
+    let mut next_id = 0u64;
+    let mut pinned: Vec<(Guard<B>, Vec<u8>)> = Vec::new();
+    let mut keep: Vec<(Allocation<B>, u64)> = Vec::new();
+
+    for _ in 0..3 {
+        let mut a = region.allocate(Request::new(1 + rng.below(8))).unwrap();
+        let id = next_id;
+        next_id += 1;
+        fill(&mut a, id);
+        let (guard, expect) = if rng.chance(50) {
+            // A device that writes: its bytes, not the allocation's, must survive.
+            let mut g = a.pin_mut().unwrap();
+            let mine = pattern(id + 1_000_000, g.len_bytes());
+            g.write_at(0, &mine).unwrap();
+            (Guard::Exclusive(g), mine)
+        } else {
+            (Guard::Shared(a.pin().unwrap()), pattern(id, a.len_bytes()))
+        };
+        if a.extent().len > 1 && rng.chance(50) {
+            a.truncate(1).unwrap();
+            keep.push((a, id)); // the head stays allocated, the tail is Deferred
+        } else {
+            drop(a); // freed: all Deferred while pinned
+        }
+        pinned.push((guard, expect));
+    }
+
+    for round in 0..6 {
+        // Full pressure: allocate until not even one block fits.
+        let mut live: Vec<(Allocation<B>, u64)> = Vec::new();
+        let mut want = 1 + rng.below(16);
+        loop {
+            match region.allocate(Request::new(want)) {
+                Ok(mut a) => {
+                    for (g, _) in &pinned {
+                        assert!(
+                            !overlaps(a.extent(), g.extent()),
+                            "{kind}: {} handed out over pinned {}",
+                            a.extent(),
+                            g.extent()
+                        );
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    fill(&mut a, id);
+                    live.push((a, id));
+                    want = 1 + rng.below(16);
+                }
+                Err(RegionError::Alloc(AllocError::NoSpace { .. })) if want > 1 => want /= 2,
+                Err(RegionError::Alloc(AllocError::NoSpace { .. })) => break,
+                Err(e) => panic!("{kind}: {e}"),
+            }
+        }
+        let s = region.stats().space.space;
+        assert_eq!(s.free_blocks, 0, "{kind}: round {round} left space");
+        for (g, expect) in &pinned {
+            assert_eq!(
+                &g.read(),
+                expect,
+                "{kind}: round {round}: a pinned buffer changed"
+            );
+        }
+        // Check every allocation, then free about half of them (some by truncating).
+        for (a, id) in &live {
+            assert_eq!(
+                contents(a),
+                pattern(*id, a.len_bytes()),
+                "{kind}: allocation {id}"
+            );
+        }
+        let mut kept = Vec::new();
+        for (mut a, id) in live {
+            if rng.chance(50) {
+                kept.push((a, id));
+            } else if a.extent().len > 1 && rng.chance(30) {
+                a.truncate(1 + rng.below(a.extent().len - 1)).unwrap();
+                let expect = pattern(id, a.extent().len * BLOCK);
+                assert_eq!(contents(&a), expect, "{kind}: truncated {id}");
+                a.free().unwrap();
+            } else {
+                a.free().unwrap();
+            }
+        }
+        for (a, id) in kept {
+            assert_eq!(
+                contents(&a),
+                pattern(id, a.len_bytes()),
+                "{kind}: kept {id}"
+            );
+        }
+        region.check_invariants().unwrap();
+    }
+    for (g, expect) in &pinned {
+        assert_eq!(
+            &g.read(),
+            expect,
+            "{kind}: a pinned buffer changed at the end"
+        );
+    }
+    drop(pinned);
+    for (a, id) in &keep {
+        // The heads kept while their tails were pinned hold the allocation's pattern,
+        // unless an exclusive guard wrote them meanwhile (then the guard's).
+        let got = contents(a);
+        let theirs = pattern(*id, a.len_bytes());
+        let devices = pattern(id + 1_000_000, a.len_bytes());
+        assert!(
+            got == theirs || got == devices,
+            "{kind}: kept head {id} changed"
+        );
+    }
+    drop(keep);
+    assert_eq!(
+        region.stats().space.space.free_blocks,
+        capacity,
+        "{kind}: leaked"
+    );
+    region.check_invariants().unwrap();
+}
+
+#[test]
+fn pinned_buffers_keep_their_bytes_under_full_pressure() {
+    for seed in 0..env_or("REGION_SEEDS", 4) {
+        for_each_backing!(96 * BLOCK, pinned_survive_pressure, seed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Discard.
+
+/// A backing that records every discard and passes everything on.
+struct Recording<B> {
+    inner: B,
+    discards: Arc<Mutex<Vec<Range<u64>>>>,
+}
+
+impl<B: Backing> Backing for Recording<B> {
+    fn len_bytes(&self) -> u64 {
+        self.inner.len_bytes()
+    }
+
+    unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.read_at(offset_bytes, buf) }
+    }
+
+    unsafe fn write_at(&self, offset_bytes: u64, buf: &[u8]) -> Result<(), BackingError> {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.write_at(offset_bytes, buf) }
+    }
+
+    fn sync(&self) -> Result<(), BackingError> {
+        self.inner.sync()
+    }
+
+    unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
+        self.discards.lock().unwrap().push(range.clone());
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.discard(range) }
+    }
+}
+
+fn states<B: Backing>(region: &Region<B>) -> Vec<BlockState> {
+    (0..region.capacity_blocks())
+        .map(|b| region.state_of(b).unwrap())
+        .collect()
+}
+
+/// One step of a random walk over a region's handles; used by the discard and the
+/// fault walks. Returns what it did, for failure messages.
+struct Walk<B: Backing> {
+    allocations: Vec<(Allocation<B>, u64)>,
+    shared: Vec<Pinned<B>>,
+    exclusive: Vec<PinnedMut<B>>,
+    next_id: u64,
+}
+
+impl<B: Backing> Walk<B> {
+    fn new() -> Self {
+        Self {
+            allocations: Vec::new(),
+            shared: Vec::new(),
+            exclusive: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Does one random thing. `Err` is a backing failure the caller was told of.
+    fn step(
+        &mut self,
+        region: &Region<B>,
+        rng: &mut Rng,
+    ) -> (&'static str, Result<(), RegionError>) {
+        let pick = |rng: &mut Rng, n: usize| rng.below(n as u64) as usize;
+        match rng.below(10) {
+            0 | 1 => {
+                let req = Request::new(1 + rng.below(6)).policy(Policy::FirstFit);
+                match region.allocate(req) {
+                    Ok(a) => {
+                        self.allocations.push((a, self.next_id));
+                        self.next_id += 1;
+                        ("allocate", Ok(()))
+                    }
+                    Err(RegionError::Alloc(AllocError::NoSpace { .. })) => {
+                        ("allocate (full)", Ok(()))
+                    }
+                    Err(e) => ("allocate", Err(e)),
+                }
+            }
+            2 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, id) = &mut self.allocations[i];
+                let bytes = pattern(*id, a.len_bytes());
+                ("write", refusal_is_fine(a.write_at(0, &bytes)))
+            }
+            3 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, _) = &self.allocations[i];
+                let mut out = vec![0; a.len_bytes() as usize];
+                ("read", refusal_is_fine(a.read_at(0, &mut out)))
+            }
+            4 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, _) = &mut self.allocations[i];
+                if rng.chance(50) {
+                    match a.pin() {
+                        Ok(p) => self.shared.push(p),
+                        Err(RegionError::Lent { .. }) => {}
+                        Err(e) => return ("pin", Err(e)),
+                    }
+                } else {
+                    match a.pin_mut() {
+                        Ok(p) => self.exclusive.push(p),
+                        Err(RegionError::Lent { .. }) => {}
+                        Err(e) => return ("pin_mut", Err(e)),
+                    }
+                }
+                ("pin", Ok(()))
+            }
+            5 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, _) = &mut self.allocations[i];
+                let len = a.extent().len;
+                if len < 2 {
+                    return ("truncate (too short)", Ok(()));
+                }
+                ("truncate", a.truncate(1 + rng.below(len - 1)))
+            }
+            6 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, id) = self.allocations.swap_remove(i);
+                if rng.chance(20) {
+                    drop(a); // frees, discarding as well as it can
+                    return ("drop allocation", Ok(()));
+                }
+                match a.free() {
+                    Ok(()) => ("free", Ok(())),
+                    Err(refused) => {
+                        let e = refused.error;
+                        assert!(
+                            refused.handle.extent().len > 0,
+                            "the handle comes back whole"
+                        );
+                        self.allocations.push((refused.handle, id));
+                        ("free", Err(e))
+                    }
+                }
+            }
+            7 if !self.shared.is_empty() => {
+                let p = self.shared.swap_remove(pick(rng, self.shared.len()));
+                if rng.chance(50) {
+                    drop(p);
+                    return ("drop pin", Ok(()));
+                }
+                match p.unpin() {
+                    Ok(()) => ("unpin", Ok(())),
+                    Err(refused) => {
+                        self.shared.push(refused.handle);
+                        ("unpin", Err(refused.error))
+                    }
+                }
+            }
+            8 if !self.exclusive.is_empty() => {
+                let i = pick(rng, self.exclusive.len());
+                if rng.chance(50) {
+                    let p = &mut self.exclusive[i];
+                    let bytes = pattern(rng.next(), p.len_bytes());
+                    return ("device write", p.write_at(0, &bytes));
+                }
+                let p = self.exclusive.swap_remove(i);
+                match p.unpin() {
+                    Ok(()) => ("unpin_mut", Ok(())),
+                    Err(refused) => {
+                        self.exclusive.push(refused.handle);
+                        ("unpin_mut", Err(refused.error))
+                    }
+                }
+            }
+            9 => ("sync", region.sync().map_err(RegionError::from)),
+            _ => ("nothing", Ok(())),
+        }
+    }
+}
+
+/// A handle shut out by a pin guard is the walk's expected outcome, not a failure.
+fn refusal_is_fine(result: Result<(), RegionError>) -> Result<(), RegionError> {
+    match result {
+        Err(RegionError::Lent { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// After every step, the discards it issued cover exactly the blocks that became Free
+/// in it: never a block that stayed Allocated or Deferred (pinned or not).
+fn discards_match_releases<B: Backing>(kind: &str, backing: B, seed: u64) {
+    let discards = Arc::new(Mutex::new(Vec::new()));
+    let recording = Recording {
+        inner: backing,
+        discards: Arc::clone(&discards),
+    };
+    let region = Region::builder(recording, BLOCK).groups(2).build().unwrap();
+    let mut rng = Rng(seed);
+    let mut walk = Walk::new();
+    let mut before = states(&region);
+    for step in 0..env_or("REGION_STEPS", 600) {
+        let (what, result) = walk.step(&region, &mut rng);
+        result.unwrap_or_else(|e| panic!("{kind} seed {seed} step {step}: {what}: {e}"));
+        let after = states(&region);
+        let mut discarded = vec![false; after.len()];
+        for r in discards.lock().unwrap().drain(..) {
+            assert_eq!(r.start % BLOCK, 0, "{kind}: a discard inside a block");
+            assert_eq!(r.end % BLOCK, 0, "{kind}: a discard inside a block");
+            for b in r.start / BLOCK..r.end / BLOCK {
+                assert!(!discarded[b as usize], "{kind}: block {b} discarded twice");
+                discarded[b as usize] = true;
+            }
+        }
+        for b in 0..after.len() {
+            let freed = after[b] == BlockState::Free && before[b] != BlockState::Free;
+            assert_eq!(
+                discarded[b], freed,
+                "{kind} seed {seed} step {step} ({what}): block {b} went {:?} -> {:?}, discarded: {}",
+                before[b], after[b], discarded[b]
+            );
+        }
+        before = after;
+    }
+    drop(walk);
+    region.check_invariants().unwrap();
+    assert_eq!(
+        region.stats().space.space.free_blocks,
+        region.capacity_blocks()
+    );
+}
+
+#[test]
+fn discards_go_exactly_to_blocks_that_become_free() {
+    for seed in 0..env_or("REGION_SEEDS", 4) {
+        for_each_backing!(48 * BLOCK, discards_match_releases, seed);
+    }
+}
+
+/// Writes a pattern, releases the blocks, takes them again: zeros, through each route
+/// to Free (a free, a truncate, a pin guard that outlived its allocation).
+fn released_space_reads_zeros<B: Backing>(kind: &str, backing: B) {
+    let region = Region::new(backing, BLOCK).unwrap();
+    let again = |e: Extent| region.allocate(Request::new(e.len).policy(Policy::Exact(e.start)));
+
+    let mut a = region.allocate(Request::new(4)).unwrap();
+    fill(&mut a, 7);
+    let e = a.extent();
+    a.free().unwrap();
+    assert_eq!(
+        contents(&again(e).unwrap()),
+        vec![0; (4 * BLOCK) as usize],
+        "{kind}: free"
+    );
+
+    let mut a = region.allocate(Request::new(4)).unwrap();
+    fill(&mut a, 8);
+    a.truncate(1).unwrap();
+    let tail = Extent::new(a.extent().start + 1, 3);
+    assert_eq!(
+        contents(&again(tail).unwrap()),
+        vec![0; (3 * BLOCK) as usize],
+        "{kind}: truncate"
+    );
+    assert_eq!(contents(&a), pattern(8, BLOCK), "{kind}: the head is kept");
+    drop(a);
+
+    let mut a = region.allocate(Request::new(4)).unwrap();
+    fill(&mut a, 9);
+    let e = a.extent();
+    let pin = a.pin().unwrap();
+    a.free().unwrap();
+    assert!(
+        again(e).is_err(),
+        "{kind}: Deferred blocks are not handed out"
+    );
+    let mut kept = vec![0; (4 * BLOCK) as usize];
+    pin.read_at(0, &mut kept).unwrap();
+    assert_eq!(
+        kept,
+        pattern(9, 4 * BLOCK),
+        "{kind}: the pinned bytes were not discarded"
+    );
+    drop(pin);
+    assert_eq!(
+        contents(&again(e).unwrap()),
+        vec![0; (4 * BLOCK) as usize],
+        "{kind}: unpinned"
+    );
+}
+
+#[test]
+fn released_space_reads_as_zeros() {
+    for_each_backing!(32 * BLOCK, released_space_reads_zeros);
+}
+
+#[test]
+fn a_file_region_gives_released_space_back_to_the_filesystem() {
+    // ext4, xfs, btrfs and tmpfs punch holes; elsewhere the fallback writes zeros and
+    // `punches_holes` says so.
+    let dir = TempDir::new("holes");
+    let path = dir.file("data");
+    let len = 4 << 20;
+    let region = Region::new(FileBacking::open(&path, len).unwrap(), 64 * 1024).unwrap();
+    let mut all = region.allocate(Request::new(64)).unwrap();
+    all.write_at(0, &vec![1; len as usize]).unwrap();
+    region.sync().unwrap();
+    let used = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).unwrap().blocks() * 512
+    };
+    assert!(used() >= len, "the file is written out");
+    all.free().unwrap();
+    region.sync().unwrap();
+    if region.backing().punches_holes() {
+        assert!(
+            used() < len / 4,
+            "holes free the space: {} bytes still used",
+            used()
+        );
+    } else {
+        eprintln!("this filesystem cannot punch holes: the discard wrote zeros");
+    }
+    assert_eq!(region.stats().discarded_bytes, len);
+}
+
+#[test]
+fn discard_can_be_turned_off() {
+    let region = Region::builder(HeapBacking::new(8 * BLOCK).unwrap(), BLOCK)
+        .discard_released(false)
+        .build()
+        .unwrap();
+    let mut a = region.allocate(Request::new(8)).unwrap();
+    fill(&mut a, 3);
+    a.free().unwrap();
+    let b = region.allocate(Request::new(8)).unwrap();
+    assert_eq!(
+        contents(&b),
+        pattern(3, 8 * BLOCK),
+        "old bytes stay when not discarding"
+    );
+    assert_eq!(region.stats().count_discards, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Injected faults.
+
+/// A backing whose I/O fails when a countdown reaches zero, then restarts it at a
+/// random value. It counts what it injected.
+struct Faulty<B> {
+    inner: B,
+    countdown: AtomicU64,
+    seed: AtomicU64,
+    injected: Arc<AtomicU64>,
+}
+
+impl<B: Backing> Faulty<B> {
+    fn new(inner: B, seed: u64, injected: Arc<AtomicU64>) -> Self {
+        Self {
+            inner,
+            countdown: AtomicU64::new(1 + seed % 7),
+            seed: AtomicU64::new(seed),
+            injected,
+        }
+    }
+
+    fn tick(&self, op: BackingOp, range: Range<u64>) -> Result<(), BackingError> {
+        if self.countdown.fetch_sub(1, Ordering::Relaxed) > 1 {
+            return Ok(());
+        }
+        let mut rng = Rng(self.seed.fetch_add(1, Ordering::Relaxed));
+        self.countdown.store(1 + rng.below(12), Ordering::Relaxed);
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        Err(BackingError::new(
+            op,
+            range,
+            io::Error::other("injected fault"),
+        ))
+    }
+}
+
+impl<B: Backing> Backing for Faulty<B> {
+    fn len_bytes(&self) -> u64 {
+        self.inner.len_bytes()
+    }
+
+    unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        self.tick(
+            BackingOp::Read,
+            offset_bytes..offset_bytes + buf.len() as u64,
+        )?;
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.read_at(offset_bytes, buf) }
+    }
+
+    unsafe fn write_at(&self, offset_bytes: u64, buf: &[u8]) -> Result<(), BackingError> {
+        self.tick(
+            BackingOp::Write,
+            offset_bytes..offset_bytes + buf.len() as u64,
+        )?;
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.write_at(offset_bytes, buf) }
+    }
+
+    fn sync(&self) -> Result<(), BackingError> {
+        self.tick(BackingOp::Sync, 0..self.len_bytes())?;
+        self.inner.sync()
+    }
+
+    unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
+        self.tick(BackingOp::Discard, range.clone())?;
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.discard(range) }
+    }
+}
+
+/// Every injected fault reaches a caller as `RegionError::Backing`, or (in a drop,
+/// which cannot report) the drop-failure counter. A refused free or unpin hands its
+/// handle back unchanged. At the end the allocator is consistent and nothing leaked.
+fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
+    let injected = Arc::new(AtomicU64::new(0));
+    let faulty = Faulty::new(backing, seed, Arc::clone(&injected));
+    let region = Region::builder(faulty, BLOCK).groups(2).build().unwrap();
+    let mut rng = Rng(seed ^ 0xFA17);
+    let mut walk = Walk::new();
+    let mut reported = 0u64;
+    let mut kinds = BTreeMap::new();
+    for step in 0..env_or("REGION_STEPS", 600) {
+        let owned_before: Vec<Extent> = walk.allocations.iter().map(|(a, _)| a.extent()).collect();
+        let (what, result) = walk.step(&region, &mut rng);
+        match result {
+            Ok(()) => {}
+            Err(RegionError::Backing(e)) => {
+                assert_eq!(e.source.to_string(), "injected fault", "{kind}: {what}");
+                reported += 1;
+                *kinds.entry(format!("{what}: {}", e.op)).or_insert(0) += 1;
+            }
+            Err(e) => panic!("{kind} seed {seed} step {step}: {what} failed without a fault: {e}"),
+        }
+        // A refused free or truncate changed nothing: every handle still owns its blocks.
+        for (a, _) in &walk.allocations {
+            let e = a.extent();
+            assert!(owned_before.contains(&e) || what == "allocate" || what == "truncate");
+            for b in e.start..e.start + e.len {
+                assert_eq!(
+                    region.state_of(b),
+                    Some(BlockState::Allocated),
+                    "{kind}: {what}"
+                );
+            }
+        }
+        let swallowed = region.stats().count_discard_failures;
+        assert_eq!(
+            injected.load(Ordering::Relaxed),
+            reported + swallowed,
+            "{kind} seed {seed} step {step} ({what}): a fault went unreported"
+        );
+        if step % 50 == 0 {
+            region.check_invariants().unwrap();
+        }
+    }
+    drop(walk);
+    let swallowed = region.stats().count_discard_failures;
+    assert_eq!(
+        injected.load(Ordering::Relaxed),
+        reported + swallowed,
+        "{kind}"
+    );
+    assert!(
+        reported > 10,
+        "{kind}: the walk saw only {reported} faults: {kinds:?}"
+    );
+    region.check_invariants().unwrap();
+    assert_eq!(
+        region.stats().space.space.free_blocks,
+        region.capacity_blocks(),
+        "{kind}: blocks were lost"
+    );
+}
+
+#[test]
+fn injected_faults_all_reach_a_caller_and_lose_nothing() {
+    for seed in 0..env_or("REGION_SEEDS", 4) {
+        for_each_backing!(48 * BLOCK, faults_reach_callers, seed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reopening.
+
+/// Allocates, writes, detaches some extents (recorded elsewhere, as an inode would),
+/// frees others, leaves one freed under a live pin; saves the durable free list; drops
+/// everything; reopens from the list. The free space is the same, and the detached
+/// extents attach again with their bytes.
+fn reopen_restores_free_space<B: Backing>(kind: &str, open: impl Fn() -> B) {
+    let mut rng = Rng(11);
+    let (saved, recorded) = {
+        let region = Region::builder(open(), BLOCK).groups(3).build().unwrap();
+        let mut recorded = Vec::new();
+        let mut pins = Vec::new();
+        for id in 0..24u64 {
+            let mut a = region.allocate(Request::new(1 + rng.below(5))).unwrap();
+            fill(&mut a, id);
+            match id % 4 {
+                0 => drop(a),
+                1 => {
+                    pins.push(a.pin().unwrap()); // freed under a pin: Deferred, durably free
+                    drop(a);
+                }
+                2 if a.extent().len > 1 => {
+                    a.truncate(1).unwrap();
+                    recorded.push((a.into_extent().unwrap(), id));
+                }
+                _ => recorded.push((a.into_extent().unwrap(), id)),
+            }
+        }
+        region.sync().unwrap();
+        let saved = region.durable_free_extents();
+        assert_ne!(
+            saved,
+            region.free_extents(),
+            "{kind}: the pins hold some blocks"
+        );
+        drop(pins);
+        assert_eq!(saved, region.free_extents(), "{kind}");
+        (saved, recorded)
+    };
+    let region = Region::builder(open(), BLOCK)
+        .from_free_extents(saved.clone())
+        .unwrap();
+    assert_eq!(region.free_extents(), saved, "{kind}: the same free space");
+    let mut detached: Vec<Extent> = recorded.iter().map(|(e, _)| *e).collect();
+    detached.sort_by_key(|e| e.start);
+    let joined = region.detached_extents();
+    let blocks = |v: &[Extent]| v.iter().map(|e| e.len).sum::<u64>();
+    assert_eq!(
+        blocks(&joined),
+        blocks(&detached),
+        "{kind}: detached = not free"
+    );
+    for (e, id) in recorded {
+        let a = region.attach(e).unwrap();
+        assert_eq!(
+            contents(&a),
+            pattern(id, a.len_bytes()),
+            "{kind}: {e} after reopen"
+        );
+    }
+    assert!(region.detached_extents().is_empty());
+    region.check_invariants().unwrap();
+}
+
+#[test]
+fn reopening_from_the_durable_free_list_restores_free_space() {
+    let dir = TempDir::new("reopen");
+    let len = 128 * BLOCK;
+    reopen_restores_free_space("file", || {
+        FileBacking::open(dir.file("plain"), len).unwrap()
+    });
+    reopen_restores_free_space("file mmap", || {
+        // SAFETY: the file is this test's own; one mapping at a time.
+        unsafe { MmapBacking::open(dir.file("mapped"), len).unwrap() }
+    });
+}
+
+#[test]
+fn attach_refuses_blocks_that_are_not_detached() {
+    let region = Region::new(HeapBacking::new(16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let a = region.allocate(Request::new(4)).unwrap();
+    let e = a.extent();
+    for bad in [
+        e,
+        Extent::new(8, 2),
+        Extent::new(15, 2),
+        Extent::new(0, 0),
+        Extent::new(u64::MAX, 2),
+    ] {
+        assert!(
+            matches!(region.attach(bad), Err(RegionError::NotDetached { extent }) if extent == bad),
+            "{bad}"
+        );
+    }
+    let e = a.into_extent().unwrap();
+    let b = region.attach(Extent::new(e.start + 1, 2)).unwrap(); // part of it is fine
+    assert!(
+        region.attach(Extent::new(e.start, 2)).is_err(),
+        "block 1 is owned again"
+    );
+    assert_eq!(
+        region.detached_extents(),
+        [Extent::new(e.start, 1), Extent::new(e.start + 3, 1)]
+    );
+    drop(b);
+    region.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads.
+
+/// Threads allocate, fill, pin, free and check at once on one region; the pins are
+/// dropped on other threads. Two owners of the same byte would show as a broken
+/// pattern.
+#[test]
+fn threads_never_share_bytes() {
+    let region = Region::new(HeapBacking::new(256 * BLOCK).unwrap(), BLOCK).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Pinned<HeapBacking>, Vec<u8>)>();
+    std::thread::scope(|s| {
+        let device = s.spawn(move || {
+            let mut checked = 0;
+            for (pin, expect) in rx {
+                assert_eq!(pin.as_slice(), &expect[..], "a pinned buffer changed");
+                checked += 1;
+            }
+            checked
+        });
+        for t in 0..3u64 {
+            let region = region.clone();
+            let tx = tx.clone();
+            s.spawn(move || {
+                let mut rng = Rng(t);
+                let mut live: Vec<(Allocation<HeapBacking>, u64)> = Vec::new();
+                for i in 0..env_or("REGION_STEPS", 600) * 2 {
+                    let id = t << 32 | i;
+                    if live.len() < 8 {
+                        if let Ok(mut a) = region.allocate(Request::new(1 + rng.below(4))) {
+                            fill(&mut a, id);
+                            live.push((a, id));
+                        }
+                        continue;
+                    }
+                    let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
+                    if rng.chance(30) {
+                        let pin = a.pin().unwrap();
+                        let expect = pin.as_slice().to_vec();
+                        drop(a); // freed while the "device" still reads it
+                        tx.send((pin, expect)).unwrap();
+                    }
+                }
+            });
+        }
+        drop(tx);
+        assert!(device.join().unwrap() > 0);
+    });
+    assert_eq!(region.stats().space.space.free_blocks, 256);
+    region.check_invariants().unwrap();
+}
