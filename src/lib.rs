@@ -26,6 +26,14 @@
 //! them without locking to skip groups that cannot fit. Waiters sleep on one generation
 //! counter and condvar; every lock and atomic comes from one `sync` module, which the
 //! interleaving tests swap for shuttle's.
+//!
+//! `Region` gives each allocated extent one `Span`: the right to its bytes, kept in
+//! `backing/span.rs`, the only module (with the backings) allowed `unsafe`. A pin guard
+//! borrows a span's bytes like a read-write lock guard that may outlive the owner; each
+//! lend covers the bytes the owner held when it was made, and bytes the owner gives up
+//! while lent go to the last lend covering them, which discards them before its pin is
+//! dropped. So a discard only ever runs on bytes nobody else can reach, and blocks
+//! become Free only after it.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(
