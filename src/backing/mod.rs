@@ -27,6 +27,7 @@ mod file;
 mod heap;
 mod memory;
 mod mmap;
+pub(crate) mod space;
 pub(crate) mod span;
 
 pub use file::FileBacking;

@@ -1,15 +1,19 @@
 //! Who may touch which bytes of a backing, and when: the one place that turns a
-//! backing's `unsafe` byte methods into safe access for region handles.
+//! backing's `unsafe` byte methods into safe access for region handles. Every block
+//! state change a handle makes (allocate, attach, free, pin, unpin) happens here too,
+//! so the rules below rest only on this module and on the allocator's promise.
 //!
 //! # The rules
 //!
-//! A [`Span`] is the right to a byte range. The region makes one for each extent the
-//! allocator hands out, and the allocator never hands a block out again until it is
-//! Free, so **no two spans cover the same byte**. A span is not `Clone`; splitting one
-//! (a truncate) gives up its tail for good.
+//! A [`Span`] is the right to the bytes of an extent. It is made only from blocks the
+//! allocator has just handed out ([`Span::allocate`]) or from detached blocks, which no
+//! span covers ([`Span::attach`]). The allocator never hands a block out again until
+//! it is Free, so **no two spans cover the same byte**. A span is not `Clone`; it
+//! frees its blocks when dropped, after its bytes are out of every reach.
 //!
-//! A span can lend its bytes to pin guards, like a read-write lock whose guards may
-//! outlive the owner:
+//! A span lends its bytes to pin guards like a read-write lock whose guards may
+//! outlive the owner. Each [`Lent`] holds an allocator pin over the bytes it covers,
+//! taken before it exists and dropped after it has gone:
 //!
 //! | holder | reads when | writes when |
 //! |---|---|---|
@@ -17,25 +21,32 @@
 //! | a shared [`Lent`] | always | never |
 //! | an exclusive [`Lent`] | always | always (it is the only lend, and the owner is shut out) |
 //!
-//! Each lend covers the bytes the owner held when it was made. When the owner gives
-//! bytes up while they are lent, they stay covered by those lends; when the last lend
-//! covering them leaves, it gets them as a fresh span to discard (and the region then
-//! unpins, which makes the blocks Free). Bytes are therefore discarded only by a holder
-//! nobody else shares them with.
+//! Every lend covers a prefix of the span's first bytes, at least as long as what the
+//! owner holds. When the owner gives bytes up while they are lent, its free only makes
+//! their blocks Deferred (the lends' pins hold them), and the last lend covering them
+//! discards them before it unpins. Bytes are therefore discarded only by a holder
+//! nobody else shares them with, and blocks become Free only after that.
 //!
-//! Every `unsafe` block below relies on this table plus Rust's borrow rules: owner
-//! writes need `&mut Span`, an exclusive lend needs `&mut Span` to make and `&mut Lent`
-//! to write, so a `&mut [u8]` never coexists with any other reference to its bytes.
+//! Owner writes need `&mut Span`, an exclusive lend needs `&mut Span` to make and
+//! `&mut Lent` to write, so a `&mut [u8]` never coexists with another reference to its
+//! bytes. The lend lock (`Lends::state`) is taken before any allocator lock, never
+//! after; see `sync.rs`.
 
 use core::ops::Range;
 use core::ptr::NonNull;
+use core::time::Duration;
 use std::sync::{Arc, OnceLock};
 use std::vec::Vec;
 
+use super::space::Space;
 use super::{Backing, BackingError, MemoryBacking};
 use crate::sync::Mutex;
+use crate::{
+    AllocError, Extent, PinOptions, Request, SharedFreeError, SharedPinError, SharedPinId,
+};
 
-/// Why a span or lend refused an access.
+/// Why a span or lend refused a call. Nothing changed (a failed write or discard may
+/// have changed the bytes given to it).
 #[derive(Debug)]
 pub(crate) enum Refusal {
     /// `offset..offset + len` is not inside the holder's bytes of length `len_bytes`.
@@ -48,12 +59,16 @@ pub(crate) enum Refusal {
     Lent,
     /// The backing failed.
     Backing(BackingError),
+    /// The allocator refused a free (a bug: a span's blocks are Allocated).
+    Free(SharedFreeError),
+    /// The allocator refused a pin.
+    Pin(SharedPinError),
 }
 
-/// The right to a range of a backing's bytes; see the module docs.
+/// The right to an extent's bytes; see the module docs.
 pub(crate) struct Span<B: Backing> {
-    backing: Arc<B>,
-    /// The bytes this owner still holds.
+    space: Arc<Space<B>>,
+    /// The bytes this owner still holds; empty once it freed or detached them all.
     bytes: Range<u64>,
     /// Shared with this span's lends; made on the first lend.
     lends: OnceLock<Arc<Lends>>,
@@ -78,43 +93,53 @@ struct LendState {
 }
 
 impl LendState {
-    /// The furthest end among the owner and the live lends: bytes at or past it are
-    /// held by no one.
-    fn held_end(&self) -> u64 {
-        self.ends.iter().copied().fold(self.owner_end, u64::max)
+    /// The furthest end held by the owner and the live lends other than one lend
+    /// ending at `mine`: bytes at or past it are held by that lend alone.
+    fn held_end_besides(&self, mine: u64) -> u64 {
+        let mut skipped = false;
+        self.ends
+            .iter()
+            .copied()
+            .filter(|&e| {
+                let me = !skipped && e == mine;
+                skipped |= me;
+                !me
+            })
+            .fold(self.owner_end, u64::max)
     }
 }
 
-/// What became of bytes an owner gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GaveUp {
-    /// No lend covers them: they were discarded (if asked) and may be freed now.
-    Unheld,
-    /// Live lends still cover them: the last to leave discards them.
-    StillLent,
-}
-
 impl<B: Backing> Span<B> {
-    /// The right to `bytes` of `backing`.
-    ///
-    /// The caller (the region) promises that the allocator just handed these bytes'
-    /// blocks to it, so that no other span or lend covers any of them; everything else
-    /// here depends on that. It is made once per extent, in `Region::allocate` and
-    /// `Region::attach`.
-    ///
-    /// # Panics
-    ///
-    /// If `bytes` is not inside the backing: a bug in the region, and a hard stop
-    /// because slices are built from it.
-    pub(crate) fn new(backing: Arc<B>, bytes: Range<u64>) -> Self {
-        assert!(
-            bytes.start <= bytes.end && bytes.end <= backing.len_bytes(),
-            "span {bytes:?} outside a {}-byte backing",
-            backing.len_bytes()
-        );
+    /// Allocates blocks and takes the right to their bytes.
+    pub(crate) fn allocate(space: &Arc<Space<B>>, request: Request) -> Result<Self, AllocError> {
+        let extent = space.allocator.allocate(request)?;
+        Ok(Self::handed_out(space, extent))
+    }
+
+    /// As [`allocate`](Self::allocate), waiting for releases up to `timeout`.
+    pub(crate) fn allocate_wait(
+        space: &Arc<Space<B>>,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Self, AllocError> {
+        let extent = space.allocator.allocate_wait(request, timeout)?;
+        Ok(Self::handed_out(space, extent))
+    }
+
+    /// Takes the right to detached blocks; `None` unless every block is detached.
+    pub(crate) fn attach(space: &Arc<Space<B>>, extent: Extent) -> Option<Self> {
+        space
+            .take_detached(extent)
+            .then(|| Self::handed_out(space, extent))
+    }
+
+    /// The span of blocks that were just handed to us: by the allocator, which hands
+    /// a block out only when no span covers it, or from the detached set, whose blocks
+    /// no span covers.
+    fn handed_out(space: &Arc<Space<B>>, extent: Extent) -> Self {
         Self {
-            backing,
-            bytes,
+            space: Arc::clone(space),
+            bytes: space.bytes_of(extent),
             lends: OnceLock::new(),
         }
     }
@@ -122,6 +147,16 @@ impl<B: Backing> Span<B> {
     /// The bytes this owner still holds.
     pub(crate) fn bytes(&self) -> Range<u64> {
         self.bytes.clone()
+    }
+
+    /// The blocks this owner still holds.
+    pub(crate) fn extent(&self) -> Extent {
+        self.space.blocks_of(&self.bytes)
+    }
+
+    /// Whether the region discards released bytes.
+    pub(crate) fn discards(&self) -> bool {
+        self.space.discard
     }
 
     /// Whether the owner may read now: no exclusive lend is alive.
@@ -145,7 +180,7 @@ impl<B: Backing> Span<B> {
         // SAFETY: writers of these bytes would be this owner (it needs `&mut self`, and
         // we hold `&self`) or an exclusive lend (none is alive, checked above, and a new
         // one needs `&mut self`). No other span covers them (module rules).
-        unsafe { self.backing.read_at(at, buf) }.map_err(Refusal::Backing)
+        unsafe { self.space.backing.read_at(at, buf) }.map_err(Refusal::Backing)
     }
 
     /// Writes `buf` at `offset_bytes` (relative to the span's start).
@@ -157,7 +192,7 @@ impl<B: Backing> Span<B> {
         // SAFETY: no lend is alive (checked) and none can be made while we hold
         // `&mut self`; every owner reference was borrowed from `self`, so none is live
         // either; no other span covers these bytes.
-        unsafe { self.backing.write_at(at, buf) }.map_err(Refusal::Backing)
+        unsafe { self.space.backing.write_at(at, buf) }.map_err(Refusal::Backing)
     }
 
     /// Lends the bytes to a shared (read-only) holder.
@@ -167,9 +202,10 @@ impl<B: Backing> Span<B> {
         if state.exclusive {
             return Err(Refusal::Lent);
         }
+        let pin = self.pin()?;
         state.ends.push(self.bytes.end);
         drop(state);
-        Ok(self.lent(lends, false))
+        Ok(self.lent(lends, pin, false))
     }
 
     /// Lends the bytes to an exclusive holder, shutting the owner out until it leaves.
@@ -179,10 +215,19 @@ impl<B: Backing> Span<B> {
         if !state.ends.is_empty() {
             return Err(Refusal::Lent);
         }
+        let pin = self.pin()?;
         state.ends.push(self.bytes.end);
         state.exclusive = true;
         drop(state);
-        Ok(self.lent(lends, true))
+        Ok(self.lent(lends, pin, true))
+    }
+
+    /// Pins the owner's blocks for a new lend.
+    fn pin(&self) -> Result<SharedPinId, Refusal> {
+        self.space
+            .allocator
+            .pin_owned(self.extent(), PinOptions::new())
+            .map_err(Refusal::Pin)
     }
 
     fn lends(&self) -> Arc<Lends> {
@@ -198,62 +243,94 @@ impl<B: Backing> Span<B> {
         }))
     }
 
-    fn lent(&self, lends: Arc<Lends>, exclusive: bool) -> Lent<B> {
+    fn lent(&self, lends: Arc<Lends>, pin: SharedPinId, exclusive: bool) -> Lent<B> {
         Lent {
-            backing: Arc::clone(&self.backing),
+            space: Arc::clone(&self.space),
             bytes: self.bytes.clone(),
             lends: Some(lends),
             exclusive,
+            pin,
         }
     }
 
-    /// Gives up the bytes from `at_bytes` (relative) to the end: a truncate, or with
-    /// `at_bytes == 0` the whole span. With `discard`, unheld bytes are discarded first.
+    /// Gives up and frees every block past the first `keep_blocks`: a truncate, or
+    /// with zero the whole span. Blocks no lend covers are discarded first (with
+    /// `discard`) and become Free; lent ones become Deferred, for the last lend
+    /// covering them to discard.
     ///
     /// # Errors
     ///
-    /// The discard's error; then nothing changed (the bytes' contents are unspecified).
-    pub(crate) fn give_up(&mut self, at_bytes: u64, discard: bool) -> Result<GaveUp, Refusal> {
-        let at = inside(at_bytes, 0, &self.bytes)?;
+    /// The discard's or the allocator's refusal; then nothing changed (the discarded
+    /// bytes' contents are unspecified).
+    pub(crate) fn give_up(&mut self, keep_blocks: u64, discard: bool) -> Result<(), Refusal> {
+        let len_bytes = self.bytes.end - self.bytes.start;
+        let at = keep_blocks
+            .checked_mul(self.space.block_bytes)
+            .filter(|&k| k <= len_bytes)
+            .map(|k| self.bytes.start + k)
+            .ok_or(Refusal::OutOfBounds {
+                offset_bytes: keep_blocks.saturating_mul(self.space.block_bytes),
+                len: 0,
+                len_bytes,
+            })?;
+        let freed = at..self.bytes.end;
+        if freed.is_empty() {
+            return Ok(());
+        }
         let Some(lends) = self.lends.get() else {
-            self.discard_tail(at, discard)?;
+            // Never lent, and `&mut self` keeps it so.
+            self.release(&freed, discard)?;
             self.bytes.end = at;
-            return Ok(GaveUp::Unheld);
+            return Ok(());
         };
-        // The lock is held through the discard so that no lend leaves meanwhile
-        // thinking the owner still holds these bytes.
+        // The lend lock is held through the discard and the free, so no lend leaves
+        // meanwhile thinking the owner still holds these bytes.
         let mut state = lends.state.lock();
         if state.ends.is_empty() {
-            self.discard_tail(at, discard)?;
-            state.owner_end = at;
-            drop(state);
-            self.bytes.end = at;
-            return Ok(GaveUp::Unheld);
+            self.release(&freed, discard)?;
+        } else {
+            debug_assert!(state.ends.iter().all(|&e| e >= self.bytes.end));
+            // Every live lend covers `freed` and pins its blocks: they become Deferred.
+            self.space
+                .allocator
+                .free(self.space.blocks_of(&freed))
+                .map_err(Refusal::Free)?;
         }
-        debug_assert!(state.ends.iter().all(|&e| e >= self.bytes.end));
         state.owner_end = at;
         drop(state);
         self.bytes.end = at;
-        Ok(GaveUp::StillLent)
+        Ok(())
     }
 
-    /// Discards `at..end` if asked. The caller holds `&mut self` and checked that no
-    /// lend is alive.
-    fn discard_tail(&self, at: u64, discard: bool) -> Result<(), Refusal> {
-        if !discard || at == self.bytes.end {
-            return Ok(());
+    /// Discards (if asked) and frees bytes no lend covers; the caller holds `&mut self`
+    /// and checked that no lend is alive.
+    fn release(&self, freed: &Range<u64>, discard: bool) -> Result<(), Refusal> {
+        if discard {
+            // SAFETY: no lend is alive (checked by the caller, under the lend lock when
+            // lends exist, and none can be made while the caller holds `&mut self`);
+            // the owner's references were borrowed from `self`, so none is live; no
+            // other span covers these bytes. Their blocks are Allocated until the free
+            // below, so nobody else can be handed them meanwhile.
+            unsafe { self.space.backing.discard(freed.clone()) }.map_err(Refusal::Backing)?;
+            self.space.count_discard(freed);
         }
-        // SAFETY: no lend is alive (checked by the caller, under the lend lock when
-        // lends exist, and none can be made while the caller holds `&mut self`); the
-        // owner's references were borrowed from `self`, so none is live; no other span
-        // covers these bytes.
-        unsafe { self.backing.discard(at..self.bytes.end) }.map_err(Refusal::Backing)
+        self.space
+            .allocator
+            .free(self.space.blocks_of(freed))
+            .map(drop)
+            .map_err(Refusal::Free)
     }
 
-    /// Whether no lend is alive, so the owner may hand its bytes back without
-    /// giving them up (detaching them from their handle).
-    pub(crate) fn unlent(&self) -> bool {
-        self.may_write()
+    /// Gives the bytes up without freeing their blocks: they stay Allocated, detached,
+    /// for [`attach`](Self::attach). Refused (the span comes back) while lent.
+    pub(crate) fn detach(mut self) -> Result<Extent, Self> {
+        if !self.may_write() {
+            return Err(self);
+        }
+        let extent = self.extent();
+        self.bytes.end = self.bytes.start;
+        self.space.put_detached(extent);
+        Ok(extent)
     }
 }
 
@@ -266,10 +343,8 @@ impl<B: MemoryBacking> Span<B> {
         // SAFETY: as `read_at`: while this `&self` borrow lives, neither the owner
         // (needs `&mut self`) nor any lend (none exclusive now; a new exclusive one
         // needs `&mut self`) can write these bytes, and no other span covers them.
-        // `MemoryBacking` makes `base..base + len_bytes` valid memory for the backing's
-        // life, which the `Arc` in `self` extends past this borrow; `new` checked that
-        // the bytes lie inside it.
-        Ok(unsafe { slice(&*self.backing, &self.bytes) })
+        // The `Arc` in `self` keeps the backing alive past the borrow.
+        Ok(unsafe { slice(&self.space.backing, &self.bytes) })
     }
 
     /// The owner's bytes as a mutable slice.
@@ -280,7 +355,24 @@ impl<B: MemoryBacking> Span<B> {
         // SAFETY: as `write_at`: no lend is alive nor can one be made while this
         // `&mut self` borrow lives, and no other span covers these bytes, so this is
         // the only reference to them. Validity as in `as_slice`.
-        Ok(unsafe { slice_mut(&*self.backing, &self.bytes) })
+        Ok(unsafe { slice_mut(&self.space.backing, &self.bytes) })
+    }
+}
+
+impl<B: Backing> Drop for Span<B> {
+    /// Frees what is left, discarding as well as it can: a failed discard is counted
+    /// and the blocks are freed without it.
+    fn drop(&mut self) {
+        let discard = self.space.discard;
+        match self.give_up(0, discard) {
+            Ok(()) => {}
+            Err(Refusal::Backing(_)) => {
+                self.space.count_discard_failure();
+                let undiscarded = self.give_up(0, false);
+                debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
+            }
+            Err(other) => debug_assert!(false, "freeing a span failed: {other:?}"),
+        }
     }
 }
 
@@ -293,14 +385,16 @@ impl<B: Backing> core::fmt::Debug for Span<B> {
     }
 }
 
-/// A span's bytes, lent to a pin guard: shared (read-only) or exclusive.
+/// A span's bytes, lent to a pin guard: shared (read-only) or exclusive. It holds an
+/// allocator pin over its blocks until it leaves.
 pub(crate) struct Lent<B: Backing> {
-    backing: Arc<B>,
+    space: Arc<Space<B>>,
     /// The bytes this lend covers: the owner's when it was made.
     bytes: Range<u64>,
     /// `None` once it has left.
     lends: Option<Arc<Lends>>,
     exclusive: bool,
+    pin: SharedPinId,
 }
 
 impl<B: Backing> Lent<B> {
@@ -309,13 +403,28 @@ impl<B: Backing> Lent<B> {
         self.bytes.clone()
     }
 
+    /// The blocks this lend pins.
+    pub(crate) fn extent(&self) -> Extent {
+        self.space.blocks_of(&self.bytes)
+    }
+
+    /// The allocator pin this lend holds.
+    pub(crate) fn pin_id(&self) -> SharedPinId {
+        self.pin
+    }
+
+    /// Whether the region discards released bytes.
+    pub(crate) fn discards(&self) -> bool {
+        self.space.discard
+    }
+
     /// Reads `buf.len()` bytes at `offset_bytes` (relative).
     pub(crate) fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), Refusal> {
         let at = inside(offset_bytes, buf.len(), &self.bytes)?;
         // SAFETY: while this lend lives, only an exclusive lend writes these bytes, and
         // if one is alive it is `self` (it excludes every other lend and the owner), of
         // which we hold `&self`. Bytes the owner gave up stay ours until we leave.
-        unsafe { self.backing.read_at(at, buf) }.map_err(Refusal::Backing)
+        unsafe { self.space.backing.read_at(at, buf) }.map_err(Refusal::Backing)
     }
 
     /// Writes `buf` at `offset_bytes` (relative); only an exclusive lend may.
@@ -327,73 +436,88 @@ impl<B: Backing> Lent<B> {
         // SAFETY: an exclusive lend is the only lend alive and shuts the owner out of
         // reads and writes; we hold `&mut self`, so no reference from it is live; no
         // other span covers these bytes.
-        unsafe { self.backing.write_at(at, buf) }.map_err(Refusal::Backing)
+        unsafe { self.space.backing.write_at(at, buf) }.map_err(Refusal::Backing)
     }
 
     /// The address of the first byte, for memory backings.
     pub(crate) fn address(&self) -> Option<NonNull<u8>> {
-        address(&*self.backing, self.bytes.start)
+        let base = self.space.backing.base_address()?;
+        // `wrapping_add` keeps this safe; the offset is inside the backing, so this is
+        // the plain address of that byte.
+        NonNull::new(base.as_ptr().wrapping_add(self.bytes.start as usize))
     }
 
-    /// Another shared lend of the same bytes; `None` from an exclusive lend.
-    pub(crate) fn share(&self) -> Option<Self> {
+    /// Another shared lend of the same bytes, with its own pin; refused for an
+    /// exclusive lend.
+    pub(crate) fn share(&self) -> Result<Self, Refusal> {
+        let lends = self.lends.as_ref().ok_or(Refusal::Lent)?;
         if self.exclusive {
-            return None;
+            return Err(Refusal::Lent);
         }
-        let lends = Arc::clone(self.lends.as_ref()?);
-        lends.state.lock().ends.push(self.bytes.end);
-        Some(Self {
-            backing: Arc::clone(&self.backing),
+        let mut state = lends.state.lock();
+        let pin = self
+            .space
+            .allocator
+            .pin_owned(self.extent(), PinOptions::new())
+            .map_err(Refusal::Pin)?;
+        state.ends.push(self.bytes.end);
+        drop(state);
+        Ok(Self {
+            space: Arc::clone(&self.space),
             bytes: self.bytes.clone(),
-            lends: Some(lends),
+            lends: Some(Arc::clone(lends)),
             exclusive: false,
+            pin,
         })
     }
 
-    /// Leaves. Bytes that only this lend still held (the owner gave them up and no
-    /// other lend covers them) are discarded first if `discard`; they are returned, so
-    /// the caller can unpin the blocks and let them become Free.
+    /// Leaves: bytes that only this lend still held (the owner gave them up and no
+    /// other lend covers them) are discarded first if `discard`, then the pin goes, and
+    /// their blocks become Free.
     ///
     /// # Errors
     ///
-    /// The discard's error, with the lend given back still in place.
-    pub(crate) fn leave(mut self, discard: bool) -> Result<Range<u64>, (Self, Refusal)> {
+    /// The discard's error, with the lend given back still in place (the bytes it
+    /// alone held then have unspecified contents).
+    pub(crate) fn leave(mut self, discard: bool) -> Result<(), (Self, Refusal)> {
         match self.leave_now(discard) {
-            Ok(only_mine) => Ok(only_mine),
+            Ok(()) => Ok(()),
             Err(refusal) => Err((self, refusal)),
         }
     }
 
-    fn leave_now(&mut self, discard: bool) -> Result<Range<u64>, Refusal> {
+    fn leave_now(&mut self, discard: bool) -> Result<(), Refusal> {
         let Some(lends) = self.lends.as_ref() else {
-            return Ok(self.bytes.end..self.bytes.end);
+            return Ok(());
         };
         let mut state = lends.state.lock();
-        let me = state
-            .ends
-            .iter()
-            .position(|&e| e == self.bytes.end)
-            .expect("a live lend is listed");
-        state.ends.swap_remove(me);
-        let from = state.held_end().max(lends.start).min(self.bytes.end);
-        let only_mine = from..self.bytes.end;
+        let from = state.held_end_besides(self.bytes.end);
+        let only_mine = from.clamp(lends.start, self.bytes.end)..self.bytes.end;
         if discard && !only_mine.is_empty() {
             // SAFETY: nobody else holds `only_mine`: the owner gave it up (its end is at
-            // or before the start), every other live lend ends at or before the start,
-            // and new lends end where the owner does. We hold the lend lock, so none of
-            // that changes during the call. The bytes are not yet Free (our pin holds
-            // their blocks until the caller unpins), so no new span covers them.
-            if let Err(e) = unsafe { self.backing.discard(only_mine.clone()) } {
-                state.ends.push(self.bytes.end);
-                return Err(Refusal::Backing(e));
+            // or before the start), and every other live lend ends at or before the
+            // start. We hold the lend lock, so none of that changes during the call: a
+            // new lend ends where the owner does or where a listed lend does. Our pin
+            // keeps the blocks Deferred, so no new span covers them. We are still
+            // listed, so a panic in `discard` leaves everything as it was.
+            unsafe { self.space.backing.discard(only_mine.clone()) }.map_err(Refusal::Backing)?;
+            self.space.count_discard(&only_mine);
+        }
+        match state.ends.iter().position(|&e| e == self.bytes.end) {
+            Some(me) => {
+                state.ends.swap_remove(me);
             }
+            None => debug_assert!(false, "a live lend is listed"),
         }
         if self.exclusive {
             state.exclusive = false;
         }
         drop(state);
         self.lends = None;
-        Ok(only_mine)
+        // After the bytes are out of every reach: their blocks may become Free now.
+        let unpinned = self.space.allocator.unpin(self.pin);
+        debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+        Ok(())
     }
 }
 
@@ -402,8 +526,8 @@ impl<B: MemoryBacking> Lent<B> {
     pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: as `read_at`: no one but `self` may write these bytes while this lend
         // lives, and a write through `self` needs `&mut self`. The `Arc` keeps the
-        // memory alive; the span checked the bytes are inside it.
-        unsafe { slice(&*self.backing, &self.bytes) }
+        // memory alive.
+        unsafe { slice(&self.space.backing, &self.bytes) }
     }
 
     /// The lent bytes as a mutable slice; `None` for a shared lend.
@@ -413,14 +537,19 @@ impl<B: MemoryBacking> Lent<B> {
         }
         // SAFETY: as `write_at`: the only lend alive, the owner shut out, and this
         // `&mut self` borrow rules out other references from `self`.
-        Some(unsafe { slice_mut(&*self.backing, &self.bytes) })
+        Some(unsafe { slice_mut(&self.space.backing, &self.bytes) })
     }
 }
 
 impl<B: Backing> Drop for Lent<B> {
+    /// Leaves, discarding as well as it can: a failed discard is counted and the lend
+    /// leaves without it.
     fn drop(&mut self) {
-        // Leaving without a discard cannot fail.
-        let _ = self.leave_now(false);
+        if self.leave_now(self.space.discard).is_err() {
+            self.space.count_discard_failure();
+            let undiscarded = self.leave_now(false);
+            debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
+        }
     }
 }
 
@@ -429,6 +558,7 @@ impl<B: Backing> core::fmt::Debug for Lent<B> {
         f.debug_struct("Lent")
             .field("bytes", &self.bytes)
             .field("exclusive", &self.exclusive)
+            .field("pin", &self.pin)
             .finish()
     }
 }
@@ -446,19 +576,13 @@ fn inside(offset_bytes: u64, len: usize, bytes: &Range<u64>) -> Result<u64, Refu
     }
 }
 
-fn address<B: Backing>(backing: &B, offset_bytes: u64) -> Option<NonNull<u8>> {
-    let base = backing.base_address()?;
-    // `wrapping_add` keeps this safe; the offset is inside the backing, so this is
-    // the plain address of that byte.
-    NonNull::new(base.as_ptr().wrapping_add(offset_bytes as usize))
-}
-
 /// `bytes` of a memory backing as a slice.
 ///
 /// # Safety
 ///
-/// `bytes` is inside the backing, the backing outlives `'a`, and nothing writes the
-/// bytes during `'a`.
+/// `bytes` is inside the backing (true of every span's and lend's bytes: `Space::new`
+/// checks the blocks fit), the backing outlives `'a`, and nothing writes the bytes
+/// during `'a`.
 unsafe fn slice<'a, B: MemoryBacking>(backing: &'a B, bytes: &Range<u64>) -> &'a [u8] {
     let base = backing
         .base_address()
@@ -485,45 +609,57 @@ unsafe fn slice_mut<'a, B: MemoryBacking>(backing: &'a B, bytes: &Range<u64>) ->
     unsafe { core::slice::from_raw_parts_mut(base.as_ptr().add(bytes.start as usize), len) }
 }
 
-impl<B: Backing> Span<B> {
-    /// Bytes of this span's lends (for tests and `Debug`): `(owner_end, lend ends)`.
-    #[cfg(test)]
-    fn lend_view(&self) -> Option<(u64, Vec<u64>)> {
-        let l = self.lends.get()?;
-        let s = l.state.lock();
-        Some((s.owner_end, s.ends.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HeapBacking;
+    use crate::{BlockState, HeapBacking, SharedAllocator};
     use std::vec;
 
-    fn span(len: u64) -> Span<HeapBacking> {
-        Span::new(Arc::new(HeapBacking::new(len).unwrap()), 0..len)
+    const BLOCK: u64 = 4;
+
+    fn space(blocks: u64) -> Arc<Space<HeapBacking>> {
+        let heap = HeapBacking::new(blocks * BLOCK).unwrap();
+        Arc::new(Space::new(heap, BLOCK, SharedAllocator::new(blocks), true))
+    }
+
+    fn all_bytes(space: &Space<HeapBacking>) -> std::vec::Vec<u8> {
+        let mut all = vec![1u8; space.backing.len_bytes() as usize];
+        // SAFETY: the test reads only when no span or lend is writing.
+        unsafe { space.backing.read_at(0, &mut all).unwrap() };
+        all
+    }
+
+    fn lend_view(s: &Span<HeapBacking>) -> Option<(u64, std::vec::Vec<u64>)> {
+        let l = s.lends.get()?;
+        let st = l.state.lock();
+        Some((st.owner_end, st.ends.clone()))
     }
 
     #[test]
     fn owner_is_shut_out_by_an_exclusive_lend_only_while_it_lives() {
-        let mut s = span(64);
+        let sp = space(16);
+        let mut s = Span::allocate(&sp, Request::new(16)).unwrap();
         s.as_mut_slice().unwrap().fill(7);
         let mut lent = s.lend_exclusive().unwrap();
         assert!(matches!(s.as_slice(), Err(Refusal::Lent)));
         assert!(matches!(s.write_at(0, &[1]), Err(Refusal::Lent)));
         assert!(matches!(s.lend(), Err(Refusal::Lent)));
+        assert!(matches!(lent.share(), Err(Refusal::Lent)));
         lent.as_mut_slice().unwrap()[0] = 9;
-        assert_eq!(lent.leave(true).unwrap(), 64..64); // the owner still holds it all
-        assert_eq!(s.as_slice().unwrap()[..2], [9, 7]);
+        assert_eq!(sp.allocator.pin_count(0), 1);
+        lent.leave(true).unwrap();
+        assert_eq!(sp.allocator.pin_count(0), 0);
+        assert_eq!(s.as_slice().unwrap()[..2], [9, 7]); // the owner held it all: no discard
         s.write_at(1, &[3]).unwrap();
     }
 
     #[test]
     fn shared_lends_let_the_owner_read_but_not_write() {
-        let mut s = span(16);
+        let sp = space(4);
+        let mut s = Span::allocate(&sp, Request::new(4)).unwrap();
         let a = s.lend().unwrap();
         let b = a.share().unwrap();
+        assert_eq!(sp.allocator.pin_count(0), 2);
         assert!(s.as_slice().is_ok());
         assert!(matches!(s.as_mut_slice(), Err(Refusal::Lent)));
         assert!(matches!(s.lend_exclusive(), Err(Refusal::Lent)));
@@ -531,41 +667,54 @@ mod tests {
         assert!(matches!(s.as_mut_slice(), Err(Refusal::Lent)));
         drop(b);
         assert!(s.as_mut_slice().is_ok());
+        assert_eq!(sp.allocator.pin_count(0), 0);
     }
 
     #[test]
     fn given_up_bytes_go_to_the_last_lend_that_covers_them() {
-        // bytes:   0        8        12       16
-        // lend a:  [=========================)       made at len 16
-        // owner:   [========)                       truncated to 8
+        // blocks:  0        2        3        4
+        // lend a:  [=========================)       made at 4 blocks
+        // owner:   [========)                       truncated to 2
         // lend b:  [========)                       made after the truncate
-        // a leaves: 8..16 are held by no one else -> a discards them.
-        let mut s = span(16);
+        // a leaves: blocks 2..4 are held by no one else -> a discards them, and they
+        // become Free when its pin goes.
+        let sp = space(4);
+        let mut s = Span::allocate(&sp, Request::new(4)).unwrap();
         s.as_mut_slice().unwrap().fill(5);
         let a = s.lend().unwrap();
-        assert_eq!(s.give_up(8, true).unwrap(), GaveUp::StillLent);
+        s.give_up(2, true).unwrap();
+        assert_eq!(sp.allocator.state_of(3), Some(BlockState::Deferred));
         assert_eq!(a.as_slice(), [5; 16]); // still readable: nobody discarded it
         let b = s.lend().unwrap();
-        assert_eq!(s.lend_view(), Some((8, vec![16, 8])));
-        assert_eq!(a.leave(true).unwrap(), 8..16);
+        assert_eq!(lend_view(&s), Some((8, vec![16, 8])));
+        a.leave(true).unwrap();
+        assert_eq!(sp.allocator.state_of(3), Some(BlockState::Free));
+        assert_eq!(all_bytes(&sp)[8..], [0; 8]);
         assert_eq!(b.as_slice(), [5; 8]);
         // The owner gives up the rest while b lives: b is the last holder.
-        assert_eq!(s.give_up(0, true).unwrap(), GaveUp::StillLent);
-        assert_eq!(b.leave(true).unwrap(), 0..8);
-        let mut all = [1u8; 16];
-        // SAFETY: every holder has left; this test owns the backing.
-        unsafe { s.backing.read_at(0, &mut all).unwrap() };
-        assert_eq!(all, [0; 16]);
+        s.give_up(0, true).unwrap();
+        assert_eq!(sp.allocator.state_of(0), Some(BlockState::Deferred));
+        b.leave(true).unwrap();
+        assert_eq!(all_bytes(&sp), [0; 16]);
+        assert_eq!(sp.allocator.stats().space.free_blocks, 4);
+        drop(s); // nothing left to free
+        sp.check_invariants().unwrap();
     }
 
     #[test]
-    fn an_unlent_truncate_discards_at_once_and_bounds_are_checked() {
-        let mut s = span(16);
+    fn an_unlent_truncate_discards_and_frees_at_once_and_bounds_are_checked() {
+        let sp = space(4);
+        let mut s = Span::allocate(&sp, Request::new(4)).unwrap();
         s.as_mut_slice().unwrap().fill(5);
-        assert_eq!(s.give_up(4, true).unwrap(), GaveUp::Unheld);
+        s.give_up(1, true).unwrap();
         assert_eq!(s.bytes(), 0..4);
+        assert_eq!(sp.allocator.stats().space.free_blocks, 3);
         assert!(matches!(
-            s.give_up(5, true),
+            s.give_up(2, true),
+            Err(Refusal::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            s.give_up(u64::MAX, true),
             Err(Refusal::OutOfBounds { .. })
         ));
         assert!(matches!(
@@ -576,15 +725,18 @@ mod tests {
             s.write_at(u64::MAX, &[0]),
             Err(Refusal::OutOfBounds { .. })
         ));
-        let mut rest = [1u8; 12];
-        // SAFETY: the span gave these bytes up; nothing else holds them.
-        unsafe { s.backing.read_at(4, &mut rest).unwrap() };
-        assert_eq!(rest, [0; 12]);
+        assert_eq!(all_bytes(&sp)[4..], [0; 12]);
+        let e = s.detach().unwrap();
+        assert_eq!(e, Extent::new(0, 1));
+        assert!(Span::attach(&sp, Extent::new(0, 2)).is_none());
+        let again = Span::attach(&sp, e).unwrap();
+        assert_eq!(again.as_slice().unwrap(), [5; 4]);
     }
 
     #[test]
-    #[should_panic(expected = "outside")]
-    fn a_span_past_the_backing_is_a_bug() {
-        let _ = Span::new(Arc::new(HeapBacking::new(8).unwrap()), 0..9);
+    #[should_panic(expected = "do not fit")]
+    fn a_space_past_the_backing_is_a_bug() {
+        let heap = HeapBacking::new(8).unwrap();
+        let _ = Space::new(heap, 4, SharedAllocator::new(3), true);
     }
 }

@@ -1,11 +1,10 @@
 //! [`Allocation`]: an owned extent of a region, with its bytes.
 
 use core::fmt;
-use std::sync::Arc;
 
-use super::{Inner, Pinned, PinnedMut, Refused, RegionError};
+use super::{Pinned, PinnedMut, Refused, RegionError};
 use crate::Extent;
-use crate::backing::span::{GaveUp, Span};
+use crate::backing::span::Span;
 use crate::backing::{Backing, MemoryBacking};
 
 /// Blocks of a [`Region`](crate::Region), owned: reads and writes their bytes, pins
@@ -42,22 +41,13 @@ use crate::backing::{Backing, MemoryBacking};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Allocation<B: Backing> {
-    region: Arc<Inner<B>>,
-    /// The blocks this handle owns; empty (length 0) once it freed or detached them.
-    extent: Extent,
+    /// The right to the bytes; dropping it frees what is left.
     span: Span<B>,
 }
 
 impl<B: Backing> Allocation<B> {
-    /// The owner of `extent`, whose blocks the allocator (or the detached set) just
-    /// handed over with the span over their bytes.
-    pub(super) fn new(region: Arc<Inner<B>>, extent: Extent, span: Span<B>) -> Self {
-        debug_assert_eq!(region.bytes_of(extent), span.bytes());
-        Self {
-            region,
-            extent,
-            span,
-        }
+    pub(super) fn new(span: Span<B>) -> Self {
+        Self { span }
     }
 
     /// The blocks owned.
@@ -70,7 +60,7 @@ impl<B: Backing> Allocation<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn extent(&self) -> Extent {
-        self.extent
+        self.span.extent()
     }
 
     /// Where the bytes start in the backing.
@@ -120,7 +110,7 @@ impl<B: Backing> Allocation<B> {
     pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), RegionError> {
         self.span
             .read_at(offset_bytes, buf)
-            .map_err(|r| RegionError::refused(r, self.extent))
+            .map_err(|r| RegionError::refused(r, self.span.extent()))
     }
 
     /// Writes `buf` at `offset_bytes` from the start of the allocation.
@@ -145,7 +135,7 @@ impl<B: Backing> Allocation<B> {
     pub fn write_at(&mut self, offset_bytes: u64, buf: &[u8]) -> Result<(), RegionError> {
         self.span
             .write_at(offset_bytes, buf)
-            .map_err(|r| RegionError::refused(r, self.extent))
+            .map_err(|r| RegionError::refused(r, self.span.extent()))
     }
 
     /// A shared pin: the blocks stay Allocated or Deferred, never handed out again,
@@ -173,8 +163,8 @@ impl<B: Backing> Allocation<B> {
         let lent = self
             .span
             .lend()
-            .map_err(|r| RegionError::refused(r, self.extent))?;
-        Pinned::new(Arc::clone(&self.region), lent)
+            .map_err(|r| RegionError::refused(r, self.span.extent()))?;
+        Ok(Pinned::new(lent))
     }
 
     /// An exclusive pin, for a device that writes: as [`pin`](Self::pin), and the
@@ -203,8 +193,8 @@ impl<B: Backing> Allocation<B> {
         let lent = self
             .span
             .lend_exclusive()
-            .map_err(|r| RegionError::refused(r, self.extent))?;
-        PinnedMut::new(Arc::clone(&self.region), lent)
+            .map_err(|r| RegionError::refused(r, self.span.extent()))?;
+        Ok(PinnedMut::new(lent))
     }
 
     /// Keeps the first `len_blocks` blocks and frees the rest. Freed blocks that a pin
@@ -227,13 +217,11 @@ impl<B: Backing> Allocation<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn truncate(&mut self, len_blocks: u64) -> Result<(), RegionError> {
-        if len_blocks == 0 || len_blocks > self.extent.len {
-            return Err(RegionError::Truncate {
-                extent: self.extent,
-                len_blocks,
-            });
+        let extent = self.span.extent();
+        if len_blocks == 0 || len_blocks > extent.len {
+            return Err(RegionError::Truncate { extent, len_blocks });
         }
-        self.give_up(len_blocks, self.region.discard)
+        self.give_up(len_blocks)
     }
 
     /// Frees every block: those a pin guard covers become Deferred until it drops,
@@ -255,7 +243,7 @@ impl<B: Backing> Allocation<B> {
     /// ```
     #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path
     pub fn free(mut self) -> Result<(), Refused<Self>> {
-        match self.give_up(0, self.region.discard) {
+        match self.give_up(0) {
             Ok(()) => Ok(()),
             Err(error) => Err(Refused::new(error, self)),
         }
@@ -279,39 +267,24 @@ impl<B: Backing> Allocation<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path
-    pub fn into_extent(mut self) -> Result<Extent, Refused<Self>> {
-        if !self.span.unlent() {
-            let error = RegionError::Lent {
-                extent: self.extent,
-            };
-            return Err(Refused::new(error, self));
+    pub fn into_extent(self) -> Result<Extent, Refused<Self>> {
+        match self.span.detach() {
+            Ok(extent) => Ok(extent),
+            Err(span) => {
+                let extent = span.extent();
+                Err(Refused::new(RegionError::Lent { extent }, Self { span }))
+            }
         }
-        let extent = self.extent;
-        self.extent.len = 0;
-        self.region.detach(extent);
-        Ok(extent)
     }
 
-    /// Gives up the blocks past the first `keep_blocks` and frees them.
-    fn give_up(&mut self, keep_blocks: u64, discard: bool) -> Result<(), RegionError> {
-        debug_assert!(keep_blocks <= self.extent.len);
-        let bytes = self.span.bytes();
-        let at_bytes = keep_blocks * self.region.block_bytes;
-        let gave = self
-            .span
-            .give_up(at_bytes, discard)
-            .map_err(|r| RegionError::refused(r, self.extent))?;
-        let freed_bytes = bytes.start + at_bytes..bytes.end;
-        if gave == GaveUp::Unheld && discard {
-            self.region.count_discard(&freed_bytes);
-        }
-        let freed = self.region.blocks_of(freed_bytes);
-        self.extent.len = keep_blocks;
-        if freed.is_empty() {
-            return Ok(());
-        }
-        self.region.allocator.free(freed)?;
-        Ok(())
+    /// Gives up and frees the blocks past the first `keep_blocks`, discarding them
+    /// first if the region discards.
+    fn give_up(&mut self, keep_blocks: u64) -> Result<(), RegionError> {
+        let extent = self.span.extent();
+        let discard = self.span.discards();
+        self.span
+            .give_up(keep_blocks, discard)
+            .map_err(|r| RegionError::refused(r, extent))
     }
 }
 
@@ -332,7 +305,7 @@ impl<B: MemoryBacking> Allocation<B> {
     pub fn as_slice(&self) -> Result<&[u8], RegionError> {
         self.span
             .as_slice()
-            .map_err(|r| RegionError::refused(r, self.extent))
+            .map_err(|r| RegionError::refused(r, self.span.extent()))
     }
 
     /// The bytes, as a mutable slice.
@@ -350,34 +323,16 @@ impl<B: MemoryBacking> Allocation<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8], RegionError> {
+        let extent = self.span.extent();
         self.span
             .as_mut_slice()
-            .map_err(|r| RegionError::refused(r, self.extent))
-    }
-}
-
-impl<B: Backing> Drop for Allocation<B> {
-    fn drop(&mut self) {
-        if self.extent.is_empty() {
-            return;
-        }
-        match self.give_up(0, self.region.discard) {
-            Ok(()) => {}
-            Err(RegionError::Backing(_)) => {
-                // The discard failed and changed nothing else: free without it.
-                self.region.count_discard_failure();
-                let undiscarded = self.give_up(0, false);
-                debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
-            }
-            Err(other) => debug_assert!(false, "freeing an allocation failed: {other}"),
-        }
+            .map_err(|r| RegionError::refused(r, extent))
     }
 }
 
 impl<B: Backing> fmt::Debug for Allocation<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Allocation")
-            .field("extent", &self.extent)
             .field("span", &self.span)
             .finish()
     }

@@ -97,6 +97,8 @@ impl RegionError {
             },
             Refusal::Lent => Self::Lent { extent },
             Refusal::Backing(e) => Self::Backing(e),
+            Refusal::Free(e) => Self::Free(e),
+            Refusal::Pin(e) => Self::Pin(e),
         }
     }
 }

@@ -1,21 +1,18 @@
 //! [`Region`]: a backing, a block size and a [`SharedAllocator`] over the backing's
 //! blocks, with owned allocations and pin guards that give access to the memory.
 //!
-//! This layer holds no `unsafe` code: byte access goes through `backing::span`, whose
-//! rules (one span per allocated extent, lends that outlive their owner) make it safe.
+//! This layer holds no `unsafe` code and changes no block's state itself: allocation,
+//! byte access, pins and frees go through `backing::span`, whose rules (one span per
+//! allocated extent, lends that outlive their owner) make them safe whatever this
+//! layer does.
 
-use core::ops::Range;
 use core::time::Duration;
-use std::format;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::vec::Vec;
 
-use rangemap::RangeSet;
-
+use crate::backing::space::Space;
 use crate::backing::span::Span;
 use crate::backing::{Backing, BackingError};
-use crate::sync::Mutex;
 use crate::{Extent, Request, SharedAllocator, SharedStats};
 
 mod allocation;
@@ -65,26 +62,13 @@ pub use pinned::{Pinned, PinnedMut};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Region<B: Backing> {
-    inner: Arc<Inner<B>>,
-}
-
-/// What a region, its allocations and its pin guards share.
-pub(crate) struct Inner<B: Backing> {
-    pub(crate) backing: Arc<B>,
-    pub(crate) allocator: SharedAllocator,
-    pub(crate) block_bytes: u64,
-    /// Whether released space is discarded.
-    pub(crate) discard: bool,
-    /// Allocated blocks that no handle owns: those found Allocated at open time, and
-    /// those of [`Allocation::into_extent`].
-    detached: Mutex<RangeSet<u64>>,
-    pub(crate) counters: AtomicRegionCounters,
+    space: Arc<Space<B>>,
 }
 
 impl<B: Backing> Clone for Region<B> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            space: Arc::clone(&self.space),
         }
     }
 }
@@ -92,9 +76,9 @@ impl<B: Backing> Clone for Region<B> {
 impl<B: Backing> core::fmt::Debug for Region<B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Region")
-            .field("block_bytes", &self.inner.block_bytes)
-            .field("capacity_blocks", &self.inner.allocator.capacity_blocks())
-            .field("discard", &self.inner.discard)
+            .field("block_bytes", &self.space.block_bytes)
+            .field("capacity_blocks", &self.space.allocator.capacity_blocks())
+            .field("discard", &self.space.discard)
             .finish_non_exhaustive()
     }
 }
@@ -209,27 +193,9 @@ impl<B: Backing> RegionBuilder<B> {
             builder = builder.groups(groups);
         }
         let allocator = builder.from_free_extents(free)?;
-        let mut detached = RangeSet::new();
-        let mut at = 0;
-        for e in allocator
-            .free_extents()
-            .into_iter()
-            .chain([Extent::new(capacity, 0)])
-        {
-            if at < e.start {
-                detached.insert(at..e.start);
-            }
-            at = e.start + e.len;
-        }
+        let space = Space::new(self.backing, self.block_bytes, allocator, self.discard);
         Ok(Region {
-            inner: Arc::new(Inner {
-                backing: Arc::new(self.backing),
-                allocator,
-                block_bytes: self.block_bytes,
-                discard: self.discard,
-                detached: Mutex::new(detached),
-                counters: AtomicRegionCounters::default(),
-            }),
+            space: Arc::new(space),
         })
     }
 }
@@ -258,13 +224,6 @@ pub struct RegionStats {
     /// Discards that failed where no caller could be told (in a `Drop`); their blocks
     /// were released anyway, keeping their old bytes.
     pub count_discard_failures: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct AtomicRegionCounters {
-    discards: AtomicU64,
-    discarded_bytes: AtomicU64,
-    discard_failures: AtomicU64,
 }
 
 impl<B: Backing> Region<B> {
@@ -318,8 +277,8 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn allocate(&self, request: Request) -> Result<Allocation<B>, RegionError> {
-        let extent = self.inner.allocator.allocate(request)?;
-        Ok(self.adopt(extent))
+        let span = Span::allocate(&self.space, request)?;
+        Ok(Allocation::new(span))
     }
 
     /// As [`allocate`](Self::allocate), waiting up to `timeout` for pinned or deferred
@@ -348,8 +307,8 @@ impl<B: Backing> Region<B> {
         request: Request,
         timeout: Duration,
     ) -> Result<Allocation<B>, RegionError> {
-        let extent = self.inner.allocator.allocate_wait(request, timeout)?;
-        Ok(self.adopt(extent))
+        let span = Span::allocate_wait(&self.space, request, timeout)?;
+        Ok(Allocation::new(span))
     }
 
     /// Takes detached blocks (Allocated, but owned by no handle: found at open time, or
@@ -374,21 +333,8 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
-        let range = extent
-            .checked_end()
-            .filter(|_| !extent.is_empty())
-            .map(|end| extent.start..end)
-            .ok_or(RegionError::NotDetached { extent })?;
-        let mut detached = self.inner.detached.lock();
-        let covered = detached
-            .overlapping(&range)
-            .any(|r| r.start <= range.start && range.end <= r.end);
-        if !covered {
-            return Err(RegionError::NotDetached { extent });
-        }
-        detached.remove(range);
-        drop(detached);
-        Ok(self.adopt(extent))
+        let span = Span::attach(&self.space, extent).ok_or(RegionError::NotDetached { extent })?;
+        Ok(Allocation::new(span))
     }
 
     /// The detached extents (Allocated, owned by no handle), in address order.
@@ -400,18 +346,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn detached_extents(&self) -> Vec<Extent> {
-        self.inner
-            .detached
-            .lock()
-            .iter()
-            .map(|r| Extent::new(r.start, r.end - r.start))
-            .collect()
-    }
-
-    /// A handle for blocks just taken from the allocator or the detached set.
-    fn adopt(&self, extent: Extent) -> Allocation<B> {
-        let span = Span::new(Arc::clone(&self.inner.backing), self.inner.bytes_of(extent));
-        Allocation::new(Arc::clone(&self.inner), extent, span)
+        self.space.detached_extents()
     }
 
     /// Bytes per block.
@@ -422,7 +357,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn block_bytes(&self) -> u64 {
-        self.inner.block_bytes
+        self.space.block_bytes
     }
 
     /// Blocks in the region: the backing's length over the block size, rounded down.
@@ -433,7 +368,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity_blocks(&self) -> u64 {
-        self.inner.allocator.capacity_blocks()
+        self.space.allocator.capacity_blocks()
     }
 
     /// The backing, for its own queries and [`Backing::sync`]. Its byte methods are
@@ -447,7 +382,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn backing(&self) -> &B {
-        &self.inner.backing
+        &self.space.backing
     }
 
     /// Makes the backing's writes durable: [`Backing::sync`].
@@ -462,7 +397,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sync(&self) -> Result<(), BackingError> {
-        self.inner.backing.sync()
+        self.space.backing.sync()
     }
 
     /// The Free extents, in address order: [`SharedAllocator::free_extents`].
@@ -474,7 +409,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn free_extents(&self) -> Vec<Extent> {
-        self.inner.allocator.free_extents()
+        self.space.allocator.free_extents()
     }
 
     /// What would be free after a crash and reopen (pins vanish):
@@ -491,7 +426,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn durable_free_extents(&self) -> Vec<Extent> {
-        self.inner.allocator.durable_free_extents()
+        self.space.allocator.durable_free_extents()
     }
 
     /// A block's state: [`SharedAllocator::state_of`].
@@ -504,7 +439,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_of(&self, block: u64) -> Option<crate::BlockState> {
-        self.inner.allocator.state_of(block)
+        self.space.allocator.state_of(block)
     }
 
     /// How many pins cover a block: [`SharedAllocator::pin_count`].
@@ -518,7 +453,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pin_count(&self, block: u64) -> u64 {
-        self.inner.allocator.pin_count(block)
+        self.space.allocator.pin_count(block)
     }
 
     /// A snapshot of space and the region's counters.
@@ -530,19 +465,13 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> RegionStats {
-        let c = &self.inner.counters;
+        let c = self.space.counts();
         RegionStats {
-            space: self.inner.allocator.stats(),
-            detached_blocks: self
-                .inner
-                .detached
-                .lock()
-                .iter()
-                .map(|r| r.end - r.start)
-                .sum(),
-            count_discards: c.discards.load(Ordering::Relaxed),
-            discarded_bytes: c.discarded_bytes.load(Ordering::Relaxed),
-            count_discard_failures: c.discard_failures.load(Ordering::Relaxed),
+            space: self.space.allocator.stats(),
+            detached_blocks: c.detached_blocks,
+            count_discards: c.discards,
+            discarded_bytes: c.discarded_bytes,
+            count_discard_failures: c.discard_failures,
         }
     }
 
@@ -559,61 +488,6 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
-        self.inner.allocator.check_invariants()?;
-        let detached = self.inner.detached.lock();
-        for free in self.inner.allocator.free_extents() {
-            let r = free.start..free.start + free.len;
-            if let Some(d) = detached.overlapping(&r).next() {
-                return Err(crate::InvariantViolation {
-                    number: 2,
-                    detail: format!("detached blocks {d:?} are Free, in {free}"),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<B: Backing> Inner<B> {
-    /// The bytes of an extent inside the region (so the products cannot overflow:
-    /// they are at most the backing's length).
-    pub(crate) fn bytes_of(&self, extent: Extent) -> Range<u64> {
-        extent.start * self.block_bytes..(extent.start + extent.len) * self.block_bytes
-    }
-
-    /// The blocks of bytes given up at `offset_bytes..end` (block-aligned).
-    pub(crate) fn blocks_of(&self, bytes: Range<u64>) -> Extent {
-        debug_assert_eq!(bytes.start % self.block_bytes, 0);
-        debug_assert_eq!(bytes.end % self.block_bytes, 0);
-        Extent::new(
-            bytes.start / self.block_bytes,
-            (bytes.end - bytes.start) / self.block_bytes,
-        )
-    }
-
-    /// Counts a discard of `bytes` that was issued.
-    pub(crate) fn count_discard(&self, bytes: &Range<u64>) {
-        if self.discard && !bytes.is_empty() {
-            self.counters.discards.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .discarded_bytes
-                .fetch_add(bytes.end - bytes.start, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a discard that failed inside a `Drop`.
-    pub(crate) fn count_discard_failure(&self) {
-        self.counters
-            .discard_failures
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records blocks as detached: Allocated with no handle.
-    pub(crate) fn detach(&self, extent: Extent) {
-        if !extent.is_empty() {
-            self.detached
-                .lock()
-                .insert(extent.start..extent.start + extent.len);
-        }
+        self.space.check_invariants()
     }
 }

@@ -4,99 +4,31 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use std::sync::Arc;
 
-use super::{Inner, Refused, RegionError};
+use super::{Refused, RegionError};
+use crate::Extent;
 use crate::backing::span::Lent;
 use crate::backing::{Backing, MemoryBacking};
-use crate::{Extent, PinOptions, SharedPinId};
 
-/// What both guards hold: an allocator pin over their blocks and the lent bytes.
-struct Lease<B: Backing> {
-    region: Arc<Inner<B>>,
-    extent: Extent,
-    pin: SharedPinId,
-    /// `None` once released.
-    lent: Option<Lent<B>>,
-}
-
-impl<B: Backing> Lease<B> {
-    /// Pins the lent bytes' blocks.
-    fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
-        let extent = region.blocks_of(lent.bytes());
-        // If the pin is refused, `lent` drops here and leaves: the owner still holds
-        // all of its bytes, so nothing is given back.
-        let pin = region.allocator.pin_owned(extent, PinOptions::new())?;
-        Ok(Self {
-            region,
-            extent,
-            pin,
-            lent: Some(lent),
-        })
-    }
-
-    fn lent(&self) -> &Lent<B> {
-        self.lent.as_ref().expect("a live guard has its bytes")
-    }
-
-    fn lent_mut(&mut self) -> &mut Lent<B> {
-        self.lent.as_mut().expect("a live guard has its bytes")
-    }
-
-    fn refused(&self, r: crate::backing::span::Refusal) -> RegionError {
-        RegionError::refused(r, self.extent)
-    }
-
-    /// Leaves the bytes (discarding those only this guard still held, if `discard`),
-    /// then unpins, so those blocks become Free only after their discard.
-    fn release(&mut self, discard: bool) -> Result<(), RegionError> {
-        let Some(lent) = self.lent.take() else {
-            return Ok(());
-        };
-        match lent.leave(discard) {
-            Ok(only_mine) => {
-                if discard {
-                    self.region.count_discard(&only_mine);
-                }
-                let unpinned = self.region.allocator.unpin(self.pin);
-                debug_assert!(unpinned.is_ok(), "{unpinned:?}");
-                Ok(())
-            }
-            Err((lent, refusal)) => {
-                self.lent = Some(lent);
-                Err(self.refused(refusal))
-            }
-        }
-    }
-
-    /// What a guard's drop does: release, and if the discard fails, count it and
-    /// release without it.
-    fn release_in_drop(&mut self) {
-        if self.release(self.region.discard).is_err() {
-            self.region.count_discard_failure();
-            let undiscarded = self.release(false);
-            debug_assert!(undiscarded.is_ok(), "{undiscarded:?}");
-        }
-    }
-}
-
-/// Accessors both guards share; `$mutable` adds the writing ones.
+/// Accessors both guards share. A guard is a `Lent`: the lent bytes and the allocator
+/// pin over their blocks, which it drops (after discarding what only it held) when it
+/// drops.
 macro_rules! guard_common {
     ($guard:ident) => {
         impl<B: Backing> $guard<B> {
             /// The pinned blocks: the allocation's when the guard was made.
             pub fn extent(&self) -> Extent {
-                self.0.extent
+                self.0.extent()
             }
 
             /// Where the bytes start in the backing.
             pub fn offset_bytes(&self) -> u64 {
-                self.0.lent().bytes().start
+                self.0.bytes().start
             }
 
             /// How many bytes the guard covers.
             pub fn len_bytes(&self) -> u64 {
-                let bytes = self.0.lent().bytes();
+                let bytes = self.0.bytes();
                 bytes.end - bytes.start
             }
 
@@ -105,7 +37,7 @@ macro_rules! guard_common {
             /// allocation, until the guard drops. Writing through it is only for a
             /// [`PinnedMut`]'s device.
             pub fn as_ptr(&self) -> Option<NonNull<u8>> {
-                self.0.lent().address()
+                self.0.address()
             }
 
             /// Reads `buf.len()` bytes at `offset_bytes` from the start of the guard.
@@ -116,9 +48,8 @@ macro_rules! guard_common {
             /// the I/O fails.
             pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), RegionError> {
                 self.0
-                    .lent()
                     .read_at(offset_bytes, buf)
-                    .map_err(|r| self.0.refused(r))
+                    .map_err(|r| RegionError::refused(r, self.0.extent()))
             }
 
             /// Drops the guard, reporting a failed discard: on error, the guard comes
@@ -129,32 +60,27 @@ macro_rules! guard_common {
             /// [`RegionError::Backing`] when discarding the bytes only this guard still
             /// held fails.
             #[allow(clippy::result_large_err)] // the guard comes back by value; a cold path
-            pub fn unpin(mut self) -> Result<(), Refused<Self>> {
-                match self.0.release(self.0.region.discard) {
-                    Ok(()) => Ok(()),
-                    Err(error) => Err(Refused::new(error, self)),
-                }
+            pub fn unpin(self) -> Result<(), Refused<Self>> {
+                let discard = self.0.discards();
+                let extent = self.0.extent();
+                self.0
+                    .leave(discard)
+                    .map_err(|(lent, r)| Refused::new(RegionError::refused(r, extent), Self(lent)))
             }
         }
 
         impl<B: MemoryBacking> $guard<B> {
             /// The pinned bytes, as a slice.
             pub fn as_slice(&self) -> &[u8] {
-                self.0.lent().as_slice()
-            }
-        }
-
-        impl<B: Backing> Drop for $guard<B> {
-            fn drop(&mut self) {
-                self.0.release_in_drop();
+                self.0.as_slice()
             }
         }
 
         impl<B: Backing> fmt::Debug for $guard<B> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
-                    .field("extent", &self.0.extent)
-                    .field("pin", &self.0.pin)
+                    .field("extent", &self.0.extent())
+                    .field("pin", &self.0.pin_id())
                     .finish()
             }
         }
@@ -185,13 +111,13 @@ macro_rules! guard_common {
 /// assert_eq!(region.stats().space.space.free_blocks, 64);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Pinned<B: Backing>(Lease<B>);
+pub struct Pinned<B: Backing>(Lent<B>);
 
 guard_common!(Pinned);
 
 impl<B: Backing> Pinned<B> {
-    pub(super) fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
-        Lease::new(region, lent).map(Self)
+    pub(super) fn new(lent: Lent<B>) -> Self {
+        Self(lent)
     }
 
     /// Another shared guard over the same bytes, with its own pin.
@@ -213,8 +139,11 @@ impl<B: Backing> Pinned<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_clone(&self) -> Result<Self, RegionError> {
-        let lent = self.0.lent().share().expect("a shared lend can be shared");
-        Self::new(Arc::clone(&self.0.region), lent)
+        let lent = self
+            .0
+            .share()
+            .map_err(|r| RegionError::refused(r, self.0.extent()))?;
+        Ok(Self(lent))
     }
 }
 
@@ -238,13 +167,13 @@ impl<B: Backing> Pinned<B> {
 /// assert_eq!(region.stats().space.space.free_blocks, 63);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct PinnedMut<B: Backing>(Lease<B>);
+pub struct PinnedMut<B: Backing>(Lent<B>);
 
 guard_common!(PinnedMut);
 
 impl<B: Backing> PinnedMut<B> {
-    pub(super) fn new(region: Arc<Inner<B>>, lent: Lent<B>) -> Result<Self, RegionError> {
-        Lease::new(region, lent).map(Self)
+    pub(super) fn new(lent: Lent<B>) -> Self {
+        Self(lent)
     }
 
     /// Writes `buf` at `offset_bytes` from the start of the guard.
@@ -264,9 +193,8 @@ impl<B: Backing> PinnedMut<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_at(&mut self, offset_bytes: u64, buf: &[u8]) -> Result<(), RegionError> {
-        let extent = self.0.extent;
+        let extent = self.0.extent();
         self.0
-            .lent_mut()
             .write_at(offset_bytes, buf)
             .map_err(|r| RegionError::refused(r, extent))
     }
@@ -285,9 +213,6 @@ impl<B: MemoryBacking> PinnedMut<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.0
-            .lent_mut()
-            .as_mut_slice()
-            .expect("an exclusive lend writes")
+        self.0.as_mut_slice().expect("an exclusive lend writes")
     }
 }

@@ -1,0 +1,177 @@
+//! [`Space`]: a backing's blocks and who holds them. The allocator over them, the
+//! blocks no handle owns, and the discard counters, kept beside the backing so that
+//! `span.rs` makes every block-state change itself and its soundness depends on no
+//! code outside this module.
+
+use core::ops::Range;
+use std::format;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::vec::Vec;
+
+use rangemap::RangeSet;
+
+use super::Backing;
+use crate::sync::Mutex;
+use crate::{Extent, InvariantViolation, SharedAllocator};
+
+/// A backing cut into blocks, with the allocator that hands them out.
+pub(crate) struct Space<B: Backing> {
+    pub(crate) backing: B,
+    /// Hands out blocks `0..capacity`; block `b` is bytes `b * block_bytes..` of the
+    /// backing, and `capacity * block_bytes <= backing.len_bytes()`.
+    pub(crate) allocator: SharedAllocator,
+    pub(crate) block_bytes: u64,
+    /// Whether bytes are discarded when their blocks become Free.
+    pub(crate) discard: bool,
+    /// Allocated blocks that no span covers: Allocated at open time, or detached from
+    /// their span. Only `Span::attach` takes blocks out of it.
+    detached: Mutex<RangeSet<u64>>,
+    discards: AtomicU64,
+    discarded_bytes: AtomicU64,
+    discard_failures: AtomicU64,
+}
+
+/// What [`Space::counts`] reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpaceCounts {
+    pub(crate) detached_blocks: u64,
+    pub(crate) discards: u64,
+    pub(crate) discarded_bytes: u64,
+    pub(crate) discard_failures: u64,
+}
+
+impl<B: Backing> Space<B> {
+    /// Blocks of `block_bytes` over `backing`, handed out by `allocator`, whose every
+    /// block that is not Free is detached (owned by no span yet).
+    ///
+    /// # Panics
+    ///
+    /// If the allocator's blocks do not fit in the backing: a bug in the caller, and a
+    /// hard stop because byte ranges are computed from blocks.
+    pub(crate) fn new(
+        backing: B,
+        block_bytes: u64,
+        allocator: SharedAllocator,
+        discard: bool,
+    ) -> Self {
+        let capacity = allocator.capacity_blocks();
+        assert!(
+            block_bytes > 0
+                && capacity
+                    .checked_mul(block_bytes)
+                    .is_some_and(|b| b <= backing.len_bytes()),
+            "{capacity} blocks of {block_bytes} bytes do not fit a {}-byte backing",
+            backing.len_bytes()
+        );
+        let mut detached = RangeSet::new();
+        let mut at = 0;
+        for e in allocator
+            .free_extents()
+            .into_iter()
+            .chain([Extent::new(capacity, 0)])
+        {
+            if at < e.start {
+                detached.insert(at..e.start);
+            }
+            at = e.start + e.len;
+        }
+        Self {
+            backing,
+            allocator,
+            block_bytes,
+            discard,
+            detached: Mutex::new(detached),
+            discards: AtomicU64::new(0),
+            discarded_bytes: AtomicU64::new(0),
+            discard_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The bytes of an extent the allocator handed out (in range, so the products
+    /// cannot overflow: they are at most the backing's length).
+    pub(crate) fn bytes_of(&self, extent: Extent) -> Range<u64> {
+        extent.start * self.block_bytes..(extent.start + extent.len) * self.block_bytes
+    }
+
+    /// The blocks of block-aligned bytes.
+    pub(crate) fn blocks_of(&self, bytes: &Range<u64>) -> Extent {
+        debug_assert_eq!(bytes.start % self.block_bytes, 0);
+        debug_assert_eq!(bytes.end % self.block_bytes, 0);
+        Extent::new(
+            bytes.start / self.block_bytes,
+            (bytes.end - bytes.start) / self.block_bytes,
+        )
+    }
+
+    /// Takes `extent` out of the detached set if every block of it is there.
+    pub(super) fn take_detached(&self, extent: Extent) -> bool {
+        let Some(end) = extent.checked_end().filter(|_| !extent.is_empty()) else {
+            return false;
+        };
+        let range = extent.start..end;
+        let mut detached = self.detached.lock();
+        let covered = detached
+            .overlapping(&range)
+            .any(|r| r.start <= range.start && range.end <= r.end);
+        if covered {
+            detached.remove(range);
+        }
+        covered
+    }
+
+    /// Puts blocks no span covers any more, still Allocated, in the detached set.
+    pub(super) fn put_detached(&self, extent: Extent) {
+        if !extent.is_empty() {
+            self.detached
+                .lock()
+                .insert(extent.start..extent.start + extent.len);
+        }
+    }
+
+    /// The detached extents, in address order.
+    pub(crate) fn detached_extents(&self) -> Vec<Extent> {
+        let detached = self.detached.lock();
+        detached
+            .iter()
+            .map(|r| Extent::new(r.start, r.end - r.start))
+            .collect()
+    }
+
+    pub(super) fn count_discard(&self, bytes: &Range<u64>) {
+        if !bytes.is_empty() {
+            self.discards.fetch_add(1, Ordering::Relaxed);
+            self.discarded_bytes
+                .fetch_add(bytes.end - bytes.start, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn count_discard_failure(&self) {
+        self.discard_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn counts(&self) -> SpaceCounts {
+        let detached_blocks = self.detached.lock().iter().map(|r| r.end - r.start).sum();
+        SpaceCounts {
+            detached_blocks,
+            discards: self.discards.load(Ordering::Relaxed),
+            discarded_bytes: self.discarded_bytes.load(Ordering::Relaxed),
+            discard_failures: self.discard_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The allocator's invariants, and no detached block Free.
+    pub(crate) fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        self.allocator.check_invariants()?;
+        let free = self.allocator.free_extents();
+        let detached = self.detached.lock();
+        for e in free {
+            if let Some(d) = detached.overlapping(&(e.start..e.start + e.len)).next() {
+                return Err(InvariantViolation {
+                    number: 2,
+                    detail: format!("detached blocks {d:?} are Free, in {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
