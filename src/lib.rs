@@ -48,13 +48,13 @@ extern crate alloc;
 extern crate std;
 
 mod allocator;
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", unix))]
 #[allow(unsafe_code)] // the one place that may: see the module docs
 pub mod backing;
 mod error;
 mod extent;
 mod index;
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", unix))]
 mod region;
 mod request;
 #[cfg(feature = "std")]
@@ -66,7 +66,7 @@ mod sync;
 pub use allocator::{
     BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
 };
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", unix))]
 pub use backing::{
     Backing, BackingError, BackingOp, FileBacking, HeapBacking, MemoryBacking, MmapBacking,
 };
@@ -76,7 +76,7 @@ pub use error::{
 };
 pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", unix))]
 pub use region::{
     Allocation, Pinned, PinnedMut, Refused, Region, RegionBuilder, RegionError, RegionStats,
 };

@@ -11,15 +11,20 @@
 //!
 //! | level | lock | held for |
 //! |---|---|---|
+//! | 0 | `Lends::state` (one allocation's lends, `backing/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
 //! | 1 | `Epochs::state` | commit, begin/end read (then takes every group, ascending) |
 //! | 1 | `Tracked::table` | pins with an owner, a revoke callback or several groups |
 //! | 1 | `Shared::reservations` | reserve and release across groups |
 //! | 2 | `Group::core`, ascending index | one core operation |
 //! | 3 | `Signal::lock` | the condvar handshake only; nothing is taken under it |
 //! | 3 | `Hooks::pressure` | cloning the callback out; nothing is taken under it |
+//! | 3 | `Space::detached` | the detached set only; nothing is taken under it |
 //!
 //! No user callback ever runs while any of these is held: callbacks are cloned out
-//! under the lock and called after it is dropped.
+//! under the lock and called after it is dropped. The one exception is a `Backing`'s
+//! `discard`, which runs under its allocation's `Lends::state` so that no lend leaves
+//! halfway through it; that lock is the allocation's own, so it stalls only that
+//! allocation's handles.
 
 #[cfg(not(shuttle))]
 pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

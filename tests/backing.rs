@@ -12,6 +12,7 @@
 //!
 //! The random walks are seeded; `REGION_SEEDS` runs more seeds (default 4) and
 //! `REGION_STEPS` more steps per seed (default 600).
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::io;

@@ -19,8 +19,9 @@ use super::{Backing, BackingError, BackingOp, checked_bytes};
 ///
 /// `discard` punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), which frees the
 /// file's blocks and makes the range read as zeros. Where the filesystem cannot punch
-/// holes (it answers `EOPNOTSUPP`), it **writes zeros instead**: the range still reads
-/// as zeros, but no space is freed. [`punches_holes`](Self::punches_holes) tells which.
+/// holes (it answers `EOPNOTSUPP`), and on systems other than Linux, it **writes zeros
+/// instead**: the range still reads as zeros, but no space is freed.
+/// [`punches_holes`](Self::punches_holes) tells which.
 ///
 /// ```
 /// use pinalloc::{Backing, FileBacking};
@@ -135,6 +136,26 @@ pub(super) fn open_sized(path: &Path, len_bytes: u64) -> Result<File, BackingErr
     Ok(file)
 }
 
+/// Frees the file's blocks under `range`, which then reads as zeros (Linux's
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`), retrying when a signal interrupts it.
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    loop {
+        match fallocate(file, flags, range.start, range.end - range.start) {
+            Err(rustix::io::Errno::INTR) => continue,
+            done => return done.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Hole punching is Linux's here; elsewhere discards write zeros.
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &File, _range: &Range<u64>) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 impl Backing for FileBacking {
     fn len_bytes(&self) -> u64 {
         self.len_bytes
@@ -169,17 +190,10 @@ impl Backing for FileBacking {
             return Ok(());
         }
         if self.punch.load(Ordering::Relaxed) {
-            use rustix::fs::{FallocateFlags, fallocate};
-            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-            match fallocate(&self.file, flags, range.start, range.end - range.start) {
+            match punch_hole(&self.file, &range) {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if !unsupported(&e) {
-                        return Err(fail(e));
-                    }
-                    self.punch.store(false, Ordering::Relaxed);
-                }
+                Err(e) if unsupported(&e) => self.punch.store(false, Ordering::Relaxed),
+                Err(e) => return Err(fail(e)),
             }
         }
         super::write_zeros(range.clone(), |at, zeros| self.file.write_all_at(zeros, at))

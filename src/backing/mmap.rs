@@ -23,6 +23,19 @@ use super::{Backing, BackingError, BackingOp, MemoryBacking, page_bytes, page_in
 ///   the filesystem cannot, it writes zeros instead (see
 ///   [`punches_holes`](Self::punches_holes)); either way the range reads as zeros.
 ///
+/// Where `madvise` refuses a range for another reason (an `mlock`ed range answers
+/// `EINVAL`), that discard writes zeros instead. Both advices are Linux's; on other
+/// Unix systems every discard writes zeros.
+///
+/// **A full disk is a signal, not an error, for a file mapping.** The file is grown
+/// sparse and discards punch holes, so a write through the mapping may need a new disk
+/// block at page-fault time; if the filesystem has none (`ENOSPC`, a quota), the kernel
+/// sends `SIGBUS`, which kills the process. Where that matters, use [`FileBacking`]
+/// (whose writes return the error), keep the filesystem from filling, or turn discards
+/// off and preallocate the file.
+///
+/// [`FileBacking`]: super::FileBacking
+///
 /// ```
 /// use pinalloc::{Backing, MmapBacking};
 ///
@@ -120,9 +133,8 @@ impl MmapBacking {
         })
     }
 
-    /// Whether `discard` still frees storage: `false` once the filesystem refused
-    /// `MADV_REMOVE`, after which discards write zeros. Always `true` for anonymous
-    /// mappings.
+    /// Whether `discard` still gives storage back: `false` once the system answered
+    /// that it cannot (`EOPNOTSUPP`, `ENOSYS`), after which discards write zeros.
     ///
     /// ```
     /// use pinalloc::MmapBacking;
@@ -142,6 +154,25 @@ impl MmapBacking {
     /// ```
     pub fn is_file(&self) -> bool {
         self.file.is_some()
+    }
+}
+
+impl MmapBacking {
+    /// The advice that drops a range's contents so it reads as zeros: Linux's
+    /// `MADV_REMOVE` for a shared file mapping, `MADV_DONTNEED` for a private anonymous
+    /// one. Other systems' `MADV_DONTNEED` may keep the contents, so they write zeros.
+    #[cfg(target_os = "linux")]
+    fn advice(&self) -> Option<UncheckedAdvice> {
+        Some(if self.file.is_some() {
+            UncheckedAdvice::Remove
+        } else {
+            UncheckedAdvice::DontNeed
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn advice(&self) -> Option<UncheckedAdvice> {
+        None
     }
 }
 
@@ -216,12 +247,8 @@ impl Backing for MmapBacking {
         if pages.is_empty() {
             return Ok(());
         }
-        let advice = if self.file.is_some() {
-            UncheckedAdvice::Remove
-        } else {
-            UncheckedAdvice::DontNeed
-        };
-        if self.punch.load(Ordering::Relaxed) {
+        let advice = self.advice();
+        if let Some(advice) = advice.filter(|_| self.punch.load(Ordering::Relaxed)) {
             // SAFETY: `pages` is page-aligned (so memmap2 does not widen it) and inside
             // `range`, which no one else touches or refers to during this call. Both
             // advices keep the pages mapped; they only drop their contents, which then
@@ -237,7 +264,8 @@ impl Backing for MmapBacking {
             match advised {
                 Ok(()) => return Ok(()),
                 Err(e) if unsupported(&e) => self.punch.store(false, Ordering::Relaxed),
-                Err(e) => return Err(fail(e)),
+                // Refused for this range only (an mlocked range, say): zeros will do.
+                Err(_) => {}
             }
         }
         // SAFETY: `pages` is inside `range`, given to us exclusively.
@@ -245,11 +273,11 @@ impl Backing for MmapBacking {
     }
 }
 
-/// Whether an error means "this filesystem cannot do that", so zeros must do instead.
+/// Whether an error means "this system or filesystem cannot do that at all", so zeros
+/// must do from now on.
 pub(super) fn unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
-        || e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
         || e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error())
 }
 

@@ -135,10 +135,12 @@ pub trait Backing: Send + Sync + 'static {
 ///
 /// An implementation promises that:
 /// - [`base_address`](Backing::base_address) returns `Some`, the same pointer every
-///   time, and `len_bytes` bytes from it are valid for reads and writes for as long as
-///   the backing lives;
-/// - nothing but the backing's own `read_at`, `write_at` and `discard`, called for the
-///   bytes given to them, touches that memory;
+///   time, and [`len_bytes`](Backing::len_bytes) (which never changes) bytes from it
+///   are valid, initialized memory for reads and writes for as long as the backing
+///   lives;
+/// - its `read_at`, `write_at` and `discard` touch exactly the bytes they are given
+///   (never rounded out to pages), and nothing else of the backing's own touches that
+///   memory, so a region may hand out slices of the rest;
 /// - `discard` leaves the range valid memory (reading zeros), never unmapped.
 pub unsafe trait MemoryBacking: Backing {}
 

@@ -479,6 +479,7 @@ impl<B: Backing> Lent<B> {
     ///
     /// The discard's error, with the lend given back still in place (the bytes it
     /// alone held then have unspecified contents).
+    #[allow(clippy::result_large_err)] // the lend comes back by value; a cold path
     pub(crate) fn leave(mut self, discard: bool) -> Result<(), (Self, Refusal)> {
         match self.leave_now(discard) {
             Ok(()) => Ok(()),

@@ -230,8 +230,8 @@ impl<B: Backing> Allocation<B> {
     /// # Errors
     ///
     /// When the discard fails ([`RegionError::Backing`]): the error and this handle,
-    /// unchanged (its bytes are then unspecified). Retry, or drop it to free without
-    /// the discard.
+    /// unchanged but for its bytes, which are then unspecified. Retry; or drop it, which
+    /// tries the discard once more and, if that fails too, frees without it.
     ///
     /// ```
     /// # use pinalloc::{HeapBacking, Region, Request};

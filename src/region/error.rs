@@ -103,7 +103,8 @@ impl RegionError {
     }
 }
 
-/// A call that consumes a handle failed: the error, and the handle back, unchanged.
+/// A call that consumes a handle failed: the error, and the handle back, unchanged
+/// (but for bytes a failed discard was given, which are then unspecified).
 ///
 /// Dropping the handle does what the call would have done, as well as it can (a drop
 /// cannot report errors); or retry the call.

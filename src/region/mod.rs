@@ -38,9 +38,10 @@ pub use pinned::{Pinned, PinnedMut};
 ///   allocation until they drop, even if the allocation is freed or truncated
 ///   meanwhile. A guard owns what it needs (the allocator and the backing), so it may
 ///   outlive the allocation and the `Region` value itself.
-/// - Released space is discarded (pages dropped, holes punched) when its blocks become
-///   Free, never while they are pinned or deferred; [`RegionBuilder::discard_released`]
-///   turns that off.
+/// - Released space is discarded (pages dropped, holes punched) as its blocks become
+///   Free: just before, by the last holder, once no one else can reach the bytes; never
+///   while another pin or the owner still holds them.
+///   [`RegionBuilder::discard_released`] turns that off.
 ///
 /// `Region` is a cheap handle: clones share one region.
 ///

@@ -53,7 +53,9 @@ macro_rules! guard_common {
             }
 
             /// Drops the guard, reporting a failed discard: on error, the guard comes
-            /// back unchanged (dropping it then releases without the discard).
+            /// back still pinned (the bytes only it held are then unspecified);
+            /// dropping it tries the discard once more and, if that fails too, unpins
+            /// without it.
             ///
             /// # Errors
             ///
