@@ -1076,3 +1076,66 @@ fn threads_never_share_bytes() {
     assert_eq!(region.stats().space.space.free_blocks, 256);
     region.check_invariants().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Bad input and types.
+
+/// Every refused call returns its error and leaves the region as it was: the same free
+/// extents, the same handle, the same bytes.
+#[test]
+fn bad_input_is_an_error_that_changes_nothing() {
+    let region = Region::new(HeapBacking::new(16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let mut a = region.allocate(Request::new(4)).unwrap();
+    fill(&mut a, 5);
+    let e = a.extent();
+    let snapshot = |a: &Allocation<HeapBacking>| (region.free_extents(), a.extent(), contents(a));
+    let before = snapshot(&a);
+    let oob = |r: Result<(), RegionError>| matches!(r, Err(RegionError::OutOfBounds { .. }));
+    let mut buf = [0u8; 8];
+    assert!(oob(a.read_at(4 * BLOCK - 7, &mut buf)));
+    assert!(oob(a.read_at(u64::MAX, &mut buf)));
+    assert!(oob(a.write_at(4 * BLOCK, &[1])));
+    assert!(oob(a.write_at(u64::MAX - 3, &buf)));
+    for len in [0, 5, u64::MAX] {
+        assert!(
+            matches!(a.truncate(len), Err(RegionError::Truncate { extent, len_blocks }) if extent == e && len_blocks == len),
+            "truncate to {len}"
+        );
+    }
+    assert!(matches!(
+        region.allocate(Request::new(0)),
+        Err(RegionError::Alloc(AllocError::ZeroLength { .. }))
+    ));
+    assert!(matches!(
+        region.allocate(Request::new(17)),
+        Err(RegionError::Alloc(AllocError::NoSpace { .. }))
+    ));
+    assert!(region.attach(Extent::new(u64::MAX, u64::MAX)).is_err());
+    let pin = a.pin().unwrap();
+    let before_pinned = region.free_extents();
+    let refused = a.into_extent().unwrap_err();
+    assert!(matches!(refused.error, RegionError::Lent { extent } if extent == e));
+    let a = refused.handle;
+    assert_eq!(region.free_extents(), before_pinned);
+    drop(pin);
+    assert_eq!(snapshot(&a), before);
+    region.check_invariants().unwrap();
+    for bad in [0, 16 * BLOCK + 1, u64::MAX] {
+        let err = Region::new(HeapBacking::new(16 * BLOCK).unwrap(), bad).unwrap_err();
+        assert!(matches!(err, RegionError::BlockSize { block_bytes, .. } if block_bytes == bad));
+    }
+}
+
+#[test]
+fn handles_and_guards_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn all<B: Backing>() {
+        send_sync::<Region<B>>();
+        send_sync::<Allocation<B>>();
+        send_sync::<Pinned<B>>();
+        send_sync::<PinnedMut<B>>();
+    }
+    all::<HeapBacking>();
+    all::<MmapBacking>();
+    all::<FileBacking>();
+}
