@@ -14,19 +14,49 @@ use crate::backing::{Backing, MemoryBacking};
 /// pin over their blocks, which it drops (after discarding what only it held) when it
 /// drops.
 macro_rules! guard_common {
-    ($guard:ident) => {
+    ($guard:ident, $make:literal) => {
         impl<B: Backing> $guard<B> {
             /// The pinned blocks: the allocation's when the guard was made.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+assert_eq!(guard.extent(), a.extent());
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn extent(&self) -> Extent {
                 self.0.extent()
             }
 
             /// Where the bytes start in the backing.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+assert_eq!(guard.offset_bytes(), a.offset_bytes());
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn offset_bytes(&self) -> u64 {
                 self.0.bytes().start
             }
 
             /// How many bytes the guard covers.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+assert_eq!(guard.len_bytes(), 1024);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn len_bytes(&self) -> u64 {
                 let bytes = self.0.bytes();
                 bytes.end - bytes.start
@@ -36,6 +66,17 @@ macro_rules! guard_common {
             /// It stays valid, and its `len_bytes` bytes are never handed to another
             /// allocation, until the guard drops. Writing through it is only for a
             /// [`PinnedMut`]'s device.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+let device_address = guard.as_ptr().unwrap(); // heap memory has an address
+assert_eq!(device_address.as_ptr() as usize % 512, 0);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn as_ptr(&self) -> Option<NonNull<u8>> {
                 self.0.address()
             }
@@ -46,6 +87,19 @@ macro_rules! guard_common {
             ///
             /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Backing`] when
             /// the I/O fails.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+let mut out = [1; 4];
+guard.read_at(1020, &mut out)?;
+assert_eq!(out, [0; 4]);
+assert!(guard.read_at(1021, &mut out).is_err());
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), RegionError> {
                 self.0
                     .read_at(offset_bytes, buf)
@@ -61,6 +115,18 @@ macro_rules! guard_common {
             ///
             /// [`RegionError::Backing`] when discarding the bytes only this guard still
             /// held fails.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+a.free()?;                        // Deferred under the guard
+guard.unpin()?;                   // discarded, then Free
+assert_eq!(region.stats().space.space.free_blocks, 8);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             #[allow(clippy::result_large_err)] // the guard comes back by value; a cold path
             pub fn unpin(self) -> Result<(), Refused<Self>> {
                 let discard = self.0.discards();
@@ -73,6 +139,16 @@ macro_rules! guard_common {
 
         impl<B: MemoryBacking> $guard<B> {
             /// The pinned bytes, as a slice.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+assert_eq!(guard.as_slice(), [0; 1024]);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
             pub fn as_slice(&self) -> &[u8] {
                 self.0.as_slice()
             }
@@ -115,7 +191,7 @@ macro_rules! guard_common {
 /// ```
 pub struct Pinned<B: Backing>(Lent<B>);
 
-guard_common!(Pinned);
+guard_common!(Pinned, "pin");
 
 impl<B: Backing> Pinned<B> {
     pub(super) fn new(lent: Lent<B>) -> Self {
@@ -171,7 +247,7 @@ impl<B: Backing> Pinned<B> {
 /// ```
 pub struct PinnedMut<B: Backing>(Lent<B>);
 
-guard_common!(PinnedMut);
+guard_common!(PinnedMut, "pin_mut");
 
 impl<B: Backing> PinnedMut<B> {
     pub(super) fn new(lent: Lent<B>) -> Self {
