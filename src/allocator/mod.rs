@@ -27,6 +27,7 @@ use ranges::Counts;
 
 pub use epochs::{ReaderId, ReleaseOutcome};
 pub use free::FreeOutcome;
+#[cfg(feature = "std")]
 pub(crate) use identity::next_uid;
 pub use pins::{PinId, PinMode};
 pub use reserve::Reservation;

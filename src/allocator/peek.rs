@@ -1,5 +1,7 @@
 //! Read-only questions the thread-safe layer asks a core, each cheap enough to ask under
 //! its lock on every call. Nothing here changes state.
+// Only `SharedAllocator` (feature `std`) asks these.
+#![cfg_attr(not(feature = "std"), allow(dead_code))]
 
 use alloc::vec::Vec;
 use core::ops::Range;
