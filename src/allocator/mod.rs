@@ -219,7 +219,7 @@ impl ExtentAllocator {
         let uid = identity::next_uid();
         ExtentAllocator {
             capacity: capacity_blocks,
-            free: FreeIndex::new(identity::priority_seed(uid)),
+            free: FreeIndex::new(),
             pinned_free: RangeSet::new(),
             count_pinned_free_blocks: 0,
             pins: PinTable::new(),

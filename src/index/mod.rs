@@ -4,19 +4,22 @@
 //! the representation can change. It holds every Free, unpinned block as fully coalesced
 //! extents, in two orders:
 //!
-//! - by address, in an augmented treap ([`tree::AddrTree`]): coalescing, first fit,
-//!   near-goal and overlap checks in O(log n);
-//! - by `(len, start)`, in a B-tree set: best fit (smallest, then lowest) in O(log n).
+//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep the longest
+//!   extent under each child: coalescing, first fit, near-goal and overlap checks are
+//!   one descent (and a short walk up) each, O(log n);
+//! - by `(len, start)`, in a second B+ tree: best fit (smallest, then lowest) is the
+//!   first key at or above `(need, 0)`, O(log n).
+//!
+//! Both trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
+//! cache lines per level and no allocator call happens once the trees have grown.
 //!
 //! Aligned requests add a scan over the extents that are long enough only without
 //! alignment (at most those within `align - 1` blocks of the wanted length).
 
-pub(crate) mod tree;
-
-use alloc::collections::BTreeSet;
+pub(crate) mod bplus;
 
 use crate::Extent;
-use tree::AddrTree;
+use bplus::BPlus;
 
 /// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
 /// `2^i ..= 2^(i+1) - 1` blocks.
@@ -32,8 +35,10 @@ pub const HISTOGRAM_BUCKETS: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct FreeIndex {
-    by_addr: AddrTree,
-    by_size: BTreeSet<(u64, u64)>,
+    /// `start -> len`, with the longest `len` under each inner child.
+    by_addr: BPlus<u64, u64, true>,
+    /// [`size_key`]`(len, start)`.
+    by_size: BPlus<u128, (), false>,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
 }
@@ -43,6 +48,18 @@ pub(crate) struct FreeIndex {
 pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {
     debug_assert!(align.is_power_of_two());
     x.checked_add(align - 1).map(|y| y & !(align - 1))
+}
+
+/// The size order's key: length first, then start.
+#[inline]
+fn size_key(len: u64, start: u64) -> u128 {
+    (u128::from(len) << 64) | u128::from(start)
+}
+
+/// `(len, start)` of a size key.
+#[inline]
+fn size_of_key(key: u128) -> (u64, u64) {
+    ((key >> 64) as u64, key as u64)
 }
 
 #[inline]
@@ -78,11 +95,11 @@ fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u6
 }
 
 impl FreeIndex {
-    /// An empty index; `seed` drives the address tree's priorities.
-    pub(crate) const fn new(seed: u64) -> Self {
+    /// An empty index.
+    pub(crate) const fn new() -> Self {
         FreeIndex {
-            by_addr: AddrTree::new(seed),
-            by_size: BTreeSet::new(),
+            by_addr: BPlus::new(),
+            by_size: BPlus::new(),
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
         }
@@ -102,30 +119,38 @@ impl FreeIndex {
         self.histogram
     }
 
-    /// Approximate bytes of metadata held (arena plus B-tree entries).
+    /// Bytes of metadata held: both trees' node arenas.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        self.by_addr.capacity_bytes() + self.by_size.len() * 2 * core::mem::size_of::<(u64, u64)>()
+        self.by_addr.capacity_bytes() + self.by_size.capacity_bytes()
     }
 
     /// The largest free extent, the lowest one among equals.
     pub(crate) fn largest(&self) -> Option<Extent> {
-        let &(len, _) = self.by_size.last()?;
-        let &(len, start) = self.by_size.range((len, 0)..).next()?;
+        let len = self.largest_len();
+        let p = self.by_size.ceil(size_key(len, 0), false)?;
+        let (len, start) = size_of_key(self.by_size.get(p).0);
         Some(Extent::new(start, len))
     }
 
     pub(crate) fn largest_len(&self) -> u64 {
-        self.by_size.last().map_or(0, |&(len, _)| len)
+        self.by_size
+            .last()
+            .map_or(0, |p| size_of_key(self.by_size.get(p).0).0)
     }
 
+    #[inline]
     fn add(&mut self, start: u64, len: u64) {
-        self.by_size.insert((len, start));
+        self.by_size.insert(size_key(len, start), ());
         self.histogram[bucket(len)] += 1;
     }
 
+    #[inline]
     fn sub(&mut self, start: u64, len: u64) {
-        let was_there = self.by_size.remove(&(len, start));
-        debug_assert!(was_there, "size index lost [{start}, +{len})");
+        let p = self
+            .by_size
+            .find(size_key(len, start))
+            .expect("the size order lists every free extent");
+        self.by_size.remove(p);
         self.histogram[bucket(len)] -= 1;
     }
 
@@ -136,37 +161,48 @@ impl FreeIndex {
     pub(crate) fn insert(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let end = start + len;
-        let left = start
-            .checked_sub(1)
-            .and_then(|b| self.by_addr.floor(b))
-            .filter(|&(s, l)| s + l == start);
-        let right = self.by_addr.floor(end).filter(|&(s, _)| s == end);
+        // The extent just below `start` (none is free at `start` itself) and the next.
+        let below = self.by_addr.floor(start);
+        let above = match below {
+            Some(p) => self.by_addr.next(p),
+            None => self.by_addr.first(),
+        };
         debug_assert!(
-            self.by_addr
-                .floor(end - 1)
-                .is_none_or(|(s, l)| s + l <= start),
+            below.is_none_or(|p| {
+                let (s, l) = self.by_addr.get(p);
+                s + l <= start
+            }) && above.is_none_or(|p| self.by_addr.get(p).0 >= end),
             "inserting [{start}, +{len}) over a free extent"
         );
+        let left = below.filter(|&p| {
+            let (s, l) = self.by_addr.get(p);
+            s + l == start
+        });
+        let right = above.filter(|&p| self.by_addr.get(p).0 == end);
         match (left, right) {
             (None, None) => {
                 self.by_addr.insert(start, len);
                 self.add(start, len);
             }
-            (Some((ls, ll)), None) => {
+            (Some(lp), None) => {
+                let (ls, ll) = self.by_addr.get(lp);
                 self.sub(ls, ll);
-                self.by_addr.reshape(ls, ls, ll + len);
+                self.by_addr.set(lp, ls, ll + len);
                 self.add(ls, ll + len);
             }
-            (None, Some((rs, rl))) => {
+            (None, Some(rp)) => {
+                let (rs, rl) = self.by_addr.get(rp);
                 self.sub(rs, rl);
-                self.by_addr.reshape(rs, start, len + rl);
+                self.by_addr.set(rp, start, len + rl);
                 self.add(start, len + rl);
             }
-            (Some((ls, ll)), Some((rs, rl))) => {
+            (Some(lp), Some(rp)) => {
+                let (ls, ll) = self.by_addr.get(lp);
+                let (rs, rl) = self.by_addr.get(rp);
                 self.sub(ls, ll);
                 self.sub(rs, rl);
-                self.by_addr.remove(rs);
-                self.by_addr.reshape(ls, ls, ll + len + rl);
+                self.by_addr.set(lp, ls, ll + len + rl);
+                self.by_addr.remove(rp);
                 self.add(ls, ll + len + rl);
             }
         }
@@ -177,10 +213,11 @@ impl FreeIndex {
     /// a single free extent, splitting it as needed.
     pub(crate) fn take(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
-        let (s, l) = self
+        let p = self
             .by_addr
             .floor(start)
             .expect("taking blocks that are not free");
+        let (s, l) = self.by_addr.get(p);
         let (end, e) = (start + len, s + l);
         assert!(
             end <= e,
@@ -188,17 +225,17 @@ impl FreeIndex {
         );
         self.sub(s, l);
         match (s == start, end == e) {
-            (true, true) => self.by_addr.remove(s),
+            (true, true) => self.by_addr.remove(p),
             (true, false) => {
-                self.by_addr.reshape(s, end, e - end);
+                self.by_addr.set(p, end, e - end);
                 self.add(end, e - end);
             }
             (false, true) => {
-                self.by_addr.reshape(s, s, start - s);
+                self.by_addr.set(p, s, start - s);
                 self.add(s, start - s);
             }
             (false, false) => {
-                self.by_addr.reshape(s, s, start - s);
+                self.by_addr.set(p, s, start - s);
                 self.add(s, start - s);
                 self.by_addr.insert(end, e - end);
                 self.add(end, e - end);
@@ -211,17 +248,28 @@ impl FreeIndex {
     pub(crate) fn containing(&self, block: u64) -> Option<Extent> {
         self.by_addr
             .floor(block)
+            .map(|p| self.by_addr.get(p))
             .filter(|&(s, l)| block - s < l)
             .map(|(s, l)| Extent::new(s, l))
     }
 
     /// The lowest free extent overlapping `[start, end)`.
+    #[inline]
     pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
-        if let Some(e) = self.containing(start) {
-            return Some(e);
+        // The extent at or below `start`, else the one after it: one descent.
+        let below = self.by_addr.floor(start);
+        if let Some(p) = below {
+            let (s, l) = self.by_addr.get(p);
+            if start - s < l {
+                return Some(Extent::new(s, l));
+            }
         }
-        self.by_addr
-            .above(start)
+        let above = match below {
+            Some(p) => self.by_addr.next(p),
+            None => self.by_addr.first(),
+        };
+        above
+            .map(|p| self.by_addr.get(p))
             .filter(|&(s, _)| s < end)
             .map(|(s, l)| Extent::new(s, l))
     }
@@ -236,7 +284,8 @@ impl FreeIndex {
             out.push(Extent::new(s, e_end - s));
             next = self
                 .by_addr
-                .above(e.start)
+                .ceil(e.start, true)
+                .map(|p| self.by_addr.get(p))
                 .filter(|&(s, _)| s < end)
                 .map(|(s, l)| Extent::new(s, l));
         }
@@ -245,19 +294,21 @@ impl FreeIndex {
 
     /// Best fit: the smallest extent that holds `need` aligned blocks, lowest first.
     pub(crate) fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
+        let from = self.by_size.ceil(size_key(need, 0), false);
         if align == 1 {
-            return self.by_size.range((need, 0)..).next().map(|&(_, s)| s);
+            return from.map(|p| size_of_key(self.by_size.get(p).0).1);
         }
-        self.by_size
-            .range((need, 0)..)
-            .find_map(|&(l, s)| fit(s, l, need, align))
+        self.by_size.iter_from(from).find_map(|(k, ())| {
+            let (l, s) = size_of_key(k);
+            fit(s, l, need, align)
+        })
     }
 
     /// First fit: the lowest aligned start where `need` blocks fit.
     pub(crate) fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
         let mut from = 0;
         loop {
-            let (s, l) = self.by_addr.first_at_least(from, need)?;
+            let (s, l) = self.by_addr.get(self.by_addr.first_weighing(from, need)?);
             if let Some(p) = fit(s, l, need, align) {
                 return Some(p);
             }
@@ -274,7 +325,8 @@ impl FreeIndex {
         let mut upto = Some(goal);
         for slot in &mut left {
             while let Some(u) = upto {
-                let Some((s, l)) = self.by_addr.last_at_least(u, need) else {
+                let Some((s, l)) = self.by_addr.last_weighing(u, need).map(|p| self.by_addr.get(p))
+                else {
                     upto = None;
                     break;
                 };
@@ -292,7 +344,8 @@ impl FreeIndex {
         let mut right = None;
         let mut from = goal.checked_add(1);
         while let Some(f) = from {
-            let Some((s, l)) = self.by_addr.first_at_least(f, need) else {
+            let Some((s, l)) = self.by_addr.first_weighing(f, need).map(|p| self.by_addr.get(p))
+            else {
                 break;
             };
             if let Some(p) = fit(s, l, need, align) {
@@ -317,7 +370,7 @@ impl FreeIndex {
     /// The longest run of `align`-aligned blocks any single free extent can give.
     pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
         let mut best = 0;
-        for &(l, s) in self.by_size.iter().rev() {
+        for (l, s) in self.by_size.iter_rev().map(|(k, ())| size_of_key(k)) {
             if l <= best {
                 break;
             }
@@ -343,7 +396,8 @@ impl FreeIndex {
     /// block count and the histogram. Reports `(invariant number, detail)`.
     pub(crate) fn check(&self, capacity: u64) -> Result<(), (u8, alloc::string::String)> {
         use alloc::format;
-        self.by_addr.check().map_err(|d| (3, d))?;
+        self.by_addr.check().map_err(|d| (3, format!("address order: {d}")))?;
+        self.by_size.check().map_err(|d| (3, format!("size order: {d}")))?;
         let mut blocks = 0u64;
         let mut histogram = [0u64; HISTOGRAM_BUCKETS];
         let mut prev_end: Option<u64> = None;
@@ -363,7 +417,7 @@ impl FreeIndex {
                     return Err((4, format!("free extents touch at {s}: not coalesced")));
                 }
             }
-            if !self.by_size.contains(&(l, s)) {
+            if self.by_size.find(size_key(l, s)).is_none() {
                 return Err((3, format!("size index misses [{s}, +{l})")));
             }
             prev_end = Some(end);
@@ -410,7 +464,7 @@ mod tests {
         // before: [0..4) free, [4..6) not, [6..10) free
         //         ####..####
         // insert [4..6): ##########
-        let mut ix = FreeIndex::new(7);
+        let mut ix = FreeIndex::new();
         ix.insert(0, 4);
         ix.insert(6, 4);
         assert_eq!(extents(&ix), [(0, 4), (6, 4)]);
@@ -422,7 +476,7 @@ mod tests {
     #[test]
     fn take_splits_a_middle() {
         // ##########  take [3..5)  ->  ###..#####
-        let mut ix = FreeIndex::new(7);
+        let mut ix = FreeIndex::new();
         ix.insert(0, 10);
         ix.take(3, 2);
         assert_eq!(extents(&ix), [(0, 3), (5, 5)]);
@@ -444,7 +498,7 @@ mod tests {
     fn near_looks_past_an_alignment_overshoot() {
         // free: [0..9)  [10..20); need 1 aligned to 8, goal 10
         // [10..20) places at 16 (6 away); [0..9) places at 8 (2 away)
-        let mut ix = FreeIndex::new(7);
+        let mut ix = FreeIndex::new();
         ix.insert(0, 9);
         ix.insert(10, 10);
         assert_eq!(ix.near(1, 8, 10), Some(8));
@@ -452,7 +506,7 @@ mod tests {
 
     #[test]
     fn largest_placeable_accounts_for_alignment() {
-        let mut ix = FreeIndex::new(7);
+        let mut ix = FreeIndex::new();
         ix.insert(1, 10); // aligned to 8: [8..11) -> 3
         ix.insert(32, 5); // aligned to 8: [32..37) -> 5
         assert_eq!(ix.largest_placeable(1), 10);

@@ -1,0 +1,1183 @@
+//! A B+ tree in two arenas, with parent links, leaf chains and (optionally) the
+//! largest weight under each child: the ordered map both free-extent orders use.
+//!
+//! - Leaves hold up to [`B`] sorted `(key, value)` pairs and link to their neighbours,
+//!   so a position steps to the next or previous entry in O(1).
+//! - Inner nodes hold up to [`B`] children, each with the smallest key below it
+//!   (`keys[0]` is kept but never read by a search) and, when `AUG`, the largest
+//!   weight below it. "The first entry at or after `x` whose weight is at least `w`"
+//!   is then one walk up and one descent.
+//! - Every node but the root holds at least [`MIN`] entries or children, so the
+//!   height is O(log n); nodes are recycled through free lists, so after warm-up the
+//!   tree allocates only when it grows past its old size.
+//!
+//! Nodes link by `u32` index; [`NIL`] is "none". Positions ([`Pos`]) stay valid across
+//! [`BPlus::set`], and are invalidated by [`BPlus::insert`] and [`BPlus::remove`].
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Debug;
+
+/// Most entries in a leaf, and most children of an inner node.
+pub(crate) const B: usize = 16;
+/// Fewest entries (children) a non-root leaf (inner node) keeps.
+pub(crate) const MIN: usize = B / 4;
+/// The "no node" link.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// A key: ordered and copyable. `MAX` fills unused slots, so that searches run over
+/// all [`B`] slots without a bound check; no stored key equals it.
+pub(crate) trait Key: Copy + Ord + Default + Debug {
+    const MAX: Self;
+}
+impl Key for u64 {
+    const MAX: Self = u64::MAX;
+}
+impl Key for u128 {
+    const MAX: Self = u128::MAX;
+}
+
+/// How many of `keys` (sorted, padded with `K::MAX`) are at most `x`: a branch-free
+/// binary search over the whole node.
+#[inline(always)]
+fn rank_le<K: Key>(keys: &[K; B], x: K) -> usize {
+    let mut i = 0;
+    let mut step = B / 2;
+    while step > 0 {
+        if keys[i + step - 1] <= x {
+            i += step;
+        }
+        step /= 2;
+    }
+    i + usize::from(keys[i] <= x)
+}
+
+/// How many of `keys` (sorted, padded with `K::MAX`) are below `x`.
+#[inline(always)]
+fn rank_lt<K: Key>(keys: &[K; B], x: K) -> usize {
+    let mut i = 0;
+    let mut step = B / 2;
+    while step > 0 {
+        if keys[i + step - 1] < x {
+            i += step;
+        }
+        step /= 2;
+    }
+    i + usize::from(keys[i] < x)
+}
+
+/// A value, and the weight the `AUG` summary maximises.
+pub(crate) trait Value: Copy + Default + Debug {
+    fn weight(&self) -> u64;
+}
+impl Value for u64 {
+    #[inline]
+    fn weight(&self) -> u64 {
+        *self
+    }
+}
+impl Value for () {
+    #[inline]
+    fn weight(&self) -> u64 {
+        0
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Leaf<K, V> {
+    keys: [K; B],
+    vals: [V; B],
+    n: u32,
+    /// The inner node above, or `NIL` for a root leaf; for a vacant leaf, the next
+    /// vacant one.
+    parent: u32,
+    next: u32,
+    prev: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Inner<K> {
+    /// `keys[i]`: the smallest key under `kids[i]` (`keys[0]` is never searched).
+    keys: [K; B],
+    kids: [u32; B],
+    /// `max[i]`: the largest weight under `kids[i]` (when `AUG`).
+    max: [u64; B],
+    n: u32,
+    /// As `Leaf::parent`.
+    parent: u32,
+}
+
+/// Where an entry is: a leaf and a slot in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pos {
+    leaf: u32,
+    slot: u32,
+}
+
+/// The tree. `AUG` keeps each child's largest weight in its parent.
+#[derive(Clone, Debug)]
+pub(crate) struct BPlus<K, V, const AUG: bool> {
+    leaves: Vec<Leaf<K, V>>,
+    inners: Vec<Inner<K>>,
+    vacant_leaf: u32,
+    vacant_inner: u32,
+    /// A leaf when `height == 0`, else an inner node.
+    root: u32,
+    height: u32,
+    len: usize,
+    first_leaf: u32,
+    last_leaf: u32,
+}
+
+impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            leaves: Vec::new(),
+            inners: Vec::new(),
+            vacant_leaf: NIL,
+            vacant_inner: NIL,
+            root: NIL,
+            height: 0,
+            len: 0,
+            first_leaf: NIL,
+            last_leaf: NIL,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes held by both arenas.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.leaves.capacity() * core::mem::size_of::<Leaf<K, V>>()
+            + self.inners.capacity() * core::mem::size_of::<Inner<K>>()
+    }
+
+    // ---- node plumbing ---------------------------------------------------------------
+
+    fn new_leaf(&mut self) -> u32 {
+        let blank = Leaf {
+            keys: [K::MAX; B],
+            vals: [V::default(); B],
+            n: 0,
+            parent: NIL,
+            next: NIL,
+            prev: NIL,
+        };
+        if self.vacant_leaf != NIL {
+            let id = self.vacant_leaf;
+            self.vacant_leaf = self.leaves[id as usize].parent;
+            self.leaves[id as usize] = blank;
+            id
+        } else {
+            self.leaves.push(blank);
+            u32::try_from(self.leaves.len() - 1).expect("fewer than 2^32 leaves")
+        }
+    }
+
+    fn new_inner(&mut self) -> u32 {
+        let blank = Inner {
+            keys: [K::MAX; B],
+            kids: [NIL; B],
+            max: [0; B],
+            n: 0,
+            parent: NIL,
+        };
+        if self.vacant_inner != NIL {
+            let id = self.vacant_inner;
+            self.vacant_inner = self.inners[id as usize].parent;
+            self.inners[id as usize] = blank;
+            id
+        } else {
+            self.inners.push(blank);
+            u32::try_from(self.inners.len() - 1).expect("fewer than 2^32 inner nodes")
+        }
+    }
+
+    fn drop_leaf(&mut self, id: u32) {
+        self.leaves[id as usize].n = 0;
+        self.leaves[id as usize].parent = self.vacant_leaf;
+        self.vacant_leaf = id;
+    }
+
+    fn drop_inner(&mut self, id: u32) {
+        self.inners[id as usize].n = 0;
+        self.inners[id as usize].parent = self.vacant_inner;
+        self.vacant_inner = id;
+    }
+
+    /// The parent of node `id` at `level` (0 = leaves).
+    #[inline]
+    fn parent_of(&self, id: u32, level: u32) -> u32 {
+        if level == 0 {
+            self.leaves[id as usize].parent
+        } else {
+            self.inners[id as usize].parent
+        }
+    }
+
+    #[inline]
+    fn set_parent(&mut self, id: u32, level: u32, parent: u32) {
+        if level == 0 {
+            self.leaves[id as usize].parent = parent;
+        } else {
+            self.inners[id as usize].parent = parent;
+        }
+    }
+
+    /// Which child of `parent` node `id` is.
+    #[inline]
+    fn slot_in(&self, parent: u32, id: u32) -> usize {
+        let p = &self.inners[parent as usize];
+        p.kids[..p.n as usize]
+            .iter()
+            .position(|&k| k == id)
+            .expect("a child is listed in its parent")
+    }
+
+    /// The smallest key under node `id` at `level`.
+    fn min_key(&self, id: u32, level: u32) -> K {
+        if level == 0 {
+            self.leaves[id as usize].keys[0]
+        } else {
+            self.inners[id as usize].keys[0]
+        }
+    }
+
+    /// The largest weight under node `id` at `level`.
+    fn max_weight(&self, id: u32, level: u32) -> u64 {
+        if level == 0 {
+            let l = &self.leaves[id as usize];
+            l.vals[..l.n as usize]
+                .iter()
+                .map(Value::weight)
+                .max()
+                .unwrap_or(0)
+        } else {
+            let n = &self.inners[id as usize];
+            n.max[..n.n as usize].iter().copied().max().unwrap_or(0)
+        }
+    }
+
+    /// After node `id` (at `level`) changed its smallest key, tells its ancestors.
+    fn fix_min(&mut self, mut id: u32, mut level: u32) {
+        let min = self.min_key(id, level);
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return;
+            }
+            let slot = self.slot_in(p, id);
+            self.inners[p as usize].keys[slot] = min;
+            if slot != 0 {
+                return;
+            }
+            id = p;
+            level += 1;
+        }
+    }
+
+    /// After one weight under node `id` (at `level`) went from `old` to `new` (0 for
+    /// an entry added or removed), tells its ancestors. A node is rescanned only when
+    /// its largest weight was the one that dropped.
+    #[inline]
+    fn weight_changed(&mut self, mut id: u32, mut level: u32, mut old: u64, mut new: u64) {
+        if !AUG || old == new {
+            return;
+        }
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return;
+            }
+            let slot = self.slot_in(p, id);
+            let cur = self.inners[p as usize].max[slot];
+            let m = if new >= cur {
+                new
+            } else if old < cur {
+                return; // the largest is another entry, still there
+            } else {
+                self.max_weight(id, level)
+            };
+            if m == cur {
+                return;
+            }
+            self.inners[p as usize].max[slot] = m;
+            (old, new) = (cur, m);
+            id = p;
+            level += 1;
+        }
+    }
+
+    /// After node `id` (at `level`) changed its weights, tells its ancestors.
+    fn fix_max(&mut self, mut id: u32, mut level: u32) {
+        if !AUG {
+            return;
+        }
+        let mut m = self.max_weight(id, level);
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return;
+            }
+            let slot = self.slot_in(p, id);
+            if self.inners[p as usize].max[slot] == m {
+                return;
+            }
+            self.inners[p as usize].max[slot] = m;
+            m = self.max_weight(p, level + 1);
+            id = p;
+            level += 1;
+        }
+    }
+
+    // ---- search ----------------------------------------------------------------------
+
+    /// The leaf whose key range holds `x`: at every inner node, the last child whose
+    /// smallest key is at most `x` (the first child if none is).
+    #[inline]
+    fn leaf_for(&self, x: K) -> u32 {
+        let mut id = self.root;
+        for _ in 0..self.height {
+            let n = &self.inners[id as usize];
+            // Slot 0's key is never compared: its child takes everything below slot 1.
+            let c = rank_le(&n.keys, x).clamp(1, n.n as usize) - 1;
+            id = n.kids[c];
+        }
+        id
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, pos: Pos) -> (K, V) {
+        let l = &self.leaves[pos.leaf as usize];
+        (l.keys[pos.slot as usize], l.vals[pos.slot as usize])
+    }
+
+    pub(crate) fn first(&self) -> Option<Pos> {
+        (self.len > 0).then_some(Pos {
+            leaf: self.first_leaf,
+            slot: 0,
+        })
+    }
+
+    pub(crate) fn last(&self) -> Option<Pos> {
+        (self.len > 0).then(|| Pos {
+            leaf: self.last_leaf,
+            slot: self.leaves[self.last_leaf as usize].n - 1,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn next(&self, pos: Pos) -> Option<Pos> {
+        let l = &self.leaves[pos.leaf as usize];
+        if pos.slot + 1 < l.n {
+            return Some(Pos {
+                leaf: pos.leaf,
+                slot: pos.slot + 1,
+            });
+        }
+        (l.next != NIL).then_some(Pos {
+            leaf: l.next,
+            slot: 0,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn prev(&self, pos: Pos) -> Option<Pos> {
+        if pos.slot > 0 {
+            return Some(Pos {
+                leaf: pos.leaf,
+                slot: pos.slot - 1,
+            });
+        }
+        let p = self.leaves[pos.leaf as usize].prev;
+        (p != NIL).then(|| Pos {
+            leaf: p,
+            slot: self.leaves[p as usize].n - 1,
+        })
+    }
+
+    /// The entry with the greatest key at most `x`.
+    #[inline]
+    pub(crate) fn floor(&self, x: K) -> Option<Pos> {
+        if self.len == 0 {
+            return None;
+        }
+        let leaf = self.leaf_for(x);
+        let l = &self.leaves[leaf as usize];
+        let c = rank_le(&l.keys, x).min(l.n as usize) as u32;
+        if c > 0 {
+            Some(Pos { leaf, slot: c - 1 })
+        } else {
+            self.prev(Pos { leaf, slot: 0 })
+        }
+    }
+
+    /// The entry with the smallest key at least `x` (`strict`: greater than `x`).
+    #[inline]
+    pub(crate) fn ceil(&self, x: K, strict: bool) -> Option<Pos> {
+        if self.len == 0 {
+            return None;
+        }
+        let leaf = self.leaf_for(x);
+        let l = &self.leaves[leaf as usize];
+        let c = if strict {
+            rank_le(&l.keys, x).min(l.n as usize)
+        } else {
+            rank_lt(&l.keys, x)
+        } as u32;
+        if c < l.n {
+            Some(Pos { leaf, slot: c })
+        } else {
+            (l.next != NIL).then_some(Pos {
+                leaf: l.next,
+                slot: 0,
+            })
+        }
+    }
+
+    /// The entry with key exactly `x`.
+    #[inline]
+    pub(crate) fn find(&self, x: K) -> Option<Pos> {
+        self.floor(x).filter(|&p| self.get(p).0 == x)
+    }
+
+    /// The first entry at or after `x` whose weight is at least `w` (needs `AUG`).
+    pub(crate) fn first_weighing(&self, x: K, w: u64) -> Option<Pos> {
+        debug_assert!(AUG);
+        let start = self.ceil(x, false)?;
+        let l = &self.leaves[start.leaf as usize];
+        if let Some(s) = (start.slot..l.n).find(|&s| l.vals[s as usize].weight() >= w) {
+            return Some(Pos {
+                leaf: start.leaf,
+                slot: s,
+            });
+        }
+        // Up until a later sibling weighs enough, then down its first heavy branch.
+        let (mut id, mut level) = (start.leaf, 0);
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return None;
+            }
+            let slot = self.slot_in(p, id);
+            let pn = &self.inners[p as usize];
+            if let Some(j) = (slot + 1..pn.n as usize).find(|&j| pn.max[j] >= w) {
+                return Some(self.descend_weighing(pn.kids[j], level, w, true));
+            }
+            id = p;
+            level += 1;
+        }
+    }
+
+    /// The last entry at or before `x` whose weight is at least `w` (needs `AUG`).
+    pub(crate) fn last_weighing(&self, x: K, w: u64) -> Option<Pos> {
+        debug_assert!(AUG);
+        let start = self.floor(x)?;
+        let l = &self.leaves[start.leaf as usize];
+        if let Some(s) = (0..=start.slot)
+            .rev()
+            .find(|&s| l.vals[s as usize].weight() >= w)
+        {
+            return Some(Pos {
+                leaf: start.leaf,
+                slot: s,
+            });
+        }
+        let (mut id, mut level) = (start.leaf, 0);
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return None;
+            }
+            let slot = self.slot_in(p, id);
+            let pn = &self.inners[p as usize];
+            if let Some(j) = (0..slot).rev().find(|&j| pn.max[j] >= w) {
+                return Some(self.descend_weighing(pn.kids[j], level, w, false));
+            }
+            id = p;
+            level += 1;
+        }
+    }
+
+    /// Down from node `id` (at `level`), which weighs at least `w`, to its first
+    /// (`leftmost`) or last entry of weight at least `w`.
+    fn descend_weighing(&self, mut id: u32, mut level: u32, w: u64, leftmost: bool) -> Pos {
+        while level > 0 {
+            let n = &self.inners[id as usize];
+            let pick = |j: &usize| n.max[*j] >= w;
+            let j = if leftmost {
+                (0..n.n as usize).find(pick)
+            } else {
+                (0..n.n as usize).rev().find(pick)
+            };
+            id = n.kids[j.expect("a heavy node has a heavy child")];
+            level -= 1;
+        }
+        let l = &self.leaves[id as usize];
+        let pick = |s: &u32| l.vals[*s as usize].weight() >= w;
+        let s = if leftmost {
+            (0..l.n).find(pick)
+        } else {
+            (0..l.n).rev().find(pick)
+        };
+        Pos {
+            leaf: id,
+            slot: s.expect("a heavy leaf has a heavy entry"),
+        }
+    }
+
+    // ---- changes ---------------------------------------------------------------------
+
+    /// Rewrites the entry at `pos`. The new key must keep the order (lie strictly
+    /// between its neighbours' keys).
+    pub(crate) fn set(&mut self, pos: Pos, key: K, val: V) {
+        debug_assert!(self.prev(pos).is_none_or(|p| self.get(p).0 < key));
+        debug_assert!(self.next(pos).is_none_or(|p| key < self.get(p).0));
+        let l = &mut self.leaves[pos.leaf as usize];
+        let old_key = l.keys[pos.slot as usize];
+        let old_w = l.vals[pos.slot as usize].weight();
+        l.keys[pos.slot as usize] = key;
+        l.vals[pos.slot as usize] = val;
+        if pos.slot == 0 && old_key != key {
+            self.fix_min(pos.leaf, 0);
+        }
+        self.weight_changed(pos.leaf, 0, old_w, val.weight());
+    }
+
+    /// Adds an entry whose key is not in the tree.
+    pub(crate) fn insert(&mut self, key: K, val: V) {
+        if self.len == 0 {
+            if self.root == NIL {
+                let leaf = self.new_leaf();
+                self.root = leaf;
+                self.first_leaf = leaf;
+                self.last_leaf = leaf;
+                self.height = 0;
+            }
+            let l = &mut self.leaves[self.root as usize];
+            l.keys[0] = key;
+            l.vals[0] = val;
+            l.n = 1;
+            self.len = 1;
+            self.fix_max(self.root, 0);
+            return;
+        }
+        let leaf = self.leaf_for(key);
+        let l = &mut self.leaves[leaf as usize];
+        let n = l.n as usize;
+        let at = rank_lt(&l.keys, key);
+        debug_assert!(at == n || l.keys[at] != key, "inserting a key twice");
+        if n < B {
+            l.keys.copy_within(at..n, at + 1);
+            l.vals.copy_within(at..n, at + 1);
+            l.keys[at] = key;
+            l.vals[at] = val;
+            l.n += 1;
+            self.len += 1;
+            if at == 0 {
+                self.fix_min(leaf, 0);
+            }
+            self.weight_changed(leaf, 0, 0, val.weight());
+            return;
+        }
+        // Full: split in halves, then insert into the half it belongs to.
+        let right = self.new_leaf();
+        let half = B / 2;
+        let (keys, vals, next) = {
+            let l = &self.leaves[leaf as usize];
+            (l.keys, l.vals, l.next)
+        };
+        {
+            let r = &mut self.leaves[right as usize];
+            r.keys[..B - half].copy_from_slice(&keys[half..]);
+            r.vals[..B - half].copy_from_slice(&vals[half..]);
+            r.n = (B - half) as u32;
+            r.prev = leaf;
+            r.next = next;
+        }
+        self.leaves[leaf as usize].n = half as u32;
+        self.leaves[leaf as usize].keys[half..].fill(K::MAX);
+        self.leaves[leaf as usize].next = right;
+        if next != NIL {
+            self.leaves[next as usize].prev = right;
+        } else {
+            self.last_leaf = right;
+        }
+        let (target, at) = if at <= half {
+            (leaf, at)
+        } else {
+            (right, at - half)
+        };
+        {
+            let t = &mut self.leaves[target as usize];
+            let n = t.n as usize;
+            t.keys.copy_within(at..n, at + 1);
+            t.vals.copy_within(at..n, at + 1);
+            t.keys[at] = key;
+            t.vals[at] = val;
+            t.n += 1;
+        }
+        self.len += 1;
+        if target == leaf && at == 0 {
+            self.fix_min(leaf, 0);
+        }
+        self.attach_sibling(leaf, right, 0);
+        // A split sets its parents' weights directly, so the early stop of `fix_max`
+        // would leave their ancestors stale: recompute the whole way up, once per half.
+        self.fix_max_all(leaf, 0);
+        self.fix_max_all(right, 0);
+    }
+
+    /// As [`fix_max`](Self::fix_max), without stopping early.
+    fn fix_max_all(&mut self, mut id: u32, mut level: u32) {
+        if !AUG {
+            return;
+        }
+        loop {
+            let p = self.parent_of(id, level);
+            if p == NIL {
+                return;
+            }
+            let slot = self.slot_in(p, id);
+            self.inners[p as usize].max[slot] = self.max_weight(id, level);
+            id = p;
+            level += 1;
+        }
+    }
+
+    /// Puts `right`, just split off `left` (both at `level`), into `left`'s parent,
+    /// splitting upwards as needed.
+    fn attach_sibling(&mut self, left: u32, right: u32, level: u32) {
+        let right_min = self.min_key(right, level);
+        let right_max = self.max_weight(right, level);
+        let left_max = self.max_weight(left, level);
+        let p = self.parent_of(left, level);
+        if p == NIL {
+            let root = self.new_inner();
+            let left_min = self.min_key(left, level);
+            let r = &mut self.inners[root as usize];
+            r.keys[0] = left_min;
+            r.keys[1] = right_min;
+            r.kids[0] = left;
+            r.kids[1] = right;
+            r.max[0] = left_max;
+            r.max[1] = right_max;
+            r.n = 2;
+            self.set_parent(left, level, root);
+            self.set_parent(right, level, root);
+            self.root = root;
+            self.height += 1;
+            return;
+        }
+        let slot = self.slot_in(p, left);
+        let pn = &mut self.inners[p as usize];
+        pn.max[slot] = left_max;
+        let n = pn.n as usize;
+        let at = slot + 1;
+        if n < B {
+            pn.keys.copy_within(at..n, at + 1);
+            pn.kids.copy_within(at..n, at + 1);
+            pn.max.copy_within(at..n, at + 1);
+            pn.keys[at] = right_min;
+            pn.kids[at] = right;
+            pn.max[at] = right_max;
+            pn.n += 1;
+            self.set_parent(right, level, p);
+            return;
+        }
+        // The parent is full: split it, then place `right` in the half it belongs to.
+        let sib = self.new_inner();
+        let half = B / 2;
+        let (keys, kids, max) = {
+            let pn = &self.inners[p as usize];
+            (pn.keys, pn.kids, pn.max)
+        };
+        {
+            let s = &mut self.inners[sib as usize];
+            s.keys[..B - half].copy_from_slice(&keys[half..]);
+            s.kids[..B - half].copy_from_slice(&kids[half..]);
+            s.max[..B - half].copy_from_slice(&max[half..]);
+            s.n = (B - half) as u32;
+        }
+        self.inners[p as usize].n = half as u32;
+        self.inners[p as usize].keys[half..].fill(K::MAX);
+        for j in 0..B - half {
+            let kid = self.inners[sib as usize].kids[j];
+            self.set_parent(kid, level, sib);
+        }
+        let (target, at) = if at <= half { (p, at) } else { (sib, at - half) };
+        {
+            let t = &mut self.inners[target as usize];
+            let n = t.n as usize;
+            t.keys.copy_within(at..n, at + 1);
+            t.kids.copy_within(at..n, at + 1);
+            t.max.copy_within(at..n, at + 1);
+            t.keys[at] = right_min;
+            t.kids[at] = right;
+            t.max[at] = right_max;
+            t.n += 1;
+        }
+        self.set_parent(right, level, target);
+        self.attach_sibling(p, sib, level + 1);
+    }
+
+    /// Removes the entry at `pos`.
+    pub(crate) fn remove(&mut self, pos: Pos) {
+        let leaf = pos.leaf;
+        let at = pos.slot as usize;
+        let l = &mut self.leaves[leaf as usize];
+        let n = l.n as usize;
+        debug_assert!(at < n);
+        let removed_w = l.vals[at].weight();
+        l.keys.copy_within(at + 1..n, at);
+        l.vals.copy_within(at + 1..n, at);
+        l.keys[n - 1] = K::MAX;
+        l.n -= 1;
+        self.len -= 1;
+        let left_n = l.n as usize;
+        if self.len == 0 {
+            // The tree is now one empty root leaf.
+            debug_assert_eq!(self.height, 0);
+            return;
+        }
+        if at == 0 && left_n > 0 {
+            self.fix_min(leaf, 0);
+        }
+        self.weight_changed(leaf, 0, removed_w, 0);
+        if left_n < MIN && self.height > 0 {
+            self.rebalance(leaf, 0);
+        }
+    }
+
+    /// Node `id` at `level` (not the root) fell below `MIN`: borrow from a sibling or
+    /// merge with one, and carry on upwards.
+    fn rebalance(&mut self, id: u32, level: u32) {
+        let p = self.parent_of(id, level);
+        debug_assert_ne!(p, NIL);
+        let slot = self.slot_in(p, id);
+        let pn = self.inners[p as usize].n as usize;
+        let count = |t: &Self, x: u32| {
+            if level == 0 {
+                t.leaves[x as usize].n as usize
+            } else {
+                t.inners[x as usize].n as usize
+            }
+        };
+        let left = (slot > 0).then(|| self.inners[p as usize].kids[slot - 1]);
+        let right = (slot + 1 < pn).then(|| self.inners[p as usize].kids[slot + 1]);
+        if let Some(l) = left.filter(|&l| count(self, l) > MIN) {
+            self.shift_right(l, id, level);
+            self.inners[p as usize].keys[slot] = self.min_key(id, level);
+            self.refresh_slot(p, slot - 1, level);
+            self.refresh_slot(p, slot, level);
+            return;
+        }
+        if let Some(r) = right.filter(|&r| count(self, r) > MIN) {
+            self.shift_left(id, r, level);
+            self.inners[p as usize].keys[slot + 1] = self.min_key(r, level);
+            if slot == 0 && count(self, id) == 1 {
+                // `id` was empty: its smallest key is the one it just got.
+                self.fix_min(id, level);
+            }
+            self.refresh_slot(p, slot, level);
+            self.refresh_slot(p, slot + 1, level);
+            return;
+        }
+        // Merge with a sibling: the right one of the pair goes.
+        let (keep, gone, gone_slot) = match (left, right) {
+            (Some(l), _) => (l, id, slot),
+            (None, Some(r)) => (id, r, slot + 1),
+            (None, None) => unreachable!("a non-root node has a sibling"),
+        };
+        let was_empty_first = slot == 0 && count(self, id) == 0;
+        self.merge_into(keep, gone, level);
+        let pn = &mut self.inners[p as usize];
+        let n = pn.n as usize;
+        pn.keys.copy_within(gone_slot + 1..n, gone_slot);
+        pn.kids.copy_within(gone_slot + 1..n, gone_slot);
+        pn.max.copy_within(gone_slot + 1..n, gone_slot);
+        pn.keys[n - 1] = K::MAX;
+        pn.n -= 1;
+        let keep_slot = gone_slot - 1;
+        self.refresh_slot(p, keep_slot, level);
+        if was_empty_first {
+            self.fix_min(keep, level);
+        }
+        self.fix_max(p, level + 1);
+        let p_n = self.inners[p as usize].n as usize;
+        if p == self.root {
+            if p_n == 1 {
+                // A root with one child is no root: the child is.
+                let only = self.inners[p as usize].kids[0];
+                self.set_parent(only, level, NIL);
+                self.drop_inner(p);
+                self.root = only;
+                self.height -= 1;
+            }
+        } else if p_n < MIN {
+            self.rebalance(p, level + 1);
+        }
+    }
+
+    /// Recomputes `p`'s key and weight for its child in `slot` (at `level`).
+    fn refresh_slot(&mut self, p: u32, slot: usize, level: u32) {
+        let kid = self.inners[p as usize].kids[slot];
+        let min = self.min_key(kid, level);
+        let max = self.max_weight(kid, level);
+        let pn = &mut self.inners[p as usize];
+        pn.keys[slot] = min;
+        pn.max[slot] = max;
+    }
+
+    /// Moves the last entry (child) of `from` to the front of `to`, its right sibling.
+    fn shift_right(&mut self, from: u32, to: u32, level: u32) {
+        if level == 0 {
+            let f = &mut self.leaves[from as usize];
+            f.n -= 1;
+            let (k, v) = (f.keys[f.n as usize], f.vals[f.n as usize]);
+            f.keys[f.n as usize] = K::MAX;
+            let t = &mut self.leaves[to as usize];
+            let n = t.n as usize;
+            t.keys.copy_within(0..n, 1);
+            t.vals.copy_within(0..n, 1);
+            t.keys[0] = k;
+            t.vals[0] = v;
+            t.n += 1;
+        } else {
+            let f = &mut self.inners[from as usize];
+            f.n -= 1;
+            let j = f.n as usize;
+            let (k, kid, m) = (f.keys[j], f.kids[j], f.max[j]);
+            f.keys[j] = K::MAX;
+            let t = &mut self.inners[to as usize];
+            let n = t.n as usize;
+            t.keys.copy_within(0..n, 1);
+            t.kids.copy_within(0..n, 1);
+            t.max.copy_within(0..n, 1);
+            t.keys[0] = k;
+            t.kids[0] = kid;
+            t.max[0] = m;
+            t.n += 1;
+            self.set_parent(kid, level - 1, to);
+        }
+    }
+
+    /// Moves the first entry (child) of `from` to the end of `to`, its left sibling.
+    fn shift_left(&mut self, to: u32, from: u32, level: u32) {
+        if level == 0 {
+            let f = &mut self.leaves[from as usize];
+            let (k, v) = (f.keys[0], f.vals[0]);
+            let n = f.n as usize;
+            f.keys.copy_within(1..n, 0);
+            f.vals.copy_within(1..n, 0);
+            f.keys[n - 1] = K::MAX;
+            f.n -= 1;
+            let t = &mut self.leaves[to as usize];
+            t.keys[t.n as usize] = k;
+            t.vals[t.n as usize] = v;
+            t.n += 1;
+        } else {
+            let f = &mut self.inners[from as usize];
+            let (k, kid, m) = (f.keys[0], f.kids[0], f.max[0]);
+            let n = f.n as usize;
+            f.keys.copy_within(1..n, 0);
+            f.kids.copy_within(1..n, 0);
+            f.max.copy_within(1..n, 0);
+            f.keys[n - 1] = K::MAX;
+            f.n -= 1;
+            let t = &mut self.inners[to as usize];
+            let j = t.n as usize;
+            t.keys[j] = k;
+            t.kids[j] = kid;
+            t.max[j] = m;
+            t.n += 1;
+            self.set_parent(kid, level - 1, to);
+        }
+    }
+
+    /// Appends everything of `gone` to `keep` (its left sibling) and frees `gone`.
+    fn merge_into(&mut self, keep: u32, gone: u32, level: u32) {
+        if level == 0 {
+            let g = self.leaves[gone as usize].clone();
+            let k = &mut self.leaves[keep as usize];
+            let (kn, gn) = (k.n as usize, g.n as usize);
+            debug_assert!(kn + gn <= B);
+            k.keys[kn..kn + gn].copy_from_slice(&g.keys[..gn]);
+            k.vals[kn..kn + gn].copy_from_slice(&g.vals[..gn]);
+            k.n += g.n;
+            k.next = g.next;
+            if g.next != NIL {
+                self.leaves[g.next as usize].prev = keep;
+            } else {
+                self.last_leaf = keep;
+            }
+            self.drop_leaf(gone);
+        } else {
+            let g = self.inners[gone as usize].clone();
+            let (kn, gn) = (self.inners[keep as usize].n as usize, g.n as usize);
+            debug_assert!(kn + gn <= B);
+            {
+                let k = &mut self.inners[keep as usize];
+                k.keys[kn..kn + gn].copy_from_slice(&g.keys[..gn]);
+                k.kids[kn..kn + gn].copy_from_slice(&g.kids[..gn]);
+                k.max[kn..kn + gn].copy_from_slice(&g.max[..gn]);
+                k.n += g.n;
+            }
+            for &kid in &g.kids[..gn] {
+                self.set_parent(kid, level - 1, keep);
+            }
+            self.drop_inner(gone);
+        }
+    }
+
+    // ---- iteration and checks ----------------------------------------------------------
+
+    /// Entries in key order.
+    pub(crate) fn iter(&self) -> Iter<'_, K, V, AUG> {
+        Iter {
+            tree: self,
+            pos: self.first(),
+        }
+    }
+
+    /// Entries in reverse key order.
+    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = (K, V)> + '_ {
+        let mut pos = self.last();
+        core::iter::from_fn(move || {
+            let p = pos?;
+            pos = self.prev(p);
+            Some(self.get(p))
+        })
+    }
+
+    /// Entries from `pos` on, in key order.
+    pub(crate) fn iter_from(&self, pos: Option<Pos>) -> Iter<'_, K, V, AUG> {
+        Iter { tree: self, pos }
+    }
+
+    /// Recomputes the shape: sorted keys, separators, weights, parent and leaf links,
+    /// fill, height and count.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let mut leaves = Vec::new();
+        let (count, _, _) = self.check_node(self.root, self.height, NIL, &mut leaves)?;
+        if count != self.len {
+            return Err(format!("tree counts {} entries, caches {}", count, self.len));
+        }
+        if leaves.first() != Some(&self.first_leaf) || leaves.last() != Some(&self.last_leaf) {
+            return Err("first or last leaf link is stale".into());
+        }
+        for w in leaves.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if self.leaves[a as usize].next != b || self.leaves[b as usize].prev != a {
+                return Err(format!("leaf chain broken between {a} and {b}"));
+            }
+            let la = &self.leaves[a as usize];
+            if la.keys[la.n as usize - 1] >= self.leaves[b as usize].keys[0] {
+                return Err(format!("keys out of order across leaves {a} and {b}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `(entries, smallest key, largest weight)` under `id`.
+    fn check_node(
+        &self,
+        id: u32,
+        level: u32,
+        parent: u32,
+        leaves: &mut Vec<u32>,
+    ) -> Result<(usize, K, u64), String> {
+        let is_root = parent == NIL;
+        if level == 0 {
+            let l = &self.leaves[id as usize];
+            let n = l.n as usize;
+            if l.parent != parent {
+                return Err(format!("leaf {id} has parent {} not {parent}", l.parent));
+            }
+            if n == 0 || n > B || (!is_root && n < MIN) {
+                return Err(format!("leaf {id} holds {n} entries"));
+            }
+            if l.keys[..n].windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("leaf {id} is not sorted"));
+            }
+            if l.keys[n..].iter().any(|&k| k != K::MAX) {
+                return Err(format!("leaf {id} has a stale key past its {n} entries"));
+            }
+            leaves.push(id);
+            let w = l.vals[..n].iter().map(Value::weight).max().unwrap_or(0);
+            return Ok((n, l.keys[0], w));
+        }
+        let nd = &self.inners[id as usize];
+        let n = nd.n as usize;
+        if nd.parent != parent {
+            return Err(format!("inner {id} has parent {} not {parent}", nd.parent));
+        }
+        if n > B || n < if is_root { 2 } else { MIN } {
+            return Err(format!("inner {id} has {n} children"));
+        }
+        if nd.keys[n..].iter().any(|&k| k != K::MAX) {
+            return Err(format!("inner {id} has a stale key past its {n} children"));
+        }
+        let (mut total, mut first, mut heaviest) = (0, K::default(), 0);
+        let mut prev_max: Option<K> = None;
+        for j in 0..n {
+            let (c, min, w) = self.check_node(nd.kids[j], level - 1, id, leaves)?;
+            if nd.keys[j] != min {
+                return Err(format!("inner {id} slot {j}: key {:?}, child min {min:?}", nd.keys[j]));
+            }
+            if AUG && nd.max[j] != w {
+                return Err(format!("inner {id} slot {j}: weight {}, child max {w}", nd.max[j]));
+            }
+            if prev_max.is_some_and(|p| p >= min) {
+                return Err(format!("inner {id}: children out of order at slot {j}"));
+            }
+            prev_max = Some(min);
+            if j == 0 {
+                first = min;
+            }
+            total += c;
+            heaviest = heaviest.max(w);
+        }
+        Ok((total, first, heaviest))
+    }
+}
+
+/// Entries in key order, from a position.
+#[derive(Debug)]
+pub(crate) struct Iter<'a, K, V, const AUG: bool> {
+    tree: &'a BPlus<K, V, AUG>,
+    pos: Option<Pos>,
+}
+
+impl<K: Key, V: Value, const AUG: bool> Iterator for Iter<'_, K, V, AUG> {
+    type Item = (K, V);
+
+    #[inline]
+    fn next(&mut self) -> Option<(K, V)> {
+        let p = self.pos?;
+        self.pos = self.tree.next(p);
+        Some(self.tree.get(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    /// Random inserts, removes and in-place updates against a `BTreeMap`, checking
+    /// every query and the whole shape as it goes.
+    fn against_btreemap(seed: u64, keys: u64, steps: usize) {
+        let mut rng = Rng(seed);
+        let mut t: BPlus<u64, u64, true> = BPlus::new();
+        let mut m: BTreeMap<u64, u64> = BTreeMap::new();
+        for step in 0..steps {
+            let k = rng.below(keys);
+            match rng.below(4) {
+                0 | 1 => {
+                    if let alloc::collections::btree_map::Entry::Vacant(e) = m.entry(k) {
+                        let v = rng.below(100);
+                        e.insert(v);
+                        t.insert(k, v);
+                    }
+                }
+                2 => {
+                    if m.remove(&k).is_some() {
+                        t.remove(t.find(k).unwrap());
+                    }
+                }
+                _ => {
+                    if let Some(v) = m.get_mut(&k) {
+                        *v = rng.below(100);
+                        t.set(t.find(k).unwrap(), k, *v);
+                    }
+                }
+            }
+            if step % 7 == 0 || steps < 500 {
+                t.check().unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+            }
+            let x = rng.below(keys + 2);
+            let w = rng.below(110);
+            let get = |p: Option<Pos>| p.map(|p| t.get(p));
+            assert_eq!(get(t.floor(x)), m.range(..=x).next_back().map(|(&k, &v)| (k, v)));
+            assert_eq!(get(t.ceil(x, false)), m.range(x..).next().map(|(&k, &v)| (k, v)));
+            assert_eq!(get(t.ceil(x, true)), m.range(x + 1..).next().map(|(&k, &v)| (k, v)));
+            assert_eq!(
+                get(t.first_weighing(x, w)),
+                m.range(x..).find(|&(_, &v)| v >= w).map(|(&k, &v)| (k, v)),
+                "first_weighing({x}, {w})"
+            );
+            assert_eq!(
+                get(t.last_weighing(x, w)),
+                m.range(..=x).rev().find(|&(_, &v)| v >= w).map(|(&k, &v)| (k, v)),
+                "last_weighing({x}, {w})"
+            );
+            assert_eq!(t.len(), m.len());
+        }
+        assert!(t.iter().eq(m.iter().map(|(&k, &v)| (k, v))));
+        assert!(t.iter_rev().eq(m.iter().rev().map(|(&k, &v)| (k, v))));
+        // Empty it completely, then refill: nodes are recycled.
+        let keys_now: Vec<u64> = m.keys().copied().collect();
+        for k in keys_now {
+            t.remove(t.find(k).unwrap());
+            t.check().unwrap();
+        }
+        assert_eq!(t.len(), 0);
+        assert!(t.first().is_none());
+        t.insert(5, 5);
+        t.check().unwrap();
+        assert_eq!(t.iter().collect::<Vec<_>>(), [(5, 5)]);
+    }
+
+    #[test]
+    fn matches_a_btreemap_small() {
+        for seed in 0..40 {
+            against_btreemap(seed, 40, 400);
+        }
+    }
+
+    #[test]
+    fn matches_a_btreemap_deep() {
+        for seed in 0..4 {
+            against_btreemap(seed, 5_000, 20_000);
+        }
+    }
+
+    #[test]
+    fn sequential_inserts_and_removes_keep_the_shape() {
+        let mut t: BPlus<u128, (), false> = BPlus::new();
+        for k in 0..2_000u128 {
+            t.insert(k, ());
+        }
+        t.check().unwrap();
+        for k in (0..2_000u128).step_by(3) {
+            t.remove(t.find(k).unwrap());
+        }
+        t.check().unwrap();
+        for k in (0..2_000u128).rev() {
+            if let Some(p) = t.find(k) {
+                t.remove(p);
+            }
+        }
+        t.check().unwrap();
+        assert_eq!(t.len(), 0);
+    }
+}
