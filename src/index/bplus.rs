@@ -1,12 +1,12 @@
-//! A B+ tree in two arenas, with parent links, leaf chains and (optionally) the
-//! largest weight under each child: the ordered map both free-extent orders use.
+//! A B+ tree in two arenas, with parent links, leaf chains and a [`Summary`] of each
+//! child kept in its parent: the ordered map both free-extent orders use.
 //!
 //! - Leaves hold up to [`B`] sorted `(key, value)` pairs and link to their neighbours,
 //!   so a position steps to the next or previous entry in O(1).
 //! - Inner nodes hold up to [`B`] children, each with the smallest key below it
-//!   (`keys[0]` is kept but never read by a search) and, when `AUG`, the largest
-//!   weight below it. "The first entry at or after `x` whose weight is at least `w`"
-//!   is then one walk up and one descent.
+//!   (`keys[0]` is kept but never read by a search) and the summary of its entries.
+//!   "The first entry at or after `x` that matches, where summaries tell which
+//!   subtrees can hold one" is then one walk up and one descent.
 //! - Every node but the root holds at least [`MIN`] entries or children, so the
 //!   height is O(log n); nodes are recycled through free lists, so after warm-up the
 //!   tree allocates only when it grows past its old size.
@@ -67,20 +67,42 @@ fn rank_lt<K: Key>(keys: &[K; B], x: K) -> usize {
     i + usize::from(keys[i] < x)
 }
 
-/// A value, and the weight the `AUG` summary maximises.
-pub(crate) trait Value: Copy + Default + Debug {
-    fn weight(&self) -> u64;
-}
-impl Value for u64 {
-    #[inline]
-    fn weight(&self) -> u64 {
-        *self
+/// A value stored beside each key.
+pub(crate) trait Value: Copy + Default + Debug {}
+impl Value for u64 {}
+impl Value for () {}
+
+/// What a parent knows of each child's entries: a monoid over values.
+pub(crate) trait Summary<V>: Copy + Default + Eq + Debug {
+    /// One entry's summary.
+    fn of(v: &V) -> Self;
+    /// Two summaries together; `Default` is the identity.
+    fn join(self, other: Self) -> Self;
+    /// A node summarised as `cur` had one part change from `old` to `new`: its new
+    /// summary if that can be told without looking at the other parts.
+    fn replace(cur: Self, old: Self, new: Self) -> Option<Self>;
+    /// As `replace`, looking at a leaf's values (the changed one already changed).
+    fn rescan_leaf(vals: &[V], cur: Self, old: Self, new: Self) -> Self {
+        let _ = (cur, old, new);
+        vals.iter().fold(Self::default(), |acc, v| acc.join(Self::of(v)))
+    }
+    /// As `replace`, looking at an inner node's child summaries (the changed one
+    /// already changed).
+    fn rescan_inner(sums: &[Self], cur: Self, old: Self, new: Self) -> Self {
+        let _ = (cur, old, new);
+        sums.iter().fold(Self::default(), |acc, &s| acc.join(s))
     }
 }
-impl Value for () {
+
+/// No summary at all.
+impl<V> Summary<V> for () {
     #[inline]
-    fn weight(&self) -> u64 {
-        0
+    fn of(_: &V) -> Self {}
+    #[inline]
+    fn join(self, _: Self) -> Self {}
+    #[inline]
+    fn replace(_: Self, _: Self, _: Self) -> Option<Self> {
+        Some(())
     }
 }
 
@@ -97,12 +119,12 @@ struct Leaf<K, V> {
 }
 
 #[derive(Clone, Debug)]
-struct Inner<K> {
+struct Inner<K, S> {
     /// `keys[i]`: the smallest key under `kids[i]` (`keys[0]` is never searched).
     keys: [K; B],
     kids: [u32; B],
-    /// `max[i]`: the largest weight under `kids[i]` (when `AUG`).
-    max: [u64; B],
+    /// `sum[i]`: the summary of everything under `kids[i]`.
+    sum: [S; B],
     n: u32,
     /// As `Leaf::parent`.
     parent: u32,
@@ -115,11 +137,11 @@ pub(crate) struct Pos {
     slot: u32,
 }
 
-/// The tree. `AUG` keeps each child's largest weight in its parent.
+/// The tree; `S` is what parents know of their children.
 #[derive(Clone, Debug)]
-pub(crate) struct BPlus<K, V, const AUG: bool> {
+pub(crate) struct BPlus<K, V, S> {
     leaves: Vec<Leaf<K, V>>,
-    inners: Vec<Inner<K>>,
+    inners: Vec<Inner<K, S>>,
     vacant_leaf: u32,
     vacant_inner: u32,
     /// A leaf when `height == 0`, else an inner node.
@@ -130,7 +152,7 @@ pub(crate) struct BPlus<K, V, const AUG: bool> {
     last_leaf: u32,
 }
 
-impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
+impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
     pub(crate) const fn new() -> Self {
         Self {
             leaves: Vec::new(),
@@ -153,7 +175,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
     /// Bytes held by both arenas.
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.leaves.capacity() * core::mem::size_of::<Leaf<K, V>>()
-            + self.inners.capacity() * core::mem::size_of::<Inner<K>>()
+            + self.inners.capacity() * core::mem::size_of::<Inner<K, S>>()
     }
 
     // ---- node plumbing ---------------------------------------------------------------
@@ -182,7 +204,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         let blank = Inner {
             keys: [K::MAX; B],
             kids: [NIL; B],
-            max: [0; B],
+            sum: [S::default(); B],
             n: 0,
             parent: NIL,
         };
@@ -247,18 +269,27 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         }
     }
 
-    /// The largest weight under node `id` at `level`.
-    fn max_weight(&self, id: u32, level: u32) -> u64 {
+    /// The summary of everything under node `id` at `level`.
+    fn summary_of(&self, id: u32, level: u32) -> S {
         if level == 0 {
             let l = &self.leaves[id as usize];
             l.vals[..l.n as usize]
                 .iter()
-                .map(Value::weight)
-                .max()
-                .unwrap_or(0)
+                .fold(S::default(), |acc, v| acc.join(S::of(v)))
         } else {
             let n = &self.inners[id as usize];
-            n.max[..n.n as usize].iter().copied().max().unwrap_or(0)
+            n.sum[..n.n as usize]
+                .iter()
+                .fold(S::default(), |acc, &s| acc.join(s))
+        }
+    }
+
+    /// The summary of the whole tree.
+    pub(crate) fn summary(&self) -> S {
+        if self.len == 0 {
+            S::default()
+        } else {
+            self.summary_of(self.root, self.height)
         }
     }
 
@@ -280,12 +311,12 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         }
     }
 
-    /// After one weight under node `id` (at `level`) went from `old` to `new` (0 for
-    /// an entry added or removed), tells its ancestors. A node is rescanned only when
-    /// its largest weight was the one that dropped.
+    /// After one part under node `id` (at `level`) went from summary `old` to `new`
+    /// (`Default` for an entry added or removed), tells its ancestors. A node is
+    /// rescanned only when [`Summary::replace`] cannot tell its new summary.
     #[inline]
-    fn weight_changed(&mut self, mut id: u32, mut level: u32, mut old: u64, mut new: u64) {
-        if !AUG || old == new {
+    fn changed(&mut self, mut id: u32, mut level: u32, mut old: S, mut new: S) {
+        if old == new {
             return;
         }
         loop {
@@ -294,41 +325,40 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
                 return;
             }
             let slot = self.slot_in(p, id);
-            let cur = self.inners[p as usize].max[slot];
-            let m = if new >= cur {
-                new
-            } else if old < cur {
-                return; // the largest is another entry, still there
-            } else {
-                self.max_weight(id, level)
-            };
+            let cur = self.inners[p as usize].sum[slot];
+            let m = S::replace(cur, old, new).unwrap_or_else(|| {
+                if level == 0 {
+                    let l = &self.leaves[id as usize];
+                    S::rescan_leaf(&l.vals[..l.n as usize], cur, old, new)
+                } else {
+                    let n = &self.inners[id as usize];
+                    S::rescan_inner(&n.sum[..n.n as usize], cur, old, new)
+                }
+            });
             if m == cur {
                 return;
             }
-            self.inners[p as usize].max[slot] = m;
+            self.inners[p as usize].sum[slot] = m;
             (old, new) = (cur, m);
             id = p;
             level += 1;
         }
     }
 
-    /// After node `id` (at `level`) changed its weights, tells its ancestors.
-    fn fix_max(&mut self, mut id: u32, mut level: u32) {
-        if !AUG {
-            return;
-        }
-        let mut m = self.max_weight(id, level);
+    /// After node `id` (at `level`) changed in several ways, tells its ancestors.
+    fn fix_sum(&mut self, mut id: u32, mut level: u32) {
+        let mut m = self.summary_of(id, level);
         loop {
             let p = self.parent_of(id, level);
             if p == NIL {
                 return;
             }
             let slot = self.slot_in(p, id);
-            if self.inners[p as usize].max[slot] == m {
+            if self.inners[p as usize].sum[slot] == m {
                 return;
             }
-            self.inners[p as usize].max[slot] = m;
-            m = self.max_weight(p, level + 1);
+            self.inners[p as usize].sum[slot] = m;
+            m = self.summary_of(p, level + 1);
             id = p;
             level += 1;
         }
@@ -445,18 +475,36 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         self.floor(x).filter(|&p| self.get(p).0 == x)
     }
 
-    /// The first entry at or after `x` whose weight is at least `w` (needs `AUG`).
-    pub(crate) fn first_weighing(&self, x: K, w: u64) -> Option<Pos> {
-        debug_assert!(AUG);
+    /// The first entry of the whole tree that matches `entry`; `sub` as in
+    /// [`first_matching`](Self::first_matching). One descent when `sub` is exact.
+    pub(crate) fn first_matching_anywhere(
+        &self,
+        sub: impl Fn(&S) -> bool,
+        entry: impl Fn(&V) -> bool,
+    ) -> Option<Pos> {
+        if self.len == 0 {
+            return None;
+        }
+        self.descend_matching(self.root, self.height, &sub, &entry, true)
+    }
+
+    /// The first entry at or after `x` that matches `entry`, where `sub` tells which
+    /// summaries may hold a matching entry (it must hold for every summary that does).
+    pub(crate) fn first_matching(
+        &self,
+        x: K,
+        sub: impl Fn(&S) -> bool,
+        entry: impl Fn(&V) -> bool,
+    ) -> Option<Pos> {
         let start = self.ceil(x, false)?;
         let l = &self.leaves[start.leaf as usize];
-        if let Some(s) = (start.slot..l.n).find(|&s| l.vals[s as usize].weight() >= w) {
+        if let Some(s) = (start.slot..l.n).find(|&s| entry(&l.vals[s as usize])) {
             return Some(Pos {
                 leaf: start.leaf,
                 slot: s,
             });
         }
-        // Up until a later sibling weighs enough, then down its first heavy branch.
+        // Up until a later sibling may hold one, then down its first such branch.
         let (mut id, mut level) = (start.leaf, 0);
         loop {
             let p = self.parent_of(id, level);
@@ -465,23 +513,29 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             }
             let slot = self.slot_in(p, id);
             let pn = &self.inners[p as usize];
-            if let Some(j) = (slot + 1..pn.n as usize).find(|&j| pn.max[j] >= w) {
-                return Some(self.descend_weighing(pn.kids[j], level, w, true));
+            for j in slot + 1..pn.n as usize {
+                if sub(&pn.sum[j]) {
+                    if let Some(found) = self.descend_matching(pn.kids[j], level, &sub, &entry, true) {
+                        return Some(found);
+                    }
+                }
             }
             id = p;
             level += 1;
         }
     }
 
-    /// The last entry at or before `x` whose weight is at least `w` (needs `AUG`).
-    pub(crate) fn last_weighing(&self, x: K, w: u64) -> Option<Pos> {
-        debug_assert!(AUG);
+    /// The last entry at or before `x` that matches `entry`; `sub` as in
+    /// [`first_matching`](Self::first_matching).
+    pub(crate) fn last_matching(
+        &self,
+        x: K,
+        sub: impl Fn(&S) -> bool,
+        entry: impl Fn(&V) -> bool,
+    ) -> Option<Pos> {
         let start = self.floor(x)?;
         let l = &self.leaves[start.leaf as usize];
-        if let Some(s) = (0..=start.slot)
-            .rev()
-            .find(|&s| l.vals[s as usize].weight() >= w)
-        {
+        if let Some(s) = (0..=start.slot).rev().find(|&s| entry(&l.vals[s as usize])) {
             return Some(Pos {
                 leaf: start.leaf,
                 slot: s,
@@ -495,38 +549,51 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             }
             let slot = self.slot_in(p, id);
             let pn = &self.inners[p as usize];
-            if let Some(j) = (0..slot).rev().find(|&j| pn.max[j] >= w) {
-                return Some(self.descend_weighing(pn.kids[j], level, w, false));
+            for j in (0..slot).rev() {
+                if sub(&pn.sum[j]) {
+                    if let Some(found) = self.descend_matching(pn.kids[j], level, &sub, &entry, false) {
+                        return Some(found);
+                    }
+                }
             }
             id = p;
             level += 1;
         }
     }
 
-    /// Down from node `id` (at `level`), which weighs at least `w`, to its first
-    /// (`leftmost`) or last entry of weight at least `w`.
-    fn descend_weighing(&self, mut id: u32, mut level: u32, w: u64, leftmost: bool) -> Pos {
-        while level > 0 {
-            let n = &self.inners[id as usize];
-            let pick = |j: &usize| n.max[*j] >= w;
-            let j = if leftmost {
-                (0..n.n as usize).find(pick)
+    /// The first (`leftmost`) or last matching entry under node `id` (at `level`).
+    /// Exact summaries never backtrack; a `sub` that can say yes wrongly costs a
+    /// detour, never a wrong answer.
+    fn descend_matching(
+        &self,
+        id: u32,
+        level: u32,
+        sub: &impl Fn(&S) -> bool,
+        entry: &impl Fn(&V) -> bool,
+        leftmost: bool,
+    ) -> Option<Pos> {
+        if level == 0 {
+            let l = &self.leaves[id as usize];
+            let pick = |s: &u32| entry(&l.vals[*s as usize]);
+            let s = if leftmost {
+                (0..l.n).find(pick)
             } else {
-                (0..n.n as usize).rev().find(pick)
+                (0..l.n).rev().find(pick)
             };
-            id = n.kids[j.expect("a heavy node has a heavy child")];
-            level -= 1;
+            return s.map(|slot| Pos { leaf: id, slot });
         }
-        let l = &self.leaves[id as usize];
-        let pick = |s: &u32| l.vals[*s as usize].weight() >= w;
-        let s = if leftmost {
-            (0..l.n).find(pick)
-        } else {
-            (0..l.n).rev().find(pick)
+        let n = &self.inners[id as usize];
+        let mut try_kid = |j: usize| {
+            if sub(&n.sum[j]) {
+                self.descend_matching(n.kids[j], level - 1, sub, entry, leftmost)
+            } else {
+                None
+            }
         };
-        Pos {
-            leaf: id,
-            slot: s.expect("a heavy leaf has a heavy entry"),
+        if leftmost {
+            (0..n.n as usize).find_map(&mut try_kid)
+        } else {
+            (0..n.n as usize).rev().find_map(&mut try_kid)
         }
     }
 
@@ -539,13 +606,13 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         debug_assert!(self.next(pos).is_none_or(|p| key < self.get(p).0));
         let l = &mut self.leaves[pos.leaf as usize];
         let old_key = l.keys[pos.slot as usize];
-        let old_w = l.vals[pos.slot as usize].weight();
+        let old = S::of(&l.vals[pos.slot as usize]);
         l.keys[pos.slot as usize] = key;
         l.vals[pos.slot as usize] = val;
         if pos.slot == 0 && old_key != key {
             self.fix_min(pos.leaf, 0);
         }
-        self.weight_changed(pos.leaf, 0, old_w, val.weight());
+        self.changed(pos.leaf, 0, old, S::of(&val));
     }
 
     /// Adds an entry whose key is not in the tree.
@@ -563,7 +630,6 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             l.vals[0] = val;
             l.n = 1;
             self.len = 1;
-            self.fix_max(self.root, 0);
             return;
         }
         let leaf = self.leaf_for(key);
@@ -581,7 +647,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             if at == 0 {
                 self.fix_min(leaf, 0);
             }
-            self.weight_changed(leaf, 0, 0, val.weight());
+            self.changed(leaf, 0, S::default(), S::of(&val));
             return;
         }
         // Full: split in halves, then insert into the half it belongs to.
@@ -626,24 +692,22 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             self.fix_min(leaf, 0);
         }
         self.attach_sibling(leaf, right, 0);
-        // A split sets its parents' weights directly, so the early stop of `fix_max`
-        // would leave their ancestors stale: recompute the whole way up, once per half.
-        self.fix_max_all(leaf, 0);
-        self.fix_max_all(right, 0);
+        // A split sets its parents' summaries directly, so the early stop of
+        // `fix_sum` would leave their ancestors stale: recompute the whole way up,
+        // once per half.
+        self.fix_sum_all(leaf, 0);
+        self.fix_sum_all(right, 0);
     }
 
-    /// As [`fix_max`](Self::fix_max), without stopping early.
-    fn fix_max_all(&mut self, mut id: u32, mut level: u32) {
-        if !AUG {
-            return;
-        }
+    /// As [`fix_sum`](Self::fix_sum), without stopping early.
+    fn fix_sum_all(&mut self, mut id: u32, mut level: u32) {
         loop {
             let p = self.parent_of(id, level);
             if p == NIL {
                 return;
             }
             let slot = self.slot_in(p, id);
-            self.inners[p as usize].max[slot] = self.max_weight(id, level);
+            self.inners[p as usize].sum[slot] = self.summary_of(id, level);
             id = p;
             level += 1;
         }
@@ -653,8 +717,8 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
     /// splitting upwards as needed.
     fn attach_sibling(&mut self, left: u32, right: u32, level: u32) {
         let right_min = self.min_key(right, level);
-        let right_max = self.max_weight(right, level);
-        let left_max = self.max_weight(left, level);
+        let right_max = self.summary_of(right, level);
+        let left_max = self.summary_of(left, level);
         let p = self.parent_of(left, level);
         if p == NIL {
             let root = self.new_inner();
@@ -664,8 +728,8 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             r.keys[1] = right_min;
             r.kids[0] = left;
             r.kids[1] = right;
-            r.max[0] = left_max;
-            r.max[1] = right_max;
+            r.sum[0] = left_max;
+            r.sum[1] = right_max;
             r.n = 2;
             self.set_parent(left, level, root);
             self.set_parent(right, level, root);
@@ -675,16 +739,16 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         }
         let slot = self.slot_in(p, left);
         let pn = &mut self.inners[p as usize];
-        pn.max[slot] = left_max;
+        pn.sum[slot] = left_max;
         let n = pn.n as usize;
         let at = slot + 1;
         if n < B {
             pn.keys.copy_within(at..n, at + 1);
             pn.kids.copy_within(at..n, at + 1);
-            pn.max.copy_within(at..n, at + 1);
+            pn.sum.copy_within(at..n, at + 1);
             pn.keys[at] = right_min;
             pn.kids[at] = right;
-            pn.max[at] = right_max;
+            pn.sum[at] = right_max;
             pn.n += 1;
             self.set_parent(right, level, p);
             return;
@@ -692,15 +756,15 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         // The parent is full: split it, then place `right` in the half it belongs to.
         let sib = self.new_inner();
         let half = B / 2;
-        let (keys, kids, max) = {
+        let (keys, kids, sum) = {
             let pn = &self.inners[p as usize];
-            (pn.keys, pn.kids, pn.max)
+            (pn.keys, pn.kids, pn.sum)
         };
         {
             let s = &mut self.inners[sib as usize];
             s.keys[..B - half].copy_from_slice(&keys[half..]);
             s.kids[..B - half].copy_from_slice(&kids[half..]);
-            s.max[..B - half].copy_from_slice(&max[half..]);
+            s.sum[..B - half].copy_from_slice(&sum[half..]);
             s.n = (B - half) as u32;
         }
         self.inners[p as usize].n = half as u32;
@@ -715,10 +779,10 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             let n = t.n as usize;
             t.keys.copy_within(at..n, at + 1);
             t.kids.copy_within(at..n, at + 1);
-            t.max.copy_within(at..n, at + 1);
+            t.sum.copy_within(at..n, at + 1);
             t.keys[at] = right_min;
             t.kids[at] = right;
-            t.max[at] = right_max;
+            t.sum[at] = right_max;
             t.n += 1;
         }
         self.set_parent(right, level, target);
@@ -732,7 +796,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         let l = &mut self.leaves[leaf as usize];
         let n = l.n as usize;
         debug_assert!(at < n);
-        let removed_w = l.vals[at].weight();
+        let removed = S::of(&l.vals[at]);
         l.keys.copy_within(at + 1..n, at);
         l.vals.copy_within(at + 1..n, at);
         l.keys[n - 1] = K::MAX;
@@ -747,7 +811,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         if at == 0 && left_n > 0 {
             self.fix_min(leaf, 0);
         }
-        self.weight_changed(leaf, 0, removed_w, 0);
+        self.changed(leaf, 0, removed, S::default());
         if left_n < MIN && self.height > 0 {
             self.rebalance(leaf, 0);
         }
@@ -799,7 +863,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         let n = pn.n as usize;
         pn.keys.copy_within(gone_slot + 1..n, gone_slot);
         pn.kids.copy_within(gone_slot + 1..n, gone_slot);
-        pn.max.copy_within(gone_slot + 1..n, gone_slot);
+        pn.sum.copy_within(gone_slot + 1..n, gone_slot);
         pn.keys[n - 1] = K::MAX;
         pn.n -= 1;
         let keep_slot = gone_slot - 1;
@@ -807,7 +871,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         if was_empty_first {
             self.fix_min(keep, level);
         }
-        self.fix_max(p, level + 1);
+        self.fix_sum(p, level + 1);
         let p_n = self.inners[p as usize].n as usize;
         if p == self.root {
             if p_n == 1 {
@@ -827,10 +891,10 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
     fn refresh_slot(&mut self, p: u32, slot: usize, level: u32) {
         let kid = self.inners[p as usize].kids[slot];
         let min = self.min_key(kid, level);
-        let max = self.max_weight(kid, level);
+        let sum = self.summary_of(kid, level);
         let pn = &mut self.inners[p as usize];
         pn.keys[slot] = min;
-        pn.max[slot] = max;
+        pn.sum[slot] = sum;
     }
 
     /// Moves the last entry (child) of `from` to the front of `to`, its right sibling.
@@ -851,16 +915,16 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             let f = &mut self.inners[from as usize];
             f.n -= 1;
             let j = f.n as usize;
-            let (k, kid, m) = (f.keys[j], f.kids[j], f.max[j]);
+            let (k, kid, m) = (f.keys[j], f.kids[j], f.sum[j]);
             f.keys[j] = K::MAX;
             let t = &mut self.inners[to as usize];
             let n = t.n as usize;
             t.keys.copy_within(0..n, 1);
             t.kids.copy_within(0..n, 1);
-            t.max.copy_within(0..n, 1);
+            t.sum.copy_within(0..n, 1);
             t.keys[0] = k;
             t.kids[0] = kid;
-            t.max[0] = m;
+            t.sum[0] = m;
             t.n += 1;
             self.set_parent(kid, level - 1, to);
         }
@@ -882,18 +946,18 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
             t.n += 1;
         } else {
             let f = &mut self.inners[from as usize];
-            let (k, kid, m) = (f.keys[0], f.kids[0], f.max[0]);
+            let (k, kid, m) = (f.keys[0], f.kids[0], f.sum[0]);
             let n = f.n as usize;
             f.keys.copy_within(1..n, 0);
             f.kids.copy_within(1..n, 0);
-            f.max.copy_within(1..n, 0);
+            f.sum.copy_within(1..n, 0);
             f.keys[n - 1] = K::MAX;
             f.n -= 1;
             let t = &mut self.inners[to as usize];
             let j = t.n as usize;
             t.keys[j] = k;
             t.kids[j] = kid;
-            t.max[j] = m;
+            t.sum[j] = m;
             t.n += 1;
             self.set_parent(kid, level - 1, to);
         }
@@ -924,7 +988,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
                 let k = &mut self.inners[keep as usize];
                 k.keys[kn..kn + gn].copy_from_slice(&g.keys[..gn]);
                 k.kids[kn..kn + gn].copy_from_slice(&g.kids[..gn]);
-                k.max[kn..kn + gn].copy_from_slice(&g.max[..gn]);
+                k.sum[kn..kn + gn].copy_from_slice(&g.sum[..gn]);
                 k.n += g.n;
             }
             for &kid in &g.kids[..gn] {
@@ -937,7 +1001,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
     // ---- iteration and checks ----------------------------------------------------------
 
     /// Entries in key order.
-    pub(crate) fn iter(&self) -> Iter<'_, K, V, AUG> {
+    pub(crate) fn iter(&self) -> Iter<'_, K, V, S> {
         Iter {
             tree: self,
             pos: self.first(),
@@ -955,7 +1019,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
     }
 
     /// Entries from `pos` on, in key order.
-    pub(crate) fn iter_from(&self, pos: Option<Pos>) -> Iter<'_, K, V, AUG> {
+    pub(crate) fn iter_from(&self, pos: Option<Pos>) -> Iter<'_, K, V, S> {
         Iter { tree: self, pos }
     }
 
@@ -993,7 +1057,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         level: u32,
         parent: u32,
         leaves: &mut Vec<u32>,
-    ) -> Result<(usize, K, u64), String> {
+    ) -> Result<(usize, K, S), String> {
         let is_root = parent == NIL;
         if level == 0 {
             let l = &self.leaves[id as usize];
@@ -1011,8 +1075,7 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
                 return Err(format!("leaf {id} has a stale key past its {n} entries"));
             }
             leaves.push(id);
-            let w = l.vals[..n].iter().map(Value::weight).max().unwrap_or(0);
-            return Ok((n, l.keys[0], w));
+            return Ok((n, l.keys[0], self.summary_of(id, 0)));
         }
         let nd = &self.inners[id as usize];
         let n = nd.n as usize;
@@ -1025,15 +1088,15 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
         if nd.keys[n..].iter().any(|&k| k != K::MAX) {
             return Err(format!("inner {id} has a stale key past its {n} children"));
         }
-        let (mut total, mut first, mut heaviest) = (0, K::default(), 0);
+        let (mut total, mut first, mut all) = (0, K::default(), S::default());
         let mut prev_max: Option<K> = None;
         for j in 0..n {
             let (c, min, w) = self.check_node(nd.kids[j], level - 1, id, leaves)?;
             if nd.keys[j] != min {
                 return Err(format!("inner {id} slot {j}: key {:?}, child min {min:?}", nd.keys[j]));
             }
-            if AUG && nd.max[j] != w {
-                return Err(format!("inner {id} slot {j}: weight {}, child max {w}", nd.max[j]));
+            if nd.sum[j] != w {
+                return Err(format!("inner {id} slot {j}: summary {:?}, child's {w:?}", nd.sum[j]));
             }
             if prev_max.is_some_and(|p| p >= min) {
                 return Err(format!("inner {id}: children out of order at slot {j}"));
@@ -1043,20 +1106,20 @@ impl<K: Key, V: Value, const AUG: bool> BPlus<K, V, AUG> {
                 first = min;
             }
             total += c;
-            heaviest = heaviest.max(w);
+            all = all.join(w);
         }
-        Ok((total, first, heaviest))
+        Ok((total, first, all))
     }
 }
 
 /// Entries in key order, from a position.
 #[derive(Debug)]
-pub(crate) struct Iter<'a, K, V, const AUG: bool> {
-    tree: &'a BPlus<K, V, AUG>,
+pub(crate) struct Iter<'a, K, V, S> {
+    tree: &'a BPlus<K, V, S>,
     pos: Option<Pos>,
 }
 
-impl<K: Key, V: Value, const AUG: bool> Iterator for Iter<'_, K, V, AUG> {
+impl<K: Key, V: Value, S: Summary<V>> Iterator for Iter<'_, K, V, S> {
     type Item = (K, V);
 
     #[inline]
@@ -1071,6 +1134,28 @@ impl<K: Key, V: Value, const AUG: bool> Iterator for Iter<'_, K, V, AUG> {
 mod tests {
     use super::*;
     use alloc::collections::BTreeMap;
+
+    /// The longest value below: what the address order keeps, reduced to one field.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    struct Longest(u64);
+
+    impl Summary<u64> for Longest {
+        fn of(v: &u64) -> Self {
+            Longest(*v)
+        }
+        fn join(self, o: Self) -> Self {
+            Longest(self.0.max(o.0))
+        }
+        fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
+            if new.0 >= cur.0 {
+                Some(new)
+            } else if old.0 < cur.0 {
+                Some(cur)
+            } else {
+                None
+            }
+        }
+    }
 
     struct Rng(u64);
     impl Rng {
@@ -1087,7 +1172,7 @@ mod tests {
     /// every query and the whole shape as it goes.
     fn against_btreemap(seed: u64, keys: u64, steps: usize) {
         let mut rng = Rng(seed);
-        let mut t: BPlus<u64, u64, true> = BPlus::new();
+        let mut t: BPlus<u64, u64, Longest> = BPlus::new();
         let mut m: BTreeMap<u64, u64> = BTreeMap::new();
         for step in 0..steps {
             let k = rng.below(keys);
@@ -1120,16 +1205,26 @@ mod tests {
             assert_eq!(get(t.floor(x)), m.range(..=x).next_back().map(|(&k, &v)| (k, v)));
             assert_eq!(get(t.ceil(x, false)), m.range(x..).next().map(|(&k, &v)| (k, v)));
             assert_eq!(get(t.ceil(x, true)), m.range(x + 1..).next().map(|(&k, &v)| (k, v)));
+            let heavy = |s: &Longest| s.0 >= w;
+            let entry = |v: &u64| *v >= w;
             assert_eq!(
-                get(t.first_weighing(x, w)),
+                get(t.first_matching(x, heavy, entry)),
                 m.range(x..).find(|&(_, &v)| v >= w).map(|(&k, &v)| (k, v)),
-                "first_weighing({x}, {w})"
+                "first_matching({x}, {w})"
             );
             assert_eq!(
-                get(t.last_weighing(x, w)),
+                get(t.last_matching(x, heavy, entry)),
                 m.range(..=x).rev().find(|&(_, &v)| v >= w).map(|(&k, &v)| (k, v)),
-                "last_weighing({x}, {w})"
+                "last_matching({x}, {w})"
             );
+            // A summary that says yes too often (every even value) still finds the truth.
+            let even = |v: &u64| *v % 2 == 0 && *v >= w;
+            assert_eq!(
+                get(t.first_matching_anywhere(heavy, even)),
+                m.iter().find(|&(_, &v)| even(&v)).map(|(&k, &v)| (k, v)),
+                "first_matching_anywhere({w})"
+            );
+            assert_eq!(t.summary(), Longest(m.values().copied().max().unwrap_or(0)));
             assert_eq!(t.len(), m.len());
         }
         assert!(t.iter().eq(m.iter().map(|(&k, &v)| (k, v))));
@@ -1163,7 +1258,7 @@ mod tests {
 
     #[test]
     fn sequential_inserts_and_removes_keep_the_shape() {
-        let mut t: BPlus<u128, (), false> = BPlus::new();
+        let mut t: BPlus<u128, (), ()> = BPlus::new();
         for k in 0..2_000u128 {
             t.insert(k, ());
         }

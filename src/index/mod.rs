@@ -4,14 +4,21 @@
 //! the representation can change. It holds every Free, unpinned block as fully coalesced
 //! extents, in two orders:
 //!
-//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep the longest
-//!   extent under each child: coalescing, first fit, near-goal and overlap checks are
-//!   one descent (and a short walk up) each, O(log n);
-//! - by `(len, start)`, in a second B+ tree: best fit (smallest, then lowest) is the
-//!   first key at or above `(need, 0)`, O(log n).
+//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep, for each
+//!   child, the longest extent below it and a bit set of the **exact lengths** up to
+//!   [`EXACT_MAX`] below it. Coalescing, first fit, near-goal and overlap checks are
+//!   one descent (and a short walk up) each, O(log n). So is best fit for a length up
+//!   to `EXACT_MAX`: the smallest length present at or above it is the lowest set bit
+//!   of the root's classes, and the lowest extent of that length is the leftmost leaf
+//!   whose path has the bit;
+//! - the extents longer than `EXACT_MAX`, by `(len, start)`, in a second B+ tree: best
+//!   fit among them is the first key at or above `(need, 0)`, O(log n).
 //!
-//! Both trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
-//! cache lines per level and no allocator call happens once the trees have grown.
+//! This is segregated fits in the manner of dlmalloc, exact small classes and a sorted
+//! large class, with the small classes kept as subtree summaries so that "lowest
+//! address among equals" stays one descent. Both trees keep their nodes in arenas of
+//! 16-slot nodes, so a search touches a few cache lines per level and no allocator
+//! call happens once the trees have grown.
 //!
 //! Aligned requests add a scan over the extents that are long enough only without
 //! alignment (at most those within `align - 1` blocks of the wanted length).
@@ -19,7 +26,118 @@
 pub(crate) mod bplus;
 
 use crate::Extent;
-use bplus::BPlus;
+use bplus::{BPlus, Summary};
+
+/// Lengths up to this many blocks each have an exact size class.
+pub(crate) const EXACT_MAX: u64 = 128;
+
+/// What the address order knows of a subtree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Below {
+    /// The longest free extent.
+    longest: u64,
+    /// Bit `l - 1` is set when an extent of exactly `l <= EXACT_MAX` blocks is there.
+    classes: u128,
+}
+
+/// The class bit of an extent of `len` blocks (none above [`EXACT_MAX`]).
+#[inline]
+fn class_bit(len: u64) -> u128 {
+    if len <= EXACT_MAX {
+        1u128 << (len - 1)
+    } else {
+        0
+    }
+}
+
+/// The class bits of lengths `len..=EXACT_MAX`.
+#[inline]
+fn classes_from(len: u64) -> u128 {
+    if len > EXACT_MAX { 0 } else { u128::MAX << (len - 1) }
+}
+
+impl Summary<u64> for Below {
+    #[inline]
+    fn of(len: &u64) -> Self {
+        Below {
+            longest: *len,
+            classes: class_bit(*len),
+        }
+    }
+
+    #[inline]
+    fn join(self, o: Self) -> Self {
+        Below {
+            longest: self.longest.max(o.longest),
+            classes: self.classes | o.classes,
+        }
+    }
+
+    #[inline]
+    fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
+        // A class bit that `old` had and `new` lacks may live on in a sibling, and a
+        // longest that shrank may be matched by one: only a rescan can tell.
+        let longest = if new.longest >= cur.longest {
+            new.longest
+        } else if old.longest < cur.longest {
+            cur.longest
+        } else {
+            return None;
+        };
+        if old.classes & !new.classes != 0 {
+            return None;
+        }
+        Some(Below {
+            longest,
+            classes: cur.classes | new.classes,
+        })
+    }
+
+    /// Only what `replace` could not tell is looked up: the longest, if the longest
+    /// shrank, and each class bit `old` had and `new` lacks (usually one), by looking
+    /// for that exact length.
+    #[inline]
+    fn rescan_leaf(lens: &[u64], cur: Self, old: Self, new: Self) -> Self {
+        let longest = if new.longest >= cur.longest || old.longest < cur.longest {
+            cur.longest.max(new.longest)
+        } else {
+            lens.iter().copied().fold(0, u64::max)
+        };
+        let mut lost = old.classes & !new.classes;
+        let mut kept = 0;
+        while lost != 0 {
+            let bit = lost & lost.wrapping_neg();
+            let len = u64::from(bit.trailing_zeros()) + 1;
+            if lens.contains(&len) {
+                kept |= bit;
+            }
+            lost &= lost - 1;
+        }
+        Below {
+            longest,
+            classes: (cur.classes & !(old.classes & !new.classes)) | new.classes | kept,
+        }
+    }
+
+    #[inline]
+    fn rescan_inner(sums: &[Self], cur: Self, old: Self, new: Self) -> Self {
+        let longest = if new.longest >= cur.longest || old.longest < cur.longest {
+            cur.longest.max(new.longest)
+        } else {
+            sums.iter().map(|s| s.longest).fold(0, u64::max)
+        };
+        let lost = old.classes & !new.classes;
+        let kept = if lost == 0 {
+            0
+        } else {
+            sums.iter().fold(0, |acc, s| acc | (s.classes & lost))
+        };
+        Below {
+            longest,
+            classes: (cur.classes & !lost) | new.classes | kept,
+        }
+    }
+}
 
 /// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
 /// `2^i ..= 2^(i+1) - 1` blocks.
@@ -35,10 +153,10 @@ pub const HISTOGRAM_BUCKETS: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct FreeIndex {
-    /// `start -> len`, with the longest `len` under each inner child.
-    by_addr: BPlus<u64, u64, true>,
-    /// [`size_key`]`(len, start)`.
-    by_size: BPlus<u128, (), false>,
+    /// `start -> len`, with a [`Below`] for each inner child.
+    by_addr: BPlus<u64, u64, Below>,
+    /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
+    by_size: BPlus<u128, (), ()>,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
 }
@@ -127,30 +245,62 @@ impl FreeIndex {
     /// The largest free extent, the lowest one among equals.
     pub(crate) fn largest(&self) -> Option<Extent> {
         let len = self.largest_len();
-        let p = self.by_size.ceil(size_key(len, 0), false)?;
-        let (len, start) = size_of_key(self.by_size.get(p).0);
+        if len > EXACT_MAX {
+            let p = self.by_size.ceil(size_key(len, 0), false)?;
+            let (len, start) = size_of_key(self.by_size.get(p).0);
+            return Some(Extent::new(start, len));
+        }
+        let start = self.lowest_of_len(len)?;
         Some(Extent::new(start, len))
     }
 
     pub(crate) fn largest_len(&self) -> u64 {
-        self.by_size
-            .last()
-            .map_or(0, |p| size_of_key(self.by_size.get(p).0).0)
+        self.by_addr.summary().longest
+    }
+
+    /// The lowest start of a free extent of exactly `len <= EXACT_MAX` blocks.
+    #[inline]
+    fn lowest_of_len(&self, len: u64) -> Option<u64> {
+        let bit = class_bit(len);
+        let p = self
+            .by_addr
+            .first_matching_anywhere(|b| b.classes & bit != 0, |&l| l == len)?;
+        Some(self.by_addr.get(p).0)
+    }
+
+    /// The free extents of exactly `len <= EXACT_MAX` blocks, in address order.
+    fn all_of_len(&self, len: u64) -> impl Iterator<Item = u64> + '_ {
+        let bit = class_bit(len);
+        let mut from = Some(0);
+        core::iter::from_fn(move || {
+            let p = self.by_addr.first_matching(
+                from?,
+                |b| b.classes & bit != 0,
+                |&l| l == len,
+            )?;
+            let s = self.by_addr.get(p).0;
+            from = s.checked_add(1);
+            Some(s)
+        })
     }
 
     #[inline]
     fn add(&mut self, start: u64, len: u64) {
-        self.by_size.insert(size_key(len, start), ());
+        if len > EXACT_MAX {
+            self.by_size.insert(size_key(len, start), ());
+        }
         self.histogram[bucket(len)] += 1;
     }
 
     #[inline]
     fn sub(&mut self, start: u64, len: u64) {
-        let p = self
-            .by_size
-            .find(size_key(len, start))
-            .expect("the size order lists every free extent");
-        self.by_size.remove(p);
+        if len > EXACT_MAX {
+            let p = self
+                .by_size
+                .find(size_key(len, start))
+                .expect("the size order lists every long free extent");
+            self.by_size.remove(p);
+        }
         self.histogram[bucket(len)] -= 1;
     }
 
@@ -294,7 +444,23 @@ impl FreeIndex {
 
     /// Best fit: the smallest extent that holds `need` aligned blocks, lowest first.
     pub(crate) fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
-        let from = self.by_size.ceil(size_key(need, 0), false);
+        // Exact classes first, smallest length up: with no alignment the first present
+        // length wins outright; with one, a length of `need + align - 1` or more always
+        // fits, and shorter ones are tried extent by extent.
+        let always_fits = need.saturating_add(align - 1);
+        let mut classes = self.by_addr.summary().classes & classes_from(need);
+        while classes != 0 {
+            let len = u64::from(classes.trailing_zeros()) + 1;
+            if align == 1 || len >= always_fits {
+                let s = self.lowest_of_len(len).expect("the summary lists the length");
+                return fit(s, len, need, align);
+            }
+            if let Some(p) = self.all_of_len(len).find_map(|s| fit(s, len, need, align)) {
+                return Some(p);
+            }
+            classes &= classes - 1;
+        }
+        let from = self.by_size.ceil(size_key(need.max(EXACT_MAX + 1), 0), false);
         if align == 1 {
             return from.map(|p| size_of_key(self.by_size.get(p).0).1);
         }
@@ -308,7 +474,10 @@ impl FreeIndex {
     pub(crate) fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
         let mut from = 0;
         loop {
-            let (s, l) = self.by_addr.get(self.by_addr.first_weighing(from, need)?);
+            let p = self
+                .by_addr
+                .first_matching(from, |b| b.longest >= need, |&l| l >= need)?;
+            let (s, l) = self.by_addr.get(p);
             if let Some(p) = fit(s, l, need, align) {
                 return Some(p);
             }
@@ -325,7 +494,10 @@ impl FreeIndex {
         let mut upto = Some(goal);
         for slot in &mut left {
             while let Some(u) = upto {
-                let Some((s, l)) = self.by_addr.last_weighing(u, need).map(|p| self.by_addr.get(p))
+                let Some((s, l)) = self
+                    .by_addr
+                    .last_matching(u, |b| b.longest >= need, |&l| l >= need)
+                    .map(|p| self.by_addr.get(p))
                 else {
                     upto = None;
                     break;
@@ -344,7 +516,10 @@ impl FreeIndex {
         let mut right = None;
         let mut from = goal.checked_add(1);
         while let Some(f) = from {
-            let Some((s, l)) = self.by_addr.first_weighing(f, need).map(|p| self.by_addr.get(p))
+            let Some((s, l)) = self
+                .by_addr
+                .first_matching(f, |b| b.longest >= need, |&l| l >= need)
+                .map(|p| self.by_addr.get(p))
             else {
                 break;
             };
@@ -369,20 +544,36 @@ impl FreeIndex {
 
     /// The longest run of `align`-aligned blocks any single free extent can give.
     pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
+        let placeable = |s: u64, l: u64| {
+            align_up(s, align)
+                .map(|p| p - s)
+                .filter(|&pad| pad < l)
+                .map_or(0, |pad| l - pad)
+        };
         let mut best = 0;
         for (l, s) in self.by_size.iter_rev().map(|(k, ())| size_of_key(k)) {
             if l <= best {
+                return best;
+            }
+            best = best.max(placeable(s, l));
+            if align == 1 {
+                return best;
+            }
+        }
+        // Then the exact classes, longest first, while one could still beat `best`.
+        let mut classes = self.by_addr.summary().classes;
+        while classes != 0 {
+            let len = 128 - u64::from(classes.leading_zeros());
+            if len <= best {
                 break;
             }
-            if let Some(p) = align_up(s, align) {
-                let pad = p - s;
-                if pad < l {
-                    best = best.max(l - pad);
+            for s in self.all_of_len(len) {
+                best = best.max(placeable(s, len));
+                if best == len {
+                    break;
                 }
             }
-            if align == 1 {
-                break;
-            }
+            classes &= !class_bit(len);
         }
         best
     }
@@ -401,6 +592,7 @@ impl FreeIndex {
         let mut blocks = 0u64;
         let mut histogram = [0u64; HISTOGRAM_BUCKETS];
         let mut prev_end: Option<u64> = None;
+        let mut long = 0;
         for (s, l) in self.by_addr.iter() {
             if l == 0 {
                 return Err((2, format!("empty free extent at {s}")));
@@ -417,20 +609,20 @@ impl FreeIndex {
                     return Err((4, format!("free extents touch at {s}: not coalesced")));
                 }
             }
-            if self.by_size.find(size_key(l, s)).is_none() {
+            if l > EXACT_MAX && self.by_size.find(size_key(l, s)).is_none() {
                 return Err((3, format!("size index misses [{s}, +{l})")));
             }
+            long += usize::from(l > EXACT_MAX);
             prev_end = Some(end);
             blocks += l;
             histogram[bucket(l)] += 1;
         }
-        if self.by_size.len() != self.by_addr.len() {
+        if self.by_size.len() != long {
             return Err((
                 3,
                 format!(
-                    "size index holds {} extents, address index {}",
+                    "size index holds {} extents, but {long} are longer than {EXACT_MAX}",
                     self.by_size.len(),
-                    self.by_addr.len()
                 ),
             ));
         }
