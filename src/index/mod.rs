@@ -4,24 +4,19 @@
 //! the representation can change. It holds every Free, unpinned block as fully coalesced
 //! extents, in two orders:
 //!
-//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep, for each
-//!   child, the longest extent below it and a bit set of the **exact lengths** up to
-//!   [`EXACT_MAX`] below it. Coalescing, first fit, near-goal and overlap checks are
-//!   one descent (and a short walk up) each, O(log n). So is best fit for a length up
-//!   to `EXACT_MAX`: the smallest length present at or above it is the lowest set bit
-//!   of the root's classes, and the lowest extent of that length is the leftmost leaf
-//!   whose path has the bit;
-//! - the extents longer than `EXACT_MAX`, by `(len, start)`, in a second B+ tree: best
-//!   fit among them is the first key at or above `(need, 0)`, O(log n).
+//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep the longest
+//!   extent under each child: coalescing, first fit, near-goal and overlap checks are
+//!   one descent (and a short walk up) each, O(log n);
+//! - by size, as segregated fits in the manner of dlmalloc: every length up to
+//!   [`EXACT_MAX`] has an exact class, a small B+ tree of the starts of the extents of
+//!   that length, and a bit in one `u128` that says whether it is empty; the longer
+//!   extents share one B+ tree ordered by `(len, start)`. Best fit for `need` blocks is
+//!   the lowest set bit at or above `need` and that class's first start, or else the
+//!   first long extent at or above `(need, 0)`: smallest length first, lowest start
+//!   among equals, exactly.
 //!
-//! This is segregated fits in the manner of dlmalloc, exact small classes and a sorted
-//! large class, with the small classes kept as subtree summaries so that "lowest
-//! address among equals" stays one descent. Both trees keep their nodes in arenas of
-//! 16-slot nodes, so a search touches a few cache lines per level and no allocator
-//! call happens once the trees have grown.
-//!
-//! Aligned requests add a scan over the extents that are long enough only without
-//! alignment (at most those within `align - 1` blocks of the wanted length).
+//! All trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
+//! cache lines per level and no allocator call happens once the trees have grown.
 
 pub(crate) mod bplus;
 
@@ -31,110 +26,46 @@ use bplus::{BPlus, Summary};
 /// Lengths up to this many blocks each have an exact size class.
 pub(crate) const EXACT_MAX: u64 = 128;
 
-/// What the address order knows of a subtree.
+/// What the address order knows of a subtree: its longest free extent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Below {
-    /// The longest free extent.
-    longest: u64,
-    /// Bit `l - 1` is set when an extent of exactly `l <= EXACT_MAX` blocks is there.
-    classes: u128,
-}
+pub(crate) struct Longest(u64);
 
-/// The class bit of an extent of `len` blocks (none above [`EXACT_MAX`]).
+/// The bit of an exact class.
 #[inline]
 fn class_bit(len: u64) -> u128 {
-    if len <= EXACT_MAX {
-        1u128 << (len - 1)
-    } else {
-        0
-    }
+    debug_assert!((1..=EXACT_MAX).contains(&len));
+    1u128 << (len - 1)
 }
 
 /// The class bits of lengths `len..=EXACT_MAX`.
 #[inline]
 fn classes_from(len: u64) -> u128 {
-    if len > EXACT_MAX { 0 } else { u128::MAX << (len - 1) }
+    if len > EXACT_MAX {
+        0
+    } else {
+        u128::MAX << (len - 1)
+    }
 }
 
-impl Summary<u64> for Below {
+impl Summary<u64> for Longest {
     #[inline]
     fn of(len: &u64) -> Self {
-        Below {
-            longest: *len,
-            classes: class_bit(*len),
-        }
+        Longest(*len)
     }
 
     #[inline]
     fn join(self, o: Self) -> Self {
-        Below {
-            longest: self.longest.max(o.longest),
-            classes: self.classes | o.classes,
-        }
+        Longest(self.0.max(o.0))
     }
 
     #[inline]
     fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
-        // A class bit that `old` had and `new` lacks may live on in a sibling, and a
-        // longest that shrank may be matched by one: only a rescan can tell.
-        let longest = if new.longest >= cur.longest {
-            new.longest
-        } else if old.longest < cur.longest {
-            cur.longest
+        if new.0 >= cur.0 {
+            Some(new)
+        } else if old.0 < cur.0 {
+            Some(cur) // the longest is another extent, still there
         } else {
-            return None;
-        };
-        if old.classes & !new.classes != 0 {
-            return None;
-        }
-        Some(Below {
-            longest,
-            classes: cur.classes | new.classes,
-        })
-    }
-
-    /// Only what `replace` could not tell is looked up: the longest, if the longest
-    /// shrank, and each class bit `old` had and `new` lacks (usually one), by looking
-    /// for that exact length.
-    #[inline]
-    fn rescan_leaf(lens: &[u64], cur: Self, old: Self, new: Self) -> Self {
-        let longest = if new.longest >= cur.longest || old.longest < cur.longest {
-            cur.longest.max(new.longest)
-        } else {
-            lens.iter().copied().fold(0, u64::max)
-        };
-        let mut lost = old.classes & !new.classes;
-        let mut kept = 0;
-        while lost != 0 {
-            let bit = lost & lost.wrapping_neg();
-            let len = u64::from(bit.trailing_zeros()) + 1;
-            if lens.contains(&len) {
-                kept |= bit;
-            }
-            lost &= lost - 1;
-        }
-        Below {
-            longest,
-            classes: (cur.classes & !(old.classes & !new.classes)) | new.classes | kept,
-        }
-    }
-
-    #[inline]
-    fn rescan_inner(sums: &[Self], cur: Self, old: Self, new: Self) -> Self {
-        let longest = if new.longest >= cur.longest || old.longest < cur.longest {
-            cur.longest.max(new.longest)
-        } else {
-            sums.iter().map(|s| s.longest).fold(0, u64::max)
-        };
-        let lost = old.classes & !new.classes;
-        let kept = if lost == 0 {
-            0
-        } else {
-            sums.iter().fold(0, |acc, s| acc | (s.classes & lost))
-        };
-        Below {
-            longest,
-            classes: (cur.classes & !lost) | new.classes | kept,
+            None
         }
     }
 }
@@ -153,10 +84,19 @@ pub const HISTOGRAM_BUCKETS: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct FreeIndex {
-    /// `start -> len`, with a [`Below`] for each inner child.
-    by_addr: BPlus<u64, u64, Below>,
+    /// `start -> len`, with the longest extent under each inner child.
+    by_addr: BPlus<u64, u64, Longest>,
+    /// `exact[l - 1]`: the starts of the free extents of exactly `l` blocks. Made on
+    /// first use.
+    exact: alloc::vec::Vec<BPlus<u64, (), ()>>,
+    /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
+    nonempty: u128,
     /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
     by_size: BPlus<u128, (), ()>,
+    /// The last address lookup, `(x, floor(x))`, kept until the next change: a free
+    /// first checks its blocks are not free, then inserts them, and both start with
+    /// the same descent.
+    probe: core::cell::Cell<Option<(u64, Option<bplus::Pos>)>>,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
 }
@@ -217,7 +157,10 @@ impl FreeIndex {
     pub(crate) const fn new() -> Self {
         FreeIndex {
             by_addr: BPlus::new(),
+            exact: alloc::vec::Vec::new(),
+            nonempty: 0,
             by_size: BPlus::new(),
+            probe: core::cell::Cell::new(None),
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
         }
@@ -237,9 +180,15 @@ impl FreeIndex {
         self.histogram
     }
 
-    /// Bytes of metadata held: both trees' node arenas.
+    /// Bytes of metadata held: every tree's node arenas.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        self.by_addr.capacity_bytes() + self.by_size.capacity_bytes()
+        self.by_addr.capacity_bytes()
+            + self.by_size.capacity_bytes()
+            + self
+                .exact
+                .iter()
+                .map(|t| t.capacity_bytes() + core::mem::size_of_val(t))
+                .sum::<usize>()
     }
 
     /// The largest free extent, the lowest one among equals.
@@ -255,39 +204,47 @@ impl FreeIndex {
     }
 
     pub(crate) fn largest_len(&self) -> u64 {
-        self.by_addr.summary().longest
+        self.by_addr.summary().0
     }
 
     /// The lowest start of a free extent of exactly `len <= EXACT_MAX` blocks.
     #[inline]
     fn lowest_of_len(&self, len: u64) -> Option<u64> {
-        let bit = class_bit(len);
-        let p = self
-            .by_addr
-            .first_matching_anywhere(|b| b.classes & bit != 0, |&l| l == len)?;
-        Some(self.by_addr.get(p).0)
+        let class = self.exact.get(len as usize - 1)?;
+        class.first().map(|p| class.get(p).0)
     }
 
     /// The free extents of exactly `len <= EXACT_MAX` blocks, in address order.
     fn all_of_len(&self, len: u64) -> impl Iterator<Item = u64> + '_ {
-        let bit = class_bit(len);
-        let mut from = Some(0);
-        core::iter::from_fn(move || {
-            let p = self.by_addr.first_matching(
-                from?,
-                |b| b.classes & bit != 0,
-                |&l| l == len,
-            )?;
-            let s = self.by_addr.get(p).0;
-            from = s.checked_add(1);
-            Some(s)
-        })
+        self.exact
+            .get(len as usize - 1)
+            .into_iter()
+            .flat_map(|class| class.iter().map(|(s, ())| s))
+    }
+
+    /// `by_addr.floor(x)`, from the probe when it holds `x`.
+    #[inline]
+    fn addr_floor(&self, x: u64) -> Option<bplus::Pos> {
+        if let Some((at, found)) = self.probe.get() {
+            if at == x {
+                return found;
+            }
+        }
+        let found = self.by_addr.floor(x);
+        self.probe.set(Some((x, found)));
+        found
     }
 
     #[inline]
     fn add(&mut self, start: u64, len: u64) {
         if len > EXACT_MAX {
             self.by_size.insert(size_key(len, start), ());
+        } else {
+            if self.exact.is_empty() {
+                self.exact.resize_with(EXACT_MAX as usize, BPlus::new);
+            }
+            self.exact[len as usize - 1].insert(start, ());
+            self.nonempty |= class_bit(len);
         }
         self.histogram[bucket(len)] += 1;
     }
@@ -300,6 +257,13 @@ impl FreeIndex {
                 .find(size_key(len, start))
                 .expect("the size order lists every long free extent");
             self.by_size.remove(p);
+        } else {
+            let class = &mut self.exact[len as usize - 1];
+            let p = class.find(start).expect("an exact class lists its extents");
+            class.remove(p);
+            if class.len() == 0 {
+                self.nonempty &= !class_bit(len);
+            }
         }
         self.histogram[bucket(len)] -= 1;
     }
@@ -312,7 +276,8 @@ impl FreeIndex {
         debug_assert!(len > 0);
         let end = start + len;
         // The extent just below `start` (none is free at `start` itself) and the next.
-        let below = self.by_addr.floor(start);
+        let below = self.addr_floor(start);
+        self.probe.set(None);
         let above = match below {
             Some(p) => self.by_addr.next(p),
             None => self.by_addr.first(),
@@ -364,9 +329,9 @@ impl FreeIndex {
     pub(crate) fn take(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let p = self
-            .by_addr
-            .floor(start)
+            .addr_floor(start)
             .expect("taking blocks that are not free");
+        self.probe.set(None);
         let (s, l) = self.by_addr.get(p);
         let (end, e) = (start + len, s + l);
         assert!(
@@ -407,7 +372,7 @@ impl FreeIndex {
     #[inline]
     pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
         // The extent at or below `start`, else the one after it: one descent.
-        let below = self.by_addr.floor(start);
+        let below = self.addr_floor(start);
         if let Some(p) = below {
             let (s, l) = self.by_addr.get(p);
             if start - s < l {
@@ -448,11 +413,13 @@ impl FreeIndex {
         // length wins outright; with one, a length of `need + align - 1` or more always
         // fits, and shorter ones are tried extent by extent.
         let always_fits = need.saturating_add(align - 1);
-        let mut classes = self.by_addr.summary().classes & classes_from(need);
+        let mut classes = self.nonempty & classes_from(need);
         while classes != 0 {
             let len = u64::from(classes.trailing_zeros()) + 1;
             if align == 1 || len >= always_fits {
-                let s = self.lowest_of_len(len).expect("the summary lists the length");
+                let s = self
+                    .lowest_of_len(len)
+                    .expect("the summary lists the length");
                 return fit(s, len, need, align);
             }
             if let Some(p) = self.all_of_len(len).find_map(|s| fit(s, len, need, align)) {
@@ -460,7 +427,9 @@ impl FreeIndex {
             }
             classes &= classes - 1;
         }
-        let from = self.by_size.ceil(size_key(need.max(EXACT_MAX + 1), 0), false);
+        let from = self
+            .by_size
+            .ceil(size_key(need.max(EXACT_MAX + 1), 0), false);
         if align == 1 {
             return from.map(|p| size_of_key(self.by_size.get(p).0).1);
         }
@@ -476,7 +445,7 @@ impl FreeIndex {
         loop {
             let p = self
                 .by_addr
-                .first_matching(from, |b| b.longest >= need, |&l| l >= need)?;
+                .first_matching(from, |b| b.0 >= need, |&l| l >= need)?;
             let (s, l) = self.by_addr.get(p);
             if let Some(p) = fit(s, l, need, align) {
                 return Some(p);
@@ -496,7 +465,7 @@ impl FreeIndex {
             while let Some(u) = upto {
                 let Some((s, l)) = self
                     .by_addr
-                    .last_matching(u, |b| b.longest >= need, |&l| l >= need)
+                    .last_matching(u, |b| b.0 >= need, |&l| l >= need)
                     .map(|p| self.by_addr.get(p))
                 else {
                     upto = None;
@@ -518,7 +487,7 @@ impl FreeIndex {
         while let Some(f) = from {
             let Some((s, l)) = self
                 .by_addr
-                .first_matching(f, |b| b.longest >= need, |&l| l >= need)
+                .first_matching(f, |b| b.0 >= need, |&l| l >= need)
                 .map(|p| self.by_addr.get(p))
             else {
                 break;
@@ -561,7 +530,7 @@ impl FreeIndex {
             }
         }
         // Then the exact classes, longest first, while one could still beat `best`.
-        let mut classes = self.by_addr.summary().classes;
+        let mut classes = self.nonempty;
         while classes != 0 {
             let len = 128 - u64::from(classes.leading_zeros());
             if len <= best {
@@ -587,8 +556,12 @@ impl FreeIndex {
     /// block count and the histogram. Reports `(invariant number, detail)`.
     pub(crate) fn check(&self, capacity: u64) -> Result<(), (u8, alloc::string::String)> {
         use alloc::format;
-        self.by_addr.check().map_err(|d| (3, format!("address order: {d}")))?;
-        self.by_size.check().map_err(|d| (3, format!("size order: {d}")))?;
+        self.by_addr
+            .check()
+            .map_err(|d| (3, format!("address order: {d}")))?;
+        self.by_size
+            .check()
+            .map_err(|d| (3, format!("size order: {d}")))?;
         let mut blocks = 0u64;
         let mut histogram = [0u64; HISTOGRAM_BUCKETS];
         let mut prev_end: Option<u64> = None;
@@ -613,6 +586,9 @@ impl FreeIndex {
                 return Err((3, format!("size index misses [{s}, +{l})")));
             }
             long += usize::from(l > EXACT_MAX);
+            if l <= EXACT_MAX && self.exact[l as usize - 1].find(s).is_none() {
+                return Err((3, format!("exact class {l} misses [{s}, +{l})")));
+            }
             prev_end = Some(end);
             blocks += l;
             histogram[bucket(l)] += 1;
@@ -625,6 +601,25 @@ impl FreeIndex {
                     self.by_size.len(),
                 ),
             ));
+        }
+        let short = self.by_addr.len() - long;
+        let listed: usize = self.exact.iter().map(BPlus::len).sum();
+        if listed != short {
+            return Err((
+                3,
+                format!("exact classes list {listed} extents, but {short} are that short"),
+            ));
+        }
+        for (i, class) in self.exact.iter().enumerate() {
+            class
+                .check()
+                .map_err(|d| (3, format!("exact class {}: {d}", i + 1)))?;
+            if (class.len() > 0) != (self.nonempty & (1u128 << i) != 0) {
+                return Err((
+                    3,
+                    format!("exact class {}: its non-empty bit is wrong", i + 1),
+                ));
+            }
         }
         if blocks != self.count_free_blocks {
             return Err((
@@ -645,6 +640,7 @@ impl FreeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
     use alloc::vec::Vec;
 
     fn extents(ix: &FreeIndex) -> Vec<(u64, u64)> {
@@ -703,5 +699,128 @@ mod tests {
         ix.insert(32, 5); // aligned to 8: [32..37) -> 5
         assert_eq!(ix.largest_placeable(1), 10);
         assert_eq!(ix.largest_placeable(8), 5);
+    }
+
+    /// The free extents as a plain sorted list, and every query by brute force.
+    struct Plain(Vec<(u64, u64)>);
+
+    impl Plain {
+        fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
+            let mut by_size = self.0.clone();
+            by_size.sort_by_key(|&(s, l)| (l, s));
+            by_size.iter().find_map(|&(s, l)| fit(s, l, need, align))
+        }
+        fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
+            self.0.iter().find_map(|&(s, l)| fit(s, l, need, align))
+        }
+        fn near(&self, need: u64, align: u64, goal: u64) -> Option<u64> {
+            self.0
+                .iter()
+                .filter_map(|&(s, l)| fit_near(s, l, need, align, goal))
+                .min_by_key(|&p| (p.abs_diff(goal), p))
+        }
+        fn largest(&self) -> Option<Extent> {
+            let len = self.0.iter().map(|&(_, l)| l).max()?;
+            let &(s, l) = self.0.iter().find(|&&(_, l)| l == len)?;
+            Some(Extent::new(s, l))
+        }
+        fn largest_placeable(&self, align: u64) -> u64 {
+            self.0
+                .iter()
+                .map(|&(s, l)| {
+                    let p = align_up(s, align).unwrap();
+                    l.saturating_sub(p - s)
+                })
+                .max()
+                .unwrap_or(0)
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n.max(1)
+        }
+    }
+
+    /// Thousands of extents, short and long (so both the exact classes and the long
+    /// order are busy), against the plain list after every change.
+    #[test]
+    fn matches_a_plain_list_with_many_extents() {
+        for seed in 0..3 {
+            let cap = 200_000u64;
+            let mut rng = Rng(seed);
+            let mut ix = FreeIndex::new();
+            ix.insert(0, cap);
+            let mut taken: Vec<(u64, u64)> = Vec::new();
+            for step in 0..4_000 {
+                if taken.is_empty() || rng.below(100) < 65 {
+                    // Take a random piece of a random free extent.
+                    let free: Vec<Extent> = ix.iter().collect();
+                    if free.is_empty() {
+                        continue;
+                    }
+                    let e = free[rng.below(free.len() as u64) as usize];
+                    let most = if rng.below(4) == 0 { 400 } else { 40 };
+                    let len = 1 + rng.below(e.len.min(most));
+                    let start = e.start + rng.below(e.len - len + 1);
+                    ix.take(start, len);
+                    taken.push((start, len));
+                } else {
+                    let (s, l) = taken.swap_remove(rng.below(taken.len() as u64) as usize);
+                    // Give back all of it, or a random piece.
+                    if rng.below(3) == 0 && l > 1 {
+                        let cut = 1 + rng.below(l - 1);
+                        ix.insert(s, cut);
+                        taken.push((s + cut, l - cut));
+                    } else {
+                        ix.insert(s, l);
+                    }
+                }
+                let plain = Plain(ix.iter().map(|e| (e.start, e.len)).collect());
+                if step % 25 == 0 {
+                    ix.check(cap)
+                        .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e:?}"));
+                }
+                for _ in 0..4 {
+                    let need = 1 + if rng.below(3) == 0 {
+                        rng.below(600)
+                    } else {
+                        rng.below(140)
+                    };
+                    let align = 1 << rng.below(5);
+                    let goal = rng.below(cap);
+                    let what =
+                        format!("seed {seed} step {step}: need {need} align {align} goal {goal}");
+                    assert_eq!(
+                        ix.best_fit(need, align),
+                        plain.best_fit(need, align),
+                        "best {what}"
+                    );
+                    assert_eq!(
+                        ix.first_fit(need, align),
+                        plain.first_fit(need, align),
+                        "first {what}"
+                    );
+                    assert_eq!(
+                        ix.near(need, align, goal),
+                        plain.near(need, align, goal),
+                        "near {what}"
+                    );
+                    assert_eq!(
+                        ix.largest_placeable(align),
+                        plain.largest_placeable(align),
+                        "placeable {what}"
+                    );
+                }
+                assert_eq!(ix.largest(), plain.largest());
+                assert_eq!(ix.largest_len(), plain.largest().map_or(0, |e| e.len));
+                assert_eq!(ix.extent_count(), plain.0.len());
+            }
+        }
     }
 }
