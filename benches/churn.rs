@@ -18,8 +18,12 @@
 //!    (default 5), each replaying the trace once on every peer, peer order rotating
 //!    between rounds, then `CHURN_PAIRS` (default 1,000,000) 1-block pairs per peer.
 //!
-//! Environment: `CHURN_OPS`, `CHURN_ROUNDS`, `CHURN_PAIRS`, and `BENCH_PEERS` (a
-//! comma-separated subset of peers). Under `cargo test --benches` everything runs once
+//! 3. pinalloc alone under each placement policy on the same trace (first fit, near a
+//!    goal, exact start, aligned, `min..=max`, `allocate_many`), with its metadata per
+//!    free extent after the churn. `CHURN_POLICIES=0` skips this part.
+//!
+//! Environment: `CHURN_OPS`, `CHURN_ROUNDS`, `CHURN_PAIRS`, `CHURN_POLICIES`, and
+//! `BENCH_PEERS` (a comma-separated subset of peers). Under `cargo test --benches` everything runs once
 //! on a small trace unless those variables say otherwise.
 //!
 //! ```text
@@ -36,8 +40,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 
+use pinalloc::{Extent, ExtentAllocator, Policy, Request};
+
 use common::{
-    ChurnRun, Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, median,
+    ChurnRun, Op, Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, median,
     pair_1block, peer_entries, visit_peers,
 };
 
@@ -242,10 +248,125 @@ fn main() {
     c.final_summary();
 
     if mode != RunMode::CriterionOnly {
-        ratio_pass(
-            &trace,
-            usize::try_from(rounds).expect("CHURN_ROUNDS fits in usize"),
-            pairs,
+        let rounds = usize::try_from(rounds).expect("CHURN_ROUNDS fits in usize");
+        ratio_pass(&trace, rounds, pairs);
+        if env_u64("CHURN_POLICIES", 1) > 0 {
+            policy_pass(&trace, rounds);
+        }
+    }
+}
+
+/// How the policy pass asks for `len` blocks; `op` numbers the allocation, and
+/// `last_freed` is the start of the extent most recently freed.
+#[derive(Clone, Copy)]
+enum Asking {
+    BestFit,
+    FirstFit,
+    /// Near a goal that sweeps the space, as a file's next block would.
+    Near,
+    /// Exactly where the last free was (best fit when that cannot be placed).
+    Exact,
+    /// Best fit, aligned to 8 blocks.
+    Aligned,
+    /// Anything from half the length to all of it.
+    Range,
+    /// `allocate_many`: the length in as many pieces as it takes.
+    Many,
+}
+
+impl Asking {
+    const ALL: [(Asking, &'static str); 7] = [
+        (Asking::BestFit, "best fit (default)"),
+        (Asking::FirstFit, "first fit"),
+        (Asking::Near, "near a goal"),
+        (Asking::Exact, "exact start (last freed)"),
+        (Asking::Aligned, "best fit, aligned to 8"),
+        (Asking::Range, "min..=max (len/2..=len)"),
+        (Asking::Many, "allocate_many"),
+    ];
+
+    fn allocate(self, a: &mut ExtentAllocator, len: u64, op: u64, last_freed: u64) -> Vec<Extent> {
+        let capacity = a.stats().capacity_blocks;
+        let request = match self {
+            Asking::BestFit => Request::new(len),
+            Asking::FirstFit => Request::new(len).policy(Policy::FirstFit),
+            Asking::Near => {
+                Request::new(len).policy(Policy::Near(op.wrapping_mul(4099) % capacity))
+            }
+            Asking::Exact => Request::new(len).policy(Policy::Exact(last_freed)),
+            Asking::Aligned => Request::new(len).align(8),
+            Asking::Range => Request::range(len.div_ceil(2)..=len),
+            Asking::Many => return a.allocate_many(len).unwrap_or_default(),
+        };
+        match a.allocate(request) {
+            Ok(e) => vec![e],
+            Err(_) if matches!(self, Asking::Exact) => a
+                .allocate(Request::new(len))
+                .map(|e| vec![e])
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// pinalloc alone, once per policy and round, on the same trace: ns per timed op, the
+/// free extents left, and the metadata per free extent.
+fn policy_pass(trace: &Trace, rounds: usize) {
+    let ops = trace.churn.len().max(1) as f64;
+    println!();
+    println!(
+        "pinalloc by placement policy: the same trace, median of {rounds} round(s); failed \
+         allocations are skipped (the exact policy falls back to best fit)."
+    );
+    println!();
+    println!(
+        "| policy | churn ns/op | free extents after | failures | metadata bytes per free extent |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (asking, name) in Asking::ALL {
+        let mut ns = Vec::new();
+        let mut last = (0, 0, 0.0);
+        for _ in 0..rounds.max(1) {
+            let mut a = ExtentAllocator::new(trace.capacity);
+            let mut live: Vec<Vec<Extent>> = Vec::with_capacity(trace.max_live);
+            let mut failures = 0u64;
+            let mut last_freed = 0;
+            let mut op = 0u64;
+            for &len in &trace.fill {
+                let got = asking.allocate(&mut a, u64::from(len), op, last_freed);
+                failures += u64::from(got.is_empty());
+                live.push(got);
+                op += 1;
+            }
+            let started = Instant::now();
+            for &o in &trace.churn {
+                match o {
+                    Op::Alloc { len } => {
+                        let got = asking.allocate(&mut a, u64::from(len), op, last_freed);
+                        failures += u64::from(got.is_empty());
+                        live.push(got);
+                        op += 1;
+                    }
+                    Op::Free { slot } => {
+                        for e in live.swap_remove(slot as usize) {
+                            last_freed = e.start;
+                            a.free(e).expect("free of a live allocation");
+                        }
+                    }
+                }
+            }
+            ns.push(started.elapsed().as_nanos() as f64 / ops);
+            let s = a.stats();
+            let per_extent = s.metadata_bytes as f64 / s.count_free_extents.max(1) as f64;
+            last = (s.count_free_extents, failures, per_extent);
+            black_box(&live);
+        }
+        println!(
+            "| {name} | {:.1} | {} | {} | {:.1} |",
+            median(&ns),
+            last.0,
+            last.1,
+            last.2
         );
     }
 }

@@ -22,7 +22,7 @@ use core::fmt::Debug;
 /// Most entries in a leaf, and most children of an inner node.
 pub(crate) const B: usize = 16;
 /// Fewest entries (children) a non-root leaf (inner node) keeps.
-pub(crate) const MIN: usize = B / 4;
+pub(crate) const MIN: usize = B / 2 - 1;
 /// The "no node" link.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -131,6 +131,14 @@ struct Inner<K, S> {
     parent: u32,
 }
 
+/// Makes room for one more node, growing by a quarter (at least one node) rather
+/// than doubling: still amortised O(1) per node, with at most a quarter held spare.
+fn grow<T>(arena: &mut Vec<T>) {
+    if arena.len() == arena.capacity() {
+        arena.reserve_exact((arena.len() / 4).max(1));
+    }
+}
+
 /// Where an entry is: a leaf and a slot in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pos {
@@ -196,6 +204,7 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
             self.leaves[id as usize] = blank;
             id
         } else {
+            grow(&mut self.leaves);
             self.leaves.push(blank);
             u32::try_from(self.leaves.len() - 1).expect("fewer than 2^32 leaves")
         }
@@ -215,6 +224,7 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
             self.inners[id as usize] = blank;
             id
         } else {
+            grow(&mut self.inners);
             self.inners.push(blank);
             u32::try_from(self.inners.len() - 1).expect("fewer than 2^32 inner nodes")
         }

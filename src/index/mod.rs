@@ -249,6 +249,37 @@ impl FreeIndex {
         self.histogram[bucket(len)] += 1;
     }
 
+    /// The size side of one free extent becoming another, `(start, len)` each: `sub`
+    /// then `add`, except that a long extent that stays long and keeps its place in
+    /// the `(len, start)` order is rewritten where it stands (the largest extent
+    /// shrinking a little, the common case, costs one lookup).
+    #[inline]
+    fn resize(&mut self, (s0, l0): (u64, u64), (s1, l1): (u64, u64)) {
+        if l0 > EXACT_MAX && l1 > EXACT_MAX {
+            let p = self
+                .by_size
+                .find(size_key(l0, s0))
+                .expect("the size order lists every long free extent");
+            let key = size_key(l1, s1);
+            let fits_before = self
+                .by_size
+                .prev(p)
+                .is_none_or(|q| self.by_size.get(q).0 < key);
+            let fits_after = self
+                .by_size
+                .next(p)
+                .is_none_or(|q| key < self.by_size.get(q).0);
+            if fits_before && fits_after {
+                self.by_size.set(p, key, ());
+                self.histogram[bucket(l0)] -= 1;
+                self.histogram[bucket(l1)] += 1;
+                return;
+            }
+        }
+        self.sub(s0, l0);
+        self.add(s1, l1);
+    }
+
     #[inline]
     fn sub(&mut self, start: u64, len: u64) {
         if len > EXACT_MAX {
@@ -301,24 +332,21 @@ impl FreeIndex {
             }
             (Some(lp), None) => {
                 let (ls, ll) = self.by_addr.get(lp);
-                self.sub(ls, ll);
+                self.resize((ls, ll), (ls, ll + len));
                 self.by_addr.set(lp, ls, ll + len);
-                self.add(ls, ll + len);
             }
             (None, Some(rp)) => {
                 let (rs, rl) = self.by_addr.get(rp);
-                self.sub(rs, rl);
+                self.resize((rs, rl), (start, len + rl));
                 self.by_addr.set(rp, start, len + rl);
-                self.add(start, len + rl);
             }
             (Some(lp), Some(rp)) => {
                 let (ls, ll) = self.by_addr.get(lp);
                 let (rs, rl) = self.by_addr.get(rp);
-                self.sub(ls, ll);
                 self.sub(rs, rl);
+                self.resize((ls, ll), (ls, ll + len + rl));
                 self.by_addr.set(lp, ls, ll + len + rl);
                 self.by_addr.remove(rp);
-                self.add(ls, ll + len + rl);
             }
         }
         self.count_free_blocks += len;
@@ -338,20 +366,22 @@ impl FreeIndex {
             end <= e,
             "taking [{start}, +{len}) beyond free extent [{s}, +{l})"
         );
-        self.sub(s, l);
         match (s == start, end == e) {
-            (true, true) => self.by_addr.remove(p),
+            (true, true) => {
+                self.sub(s, l);
+                self.by_addr.remove(p);
+            }
             (true, false) => {
+                self.resize((s, l), (end, e - end));
                 self.by_addr.set(p, end, e - end);
-                self.add(end, e - end);
             }
             (false, true) => {
+                self.resize((s, l), (s, start - s));
                 self.by_addr.set(p, s, start - s);
-                self.add(s, start - s);
             }
             (false, false) => {
+                self.resize((s, l), (s, start - s));
                 self.by_addr.set(p, s, start - s);
-                self.add(s, start - s);
                 self.by_addr.insert(end, e - end);
                 self.add(end, e - end);
             }
