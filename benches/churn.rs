@@ -256,8 +256,7 @@ fn main() {
     }
 }
 
-/// How the policy pass asks for `len` blocks; `op` numbers the allocation, and
-/// `last_freed` is the start of the extent most recently freed.
+/// How the policy pass asks for blocks.
 #[derive(Clone, Copy)]
 enum Asking {
     BestFit,
@@ -285,8 +284,16 @@ impl Asking {
         (Asking::Many, "allocate_many"),
     ];
 
-    fn allocate(self, a: &mut ExtentAllocator, len: u64, op: u64, last_freed: u64) -> Vec<Extent> {
-        let capacity = a.stats().capacity_blocks;
+    /// Allocates `len` blocks; `op` numbers the allocation and `last_freed` is the
+    /// start of the extent most recently freed.
+    fn allocate(
+        self,
+        a: &mut ExtentAllocator,
+        len: u64,
+        op: u64,
+        last_freed: u64,
+        capacity: u64,
+    ) -> Got {
         let request = match self {
             Asking::BestFit => Request::new(len),
             Asking::FirstFit => Request::new(len).policy(Policy::FirstFit),
@@ -296,15 +303,40 @@ impl Asking {
             Asking::Exact => Request::new(len).policy(Policy::Exact(last_freed)),
             Asking::Aligned => Request::new(len).align(8),
             Asking::Range => Request::range(len.div_ceil(2)..=len),
-            Asking::Many => return a.allocate_many(len).unwrap_or_default(),
+            Asking::Many => return a.allocate_many(len).map_or(Got::Nothing, Got::Many),
         };
         match a.allocate(request) {
-            Ok(e) => vec![e],
-            Err(_) if matches!(self, Asking::Exact) => a
-                .allocate(Request::new(len))
-                .map(|e| vec![e])
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(e) => Got::One(e),
+            Err(_) if matches!(self, Asking::Exact) => {
+                a.allocate(Request::new(len)).map_or(Got::Nothing, Got::One)
+            }
+            Err(_) => Got::Nothing,
+        }
+    }
+}
+
+/// What one allocation of the policy pass got (only `allocate_many` needs a `Vec`).
+enum Got {
+    Nothing,
+    One(Extent),
+    Many(Vec<Extent>),
+}
+
+impl Got {
+    fn is_empty(&self) -> bool {
+        matches!(self, Got::Nothing)
+    }
+
+    /// Frees it all, noting where the last piece started.
+    fn free(self, a: &mut ExtentAllocator, last_freed: &mut u64) {
+        let mut free = |e: Extent| {
+            *last_freed = e.start;
+            a.free(e).expect("free of a live allocation");
+        };
+        match self {
+            Got::Nothing => {}
+            Got::One(e) => free(e),
+            Got::Many(pieces) => pieces.into_iter().for_each(free),
         }
     }
 }
@@ -328,12 +360,12 @@ fn policy_pass(trace: &Trace, rounds: usize) {
         let mut last = (0, 0, 0.0);
         for _ in 0..rounds.max(1) {
             let mut a = ExtentAllocator::new(trace.capacity);
-            let mut live: Vec<Vec<Extent>> = Vec::with_capacity(trace.max_live);
+            let mut live: Vec<Got> = Vec::with_capacity(trace.max_live);
             let mut failures = 0u64;
             let mut last_freed = 0;
             let mut op = 0u64;
             for &len in &trace.fill {
-                let got = asking.allocate(&mut a, u64::from(len), op, last_freed);
+                let got = asking.allocate(&mut a, u64::from(len), op, last_freed, trace.capacity);
                 failures += u64::from(got.is_empty());
                 live.push(got);
                 op += 1;
@@ -342,24 +374,22 @@ fn policy_pass(trace: &Trace, rounds: usize) {
             for &o in &trace.churn {
                 match o {
                     Op::Alloc { len } => {
-                        let got = asking.allocate(&mut a, u64::from(len), op, last_freed);
+                        let got =
+                            asking.allocate(&mut a, u64::from(len), op, last_freed, trace.capacity);
                         failures += u64::from(got.is_empty());
                         live.push(got);
                         op += 1;
                     }
-                    Op::Free { slot } => {
-                        for e in live.swap_remove(slot as usize) {
-                            last_freed = e.start;
-                            a.free(e).expect("free of a live allocation");
-                        }
-                    }
+                    Op::Free { slot } => live
+                        .swap_remove(slot as usize)
+                        .free(&mut a, &mut last_freed),
                 }
             }
             ns.push(started.elapsed().as_nanos() as f64 / ops);
             let s = a.stats();
             let per_extent = s.metadata_bytes as f64 / s.count_free_extents.max(1) as f64;
             last = (s.count_free_extents, failures, per_extent);
-            black_box(&live);
+            black_box(live.len());
         }
         println!(
             "| {name} | {:.1} | {} | {} | {:.1} |",
