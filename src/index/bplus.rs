@@ -72,20 +72,21 @@ pub(crate) trait Value: Copy + Default + Debug {}
 impl Value for u64 {}
 impl Value for () {}
 
-/// What a parent knows of each child's entries: a monoid over values.
-pub(crate) trait Summary<V>: Copy + Default + Eq + Debug {
+/// What a parent knows of each child's entries: a monoid over entries.
+pub(crate) trait Summary<K, V>: Copy + Default + Eq + Debug {
     /// One entry's summary.
-    fn of(v: &V) -> Self;
+    fn of(k: &K, v: &V) -> Self;
     /// Two summaries together; `Default` is the identity.
     fn join(self, other: Self) -> Self;
     /// A node summarised as `cur` had one part change from `old` to `new`: its new
     /// summary if that can be told without looking at the other parts.
     fn replace(cur: Self, old: Self, new: Self) -> Option<Self>;
-    /// As `replace`, looking at a leaf's values (the changed one already changed).
-    fn rescan_leaf(vals: &[V], cur: Self, old: Self, new: Self) -> Self {
+    /// As `replace`, looking at a leaf's entries (the changed one already changed).
+    fn rescan_leaf(keys: &[K], vals: &[V], cur: Self, old: Self, new: Self) -> Self {
         let _ = (cur, old, new);
-        vals.iter()
-            .fold(Self::default(), |acc, v| acc.join(Self::of(v)))
+        keys.iter()
+            .zip(vals)
+            .fold(Self::default(), |acc, (k, v)| acc.join(Self::of(k, v)))
     }
     /// As `replace`, looking at an inner node's child summaries (the changed one
     /// already changed).
@@ -96,9 +97,9 @@ pub(crate) trait Summary<V>: Copy + Default + Eq + Debug {
 }
 
 /// No summary at all.
-impl<V> Summary<V> for () {
+impl<K, V> Summary<K, V> for () {
     #[inline]
-    fn of(_: &V) -> Self {}
+    fn of(_: &K, _: &V) -> Self {}
     #[inline]
     fn join(self, _: Self) -> Self {}
     #[inline]
@@ -161,7 +162,7 @@ pub(crate) struct BPlus<K, V, S> {
     last_leaf: u32,
 }
 
-impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
+impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     pub(crate) const fn new() -> Self {
         Self {
             leaves: Vec::new(),
@@ -284,9 +285,11 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
     fn summary_of(&self, id: u32, level: u32) -> S {
         if level == 0 {
             let l = &self.leaves[id as usize];
-            l.vals[..l.n as usize]
+            let n = l.n as usize;
+            l.keys[..n]
                 .iter()
-                .fold(S::default(), |acc, v| acc.join(S::of(v)))
+                .zip(&l.vals[..n])
+                .fold(S::default(), |acc, (k, v)| acc.join(S::of(k, v)))
         } else {
             let n = &self.inners[id as usize];
             n.sum[..n.n as usize]
@@ -340,7 +343,8 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
             let m = S::replace(cur, old, new).unwrap_or_else(|| {
                 if level == 0 {
                     let l = &self.leaves[id as usize];
-                    S::rescan_leaf(&l.vals[..l.n as usize], cur, old, new)
+                    let n = l.n as usize;
+                    S::rescan_leaf(&l.keys[..n], &l.vals[..n], cur, old, new)
                 } else {
                     let n = &self.inners[id as usize];
                     S::rescan_inner(&n.sum[..n.n as usize], cur, old, new)
@@ -492,11 +496,13 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
         &self,
         x: K,
         sub: impl Fn(&S) -> bool,
-        entry: impl Fn(&V) -> bool,
+        entry: impl Fn(&K, &V) -> bool,
     ) -> Option<Pos> {
         let start = self.ceil(x, false)?;
         let l = &self.leaves[start.leaf as usize];
-        if let Some(s) = (start.slot..l.n).find(|&s| entry(&l.vals[s as usize])) {
+        if let Some(s) =
+            (start.slot..l.n).find(|&s| entry(&l.keys[s as usize], &l.vals[s as usize]))
+        {
             return Some(Pos {
                 leaf: start.leaf,
                 slot: s,
@@ -531,11 +537,14 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
         &self,
         x: K,
         sub: impl Fn(&S) -> bool,
-        entry: impl Fn(&V) -> bool,
+        entry: impl Fn(&K, &V) -> bool,
     ) -> Option<Pos> {
         let start = self.floor(x)?;
         let l = &self.leaves[start.leaf as usize];
-        if let Some(s) = (0..=start.slot).rev().find(|&s| entry(&l.vals[s as usize])) {
+        if let Some(s) = (0..=start.slot)
+            .rev()
+            .find(|&s| entry(&l.keys[s as usize], &l.vals[s as usize]))
+        {
             return Some(Pos {
                 leaf: start.leaf,
                 slot: s,
@@ -571,12 +580,12 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
         id: u32,
         level: u32,
         sub: &impl Fn(&S) -> bool,
-        entry: &impl Fn(&V) -> bool,
+        entry: &impl Fn(&K, &V) -> bool,
         leftmost: bool,
     ) -> Option<Pos> {
         if level == 0 {
             let l = &self.leaves[id as usize];
-            let pick = |s: &u32| entry(&l.vals[*s as usize]);
+            let pick = |s: &u32| entry(&l.keys[*s as usize], &l.vals[*s as usize]);
             let s = if leftmost {
                 (0..l.n).find(pick)
             } else {
@@ -608,13 +617,13 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
         debug_assert!(self.next(pos).is_none_or(|p| key < self.get(p).0));
         let l = &mut self.leaves[pos.leaf as usize];
         let old_key = l.keys[pos.slot as usize];
-        let old = S::of(&l.vals[pos.slot as usize]);
+        let old = S::of(&old_key, &l.vals[pos.slot as usize]);
         l.keys[pos.slot as usize] = key;
         l.vals[pos.slot as usize] = val;
         if pos.slot == 0 && old_key != key {
             self.fix_min(pos.leaf, 0);
         }
-        self.changed(pos.leaf, 0, old, S::of(&val));
+        self.changed(pos.leaf, 0, old, S::of(&key, &val));
     }
 
     /// Adds an entry whose key is not in the tree.
@@ -649,7 +658,7 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
             if at == 0 {
                 self.fix_min(leaf, 0);
             }
-            self.changed(leaf, 0, S::default(), S::of(&val));
+            self.changed(leaf, 0, S::default(), S::of(&key, &val));
             return;
         }
         // Full: split in halves, then insert into the half it belongs to.
@@ -802,7 +811,7 @@ impl<K: Key, V: Value, S: Summary<V>> BPlus<K, V, S> {
         let l = &mut self.leaves[leaf as usize];
         let n = l.n as usize;
         debug_assert!(at < n);
-        let removed = S::of(&l.vals[at]);
+        let removed = S::of(&l.keys[at], &l.vals[at]);
         l.keys.copy_within(at + 1..n, at);
         l.vals.copy_within(at + 1..n, at);
         l.keys[n - 1] = K::MAX;
@@ -1134,7 +1143,7 @@ pub(crate) struct Iter<'a, K, V, S> {
     pos: Option<Pos>,
 }
 
-impl<K: Key, V: Value, S: Summary<V>> Iterator for Iter<'_, K, V, S> {
+impl<K: Key, V: Value, S: Summary<K, V>> Iterator for Iter<'_, K, V, S> {
     type Item = (K, V);
 
     #[inline]
@@ -1154,8 +1163,8 @@ mod tests {
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     struct Longest(u64);
 
-    impl Summary<u64> for Longest {
-        fn of(v: &u64) -> Self {
+    impl Summary<u64, u64> for Longest {
+        fn of(_: &u64, v: &u64) -> Self {
             Longest(*v)
         }
         fn join(self, o: Self) -> Self {
@@ -1231,7 +1240,7 @@ mod tests {
                 m.range(x + 1..).next().map(|(&k, &v)| (k, v))
             );
             let heavy = |s: &Longest| s.0 >= w;
-            let entry = |v: &u64| *v >= w;
+            let entry = |_: &u64, v: &u64| *v >= w;
             assert_eq!(
                 get(t.first_matching(x, heavy, entry)),
                 m.range(x..).find(|&(_, &v)| v >= w).map(|(&k, &v)| (k, v)),
@@ -1247,11 +1256,11 @@ mod tests {
             );
             // A summary that says yes too often (it allows every even value) costs a
             // detour, never a wrong answer.
-            let even = |v: &u64| *v % 2 == 0 && *v >= w;
+            let even = |_: &u64, v: &u64| *v % 2 == 0 && *v >= w;
             assert_eq!(
                 get(t.first_matching(x, heavy, even)),
                 m.range(x..)
-                    .find(|&(_, &v)| even(&v))
+                    .find(|&(k, v)| even(k, v))
                     .map(|(&k, &v)| (k, v)),
                 "first_matching({x}, even >= {w})"
             );

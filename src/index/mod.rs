@@ -30,6 +30,54 @@ pub(crate) const EXACT_MAX: u64 = 128;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Longest(u64);
 
+/// What an exact class's tree knows of a subtree: which residues of `start mod 64`
+/// occur there, so that an aligned best fit can skip subtrees where no start has room
+/// for its padding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Residues(u64);
+
+impl Summary<u64, ()> for Residues {
+    #[inline]
+    fn of(start: &u64, (): &()) -> Self {
+        Residues(1 << (start % 64))
+    }
+
+    #[inline]
+    fn join(self, o: Self) -> Self {
+        Residues(self.0 | o.0)
+    }
+
+    #[inline]
+    fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
+        (old.0 & !new.0 == 0).then_some(Residues(cur.0 | new.0))
+    }
+
+    #[inline]
+    fn rescan_inner(sums: &[Self], cur: Self, old: Self, new: Self) -> Self {
+        let lost = old.0 & !new.0;
+        let kept = sums.iter().fold(0, |acc, s| acc | (s.0 & lost));
+        Residues((cur.0 & !lost) | new.0 | kept)
+    }
+}
+
+/// The residues `r` of `start mod 64` from which `start` needs at most `slack`
+/// blocks of padding to reach a multiple of `align` (a power of two, at most 64).
+fn residues_with_room(align: u64, slack: u64) -> u64 {
+    debug_assert!(align.is_power_of_two() && align <= 64 && slack < align);
+    // In one period of `align`: residue 0, and the last `slack` residues.
+    let period = if slack == 0 {
+        1
+    } else {
+        1 | ((1u64 << slack) - 1) << (align - slack)
+    };
+    let period = if align == 64 {
+        period
+    } else {
+        period & ((1u64 << align) - 1)
+    };
+    (0..64 / align).fold(0, |acc, i| acc | period << (i * align))
+}
+
 /// The bit of an exact class.
 #[inline]
 fn class_bit(len: u64) -> u128 {
@@ -47,9 +95,9 @@ fn classes_from(len: u64) -> u128 {
     }
 }
 
-impl Summary<u64> for Longest {
+impl Summary<u64, u64> for Longest {
     #[inline]
-    fn of(len: &u64) -> Self {
+    fn of(_: &u64, len: &u64) -> Self {
         Longest(*len)
     }
 
@@ -88,7 +136,7 @@ pub(crate) struct FreeIndex {
     by_addr: BPlus<u64, u64, Longest>,
     /// `exact[l - 1]`: the starts of the free extents of exactly `l` blocks. Made on
     /// first use.
-    exact: alloc::vec::Vec<BPlus<u64, (), ()>>,
+    exact: alloc::vec::Vec<BPlus<u64, (), Residues>>,
     /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
     nonempty: u128,
     /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
@@ -212,6 +260,20 @@ impl FreeIndex {
     fn lowest_of_len(&self, len: u64) -> Option<u64> {
         let class = self.exact.get(len as usize - 1)?;
         class.first().map(|p| class.get(p).0)
+    }
+
+    /// The lowest aligned start of `need` blocks in an extent of exactly `len` blocks,
+    /// `need <= len < need + align - 1`. For alignments up to 64 the class's residue
+    /// summaries lead straight to it, O(log n); larger ones try the extents in turn.
+    fn lowest_with_room(&self, len: u64, need: u64, align: u64) -> Option<u64> {
+        if align > 64 {
+            return self.all_of_len(len).find_map(|s| fit(s, len, need, align));
+        }
+        let room = residues_with_room(align, len - need);
+        let class = self.exact.get(len as usize - 1)?;
+        let p =
+            class.first_matching(0, |r| r.0 & room != 0, |&s, ()| room & (1 << (s % 64)) != 0)?;
+        fit(class.get(p).0, len, need, align)
     }
 
     /// The free extents of exactly `len <= EXACT_MAX` blocks, in address order.
@@ -452,7 +514,7 @@ impl FreeIndex {
                     .expect("the summary lists the length");
                 return fit(s, len, need, align);
             }
-            if let Some(p) = self.all_of_len(len).find_map(|s| fit(s, len, need, align)) {
+            if let Some(p) = self.lowest_with_room(len, need, align) {
                 return Some(p);
             }
             classes &= classes - 1;
@@ -475,7 +537,7 @@ impl FreeIndex {
         loop {
             let p = self
                 .by_addr
-                .first_matching(from, |b| b.0 >= need, |&l| l >= need)?;
+                .first_matching(from, |b| b.0 >= need, |_, &l| l >= need)?;
             let (s, l) = self.by_addr.get(p);
             if let Some(p) = fit(s, l, need, align) {
                 return Some(p);
@@ -495,7 +557,7 @@ impl FreeIndex {
             while let Some(u) = upto {
                 let Some((s, l)) = self
                     .by_addr
-                    .last_matching(u, |b| b.0 >= need, |&l| l >= need)
+                    .last_matching(u, |b| b.0 >= need, |_, &l| l >= need)
                     .map(|p| self.by_addr.get(p))
                 else {
                     upto = None;
@@ -517,7 +579,7 @@ impl FreeIndex {
         while let Some(f) = from {
             let Some((s, l)) = self
                 .by_addr
-                .first_matching(f, |b| b.0 >= need, |&l| l >= need)
+                .first_matching(f, |b| b.0 >= need, |_, &l| l >= need)
                 .map(|p| self.by_addr.get(p))
             else {
                 break;
@@ -700,6 +762,23 @@ mod tests {
         assert_eq!(extents(&ix), [(0, 3), (5, 5)]);
         assert_eq!(ix.free_blocks(), 8);
         ix.check(10).unwrap();
+    }
+
+    #[test]
+    fn residues_with_room_match_fit() {
+        for align in [2u64, 4, 8, 16, 32, 64] {
+            for slack in 0..align - 1 {
+                let mask = residues_with_room(align, slack);
+                for r in 0..64 {
+                    let expected = fit(r, slack + 1, 1, align).is_some();
+                    assert_eq!(
+                        mask & (1 << r) != 0,
+                        expected,
+                        "align {align} slack {slack} r {r}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
