@@ -2,15 +2,23 @@
 //!
 //! # Implementation
 //!
-//! The free space is a set of fully coalesced free extents, indexed twice:
+//! The free space is a set of fully coalesced free extents, kept in B+ trees of
+//! 16-slot nodes in arenas (parent links, leaf chains, a summary of each child in its
+//! parent):
 //!
-//! - **by address**, in a treap whose nodes also record the longest extent in their
-//!   subtree. Priorities are random per allocator (with `std`), so the expected depth
-//!   is O(log n) whatever order extents arrive in. Coalescing a free with its
-//!   neighbours, first fit and near-goal placement are each one O(log n) descent: the
-//!   recorded maximum prunes every subtree that cannot hold the request;
-//! - **by `(len, start)`**, in a B-tree set: best fit is the first entry at or above
-//!   `(len, 0)`, which is the smallest fitting extent and the lowest among equals.
+//! - **by address**, with the longest extent under each child. Coalescing a free with
+//!   its neighbours, the overlap check of a free, first fit and near-goal placement
+//!   are each one descent (and a short walk up): the summary prunes every subtree that
+//!   cannot hold the request;
+//! - **by size, as segregated fits**: every length up to 128 blocks has an exact class
+//!   (a small tree of the starts of the extents of that length, and a bit in one
+//!   `u128` saying whether it is empty), and longer extents share one tree ordered by
+//!   `(len, start)`. Best fit is the lowest set bit at or above the length asked for
+//!   and that class's first start, or else the first long extent at or above
+//!   `(len, 0)`: the smallest fitting extent and the lowest among equals, exactly. An
+//!   exact class also keeps which residues of `start mod 64` occur under each child,
+//!   so an aligned best fit finds the lowest start with room for its padding in one
+//!   descent.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
 //! Pinned Free blocks, Deferred blocks (with the epoch they were freed in) and per-block
