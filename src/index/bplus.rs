@@ -1136,6 +1136,12 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 }
 
+impl<K: Key, V: Value, S: Summary<K, V>> Default for BPlus<K, V, S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Entries in key order, from a position.
 #[derive(Debug)]
 pub(crate) struct Iter<'a, K, V, S> {
