@@ -617,3 +617,13 @@ fn an_empty_space_refuses_everything_cleanly() {
     );
     assert_eq!(a.free_extents().count(), 0);
 }
+
+/// The core is shared read-only across threads (stats, queries under a caller's lock):
+/// it must stay `Send + Sync`, whatever caches it keeps.
+#[test]
+fn the_core_and_its_handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<pinalloc::ExtentAllocator>();
+    send_sync::<pinalloc::PinId>();
+    send_sync::<pinalloc::Stats>();
+}

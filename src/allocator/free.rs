@@ -93,6 +93,8 @@ impl ExtentAllocator {
     }
 
     fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
+        // One descent for both the check that no block is free and the insert.
+        self.free.probe(extent.start);
         let (r, unmarked) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
         let out = self.release_allocated(r, on_commit, unmarked);

@@ -140,6 +140,12 @@ fn grow<T>(arena: &mut Vec<T>) {
     }
 }
 
+/// `lo..hi` upwards, or downwards when not `forward`.
+#[inline]
+fn ordered(lo: usize, hi: usize, forward: bool) -> impl Iterator<Item = usize> {
+    (lo..hi).map(move |i| if forward { i } else { hi - 1 - (i - lo) })
+}
+
 /// Where an entry is: a leaf and a slot in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pos {
@@ -498,37 +504,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         sub: impl Fn(&S) -> bool,
         entry: impl Fn(&K, &V) -> bool,
     ) -> Option<Pos> {
-        let start = self.ceil(x, false)?;
-        let l = &self.leaves[start.leaf as usize];
-        if let Some(s) =
-            (start.slot..l.n).find(|&s| entry(&l.keys[s as usize], &l.vals[s as usize]))
-        {
-            return Some(Pos {
-                leaf: start.leaf,
-                slot: s,
-            });
-        }
-        // Up until a later sibling may hold one, then down its first such branch.
-        let (mut id, mut level) = (start.leaf, 0);
-        loop {
-            let p = self.parent_of(id, level);
-            if p == NIL {
-                return None;
-            }
-            let slot = self.slot_in(p, id);
-            let pn = &self.inners[p as usize];
-            for j in slot + 1..pn.n as usize {
-                if sub(&pn.sum[j]) {
-                    if let Some(found) =
-                        self.descend_matching(pn.kids[j], level, &sub, &entry, true)
-                    {
-                        return Some(found);
-                    }
-                }
-            }
-            id = p;
-            level += 1;
-        }
+        self.matching(self.ceil(x, false)?, &sub, &entry, true)
     }
 
     /// The last entry at or before `x` that matches `entry`; `sub` as in
@@ -539,15 +515,29 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         sub: impl Fn(&S) -> bool,
         entry: impl Fn(&K, &V) -> bool,
     ) -> Option<Pos> {
-        let start = self.floor(x)?;
+        self.matching(self.floor(x)?, &sub, &entry, false)
+    }
+
+    /// The nearest matching entry from `start` on, `forward` or backward: the rest of
+    /// its leaf, then up until a sibling on that side may hold one, then down into it.
+    fn matching(
+        &self,
+        start: Pos,
+        sub: &impl Fn(&S) -> bool,
+        entry: &impl Fn(&K, &V) -> bool,
+        forward: bool,
+    ) -> Option<Pos> {
         let l = &self.leaves[start.leaf as usize];
-        if let Some(s) = (0..=start.slot)
-            .rev()
-            .find(|&s| entry(&l.keys[s as usize], &l.vals[s as usize]))
-        {
+        let s = start.slot as usize;
+        let (lo, hi) = if forward {
+            (s, l.n as usize)
+        } else {
+            (0, s + 1)
+        };
+        if let Some(slot) = ordered(lo, hi, forward).find(|&i| entry(&l.keys[i], &l.vals[i])) {
             return Some(Pos {
                 leaf: start.leaf,
-                slot: s,
+                slot: slot as u32,
             });
         }
         let (mut id, mut level) = (start.leaf, 0);
@@ -558,14 +548,16 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             }
             let slot = self.slot_in(p, id);
             let pn = &self.inners[p as usize];
-            for j in (0..slot).rev() {
-                if sub(&pn.sum[j]) {
-                    if let Some(found) =
-                        self.descend_matching(pn.kids[j], level, &sub, &entry, false)
-                    {
-                        return Some(found);
-                    }
-                }
+            let (lo, hi) = if forward {
+                (slot + 1, pn.n as usize)
+            } else {
+                (0, slot)
+            };
+            let found = ordered(lo, hi, forward)
+                .filter(|&j| sub(&pn.sum[j]))
+                .find_map(|j| self.descend_matching(pn.kids[j], level, sub, entry, forward));
+            if found.is_some() {
+                return found;
             }
             id = p;
             level += 1;
@@ -585,27 +577,17 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     ) -> Option<Pos> {
         if level == 0 {
             let l = &self.leaves[id as usize];
-            let pick = |s: &u32| entry(&l.keys[*s as usize], &l.vals[*s as usize]);
-            let s = if leftmost {
-                (0..l.n).find(pick)
-            } else {
-                (0..l.n).rev().find(pick)
-            };
-            return s.map(|slot| Pos { leaf: id, slot });
+            return ordered(0, l.n as usize, leftmost)
+                .find(|&i| entry(&l.keys[i], &l.vals[i]))
+                .map(|slot| Pos {
+                    leaf: id,
+                    slot: slot as u32,
+                });
         }
         let n = &self.inners[id as usize];
-        let mut try_kid = |j: usize| {
-            if sub(&n.sum[j]) {
-                self.descend_matching(n.kids[j], level - 1, sub, entry, leftmost)
-            } else {
-                None
-            }
-        };
-        if leftmost {
-            (0..n.n as usize).find_map(&mut try_kid)
-        } else {
-            (0..n.n as usize).rev().find_map(&mut try_kid)
-        }
+        ordered(0, n.n as usize, leftmost)
+            .filter(|&j| sub(&n.sum[j]))
+            .find_map(|j| self.descend_matching(n.kids[j], level - 1, sub, entry, leftmost))
     }
 
     // ---- changes ---------------------------------------------------------------------
@@ -1136,12 +1118,6 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 }
 
-impl<K: Key, V: Value, S: Summary<K, V>> Default for BPlus<K, V, S> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Entries in key order, from a position.
 #[derive(Debug)]
 pub(crate) struct Iter<'a, K, V, S> {
@@ -1161,7 +1137,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> Iterator for Iter<'_, K, V, S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::collections::BTreeMap;
 
@@ -1187,9 +1163,12 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
+    /// SplitMix64, for the randomised tests of the index.
+    pub(crate) struct Rng(pub(crate) u64);
+
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        /// Uniform in `0..n` (`n > 0`).
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

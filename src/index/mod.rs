@@ -141,10 +141,11 @@ pub(crate) struct FreeIndex {
     nonempty: u128,
     /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
     by_size: BPlus<u128, (), ()>,
-    /// The last address lookup, `(x, floor(x))`, kept until the next change: a free
-    /// first checks its blocks are not free, then inserts them, and both start with
-    /// the same descent.
-    probe: core::cell::Cell<Option<(u64, Option<bplus::Pos>)>>,
+    /// An address lookup made ahead by [`probe`](Self::probe), `(x, floor(x))`, kept
+    /// until the next change: a free first checks its blocks are not free, then
+    /// inserts them, and both start with the same descent. (A plain field set through
+    /// `&mut self`, so the index stays `Sync`.)
+    probe: Option<(u64, Option<bplus::Pos>)>,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
 }
@@ -208,7 +209,7 @@ impl FreeIndex {
             exact: alloc::vec::Vec::new(),
             nonempty: 0,
             by_size: BPlus::new(),
-            probe: core::cell::Cell::new(None),
+            probe: None,
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
         }
@@ -284,17 +285,20 @@ impl FreeIndex {
             .flat_map(|class| class.iter().map(|(s, ())| s))
     }
 
+    /// Looks up address `x` ahead, for the next queries and changes at `x` to share
+    /// until the index changes.
+    #[inline]
+    pub(crate) fn probe(&mut self, x: u64) {
+        self.probe = Some((x, self.by_addr.floor(x)));
+    }
+
     /// `by_addr.floor(x)`, from the probe when it holds `x`.
     #[inline]
     fn addr_floor(&self, x: u64) -> Option<bplus::Pos> {
-        if let Some((at, found)) = self.probe.get() {
-            if at == x {
-                return found;
-            }
+        match self.probe {
+            Some((at, found)) if at == x => found,
+            _ => self.by_addr.floor(x),
         }
-        let found = self.by_addr.floor(x);
-        self.probe.set(Some((x, found)));
-        found
     }
 
     #[inline]
@@ -370,7 +374,7 @@ impl FreeIndex {
         let end = start + len;
         // The extent just below `start` (none is free at `start` itself) and the next.
         let below = self.addr_floor(start);
-        self.probe.set(None);
+        self.probe = None;
         let above = match below {
             Some(p) => self.by_addr.next(p),
             None => self.by_addr.first(),
@@ -421,7 +425,7 @@ impl FreeIndex {
         let p = self
             .addr_floor(start)
             .expect("taking blocks that are not free");
-        self.probe.set(None);
+        self.probe = None;
         let (s, l) = self.by_addr.get(p);
         let (end, e) = (start + len, s + l);
         assert!(
@@ -845,16 +849,7 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % n.max(1)
-        }
-    }
+    use super::bplus::tests::Rng;
 
     /// Thousands of extents, short and long (so both the exact classes and the long
     /// order are busy), against the plain list after every change.
