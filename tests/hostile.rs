@@ -378,6 +378,11 @@ fn bad_pins_and_unpins() {
     assert_eq!(a.release(res).unwrap(), 55);
     a.unpin(ok).unwrap();
     refused(&mut a, PinError::Unknown { id: ok }, |a| a.unpin(ok));
+    // A stale id stays refused once a newer pin has taken its place.
+    let newer = a.pin(Extent::new(0, 40)).unwrap();
+    refused(&mut a, PinError::Unknown { id: ok }, |a| a.unpin(ok));
+    assert_eq!(a.pin_count(0), 1, "the newer pin is untouched");
+    a.unpin(newer).unwrap();
     let mut other = ExtentAllocator::new(100);
     let foreign = other.pin(Extent::new(0, 1)).unwrap();
     refused(&mut a, PinError::Unknown { id: foreign }, |a| {

@@ -3,11 +3,10 @@
 use alloc::format;
 use core::ops::Range;
 
-use rangemap::RangeMap;
+use rangemap::{RangeMap, RangeSet};
 
 use super::ExtentAllocator;
-use super::pins::PinMode;
-use super::ranges::{Counts, set_blocks, set_gaps, to_range};
+use super::ranges::{set_blocks, set_gaps, to_range};
 use crate::InvariantViolation;
 
 /// Returns early with a violation of invariant `$n` if `$cond` holds.
@@ -57,8 +56,11 @@ impl ExtentAllocator {
     /// Invariants 1 and 3 for pins: counts equal a recount from the live pins, and no
     /// pinned block is in the free index.
     fn check_pins(&self) -> Result<(), InvariantViolation> {
-        let (mut all, mut blocking) = (Counts::default(), Counts::default());
-        for rec in self.pins.records.values() {
+        if let Err(detail) = self.pins.check_index() {
+            return Err(InvariantViolation { number: 3, detail });
+        }
+        let mut all: RangeSet<u64> = RangeSet::new();
+        for (_, _, rec) in self.pins.iter() {
             let r = to_range(rec.extent);
             ensure!(
                 r.end > self.capacity,
@@ -66,41 +68,18 @@ impl ExtentAllocator {
                 "pin {} leaves the space",
                 rec.extent
             );
-            all.add(&r);
-            if rec.mode == PinMode::Blocking {
-                blocking.add(&r);
-            }
+            all.insert(r);
         }
         ensure!(
-            all != self.pins.counts,
+            set_blocks(&all) != self.pins.blocks(),
             3,
-            "per-block pin counts differ from a recount"
-        );
-        for (r, _) in self.deferrals.epoch_of.iter() {
-            all.add(r);
-        }
-        ensure!(
-            all != self.marks,
-            3,
-            "per-block marks differ from pin counts plus Deferred blocks"
-        );
-        ensure!(
-            blocking != self.pins.blocking,
-            3,
-            "per-block blocking-pin counts differ from a recount"
-        );
-        ensure!(
-            self.pins
-                .records
-                .range(self.pins.next_seq..)
-                .next()
-                .is_some(),
-            3,
-            "a pin is numbered beyond the next pin"
+            "pinned blocks cached {} but counted {}",
+            self.pins.blocks(),
+            set_blocks(&all)
         );
         for e in self.free.iter() {
             ensure!(
-                self.pins.counts.overlaps(&to_range(e)),
+                self.pins.overlaps(&to_range(e)),
                 1,
                 "free extent {e} holds pinned blocks that allocate could return"
             );
@@ -123,7 +102,7 @@ impl ExtentAllocator {
                 "pinned free {r:?} is also in the free index"
             );
             ensure!(
-                !self.pins.counts.zero_pieces(r).is_empty(),
+                !self.pins.zero_pieces(r).is_empty(),
                 3,
                 "pinned free {r:?} has blocks with no pin"
             );
@@ -174,6 +153,36 @@ impl ExtentAllocator {
             3,
             "the per-epoch index of deferred blocks differs from the deferred map"
         );
+        // The pin index's Deferred marks are disjoint, lie in Deferred blocks, and with
+        // the pins cover every Deferred block.
+        let (mut marked, mut marked_blocks) = (RangeSet::new(), 0);
+        for m in self.pins.deferred_marks() {
+            marked_blocks += m.end - m.start;
+            ensure!(
+                d.epoch_of.gaps(&m).next().is_some(),
+                3,
+                "the pin index marks {m:?} Deferred, but not all of it is"
+            );
+            marked.insert(m);
+        }
+        ensure!(
+            set_blocks(&marked) != marked_blocks,
+            3,
+            "the pin index's Deferred marks overlap"
+        );
+        for (r, _) in d.epoch_of.iter() {
+            let bare = self
+                .pins
+                .zero_pieces(r)
+                .into_iter()
+                .find(|u| marked.gaps(u).next().is_some());
+            ensure!(
+                bare.is_some(),
+                3,
+                "Deferred {:?} has neither a pin nor a Deferred mark in the pin index",
+                bare.unwrap_or_default()
+            );
+        }
         ensure!(
             counted != d.count_blocks,
             3,
@@ -213,7 +222,6 @@ impl ExtentAllocator {
             }
             let unheld: Option<Range<u64>> = self
                 .pins
-                .counts
                 .zero_pieces(r)
                 .iter()
                 .flat_map(|u| set_gaps(&d.pending, u))

@@ -95,9 +95,9 @@ impl ExtentAllocator {
     fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
         // One descent for both the check that no block is free and the insert.
         self.free.probe(extent.start);
-        let (r, unmarked) = self.check_free(extent)?;
+        let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
-        let out = self.release_allocated(r, on_commit, unmarked);
+        let out = self.release_allocated(r, on_commit, pinned);
         debug_assert_eq!(out.freed_blocks + out.deferred_blocks, extent.len);
         self.counters.frees = self.counters.frees.saturating_add(1);
         self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
@@ -111,12 +111,12 @@ impl ExtentAllocator {
         let r = self
             .checked_range(extent)
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
-        // The common case, in one lookup: nothing pinned or Deferred here, so only a
-        // free extent could make the range invalid.
-        let unmarked = !self.marks.overlaps(&r);
-        if unmarked && self.free.first_overlap(r.start, r.end).is_none() {
-            return Ok((r, true));
+        // The common case, in one lookup: nothing pinned or Deferred here (pinned Free
+        // blocks are pinned), so only a free extent could make the range invalid.
+        if !self.pins.holds_any(&r) && self.free.first_overlap(r.start, r.end).is_none() {
+            return Ok((r, false));
         }
+        let pinned = self.pins.overlaps(&r);
         if let Some(offending) = self.first_unallocated(&r) {
             return Err(if offending == extent {
                 FreeError::NotAllocated { extent, offending }
@@ -124,17 +124,18 @@ impl ExtentAllocator {
                 FreeError::PartlyAllocated { extent, offending }
             });
         }
-        if let Some((seq, blocked)) = self.pins.first_blocking(&r) {
+        if let Some((seq, slot, blocked)) = self.pins.first_blocking(&r) {
             return Err(FreeError::Busy {
                 extent,
                 pin: PinId {
                     owner: self.uid,
                     seq,
+                    slot,
                 },
                 blocked: to_extent(&blocked),
             });
         }
-        Ok((r, unmarked))
+        Ok((r, pinned))
     }
 
     /// The first maximal run of blocks inside `r` that is not Allocated (Free in the

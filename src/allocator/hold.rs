@@ -22,7 +22,7 @@ impl ExtentAllocator {
         &mut self,
         r: Range<u64>,
         on_commit: bool,
-        unmarked: bool,
+        pinned: bool,
     ) -> FreeOutcome {
         let len = r.end - r.start;
         let open = self.epochs.open;
@@ -33,8 +33,7 @@ impl ExtentAllocator {
         };
         self.epochs.note_freed(&r);
         let readers_hold = !on_commit && self.epochs.oldest_reader().is_some();
-        // `check_free` found the range unmarked or not; unmarked means no pins.
-        if pending.is_empty() && !readers_hold && (unmarked || !self.pins.counts.overlaps(&r)) {
+        if pending.is_empty() && !readers_hold && !pinned {
             self.free.insert(r.start, len);
             return FreeOutcome {
                 freed_blocks: len,
@@ -51,7 +50,7 @@ impl ExtentAllocator {
         } else {
             self.defer(r.clone(), open, &[]);
         }
-        let freed = self.release_unheld(&r);
+        let freed = self.release_unheld(&r, false);
         let deferred = len - freed;
         self.counters.blocks_deferred = self.counters.blocks_deferred.saturating_add(deferred);
         FreeOutcome {
@@ -63,21 +62,31 @@ impl ExtentAllocator {
     /// Deferred → Free for every block of `within` that nothing holds any more: no pin,
     /// not waiting for a commit, and no live reader that began at or before the epoch
     /// it was freed in. Returns the blocks released.
-    pub(super) fn release_unheld(&mut self, within: &Range<u64>) -> u64 {
+    ///
+    /// `unpinned`: `within` has just lost its last pin, so the blocks that stay
+    /// Deferred (held by an epoch or a reader) get Deferred marks of their own.
+    pub(super) fn release_unheld(&mut self, within: &Range<u64>, unpinned: bool) -> u64 {
         let oldest_reader = self.epochs.oldest_reader();
         let mut released = 0;
-        for (piece, epoch) in self.deferrals.pieces(within) {
+        let pieces = self.deferrals.pieces(within);
+        let any = !pieces.is_empty();
+        for (piece, epoch) in pieces {
             if oldest_reader.is_some_and(|oldest| oldest <= epoch) {
                 continue;
             }
-            for unpinned in self.pins.counts.zero_pieces(&piece) {
+            for unpinned in self.pins.zero_pieces(&piece) {
                 for free in set_gaps(&self.deferrals.pending, &unpinned) {
                     let len = free.end - free.start;
                     self.deferrals.remove(free.clone());
-                    self.marks.sub(&free);
+                    self.pins.unmark_deferred(&free);
                     self.free.insert(free.start, len);
                     released += len;
                 }
+            }
+        }
+        if unpinned && any {
+            for (kept, _) in self.deferrals.pieces(within) {
+                self.pins.mark_deferred(&kept);
             }
         }
         released
@@ -85,7 +94,7 @@ impl ExtentAllocator {
 
     /// Allocated → Deferred for `r`, marking its blocks.
     fn defer(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
-        self.marks.add(&r);
+        self.pins.mark_deferred(&r);
         self.deferrals.add(r, epoch, pending);
     }
 

@@ -23,7 +23,6 @@ use crate::{Counters, Extent, FreeError, Held, PinError, Stats};
 use defer::Deferrals;
 use epochs::Epochs;
 use pins::PinTable;
-use ranges::Counts;
 
 pub use epochs::{ReaderId, ReleaseOutcome};
 pub use free::FreeOutcome;
@@ -112,8 +111,8 @@ pub enum BlockState {
 ///
 /// # Panics
 ///
-/// Only past 2^32 - 1 free extents at once (well over 100 GiB of metadata), which the
-/// index cannot number.
+/// Only past 2^32 - 1 free extents, or 2^32 - 1 live pins, at once (well over 100 GiB
+/// of metadata), which the indexes cannot number.
 ///
 /// # Example
 ///
@@ -143,9 +142,6 @@ pub struct ExtentAllocator {
     count_pinned_free_blocks: u64,
     /// Live pins and per-block pin counts.
     pins: PinTable,
-    /// Per block: pin count plus 1 if Deferred. A range with no marks holds no pin, no
-    /// Deferred block and no pinned Free block, which `free` checks in one lookup.
-    marks: Counts,
     /// Deferred blocks and what they wait for.
     deferrals: Deferrals,
     /// The open epoch and the live readers.
@@ -223,7 +219,6 @@ impl ExtentAllocator {
             pinned_free: RangeSet::new(),
             count_pinned_free_blocks: 0,
             pins: PinTable::new(),
-            marks: Counts::default(),
             deferrals: Deferrals::default(),
             epochs: Epochs::new(),
             reservations: BTreeMap::new(),
@@ -304,7 +299,7 @@ impl ExtentAllocator {
     /// ```
     #[must_use]
     pub fn pin_count(&self, block: u64) -> u64 {
-        self.pins.counts.get(block)
+        self.pins.count_at(block)
     }
 
     /// A snapshot of space and activity. O(e) in the number of epochs with deferred
@@ -326,8 +321,8 @@ impl ExtentAllocator {
             deferred_blocks: deferred.total(),
             deferred_by: deferred,
             pinned_free_blocks: self.count_pinned_free_blocks,
-            pinned_blocks: self.pins.counts.blocks(),
-            count_pins: self.pins.records.len() as u64,
+            pinned_blocks: self.pins.blocks(),
+            count_pins: self.pins.len() as u64,
             count_readers: self.epochs.readers.len() as u64,
             open_epoch: self.epochs.open,
             reserved_blocks: self.count_reserved_blocks,
@@ -336,6 +331,7 @@ impl ExtentAllocator {
             largest_free_blocks: self.free.largest_len(),
             free_histogram: self.free.histogram(),
             metadata_bytes: self.free.metadata_bytes()
+                + self.pins.metadata_bytes()
                 + self.reservations.len() * 2 * core::mem::size_of::<(u64, u64)>(),
             counters: self.counters,
         }
@@ -370,7 +366,7 @@ impl ExtentAllocator {
     fn debug_check(&self) {
         #[cfg(debug_assertions)]
         if self.free.extent_count() <= DEBUG_CHECK_MAX_EXTENTS
-            && self.pins.records.len() <= DEBUG_CHECK_MAX_EXTENTS
+            && self.pins.len() <= DEBUG_CHECK_MAX_EXTENTS
         {
             if let Err(v) = self.check_invariants() {
                 panic!("pinalloc bug: {v}");
@@ -401,7 +397,6 @@ impl Clone for ExtentAllocator {
             pinned_free: self.pinned_free.clone(),
             count_pinned_free_blocks: self.count_pinned_free_blocks,
             pins: self.pins.clone(),
-            marks: self.marks.clone(),
             deferrals: self.deferrals.clone(),
             epochs: self.epochs.clone(),
             reservations: self.reservations.clone(),

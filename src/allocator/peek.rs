@@ -53,11 +53,10 @@ impl ExtentAllocator {
         extent: Extent,
         on_commit: bool,
     ) -> Result<u64, FreeError> {
-        let (r, unmarked) = self.check_free(extent)?;
+        let (r, any_pinned) = self.check_free(extent)?;
         let pinned = |piece: &Range<u64>| -> u64 {
             let unpinned: u64 = self
                 .pins
-                .counts
                 .zero_pieces(piece)
                 .iter()
                 .map(|p| p.end - p.start)
@@ -68,7 +67,7 @@ impl ExtentAllocator {
             if self.epochs.oldest_reader().is_some() {
                 return Ok(extent.len);
             }
-            return Ok(if unmarked { 0 } else { pinned(&r) });
+            return Ok(if any_pinned { pinned(&r) } else { 0 });
         }
         let (pending, never_durable) = self.epochs.split_durable(&r);
         let waiting: u64 = pending.iter().map(|p| p.end - p.start).sum();
@@ -105,6 +104,6 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return None;
         }
-        self.pins.records.get(&id.seq).map(|rec| rec.extent)
+        self.pins.get(id.seq, id.slot).map(|rec| rec.extent)
     }
 }

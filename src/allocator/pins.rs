@@ -3,12 +3,13 @@
 //! Each pin costs one record, whatever its length. Per-block counts are kept as runs
 //! of equal counts, so overlapping and nested pins cost a few runs each.
 
-use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
-use super::ranges::{Counts, clip, to_range};
+use super::ranges::{clip, to_range};
 use crate::Extent;
+use crate::index::intervals::Intervals;
 
 /// Names one live pin; returned by [`ExtentAllocator::pin`](crate::ExtentAllocator::pin).
 ///
@@ -26,6 +27,8 @@ use crate::Extent;
 pub struct PinId {
     pub(crate) owner: u64,
     pub(crate) seq: u64,
+    /// Where the pin's record lives; `seq` tells a live pin from an earlier one there.
+    pub(crate) slot: u32,
 }
 
 impl fmt::Display for PinId {
@@ -57,60 +60,308 @@ pub(crate) struct PinRecord {
     pub(crate) mode: PinMode,
 }
 
-/// Live pins and their per-block counts.
-#[derive(Clone, Debug, Default)]
+/// "No slot" in the vacant-slot chain.
+const NIL: u32 = u32::MAX;
+
+/// The id of a Deferred range in [`PinTable::holds`]; no pin's slot reaches it.
+const DEFERRED: u32 = u32::MAX;
+
+/// Accepts the ids of pins, not of Deferred ranges.
+#[inline]
+fn is_pin(id: u32) -> bool {
+    id != DEFERRED
+}
+
+/// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// A live pin's first block; a vacant slot's next vacant slot.
+    start: u64,
+    len: u64,
+    /// A live pin's `seq << 1 | blocking`; 0 when vacant.
+    tag: u64,
+}
+
+impl Slot {
+    #[inline]
+    fn seq(&self) -> u64 {
+        self.tag >> 1
+    }
+
+    #[inline]
+    fn record(&self) -> PinRecord {
+        PinRecord {
+            extent: Extent::new(self.start, self.len),
+            mode: if self.tag & 1 == 1 {
+                PinMode::Blocking
+            } else {
+                PinMode::Deferring
+            },
+        }
+    }
+}
+
+/// Live pins: a slab of records (24 bytes each), and the pinned ranges in an interval
+/// index, so that "is anything here pinned", "how many pins cover this block" and
+/// "which blocks did this unpin leave unpinned" are one descent each.
+///
+/// The same index also marks Deferred ranges (under the id [`DEFERRED`]), so that a
+/// free learns "nothing here is pinned or Deferred" from one descent, its common case.
+/// Only Deferred blocks that no pin covers need a mark, so blocks Deferred under a pin
+/// (a truncate under DMA) cost no entry of their own. The marks are disjoint, lie
+/// inside the Deferred blocks, and together with the pins cover all of them.
+#[derive(Clone, Debug)]
 pub(crate) struct PinTable {
-    /// Live pins by sequence number.
-    pub(crate) records: BTreeMap<u64, PinRecord>,
+    slots: Vec<Slot>,
+    /// The first vacant slot, or [`NIL`].
+    vacant: u32,
+    live: usize,
     /// Sequence number of the next pin; starts at 1.
     pub(crate) next_seq: u64,
-    /// Pins of every mode, per block.
-    pub(crate) counts: Counts,
-    /// Blocking pins only, per block.
-    pub(crate) blocking: Counts,
+    /// Every live pin's range, under its slot, and the Deferred marks, under
+    /// [`DEFERRED`].
+    holds: Intervals,
+    /// The blocking pins' ranges, under their slots.
+    blocking: Intervals,
+    /// Blocks some pin covers.
+    count_blocks: u64,
 }
 
 impl PinTable {
     pub(crate) fn new() -> Self {
         PinTable {
+            slots: Vec::new(),
+            vacant: NIL,
+            live: 0,
             next_seq: 1,
-            ..PinTable::default()
+            holds: Intervals::new(),
+            blocking: Intervals::new(),
+            count_blocks: 0,
         }
     }
 
-    /// Records a pin over a valid extent and returns its sequence number.
-    pub(crate) fn add(&mut self, extent: Extent, mode: PinMode) -> u64 {
+    /// Live pins.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Blocks with a pin count above zero.
+    #[inline]
+    pub(crate) fn blocks(&self) -> u64 {
+        self.count_blocks
+    }
+
+    /// Bytes held by the slab and both interval indexes.
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<Slot>()
+            + self.holds.capacity_bytes()
+            + self.blocking.capacity_bytes()
+    }
+
+    /// Records a pin over a valid extent and returns its sequence number and slot.
+    ///
+    /// # Panics
+    ///
+    /// Past 2^32 - 1 live pins.
+    pub(crate) fn add(&mut self, extent: Extent, mode: PinMode) -> (u64, u32) {
         let r = to_range(extent);
-        self.counts.add(&r);
-        if mode == PinMode::Blocking {
-            self.blocking.add(&r);
-        }
+        let covered: u64 = self
+            .holds
+            .covered(&r, is_pin)
+            .iter()
+            .map(|c| c.end - c.start)
+            .sum();
+        self.count_blocks += extent.len - covered;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.records.insert(seq, PinRecord { extent, mode });
-        seq
+        let blocking = mode == PinMode::Blocking;
+        let slot = Slot {
+            start: extent.start,
+            len: extent.len,
+            tag: seq << 1 | u64::from(blocking),
+        };
+        let at = if self.vacant == NIL {
+            let at = u32::try_from(self.slots.len())
+                .ok()
+                .filter(|&i| i != NIL)
+                .expect("pinalloc numbers at most 2^32 - 1 live pins");
+            self.slots.push(slot);
+            at
+        } else {
+            let at = self.vacant;
+            self.vacant = self.slots[at as usize].start as u32;
+            self.slots[at as usize] = slot;
+            at
+        };
+        self.holds.insert(&r, at);
+        if blocking {
+            self.blocking.insert(&r, at);
+        }
+        self.live += 1;
+        (seq, at)
     }
 
-    /// Drops a live pin; returns its record and the pieces whose count reached zero.
-    pub(crate) fn remove(&mut self, seq: u64) -> Option<(PinRecord, alloc::vec::Vec<Range<u64>>)> {
-        let record = self.records.remove(&seq)?;
+    /// The record of live pin `seq` in `slot`.
+    #[inline]
+    pub(crate) fn get(&self, seq: u64, slot: u32) -> Option<PinRecord> {
+        self.slots
+            .get(slot as usize)
+            .filter(|s| s.tag != 0 && s.seq() == seq)
+            .map(Slot::record)
+    }
+
+    /// Drops live pin `seq` in `slot`; returns its record and the pieces whose count
+    /// reached zero.
+    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, Vec<Range<u64>>)> {
+        let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
+        self.holds.remove(r.start, slot);
         if record.mode == PinMode::Blocking {
-            self.blocking.sub(&r);
+            self.blocking.remove(r.start, slot);
         }
-        Some((record, self.counts.sub(&r)))
+        self.slots[slot as usize] = Slot {
+            start: u64::from(self.vacant),
+            len: 0,
+            tag: 0,
+        };
+        self.vacant = slot;
+        self.live -= 1;
+        let zeroed = self.holds.uncovered(&r, is_pin);
+        self.count_blocks -= zeroed.iter().map(|z| z.end - z.start).sum::<u64>();
+        Some((record, zeroed))
     }
 
-    /// The oldest blocking pin overlapping `r`, and the part of `r` it covers.
-    pub(crate) fn first_blocking(&self, r: &Range<u64>) -> Option<(u64, Range<u64>)> {
-        if !self.blocking.overlaps(r) {
-            return None;
+    /// Live pins as `(seq, slot, record)`, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u32, PinRecord)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.tag != 0)
+            .map(|(i, s)| (s.seq(), i as u32, s.record()))
+    }
+
+    /// Whether any pin covers a block of `r`.
+    #[inline]
+    pub(crate) fn overlaps(&self, r: &Range<u64>) -> bool {
+        self.holds.overlaps(r, is_pin)
+    }
+
+    /// Whether any block of `r` is pinned or Deferred.
+    #[inline]
+    pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
+        self.holds.overlaps(r, |_| true)
+    }
+
+    /// Marks the blocks of `r`, all Deferred, that neither a pin nor a mark covers yet.
+    pub(crate) fn mark_deferred(&mut self, r: &Range<u64>) {
+        for gap in self.holds.uncovered(r, |_| true) {
+            self.holds.insert(&gap, DEFERRED);
         }
-        self.records.iter().find_map(|(&seq, rec)| {
-            let pr = to_range(rec.extent);
-            (rec.mode == PinMode::Blocking && pr.start < r.end && r.start < pr.end)
-                .then(|| (seq, clip(&pr, r)))
-        })
+    }
+
+    /// Unmarks `r`, whose blocks stop being Deferred: the marks overlapping it are cut
+    /// back to what lies outside it.
+    pub(crate) fn unmark_deferred(&mut self, r: &Range<u64>) {
+        let mut marks: Vec<Range<u64>> = Vec::new();
+        self.holds
+            .for_each_overlapping(r, |id| id == DEFERRED, |m, _| marks.push(m));
+        for m in marks {
+            self.holds.remove(m.start, DEFERRED);
+            if m.start < r.start {
+                self.holds.insert(&(m.start..r.start), DEFERRED);
+            }
+            if r.end < m.end {
+                self.holds.insert(&(r.end..m.end), DEFERRED);
+            }
+        }
+    }
+
+    /// The ranges marked Deferred, in order.
+    pub(crate) fn deferred_marks(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.holds
+            .iter()
+            .filter(|&(_, id)| id == DEFERRED)
+            .map(|(r, _)| r)
+    }
+
+    /// How many pins cover `block`.
+    pub(crate) fn count_at(&self, block: u64) -> u64 {
+        self.holds.count_at(block, is_pin)
+    }
+
+    /// The pieces of `within` that no pin covers.
+    pub(crate) fn zero_pieces(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+        self.holds.uncovered(within, is_pin)
+    }
+
+    /// The oldest blocking pin overlapping `r`, as `(seq, slot)`, and the part of `r`
+    /// it covers.
+    pub(crate) fn first_blocking(&self, r: &Range<u64>) -> Option<(u64, u32, Range<u64>)> {
+        let mut oldest: Option<(u64, u32, Range<u64>)> = None;
+        self.blocking.for_each_overlapping(r, is_pin, |pr, slot| {
+            let seq = self.slots[slot as usize].seq();
+            if oldest.as_ref().is_none_or(|o| seq < o.0) {
+                oldest = Some((seq, slot, clip(&pr, r)));
+            }
+        });
+        oldest
+    }
+
+    /// The interval indexes agree with the slab, and their trees are sound.
+    pub(crate) fn check_index(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        self.holds.check().map_err(|d| format!("pin index: {d}"))?;
+        self.blocking
+            .check()
+            .map_err(|d| format!("blocking pin index: {d}"))?;
+        let from_slab = |blocking_only: bool| {
+            let mut v: Vec<(Range<u64>, u32)> = self
+                .iter()
+                .filter(|(_, _, rec)| !blocking_only || rec.mode == PinMode::Blocking)
+                .map(|(_, slot, rec)| (to_range(rec.extent), slot))
+                .collect();
+            v.sort_by_key(|(r, slot)| (r.start, *slot));
+            v
+        };
+        if !self
+            .holds
+            .iter()
+            .filter(|&(_, id)| is_pin(id))
+            .eq(from_slab(false))
+        {
+            return Err("the pin index differs from the live pins".into());
+        }
+        if !self.blocking.iter().eq(from_slab(true)) {
+            return Err("the blocking pin index differs from the blocking pins".into());
+        }
+        let mut vacant = 0;
+        let mut at = self.vacant;
+        while at != NIL {
+            let s = self
+                .slots
+                .get(at as usize)
+                .filter(|s| s.tag == 0 && vacant < self.slots.len())
+                .ok_or_else(|| {
+                    format!("the vacant chain reaches slot {at}, which is not vacant")
+                })?;
+            vacant += 1;
+            at = s.start as u32;
+        }
+        if vacant + self.live != self.slots.len() || self.iter().count() != self.live {
+            return Err(format!(
+                "{} slots, {} live pins and {vacant} vacant slots do not add up",
+                self.slots.len(),
+                self.live
+            ));
+        }
+        if self
+            .iter()
+            .any(|(seq, _, _)| seq == 0 || seq >= self.next_seq)
+        {
+            return Err("a pin is numbered 0 or beyond the next pin".into());
+        }
+        Ok(())
     }
 }
 
@@ -173,19 +424,19 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pin_with(&mut self, extent: Extent, mode: PinMode) -> Result<PinId, PinError> {
-        let (r, free_pieces) = self.check_pin(extent)?;
+        let (_, free_pieces) = self.check_pin(extent)?;
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);
             self.count_pinned_free_blocks += p.len;
         }
-        let seq = self.pins.add(extent, mode);
-        self.marks.add(&r);
+        let (seq, slot) = self.pins.add(extent, mode);
         self.counters.pins = self.counters.pins.saturating_add(1);
         self.debug_check();
         Ok(PinId {
             owner: self.uid,
             seq,
+            slot,
         })
     }
 
@@ -211,10 +462,9 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return Err(PinError::Unknown { id });
         }
-        let Some((record, zeroed)) = self.pins.remove(id.seq) else {
+        let Some((_, zeroed)) = self.pins.remove(id.seq, id.slot) else {
             return Err(PinError::Unknown { id });
         };
-        self.marks.sub(&to_range(record.extent));
         let mut out = ReleaseOutcome::default();
         for z in &zeroed {
             for p in set_pieces(&self.pinned_free, z) {
@@ -224,7 +474,7 @@ impl ExtentAllocator {
                 self.free.insert(p.start, len);
                 out.unpinned_free_blocks += len;
             }
-            out.released_blocks += self.release_unheld(z);
+            out.released_blocks += self.release_unheld(z, true);
         }
         self.count_released(out.released_blocks);
         self.counters.unpins = self.counters.unpins.saturating_add(1);

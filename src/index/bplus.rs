@@ -509,12 +509,38 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
 
     /// The last entry at or before `x` that matches `entry`; `sub` as in
     /// [`first_matching`](Self::first_matching).
+    ///
+    /// One descent from the root answers most calls: it checks, on the way down, the
+    /// summaries of the subtrees left of its path. Only when one of those may hold a
+    /// match and the path's own leaf has none does it walk back up to find it.
     pub(crate) fn last_matching(
         &self,
         x: K,
         sub: impl Fn(&S) -> bool,
         entry: impl Fn(&K, &V) -> bool,
     ) -> Option<Pos> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut id = self.root;
+        let mut left_may_match = false;
+        for _ in 0..self.height {
+            let n = &self.inners[id as usize];
+            let c = rank_le(&n.keys, x).clamp(1, n.n as usize) - 1;
+            left_may_match |= n.sum[..c].iter().any(&sub);
+            id = n.kids[c];
+        }
+        let l = &self.leaves[id as usize];
+        let c = rank_le(&l.keys, x).min(l.n as usize);
+        if let Some(slot) = (0..c).rev().find(|&i| entry(&l.keys[i], &l.vals[i])) {
+            return Some(Pos {
+                leaf: id,
+                slot: slot as u32,
+            });
+        }
+        if !left_may_match {
+            return None;
+        }
         self.matching(self.floor(x)?, &sub, &entry, false)
     }
 

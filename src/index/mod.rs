@@ -19,6 +19,7 @@
 //! cache lines per level and no allocator call happens once the trees have grown.
 
 pub(crate) mod bplus;
+pub(crate) mod intervals;
 
 use crate::Extent;
 use bplus::{BPlus, Summary};
@@ -26,9 +27,10 @@ use bplus::{BPlus, Summary};
 /// Lengths up to this many blocks each have an exact size class.
 pub(crate) const EXACT_MAX: u64 = 128;
 
-/// What the address order knows of a subtree: its longest free extent.
+/// The largest value in a subtree: in the address order, its longest free extent; in
+/// [`intervals::Intervals`], the furthest end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Longest(u64);
+pub(crate) struct MaxValue(pub(crate) u64);
 
 /// What an exact class's tree knows of a subtree: which residues of `start mod 64`
 /// occur there, so that an aligned best fit can skip subtrees where no start has room
@@ -95,15 +97,15 @@ fn classes_from(len: u64) -> u128 {
     }
 }
 
-impl Summary<u64, u64> for Longest {
+impl<K: bplus::Key> Summary<K, u64> for MaxValue {
     #[inline]
-    fn of(_: &u64, len: &u64) -> Self {
-        Longest(*len)
+    fn of(_: &K, value: &u64) -> Self {
+        MaxValue(*value)
     }
 
     #[inline]
     fn join(self, o: Self) -> Self {
-        Longest(self.0.max(o.0))
+        MaxValue(self.0.max(o.0))
     }
 
     #[inline]
@@ -111,7 +113,7 @@ impl Summary<u64, u64> for Longest {
         if new.0 >= cur.0 {
             Some(new)
         } else if old.0 < cur.0 {
-            Some(cur) // the longest is another extent, still there
+            Some(cur) // the largest is another entry, still there
         } else {
             None
         }
@@ -133,7 +135,7 @@ pub const HISTOGRAM_BUCKETS: usize = 64;
 #[derive(Clone, Debug)]
 pub(crate) struct FreeIndex {
     /// `start -> len`, with the longest extent under each inner child.
-    by_addr: BPlus<u64, u64, Longest>,
+    by_addr: BPlus<u64, u64, MaxValue>,
     /// `exact[l - 1]`: the starts of the free extents of exactly `l` blocks. Made on
     /// first use.
     exact: alloc::vec::Vec<BPlus<u64, (), Residues>>,
