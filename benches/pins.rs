@@ -17,7 +17,9 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
@@ -27,6 +29,68 @@ use common::{
     Live, Peer, PinallocPeer, RunMode, SEED, SplitMix64, Trace, Workload, churn, env_u64, fill,
     median,
 };
+
+/// The system allocator, counting the bytes held: metadata per pin and per Deferred
+/// extent is what the heap holds more after adding them, whatever structure holds it.
+struct Counting;
+
+static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed straight to `System`, which upholds the contract; the
+// counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HELD_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HELD_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        HELD_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap bytes per pin and per Deferred extent, on the churn's fill: `held` live
+/// extents, every other one in address order so that no two touch (touching Deferred
+/// ranges would share a record), are pinned (the pins' cost), then freed, so that each
+/// is Deferred under its pin (the Deferred extents' cost). Sizes only; no timing.
+fn metadata_per_hold(trace: &Trace, held: usize) -> (f64, f64) {
+    let mut s = setup(trace, 0, false);
+    let mut extents: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
+    extents.sort_unstable_by_key(|e| e.start);
+    let extents: Vec<Extent> = extents.into_iter().step_by(2).take(held).collect();
+    assert_eq!(extents.len(), held, "enough live extents to hold");
+    s.pins.reserve(held);
+    let before = HELD_BYTES.load(Ordering::Relaxed);
+    for &e in &extents {
+        s.pins
+            .push(s.peer.0.pin(e).expect("pin an allocated extent"));
+    }
+    let pinned = HELD_BYTES.load(Ordering::Relaxed);
+    for &e in &extents {
+        let out = s.peer.0.free(e).expect("free a pinned extent");
+        assert_eq!(out.deferred_blocks, e.len);
+    }
+    let deferred = HELD_BYTES.load(Ordering::Relaxed);
+    s.peer
+        .0
+        .check_invariants()
+        .expect("invariants after the holds");
+    let per = |a: usize, b: usize| (b as f64 - a as f64) / held as f64;
+    (per(before, pinned), per(pinned, deferred))
+}
 
 /// A filled allocator, with `held` small extents either Allocated or Deferred under pins.
 struct Setup {
@@ -143,6 +207,7 @@ fn ratio_pass(trace: &Trace, held: usize, rounds: usize, pairs: u64) {
         );
     }
     let (none, pinned, pin_unpin) = (median(&none), median(&pinned), median(&pin_unpin));
+    let (per_pin, per_deferred) = metadata_per_hold(trace, held);
     println!("\n| measure | median | target |");
     println!("|---|---:|---|");
     println!("| churn ns/op, no pins | {none:.1} | |");
@@ -152,6 +217,8 @@ fn ratio_pass(trace: &Trace, held: usize, rounds: usize, pairs: u64) {
         pinned / none
     );
     println!("| pin + unpin of an allocated extent, ns | {pin_unpin:.1} | at most 40 |");
+    println!("| heap bytes per pin | {per_pin:.1} | at most 64 |");
+    println!("| heap bytes per Deferred extent (under its pin) | {per_deferred:.1} | at most 64 |");
 }
 
 fn main() {

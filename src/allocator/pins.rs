@@ -9,6 +9,7 @@ use core::ops::Range;
 
 use super::ranges::{clip, to_range};
 use crate::Extent;
+use crate::index::bplus::grow;
 use crate::index::intervals::Intervals;
 
 /// Names one live pin; returned by [`ExtentAllocator::pin`](crate::ExtentAllocator::pin).
@@ -186,6 +187,7 @@ impl PinTable {
                 .ok()
                 .filter(|&i| i != NIL)
                 .expect("pinalloc numbers at most 2^32 - 1 live pins");
+            grow(&mut self.slots);
             self.slots.push(slot);
             at
         } else {

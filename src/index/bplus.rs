@@ -134,7 +134,7 @@ struct Inner<K, S> {
 
 /// Makes room for one more node, growing by a quarter (at least one node) rather
 /// than doubling: still amortised O(1) per node, with at most a quarter held spare.
-fn grow<T>(arena: &mut Vec<T>) {
+pub(crate) fn grow<T>(arena: &mut Vec<T>) {
     if arena.len() == arena.capacity() {
         arena.reserve_exact((arena.len() / 4).max(1));
     }
