@@ -32,16 +32,36 @@ pub(crate) const EXACT_MAX: u64 = 128;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MaxValue(pub(crate) u64);
 
-/// What an exact class's tree knows of a subtree: which residues of `start mod 64`
-/// occur there, so that an aligned best fit can skip subtrees where no start has room
-/// for its padding.
+/// What a size-order tree knows of a subtree: which residues of `start mod 64` occur
+/// there, so that an aligned best fit can skip subtrees where no start has room for
+/// its padding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Residues(u64);
 
-impl Summary<u64, ()> for Residues {
+/// A size-order key's start: an exact class's key is the start itself, the long
+/// extents' key is [`size_key`], whose low half is the start.
+pub(crate) trait StartOf: bplus::Key {
+    fn start(self) -> u64;
+}
+
+impl StartOf for u64 {
     #[inline]
-    fn of(start: &u64, (): &()) -> Self {
-        Residues(1 << (start % 64))
+    fn start(self) -> u64 {
+        self
+    }
+}
+
+impl StartOf for u128 {
+    #[inline]
+    fn start(self) -> u64 {
+        self as u64
+    }
+}
+
+impl<K: StartOf> Summary<K, ()> for Residues {
+    #[inline]
+    fn of(key: &K, (): &()) -> Self {
+        Residues(1 << (key.start() % 64))
     }
 
     #[inline]
@@ -142,7 +162,8 @@ pub(crate) struct FreeIndex {
     /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
     nonempty: u128,
     /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
-    by_size: BPlus<u128, (), ()>,
+    /// With the residues of the starts under each child, as the exact classes.
+    by_size: BPlus<u128, (), Residues>,
     /// An address lookup made ahead by [`probe`](Self::probe), `(x, floor(x))`, kept
     /// until the next change: a free first checks its blocks are not free, then
     /// inserts them, and both start with the same descent. (A plain field set through
@@ -525,13 +546,53 @@ impl FreeIndex {
             }
             classes &= classes - 1;
         }
-        let from = self
-            .by_size
-            .ceil(size_key(need.max(EXACT_MAX + 1), 0), false);
+        let shortest = need.max(EXACT_MAX + 1);
+        let from = self.by_size.ceil(size_key(shortest, 0), false);
         if align == 1 {
             return from.map(|p| size_of_key(self.by_size.get(p).0).1);
         }
-        self.by_size.iter_from(from).find_map(|(k, ())| {
+        if align > 64 {
+            return self.by_size.iter_from(from).find_map(|(k, ())| {
+                let (l, s) = size_of_key(k);
+                fit(s, l, need, align)
+            });
+        }
+        self.long_best_fit(shortest, need, align)
+    }
+
+    /// Aligned best fit (align at most 64) among the extents longer than
+    /// [`EXACT_MAX`], of `shortest` blocks or more: one descent per length below
+    /// `need + align - 1`, the length from which every extent fits.
+    ///
+    /// For a length `l`, the first extent at or after `(l, 0)` whose start has room
+    /// for its padding with `l - need` blocks to spare fits, and the residue summaries
+    /// lead straight to it. Any fitting extent of length `l` or more is at or after
+    /// it, so the smallest of these candidates is the best fit.
+    fn long_best_fit(&self, shortest: u64, need: u64, align: u64) -> Option<u64> {
+        let always_fits = need.saturating_add(align - 1).max(shortest);
+        let mut best = self
+            .by_size
+            .ceil(size_key(always_fits, 0), false)
+            .map(|p| self.by_size.get(p).0);
+        for len in shortest..always_fits {
+            let from = size_key(len, 0);
+            if best.is_some_and(|b| b <= from) {
+                break;
+            }
+            let room = residues_with_room(align, len - need);
+            let found = self.by_size.first_matching(
+                from,
+                |r| r.0 & room != 0,
+                |k, ()| room & (1 << (k.start() % 64)) != 0,
+            );
+            if let Some(p) = found {
+                let k = self.by_size.get(p).0;
+                if best.is_none_or(|b| k < b) {
+                    best = Some(k);
+                }
+            }
+        }
+        best.and_then(|k| {
             let (l, s) = size_of_key(k);
             fit(s, l, need, align)
         })
@@ -898,7 +959,7 @@ mod tests {
                     } else {
                         rng.below(140)
                     };
-                    let align = 1 << rng.below(5);
+                    let align = 1 << rng.below(8);
                     let goal = rng.below(cap);
                     let what =
                         format!("seed {seed} step {step}: need {need} align {align} goal {goal}");
