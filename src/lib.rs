@@ -15,14 +15,18 @@
 //!   `u128` saying whether it is empty), and longer extents share one tree ordered by
 //!   `(len, start)`. Best fit is the lowest set bit at or above the length asked for
 //!   and that class's first start, or else the first long extent at or above
-//!   `(len, 0)`: the smallest fitting extent and the lowest among equals, exactly. An
-//!   exact class also keeps which residues of `start mod 64` occur under each child,
+//!   `(len, 0)`: the smallest fitting extent and the lowest among equals, exactly. Both
+//!   size orders also keep which residues of `start mod 64` occur under each child,
 //!   so an aligned best fit finds the lowest start with room for its padding in one
-//!   descent.
+//!   descent per candidate length.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
-//! Pinned Free blocks, Deferred blocks (with the epoch they were freed in) and per-block
-//! pin counts live in `rangemap` runs beside it. Allocated blocks are not recorded at
+//! Pins are records in a slab plus an interval B+ tree (keyed by start, with the
+//! furthest end under each child), which answers "is anything here pinned", pin counts
+//! and "what did this unpin leave unpinned" by descent; the same tree marks Deferred
+//! blocks no pin covers, so a free checks for holds with one lookup. Pinned Free blocks
+//! and Deferred blocks (with the epoch they were freed in) live in `rangemap` runs
+//! beside it. Allocated blocks are not recorded at
 //! all: they are whatever is in none of those. Metadata therefore grows with the number
 //! of extents, pins and deferred ranges, never with capacity.
 //!
