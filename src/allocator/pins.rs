@@ -118,7 +118,7 @@ pub(crate) struct PinTable {
     vacant: u32,
     live: usize,
     /// Sequence number of the next pin; starts at 1.
-    pub(crate) next_seq: u64,
+    next_seq: u64,
     /// Every live pin's range, under its slot, and the Deferred marks, under
     /// [`DEFERRED`].
     holds: Intervals,
@@ -166,6 +166,15 @@ impl PinTable {
     ///
     /// Past 2^32 - 1 live pins.
     pub(crate) fn add(&mut self, extent: Extent, mode: PinMode) -> (u64, u32) {
+        // Numbered first, so that past 2^32 - 1 live pins the panic changes nothing.
+        let at = if self.vacant == NIL {
+            u32::try_from(self.slots.len())
+                .ok()
+                .filter(|&i| i != NIL)
+                .expect("pinalloc numbers at most 2^32 - 1 live pins")
+        } else {
+            self.vacant
+        };
         let r = to_range(extent);
         let covered: u64 = self
             .holds
@@ -182,20 +191,13 @@ impl PinTable {
             len: extent.len,
             tag: seq << 1 | u64::from(blocking),
         };
-        let at = if self.vacant == NIL {
-            let at = u32::try_from(self.slots.len())
-                .ok()
-                .filter(|&i| i != NIL)
-                .expect("pinalloc numbers at most 2^32 - 1 live pins");
-            grow(&mut self.slots);
-            self.slots.push(slot);
-            at
-        } else {
-            let at = self.vacant;
+        if at == self.vacant {
             self.vacant = self.slots[at as usize].start as u32;
             self.slots[at as usize] = slot;
-            at
-        };
+        } else {
+            grow(&mut self.slots);
+            self.slots.push(slot);
+        }
         self.holds.insert(&r, at);
         if blocking {
             self.blocking.insert(&r, at);
@@ -301,12 +303,16 @@ impl PinTable {
     /// it covers.
     pub(crate) fn first_blocking(&self, r: &Range<u64>) -> Option<(u64, u32, Range<u64>)> {
         let mut oldest: Option<(u64, u32, Range<u64>)> = None;
-        self.blocking.for_each_overlapping(r, is_pin, |pr, slot| {
-            let seq = self.slots[slot as usize].seq();
-            if oldest.as_ref().is_none_or(|o| seq < o.0) {
-                oldest = Some((seq, slot, clip(&pr, r)));
-            }
-        });
+        self.blocking.for_each_overlapping(
+            r,
+            |_| true,
+            |pr, slot| {
+                let seq = self.slots[slot as usize].seq();
+                if oldest.as_ref().is_none_or(|o| seq < o.0) {
+                    oldest = Some((seq, slot, clip(&pr, r)));
+                }
+            },
+        );
         oldest
     }
 
@@ -427,12 +433,14 @@ impl ExtentAllocator {
     /// ```
     pub fn pin_with(&mut self, extent: Extent, mode: PinMode) -> Result<PinId, PinError> {
         let (_, free_pieces) = self.check_pin(extent)?;
+        // The record first: it is the one step that can panic (past 2^32 - 1 live
+        // pins), and then nothing else has changed yet.
+        let (seq, slot) = self.pins.add(extent, mode);
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);
             self.count_pinned_free_blocks += p.len;
         }
-        let (seq, slot) = self.pins.add(extent, mode);
         self.counters.pins = self.counters.pins.saturating_add(1);
         self.debug_check();
         Ok(PinId {

@@ -10,17 +10,18 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::MaxValue;
 use super::bplus::BPlus;
+use super::{MaxValue, pair, unpair};
 
 #[inline]
 fn key(start: u64, id: u32) -> u128 {
-    (u128::from(start) << 64) | u128::from(id)
+    pair(start, u64::from(id))
 }
 
 #[inline]
 fn unkey(k: u128) -> (u64, u32) {
-    ((k >> 64) as u64, k as u32)
+    let (start, id) = unpair(k);
+    (start, id as u32)
 }
 
 /// Ranges with ids; see the module docs.

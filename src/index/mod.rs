@@ -183,12 +183,24 @@ pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {
 /// The size order's key: length first, then start.
 #[inline]
 fn size_key(len: u64, start: u64) -> u128 {
-    (u128::from(len) << 64) | u128::from(start)
+    pair(len, start)
 }
 
 /// `(len, start)` of a size key.
 #[inline]
 fn size_of_key(key: u128) -> (u64, u64) {
+    unpair(key)
+}
+
+/// Two words as one key ordered by `hi`, then `lo`.
+#[inline]
+pub(crate) fn pair(hi: u64, lo: u64) -> u128 {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// The words of a [`pair`].
+#[inline]
+pub(crate) fn unpair(key: u128) -> (u64, u64) {
     ((key >> 64) as u64, key as u64)
 }
 
