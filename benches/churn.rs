@@ -267,6 +267,10 @@ enum Asking {
     Exact,
     /// Best fit, aligned to 8 blocks.
     Aligned,
+    /// First fit, aligned to 8 blocks.
+    FirstAligned,
+    /// Near the sweeping goal, aligned to 8 blocks.
+    NearAligned,
     /// Anything from half the length to all of it.
     Range,
     /// `allocate_many`: the length in as many pieces as it takes.
@@ -274,12 +278,14 @@ enum Asking {
 }
 
 impl Asking {
-    const ALL: [(Asking, &'static str); 7] = [
+    const ALL: [(Asking, &'static str); 9] = [
         (Asking::BestFit, "best fit (default)"),
         (Asking::FirstFit, "first fit"),
         (Asking::Near, "near a goal"),
         (Asking::Exact, "exact start (last freed)"),
         (Asking::Aligned, "best fit, aligned to 8"),
+        (Asking::FirstAligned, "first fit, aligned to 8"),
+        (Asking::NearAligned, "near a goal, aligned to 8"),
         (Asking::Range, "min..=max (len/2..=len)"),
         (Asking::Many, "allocate_many"),
     ];
@@ -297,11 +303,13 @@ impl Asking {
         let request = match self {
             Asking::BestFit => Request::new(len),
             Asking::FirstFit => Request::new(len).policy(Policy::FirstFit),
-            Asking::Near => {
-                Request::new(len).policy(Policy::Near(op.wrapping_mul(4099) % capacity))
-            }
+            Asking::Near => Request::new(len).policy(Policy::Near(sweep(op, capacity))),
             Asking::Exact => Request::new(len).policy(Policy::Exact(last_freed)),
             Asking::Aligned => Request::new(len).align(8),
+            Asking::FirstAligned => Request::new(len).align(8).policy(Policy::FirstFit),
+            Asking::NearAligned => Request::new(len)
+                .align(8)
+                .policy(Policy::Near(sweep(op, capacity))),
             Asking::Range => Request::range(len.div_ceil(2)..=len),
             Asking::Many => return a.allocate_many(len).map_or(Got::Nothing, Got::Many),
         };
@@ -313,6 +321,11 @@ impl Asking {
             Err(_) => Got::Nothing,
         }
     }
+}
+
+/// The goal of the `op`th near-goal allocation: a sweep across the space.
+fn sweep(op: u64, capacity: u64) -> u64 {
+    op.wrapping_mul(4099) % capacity
 }
 
 /// What one allocation of the policy pass got (only `allocate_many` needs a `Vec`).

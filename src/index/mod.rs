@@ -15,6 +15,12 @@
 //!   first long extent at or above `(need, 0)`: smallest length first, lowest start
 //!   among equals, exactly.
 //!
+//! Aligned requests (alignment `a`) must also weigh extents of `need` to
+//! `need + a - 2` blocks, which fit only from some starts. Every size tree keeps the
+//! residues of its starts mod 64 under each child, so for `a <= 64` the first extent
+//! of a given length, at or after (or before) an address, whose start has room for
+//! its padding is one descent: an aligned search costs at most `a - 1` of them.
+//!
 //! All trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
 //! cache lines per level and no allocator call happens once the trees have grown.
 
@@ -138,6 +144,19 @@ impl<K: bplus::Key> Summary<K, u64> for MaxValue {
             None
         }
     }
+}
+
+/// How many long-enough but misaligned extents an aligned first fit or near-goal search
+/// tries one by one before it switches to the exact search by length. Usually the
+/// first or second extent fits; the switch bounds the worst case at one descent per
+/// length that can need padding.
+const SCAN_BUDGET: usize = 4;
+
+/// Which way [`FreeIndex::of_len_with_room`] looks from its address.
+#[derive(Clone, Copy)]
+enum Side {
+    Before,
+    After,
 }
 
 /// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
@@ -305,11 +324,8 @@ impl FreeIndex {
         if align > 64 {
             return self.all_of_len(len).find_map(|s| fit(s, len, need, align));
         }
-        let room = residues_with_room(align, len - need);
-        let class = self.exact.get(len as usize - 1)?;
-        let p =
-            class.first_matching(0, |r| r.0 & room != 0, |&s, ()| room & (1 << (s % 64)) != 0)?;
-        fit(class.get(p).0, len, need, align)
+        let s = self.of_len_with_room(len, need, align, 0, Side::After)?;
+        fit(s, len, need, align)
     }
 
     /// The free extents of exactly `len <= EXACT_MAX` blocks, in address order.
@@ -612,31 +628,107 @@ impl FreeIndex {
 
     /// First fit: the lowest aligned start where `need` blocks fit.
     pub(crate) fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
+        self.first_fit_scanning(need, align, SCAN_BUDGET)
+    }
+
+    /// [`first_fit`](Self::first_fit), trying up to `budget` long-enough extents that
+    /// turn out misaligned before it switches to the exact search by length.
+    fn first_fit_scanning(&self, need: u64, align: u64, budget: usize) -> Option<u64> {
+        let long_enough = |need: u64| move |b: &MaxValue| b.0 >= need;
         let mut from = 0;
-        loop {
+        let mut misses = 0;
+        while align > 64 || misses <= budget {
             let p = self
                 .by_addr
-                .first_matching(from, |b| b.0 >= need, |_, &l| l >= need)?;
+                .first_matching(from, long_enough(need), |_, &l| l >= need)?;
             let (s, l) = self.by_addr.get(p);
             if let Some(p) = fit(s, l, need, align) {
                 return Some(p);
             }
             from = s + 1;
+            misses += 1;
         }
+        // No extent below `from` fits. One of `need + align - 1` blocks or more always
+        // fits; a shorter one only from a start with room for its padding, and the
+        // residue summaries find the first such start of each length.
+        let always = need.saturating_add(align - 1);
+        let mut best = self
+            .by_addr
+            .first_matching(from, long_enough(always), |_, &l| l >= always)
+            .map(|p| self.by_addr.get(p));
+        for len in need..always {
+            let upto = best.map_or(u64::MAX, |(s, _)| s);
+            if let Some(s) = self.of_len_with_room(len, need, align, from, Side::After) {
+                if s < upto {
+                    best = Some((s, len));
+                }
+            }
+        }
+        best.and_then(|(s, l)| fit(s, l, need, align))
     }
 
     /// The aligned placement of `need` blocks whose start is closest to `goal`; the
     /// lower on a tie.
     pub(crate) fn near(&self, need: u64, align: u64, goal: u64) -> Option<u64> {
+        self.near_scanning(need, align, goal, SCAN_BUDGET)
+    }
+
+    /// [`near`](Self::near), trying up to `budget` misaligned extents on each side
+    /// before it switches to the exact search by length.
+    fn near_scanning(&self, need: u64, align: u64, goal: u64, budget: usize) -> Option<u64> {
+        let closest =
+            |found: &mut dyn Iterator<Item = u64>| found.min_by_key(|&p| (p.abs_diff(goal), p));
+        let budget = if align > 64 { usize::MAX } else { budget };
+        if let Ok(found) = self.near_in(need, need, align, goal, budget) {
+            return closest(&mut found.into_iter().flatten());
+        }
+        // Every extent of `need + align - 1` blocks or more fits; a shorter one only
+        // from a start with room for its padding. Placements rise with starts, so the
+        // closest is the last fitting placement at or below the goal or the first
+        // above it: among each kind's last two extents starting at or before the goal
+        // and its first after it.
+        let always = need.saturating_add(align - 1);
+        let long = self
+            .near_in(always, need, align, goal, usize::MAX)
+            .unwrap_or_default();
+        let mut found = alloc::vec::Vec::from(long);
+        for len in need..always {
+            let fits = |s: Option<u64>| s.and_then(|s| fit(s, len, need, align));
+            let last = self.of_len_with_room(len, need, align, goal, Side::Before);
+            let before = last
+                .and_then(|s| s.checked_sub(1))
+                .and_then(|u| self.of_len_with_room(len, need, align, u, Side::Before));
+            let after = goal
+                .checked_add(1)
+                .and_then(|f| self.of_len_with_room(len, need, align, f, Side::After));
+            found.extend([fits(last), fits(before), fits(after)]);
+        }
+        closest(&mut found.into_iter().flatten())
+    }
+
+    /// The near-goal search among the extents of `longer` blocks or more: the last two
+    /// fitting ones starting at or before `goal` and the first after it. `Err` when
+    /// more than `budget` of them on one side turn out misaligned.
+    fn near_in(
+        &self,
+        longer: u64,
+        need: u64,
+        align: u64,
+        goal: u64,
+        budget: usize,
+    ) -> Result<[Option<u64>; 3], ()> {
+        let sub = |b: &MaxValue| b.0 >= longer;
+        let entry = |_: &u64, &l: &u64| l >= longer;
         // Left side: the last fitting extent starting at or before the goal. If alignment
         // pushes its placement above the goal, the fitting extent before it may be closer.
         let mut left = [None, None];
         let mut upto = Some(goal);
+        let mut misses = 0;
         for slot in &mut left {
             while let Some(u) = upto {
                 let Some((s, l)) = self
                     .by_addr
-                    .last_matching(u, |b| b.0 >= need, |_, &l| l >= need)
+                    .last_matching(u, sub, entry)
                     .map(|p| self.by_addr.get(p))
                 else {
                     upto = None;
@@ -647,6 +739,10 @@ impl FreeIndex {
                     *slot = Some(p);
                     break;
                 }
+                misses += 1;
+                if misses > budget {
+                    return Err(());
+                }
             }
             if slot.is_none_or(|p| p <= goal) {
                 break;
@@ -655,10 +751,11 @@ impl FreeIndex {
         // Right side: the first fitting extent starting after the goal.
         let mut right = None;
         let mut from = goal.checked_add(1);
+        let mut misses = 0;
         while let Some(f) = from {
             let Some((s, l)) = self
                 .by_addr
-                .first_matching(f, |b| b.0 >= need, |_, &l| l >= need)
+                .first_matching(f, sub, entry)
                 .map(|p| self.by_addr.get(p))
             else {
                 break;
@@ -668,11 +765,50 @@ impl FreeIndex {
                 break;
             }
             from = s.checked_add(1);
+            misses += 1;
+            if misses > budget {
+                return Err(());
+            }
         }
-        left.into_iter()
-            .chain([right])
-            .flatten()
-            .min_by_key(|&p| (p.abs_diff(goal), p))
+        Ok([left[0], left[1], right])
+    }
+
+    /// The start of the first free extent of exactly `len` blocks at or after `at`
+    /// ([`Side::After`]), or of the last at or before it ([`Side::Before`]), whose
+    /// start leaves room for `align`-padding with `len - need` blocks to spare.
+    /// `need <= len < need + align - 1` and `align <= 64`: the residue summaries lead
+    /// straight to it, one descent.
+    fn of_len_with_room(
+        &self,
+        len: u64,
+        need: u64,
+        align: u64,
+        at: u64,
+        side: Side,
+    ) -> Option<u64> {
+        debug_assert!(align <= 64 && need <= len && len - need < align);
+        let room = residues_with_room(align, len - need);
+        let sub = |r: &Residues| r.0 & room != 0;
+        if len <= EXACT_MAX {
+            if self.nonempty & class_bit(len) == 0 {
+                return None;
+            }
+            let class = self.exact.get(len as usize - 1)?;
+            let entry = |&s: &u64, (): &()| room & (1 << (s % 64)) != 0;
+            let p = match side {
+                Side::After => class.first_matching(at, sub, entry),
+                Side::Before => class.last_matching(at, sub, entry),
+            }?;
+            Some(class.get(p).0)
+        } else {
+            let entry = |k: &u128, (): &()| room & (1 << (k.start() % 64)) != 0;
+            let p = match side {
+                Side::After => self.by_size.first_matching(size_key(len, at), sub, entry),
+                Side::Before => self.by_size.last_matching(size_key(len, at), sub, entry),
+            }?;
+            let (l, s) = size_of_key(self.by_size.get(p).0);
+            (l == len).then_some(s)
+        }
     }
 
     /// The number of free blocks from `start` to the end of its free extent (0 if
@@ -881,6 +1017,20 @@ mod tests {
     }
 
     #[test]
+    fn near_by_length_looks_past_an_alignment_overshoot() {
+        // free: [10..17)  [18..25)  [33..35); need 1 aligned to 8, goal 18
+        // [18..25) places at 24 (6 away), the extent of the same length before it at
+        // 16 (2 away); [33..35) has no aligned block, so a search that tries no
+        // misaligned extent goes straight to the search by length.
+        let mut ix = FreeIndex::new();
+        ix.insert(10, 7);
+        ix.insert(18, 7);
+        ix.insert(33, 2);
+        assert_eq!(ix.near_scanning(1, 8, 18, 0), Some(16));
+        assert_eq!(ix.near(1, 8, 18), Some(16));
+    }
+
+    #[test]
     fn largest_placeable_accounts_for_alignment() {
         let mut ix = FreeIndex::new();
         ix.insert(1, 10); // aligned to 8: [8..11) -> 3
@@ -986,9 +1136,19 @@ mod tests {
                         "first {what}"
                     );
                     assert_eq!(
+                        ix.first_fit_scanning(need, align, 0),
+                        plain.first_fit(need, align),
+                        "first, no scan, {what}"
+                    );
+                    assert_eq!(
                         ix.near(need, align, goal),
                         plain.near(need, align, goal),
                         "near {what}"
+                    );
+                    assert_eq!(
+                        ix.near_scanning(need, align, goal, 0),
+                        plain.near(need, align, goal),
+                        "near, no scan, {what}"
                     );
                     assert_eq!(
                         ix.largest_placeable(align),
