@@ -74,6 +74,8 @@ mod shared;
 mod stats;
 #[cfg(feature = "std")]
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use allocator::{
     BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,

@@ -9,9 +9,7 @@
 //! durable extents, stats and invariants. `PROPTEST_CASES` scales the case count
 //! (default 256).
 
-mod common;
-
-use common::{Model, Req, State};
+use pinalloc::testing::Model;
 use pinalloc::{
     AllocError, BlockState, Extent, FreeError, Policy, ReaderId, Request, SharedAllocator,
     SharedFreeError, SharedPinError, SharedPinId,
@@ -246,13 +244,12 @@ impl Harness {
             .pin_owned(e, pinalloc::PinOptions::new().mode(mode))
         {
             Ok(id) => {
-                self.model
-                    .pin(Some(id.core_pin()), e, blocking)
-                    .expect("the model agrees");
+                self.model.check_pin(e).expect("the model agrees");
+                self.model.pin(id.core_pin(), e, blocking);
                 self.pins.push(id);
             }
             Err(SharedPinError::Core(err)) => {
-                assert_eq!(Err(err), self.model.pin(None, e, blocking));
+                assert_eq!(Err(err), self.model.check_pin(e));
             }
             Err(other) => panic!("pin({e}): {other}"),
         }
@@ -262,11 +259,7 @@ impl Harness {
     fn check(&self) {
         let cap = self.model.capacity();
         for b in 0..cap {
-            let want = match self.model.blocks[b as usize].state {
-                State::Free => BlockState::Free,
-                State::Allocated => BlockState::Allocated,
-                State::Deferred => BlockState::Deferred,
-            };
+            let want = self.model.blocks[b as usize].state;
             assert_eq!(self.alloc.state_of(b), Some(want), "block {b}");
             assert_eq!(
                 self.alloc.pin_count(b),
@@ -377,19 +370,4 @@ proptest! {
         }
         h.finish();
     }
-}
-
-#[test]
-fn the_request_helper_matches_the_real_request() {
-    // Keeps `common::Req` exercised from this test crate too.
-    let r = Req {
-        min: 2,
-        max: 4,
-        align: 1,
-        policy: Policy::FirstFit,
-    };
-    assert_eq!(
-        r.to_request(),
-        Request::range(2..=4).policy(Policy::FirstFit)
-    );
 }

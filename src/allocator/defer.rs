@@ -12,7 +12,7 @@ use rangemap::{RangeMap, RangeSet};
 
 use super::ranges::clip;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Deferrals {
     /// Every Deferred block → the epoch of its free.
     pub(crate) epoch_of: RangeMap<u64, u64>,

@@ -82,7 +82,7 @@ pub struct ReleaseOutcome {
     pub unpinned_free_blocks: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Epochs {
     /// The open epoch; starts at 1.
     pub(crate) open: u64,

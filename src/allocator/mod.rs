@@ -229,6 +229,53 @@ impl ExtentAllocator {
         }
     }
 
+    /// The first field in which `self` and `other` differ, by name: every field,
+    /// node by node in the trees, except the identity (a clone has its own) and the
+    /// free index's lookup cache. What the failure-atomicity checks compare.
+    #[cfg(feature = "testing")]
+    pub(crate) fn first_difference(&self, other: &Self) -> Option<&'static str> {
+        // Named in full, so that a new field cannot be left out unnoticed.
+        let ExtentAllocator {
+            capacity,
+            free,
+            pinned_free,
+            count_pinned_free_blocks,
+            pins,
+            deferrals,
+            epochs,
+            reservations,
+            count_reserved_blocks,
+            next_reservation_id,
+            uid: _,
+            counters,
+        } = self;
+        [
+            ("capacity", *capacity == other.capacity),
+            ("free", *free == other.free),
+            ("pinned_free", *pinned_free == other.pinned_free),
+            (
+                "count_pinned_free_blocks",
+                *count_pinned_free_blocks == other.count_pinned_free_blocks,
+            ),
+            ("pins", *pins == other.pins),
+            ("deferrals", *deferrals == other.deferrals),
+            ("epochs", *epochs == other.epochs),
+            ("reservations", *reservations == other.reservations),
+            (
+                "count_reserved_blocks",
+                *count_reserved_blocks == other.count_reserved_blocks,
+            ),
+            (
+                "next_reservation_id",
+                *next_reservation_id == other.next_reservation_id,
+            ),
+            ("counters", *counters == other.counters),
+        ]
+        .into_iter()
+        .find(|&(_, same)| !same)
+        .map(|(name, _)| name)
+    }
+
     /// The number of managed blocks.
     ///
     /// ```

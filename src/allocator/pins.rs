@@ -74,7 +74,7 @@ fn is_pin(id: u32) -> bool {
 }
 
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
     /// A live pin's first block; a vacant slot's next vacant slot.
     start: u64,
@@ -111,7 +111,7 @@ impl Slot {
 /// Only Deferred blocks that no pin covers need a mark, so blocks Deferred under a pin
 /// (a truncate under DMA) cost no entry of their own. The marks are disjoint, lie
 /// inside the Deferred blocks, and together with the pins cover all of them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PinTable {
     slots: Vec<Slot>,
     /// The first vacant slot, or [`NIL`].

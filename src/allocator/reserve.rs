@@ -134,6 +134,12 @@ impl ExtentAllocator {
         Ok(left)
     }
 
+    /// Whether `reservation` was made by this allocator (live or not).
+    #[cfg(feature = "testing")]
+    pub(crate) fn made(&self, reservation: &Reservation) -> bool {
+        reservation.owner == self.uid
+    }
+
     fn owns(&self, reservation: &Reservation) -> bool {
         reservation.owner == self.uid && self.reservations.contains_key(&reservation.id)
     }

@@ -108,7 +108,7 @@ impl<K, V> Summary<K, V> for () {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Leaf<K, V> {
     keys: [K; B],
     vals: [V; B],
@@ -120,7 +120,7 @@ struct Leaf<K, V> {
     prev: u32,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Inner<K, S> {
     /// `keys[i]`: the smallest key under `kids[i]` (`keys[0]` is never searched).
     keys: [K; B],
@@ -154,7 +154,7 @@ pub(crate) struct Pos {
 }
 
 /// The tree; `S` is what parents know of their children.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BPlus<K, V, S> {
     leaves: Vec<Leaf<K, V>>,
     inners: Vec<Inner<K, S>>,

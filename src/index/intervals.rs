@@ -25,7 +25,7 @@ fn unkey(k: u128) -> (u64, u32) {
 }
 
 /// Ranges with ids; see the module docs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Intervals {
     tree: BPlus<u128, u64, MaxValue>,
 }

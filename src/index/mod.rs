@@ -192,6 +192,18 @@ pub(crate) struct FreeIndex {
     histogram: [u64; HISTOGRAM_BUCKETS],
 }
 
+/// Equal contents, node by node; the probe is a lookup cache and is not compared.
+impl PartialEq for FreeIndex {
+    fn eq(&self, o: &Self) -> bool {
+        self.by_addr == o.by_addr
+            && self.exact == o.exact
+            && self.nonempty == o.nonempty
+            && self.by_size == o.by_size
+            && self.count_free_blocks == o.count_free_blocks
+            && self.histogram == o.histogram
+    }
+}
+
 /// The lowest multiple of `align` (a power of two) that is `>= x`, if any.
 #[inline]
 pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {

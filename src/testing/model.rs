@@ -1,43 +1,22 @@
 //! The reference model: one record per block, placements computed by brute force from
 //! each policy's definition, and holds re-evaluated for every block after every
-//! operation. Obviously correct beats fast here.
-
-#![allow(dead_code)]
+//! operation. Obviously correct beats fast here: every operation is O(capacity) or
+//! worse, so keep model spaces to a few thousand blocks.
 
 use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
 
-use pinalloc::{
-    AllocError, EpochError, Extent, FreeError, HISTOGRAM_BUCKETS, Held, PinError, PinId, Policy,
-    ReaderId, Request,
+use crate::{
+    AllocError, BlockState, EpochError, Extent, FreeError, HISTOGRAM_BUCKETS, Held, PinError,
+    PinId, Policy, ReaderId, Request,
 };
 
-/// What a request looks like to the model (the real `Request`'s fields are private).
-#[derive(Debug, Clone, Copy)]
-pub struct Req {
-    pub min: u64,
-    pub max: u64,
-    pub align: u64,
-    pub policy: Policy,
-}
-
-impl Req {
-    pub fn to_request(self) -> Request {
-        Request::range(self.min..=self.max)
-            .align(self.align)
-            .policy(self.policy)
-    }
-}
-
+/// One block of the [`Model`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Free,
-    Allocated,
-    Deferred,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Block {
-    pub state: State,
+pub struct ModelBlock {
+    /// Free, Allocated or Deferred.
+    pub state: BlockState,
     /// Pins of any mode.
     pub pins: u32,
     /// Blocking pins.
@@ -50,8 +29,8 @@ pub struct Block {
     pub alloc_epoch: Option<u64>,
 }
 
-const FREE: Block = Block {
-    state: State::Free,
+const FREE: ModelBlock = ModelBlock {
+    state: BlockState::Free,
     pins: 0,
     blocking: 0,
     pending: false,
@@ -59,29 +38,55 @@ const FREE: Block = Block {
     alloc_epoch: None,
 };
 
+/// The block-state contract of [`ExtentAllocator`](crate::ExtentAllocator), written
+/// as plainly as possible: a `Vec` with one [`ModelBlock`] per block.
+///
+/// Its methods mirror the allocator's and return what the allocator must return,
+/// errors included. [`Checked`](super::Checked) runs both side by side.
+///
+/// ```
+/// use pinalloc::testing::Model;
+/// use pinalloc::{Extent, Request};
+///
+/// let mut model = Model::new(8);
+/// let e = model.allocate(&Request::new(3), None)?;
+/// assert_eq!(e, Extent::new(0, 3));
+/// assert_eq!(model.free_runs(), [Extent::new(3, 5)]);
+/// # Ok::<(), pinalloc::AllocError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub blocks: Vec<Block>,
-    /// Reservation id -> blocks left.
+    /// Every block, by address.
+    pub blocks: Vec<ModelBlock>,
+    /// Reservation id → blocks left.
     pub reservations: BTreeMap<u64, u64>,
-    /// Live pins -> (extent, blocking).
+    /// Live pins → (extent, blocking).
     pub pins: BTreeMap<PinId, (Extent, bool)>,
-    /// Live readers -> epoch begun in.
+    /// Live readers → the epoch each began in.
     pub readers: BTreeMap<ReaderId, u64>,
+    /// The open epoch.
     pub open: u64,
 }
 
-/// What a free did, per the model.
+/// What a free did, per the model: blocks Free at once and blocks Deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freed {
+    /// Blocks that became Free.
     pub now: u64,
+    /// Blocks that became Deferred.
     pub deferred: u64,
 }
 
 impl Model {
+    /// `capacity` Free blocks, epoch 1 open.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` does not fit in memory as one record per block.
+    #[must_use]
     pub fn new(capacity: u64) -> Self {
         Model {
-            blocks: vec![FREE; capacity as usize],
+            blocks: vec![FREE; usize::try_from(capacity).expect("a model space fits in memory")],
             reservations: BTreeMap::new(),
             pins: BTreeMap::new(),
             readers: BTreeMap::new(),
@@ -89,51 +94,71 @@ impl Model {
         }
     }
 
-    /// Marks blocks Allocated at construction (durable, from before epoch 1).
+    /// Marks blocks Allocated at construction (durable, from before epoch 1), as
+    /// [`ExtentAllocator::from_allocated_extents`](crate::ExtentAllocator::from_allocated_extents)
+    /// does.
+    ///
+    /// # Panics
+    ///
+    /// If `e` leaves the space.
     pub fn mount_allocated(&mut self, e: Extent) {
         for b in e.start..e.start + e.len {
-            self.blocks[b as usize].state = State::Allocated;
+            self.blocks[b as usize].state = BlockState::Allocated;
         }
     }
 
+    /// The number of blocks.
+    #[must_use]
     pub fn capacity(&self) -> u64 {
         self.blocks.len() as u64
     }
 
-    fn count(&self, f: impl Fn(&Block) -> bool) -> u64 {
+    fn count(&self, f: impl Fn(&ModelBlock) -> bool) -> u64 {
         self.blocks.iter().filter(|b| f(b)).count() as u64
     }
 
-    fn allocatable(b: &Block) -> bool {
-        b.state == State::Free && b.pins == 0
+    fn allocatable(b: &ModelBlock) -> bool {
+        b.state == BlockState::Free && b.pins == 0
     }
 
     /// Free blocks, pinned ones included.
+    #[must_use]
     pub fn free_blocks(&self) -> u64 {
-        self.count(|b| b.state == State::Free)
+        self.count(|b| b.state == BlockState::Free)
     }
 
     /// Free blocks `allocate` may use.
+    #[must_use]
     pub fn index_free(&self) -> u64 {
         self.count(Self::allocatable)
     }
 
+    /// Allocated blocks.
+    #[must_use]
     pub fn allocated_blocks(&self) -> u64 {
-        self.count(|b| b.state == State::Allocated)
+        self.count(|b| b.state == BlockState::Allocated)
     }
 
+    /// Free blocks some pin covers.
+    #[must_use]
     pub fn pinned_free(&self) -> u64 {
-        self.count(|b| b.state == State::Free && b.pins > 0)
+        self.count(|b| b.state == BlockState::Free && b.pins > 0)
     }
 
+    /// Blocks some pin covers, in any state.
+    #[must_use]
     pub fn pinned_blocks(&self) -> u64 {
         self.count(|b| b.pins > 0)
     }
 
+    /// Blocks reserved and not yet spent.
+    #[must_use]
     pub fn reserved(&self) -> u64 {
         self.reservations.values().sum()
     }
 
+    /// The epoch the oldest live reader began in.
+    #[must_use]
     pub fn oldest_reader(&self) -> Option<u64> {
         self.readers.values().copied().min()
     }
@@ -142,11 +167,13 @@ impl Model {
         self.oldest_reader().is_some_and(|o| o <= freed_epoch)
     }
 
+    /// Deferred blocks by what holds them: an epoch or a reader, else only pins.
+    #[must_use]
     pub fn deferred(&self) -> Held {
         let epochs = self.count(|b| {
-            b.state == State::Deferred && (b.pending || self.reader_holds(b.freed_epoch))
+            b.state == BlockState::Deferred && (b.pending || self.reader_holds(b.freed_epoch))
         });
-        let all = self.count(|b| b.state == State::Deferred);
+        let all = self.count(|b| b.state == BlockState::Deferred);
         Held {
             pins: all - epochs,
             epochs,
@@ -154,7 +181,7 @@ impl Model {
     }
 
     /// Maximal runs of blocks satisfying `f`, in address order.
-    pub fn runs(&self, f: impl Fn(&Block) -> bool) -> Vec<Extent> {
+    pub fn runs(&self, f: impl Fn(&ModelBlock) -> bool) -> Vec<Extent> {
         let mut runs = Vec::new();
         let mut b = 0;
         while b < self.blocks.len() {
@@ -172,19 +199,25 @@ impl Model {
     }
 
     /// The free index: maximal runs of Free, unpinned blocks.
+    #[must_use]
     pub fn free_runs(&self) -> Vec<Extent> {
         self.runs(Self::allocatable)
     }
 
     /// What a remount would find free: not Allocated and not waiting for a commit.
+    #[must_use]
     pub fn durable_runs(&self) -> Vec<Extent> {
-        self.runs(|b| b.state != State::Allocated && !b.pending)
+        self.runs(|b| b.state != BlockState::Allocated && !b.pending)
     }
 
+    /// The longest free run `allocate` may use.
+    #[must_use]
     pub fn largest_free(&self) -> u64 {
         self.free_runs().iter().map(|r| r.len).max().unwrap_or(0)
     }
 
+    /// The free runs' size histogram, as [`Stats::free_histogram`](crate::Stats).
+    #[must_use]
     pub fn histogram(&self) -> [u64; HISTOGRAM_BUCKETS] {
         let mut h = [0; HISTOGRAM_BUCKETS];
         for r in self.free_runs() {
@@ -193,6 +226,8 @@ impl Model {
         h
     }
 
+    /// The [`AllocError::NoSpace`] the allocator must give for `requested` blocks.
+    #[must_use]
     pub fn no_space(&self, requested: u64) -> AllocError {
         AllocError::NoSpace {
             requested,
@@ -231,16 +266,20 @@ impl Model {
         match policy {
             Policy::FirstFit => cands.first().copied(),
             Policy::Near(goal) => cands.into_iter().min_by_key(|&p| (p.abs_diff(goal), p)),
-            Policy::BestFit | Policy::Exact(_) => {
+            _ => {
                 // Smallest free run holding a candidate, lowest run first; its lowest candidate.
                 let runs = self.free_runs();
-                let run_of = |p: u64| *runs.iter().find(|r| r.contains(p)).unwrap();
+                let run_of = |p: u64| {
+                    runs.iter()
+                        .find(|r| r.contains(p))
+                        .copied()
+                        .expect("a candidate lies in a free run")
+                };
                 cands.into_iter().min_by_key(|&p| {
                     let r = run_of(p);
                     (r.len, r.start, p)
                 })
             }
-            _ => unreachable!(),
         }
     }
 
@@ -254,14 +293,14 @@ impl Model {
             .unwrap_or(0)
     }
 
-    fn validate(&self, r: &Req) -> Result<(), AllocError> {
-        if r.min == 0 {
+    fn validate(&self, r: &Request) -> Result<(), AllocError> {
+        if r.min_len == 0 {
             return Err(AllocError::ZeroLength);
         }
-        if r.min > r.max {
+        if r.min_len > r.max_len {
             return Err(AllocError::InvalidRange {
-                min: r.min,
-                max: r.max,
+                min: r.min_len,
+                max: r.max_len,
             });
         }
         if r.align == 0 || !r.align.is_power_of_two() {
@@ -275,8 +314,8 @@ impl Model {
                         align: r.align,
                     });
                 }
-                let extent = Extent::new(start, r.min);
-                match start.checked_add(r.min) {
+                let extent = Extent::new(start, r.min_len);
+                match start.checked_add(r.min_len) {
                     None => return Err(AllocError::Overflow { extent }),
                     Some(end) if end > self.capacity() => {
                         return Err(AllocError::OutOfBounds {
@@ -298,6 +337,12 @@ impl Model {
         Ok(())
     }
 
+    /// Records `e` as allocated in the open epoch, for allocators whose placement the
+    /// model does not predict (such as a `SharedAllocator`'s groups).
+    ///
+    /// # Panics
+    ///
+    /// If a block of `e` is not Free and unpinned: it was handed out twice.
     pub fn take(&mut self, e: Extent) {
         for b in e.start..e.start + e.len {
             let block = &mut self.blocks[b as usize];
@@ -305,21 +350,21 @@ impl Model {
                 Self::allocatable(block),
                 "model: block {b} handed out twice"
             );
-            block.state = State::Allocated;
+            block.state = BlockState::Allocated;
             block.alloc_epoch = Some(self.open);
         }
     }
 
-    fn place(&self, r: &Req, budget: u64) -> Result<Extent, AllocError> {
-        if budget < r.min {
-            return Err(self.no_space(r.min));
+    fn place(&self, r: &Request, budget: u64) -> Result<Extent, AllocError> {
+        if budget < r.min_len {
+            return Err(self.no_space(r.min_len));
         }
-        let max = r.max.min(budget);
+        let max = r.max_len.min(budget);
         if let Policy::Exact(start) = r.policy {
             let len = max.min(self.run_lengths()[start as usize]);
-            if len < r.min {
+            if len < r.min_len {
                 return Err(AllocError::NotFree {
-                    extent: Extent::new(start, r.min),
+                    extent: Extent::new(start, r.min_len),
                 });
             }
             return Ok(Extent::new(start, len));
@@ -328,13 +373,13 @@ impl Model {
             return Ok(Extent::new(p, max));
         }
         let len = max.min(self.largest_placeable(r.align));
-        if len >= r.min {
+        if len >= r.min_len {
             let p = self
                 .find(r.policy, len, r.align)
                 .expect("largest placeable places");
             return Ok(Extent::new(p, len));
         }
-        Err(self.no_space(r.min))
+        Err(self.no_space(r.min_len))
     }
 
     fn reservation(&self, id: Option<u64>, min: u64) -> Result<Option<u64>, AllocError> {
@@ -353,8 +398,8 @@ impl Model {
     }
 
     fn charge(&mut self, id: Option<u64>, len: u64) {
-        if let Some(id) = id {
-            *self.reservations.get_mut(&id).unwrap() -= len;
+        if let Some(left) = id.and_then(|id| self.reservations.get_mut(&id)) {
+            *left -= len;
         }
     }
 
@@ -362,16 +407,30 @@ impl Model {
         remaining.unwrap_or_else(|| self.index_free() - self.reserved())
     }
 
-    /// `allocate` (reservation `None`) or `allocate_reserved` (reservation `Some(id)`).
-    pub fn allocate(&mut self, r: Req, reservation: Option<u64>) -> Result<Extent, AllocError> {
-        self.validate(&r)?;
-        let budget = self.budget(self.reservation(reservation, r.min)?);
-        let e = self.place(&r, budget)?;
+    /// `allocate` (reservation `None`) or `allocate_reserved` (reservation
+    /// `Some(id)`).
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn allocate(
+        &mut self,
+        r: &Request,
+        reservation: Option<u64>,
+    ) -> Result<Extent, AllocError> {
+        self.validate(r)?;
+        let budget = self.budget(self.reservation(reservation, r.min_len)?);
+        let e = self.place(r, budget)?;
         self.take(e);
         self.charge(reservation, e.len);
         Ok(e)
     }
 
+    /// `allocate_many` (reservation `None`) or `allocate_many_reserved`.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
     pub fn allocate_many(
         &mut self,
         total: u64,
@@ -388,19 +447,19 @@ impl Model {
         let mut left = total;
         while left > 0 {
             let runs = self.free_runs();
-            let largest = *runs
+            let Some(&largest) = runs
                 .iter()
-                .min_by_key(|r| (std::cmp::Reverse(r.len), r.start))
-                .unwrap();
-            let e = if largest.len >= left {
-                let best = runs
-                    .iter()
-                    .filter(|r| r.len >= left)
-                    .min_by_key(|r| (r.len, r.start))
-                    .unwrap();
-                Extent::new(best.start, left)
-            } else {
-                largest
+                .min_by_key(|r| (core::cmp::Reverse(r.len), r.start))
+            else {
+                break; // unreachable: the budget counted free blocks
+            };
+            let e = match runs
+                .iter()
+                .filter(|r| r.len >= left)
+                .min_by_key(|r| (r.len, r.start))
+            {
+                Some(best) => Extent::new(best.start, left),
+                None => largest,
             };
             self.take(e);
             self.charge(reservation, e.len);
@@ -416,8 +475,8 @@ impl Model {
         let mut released = 0;
         for b in &mut self.blocks {
             let reader = oldest.is_some_and(|o| o <= b.freed_epoch);
-            if b.state == State::Deferred && b.pins == 0 && !b.pending && !reader {
-                b.state = State::Free;
+            if b.state == BlockState::Deferred && b.pins == 0 && !b.pending && !reader {
+                b.state = BlockState::Free;
                 released += 1;
             }
         }
@@ -438,6 +497,10 @@ impl Model {
     }
 
     /// `free` (`on_commit` false) or `free_on_commit`.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
     pub fn free(&mut self, e: Extent, on_commit: bool) -> Result<Freed, FreeError> {
         let cap = self.capacity();
         self.shape(e).map_err(|k| match k {
@@ -450,7 +513,7 @@ impl Model {
         })?;
         let range = e.start as usize..(e.start + e.len) as usize;
         let blocks = &self.blocks[range.clone()];
-        let allocated = |b: &Block| b.state == State::Allocated;
+        let allocated = |b: &ModelBlock| b.state == BlockState::Allocated;
         if let Some(first) = blocks.iter().position(|b| !allocated(b)) {
             let run = blocks[first..].iter().take_while(|b| !allocated(b)).count();
             let offending = Extent::new(e.start + first as u64, run as u64);
@@ -482,7 +545,7 @@ impl Model {
         let open = self.open;
         for b in &mut self.blocks[range.clone()] {
             let never_durable = b.alloc_epoch == Some(open);
-            b.state = State::Deferred;
+            b.state = BlockState::Deferred;
             // Readers see committed state only: a block allocated in the open epoch
             // and freed on commit was never visible to any of them (epoch 0).
             b.freed_epoch = if on_commit && never_durable { 0 } else { open };
@@ -492,7 +555,7 @@ impl Model {
         self.settle();
         let now = self.blocks[range]
             .iter()
-            .filter(|b| b.state == State::Free)
+            .filter(|b| b.state == BlockState::Free)
             .count() as u64;
         Ok(Freed {
             now,
@@ -500,8 +563,12 @@ impl Model {
         })
     }
 
-    /// Pins `e` under `id`; `id` is only used when the pin succeeds.
-    pub fn pin(&mut self, id: Option<PinId>, e: Extent, blocking: bool) -> Result<(), PinError> {
+    /// Checks a pin of `e` as the allocator does: the error it must give, if any.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn check_pin(&self, e: Extent) -> Result<(), PinError> {
         let cap = self.capacity();
         self.shape(e).map_err(|k| match k {
             0 => PinError::ZeroLength { start: e.start },
@@ -512,7 +579,7 @@ impl Model {
             },
         })?;
         let range = e.start as usize..(e.start + e.len) as usize;
-        let free_blocks = self.blocks[range.clone()]
+        let free_blocks = self.blocks[range]
             .iter()
             .filter(|b| Self::allocatable(b))
             .count() as u64;
@@ -524,29 +591,46 @@ impl Model {
                 unreserved,
             });
         }
-        for b in &mut self.blocks[range] {
-            b.pins += 1;
-            b.blocking += u32::from(blocking);
-        }
-        self.pins
-            .insert(id.expect("a successful pin has an id"), (e, blocking));
         Ok(())
     }
 
+    /// Records a pin of `e` under `id`, the allocator's id for it, after
+    /// [`check_pin`](Self::check_pin) passed.
+    ///
+    /// # Panics
+    ///
+    /// If `e` leaves the space.
+    pub fn pin(&mut self, id: PinId, e: Extent, blocking: bool) {
+        for b in &mut self.blocks[e.start as usize..(e.start + e.len) as usize] {
+            b.pins += 1;
+            b.blocking += u32::from(blocking);
+        }
+        self.pins.insert(id, (e, blocking));
+    }
+
     /// Returns (released Deferred blocks, unpinned Free blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::Unknown`] for an id that is not live.
     pub fn unpin(&mut self, id: PinId) -> Result<(u64, u64), PinError> {
         let (e, blocking) = self.pins.remove(&id).ok_or(PinError::Unknown { id })?;
         let mut unpinned_free = 0;
         for b in &mut self.blocks[e.start as usize..(e.start + e.len) as usize] {
             b.pins -= 1;
             b.blocking -= u32::from(blocking);
-            if b.pins == 0 && b.state == State::Free {
+            if b.pins == 0 && b.state == BlockState::Free {
                 unpinned_free += 1;
             }
         }
         Ok((self.settle(), unpinned_free))
     }
 
+    /// Commits `epoch`; returns the blocks released.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one.
     pub fn commit(&mut self, epoch: u64) -> Result<u64, EpochError> {
         if epoch != self.open {
             return Err(EpochError::NotOpen {
@@ -561,11 +645,16 @@ impl Model {
         Ok(self.settle())
     }
 
+    /// Records a reader the allocator began, in the open epoch.
     pub fn begin_read(&mut self, id: ReaderId) {
-        assert_eq!(id.epoch(), self.open, "a reader begins in the open epoch");
         self.readers.insert(id, self.open);
     }
 
+    /// Ends a reader; returns the blocks released.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::UnknownReader`] for a reader that is not live.
     pub fn end_read(&mut self, id: ReaderId) -> Result<u64, EpochError> {
         self.readers
             .remove(&id)
@@ -573,17 +662,28 @@ impl Model {
         Ok(self.settle())
     }
 
-    pub fn reserve(&mut self, id: u64, n: u64) -> Result<(), AllocError> {
+    /// Checks a reservation of `n` blocks as the allocator does.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn check_reserve(&self, n: u64) -> Result<(), AllocError> {
         if n == 0 {
             return Err(AllocError::ZeroLength);
         }
         if n > self.index_free() - self.reserved() {
             return Err(self.no_space(n));
         }
-        self.reservations.insert(id, n);
         Ok(())
     }
 
+    /// Records a reservation of `n` blocks under the allocator's `id`, after
+    /// [`check_reserve`](Self::check_reserve) passed.
+    pub fn reserve(&mut self, id: u64, n: u64) {
+        self.reservations.insert(id, n);
+    }
+
+    /// Releases a reservation; returns the blocks it had left.
     pub fn release(&mut self, id: u64) -> Option<u64> {
         self.reservations.remove(&id)
     }

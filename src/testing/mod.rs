@@ -1,0 +1,34 @@
+//! A testing kit for code built on pinalloc (feature `testing`).
+//!
+//! - [`Model`]: the block-state contract as plainly as it can be written, one record
+//!   per block, every placement by brute force. pinalloc's own tests compare against
+//!   it after every operation.
+//! - [`Checked`]: an [`ExtentAllocator`](crate::ExtentAllocator) and the model in
+//!   lockstep. Put it where your code keeps its allocator in tests: every call is
+//!   checked against the model, a failed call must change nothing, and the whole
+//!   state is compared after each one.
+//! - [`Op`], [`Runner`] and [`run_ops`]: operation sequences (allocate under every
+//!   policy, free, pin, unpin, epochs, readers, reservations, and bad input of every
+//!   kind) played on a [`Checked`] allocator.
+//! - [`strategy`]: proptest strategies for requests and operation sequences.
+//!
+//! `examples/toyfs_truncate.rs` shows a small "filesystem" property-testing its own
+//! truncate path with it.
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use pinalloc::testing::{run_ops, strategy};
+//!
+//! proptest!(ProptestConfig::with_cases(16), |(ops in proptest::collection::vec(strategy::op(), 1..60))| {
+//!     run_ops(128, &[], &ops);
+//! });
+//! ```
+
+mod checked;
+mod model;
+mod ops;
+pub mod strategy;
+
+pub use checked::Checked;
+pub use model::{Freed, Model, ModelBlock};
+pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};
