@@ -11,6 +11,9 @@
 //!   policy, free, pin, unpin, epochs, readers, reservations, and bad input of every
 //!   kind) played on a [`Checked`] allocator.
 //! - [`strategy`]: proptest strategies for requests and operation sequences.
+//! - [`Op::draw`], [`Weights`] and [`SplitMix`]: operations drawn from a seeded
+//!   generator (or a fuzzer's bytes, through [`Source`]), for long swarm walks whose
+//!   operation mix is itself random per seed.
 //!
 //! `examples/toyfs_truncate.rs` shows a small "filesystem" property-testing its own
 //! truncate path with it.
@@ -25,10 +28,12 @@
 //! ```
 
 mod checked;
+mod draw;
 mod model;
 mod ops;
 pub mod strategy;
 
 pub use checked::Checked;
+pub use draw::{OP_KINDS, Source, SplitMix, Weights};
 pub use model::{Freed, Model, ModelBlock};
 pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};

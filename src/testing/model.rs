@@ -163,15 +163,13 @@ impl Model {
         self.readers.values().copied().min()
     }
 
-    fn reader_holds(&self, freed_epoch: u64) -> bool {
-        self.oldest_reader().is_some_and(|o| o <= freed_epoch)
-    }
-
     /// Deferred blocks by what holds them: an epoch or a reader, else only pins.
     #[must_use]
     pub fn deferred(&self) -> Held {
+        let oldest = self.oldest_reader();
         let epochs = self.count(|b| {
-            b.state == BlockState::Deferred && (b.pending || self.reader_holds(b.freed_epoch))
+            b.state == BlockState::Deferred
+                && (b.pending || oldest.is_some_and(|o| o <= b.freed_epoch))
         });
         let all = self.count(|b| b.state == BlockState::Deferred);
         Held {
