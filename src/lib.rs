@@ -66,6 +66,7 @@ pub mod backing;
 mod error;
 mod extent;
 mod index;
+pub mod persist;
 #[cfg(all(feature = "std", unix))]
 mod region;
 mod request;
