@@ -27,6 +27,18 @@ pub(crate) struct EpochState {
 }
 
 impl EpochState {
+    /// Every field, spelled out, for the failure-atomicity checks.
+    #[cfg(feature = "testing")]
+    pub(crate) fn describe(&self) -> alloc::string::String {
+        alloc::format!(
+            "open {}, readers {:?}, proxies {:?}, next {}",
+            self.open,
+            self.readers,
+            self.proxies,
+            self.next_reader
+        )
+    }
+
     pub(crate) fn new() -> Self {
         EpochState {
             open: 1,

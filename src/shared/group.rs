@@ -25,6 +25,16 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// The published summaries, for the failure-atomicity checks.
+    #[cfg(feature = "testing")]
+    pub(crate) fn published(&self) -> [u64; 3] {
+        [
+            self.summary_free_blocks.load(Ordering::Relaxed),
+            self.summary_largest_free.load(Ordering::Relaxed),
+            self.published_deferred.load(Ordering::Relaxed),
+        ]
+    }
+
     pub(crate) fn new(range: Range<u64>, core: ExtentAllocator) -> Self {
         Group {
             core: Mutex::new(core),

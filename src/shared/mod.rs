@@ -120,6 +120,52 @@ pub struct SharedAllocator {
     uid: u64,
 }
 
+/// A copy of a [`SharedAllocator`]'s whole state, for the failure-atomicity checks
+/// (`testing::SharedSnapshot`): every group's core, field by field, the published
+/// summaries, the epochs and readers, the tracked pins, quotas and owners' totals,
+/// and the Deferred total. Not the activity counters (waits, pressure calls, caught
+/// panics), which count attempts, failed ones included.
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    cores: Vec<ExtentAllocator>,
+    rest: Vec<(&'static str, alloc::string::String)>,
+}
+
+#[cfg(feature = "testing")]
+impl Snapshot {
+    pub(crate) fn of(a: &SharedAllocator) -> Self {
+        use alloc::format;
+        // Taken in the lock order: groups first, then the shared records.
+        let cores = a.groups.iter().map(|g| g.core.lock().clone()).collect();
+        let published: Vec<[u64; 3]> = a.groups.iter().map(Group::published).collect();
+        let rest = alloc::vec![
+            ("group summaries", format!("{published:?}")),
+            ("epochs", a.epochs.lock().describe()),
+            ("tracked pins", a.tracked.lock().describe()),
+            (
+                "deferred blocks",
+                format!("{}", a.count_deferred_blocks.load(Ordering::Relaxed)),
+            ),
+        ];
+        Snapshot { cores, rest }
+    }
+
+    /// The first difference, by name.
+    pub(crate) fn first_difference(&self, other: &Self) -> Option<alloc::string::String> {
+        for (g, (a, b)) in self.cores.iter().zip(&other.cores).enumerate() {
+            if let Some(field) = a.first_difference(b) {
+                return Some(alloc::format!("group {g}: `{field}`"));
+            }
+        }
+        self.rest
+            .iter()
+            .zip(&other.rest)
+            .find(|(a, b)| a != b)
+            .map(|((name, a), (_, b))| alloc::format!("{name}: {a} became {b}"))
+    }
+}
+
 impl fmt::Debug for SharedAllocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedAllocator")

@@ -326,6 +326,24 @@ impl fmt::Debug for Tracked {
 }
 
 impl Tracked {
+    /// Every field, spelled out, for the failure-atomicity checks (a callback by
+    /// whether it is there).
+    #[cfg(feature = "testing")]
+    pub(crate) fn describe(&self) -> alloc::string::String {
+        let pins: Vec<_> = self
+            .pins
+            .iter()
+            .map(|(seq, p)| (seq, p.extent, &p.pieces, p.owner, p.on_revoke.is_some()))
+            .collect();
+        alloc::format!(
+            "pins {pins:?}, next {}, pinned by owner {:?}, quotas {:?}, default quota {:?}",
+            self.next_seq,
+            self.pinned_by_owner,
+            self.quotas,
+            self.default_quota
+        )
+    }
+
     pub(crate) fn new(default_quota: Option<u64>) -> Self {
         Tracked {
             pins: BTreeMap::new(),

@@ -31,9 +31,11 @@ mod checked;
 mod draw;
 mod model;
 mod ops;
+mod snapshot;
 pub mod strategy;
 
 pub use checked::Checked;
 pub use draw::{OP_KINDS, Source, SplitMix, Weights};
 pub use model::{Freed, Model, ModelBlock};
 pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};
+pub use snapshot::{SharedSnapshot, first_difference};

@@ -1,0 +1,718 @@
+//! Failure atomicity: every mutation path that can return `Err` leaves the allocator
+//! equal, field by field, to its state before the call (invariant 6), and callbacks
+//! that panic wherever they run leave it consistent and usable.
+//!
+//! Each path runs on a busy fixture (allocations from two epochs, Deferred blocks
+//! under a pin and under an epoch, a blocking pin, a reader, a reservation), is
+//! checked to fail with its own error, and is compared with a copy taken before the
+//! call: the core with `testing::first_difference` (every field, node by node in the
+//! trees), the shared allocator with `testing::SharedSnapshot` (every group's core,
+//! the published summaries, epochs, readers, tracked pins, quotas). The model tests
+//! and swarm walks check the same after every failed call they make; this catalogue
+//! makes sure each path is reached.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pinalloc::testing::{SharedSnapshot, first_difference};
+use pinalloc::{
+    AllocError, Extent, ExtentAllocator, PinMode, PinOptions, Policy, ReaderId, Request,
+    Reservation, ReservationError, SharedAllocator, SharedPinId,
+};
+
+/// The core fixture and the handles a caller would hold.
+struct Fixture {
+    a: ExtentAllocator,
+    res: Reservation,
+    foreign_res: Reservation,
+    stale_pin: pinalloc::PinId,
+    foreign_pin: pinalloc::PinId,
+    stale_reader: ReaderId,
+    foreign_reader: ReaderId,
+}
+
+/// 256 blocks: [0, 32) freed under a pin on [8, 12) (Deferred there), [32, 64)
+/// Allocated with a blocking pin on [40, 44), [64, 80) allocated in epoch 2 and
+/// [80, 96) freed on commit (Deferred until epoch 2 commits), a live reader, a
+/// reservation of 30 blocks, and the rest Free (188 blocks, 158 unreserved).
+fn fixture() -> Fixture {
+    let mut a = ExtentAllocator::new(256);
+    let first = a.allocate(Request::new(32)).unwrap();
+    let second = a.allocate(Request::new(32)).unwrap();
+    let tail = a
+        .allocate(Request::new(16).policy(Policy::Exact(80)))
+        .unwrap();
+    a.commit(1).unwrap();
+    a.allocate(Request::new(16).policy(Policy::Exact(64)))
+        .unwrap();
+    a.pin(Extent::new(8, 4)).unwrap();
+    a.free(first).unwrap();
+    a.pin_with(Extent::new(second.start + 8, 4), PinMode::Blocking)
+        .unwrap();
+    a.free_on_commit(tail).unwrap();
+    let reader = a.begin_read();
+    let stale_reader = a.begin_read();
+    a.end_read(stale_reader).unwrap();
+    let _ = reader;
+    let stale_pin = a.pin(Extent::new(200, 1)).unwrap();
+    a.unpin(stale_pin).unwrap();
+    let res = a.reserve(30).unwrap();
+    let mut other = ExtentAllocator::new(256);
+    let foreign_res = other.reserve(1).unwrap();
+    let foreign_pin = other.pin(Extent::new(0, 1)).unwrap();
+    let foreign_reader = other.begin_read();
+    a.check_invariants().unwrap();
+    Fixture {
+        a,
+        res,
+        foreign_res,
+        stale_pin,
+        foreign_pin,
+        stale_reader,
+        foreign_reader,
+    }
+}
+
+type Case = (&'static str, fn(&mut Fixture) -> String);
+
+/// Runs `call` on a fresh fixture: it must fail as `expect` says (the call returns
+/// `Debug` of its result) and change no field.
+fn core_case(name: &str, call: fn(&mut Fixture) -> String, expect: &str) {
+    let mut f = fixture();
+    let before = f.a.clone();
+    let got = call(&mut f);
+    assert!(
+        got.starts_with("Err(") && got.contains(expect),
+        "{name}: expected Err with {expect}, got {got}"
+    );
+    if let Some(field) = first_difference(&before, &f.a) {
+        panic!("{name}: failed ({got}) but changed `{field}`");
+    }
+    f.a.check_invariants().unwrap();
+}
+
+fn exact(start: u64, len: u64) -> Request {
+    Request::new(len).policy(Policy::Exact(start))
+}
+
+/// Every core mutation path that can fail, with the error it must give.
+const CORE: &[(&str, Case)] = &[
+    (
+        "ZeroLength",
+        ("allocate: zero length", |f| {
+            format!("{:?}", f.a.allocate(Request::new(0)))
+        }),
+    ),
+    (
+        "InvalidRange",
+        ("allocate: min above max", |f| {
+            format!("{:?}", f.a.allocate(Request::range(std::ops::RangeInclusive::new(5, 4))))
+        }),
+    ),
+    (
+        "BadAlignment",
+        ("allocate: alignment 0", |f| {
+            format!("{:?}", f.a.allocate(Request::new(1).align(0)))
+        }),
+    ),
+    (
+        "BadAlignment",
+        ("allocate: alignment 3", |f| {
+            format!("{:?}", f.a.allocate(Request::new(1).align(3)))
+        }),
+    ),
+    (
+        "Misaligned",
+        ("allocate: exact start off its alignment", |f| {
+            format!("{:?}", f.a.allocate(exact(101, 2).align(4)))
+        }),
+    ),
+    (
+        "Overflow",
+        ("allocate: exact extent past u64::MAX", |f| {
+            format!("{:?}", f.a.allocate(exact(u64::MAX, 2)))
+        }),
+    ),
+    (
+        "OutOfBounds",
+        ("allocate: exact extent past the end", |f| {
+            format!("{:?}", f.a.allocate(exact(250, 8)))
+        }),
+    ),
+    (
+        "OutOfBounds",
+        ("allocate: goal past the end", |f| {
+            format!(
+                "{:?}",
+                f.a.allocate(Request::new(1).policy(Policy::Near(256)))
+            )
+        }),
+    ),
+    (
+        "NotFree",
+        ("allocate: exact on Allocated blocks", |f| {
+            format!("{:?}", f.a.allocate(exact(32, 4)))
+        }),
+    ),
+    (
+        "NotFree",
+        ("allocate: exact on Deferred blocks", |f| {
+            format!("{:?}", f.a.allocate(exact(8, 2)))
+        }),
+    ),
+    (
+        "NoSpace",
+        ("allocate: longer than any free extent", |f| {
+            format!("{:?}", f.a.allocate(Request::new(200)))
+        }),
+    ),
+    (
+        "NoSpace",
+        ("allocate: free only by dipping into the reservation", |f| {
+            format!("{:?}", f.a.allocate(Request::new(159)))
+        }),
+    ),
+    (
+        "UnknownReservation",
+        ("allocate_reserved: another allocator's reservation", |f| {
+            format!(
+                "{:?}",
+                f.a.allocate_reserved(&mut f.foreign_res, Request::new(1))
+            )
+        }),
+    ),
+    (
+        "Overdrawn",
+        ("allocate_reserved: more than is left", |f| {
+            format!("{:?}", f.a.allocate_reserved(&mut f.res, Request::new(31)))
+        }),
+    ),
+    (
+        "ZeroLength",
+        ("allocate_reserved: zero length", |f| {
+            format!("{:?}", f.a.allocate_reserved(&mut f.res, Request::new(0)))
+        }),
+    ),
+    (
+        "ZeroLength",
+        ("allocate_many: zero blocks", |f| {
+            format!("{:?}", f.a.allocate_many(0))
+        }),
+    ),
+    (
+        "NoSpace",
+        ("allocate_many: more than the unreserved free blocks", |f| {
+            format!("{:?}", f.a.allocate_many(180))
+        }),
+    ),
+    (
+        "Overdrawn",
+        ("allocate_many_reserved: more than is left", |f| {
+            format!("{:?}", f.a.allocate_many_reserved(&mut f.res, 31))
+        }),
+    ),
+    (
+        "UnknownReservation",
+        (
+            "allocate_many_reserved: another allocator's reservation",
+            |f| format!("{:?}", f.a.allocate_many_reserved(&mut f.foreign_res, 1)),
+        ),
+    ),
+    (
+        "ZeroLength",
+        ("free: zero length", |f| {
+            format!("{:?}", f.a.free(Extent::new(40, 0)))
+        }),
+    ),
+    (
+        "Overflow",
+        ("free: extent past u64::MAX", |f| {
+            format!("{:?}", f.a.free(Extent::new(u64::MAX, 2)))
+        }),
+    ),
+    (
+        "OutOfBounds",
+        ("free: extent past the end", |f| {
+            format!("{:?}", f.a.free(Extent::new(250, 10)))
+        }),
+    ),
+    (
+        "NotAllocated",
+        ("free: Free blocks", |f| {
+            format!("{:?}", f.a.free(Extent::new(120, 4)))
+        }),
+    ),
+    (
+        "NotAllocated",
+        ("free: Deferred blocks (a double free under a pin)", |f| {
+            format!("{:?}", f.a.free(Extent::new(8, 4)))
+        }),
+    ),
+    (
+        "PartlyAllocated",
+        ("free: Allocated and Free blocks", |f| {
+            format!("{:?}", f.a.free(Extent::new(76, 8)))
+        }),
+    ),
+    (
+        "Busy",
+        ("free: blocks under a blocking pin", |f| {
+            format!("{:?}", f.a.free(Extent::new(32, 32)))
+        }),
+    ),
+    (
+        "NotAllocated",
+        ("free_on_commit: Deferred blocks", |f| {
+            format!("{:?}", f.a.free_on_commit(Extent::new(80, 16)))
+        }),
+    ),
+    (
+        "Busy",
+        ("free_on_commit: blocks under a blocking pin", |f| {
+            format!("{:?}", f.a.free_on_commit(Extent::new(40, 1)))
+        }),
+    ),
+    (
+        "PartlyAllocated",
+        ("free_on_commit: Allocated and Free blocks", |f| {
+            format!("{:?}", f.a.free_on_commit(Extent::new(70, 40)))
+        }),
+    ),
+    (
+        "ZeroLength",
+        ("pin: zero length", |f| {
+            format!("{:?}", f.a.pin(Extent::new(5, 0)))
+        }),
+    ),
+    (
+        "Overflow",
+        ("pin: extent past u64::MAX", |f| {
+            format!("{:?}", f.a.pin(Extent::new(u64::MAX - 1, 5)))
+        }),
+    ),
+    (
+        "OutOfBounds",
+        ("pin: extent past the end", |f| {
+            format!("{:?}", f.a.pin(Extent::new(255, 2)))
+        }),
+    ),
+    (
+        "Reserved",
+        ("pin: more Free blocks than are unreserved", |f| {
+            format!("{:?}", f.a.pin(Extent::new(96, 160)))
+        }),
+    ),
+    (
+        "ZeroLength",
+        ("pin_with blocking: zero length", |f| {
+            format!("{:?}", f.a.pin_with(Extent::new(5, 0), PinMode::Blocking))
+        }),
+    ),
+    (
+        "Unknown",
+        ("unpin: an id already unpinned", |f| {
+            format!("{:?}", f.a.unpin(f.stale_pin))
+        }),
+    ),
+    (
+        "Unknown",
+        ("unpin: another allocator's id", |f| {
+            format!("{:?}", f.a.unpin(f.foreign_pin))
+        }),
+    ),
+    (
+        "NotOpen",
+        ("commit: an epoch already committed", |f| {
+            format!("{:?}", f.a.commit(1))
+        }),
+    ),
+    (
+        "NotOpen",
+        ("commit: a future epoch", |f| format!("{:?}", f.a.commit(3))),
+    ),
+    (
+        "NotOpen",
+        ("commit: u64::MAX", |f| {
+            format!("{:?}", f.a.commit(u64::MAX))
+        }),
+    ),
+    (
+        "UnknownReader",
+        ("end_read: a reader already ended", |f| {
+            format!("{:?}", f.a.end_read(f.stale_reader))
+        }),
+    ),
+    (
+        "UnknownReader",
+        ("end_read: another allocator's reader", |f| {
+            format!("{:?}", f.a.end_read(f.foreign_reader))
+        }),
+    ),
+    (
+        "ZeroLength",
+        ("reserve: zero blocks", |f| format!("{:?}", f.a.reserve(0))),
+    ),
+    (
+        "NoSpace",
+        ("reserve: more than the unreserved free blocks", |f| {
+            format!("{:?}", f.a.reserve(159))
+        }),
+    ),
+    (
+        "Unknown",
+        ("release: another allocator's reservation", |f| {
+            let mut other = ExtentAllocator::new(4);
+            let theirs = other.reserve(1).unwrap();
+            format!("{:?}", f.a.release(theirs).map_err(|e| matches!(e, ReservationError::Unknown { .. }).then_some("Unknown")))
+        }),
+    ),
+];
+
+#[test]
+fn every_failing_core_call_changes_no_field() {
+    for &(expect, (name, call)) in CORE {
+        core_case(name, call, expect);
+    }
+    eprintln!("{} core failure paths", CORE.len());
+    assert!(CORE.len() >= 40);
+}
+
+/// A planted bug: a call that changes a field and then fails must be caught, field
+/// named, by the same comparison.
+#[test]
+fn the_comparison_names_a_changed_field() {
+    let mut f = fixture();
+    let before = f.a.clone();
+    let _ = f.a.begin_read();
+    assert_eq!(first_difference(&before, &f.a), Some("epochs"));
+    let mut f = fixture();
+    let before = f.a.clone();
+    let _ = f.a.allocate(Request::new(1)).unwrap();
+    assert_eq!(first_difference(&before, &f.a), Some("free"));
+}
+
+/// 3 groups of 64 blocks, a cap of 40 Deferred blocks and a quota of 8 pinned blocks
+/// per owner: [0, 30) Deferred under a pin, [64, 96) allocated with a blocking pin,
+/// a reservation of 20 blocks and a reader.
+fn shared_fixture() -> SharedAllocator {
+    let s = SharedAllocator::builder(192)
+        .groups(3)
+        .deferred_cap_blocks(40)
+        .pin_quota_blocks(8)
+        .build();
+    let first = s
+        .allocate(Request::new(30).policy(Policy::Exact(0)))
+        .unwrap();
+    s.allocate(Request::new(32).policy(Policy::Exact(64)))
+        .unwrap();
+    s.allocate(Request::new(20).policy(Policy::Exact(130)))
+        .unwrap();
+    let held = s.pin(first).unwrap().into_id();
+    s.free(first).unwrap();
+    let _ = held;
+    let _blocking = s
+        .pin_with(Extent::new(70, 2), PinOptions::new().mode(PinMode::Blocking))
+        .unwrap()
+        .into_id();
+    std::mem::forget(s.reserve(20).unwrap());
+    let _reader = s.begin_read();
+    s.check_invariants().unwrap();
+    s
+}
+
+type SharedCall = fn(&SharedAllocator) -> String;
+
+/// Every shared-layer mutation path that can fail, with its error.
+const SHARED: &[(&str, &str, SharedCall)] = &[
+    ("allocate: bad request", "ZeroLength", |s| {
+        format!("{:?}", s.allocate(Request::new(0)))
+    }),
+    (
+        "allocate: exact across a group boundary",
+        "CrossesGroup",
+        |s| {
+            format!(
+                "{:?}",
+                s.allocate(Request::new(8).policy(Policy::Exact(60)))
+            )
+        },
+    ),
+    ("allocate: exact on Allocated blocks", "NotFree", |s| {
+        format!(
+            "{:?}",
+            s.allocate(Request::new(2).policy(Policy::Exact(64)))
+        )
+    }),
+    ("allocate: no group has room", "NoSpace", |s| {
+        format!("{:?}", s.allocate(Request::new(65)))
+    }),
+    (
+        "allocate_wait: no room before the timeout",
+        "NoSpace",
+        |s| {
+            format!(
+                "{:?}",
+                s.allocate_wait(Request::new(65), Duration::from_millis(5))
+            )
+        },
+    ),
+    (
+        "allocate_many: more than the unreserved free blocks",
+        "NoSpace",
+        |s| format!("{:?}", s.allocate_many(150)),
+    ),
+    ("free: Free blocks", "NotAllocated", |s| {
+        format!("{:?}", s.free(Extent::new(100, 4)))
+    }),
+    (
+        "free: across groups, partly Allocated",
+        "PartlyAllocated",
+        |s| format!("{:?}", s.free(Extent::new(90, 10))),
+    ),
+    ("free: under a blocking pin", "Busy", |s| {
+        format!("{:?}", s.free(Extent::new(64, 32)))
+    }),
+    ("free: past the Deferred cap", "DeferredCap", |s| {
+        let _p = s.pin(Extent::new(130, 20)).unwrap();
+        let before = SharedSnapshot::of(s);
+        let got = format!("{:?}", s.free(Extent::new(130, 20)));
+        if let Some(d) = before.first_difference(&SharedSnapshot::of(s)) {
+            panic!("free past the cap changed {d}");
+        }
+        got
+    }),
+    ("free_on_commit: Free blocks", "NotAllocated", |s| {
+        format!("{:?}", s.free_on_commit(Extent::new(100, 4)))
+    }),
+    ("pin: past the end", "OutOfBounds", |s| {
+        format!("{:?}", s.pin(Extent::new(190, 4)).map(|g| g.into_id()))
+    }),
+    (
+        "pin: more Free blocks than are unreserved",
+        "Reserved",
+        |s| format!("{:?}", s.pin(Extent::new(96, 96)).map(|g| g.into_id())),
+    ),
+    ("pin_owned: past the owner's quota", "PinQuota", |s| {
+        format!(
+            "{:?}",
+            s.pin_owned(Extent::new(130, 9), PinOptions::new().owner(7))
+        )
+    }),
+    ("unpin: an id not live", "Unknown", |s| {
+        let id: SharedPinId = s.pin(Extent::new(150, 1)).unwrap().into_id();
+        s.unpin(id).unwrap();
+        let before = SharedSnapshot::of(s);
+        let got = format!("{:?}", s.unpin(id));
+        assert_eq!(before.first_difference(&SharedSnapshot::of(s)), None);
+        got
+    }),
+    ("commit: not the open epoch", "NotOpen", |s| {
+        format!("{:?}", s.commit(5))
+    }),
+    (
+        "end_read: another allocator's reader",
+        "UnknownReader",
+        |s| format!("{:?}", s.end_read(SharedAllocator::new(8).begin_read())),
+    ),
+    (
+        "reserve: more than the unreserved free blocks",
+        "NoSpace",
+        |s| format!("{:?}", s.reserve(150).map(|r| r.remaining_blocks())),
+    ),
+    ("allocate_reserved: more than is left", "Overdrawn", |s| {
+        let mut r = s.reserve(4).unwrap();
+        let before = SharedSnapshot::of(s);
+        let got = format!("{:?}", s.allocate_reserved(&mut r, Request::new(5)));
+        assert_eq!(before.first_difference(&SharedSnapshot::of(s)), None);
+        std::mem::forget(r);
+        got
+    }),
+];
+
+#[test]
+fn every_failing_shared_call_changes_nothing() {
+    for &(name, expect, call) in SHARED {
+        let s = shared_fixture();
+        let before = SharedSnapshot::of(&s);
+        let got = call(&s);
+        assert!(
+            got.starts_with("Err(") && got.contains(expect),
+            "{name}: expected Err with {expect}, got {got}"
+        );
+        // Cases that set up more state compare around their own call.
+        let setup = [
+            "free: past the Deferred cap",
+            "unpin: an id not live",
+            "allocate_reserved: more than is left",
+        ];
+        if !setup.contains(&name) {
+            if let Some(d) = before.first_difference(&SharedSnapshot::of(&s)) {
+                panic!("{name}: failed ({got}) but changed {d}");
+            }
+        }
+        s.check_invariants().unwrap();
+    }
+    eprintln!("{} shared failure paths", SHARED.len());
+}
+
+/// A space whose only free room is held back: 32 blocks, all freed on commit after
+/// epoch 1 (so Deferred until epoch 2 commits), except [0, 4) which a lease pins.
+fn held_back() -> Arc<SharedAllocator> {
+    let alloc = Arc::new(SharedAllocator::new(32));
+    let e = alloc.allocate(Request::new(32)).unwrap();
+    alloc.commit(1).unwrap();
+    alloc.free_on_commit(e).unwrap();
+    alloc
+}
+
+/// Where the callbacks run: the pressure hook and revoke callbacks under pressure
+/// (from `allocate` and `allocate_wait`), and revoke callbacks from `revoke`. Each
+/// panics there, before or after doing its job (committing, unpinning); the call
+/// returns, the panic is counted, and the allocator stays consistent and usable.
+#[test]
+fn panicking_callbacks_anywhere_leave_the_allocator_consistent_and_usable() {
+    type Entry = fn(&SharedAllocator) -> Result<Extent, AllocError>;
+    let entries: [(&str, Entry); 2] = [
+        ("allocate", |a| a.allocate(Request::new(8))),
+        ("allocate_wait", |a| {
+            a.allocate_wait(Request::new(8), Duration::from_millis(5))
+        }),
+    ];
+    let mut points = 0;
+    for (entry, call) in entries {
+        for effect_first in [false, true] {
+            // The pressure hook panics, before or after committing.
+            let alloc = held_back();
+            let a = Arc::downgrade(&alloc);
+            alloc.set_pressure_hook(move |_| {
+                if effect_first {
+                    if let Some(a) = a.upgrade() {
+                        a.commit(a.epoch()).unwrap();
+                    }
+                }
+                panic!("the hook fails");
+            });
+            let before = SharedSnapshot::of(&alloc);
+            let got = call(&alloc);
+            assert!(alloc.stats().counters.callback_panics >= 1, "{entry}");
+            if effect_first {
+                assert!(
+                    got.is_ok(),
+                    "{entry}: the hook committed, the retry should fit: {got:?}"
+                );
+            } else {
+                assert!(
+                    matches!(got, Err(AllocError::NoSpace { .. })),
+                    "{entry}: {got:?}"
+                );
+                assert_eq!(
+                    before.first_difference(&SharedSnapshot::of(&alloc)),
+                    None,
+                    "{entry}"
+                );
+            }
+            alloc.clear_pressure_hook();
+            still_usable(&alloc, entry);
+            points += 1;
+
+            // A lease's revoke callback panics under pressure, before or after
+            // unpinning its pin.
+            let alloc = held_back();
+            alloc.commit(2).unwrap(); // the space is Free again: only the lease holds
+            let e = alloc.allocate(Request::new(32)).unwrap();
+            let slot: Arc<Mutex<Option<SharedPinId>>> = Arc::default();
+            let (a, s) = (Arc::downgrade(&alloc), Arc::clone(&slot));
+            let id = alloc
+                .pin_owned(
+                    Extent::new(0, 32),
+                    PinOptions::new().on_revoke(move |_| {
+                        if effect_first {
+                            if let (Some(a), Some(id)) = (a.upgrade(), s.lock().unwrap().take()) {
+                                a.unpin(id).unwrap();
+                            }
+                        }
+                        panic!("the revoke callback fails");
+                    }),
+                )
+                .unwrap();
+            *slot.lock().unwrap() = Some(id);
+            alloc.free(e).unwrap(); // Deferred under the lease
+            let got = call(&alloc);
+            assert!(alloc.stats().counters.callback_panics >= 1, "{entry}");
+            assert_eq!(got.is_ok(), effect_first, "{entry}: {got:?}");
+            if let Some(id) = slot.lock().unwrap().take() {
+                alloc.unpin(id).unwrap();
+            }
+            if let Ok(e) = got {
+                alloc.free(e).unwrap();
+            }
+            still_usable(&alloc, entry);
+            points += 1;
+        }
+    }
+    // `revoke` itself: one callback panics before unpinning, one after; a third,
+    // well-behaved one still runs.
+    let alloc = Arc::new(SharedAllocator::new(32));
+    let ran = Arc::new(AtomicU32::new(0));
+    let slot: Arc<Mutex<Option<SharedPinId>>> = Arc::default();
+    let (a, s) = (Arc::downgrade(&alloc), Arc::clone(&slot));
+    let after = alloc
+        .pin_owned(
+            Extent::new(0, 4),
+            PinOptions::new().on_revoke(move |_| {
+                if let (Some(a), Some(id)) = (a.upgrade(), s.lock().unwrap().take()) {
+                    a.unpin(id).unwrap();
+                }
+                panic!("after unpinning");
+            }),
+        )
+        .unwrap();
+    *slot.lock().unwrap() = Some(after);
+    let before_id = alloc
+        .pin_owned(
+            Extent::new(4, 4),
+            PinOptions::new().on_revoke(|_| panic!("at once")),
+        )
+        .unwrap();
+    let r = Arc::clone(&ran);
+    let calm = alloc
+        .pin_owned(
+            Extent::new(8, 4),
+            PinOptions::new().on_revoke(move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+    let report = alloc.revoke(Extent::new(0, 32), Duration::from_millis(5));
+    assert_eq!(report.asked, 3);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(alloc.stats().counters.callback_panics, 2);
+    assert_eq!(
+        alloc.pin_count(0),
+        0,
+        "the first callback unpinned before panicking"
+    );
+    alloc.unpin(before_id).unwrap();
+    alloc.unpin(calm).unwrap();
+    still_usable(&alloc, "revoke");
+    points += 2;
+    eprintln!("{points} callback panic points");
+}
+
+/// Consistent, and every kind of call still works.
+fn still_usable(alloc: &SharedAllocator, after: &str) {
+    alloc
+        .check_invariants()
+        .unwrap_or_else(|v| panic!("after a panicking callback in {after}: {v}"));
+    let open = alloc.epoch();
+    alloc.commit(open).unwrap();
+    let e = alloc
+        .allocate(Request::new(1))
+        .unwrap_or_else(|err| panic!("after {after}: {err}"));
+    let pin = alloc.pin(e).unwrap();
+    alloc.free(e).unwrap();
+    drop(pin);
+    alloc.check_invariants().unwrap();
+    assert_eq!(alloc.stats().space.deferred_blocks, 0, "after {after}");
+}
