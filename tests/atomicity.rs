@@ -107,7 +107,10 @@ const CORE: &[(&str, Case)] = &[
     (
         "InvalidRange",
         ("allocate: min above max", |f| {
-            format!("{:?}", f.a.allocate(Request::range(std::ops::RangeInclusive::new(5, 4))))
+            format!(
+                "{:?}",
+                f.a.allocate(Request::range(std::ops::RangeInclusive::new(5, 4)))
+            )
         }),
     ),
     (
@@ -412,7 +415,10 @@ fn shared_fixture() -> SharedAllocator {
     s.free(first).unwrap();
     let _ = held;
     let _blocking = s
-        .pin_with(Extent::new(70, 2), PinOptions::new().mode(PinMode::Blocking))
+        .pin_with(
+            Extent::new(70, 2),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
         .unwrap()
         .into_id();
     std::mem::forget(s.reserve(20).unwrap());

@@ -181,6 +181,18 @@ impl BadExtent {
         }
     }
 
+    /// As an [`AllocError`]: for calls that take blocks by extent, such as a region's
+    /// `attach`.
+    #[cfg(all(feature = "std", unix))]
+    pub(crate) fn into_alloc_error(self, extent: Extent, capacity: u64) -> crate::AllocError {
+        use crate::AllocError;
+        match self {
+            BadExtent::ZeroLength => AllocError::ZeroLength,
+            BadExtent::Overflow => AllocError::Overflow { extent },
+            BadExtent::OutOfBounds => AllocError::OutOfBounds { extent, capacity },
+        }
+    }
+
     pub(crate) fn into_pin_error(self, extent: Extent, capacity: u64) -> PinError {
         match self {
             BadExtent::ZeroLength => PinError::ZeroLength {

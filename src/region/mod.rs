@@ -317,8 +317,10 @@ impl<B: Backing> Region<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::NotDetached`] when any block of `extent` is not detached, or
-    /// `extent` is empty; nothing changes.
+    /// [`RegionError::Alloc`] with [`AllocError::ZeroLength`](crate::AllocError),
+    /// `Overflow` or `OutOfBounds` for a malformed extent, and
+    /// [`RegionError::NotDetached`] when any block of `extent` is not detached;
+    /// nothing changes.
     ///
     /// ```
     /// # use pinalloc::{Extent, HeapBacking, Region, RegionError, Request};
@@ -334,6 +336,10 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
+        let capacity = self.capacity_blocks();
+        if let Err(bad) = crate::allocator::checked_range(extent, capacity) {
+            return Err(bad.into_alloc_error(extent, capacity).into());
+        }
         let span = Span::attach(&self.space, extent).ok_or(RegionError::NotDetached { extent })?;
         Ok(Allocation::new(span))
     }
