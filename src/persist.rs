@@ -14,8 +14,8 @@
 //! | varint, varint | per extent, in address order: its start minus the previous extent's start (the first: its start), then its length |
 //! | 4 | CRC-32C of everything before, little-endian |
 //!
-//! Varints are LEB128: seven bits a byte, low first. Starts are stored as deltas, so
-//! an extent list of a fragmented space costs about two or three bytes per extent.
+//! Varints are LEB128: seven bits a byte, low first. Starts are stored as deltas from
+//! the previous start, so small gaps and lengths take a byte each.
 //! The total length comes first so that a torn write (a truncated buffer) is told from
 //! a corrupted one; the checksum catches the rest before any field is believed.
 //!
@@ -253,10 +253,12 @@ pub fn encode(list: &FreeList) -> Result<Vec<u8>, PersistError> {
     Ok(out)
 }
 
-/// Decodes an encoding made by [`encode`]. The checks run in this order: length
-/// ([`Truncated`](PersistError::Truncated), [`TrailingBytes`](PersistError::TrailingBytes)),
+/// Decodes an encoding made by [`encode`]. The checks run in this order: room for a
+/// header and checksum ([`Truncated`](PersistError::Truncated)),
 /// [`BadMagic`](PersistError::BadMagic), [`UnsupportedVersion`](PersistError::UnsupportedVersion),
-/// checksum ([`Corrupted`](PersistError::Corrupted)), then every field and extent.
+/// the stated length ([`Truncated`](PersistError::Truncated),
+/// [`TrailingBytes`](PersistError::TrailingBytes)), the checksum
+/// ([`Corrupted`](PersistError::Corrupted)), then every field and extent.
 ///
 /// # Errors
 ///

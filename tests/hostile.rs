@@ -664,6 +664,12 @@ fn the_catalogue_of_bad_input() {
             );
         }
     };
+    // A pin already unpinned, made before the copy so that every call is compared.
+    let stale = {
+        let id = core.pin(Extent::new(0, 1)).unwrap();
+        core.unpin(id).unwrap();
+        id
+    };
     let core_before = core.clone();
     let shared_before = SharedSnapshot::of(&shared);
     let region_before = (region.stats(), region.free_extents());
@@ -880,16 +886,6 @@ fn the_catalogue_of_bad_input() {
             ),
         ],
     );
-    let stale = {
-        let id = core.pin(Extent::new(0, 1)).unwrap();
-        core.unpin(id).unwrap();
-        id
-    };
-    let core_before = {
-        // The stale pin's numbering moved the pin sequence: compare from here.
-        let _ = core_before;
-        core.clone()
-    };
     let mut other = ExtentAllocator::new(100);
     kind(
         "stale handle",

@@ -267,6 +267,11 @@ fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u6
     })
 }
 
+/// The placement closest to `goal`, the lower on a tie.
+fn closest(goal: u64, found: impl Iterator<Item = u64>) -> Option<u64> {
+    found.min_by_key(|&p| (p.abs_diff(goal), p))
+}
+
 impl FreeIndex {
     /// An empty index.
     pub(crate) const fn new() -> Self {
@@ -688,11 +693,9 @@ impl FreeIndex {
     /// [`near`](Self::near), trying up to `budget` misaligned extents on each side
     /// before it switches to the exact search by length.
     fn near_scanning(&self, need: u64, align: u64, goal: u64, budget: usize) -> Option<u64> {
-        let closest =
-            |found: &mut dyn Iterator<Item = u64>| found.min_by_key(|&p| (p.abs_diff(goal), p));
         let budget = if align > 64 { usize::MAX } else { budget };
         if let Ok(found) = self.near_in(need, need, align, goal, budget) {
-            return closest(&mut found.into_iter().flatten());
+            return closest(goal, found.into_iter().flatten());
         }
         // Every extent of `need + align - 1` blocks or more fits; a shorter one only
         // from a start with room for its padding. Placements rise with starts, so the
@@ -715,7 +718,7 @@ impl FreeIndex {
                 .and_then(|f| self.of_len_with_room(len, need, align, f, Side::After));
             found.extend([fits(last), fits(before), fits(after)]);
         }
-        closest(&mut found.into_iter().flatten())
+        closest(goal, found.into_iter().flatten())
     }
 
     /// The near-goal search among the extents of `longer` blocks or more: the last two
