@@ -175,9 +175,11 @@ impl ExtentAllocator {
         out
     }
 
-    /// Checks a request and finds its placement within `budget` blocks. Changes nothing.
-    fn place_checked(&self, request: &Request, budget: u64) -> Result<Extent, AllocError> {
+    /// Checks a request and finds its placement within `budget` blocks. Changes nothing
+    /// but the free index's caches (a view for a large alignment).
+    fn place_checked(&mut self, request: &Request, budget: u64) -> Result<Extent, AllocError> {
         self.validate(request)?;
+        self.free.track(request.align);
         if budget < request.min_len {
             return Err(self.no_space(request.min_len));
         }

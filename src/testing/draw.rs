@@ -150,7 +150,7 @@ fn draw_align(s: &mut impl Source) -> u64 {
     match s.below(10) {
         0..6 => 1,
         6..9 => 1 << s.below(6),
-        _ => [0, 3, 12, 1 << 63][s.below(4) as usize],
+        _ => [0, 3, 12, 128, 256, 1 << 63][s.below(6) as usize],
     }
 }
 

@@ -43,7 +43,8 @@ pub fn len() -> impl Strategy<Value = u64> {
     ]
 }
 
-/// An alignment: mostly 1, often a small power of two, sometimes malformed.
+/// An alignment: mostly 1, often a small power of two, sometimes one above 64 blocks
+/// (which the index keeps a view for) or a malformed one.
 ///
 /// ```
 /// use proptest::strategy::{Strategy, ValueTree};
@@ -54,7 +55,14 @@ pub fn align() -> impl Strategy<Value = u64> {
     prop_oneof![
         6 => Just(1u64),
         3 => (0u32..6).prop_map(|s| 1u64 << s),
-        1 => prop_oneof![Just(0u64), Just(3u64), Just(12u64), Just(1u64 << 63)],
+        1 => prop_oneof![
+            Just(0u64),
+            Just(3u64),
+            Just(12u64),
+            Just(128u64),
+            Just(256u64),
+            Just(1u64 << 63)
+        ],
     ]
 }
 
