@@ -18,7 +18,9 @@
 //!   `(len, 0)`: the smallest fitting extent and the lowest among equals, exactly. Both
 //!   size orders also keep which residues of `start mod 64` occur under each child,
 //!   so an aligned best fit finds the lowest start with room for its padding in one
-//!   descent per candidate length.
+//!   descent per candidate length. Alignments above 64 blocks get a view of their own
+//!   on first use (at most four are kept): the extents that hold a multiple of the
+//!   alignment, with their room from it, so every aligned policy is a descent or three.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
 //! Pins are records in a slab plus an interval B+ tree (keyed by start, with the

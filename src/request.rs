@@ -116,6 +116,10 @@ impl Request {
     /// Requires the start block to be a multiple of `align_blocks`, a power of two.
     /// A value that is not a power of two is rejected when the request is used.
     ///
+    /// Every alignment is O(log n) to place. The first request for an alignment above
+    /// 64 blocks builds the free index a view for it (O(n)); the four used most
+    /// recently are kept, and each costs a little on every later allocate and free.
+    ///
     /// ```
     /// use pinalloc::Request;
     /// assert_eq!(Request::new(4).align(16).alignment(), 16);
