@@ -23,17 +23,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::bplus::BPlus;
-use super::{MaxValue, align_up, pair, unpair};
+use super::{MaxValue, align_up, pair, placeable as room, unpair};
 
 /// How many alignments above 64 blocks keep a view at once.
 pub(crate) const MAX_VIEWS: usize = 4;
-
-/// The blocks of the extent `[start, start + len)` from its first multiple of `align`
-/// to its end: 0 when it holds none.
-#[inline]
-pub(crate) fn room(start: u64, len: u64, align: u64) -> u64 {
-    align_up(start, align).map_or(0, |p| (start + len).saturating_sub(p))
-}
 
 /// The free extents as one alignment sees them; see the module docs.
 #[derive(Clone, Debug)]

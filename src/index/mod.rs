@@ -275,8 +275,10 @@ fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u6
     })
 }
 
-/// How many aligned blocks the extent `[start, start + len)` gives.
-fn placeable(start: u64, len: u64, align: u64) -> u64 {
+/// How many aligned blocks the extent `[start, start + len)` gives: those from its first
+/// multiple of `align` to its end (a view calls this the extent's room).
+#[inline]
+pub(crate) fn placeable(start: u64, len: u64, align: u64) -> u64 {
     align_up(start, align).map_or(0, |p| (start + len).saturating_sub(p))
 }
 
