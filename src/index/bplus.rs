@@ -79,21 +79,9 @@ pub(crate) trait Summary<K, V>: Copy + Default + Eq + Debug {
     /// Two summaries together; `Default` is the identity.
     fn join(self, other: Self) -> Self;
     /// A node summarised as `cur` had one part change from `old` to `new`: its new
-    /// summary if that can be told without looking at the other parts.
+    /// summary if that can be told without looking at the other parts (otherwise the
+    /// node is summarised afresh).
     fn replace(cur: Self, old: Self, new: Self) -> Option<Self>;
-    /// As `replace`, looking at a leaf's entries (the changed one already changed).
-    fn rescan_leaf(keys: &[K], vals: &[V], cur: Self, old: Self, new: Self) -> Self {
-        let _ = (cur, old, new);
-        keys.iter()
-            .zip(vals)
-            .fold(Self::default(), |acc, (k, v)| acc.join(Self::of(k, v)))
-    }
-    /// As `replace`, looking at an inner node's child summaries (the changed one
-    /// already changed).
-    fn rescan_inner(sums: &[Self], cur: Self, old: Self, new: Self) -> Self {
-        let _ = (cur, old, new);
-        sums.iter().fold(Self::default(), |acc, &s| acc.join(s))
-    }
 }
 
 /// No summary at all.
@@ -346,16 +334,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             }
             let slot = self.slot_in(p, id);
             let cur = self.inners[p as usize].sum[slot];
-            let m = S::replace(cur, old, new).unwrap_or_else(|| {
-                if level == 0 {
-                    let l = &self.leaves[id as usize];
-                    let n = l.n as usize;
-                    S::rescan_leaf(&l.keys[..n], &l.vals[..n], cur, old, new)
-                } else {
-                    let n = &self.inners[id as usize];
-                    S::rescan_inner(&n.sum[..n.n as usize], cur, old, new)
-                }
-            });
+            let m = S::replace(cur, old, new).unwrap_or_else(|| self.summary_of(id, level));
             if m == cur {
                 return;
             }
@@ -831,7 +810,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             debug_assert_eq!(self.height, 0);
             return;
         }
-        if at == 0 && left_n > 0 {
+        if at == 0 {
             self.fix_min(leaf, 0);
         }
         self.changed(leaf, 0, removed, S::default());
@@ -854,22 +833,19 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                 t.inners[x as usize].n as usize
             }
         };
+        // Nodes shrink one entry at a time, so this one holds exactly `MIN - 1` (never
+        // none, so it keeps a smallest key throughout).
+        debug_assert_eq!(count(self, id), MIN - 1);
         let left = (slot > 0).then(|| self.inners[p as usize].kids[slot - 1]);
         let right = (slot + 1 < pn).then(|| self.inners[p as usize].kids[slot + 1]);
         if let Some(l) = left.filter(|&l| count(self, l) > MIN) {
             self.shift_right(l, id, level);
-            self.inners[p as usize].keys[slot] = self.min_key(id, level);
             self.refresh_slot(p, slot - 1, level);
             self.refresh_slot(p, slot, level);
             return;
         }
         if let Some(r) = right.filter(|&r| count(self, r) > MIN) {
             self.shift_left(id, r, level);
-            self.inners[p as usize].keys[slot + 1] = self.min_key(r, level);
-            if slot == 0 && count(self, id) == 1 {
-                // `id` was empty: its smallest key is the one it just got.
-                self.fix_min(id, level);
-            }
             self.refresh_slot(p, slot, level);
             self.refresh_slot(p, slot + 1, level);
             return;
@@ -880,7 +856,6 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             (None, Some(r)) => (id, r, slot + 1),
             (None, None) => unreachable!("a non-root node has a sibling"),
         };
-        let was_empty_first = slot == 0 && count(self, id) == 0;
         self.merge_into(keep, gone, level);
         let pn = &mut self.inners[p as usize];
         let n = pn.n as usize;
@@ -891,9 +866,6 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         pn.n -= 1;
         let keep_slot = gone_slot - 1;
         self.refresh_slot(p, keep_slot, level);
-        if was_empty_first {
-            self.fix_min(keep, level);
-        }
         self.fix_sum(p, level + 1);
         let p_n = self.inners[p as usize].n as usize;
         if p == self.root {
@@ -910,7 +882,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         }
     }
 
-    /// Recomputes `p`'s key and weight for its child in `slot` (at `level`).
+    /// Recomputes `p`'s key and summary for its child in `slot` (at `level`).
     fn refresh_slot(&mut self, p: u32, slot: usize, level: u32) {
         let kid = self.inners[p as usize].kids[slot];
         let min = self.min_key(kid, level);
@@ -1032,6 +1004,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// Entries in reverse key order.
+    #[cfg(test)]
     pub(crate) fn iter_rev(&self) -> impl Iterator<Item = (K, V)> + '_ {
         let mut pos = self.last();
         core::iter::from_fn(move || {
@@ -1041,12 +1014,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         })
     }
 
-    /// Entries from `pos` on, in key order.
-    pub(crate) fn iter_from(&self, pos: Option<Pos>) -> Iter<'_, K, V, S> {
-        Iter { tree: self, pos }
-    }
-
-    /// Recomputes the shape: sorted keys, separators, weights, parent and leaf links,
+    /// Recomputes the shape: sorted keys, child minimum keys, summaries, parent and leaf links,
     /// fill, height and count.
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.len == 0 {
@@ -1076,7 +1044,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         Ok(())
     }
 
-    /// `(entries, smallest key, largest weight)` under `id`.
+    /// `(entries, smallest key, summary)` under `id`.
     fn check_node(
         &self,
         id: u32,
@@ -1167,27 +1135,8 @@ pub(crate) mod tests {
     use super::*;
     use alloc::collections::BTreeMap;
 
-    /// The longest value below: what the address order keeps, reduced to one field.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    struct Longest(u64);
-
-    impl Summary<u64, u64> for Longest {
-        fn of(_: &u64, v: &u64) -> Self {
-            Longest(*v)
-        }
-        fn join(self, o: Self) -> Self {
-            Longest(self.0.max(o.0))
-        }
-        fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
-            if new.0 >= cur.0 {
-                Some(new)
-            } else if old.0 < cur.0 {
-                Some(cur)
-            } else {
-                None
-            }
-        }
-    }
+    /// The largest value below, as the address order keeps it.
+    use crate::index::MaxValue as Longest;
 
     /// SplitMix64, for the randomised tests of the index.
     pub(crate) struct Rng(pub(crate) u64);
