@@ -1,5 +1,5 @@
-//! Every lock and atomic the crate uses, from one place, so that the interleaving
-//! checks can swap them all: a normal build uses `parking_lot` and `core` atomics;
+//! The locks and the atomics that threads share, from one place, so that the
+//! interleaving checks can swap them: a normal build uses `parking_lot` and `core` atomics;
 //! a build with `--cfg shuttle` uses shuttle's, which explores thread schedules
 //! (`RUSTFLAGS="--cfg shuttle" cargo test --test interleave`).
 //!
@@ -12,12 +12,11 @@
 //! | level | lock | held for |
 //! |---|---|---|
 //! | 0 | `Lends::state` (one allocation's lends, `backing/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
-//! | 1 | `Epochs::state` | commit, begin/end read (then takes every group, ascending) |
-//! | 1 | `Tracked::table` | pins with an owner, a revoke callback or several groups |
-//! | 1 | `Shared::reservations` | reserve and release across groups |
+//! | 1 | `SharedAllocator::epochs` | commit, begin/end read (then takes every group, ascending) |
+//! | 1 | `SharedAllocator::tracked` | pins with an owner, a revoke callback or several groups; `stats` (then takes every group, ascending) |
 //! | 2 | `Group::core`, ascending index | one core operation |
 //! | 3 | `Signal::lock` | the condvar handshake only; nothing is taken under it |
-//! | 3 | `Hooks::pressure` | cloning the callback out; nothing is taken under it |
+//! | 3 | `SharedAllocator::pressure_hook` | cloning the callback out; nothing is taken under it |
 //! | 3 | `Space::detached` | the detached set only; nothing is taken under it |
 //!
 //! No user callback ever runs while any of these is held: callbacks are cloned out

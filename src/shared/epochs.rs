@@ -172,11 +172,15 @@ impl SharedAllocator {
             return Ok(ReleaseOutcome::default());
         }
         let (_, ids) = state.proxies.remove(&reader.epoch).expect("just found");
+        // Every group at once, as `begin_read`: a free over several groups sees the
+        // reader either live in all of them or ended in all of them.
         let mut out = ReleaseOutcome::default();
-        for (g, id) in ids.into_iter().enumerate() {
-            let done = self.lock(g).end_read(id).expect("proxy readers are live");
+        let mut locked = self.lock_all(0..self.groups.len());
+        for (core, id) in locked.iter_mut().zip(ids) {
+            let done = core.end_read(id).expect("proxy readers are live");
             out.released_blocks += done.released_blocks;
         }
+        drop(locked);
         drop(state);
         if out.released_blocks > 0 {
             self.signal.bump();

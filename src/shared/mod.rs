@@ -136,7 +136,7 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     pub(crate) fn of(a: &SharedAllocator) -> Self {
         use alloc::format;
-        // Taken in the lock order: groups first, then the shared records.
+        // One lock at a time, never two together: each group, then the shared records.
         let cores = a.groups.iter().map(|g| g.core.lock().clone()).collect();
         let published: Vec<[u64; 3]> = a.groups.iter().map(Group::published).collect();
         let rest = alloc::vec![

@@ -6,6 +6,7 @@ use core::sync::atomic::{self, AtomicUsize};
 use std::time::Duration;
 
 use super::SharedAllocator;
+use super::group::Locked;
 use super::signal::Deadline;
 use crate::sync::Ordering;
 use crate::{AllocError, Extent, Held, Policy, Request};
@@ -47,7 +48,7 @@ impl SharedAllocator {
     /// group 0 for [`Policy::FirstFit`] (so first fit is the lowest address overall),
     /// and at this thread's rotor for best fit; it then tries the other groups whose
     /// lock-free summaries say the request might fit (nearest first for `Near`). A
-    /// success moves the thread's rotor to that group.
+    /// best-fit or first-fit success moves the thread's rotor to that group.
     ///
     /// When it fails for lack of space while held space would satisfy it, the
     /// [pressure hook](Self::set_pressure_hook) and the revoke callbacks of leases
@@ -116,9 +117,10 @@ impl SharedAllocator {
         }
     }
 
-    /// Allocates `total_blocks` as the fewest extents, taking every group's lock at
-    /// once so that it either takes them all or changes nothing. Each step takes the
-    /// longest free extent in any group, or the best fit for what is left.
+    /// Allocates `total_blocks` as few extents, taking every group's lock at once so
+    /// that it either takes them all or changes nothing. Each step takes, in the group
+    /// that can give the longest run, that run (capped by the group's unreserved
+    /// blocks), or the best fit there for what is left.
     ///
     /// # Errors
     ///
@@ -137,15 +139,18 @@ impl SharedAllocator {
         let mut locked = self.lock_all_with_room(total_blocks)?;
         let mut out = Vec::new();
         let mut left = total_blocks;
+        // The longest run a group can give without touching its reservations.
+        let run = |c: &Locked<'_>| c.largest_free_len().min(c.count_unreserved_free_blocks());
         while left > 0 {
             let core = locked
                 .iter_mut()
-                .max_by_key(|c| (c.largest_free_len(), core::cmp::Reverse(c.index)))
+                .max_by_key(|c| (run(c), core::cmp::Reverse(c.index)))
                 .expect("at least one group");
-            let len = core.largest_free_len().min(left);
+            // Positive: the unreserved blocks of all groups cover what is left.
+            let len = run(core).min(left);
             let e = core
                 .allocate(Request::new(len))
-                .expect("the longest free extent fits");
+                .expect("a run within the longest extent and the unreserved blocks fits");
             left -= e.len;
             out.push(e);
         }
@@ -197,14 +202,7 @@ impl SharedAllocator {
         let min = request.min_len;
         let (first, near) = match request.policy {
             Policy::Exact(start) => {
-                let g = self.group_of(start);
-                let boundary = self.groups[g].range.end;
-                if start + min > boundary {
-                    return Err(AllocError::CrossesGroup {
-                        extent: Extent::new(start, min),
-                        boundary,
-                    });
-                }
+                let g = self.exact_group(start, min)?;
                 return self.lock(g).allocate(*request);
             }
             Policy::Near(goal) => (self.group_of(goal), true),
@@ -216,14 +214,7 @@ impl SharedAllocator {
             if !self.groups[g].might_fit(min) {
                 return None;
             }
-            let mut local = *request;
-            if let Policy::Near(goal) = request.policy {
-                // Another group's core only knows blocks below its end; the nearest
-                // placement to the goal there is the nearest to the goal clamped in.
-                let range = &self.groups[g].range;
-                local.policy = Policy::Near(goal.clamp(range.start, range.end - 1));
-            }
-            match self.lock(g).allocate(local) {
+            match self.lock(g).allocate(self.local_request(g, request)) {
                 Err(AllocError::NoSpace { .. }) => None,
                 done => Some(done),
             }
@@ -245,6 +236,32 @@ impl SharedAllocator {
             }
         }
         Err(self.no_space(min))
+    }
+
+    /// The group an exact request at `start` for `min` blocks goes to, or
+    /// [`AllocError::CrossesGroup`] when those blocks do not lie in one group.
+    pub(crate) fn exact_group(&self, start: u64, min: u64) -> Result<usize, AllocError> {
+        let g = self.group_of(start);
+        let boundary = self.groups[g].range.end;
+        if start + min > boundary {
+            return Err(AllocError::CrossesGroup {
+                extent: Extent::new(start, min),
+                boundary,
+            });
+        }
+        Ok(g)
+    }
+
+    /// `request` as group `g`'s core should see it: a near-goal request's goal clamped
+    /// into the group (another group's core only knows blocks below its end, and the
+    /// nearest placement to the goal there is the nearest to the goal clamped in).
+    pub(crate) fn local_request(&self, g: usize, request: &Request) -> Request {
+        let mut local = *request;
+        if let Policy::Near(goal) = request.policy {
+            let range = &self.groups[g].range;
+            local.policy = Policy::Near(goal.clamp(range.start, range.end - 1));
+        }
+        local
     }
 
     /// A [`AllocError::NoSpace`] for `requested` blocks, totalled over every group

@@ -75,26 +75,26 @@ impl SharedAllocator {
             return Ok(out);
         }
         let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
+        // Several pieces, or a cap to charge: every piece is previewed before any is
+        // freed, so that the free either happens whole or changes nothing.
         let mut locked = self.lock_all(gs);
-        if pieces.len() > 1 || self.deferred_cap_blocks.is_some() {
-            let previews: Vec<Result<u64, FreeError>> = pieces
-                .iter()
-                .zip(&locked)
-                .map(|((_, piece), core)| core.deferral_preview(*piece, on_commit))
-                .collect();
-            let deferring = whole_outcome(extent, &pieces, &previews)?;
-            if let Some(cap) = self.deferred_cap_blocks {
-                self.charge_deferred(extent, &locked, &deferring, cap)?;
-            }
+        let previews: Vec<Result<u64, FreeError>> = pieces
+            .iter()
+            .zip(&locked)
+            .map(|((_, piece), core)| core.deferral_preview(*piece, on_commit))
+            .collect();
+        let deferring = whole_outcome(extent, &pieces, &previews)?;
+        if let Some(cap) = self.deferred_cap_blocks {
+            self.charge_deferred(extent, &locked, &deferring, cap)?;
         }
         let mut out = FreeOutcome::default();
         for ((_, piece), core) in pieces.iter().zip(&mut locked) {
-            // Only a lone piece can fail here (unpreviewed), and then it changed nothing.
             let done = if on_commit {
                 core.free_on_commit(*piece)
             } else {
                 core.free(*piece)
-            }?;
+            }
+            .expect("a previewed piece frees");
             out.freed_blocks += done.freed_blocks;
             out.deferred_blocks += done.deferred_blocks;
         }

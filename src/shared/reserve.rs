@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use super::SharedAllocator;
-use crate::{AllocError, Extent, Request, Reservation};
+use crate::{AllocError, Extent, Policy, Request, Reservation};
 
 /// Blocks set aside for one caller, spread over one or more groups; from
 /// [`SharedAllocator::reserve`]. Dropping it releases what is left.
@@ -100,7 +100,8 @@ impl SharedAllocator {
     }
 
     /// Allocates one extent against a reservation, from the first of its groups that
-    /// can place it; see
+    /// can place it (an exact start only from its own group's part; a near goal from
+    /// the parts nearest its group first, each taking the nearest block to it); see
     /// [`ExtentAllocator::allocate_reserved`](crate::ExtentAllocator::allocate_reserved).
     ///
     /// # Errors
@@ -123,13 +124,31 @@ impl SharedAllocator {
     ) -> Result<Extent, AllocError> {
         self.owns(reservation)?;
         request.check(self.capacity)?;
+        // An exact request can only be placed in its own group's part.
+        let only = match request.policy {
+            Policy::Exact(start) => Some(self.exact_group(start, request.min_len)?),
+            _ => None,
+        };
+        // A near-goal request tries the parts nearest the goal's group first.
+        let mut order: Vec<usize> = (0..reservation.parts.len()).collect();
+        if let Policy::Near(goal) = request.policy {
+            let home = self.group_of(goal);
+            order.sort_by_key(|&i| reservation.parts[i].0.abs_diff(home));
+        }
         let mut tried = false;
-        for (g, part) in &mut reservation.parts {
+        for i in order {
+            let (g, part) = &mut reservation.parts[i];
             if part.remaining_blocks() < request.min_len {
                 continue;
             }
             tried = true;
-            match self.lock(*g).allocate_reserved(part, request) {
+            if only.is_some_and(|o| o != *g) {
+                continue;
+            }
+            match self
+                .lock(*g)
+                .allocate_reserved(part, self.local_request(*g, &request))
+            {
                 Err(AllocError::NoSpace { .. }) => {}
                 done => return done,
             }

@@ -72,6 +72,9 @@ impl SharedAllocator {
     pub fn stats(&self) -> SharedStats {
         let mut t = Stats::zeroed(self.capacity);
         let mut c = Counters::default();
+        // Held throughout (tracked pins before groups, the lock order), so that no pin
+        // over several groups comes or goes between the group counts and its pieces.
+        let tracked = self.tracked.lock();
         for g in 0..self.groups.len() {
             let s = self.lock(g).stats();
             t.free_blocks += s.free_blocks;
@@ -91,6 +94,8 @@ impl SharedAllocator {
             t.metadata_bytes += s.metadata_bytes;
             c.add(&s.counters);
         }
+        t.count_pins -= tracked.count_extra_pieces();
+        drop(tracked);
         t.allocated_blocks = self.capacity - t.free_blocks - t.deferred_blocks;
         {
             let state = self.epochs.lock();
@@ -98,7 +103,6 @@ impl SharedAllocator {
             t.open_epoch = state.open();
         }
         c.commits = t.open_epoch - 1;
-        t.count_pins -= self.tracked.lock().count_extra_pieces();
         t.counters = c;
         SharedStats {
             space: t,
