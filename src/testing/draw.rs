@@ -85,7 +85,8 @@ pub const OP_KINDS: [&str; 15] = [
 pub struct Weights(pub [u32; OP_KINDS.len()]);
 
 impl Weights {
-    /// The default mix: what the proptest strategies draw.
+    /// The default mix: close to what [`strategy::op`](super::strategy::op) draws,
+    /// plus the rare free of everything live, which the strategy leaves out.
     #[must_use]
     pub fn standard() -> Self {
         Weights([10, 2, 8, 2, 2, 2, 1, 5, 4, 1, 3, 2, 2, 1, 1])

@@ -38,4 +38,4 @@ pub use checked::Checked;
 pub use draw::{OP_KINDS, Source, SplitMix, Weights};
 pub use model::{Freed, Model, ModelBlock};
 pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};
-pub use snapshot::{SharedSnapshot, first_difference};
+pub use snapshot::{SharedSnapshot, err_names, first_difference};

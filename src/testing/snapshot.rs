@@ -43,7 +43,7 @@ pub fn first_difference(a: &ExtentAllocator, b: &ExtentAllocator) -> Option<&'st
 pub struct SharedSnapshot(crate::shared::Snapshot);
 
 impl SharedSnapshot {
-    /// Copies `alloc`'s state, locking each part in the lock order. Take it when no
+    /// Copies `alloc`'s state, locking one part at a time. Take it when no
     /// other thread is using the allocator.
     #[must_use]
     pub fn of(alloc: &SharedAllocator) -> Self {
@@ -55,4 +55,28 @@ impl SharedSnapshot {
     pub fn first_difference(&self, other: &Self) -> Option<String> {
         self.0.first_difference(&other.0)
     }
+}
+
+/// Whether `debug`, the `Debug` text of a `Result`, is an `Err` that names `variant`
+/// as a whole word: `Unknown` does not match `UnknownReader`. For tables of failing
+/// calls whose error types differ.
+///
+/// ```
+/// use pinalloc::{AllocError, ExtentAllocator, Request};
+/// use pinalloc::testing::err_names;
+///
+/// let got = format!("{:?}", ExtentAllocator::new(8).allocate(Request::new(0)));
+/// assert!(err_names(&got, "ZeroLength"));
+/// assert!(!err_names(&got, "Zero"));
+/// assert!(!err_names("Ok(())", "Ok"));
+/// # let _ = AllocError::ZeroLength;
+/// ```
+#[must_use]
+pub fn err_names(debug: &str, variant: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    debug.starts_with("Err(")
+        && debug.match_indices(variant).any(|(at, _)| {
+            !word(debug[..at].chars().next_back())
+                && !word(debug[at + variant.len()..].chars().next())
+        })
 }
