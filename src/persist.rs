@@ -71,15 +71,18 @@ pub struct FreeList {
 }
 
 impl FreeList {
-    /// Blocks the extents cover.
+    /// Blocks the extents cover, saturating at `u64::MAX` for a list built by hand
+    /// whose lengths overflow (a decoded list never does).
     ///
     /// ```
     /// use pinalloc::{Extent, persist::FreeList};
     /// assert_eq!(FreeList { capacity: 9, generation: 0, extents: vec![Extent::new(0, 2), Extent::new(5, 3)] }.blocks(), 5);
+    /// let huge = vec![Extent::new(0, u64::MAX), Extent::new(0, u64::MAX)];
+    /// assert_eq!(FreeList { capacity: 0, generation: 0, extents: huge }.blocks(), u64::MAX);
     /// ```
     #[must_use]
     pub fn blocks(&self) -> u64 {
-        self.extents.iter().map(|e| e.len).sum()
+        self.extents.iter().fold(0, |sum, e| sum.saturating_add(e.len))
     }
 }
 

@@ -21,16 +21,17 @@ impl Memory {
     ///
     /// # Safety
     ///
-    /// `self` describes live memory, and nothing writes those bytes during the call.
+    /// `self` describes live memory, nothing writes those bytes during the call, and
+    /// `buf` does not overlap them.
     pub(super) unsafe fn read(
         &self,
         offset_bytes: u64,
         buf: &mut [u8],
     ) -> Result<(), BackingError> {
         let range = checked_bytes(BackingOp::Read, offset_bytes, buf.len(), self.len_bytes)?;
-        // SAFETY: `range` is inside the `len_bytes` valid bytes (checked above), `buf` is
-        // a distinct Rust allocation so the two cannot overlap, and the caller promised
-        // no writer of these bytes runs meanwhile, so this read races with nothing.
+        // SAFETY: `range` is inside the `len_bytes` valid bytes (checked above), the
+        // caller promised `buf` does not overlap them and that no writer of these bytes
+        // runs meanwhile, so this copy neither overlaps nor races.
         unsafe {
             core::ptr::copy_nonoverlapping(self.at(range.start), buf.as_mut_ptr(), buf.len());
         }

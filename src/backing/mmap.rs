@@ -133,8 +133,9 @@ impl MmapBacking {
         })
     }
 
-    /// Whether `discard` still gives storage back: `false` once the system answered
-    /// that it cannot (`EOPNOTSUPP`, `ENOSYS`), after which discards write zeros.
+    /// Whether `discard` gives storage back: `false` where the system has no advice
+    /// for it (off Linux), or once it answered that it cannot (`EOPNOTSUPP`,
+    /// `ENOSYS`); discards then write zeros.
     ///
     /// ```
     /// use pinalloc::MmapBacking;
@@ -142,7 +143,7 @@ impl MmapBacking {
     /// # Ok::<(), pinalloc::BackingError>(())
     /// ```
     pub fn punches_holes(&self) -> bool {
-        self.punch.load(Ordering::Relaxed)
+        self.advice().is_some() && self.punch.load(Ordering::Relaxed)
     }
 
     /// Whether this maps a file (rather than anonymous memory).

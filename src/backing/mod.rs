@@ -74,7 +74,8 @@ pub trait Backing: Send + Sync + 'static {
     ///
     /// # Safety
     ///
-    /// While the call runs, nothing else writes or discards any of these bytes.
+    /// While the call runs, nothing else writes or discards any of these bytes, and
+    /// `buf` does not overlap them (nothing holds a mutable reference to them).
     unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError>;
 
     /// Writes `buf` at `offset_bytes`.

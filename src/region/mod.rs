@@ -223,7 +223,7 @@ pub struct RegionStats {
     /// Bytes those discards covered.
     pub discarded_bytes: u64,
     /// Discards that failed where no caller could be told (in a `Drop`); their blocks
-    /// were released anyway, keeping their old bytes.
+    /// were released anyway, with unspecified contents.
     pub count_discard_failures: u64,
 }
 
