@@ -28,7 +28,8 @@
 //! The allocating thread does not stay out of the pinner's group. During the churn it
 //! allocates about three times the space, so its starting group moves round every
 //! group, and its live extents, and so its frees, end up spread over all of them.
-//! About one operation in 16 therefore locks the group that the pinner keeps busy.
+//! With the default 64 groups, about one operation in 64 therefore locks the group
+//! that the pinner keeps busy.
 //! `CONTENTION_GROUPS` changes the group count to show this.
 //!
 //! Both threads start together at a barrier, after the untimed setup. The pinner stops
@@ -62,7 +63,7 @@
 //! - `CONTENTION_PIN_GAP_NS`: busy time between the pinner's pins, standing for the
 //!   work of driving a device (default 0: back to back).
 //! - `CONTENTION_GROUPS`: allocation groups of the `SharedAllocator` (default: its own
-//!   default, 16 on this space).
+//!   default, 64 on this space).
 //! - `CONTENTION_CONFIGS`: a comma-separated subset of configurations, by criterion id
 //!   (`shared_alone`, `shared_pinner_own`, `shared_pinner_handoff`, `naive_alone`,
 //!   `naive_pinner_own`, `naive_pinner_handoff`).

@@ -82,7 +82,9 @@ impl FreeList {
     /// ```
     #[must_use]
     pub fn blocks(&self) -> u64 {
-        self.extents.iter().fold(0, |sum, e| sum.saturating_add(e.len))
+        self.extents
+            .iter()
+            .fold(0, |sum, e| sum.saturating_add(e.len))
     }
 }
 
