@@ -498,7 +498,7 @@ fn every_failing_shared_call_changes_nothing() {
 }
 
 /// A space whose only free room is held back: 32 blocks, all freed on commit after
-/// epoch 1 (so Deferred until epoch 2 commits), except [0, 4) which a lease pins.
+/// epoch 1 (so Deferred until epoch 2 commits). Callers add their own leases.
 fn held_back() -> Arc<SharedAllocator> {
     let alloc = Arc::new(SharedAllocator::new(32));
     let e = alloc.allocate(Request::new(32)).unwrap();
@@ -509,8 +509,9 @@ fn held_back() -> Arc<SharedAllocator> {
 
 /// Where the callbacks run under pressure: the pressure hook and revoke callbacks,
 /// from `allocate` and `allocate_wait` (revoke callbacks from `revoke` are tested in
-/// `tests/concurrent.rs`). Each panics there, before or after doing its job (committing, unpinning); the call
-/// returns, the panic is counted, and the allocator stays consistent and usable.
+/// `tests/concurrent.rs`). Each panics there, before or after doing its job
+/// (committing, unpinning); the call returns, the panic is counted, and the allocator
+/// stays consistent and usable.
 #[test]
 fn panicking_callbacks_anywhere_leave_the_allocator_consistent_and_usable() {
     type Entry = fn(&SharedAllocator) -> Result<Extent, AllocError>;

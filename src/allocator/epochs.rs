@@ -206,7 +206,8 @@ impl ExtentAllocator {
     }
 
     /// Begins a snapshot reader in the open epoch. Until it ends, every block freed in
-    /// this epoch or a later one stays Deferred.
+    /// this epoch or a later one stays Deferred, except blocks both allocated and
+    /// freed on commit in the open epoch, which no snapshot can have seen.
     ///
     /// ```
     /// use pinalloc::{ExtentAllocator, Request};

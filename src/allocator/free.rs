@@ -106,7 +106,7 @@ impl ExtentAllocator {
     }
 
     /// Checks that every block of `extent` is Allocated and not under a blocking pin.
-    /// Also says whether the range is unmarked: no pin and no Deferred block in it.
+    /// Also says whether any pin covers part of it.
     pub(super) fn check_free(&self, extent: Extent) -> Result<(Range<u64>, bool), FreeError> {
         let r = self
             .checked_range(extent)

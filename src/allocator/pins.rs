@@ -1,7 +1,9 @@
 //! The pin registry: reference-counted pinned ranges.
 //!
-//! Each pin costs one record, whatever its length. Per-block counts are kept as runs
-//! of equal counts, so overlapping and nested pins cost a few runs each.
+//! Each pin costs one record in a slab, whatever its length, and one entry in an
+//! interval tree of pinned ranges; how many pins cover a block, and which blocks an
+//! unpin left unpinned, are descents of that tree, so overlapping and nested pins cost
+//! nothing more.
 
 use alloc::vec::Vec;
 use core::fmt;

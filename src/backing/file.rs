@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::mmap::unsupported;
-use super::{Backing, BackingError, BackingOp, checked_bytes};
+use super::{Backing, BackingError, BackingOp, checked_bytes, checked_discard};
 
 /// A file used through positional reads and writes (`pread`/`pwrite`): a data file, a
 /// block device image, anything too large or too remote to map.
@@ -182,10 +182,8 @@ impl Backing for FileBacking {
     }
 
     unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
+        checked_discard(&range, self.len_bytes)?;
         let fail = |e: io::Error| BackingError::new(BackingOp::Discard, range.clone(), e);
-        if range.start > range.end || range.end > self.len_bytes {
-            return Err(fail(io::ErrorKind::InvalidInput.into()));
-        }
         if range.is_empty() {
             return Ok(());
         }

@@ -6,7 +6,7 @@
 use core::ops::Range;
 use core::ptr::NonNull;
 
-use super::{BackingError, BackingOp, checked_bytes};
+use super::{BackingError, BackingOp, checked_bytes, checked_discard};
 
 /// `len_bytes` bytes of memory from `base`, valid for reads and writes while the
 /// backing that made it lives.
@@ -61,8 +61,9 @@ impl Memory {
     ///
     /// As [`write`](Self::write).
     pub(super) unsafe fn zero(&self, range: Range<u64>) -> Result<(), BackingError> {
-        let len = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
-        checked_bytes(BackingOp::Discard, range.start, len, self.len_bytes)?;
+        checked_discard(&range, self.len_bytes)?;
+        // In bounds, so it fits in memory, and so in a `usize`.
+        let len = (range.end - range.start) as usize;
         // SAFETY: in bounds (checked above), and the caller promised exclusive access.
         unsafe { core::ptr::write_bytes(self.at(range.start), 0, len) };
         Ok(())

@@ -11,7 +11,9 @@ use memmap2::{MmapMut, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use super::file::open_sized;
 use super::memory::Memory;
-use super::{Backing, BackingError, BackingOp, MemoryBacking, page_bytes, page_interior};
+use super::{
+    Backing, BackingError, BackingOp, MemoryBacking, checked_discard, page_bytes, page_interior,
+};
 
 /// A memory mapping, anonymous or shared over a file: memory a device can DMA into,
 /// whose released pages go back to the kernel.
@@ -234,10 +236,7 @@ impl Backing for MmapBacking {
     }
 
     unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
-        let fail = |e: io::Error| BackingError::new(BackingOp::Discard, range.clone(), e);
-        if range.start > range.end || range.end > self.memory.len_bytes {
-            return Err(fail(io::ErrorKind::InvalidInput.into()));
-        }
+        checked_discard(&range, self.memory.len_bytes)?;
         let pages = page_interior(&range, page_bytes());
         // SAFETY: the partial pages at the ends lie inside `range`, which the caller
         // gave us exclusively.

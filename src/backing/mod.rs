@@ -258,6 +258,22 @@ pub(crate) fn checked_bytes(
     }
 }
 
+/// Refuses a discard `range` that is reversed or runs past `len_bytes`, the same way
+/// for every backing.
+pub(crate) fn checked_discard(range: &Range<u64>, len_bytes: u64) -> Result<(), BackingError> {
+    if range.start > range.end || range.end > len_bytes {
+        return Err(BackingError::new(
+            BackingOp::Discard,
+            range.clone(),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a byte range of a {len_bytes}-byte backing"),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The largest page-aligned part of `range` (empty if there is none), for discards
 /// that work on whole pages.
 pub(crate) fn page_interior(range: &Range<u64>, page_bytes: u64) -> Range<u64> {
@@ -289,6 +305,31 @@ mod tests {
         assert_eq!(page_interior(&(0..8192), 4096), 0..8192);
         assert!(page_interior(&(100..4000), 4096).is_empty());
         assert!(page_interior(&(4000..4200), 4096).is_empty());
+    }
+
+    #[test]
+    fn checked_discard_refuses_reversed_and_overrunning_ranges() {
+        assert!(checked_discard(&(10..15), 15).is_ok());
+        assert!(checked_discard(&(15..15), 15).is_ok());
+        let reversed = Range { start: 10, end: 5 };
+        assert_eq!(checked_discard(&reversed, 15).unwrap_err().range, reversed);
+        assert_eq!(
+            checked_discard(&(10..16), 15).unwrap_err().op,
+            BackingOp::Discard
+        );
+    }
+
+    #[test]
+    fn the_memory_backings_refuse_a_reversed_discard() {
+        let reversed = Range { start: 10, end: 5 };
+        let heap = HeapBacking::new(4096).unwrap();
+        let mmap = MmapBacking::anonymous(4096).unwrap();
+        // SAFETY: nothing else touches either backing, and a refused discard writes
+        // nothing.
+        unsafe {
+            assert!(heap.discard(reversed.clone()).is_err());
+            assert!(mmap.discard(reversed).is_err());
+        }
     }
 
     #[test]
