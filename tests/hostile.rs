@@ -1032,3 +1032,110 @@ fn the_catalogue_of_bad_input() {
     drop(kept);
     eprintln!("{kinds} kinds of bad input, {checks} entry-point checks");
 }
+
+/// Every capacity the core accepts, up to `u64::MAX`, works in `SharedAllocator` with
+/// any group count: every block is there, the very top can be allocated exactly, and
+/// the groups cover the space (checked by `check_invariants`).
+#[test]
+fn shared_allocators_at_the_top_of_the_space() {
+    use pinalloc::{BlockState, SharedAllocator};
+    let capacities = [TOP, TOP - 1, (1 << 63) + 1, 1 << 63, 3 << 62];
+    let groups = [
+        None,
+        Some(0),
+        Some(1),
+        Some(2),
+        Some(7),
+        Some(64),
+        Some(1000),
+    ];
+    for capacity in capacities {
+        for count in groups {
+            let mut b = SharedAllocator::builder(capacity);
+            if let Some(n) = count {
+                b = b.groups(n);
+            }
+            let a = b.build();
+            let at = format!("capacity {capacity}, groups {count:?}");
+            a.check_invariants().unwrap_or_else(|v| panic!("{at}: {v}"));
+            assert_eq!(a.stats().space.free_blocks, capacity, "{at}");
+            assert_eq!(a.free_extents(), [Extent::new(0, capacity)], "{at}");
+            assert_eq!(a.state_of(capacity - 1), Some(BlockState::Free), "{at}");
+            assert_eq!(a.state_of(capacity), None, "{at}");
+            let top = a
+                .allocate(Request::new(1).policy(Policy::Exact(capacity - 1)))
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert_eq!(top, Extent::new(capacity - 1, 1), "{at}");
+            // The whole last group, exactly, from its first block.
+            let last_start = (a.group_count() as u64 - 1) * a.group_blocks();
+            let last_len = capacity - last_start;
+            a.free(top).unwrap();
+            let whole = a
+                .allocate(Request::new(last_len).policy(Policy::Exact(last_start)))
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert_eq!(whole.checked_end(), Some(capacity), "{at}");
+            let near = a.allocate(Request::new(3).policy(Policy::Near(capacity - 1)));
+            if a.group_count() > 1 {
+                let near = near.unwrap_or_else(|e| panic!("{at}: {e}"));
+                assert_eq!(near.checked_end(), Some(last_start), "{at}");
+                a.free(near).unwrap();
+            }
+            a.free(whole).unwrap();
+            assert_eq!(a.stats().space.free_blocks, capacity, "{at}");
+            a.check_invariants().unwrap_or_else(|v| panic!("{at}: {v}"));
+        }
+    }
+}
+
+/// A group count too large to build is taken as the most allowed, never an abort for
+/// want of memory.
+#[test]
+fn a_group_count_past_the_limit_is_capped() {
+    use pinalloc::SharedAllocator;
+    for count in [SharedAllocator::MAX_GROUPS + 1, 1 << 40, TOP] {
+        let a = SharedAllocator::builder(TOP).groups(count).build();
+        assert_eq!(a.group_count() as u64, SharedAllocator::MAX_GROUPS);
+        assert_eq!(a.stats().space.free_blocks, TOP);
+        a.check_invariants().unwrap();
+    }
+    // A small space still gets one group per block at most.
+    let a = SharedAllocator::builder(5).groups(TOP).build();
+    assert_eq!(a.group_count(), 5);
+}
+
+/// A `Region` over a backing that claims the whole `u64` byte space, in 1-byte blocks:
+/// the allocator gets every block, the top one included.
+#[test]
+fn a_region_over_the_whole_byte_space() {
+    use pinalloc::{Backing, BackingError, Region};
+    #[derive(Debug)]
+    struct Claims; // never touched: discards are off, nothing is read or written
+    impl Backing for Claims {
+        fn len_bytes(&self) -> u64 {
+            TOP
+        }
+        unsafe fn read_at(&self, _: u64, _: &mut [u8]) -> Result<(), BackingError> {
+            unreachable!("the test reads nothing")
+        }
+        unsafe fn write_at(&self, _: u64, _: &[u8]) -> Result<(), BackingError> {
+            unreachable!("the test writes nothing")
+        }
+        fn sync(&self) -> Result<(), BackingError> {
+            Ok(())
+        }
+    }
+    for groups in [1, 2, 7, 64, 1000] {
+        let r = Region::builder(Claims, 1)
+            .groups(groups)
+            .discard_released(false)
+            .build()
+            .unwrap();
+        assert_eq!(r.capacity_blocks(), TOP);
+        assert_eq!(r.stats().space.space.free_blocks, TOP, "groups {groups}");
+        let top = r
+            .allocate(Request::new(1).policy(Policy::Exact(TOP - 1)))
+            .unwrap();
+        assert_eq!(top.extent(), Extent::new(TOP - 1, 1));
+        r.check_invariants().unwrap();
+    }
+}

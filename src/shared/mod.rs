@@ -36,6 +36,8 @@ const DEFAULT_MIN_GROUP_BLOCKS: u64 = 4096;
 /// (and a thread pinning in a loop) out of each other's locks; the price is the
 /// longest extent (a group) and global calls (commit, stats) that visit every group.
 const DEFAULT_GROUPS: u64 = 64;
+/// See [`SharedAllocator::MAX_GROUPS`].
+const MAX_GROUPS: u64 = 1 << 16;
 
 /// The callback type of [`SharedAllocator::set_pressure_hook`].
 pub(crate) type PressureHook = Arc<dyn Fn(&Pressure) + Send + Sync>;
@@ -201,7 +203,12 @@ pub struct SharedBuilder {
 impl SharedBuilder {
     /// The number of allocation groups. The default is 64, but never groups smaller
     /// than 4096 blocks, so spaces under 8192 blocks are one group. A count of 0 is
-    /// taken as 1, and the count never exceeds the capacity.
+    /// taken as 1, and the count never exceeds the capacity nor [`SharedAllocator::MAX_GROUPS`]
+    /// (65,536): a larger count is taken as the largest allowed, so that no number
+    /// passed here can exhaust memory. [`SharedAllocator::group_count`] says what was
+    /// built. Groups are of equal size but the last, which may be shorter, so the
+    /// count built can be below the one asked for (100 blocks in 7 groups of 15 is 7
+    /// groups; in 60 groups of 2 it is 50).
     ///
     /// ```
     /// let alloc = pinalloc::SharedAllocator::builder(100).groups(3).build();
@@ -318,13 +325,18 @@ impl SharedBuilder {
         let wanted = self
             .groups
             .unwrap_or_else(|| (capacity / DEFAULT_MIN_GROUP_BLOCKS).clamp(1, DEFAULT_GROUPS))
-            .clamp(1, capacity.max(1));
+            .clamp(1, capacity.clamp(1, MAX_GROUPS));
         let group_blocks = capacity.div_ceil(wanted).max(1);
         let count = capacity.div_ceil(group_blocks).max(1);
+        debug_assert!(count <= MAX_GROUPS);
         let groups: Box<[Group]> = (0..count)
             .map(|g| {
-                let start = g * group_blocks;
-                let end = (start + group_blocks).min(capacity);
+                // `g < count`, so `start < capacity` (or both are 0): no overflow, and
+                // the group's end is computed from what is left, never past 2^64.
+                let start = g
+                    .checked_mul(group_blocks)
+                    .expect("a group's start lies inside the space");
+                let end = start + (capacity - start).min(group_blocks);
                 let pieces = free.iter().filter_map(|e| {
                     let s = e.start.max(start);
                     let t = (e.start + e.len).min(end);
@@ -366,6 +378,17 @@ fn clip(extent: Extent, range: &Range<u64>) -> Extent {
 }
 
 impl SharedAllocator {
+    /// The most allocation groups a space is cut into: 65,536. Each group is a core
+    /// under its own lock, so a count passed to [`SharedBuilder::groups`] by mistake
+    /// cannot take the machine's memory.
+    ///
+    /// ```
+    /// use pinalloc::SharedAllocator;
+    /// let alloc = SharedAllocator::builder(u64::MAX).groups(u64::MAX).build();
+    /// assert_eq!(alloc.group_count() as u64, SharedAllocator::MAX_GROUPS);
+    /// ```
+    pub const MAX_GROUPS: u64 = MAX_GROUPS;
+
     /// An allocator over blocks `0..capacity_blocks`, all Free, with default settings.
     ///
     /// ```
@@ -585,13 +608,15 @@ impl SharedAllocator {
     /// # Ok::<(), pinalloc::InvariantViolation>(())
     /// ```
     pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
+        self.check_groups_cover()?;
         let tracked = self.tracked.lock();
-        let mut deferred = 0;
+        let mut deferred = 0u64;
         for g in 0..self.groups.len() {
             let core = self.groups[g].core.lock();
             core.check_invariants()?;
+            self.check_group_bounds(g, &core)?;
             self.groups[g].check_summary(g, &core)?;
-            deferred += core.count_deferred_blocks();
+            deferred = deferred.saturating_add(core.count_deferred_blocks());
             tracked.check_group(g, &core)?;
         }
         let published = self.count_deferred_blocks.load(Ordering::SeqCst);
@@ -604,5 +629,74 @@ impl SharedAllocator {
             });
         }
         tracked.check_quotas()
+    }
+
+    /// The groups cut `0..capacity` into consecutive ranges of `group_blocks` blocks
+    /// (the last may be shorter), in order, with nothing left over: a lost or
+    /// misplaced group is a violation, so `group_of` finds every block's group.
+    fn check_groups_cover(&self) -> Result<(), crate::InvariantViolation> {
+        let violation = |detail| crate::InvariantViolation { number: 2, detail };
+        let expected = if self.capacity == 0 {
+            1
+        } else {
+            self.capacity.div_ceil(self.group_blocks)
+        };
+        if self.groups.len() as u64 != expected {
+            return Err(violation(alloc::format!(
+                "{} groups of {} blocks for a space of {}: want {expected}",
+                self.groups.len(),
+                self.group_blocks,
+                self.capacity
+            )));
+        }
+        let mut next = 0u64;
+        for (g, group) in self.groups.iter().enumerate() {
+            let want_end = next + (self.capacity - next).min(self.group_blocks);
+            if group.range != (next..want_end) {
+                return Err(violation(alloc::format!(
+                    "group {g} covers {:?}, want {next}..{want_end}",
+                    group.range
+                )));
+            }
+            next = want_end;
+        }
+        if next != self.capacity {
+            return Err(violation(alloc::format!(
+                "the groups end at {next}, the space at {}",
+                self.capacity
+            )));
+        }
+        Ok(())
+    }
+
+    /// Group `g`'s core spans `0..range.end`, and everything it manages besides the
+    /// blocks below `range.start` (Allocated forever) lies inside the range.
+    fn check_group_bounds(
+        &self,
+        g: usize,
+        core: &ExtentAllocator,
+    ) -> Result<(), crate::InvariantViolation> {
+        let range = &self.groups[g].range;
+        let violation = |detail| crate::InvariantViolation { number: 2, detail };
+        if core.capacity_blocks() != range.end {
+            return Err(violation(alloc::format!(
+                "group {g} covers {range:?}, its core {} blocks",
+                core.capacity_blocks()
+            )));
+        }
+        let s = core.stats();
+        if s.allocated_blocks < range.start {
+            return Err(violation(alloc::format!(
+                "group {g} starts at {}, but its core has only {} Allocated blocks",
+                range.start,
+                s.allocated_blocks
+            )));
+        }
+        if let Some(first) = core.free_extents().next().filter(|f| f.start < range.start) {
+            return Err(violation(alloc::format!(
+                "group {g} covers {range:?}, its core has {first} Free"
+            )));
+        }
+        Ok(())
     }
 }

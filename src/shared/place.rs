@@ -308,7 +308,8 @@ impl SharedAllocator {
         };
         let available = free.saturating_sub(reserved).saturating_sub(pinned_free);
         let held = deferred.total() + pinned_free;
-        if held == 0 || available + held < requested || requested > self.group_blocks {
+        if held == 0 || available.saturating_add(held) < requested || requested > self.group_blocks
+        {
             return Err(err);
         }
         let hook = self.pressure_hook.lock().clone();
