@@ -136,6 +136,27 @@ pub enum AllocError {
         /// Free blocks that pins keep out of reach.
         pinned_free: u64,
     },
+    /// [`SharedAllocator::allocate_wait`](crate::SharedAllocator::allocate_wait) waited
+    /// its whole timeout and the request still did not fit. The fields are those of
+    /// the last [`NoSpace`](Self::NoSpace): what stood in the way when it gave up.
+    #[error(
+        "timed out waiting for {requested} blocks: {free} free (largest free extent \
+         {largest_free}, {pinned_free} pinned, {reserved} reserved), {deferred}"
+    )]
+    TimedOut {
+        /// The (minimum) number of blocks asked for.
+        requested: u64,
+        /// Free blocks, including the reserved and the pinned ones.
+        free: u64,
+        /// The largest free extent that can be allocated, in blocks.
+        largest_free: u64,
+        /// Free blocks set aside by reservations.
+        reserved: u64,
+        /// Deferred blocks, by what holds them.
+        deferred: Held,
+        /// Free blocks that pins keep out of reach.
+        pinned_free: u64,
+    },
     /// An allocation against a reservation that asked for more than it has left.
     #[error("reservation {id} has {remaining} blocks left but {requested} were asked for")]
     Overdrawn {

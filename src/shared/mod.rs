@@ -5,6 +5,7 @@ mod error;
 mod group;
 mod pins;
 mod place;
+mod reentry;
 mod release;
 mod reserve;
 mod signal;
@@ -17,7 +18,7 @@ use core::fmt;
 use core::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::{BuildError, Extent, ExtentAllocator};
 use epochs::EpochState;
 use group::{Group, Locked};
@@ -113,6 +114,8 @@ pub struct SharedAllocator {
     /// Pins with an owner, a revoke callback, or more than one group.
     tracked: Mutex<Tracked>,
     pressure_hook: Mutex<Option<PressureHook>>,
+    /// Pressure rounds running now, over all threads (see `reentry`).
+    pressure_rounds: AtomicUsize,
     /// Cap on Deferred blocks, if any.
     deferred_cap_blocks: Option<u64>,
     /// Sum of every group's published Deferred blocks.
@@ -357,6 +360,7 @@ impl SharedBuilder {
             epochs: Mutex::new(EpochState::new()),
             tracked: Mutex::new(Tracked::new(self.pin_quota_blocks)),
             pressure_hook: Mutex::new(None),
+            pressure_rounds: AtomicUsize::new(0),
             deferred_cap_blocks: self.deferred_cap_blocks,
             count_deferred_blocks: AtomicU64::new(0),
             counters: stats::AtomicCounters::default(),
@@ -581,9 +585,12 @@ impl SharedAllocator {
         Ok(locked)
     }
 
-    /// Runs a user callback with no lock held. A panic is caught and counted; the
-    /// return says whether it completed.
+    /// Runs a user callback with no lock held, inside this allocator's callback scope
+    /// on this thread (see `reentry`: what the callback calls back into cannot start
+    /// another round). A panic is caught and counted; the return says whether it
+    /// completed.
     fn call_back(&self, f: impl FnOnce()) -> bool {
+        let _scope = reentry::ScopeGuard::enter(self.uid);
         let ok = catch_unwind(AssertUnwindSafe(f)).is_ok();
         if !ok {
             self.counters

@@ -189,6 +189,14 @@ impl PinOptions {
     /// pressure and the pin holds space back. The holder is expected to unpin soon. It
     /// may be called more than once, and from any thread.
     ///
+    /// The callback runs with no lock held and may call back into the allocator: take
+    /// a bounce buffer, free, pin, commit, revoke, then unpin. What it calls never
+    /// starts another round: on the callback's thread, an allocation that does not fit
+    /// fails plainly with `NoSpace` (no pressure hook, no revokes), `allocate_wait`
+    /// does not wait, and a `revoke` asks only leases not yet asked by the call that
+    /// ran this callback. So within one outer `allocate` or `revoke`, each lease's
+    /// callback runs at most once.
+    ///
     /// ```
     /// let _ = pinalloc::PinOptions::new().on_revoke(|r| eprintln!("{} revoked", r.id));
     /// ```
@@ -681,10 +689,7 @@ impl SharedAllocator {
             let (s, e) = (pin.extent.start, pin.extent.start + pin.extent.len);
             s < r.end && r.start < e
         });
-        self.counters
-            .revocations
-            .fetch_add(asked.len() as u64, Ordering::Relaxed);
-        self.call_revokes(&asked);
+        let asked = self.call_revokes(asked);
         let mut still: Vec<(SharedPinId, Extent)>;
         loop {
             let seen = self.signal.generation();
@@ -729,15 +734,31 @@ impl SharedAllocator {
             .collect()
     }
 
-    /// Calls revoke callbacks with no lock held.
-    pub(crate) fn call_revokes(&self, leases: &[(SharedPinId, Extent, RevokeFn)]) {
-        for (id, extent, revoke) in leases {
+    /// Calls revoke callbacks with no lock held, and counts them. Leases already asked
+    /// within this thread's callback scope (a revoke or pressure round further up the
+    /// stack) are not asked again; the ones asked now are returned.
+    pub(crate) fn call_revokes(
+        &self,
+        leases: Vec<(SharedPinId, Extent, RevokeFn)>,
+    ) -> Vec<(SharedPinId, Extent, RevokeFn)> {
+        let scope = super::reentry::ScopeGuard::enter(self.uid);
+        let first = scope.first_asks(leases.iter().map(|(id, _, _)| id.tracked));
+        let leases: Vec<_> = leases
+            .into_iter()
+            .zip(first)
+            .filter_map(|(lease, first)| first.then_some(lease))
+            .collect();
+        self.counters
+            .revocations
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        for (id, extent, revoke) in &leases {
             let revocation = Revocation {
                 id: *id,
                 extent: *extent,
             };
             self.call_back(|| revoke(&revocation));
         }
+        leases
     }
 }
 

@@ -79,10 +79,16 @@ impl SharedAllocator {
     /// releases (frees, unpins, commits, reader ends) and tries again, until `timeout`
     /// passes. A wake-up between a failed try and the wait is never lost.
     ///
+    /// Called from inside a pressure hook or a revoke callback of this allocator (on
+    /// the callback's thread), it tries once and does not wait: the call that ran the
+    /// callback is waiting for it to return.
+    ///
     /// # Errors
     ///
-    /// As [`allocate`](Self::allocate). After the timeout, the last
-    /// [`AllocError::NoSpace`]. A request longer than a group fails at once.
+    /// As [`allocate`](Self::allocate). [`AllocError::TimedOut`], with the figures of
+    /// the last `NoSpace`, when the timeout passes. [`AllocError::NoSpace`] at once,
+    /// without waiting, for a request longer than a group (no release can make it
+    /// fit) and from inside a callback.
     ///
     /// ```
     /// use std::time::Duration;
@@ -108,9 +114,12 @@ impl SharedAllocator {
                 Err(err @ AllocError::NoSpace { .. }) => err,
                 done => return done,
             };
-            if request.min_len > self.group_blocks || deadline.passed() {
-                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            if request.min_len > self.group_blocks || super::reentry::inside(self.uid) {
                 return Err(err);
+            }
+            if deadline.passed() {
+                self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(timed_out(err));
             }
             self.counters.waits.fetch_add(1, Ordering::Relaxed);
             self.signal.wait_past(seen, deadline);
@@ -163,6 +172,18 @@ impl SharedAllocator {
     /// then retried once. Calls are counted in
     /// [`SharedCounters::pressure_calls`](crate::SharedCounters). A hook that panics is
     /// caught and counted, and the retry still happens. Replaces any earlier hook.
+    ///
+    /// # Calling back in
+    ///
+    /// The hook runs with no lock held and may call any method of this allocator
+    /// (allocate its commit record, commit, free, pin, revoke). Such a call never
+    /// starts another pressure round: on this thread, while the hook runs, an
+    /// allocation that does not fit fails plainly with `NoSpace`, `allocate_wait`
+    /// does not wait, and a `revoke` does not ask the leases this round asks. So the
+    /// hook runs once per failing allocation, and nothing it does recurses. A hook that
+    /// hands an allocation to another thread and waits for it is bounded too: at most
+    /// 32 pressure rounds run at once on one allocator, and an allocation that fails
+    /// while that many run fails plainly.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -312,6 +333,11 @@ impl SharedAllocator {
         {
             return Err(err);
         }
+        // Not from inside one of this allocator's callbacks, and not past the
+        // allowed number of rounds at once (see `reentry`): then it fails plainly.
+        let Some(_round) = super::reentry::Round::start(self.uid, &self.pressure_rounds) else {
+            return Err(err);
+        };
         let hook = self.pressure_hook.lock().clone();
         let leases = self.leases_where(|pin| {
             pin.pieces.iter().any(|&(g, _)| {
@@ -323,6 +349,9 @@ impl SharedAllocator {
             return Err(err);
         }
         self.counters.pressure_calls.fetch_add(1, Ordering::Relaxed);
+        // One scope for the hook and the revokes: a revoke the hook makes does not ask
+        // these leases a second time.
+        let scope = super::reentry::ScopeGuard::enter(self.uid);
         if let Some(hook) = hook {
             let pressure = Pressure {
                 requested,
@@ -332,14 +361,34 @@ impl SharedAllocator {
             };
             self.call_back(|| hook(&pressure));
         }
-        self.counters
-            .revocations
-            .fetch_add(leases.len() as u64, Ordering::Relaxed);
-        self.call_revokes(&leases);
+        self.call_revokes(leases);
+        drop(scope);
         match self.place(request) {
             Err(AllocError::NoSpace { .. }) => Err(self.no_space(requested)),
             done => done,
         }
+    }
+}
+
+/// The [`AllocError::TimedOut`] for a wait whose last try failed with `no_space`.
+fn timed_out(no_space: AllocError) -> AllocError {
+    match no_space {
+        AllocError::NoSpace {
+            requested,
+            free,
+            largest_free,
+            reserved,
+            deferred,
+            pinned_free,
+        } => AllocError::TimedOut {
+            requested,
+            free,
+            largest_free,
+            reserved,
+            deferred,
+            pinned_free,
+        },
+        other => other,
     }
 }
 

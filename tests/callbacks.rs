@@ -1,0 +1,229 @@
+//! User callbacks that call back into their allocator: pressure hooks and revoke
+//! callbacks (leases), each calling every verb. The outer call must complete, and
+//! succeed once the callback has let go; each callback runs a bounded number of times
+//! (once, here); nothing recurses or deadlocks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use pinalloc::{AllocError, Extent, PinOptions, Policy, Request, SharedAllocator};
+
+/// What a callback does with its allocator before it lets go.
+#[derive(Debug, Clone, Copy)]
+enum Reentry {
+    Allocate,
+    AllocateWait,
+    Free,
+    Pin,
+    Revoke,
+    Commit,
+}
+
+const ALL: [Reentry; 6] = [
+    Reentry::Allocate,
+    Reentry::AllocateWait,
+    Reentry::Free,
+    Reentry::Pin,
+    Reentry::Revoke,
+    Reentry::Commit,
+];
+
+/// Blocks 0..8, allocated up front for a callback to free.
+const SPARE: Extent = Extent::new(0, 8);
+/// Blocks 8..64: the space the outer call needs, held until the callback lets go.
+const HELD: Extent = Extent::new(8, 56);
+
+/// A wait long enough that a call which waited for it is plain to see.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Makes the call `what` from inside a callback. Everything is held here, so an
+/// allocation must fail plainly, at once, without another pressure round.
+fn reenter(a: &SharedAllocator, what: Reentry) {
+    match what {
+        Reentry::Allocate => {
+            let got = a.allocate(Request::new(1).policy(Policy::Exact(HELD.start)));
+            assert!(matches!(got, Err(AllocError::NoSpace { .. })), "{got:?}");
+        }
+        Reentry::AllocateWait => {
+            let t = Instant::now();
+            let got = a.allocate_wait(Request::new(1).policy(Policy::Exact(HELD.start)), LONG);
+            assert!(matches!(got, Err(AllocError::NoSpace { .. })), "{got:?}");
+            assert!(t.elapsed() < LONG / 2, "it waited inside a callback");
+        }
+        Reentry::Free => {
+            a.free(SPARE).unwrap();
+        }
+        Reentry::Pin => {
+            let before = a.pin_count(HELD.start);
+            let pin = a.pin(HELD).unwrap();
+            assert_eq!(a.pin_count(HELD.start), before + 1);
+            drop(pin);
+            assert_eq!(a.pin_count(HELD.start), before);
+        }
+        Reentry::Revoke => {
+            // Every lease here has been asked already in this call: none again.
+            let report = a.revoke(Extent::new(0, 64), Duration::ZERO);
+            assert_eq!(report.asked, 0);
+        }
+        Reentry::Commit => {
+            a.commit(a.epoch()).unwrap();
+        }
+    }
+}
+
+/// An allocator with `SPARE` Allocated and `HELD` Allocated.
+fn fixture() -> Arc<SharedAllocator> {
+    let a = Arc::new(SharedAllocator::builder(64).groups(1).build());
+    assert_eq!(
+        a.allocate(Request::new(8).policy(Policy::Exact(0)))
+            .unwrap(),
+        SPARE
+    );
+    assert_eq!(a.allocate(Request::new(56)).unwrap(), HELD);
+    a
+}
+
+/// An outer call that can run callbacks under pressure.
+type Outer = fn(&SharedAllocator) -> Result<Extent, AllocError>;
+
+/// The outer calls that can run callbacks under pressure.
+fn outer_allocations() -> [(&'static str, Outer); 2] {
+    [
+        ("allocate", |a| a.allocate(Request::new(56))),
+        ("allocate_wait", |a| a.allocate_wait(Request::new(56), LONG)),
+    ]
+}
+
+#[test]
+fn a_lease_revoked_under_pressure_may_call_every_verb() {
+    for what in ALL {
+        for (outer, call) in outer_allocations() {
+            let a = fixture();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (weak, c): (Weak<SharedAllocator>, _) = (Arc::downgrade(&a), Arc::clone(&calls));
+            a.pin_owned(
+                HELD,
+                PinOptions::new().on_revoke(move |r| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let a = weak.upgrade().unwrap();
+                    reenter(&a, what);
+                    a.unpin(r.id).unwrap();
+                }),
+            )
+            .unwrap();
+            assert_eq!(a.free(HELD).unwrap().deferred_blocks, 56);
+            let got = call(&a).map(|e| e.len);
+            assert_eq!(got, Ok(56), "{outer} with a lease that calls {what:?}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{outer}, {what:?}");
+            assert_eq!(a.stats().counters.pressure_calls, 1);
+            a.check_invariants().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_pressure_hook_may_call_every_verb() {
+    for what in ALL {
+        for (outer, call) in outer_allocations() {
+            let a = fixture();
+            a.commit(1).unwrap();
+            a.free_on_commit(HELD).unwrap(); // Deferred until epoch 2 commits
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
+            a.set_pressure_hook(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let a = weak.upgrade().unwrap();
+                reenter(&a, what);
+                if a.epoch() == 2 {
+                    a.commit(2).unwrap();
+                }
+            });
+            let got = call(&a).map(|e| e.len);
+            assert_eq!(got, Ok(56), "{outer} with a hook that calls {what:?}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{outer}, {what:?}");
+            a.clear_pressure_hook();
+            a.check_invariants().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_revoke_callback_may_call_every_verb_from_revoke() {
+    for what in ALL {
+        let a = fixture();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
+        a.pin_owned(
+            HELD,
+            PinOptions::new().on_revoke(move |r| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let a = weak.upgrade().unwrap();
+                reenter(&a, what);
+                a.unpin(r.id).unwrap();
+            }),
+        )
+        .unwrap();
+        a.free(HELD).unwrap();
+        let report = a.revoke(HELD, LONG);
+        assert_eq!(report.asked, 1, "{what:?}");
+        assert!(report.all_released(), "{what:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{what:?}");
+        assert_eq!(a.allocate(Request::new(56)).map(|e| e.len), Ok(56));
+        a.check_invariants().unwrap();
+    }
+}
+
+/// Two leases whose callbacks each revoke the other's range: each is asked once.
+#[test]
+fn leases_that_revoke_each_other_are_each_asked_once() {
+    let a = Arc::new(SharedAllocator::builder(64).groups(1).build());
+    let first = a.allocate(Request::new(32)).unwrap();
+    let second = a.allocate(Request::new(32)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for (mine, theirs) in [(first, second), (second, first)] {
+        let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
+        a.pin_owned(
+            mine,
+            PinOptions::new().on_revoke(move |r| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let a = weak.upgrade().unwrap();
+                a.revoke(theirs, Duration::ZERO);
+                a.unpin(r.id).unwrap();
+            }),
+        )
+        .unwrap();
+    }
+    a.free(first).unwrap();
+    a.free(second).unwrap();
+    assert_eq!(a.allocate(Request::new(64)), Ok(Extent::new(0, 64)));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    a.check_invariants().unwrap();
+}
+
+/// A hook that hands the allocation to another thread and waits for it: the other
+/// thread's pressure round is bounded by the rounds allowed at once, so the chain ends.
+#[test]
+fn a_hook_that_allocates_from_another_thread_ends() {
+    let a = fixture();
+    a.free(SPARE).unwrap();
+    let _held = a.pin(SPARE).unwrap().into_id(); // pinned Free: held, never released
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
+    a.set_pressure_hook(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let a = weak.upgrade().unwrap();
+        std::thread::spawn(move || a.allocate(Request::new(8)))
+            .join()
+            .unwrap()
+            .unwrap_err();
+    });
+    assert!(matches!(
+        a.allocate(Request::new(8)),
+        Err(AllocError::NoSpace { .. })
+    ));
+    let n = calls.load(Ordering::SeqCst);
+    assert!((1..=64).contains(&n), "the hook ran {n} times");
+    a.clear_pressure_hook();
+    a.check_invariants().unwrap();
+}
