@@ -9,11 +9,12 @@ use crate::{Extent, PinId, ReaderId};
 ///
 /// ```
 /// use pinalloc::Held;
-/// let h = Held { pins: 3, epochs: 5 };
+/// let h = Held::new(3, 5);
 /// assert_eq!(h.total(), 8);
 /// assert_eq!(h.to_string(), "8 deferred (3 by pins only, 5 by epochs)");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub struct Held {
     /// Deferred blocks held only by range pins.
     pub pins: u64,
@@ -23,10 +24,21 @@ pub struct Held {
 }
 
 impl Held {
+    /// Deferred blocks held only by pins, and by epochs or readers.
+    ///
+    /// ```
+    /// let h = pinalloc::Held::new(1, 2);
+    /// assert_eq!((h.pins, h.epochs), (1, 2));
+    /// ```
+    #[must_use]
+    pub const fn new(pins: u64, epochs: u64) -> Self {
+        Held { pins, epochs }
+    }
+
     /// All deferred blocks.
     ///
     /// ```
-    /// assert_eq!(pinalloc::Held { pins: 1, epochs: 2 }.total(), 3);
+    /// assert_eq!(pinalloc::Held::new(1, 2).total(), 3);
     /// ```
     #[must_use]
     pub const fn total(&self) -> u64 {
@@ -398,6 +410,7 @@ pub enum ReservationError {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invariant {number} violated: {detail}")]
+#[non_exhaustive]
 pub struct InvariantViolation {
     /// The invariant's number in the crate's list (see
     /// [`ExtentAllocator`](crate::ExtentAllocator)).

@@ -26,11 +26,7 @@
 //! let mut alloc = ExtentAllocator::new(1 << 20);
 //! alloc.allocate(Request::new(100))?;
 //! alloc.commit(1)?;
-//! let bytes = persist::encode(&FreeList {
-//!     capacity: alloc.capacity_blocks(),
-//!     generation: 1,
-//!     extents: alloc.durable_free_extents(),
-//! })?;
+//! let bytes = persist::encode(&FreeList::new(alloc.capacity_blocks(), 1, alloc.durable_free_extents()))?;
 //! // ... write `bytes`, crash, read them back ...
 //! let list = persist::decode(&bytes)?;
 //! let remounted = ExtentAllocator::from_free_extents(list.capacity, list.extents)?;
@@ -56,10 +52,11 @@ const CHECKSUM: usize = 4;
 ///
 /// ```
 /// use pinalloc::{Extent, persist::FreeList};
-/// let list = FreeList { capacity: 64, generation: 3, extents: vec![Extent::new(8, 8)] };
+/// let list = FreeList::new(64, 3, vec![Extent::new(8, 8)]);
 /// assert_eq!(list.blocks(), 8);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct FreeList {
     /// Blocks in the space.
     pub capacity: u64,
@@ -71,14 +68,30 @@ pub struct FreeList {
 }
 
 impl FreeList {
+    /// A list of `extents` in a space of `capacity` blocks, stamped `generation`.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, persist::FreeList};
+    /// let list = FreeList::new(64, 3, vec![Extent::new(8, 8)]);
+    /// assert_eq!((list.capacity, list.generation, list.extents.len()), (64, 3, 1));
+    /// ```
+    #[must_use]
+    pub fn new(capacity: u64, generation: u64, extents: Vec<Extent>) -> Self {
+        FreeList {
+            capacity,
+            generation,
+            extents,
+        }
+    }
+
     /// Blocks the extents cover, saturating at `u64::MAX` for a list built by hand
     /// whose lengths overflow (a decoded list never does).
     ///
     /// ```
     /// use pinalloc::{Extent, persist::FreeList};
-    /// assert_eq!(FreeList { capacity: 9, generation: 0, extents: vec![Extent::new(0, 2), Extent::new(5, 3)] }.blocks(), 5);
+    /// assert_eq!(FreeList::new(9, 0, vec![Extent::new(0, 2), Extent::new(5, 3)]).blocks(), 5);
     /// let huge = vec![Extent::new(0, u64::MAX), Extent::new(0, u64::MAX)];
-    /// assert_eq!(FreeList { capacity: 0, generation: 0, extents: huge }.blocks(), u64::MAX);
+    /// assert_eq!(FreeList::new(0, 0, huge).blocks(), u64::MAX);
     /// ```
     #[must_use]
     pub fn blocks(&self) -> u64 {
@@ -130,8 +143,8 @@ pub enum PersistError {
         computed: u32,
     },
     /// A field is malformed although the checksum matches (a writer's bug): a varint
-    /// longer than 64 bits, or a body that ends early or goes on after the last
-    /// extent.
+    /// longer than 64 bits or longer than its value needs (an encoding is
+    /// canonical), or a body that ends early or goes on after the last extent.
     #[error("malformed field at byte {offset}: {what}")]
     Malformed {
         /// Where in the buffer.
@@ -229,7 +242,7 @@ fn check_extent(
 ///
 /// ```
 /// use pinalloc::{Extent, persist::{self, FreeList, PersistError}};
-/// let bad = FreeList { capacity: 8, generation: 0, extents: vec![Extent::new(4, 8)] };
+/// let bad = FreeList::new(8, 0, vec![Extent::new(4, 8)]);
 /// assert!(matches!(persist::encode(&bad), Err(PersistError::OutOfRange { index: 0, .. })));
 /// ```
 pub fn encode(list: &FreeList) -> Result<Vec<u8>, PersistError> {
@@ -271,7 +284,7 @@ pub fn encode(list: &FreeList) -> Result<Vec<u8>, PersistError> {
 ///
 /// ```
 /// use pinalloc::{Extent, persist::{self, FreeList, PersistError}};
-/// let list = FreeList { capacity: 64, generation: 9, extents: vec![Extent::new(3, 5), Extent::new(20, 1)] };
+/// let list = FreeList::new(64, 9, vec![Extent::new(3, 5), Extent::new(20, 1)]);
 /// let bytes = persist::encode(&list)?;
 /// assert_eq!(persist::decode(&bytes)?, list);
 /// assert!(matches!(persist::decode(&bytes[..bytes.len() - 1]), Err(PersistError::Truncated { .. })));
@@ -390,6 +403,14 @@ impl Reader<'_> {
             }
             v |= bits << shift;
             if b & 0x80 == 0 {
+                // A last byte of zero after the first adds nothing: the same value
+                // has a shorter encoding. Refused, so that one list has one encoding.
+                if b == 0 && self.at - start > 1 {
+                    return Err(PersistError::Malformed {
+                        offset: start,
+                        what: "an overlong varint (a shorter encoding exists)",
+                    });
+                }
                 return Ok(v);
             }
         }
@@ -421,14 +442,8 @@ const CRC_TABLE: [u32; 256] = {
     table
 };
 
-/// CRC-32C of `bytes`, as iSCSI, ext4 and btrfs compute it: the encoding's checksum,
-/// for tools that build or repair encodings by hand.
-///
-/// ```
-/// assert_eq!(pinalloc::persist::crc32c(b"123456789"), 0xe306_9283);
-/// ```
-#[must_use]
-pub fn crc32c(bytes: &[u8]) -> u32 {
+/// CRC-32C of `bytes`, as iSCSI, ext4 and btrfs compute it: the encoding's checksum.
+fn crc32c(bytes: &[u8]) -> u32 {
     !bytes.iter().fold(!0u32, |c, &b| {
         CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
     })
@@ -465,8 +480,16 @@ mod tests {
             assert_eq!(r.varint(), Ok(v));
             assert_eq!(r.at, out.len());
         }
-        // Eleven continuation bytes, and a tenth byte with more than the 64th bit.
-        for bad in [vec![0xff; 11], [vec![0xff; 9], vec![0x02]].concat()] {
+        // Eleven continuation bytes, a tenth byte with more than the 64th bit, and
+        // overlong (non-canonical) encodings of 0, 1, 127 and 0 again.
+        for bad in [
+            vec![0xff; 11],
+            [vec![0xff; 9], vec![0x02]].concat(),
+            vec![0x80, 0x00],
+            vec![0x81, 0x80, 0x00],
+            vec![0xff, 0x00],
+            [vec![0x80; 9], vec![0x00]].concat(),
+        ] {
             let mut r = Reader { bytes: &bad, at: 0 };
             assert!(matches!(r.varint(), Err(PersistError::Malformed { .. })));
         }

@@ -312,10 +312,7 @@ fn no_space_tells_held_space_from_a_leak() {
         free: 60,
         largest_free: 40,
         reserved: 0,
-        deferred: Held {
-            pins: 0,
-            epochs: 40,
-        },
+        deferred: Held::new(0, 40),
         pinned_free: 10,
     };
     refused(&mut a, err, |a| a.allocate(Request::new(51)));
@@ -325,10 +322,7 @@ fn no_space_tells_held_space_from_a_leak() {
         free: 90,
         largest_free: 40,
         reserved: 0,
-        deferred: Held {
-            pins: 10,
-            epochs: 0,
-        },
+        deferred: Held::new(10, 0),
         pinned_free: 10,
     };
     refused(&mut a, err, |a| a.allocate(Request::new(81)));
@@ -965,12 +959,7 @@ fn the_catalogue_of_bad_input() {
             ),
         ],
     );
-    let list = persist::encode(&persist::FreeList {
-        capacity: 10,
-        generation: 1,
-        extents: vec![Extent::new(2, 3)],
-    })
-    .unwrap();
+    let list = persist::encode(&persist::FreeList::new(10, 1, vec![Extent::new(2, 3)])).unwrap();
     let mut flipped = list.clone();
     flipped[14] ^= 4;
     kind(

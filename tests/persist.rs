@@ -44,11 +44,7 @@ fn free_list() -> impl Strategy<Value = FreeList> {
                 extents.push(Extent::new(start, len));
                 at = start + len;
             }
-            FreeList {
-                capacity: at + spare,
-                generation,
-                extents,
-            }
+            FreeList::new(at + spare, generation, extents)
         })
 }
 
@@ -70,11 +66,33 @@ fn sealed(fields: &[u64]) -> Vec<u8> {
     out
 }
 
+/// CRC-32C (Castagnoli), bit by bit: the encoding's checksum, computed here
+/// independently of the crate's table-driven one.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn the_checksum_is_crc32c() {
+    assert_eq!(crc32c(b"123456789"), 0xe306_9283); // the standard check value
+}
+
 /// Rewrites the length and checksum of an encoding whose body was edited.
 fn reseal(out: &mut Vec<u8>) {
     let total = (out.len() + 4) as u64;
     out[5..13].copy_from_slice(&total.to_le_bytes());
-    let crc = persist::crc32c(out);
+    let crc = crc32c(out);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
@@ -228,13 +246,7 @@ fn each_kind_of_damage_has_its_own_error() {
         }
     }
     // Encoding refuses what it could not decode again.
-    let refused = |extents: Vec<Extent>| {
-        persist::encode(&FreeList {
-            capacity: 100,
-            generation: 0,
-            extents,
-        })
-    };
+    let refused = |extents: Vec<Extent>| persist::encode(&FreeList::new(100, 0, extents));
     assert!(matches!(
         refused(vec![Extent::new(5, 0)]),
         Err(PersistError::ZeroLength { .. })
@@ -288,11 +300,7 @@ fn crash_and_remount(seed: u64) {
         if rng.one_in(8) {
             generation += 1;
             let alloc = run.checked().allocator();
-            let list = FreeList {
-                capacity,
-                generation,
-                extents: alloc.durable_free_extents(),
-            };
+            let list = FreeList::new(capacity, generation, alloc.durable_free_extents());
             let bytes = persist::encode(&list).expect("the durable view encodes");
             slots[(generation % 2) as usize] = Some(bytes.clone());
             last = Some(Written {
@@ -304,11 +312,11 @@ fn crash_and_remount(seed: u64) {
     }
     // The crash: the write in progress (of the state at the crash) is torn, lands
     // with a flipped bit, or lands whole.
-    let at_crash = FreeList {
+    let at_crash = FreeList::new(
         capacity,
-        generation: generation + 1,
-        extents: run.checked().allocator().durable_free_extents(),
-    };
+        generation + 1,
+        run.checked().allocator().durable_free_extents(),
+    );
     let mut bytes = persist::encode(&at_crash).unwrap();
     let landed_whole = match rng.below(3) {
         0 => {
@@ -387,5 +395,40 @@ fn crash_simulation_remounts_the_last_durable_view() {
         .unwrap_or(300u64);
     for seed in 0..seeds {
         crash_and_remount(seed);
+    }
+}
+
+/// One list, one encoding: a varint with a redundant zero group (the same value in
+/// more bytes) is refused, so equal bytes mean equal lists and back.
+#[test]
+fn overlong_varints_are_refused() {
+    let with_body = |body: &[u8]| {
+        let mut out = MAGIC.to_vec();
+        out.push(VERSION);
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(body);
+        reseal(&mut out);
+        out
+    };
+    // Capacity 10, generation 0, no extents.
+    let canonical = with_body(&[0x0a, 0x00, 0x00]);
+    assert_eq!(
+        canonical,
+        persist::encode(&FreeList::new(10, 0, vec![])).unwrap()
+    );
+    assert_eq!(
+        persist::decode(&canonical),
+        Ok(FreeList::new(10, 0, vec![]))
+    );
+    for body in [
+        &[0x8a, 0x00, 0x00, 0x00][..], // capacity 10 in two bytes
+        &[0x0a, 0x80, 0x00, 0x00],     // generation 0 in two bytes
+        &[0x0a, 0x00, 0x80, 0x80, 0x00],
+    ] {
+        let got = persist::decode(&with_body(body));
+        assert!(
+            matches!(got, Err(PersistError::Malformed { .. })),
+            "{body:02x?}: {got:?}"
+        );
     }
 }
