@@ -8,7 +8,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::mmap::unsupported;
 use super::{Backing, BackingError, BackingOp, checked_bytes, checked_discard};
 
 /// A file used through positional reads and writes (`pread`/`pwrite`): a data file, a
@@ -137,11 +136,50 @@ pub(super) fn open_sized(path: &Path, len_bytes: u64) -> Result<File, BackingErr
 }
 
 /// Frees the file's blocks under `range`, which then reads as zeros (Linux's
-/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`), retrying when a signal interrupts it.
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`). Partial pages and blocks at the ends are
+/// zeroed in place, through the page cache, without allocating anything.
+pub(super) fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::PunchHole, range)
+}
+
+/// Zeros `range` and keeps its blocks allocated (Linux's
+/// `fallocate(ZERO_RANGE | KEEP_SIZE)`).
+pub(super) fn zero_range(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::ZeroRange, range)
+}
+
+/// Allocates the file's blocks under `range` (Linux's `fallocate` with mode 0), so that
+/// writing there needs no new space.
+pub(super) fn preallocate(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::Allocate, range)
+}
+
+/// Writes zeros over `range` with `pwrite`: where a file cannot punch or zero in
+/// place, and where a failure (`ENOSPC`) must be an error rather than a signal.
+pub(super) fn write_zeros_at(file: &File, range: &Range<u64>) -> io::Result<()> {
+    super::write_zeros(range.clone(), |at, zeros| file.write_all_at(zeros, at))
+}
+
+/// The `fallocate` modes this crate uses.
+#[derive(Debug, Clone, Copy)]
+enum Falloc {
+    Allocate,
+    PunchHole,
+    ZeroRange,
+}
+
+/// `fallocate(file, mode, range)`, retried when a signal interrupts it.
 #[cfg(target_os = "linux")]
-fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
+fn falloc(file: &File, mode: Falloc, range: &Range<u64>) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
-    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    let flags = match mode {
+        Falloc::Allocate => FallocateFlags::empty(),
+        Falloc::PunchHole => FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        Falloc::ZeroRange => FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+    };
+    if range.is_empty() {
+        return Ok(());
+    }
     loop {
         match fallocate(file, flags, range.start, range.end - range.start) {
             Err(rustix::io::Errno::INTR) => continue,
@@ -150,10 +188,19 @@ fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
     }
 }
 
-/// Hole punching is Linux's here; elsewhere discards write zeros.
+/// `fallocate` is Linux's here; elsewhere discards write zeros and preallocation is
+/// refused.
 #[cfg(not(target_os = "linux"))]
-fn punch_hole(_file: &File, _range: &Range<u64>) -> io::Result<()> {
+fn falloc(_file: &File, _mode: Falloc, _range: &Range<u64>) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether an error means "this system or filesystem cannot do that at all", so zeros
+/// must do from now on.
+pub(super) fn unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error())
 }
 
 impl Backing for FileBacking {
@@ -194,7 +241,6 @@ impl Backing for FileBacking {
                 Err(e) => return Err(fail(e)),
             }
         }
-        super::write_zeros(range.clone(), |at, zeros| self.file.write_all_at(zeros, at))
-            .map_err(fail)
+        write_zeros_at(&self.file, &range).map_err(fail)
     }
 }

@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | [`HeapBacking`] | yes ([`MemoryBacking`]) | writes zeros |
 //! | [`MmapBacking`] (anonymous) | yes | `madvise(MADV_DONTNEED)`: pages drop, read back as zeros |
-//! | [`MmapBacking`] (over a file) | yes | `madvise(MADV_REMOVE)`: punches a hole in the file; zeros where it cannot |
+//! | [`MmapBacking`] (over a file) | yes | `fallocate(PUNCH_HOLE)` on the file, never a write through the mapping; `pwrite` of zeros where it cannot |
+//! | [`MmapBacking`] (preallocated) | yes | zeros in place (`fallocate(ZERO_RANGE)` or `pwrite`): the blocks stay allocated |
 //! | [`FileBacking`] | no | `fallocate(PUNCH_HOLE)`; zeros where the filesystem cannot |
 //!
 //! This is the only module, with its children, that holds `unsafe` code. The contract
@@ -108,8 +109,10 @@ pub trait Backing: Send + Sync + 'static {
         None
     }
 
-    /// Gives the storage of a released byte range back (drop pages, punch a hole).
-    /// Afterwards the range reads as zeros; the default writes zeros, in chunks.
+    /// Gives the storage of a released byte range back (drop pages, punch a hole), or
+    /// zeroes it. Afterwards the range reads as zeros; the default writes zeros, in
+    /// chunks. A region calls it from drops too, so it should report trouble as an
+    /// error rather than a signal (a file mapping must not write into holes).
     ///
     /// # Errors
     ///
