@@ -267,6 +267,91 @@ fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
     ));
 }
 
+/// A length no file offset or slice can reach, and files that cannot serve as a
+/// backing, are refused when the backing is made (op `Open`, kind `InvalidInput`),
+/// never taken on trust: a `FileBacking` claiming `u64::MAX` bytes used to build a
+/// region that silently lacked blocks.
+#[test]
+fn backings_refuse_lengths_and_files_that_cannot_work() {
+    use std::fs::OpenOptions;
+    let dir = TempDir::new("lengths");
+    let invalid = |what: &str, len: u64, result: Result<(), BackingError>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.op, BackingOp::Open, "{what}");
+        assert_eq!(
+            err.source.kind(),
+            io::ErrorKind::InvalidInput,
+            "{what}: {err}"
+        );
+        assert_eq!(err.range, 0..len, "{what}");
+    };
+    let past_offsets = i64::MAX as u64 + 1;
+    let past_slices = isize::MAX as u64 + 1;
+
+    let path = dir.file("f");
+    let rw = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap()
+    };
+    rw().set_len(4096).unwrap();
+    let from_file = |f, len| FileBacking::from_file(f, len).map(drop);
+    for len in [0, 4097, past_offsets, u64::MAX] {
+        invalid(
+            &format!("from_file of {len} bytes"),
+            len,
+            from_file(rw(), len),
+        );
+    }
+    let read_only = std::fs::File::open(&path).unwrap();
+    invalid("a read-only file", 4096, from_file(read_only, 4096));
+    let write_only = OpenOptions::new().write(true).open(&path).unwrap();
+    invalid("a write-only file", 4096, from_file(write_only, 4096));
+    let append = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    invalid("a file open for appending", 4096, from_file(append, 4096));
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    invalid("a character device", 4096, from_file(null, 4096));
+    // The whole file, or a prefix of it.
+    assert_eq!(
+        FileBacking::from_file(rw(), 4096).unwrap().len_bytes(),
+        4096
+    );
+    assert_eq!(FileBacking::from_file(rw(), 100).unwrap().len_bytes(), 100);
+
+    for len in [past_offsets, u64::MAX] {
+        let name = format!("huge-{len}");
+        invalid(
+            "FileBacking::open",
+            len,
+            FileBacking::open(dir.file(&name), len).map(drop),
+        );
+        // SAFETY: the file is this test's own (and is refused before it is made).
+        let mapped = unsafe { MmapBacking::open(dir.file(&name), len) };
+        invalid("MmapBacking::open", len, mapped.map(drop));
+        assert!(!dir.file(&name).exists(), "nothing created for {len} bytes");
+    }
+    for len in [0, past_slices, u64::MAX] {
+        invalid(
+            "MmapBacking::anonymous",
+            len,
+            MmapBacking::anonymous(len).map(drop),
+        );
+        invalid("HeapBacking::new", len, HeapBacking::new(len).map(drop));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Fill patterns under full pressure.
 

@@ -14,7 +14,8 @@ use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use super::file::{self, open_sized, unsupported};
 use super::memory::Memory;
 use super::{
-    Backing, BackingError, BackingOp, MemoryBacking, checked_discard, page_bytes, page_interior,
+    Backing, BackingError, BackingOp, MAX_FILE_BYTES, MemoryBacking, checked_discard, checked_len,
+    page_bytes, page_interior,
 };
 
 /// A memory mapping, anonymous or shared over a file: memory a device can DMA into,
@@ -337,17 +338,13 @@ impl MmapBacking {
     }
 }
 
+/// `len_bytes` as a mapping's length: 1 to `isize::MAX` bytes (the most a Rust slice
+/// may span, and within file offsets' reach), or the error.
 fn map_len(len_bytes: u64) -> Result<usize, BackingError> {
-    match usize::try_from(len_bytes) {
-        Ok(len) if len > 0 => Ok(len),
-        _ => Err(opening(
-            len_bytes,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a mapping needs 1..=usize::MAX bytes",
-            ),
-        )),
-    }
+    let max_bytes = (isize::MAX as u64).min(MAX_FILE_BYTES);
+    checked_len(BackingOp::Open, len_bytes, max_bytes, "a mapping")?;
+    // At most `isize::MAX`, so it fits.
+    Ok(len_bytes as usize)
 }
 
 fn opening(len_bytes: u64, source: io::Error) -> BackingError {

@@ -239,6 +239,30 @@ pub(crate) fn write_zeros<E>(
     Ok(())
 }
 
+/// The most bytes a file backing can have: file offsets are `i64` (`off_t`).
+pub(crate) const MAX_FILE_BYTES: u64 = i64::MAX as u64;
+
+/// Refuses a backing length of zero or above `max_bytes`, with the `InvalidInput` error
+/// every backing gives for it; `what` names the backing in the message.
+pub(crate) fn checked_len(
+    op: BackingOp,
+    len_bytes: u64,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(), BackingError> {
+    if (1..=max_bytes).contains(&len_bytes) {
+        return Ok(());
+    }
+    Err(BackingError::new(
+        op,
+        0..len_bytes,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} needs 1..={max_bytes} bytes, not {len_bytes}"),
+        ),
+    ))
+}
+
 /// The byte range `offset..offset + len` if it fits in `len_bytes`; otherwise the
 /// `InvalidInput` error every backing gives for it.
 pub(crate) fn checked_bytes(
