@@ -1235,6 +1235,39 @@ fn bad_input_is_an_error_that_changes_nothing() {
     }
 }
 
+/// Each cause in a backing error's chain is printed once, as a reporter that walks
+/// `source()` prints it: `BackingError` says what failed and leaves its cause to
+/// `source()`, and the wrappers (`RegionError::Backing`, `Refused`) forward both.
+#[test]
+fn error_chains_name_each_cause_once() {
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+    // The countdown starts at 1: the first I/O, the free's discard, fails.
+    let faulty = Faulty::new(HeapBacking::new(8 * BLOCK).unwrap(), 0, Arc::default());
+    let region = Region::new(faulty, BLOCK).unwrap();
+    let refused = region
+        .allocate(Request::new(1))
+        .unwrap()
+        .free()
+        .unwrap_err();
+    let want = ["backing discard of bytes 0..512 failed", "injected fault"];
+    let RegionError::Backing(backing) = &refused.error else {
+        panic!("{:?}", refused.error)
+    };
+    assert_eq!(chain(backing), want);
+    assert_eq!(chain(&refused.error), want);
+    assert_eq!(chain(&refused), want);
+    let boxed: Box<dyn std::error::Error> = Box::new(refused);
+    assert_eq!(chain(boxed.as_ref()), want);
+}
+
 #[test]
 fn handles_and_guards_cross_threads() {
     fn send_sync<T: Send + Sync>() {}

@@ -181,7 +181,12 @@ impl fmt::Display for BackingOp {
 
 /// A backing's I/O failed, or was asked for bytes it does not have.
 ///
+/// Its message says what failed and where; the cause is its
+/// [`source`](core::error::Error::source), never repeated in the message, so a
+/// reporter that walks the chain of sources prints each cause once.
+///
 /// ```
+/// use std::error::Error;
 /// use pinalloc::{Backing, BackingOp, HeapBacking};
 ///
 /// let heap = HeapBacking::new(64)?;
@@ -190,10 +195,12 @@ impl fmt::Display for BackingOp {
 /// assert_eq!(err.op, BackingOp::Write);
 /// assert_eq!(err.range, 60..68);
 /// assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
+/// assert_eq!(err.to_string(), "backing write of bytes 60..68 failed");
+/// assert_eq!(err.source().unwrap().to_string(), "past the end of a 64-byte backing");
 /// # Ok::<(), pinalloc::BackingError>(())
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[error("backing {op} of bytes {}..{} failed: {source}", range.start, range.end)]
+#[error("backing {op} of bytes {}..{} failed", range.start, range.end)]
 #[non_exhaustive]
 pub struct BackingError {
     /// What was being done.
