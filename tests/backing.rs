@@ -35,14 +35,18 @@ const BLOCK: u64 = 512;
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
+/// A fresh directory under the system temp dir, which the caller removes.
+fn make_temp_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&path).expect("create a temp dir");
+    path
+}
+
 impl TempDir {
     fn new(tag: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        Self(path)
+        Self(make_temp_dir(tag))
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -1310,9 +1314,7 @@ impl Tmpfs {
         if euid.as_deref() != Some("0") {
             return Err("mounting a tmpfs needs root".into());
         }
-        let dir = TempDir::new(tag);
-        let path = dir.0.clone();
-        std::mem::forget(dir); // removed by `Tmpfs::drop`, after the unmount
+        let path = make_temp_dir(tag); // removed by `Tmpfs::drop`, after the unmount
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&path)
