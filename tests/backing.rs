@@ -35,14 +35,18 @@ const BLOCK: u64 = 512;
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
+/// A fresh directory under the system temp dir, which the caller removes.
+fn make_temp_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&path).expect("create a temp dir");
+    path
+}
+
 impl TempDir {
     fn new(tag: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        Self(path)
+        Self(make_temp_dir(tag))
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -265,6 +269,91 @@ fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
             backing_bytes: 100
         })
     ));
+}
+
+/// A length no file offset or slice can reach, and files that cannot serve as a
+/// backing, are refused when the backing is made (op `Open`, kind `InvalidInput`),
+/// never taken on trust: a `FileBacking` claiming `u64::MAX` bytes used to build a
+/// region that silently lacked blocks.
+#[test]
+fn backings_refuse_lengths_and_files_that_cannot_work() {
+    use std::fs::OpenOptions;
+    let dir = TempDir::new("lengths");
+    let invalid = |what: &str, len: u64, result: Result<(), BackingError>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.op, BackingOp::Open, "{what}");
+        assert_eq!(
+            err.source.kind(),
+            io::ErrorKind::InvalidInput,
+            "{what}: {err}"
+        );
+        assert_eq!(err.range, 0..len, "{what}");
+    };
+    let past_offsets = i64::MAX as u64 + 1;
+    let past_slices = isize::MAX as u64 + 1;
+
+    let path = dir.file("f");
+    let rw = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap()
+    };
+    rw().set_len(4096).unwrap();
+    let from_file = |f, len| FileBacking::from_file(f, len).map(drop);
+    for len in [0, 4097, past_offsets, u64::MAX] {
+        invalid(
+            &format!("from_file of {len} bytes"),
+            len,
+            from_file(rw(), len),
+        );
+    }
+    let read_only = std::fs::File::open(&path).unwrap();
+    invalid("a read-only file", 4096, from_file(read_only, 4096));
+    let write_only = OpenOptions::new().write(true).open(&path).unwrap();
+    invalid("a write-only file", 4096, from_file(write_only, 4096));
+    let append = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    invalid("a file open for appending", 4096, from_file(append, 4096));
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    invalid("a character device", 4096, from_file(null, 4096));
+    // The whole file, or a prefix of it.
+    assert_eq!(
+        FileBacking::from_file(rw(), 4096).unwrap().len_bytes(),
+        4096
+    );
+    assert_eq!(FileBacking::from_file(rw(), 100).unwrap().len_bytes(), 100);
+
+    for len in [past_offsets, u64::MAX] {
+        let name = format!("huge-{len}");
+        invalid(
+            "FileBacking::open",
+            len,
+            FileBacking::open(dir.file(&name), len).map(drop),
+        );
+        // SAFETY: the file is this test's own (and is refused before it is made).
+        let mapped = unsafe { MmapBacking::open(dir.file(&name), len) };
+        invalid("MmapBacking::open", len, mapped.map(drop));
+        assert!(!dir.file(&name).exists(), "nothing created for {len} bytes");
+    }
+    for len in [0, past_slices, u64::MAX] {
+        invalid(
+            "MmapBacking::anonymous",
+            len,
+            MmapBacking::anonymous(len).map(drop),
+        );
+        invalid("HeapBacking::new", len, HeapBacking::new(len).map(drop));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1150,6 +1239,39 @@ fn bad_input_is_an_error_that_changes_nothing() {
     }
 }
 
+/// Each cause in a backing error's chain is printed once, as a reporter that walks
+/// `source()` prints it: `BackingError` says what failed and leaves its cause to
+/// `source()`, and the wrappers (`RegionError::Backing`, `Refused`) forward both.
+#[test]
+fn error_chains_name_each_cause_once() {
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+    // The countdown starts at 1: the first I/O, the free's discard, fails.
+    let faulty = Faulty::new(HeapBacking::new(8 * BLOCK).unwrap(), 0, Arc::default());
+    let region = Region::new(faulty, BLOCK).unwrap();
+    let refused = region
+        .allocate(Request::new(1))
+        .unwrap()
+        .free()
+        .unwrap_err();
+    let want = ["backing discard of bytes 0..512 failed", "injected fault"];
+    let RegionError::Backing(backing) = &refused.error else {
+        panic!("{:?}", refused.error)
+    };
+    assert_eq!(chain(backing), want);
+    assert_eq!(chain(&refused.error), want);
+    assert_eq!(chain(&refused), want);
+    let boxed: Box<dyn std::error::Error> = Box::new(refused);
+    assert_eq!(chain(boxed.as_ref()), want);
+}
+
 #[test]
 fn handles_and_guards_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
@@ -1162,4 +1284,279 @@ fn handles_and_guards_cross_threads() {
     all::<HeapBacking>();
     all::<MmapBacking>();
     all::<FileBacking>();
+}
+
+// ---------------------------------------------------------------------------------------
+// A full filesystem.
+//
+// A write through a file mapping into a hole needs a new page or disk block at fault
+// time; on a full filesystem the kernel answers with SIGBUS, which kills the process.
+// These tests mount a small tmpfs (as root; otherwise they are skipped and say so), fill
+// it, and run the dangerous part in a child process (this test binary again, running
+// just that test), so that a signal fails the test instead of killing the harness.
+
+/// Set in the child: the directory of the tmpfs the parent mounted for it.
+const FULL_FS_DIR: &str = "PINALLOC_TEST_FULL_FS_DIR";
+
+/// A tmpfs mounted for one test; unmounted, and its directory removed, on drop (so on
+/// a failure too).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `size` (as `mount -o size=` takes it), or why there cannot be one.
+    fn mount(tag: &str, size: &str) -> Result<Self, String> {
+        let euid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let uid = s.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+                uid.split_whitespace().nth(2).map(str::to_owned)
+            });
+        if euid.as_deref() != Some("0") {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let path = make_temp_dir(tag); // removed by `Tmpfs::drop`, after the unmount
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status();
+        match status {
+            Ok(s) if s.success() => Ok(Self(path)),
+            other => {
+                let _ = std::fs::remove_dir(&path);
+                Err(format!("mount -t tmpfs failed: {other:?}"))
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount").arg(&self.0).status();
+        if unmounted.as_ref().is_ok_and(|s| s.success()) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("could not unmount {}: {unmounted:?}", self.0.display());
+        }
+    }
+}
+
+/// Runs `body` in a child process, on a fresh 1 MiB tmpfs. `test` is the name of the
+/// calling test: the child is this binary, running only that test, which calls `body`.
+/// A signal in the child (SIGBUS) fails the test with a message.
+fn on_a_small_tmpfs(test: &str, body: impl FnOnce(&std::path::Path)) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(dir) = std::env::var_os(FULL_FS_DIR) {
+        body(std::path::Path::new(&dir));
+        return;
+    }
+    let fs = match Tmpfs::mount(test, "1M") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped {test}: {why}");
+            return;
+        }
+    };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(FULL_FS_DIR, &fs.0)
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(signal) = out.status.signal() {
+        let name = if signal == 7 { " (SIGBUS)" } else { "" };
+        panic!("{test}: the child died of signal {signal}{name}\n{stdout}\n{stderr}");
+    }
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test}: the child failed ({})\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+/// Fills the filesystem at `dir` to the last page with a ballast file.
+fn fill_filesystem(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut ballast = std::fs::File::create(dir.join("ballast")).unwrap();
+    let page = [0xEEu8; 4096];
+    for _ in 0..1 << 20 {
+        if let Err(e) = ballast.write_all(&page) {
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+            return;
+        }
+    }
+    panic!("{} never filled", dir.display());
+}
+
+/// The bytes of `path` at `range`, read through the file (a read of a tmpfs hole through
+/// `read(2)` allocates nothing, where a read through a mapping would).
+fn file_bytes(path: &std::path::Path, range: Range<u64>) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0; (range.end - range.start) as usize];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut out, range.start)
+        .unwrap();
+    out
+}
+
+/// Every way blocks of a file mapping are released, with blocks smaller than a page,
+/// over holes and over written pages, on a filesystem with no space left: none may
+/// write through the mapping into a hole (a SIGBUS), and each leaves zeros.
+#[test]
+fn releasing_file_mapped_blocks_on_a_full_filesystem_raises_no_signal() {
+    on_a_small_tmpfs(
+        "releasing_file_mapped_blocks_on_a_full_filesystem_raises_no_signal",
+        |dir| {
+            let path = dir.join("mapped");
+            let len = 64 * 1024;
+            // SAFETY: the file is this test's own; nothing else opens it while mapped.
+            let backing = unsafe { MmapBacking::open(&path, len).unwrap() };
+            let region = Region::new(backing, BLOCK).unwrap();
+            let at = |block| Request::new(1).policy(Policy::Exact(block));
+            // Blocks 0..8 are page 0, 8..16 page 1, and so on.
+            let hole = region.allocate(at(0)).unwrap();
+            let freed = region.allocate(at(9)).unwrap();
+            let mut truncated = region
+                .allocate(Request::new(4).policy(Policy::Exact(17)))
+                .unwrap();
+            let pinned_owner = region.allocate(at(25)).unwrap();
+            let mut lent = region.allocate(at(33)).unwrap();
+            // Blocks 47..57: a partial page, a whole page, a partial page, all holes.
+            let across = region
+                .allocate(Request::new(10).policy(Policy::Exact(47)))
+                .unwrap();
+            let mut written = region.allocate(at(60)).unwrap();
+            written.write_at(0, &pattern(1, BLOCK)).unwrap(); // page 7 is in memory
+            let pin = pinned_owner.pin().unwrap();
+            let dma = lent.pin_mut().unwrap();
+            fill_filesystem(dir);
+
+            // tmpfs punches holes, partial pages included, without allocating: every
+            // release succeeds, where zeros written through the mapping were a SIGBUS.
+            drop(hole); // a drop: a failed discard could only be counted
+            freed.free().unwrap_or_else(|r| panic!("free: {}", r.error));
+            truncated.truncate(1).unwrap();
+            drop(truncated);
+            pinned_owner
+                .free()
+                .unwrap_or_else(|r| panic!("{}", r.error)); // Deferred
+            drop(pin); // the guard discards
+            drop(lent); // Deferred under the exclusive lend
+            drop(dma);
+            drop(across);
+            drop(written);
+            // SAFETY: the region has no handle left on these bytes.
+            unsafe { region.backing().discard(40 * BLOCK..41 * BLOCK) }.unwrap();
+
+            let s = region.stats();
+            assert_eq!(s.space.space.free_blocks, region.capacity_blocks());
+            assert_eq!((s.count_discards, s.count_discard_failures), (8, 0));
+            // What was discarded reads as zeros (through the file, never the mapping).
+            for block in [0, 9, 17, 18, 25, 33, 47, 50, 56, 60] {
+                assert_eq!(
+                    file_bytes(&path, block * BLOCK..(block + 1) * BLOCK),
+                    vec![0; BLOCK as usize],
+                    "block {block}"
+                );
+            }
+            region.check_invariants().unwrap();
+        },
+    );
+}
+
+/// A preallocated file mapping on a full filesystem: never-written blocks read and
+/// write through slices, discards zero them in place and keep them, and they write
+/// again; no access faults. A second preallocation finds no room: an error.
+#[test]
+fn a_preallocated_file_mapping_raises_no_signal_on_a_full_filesystem() {
+    on_a_small_tmpfs(
+        "a_preallocated_file_mapping_raises_no_signal_on_a_full_filesystem",
+        |dir| {
+            let path = dir.join("mapped");
+            let len = 256 * 1024;
+            // SAFETY: the file is this test's own; nothing else opens it while mapped.
+            let backing = unsafe { MmapBacking::open_preallocated(&path, len).unwrap() };
+            assert!(backing.is_preallocated());
+            assert!(!backing.punches_holes());
+            fill_filesystem(dir);
+            // SAFETY: as above.
+            let err =
+                unsafe { MmapBacking::open_preallocated(dir.join("more"), 64 * 1024) }.unwrap_err();
+            assert_eq!(err.op, BackingOp::Open);
+            assert_eq!(err.source.kind(), io::ErrorKind::StorageFull, "{err}");
+
+            let region = Region::new(backing, BLOCK).unwrap();
+            // Blocks 7..10 cross from page 0 into page 1; both never written.
+            let mut a = region
+                .allocate(Request::new(3).policy(Policy::Exact(7)))
+                .unwrap();
+            assert_eq!(a.as_slice().unwrap(), vec![0; 3 * BLOCK as usize]);
+            a.as_mut_slice()
+                .unwrap()
+                .copy_from_slice(&pattern(1, 3 * BLOCK));
+            let mut b = region
+                .allocate(Request::new(40).policy(Policy::Exact(12)))
+                .unwrap();
+            fill(&mut b, 2);
+            let dma = b.pin_mut().unwrap();
+            drop(a);
+            b.truncate(3).unwrap(); // lent: Deferred until the guard drops
+            drop(b);
+            drop(dma);
+            // Every block again, discarded ones included: still allocated, so nothing
+            // faults, and what was discarded reads as zeros.
+            let mut all = region
+                .allocate(Request::new(region.capacity_blocks()))
+                .unwrap();
+            assert!(all.as_slice().unwrap().iter().all(|&byte| byte == 0));
+            all.as_mut_slice().unwrap().fill(0xA5);
+            drop(all);
+            let s = region.stats();
+            assert_eq!((s.count_discards, s.count_discard_failures), (3, 0));
+            assert_eq!(s.discarded_bytes, (3 + 40 + 512) * BLOCK);
+            use std::os::unix::fs::MetadataExt;
+            let used = std::fs::metadata(&path).unwrap().blocks() * 512;
+            assert!(used >= len, "the file keeps its blocks: {used} bytes");
+            region.check_invariants().unwrap();
+        },
+    );
+}
+
+/// On the machine's own filesystem: preallocation keeps a file's contents, allocates
+/// its holes, and discards zero the bytes without giving the blocks back.
+#[test]
+fn a_preallocated_file_mapping_keeps_its_contents_and_its_blocks() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("prealloc");
+    let path = dir.file("mapped");
+    let len = 1 << 20;
+    {
+        let plain = FileBacking::open(&path, len).unwrap();
+        // SAFETY: this test is the backing's only user.
+        unsafe { plain.write_at(5000, b"kept").unwrap() };
+    }
+    // SAFETY: the file is this test's own; nothing else opens it while mapped.
+    let backing = match unsafe { MmapBacking::open_preallocated(&path, len) } {
+        Ok(b) => b,
+        Err(e) if e.source.kind() == io::ErrorKind::Unsupported => {
+            println!("skipped: this filesystem cannot preallocate ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let used = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(used() >= len, "every block allocated: {} bytes", used());
+    let region = Region::new(backing, 4096).unwrap();
+    let mut all = region.allocate(Request::new(256)).unwrap();
+    assert_eq!(&all.as_slice().unwrap()[5000..5004], b"kept");
+    all.as_mut_slice().unwrap().fill(1);
+    region.sync().unwrap();
+    all.truncate(1).unwrap();
+    drop(all);
+    region.sync().unwrap();
+    assert!(used() >= len, "discards keep the blocks: {} bytes", used());
+    assert_eq!(file_bytes(&path, 0..len), vec![0; len as usize]);
+    let s = region.stats();
+    assert_eq!((s.discarded_bytes, s.count_discard_failures), (len, 0));
 }

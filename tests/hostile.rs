@@ -636,7 +636,7 @@ fn the_core_and_its_handles_cross_threads() {
 #[test]
 fn the_catalogue_of_bad_input() {
     use pinalloc::testing::{SharedSnapshot, err_names, first_difference};
-    use pinalloc::{HeapBacking, Region, SharedAllocator, persist};
+    use pinalloc::{FileBacking, HeapBacking, MmapBacking, Region, SharedAllocator, persist};
 
     let mut core = fixture(); // [0, 40) Allocated
     let shared = SharedAllocator::builder(100).groups(2).build();
@@ -1000,6 +1000,67 @@ fn the_catalogue_of_bad_input() {
             ),
         ],
     );
+    let dir = std::env::temp_dir().join(format!("pinalloc-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = || {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("f"))
+            .unwrap();
+        f.set_len(4096).unwrap();
+        f
+    };
+    let past_offsets = i64::MAX as u64 + 1;
+    kind(
+        "a backing length no file or memory can have",
+        vec![
+            (
+                "HeapBacking::new 0",
+                d(&HeapBacking::new(0)),
+                "InvalidInput",
+            ),
+            (
+                "HeapBacking::new u64::MAX",
+                d(&HeapBacking::new(u64::MAX)),
+                "InvalidInput",
+            ),
+            (
+                "MmapBacking::anonymous u64::MAX",
+                d(&MmapBacking::anonymous(u64::MAX)),
+                "InvalidInput",
+            ),
+            (
+                "MmapBacking::open past i64::MAX",
+                // SAFETY: the file is this test's own (and is refused before it is made).
+                d(&unsafe { MmapBacking::open(dir.join("m"), past_offsets) }),
+                "InvalidInput",
+            ),
+            (
+                "FileBacking::open past i64::MAX",
+                d(&FileBacking::open(dir.join("g"), past_offsets)),
+                "InvalidInput",
+            ),
+            (
+                "FileBacking::from_file 0",
+                d(&FileBacking::from_file(file(), 0)),
+                "InvalidInput",
+            ),
+            (
+                "FileBacking::from_file u64::MAX",
+                d(&FileBacking::from_file(file(), u64::MAX)),
+                "InvalidInput",
+            ),
+            (
+                "FileBacking::from_file past the file's end",
+                d(&FileBacking::from_file(file(), 4097)),
+                "InvalidInput",
+            ),
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(
         first_difference(&core_before, &core),
         None,

@@ -3,13 +3,17 @@
 use core::ops::Range;
 use std::format;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
+use std::string::String;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::mmap::unsupported;
-use super::{Backing, BackingError, BackingOp, checked_bytes, checked_discard};
+use rustix::fs::OFlags;
+
+use super::{
+    Backing, BackingError, BackingOp, MAX_FILE_BYTES, checked_bytes, checked_discard, checked_len,
+};
 
 /// A file used through positional reads and writes (`pread`/`pwrite`): a data file, a
 /// block device image, anything too large or too remote to map.
@@ -55,18 +59,37 @@ impl FileBacking {
     ///
     /// # Errors
     ///
-    /// A [`BackingError`] with op [`BackingOp::Open`] when `len_bytes` is zero, the
-    /// file is longer than `len_bytes` (it is never truncated), or opening or sizing
-    /// fails.
+    /// A [`BackingError`] with op [`BackingOp::Open`] when `len_bytes` is zero or
+    /// larger than file offsets reach (`i64::MAX`), the file is longer than
+    /// `len_bytes` (it is never truncated), or opening or sizing fails.
+    ///
+    /// ```
+    /// use pinalloc::{Backing, FileBacking};
+    /// # let dir = std::env::temp_dir().join(format!("pinalloc-doc-fo-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let file = FileBacking::open(dir.join("data"), 1 << 20)?;
+    /// assert_eq!(file.len_bytes(), 1 << 20);
+    /// assert!(FileBacking::open(dir.join("huge"), u64::MAX).is_err());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>, len_bytes: u64) -> Result<Self, BackingError> {
-        Ok(Self::from_file(
-            open_sized(path.as_ref(), len_bytes)?,
-            len_bytes,
-        ))
+        Self::from_file(open_sized(path.as_ref(), len_bytes)?, len_bytes)
     }
 
-    /// An open file, used as `len_bytes` bytes. The file must be open for reading and
-    /// writing and at least `len_bytes` long; otherwise I/O reports the errors.
+    /// An open file, used as its first `len_bytes` bytes.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Open`] and kind `InvalidInput` when the
+    /// file cannot serve as `len_bytes` bytes:
+    /// - `len_bytes` is zero, or larger than file offsets reach (`i64::MAX`);
+    /// - the file is not open for both reading and writing, or is open for appending
+    ///   (where Linux's positional writes append instead);
+    /// - it is neither a regular file nor a block device, or is shorter than
+    ///   `len_bytes` (it is never grown here: [`open`](Self::open) grows a file).
+    ///
+    /// Any other kind when its flags, metadata or size cannot be read.
     ///
     /// ```
     /// use pinalloc::{Backing, FileBacking};
@@ -75,16 +98,50 @@ impl FileBacking {
     /// let f = std::fs::OpenOptions::new().read(true).write(true).create(true)
     ///     .truncate(true).open(dir.join("f")).unwrap();
     /// f.set_len(4096).unwrap();
-    /// let file = FileBacking::from_file(f, 4096);
+    /// let file = FileBacking::from_file(f.try_clone().unwrap(), 4096)?;
     /// assert_eq!(file.len_bytes(), 4096);
+    /// // Longer than the file, or than any file can be: refused.
+    /// assert!(FileBacking::from_file(f.try_clone().unwrap(), 8192).is_err());
+    /// assert!(FileBacking::from_file(f, u64::MAX).is_err());
     /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pinalloc::BackingError>(())
     /// ```
-    pub fn from_file(file: File, len_bytes: u64) -> Self {
-        Self {
+    pub fn from_file(file: File, len_bytes: u64) -> Result<Self, BackingError> {
+        checked_len(BackingOp::Open, len_bytes, MAX_FILE_BYTES, "a file backing")?;
+        let fail = |e: io::Error| BackingError::new(BackingOp::Open, 0..len_bytes, e);
+        let refuse = |why: String| fail(io::Error::new(io::ErrorKind::InvalidInput, why));
+        let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| fail(e.into()))?;
+        if flags & OFlags::RWMODE != OFlags::RDWR {
+            return Err(refuse(
+                "the file is not open for reading and writing".into(),
+            ));
+        }
+        if flags.contains(OFlags::APPEND) {
+            return Err(refuse(
+                "the file is open for appending: positional writes would append".into(),
+            ));
+        }
+        let metadata = file.metadata().map_err(fail)?;
+        let kind = metadata.file_type();
+        let now = if kind.is_file() {
+            metadata.len()
+        } else if kind.is_block_device() {
+            device_len(&file).map_err(fail)?
+        } else {
+            return Err(refuse(format!(
+                "a {kind:?} is neither a regular file nor a block device"
+            )));
+        };
+        if now < len_bytes {
+            return Err(refuse(format!(
+                "the file is {now} bytes, shorter than the {len_bytes} asked for"
+            )));
+        }
+        Ok(Self {
             file,
             len_bytes,
             punch: AtomicBool::new(true),
-        }
+        })
     }
 
     /// Whether `discard` still punches holes: `false` once the filesystem refused,
@@ -103,16 +160,22 @@ impl FileBacking {
     }
 }
 
+/// The length of a block device: where a seek to its end lands. The file position is
+/// put back after (positional I/O does not use it, but other handles may).
+fn device_len(file: &File) -> io::Result<u64> {
+    let mut file = file;
+    let at = file.stream_position()?;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(at))?;
+    Ok(end)
+}
+
 /// Opens (creating if missing) a read-write file at least `len_bytes` long, growing it
-/// if shorter; a longer file is refused rather than truncated.
+/// if shorter; a longer file is refused rather than truncated, and so is a length
+/// that is zero or past what file offsets reach.
 pub(super) fn open_sized(path: &Path, len_bytes: u64) -> Result<File, BackingError> {
     let fail = |e: io::Error| BackingError::new(BackingOp::Open, 0..len_bytes, e);
-    if len_bytes == 0 {
-        return Err(fail(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a file backing needs at least one byte",
-        )));
-    }
+    checked_len(BackingOp::Open, len_bytes, MAX_FILE_BYTES, "a file")?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -137,11 +200,50 @@ pub(super) fn open_sized(path: &Path, len_bytes: u64) -> Result<File, BackingErr
 }
 
 /// Frees the file's blocks under `range`, which then reads as zeros (Linux's
-/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`), retrying when a signal interrupts it.
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`). Partial pages and blocks at the ends are
+/// zeroed in place, through the page cache, without allocating anything.
+pub(super) fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::PunchHole, range)
+}
+
+/// Zeros `range` and keeps its blocks allocated (Linux's
+/// `fallocate(ZERO_RANGE | KEEP_SIZE)`).
+pub(super) fn zero_range(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::ZeroRange, range)
+}
+
+/// Allocates the file's blocks under `range` (Linux's `fallocate` with mode 0), so that
+/// writing there needs no new space.
+pub(super) fn preallocate(file: &File, range: &Range<u64>) -> io::Result<()> {
+    falloc(file, Falloc::Allocate, range)
+}
+
+/// Writes zeros over `range` with `pwrite`: where a file cannot punch or zero in
+/// place, and where a failure (`ENOSPC`) must be an error rather than a signal.
+pub(super) fn write_zeros_at(file: &File, range: &Range<u64>) -> io::Result<()> {
+    super::write_zeros(range.clone(), |at, zeros| file.write_all_at(zeros, at))
+}
+
+/// The `fallocate` modes this crate uses.
+#[derive(Debug, Clone, Copy)]
+enum Falloc {
+    Allocate,
+    PunchHole,
+    ZeroRange,
+}
+
+/// `fallocate(file, mode, range)`, retried when a signal interrupts it.
 #[cfg(target_os = "linux")]
-fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
+fn falloc(file: &File, mode: Falloc, range: &Range<u64>) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
-    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    let flags = match mode {
+        Falloc::Allocate => FallocateFlags::empty(),
+        Falloc::PunchHole => FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        Falloc::ZeroRange => FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+    };
+    if range.is_empty() {
+        return Ok(());
+    }
     loop {
         match fallocate(file, flags, range.start, range.end - range.start) {
             Err(rustix::io::Errno::INTR) => continue,
@@ -150,10 +252,19 @@ fn punch_hole(file: &File, range: &Range<u64>) -> io::Result<()> {
     }
 }
 
-/// Hole punching is Linux's here; elsewhere discards write zeros.
+/// `fallocate` is Linux's here; elsewhere discards write zeros and preallocation is
+/// refused.
 #[cfg(not(target_os = "linux"))]
-fn punch_hole(_file: &File, _range: &Range<u64>) -> io::Result<()> {
+fn falloc(_file: &File, _mode: Falloc, _range: &Range<u64>) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether an error means "this system or filesystem cannot do that at all", so zeros
+/// must do from now on.
+pub(super) fn unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error())
 }
 
 impl Backing for FileBacking {
@@ -194,7 +305,6 @@ impl Backing for FileBacking {
                 Err(e) => return Err(fail(e)),
             }
         }
-        super::write_zeros(range.clone(), |at, zeros| self.file.write_all_at(zeros, at))
-            .map_err(fail)
+        write_zeros_at(&self.file, &range).map_err(fail)
     }
 }

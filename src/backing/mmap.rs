@@ -7,34 +7,59 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::{MmapMut, MmapOptions, MmapRaw, UncheckedAdvice};
+#[cfg(target_os = "linux")]
+use memmap2::UncheckedAdvice;
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
-use super::file::open_sized;
+use super::file::{self, open_sized, unsupported};
 use super::memory::Memory;
 use super::{
-    Backing, BackingError, BackingOp, MemoryBacking, checked_discard, page_bytes, page_interior,
+    Backing, BackingError, BackingOp, MAX_FILE_BYTES, MemoryBacking, checked_discard, checked_len,
+    page_bytes, page_interior,
 };
 
 /// A memory mapping, anonymous or shared over a file: memory a device can DMA into,
 /// whose released pages go back to the kernel.
 ///
-/// `discard` drops whole pages inside the range and writes zeros over the partial pages
-/// at its ends:
-/// - an anonymous mapping uses `madvise(MADV_DONTNEED)`: the pages read back as zeros;
-/// - a file mapping uses `madvise(MADV_REMOVE)`, which punches a hole in the file. Where
-///   the filesystem cannot, it writes zeros instead (see
-///   [`punches_holes`](Self::punches_holes)); either way the range reads as zeros.
+/// `discard` makes the range read as zeros:
+/// - an anonymous mapping drops the whole pages inside the range
+///   (`madvise(MADV_DONTNEED)`; they refault zeroed) and writes zeros over the partial
+///   pages at its ends;
+/// - a file mapping punches a hole in the file through its descriptor
+///   (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), partial pages included, which gives the
+///   blocks back to the filesystem. Where the filesystem cannot (see
+///   [`punches_holes`](Self::punches_holes)), it writes zeros with `pwrite`;
+/// - a [preallocated](Self::open_preallocated) file mapping keeps its blocks: it
+///   zeroes the range in place (`fallocate(ZERO_RANGE | KEEP_SIZE)`, or `pwrite` of
+///   zeros where the filesystem has no `ZERO_RANGE`, as on tmpfs).
 ///
-/// Where `madvise` refuses a range for another reason (an `mlock`ed range answers
-/// `EINVAL`), that discard writes zeros instead. Both advices are Linux's; on other
-/// Unix systems every discard writes zeros.
+/// A discard never writes through a file mapping, so it cannot fault; a failure
+/// (`ENOSPC` from `pwrite`, an I/O error) is returned as an error, and from a drop
+/// counted in [`RegionStats::count_discard_failures`](crate::RegionStats). On Unix
+/// systems other than Linux, every discard writes zeros.
 ///
-/// **A full disk is a signal, not an error, for a file mapping.** The file is grown
-/// sparse and discards punch holes, so a write through the mapping may need a new disk
-/// block at page-fault time; if the filesystem has none (`ENOSPC`, a quota), the kernel
-/// sends `SIGBUS`, which kills the process. Where that matters, use [`FileBacking`]
-/// (whose writes return the error), keep the filesystem from filling, or turn discards
-/// off and preallocate the file.
+/// # A full filesystem
+///
+/// **A full disk is a signal, not an error, for an access through a file mapping.**
+/// [`open`](Self::open) grows the file sparse and discards punch holes, so touching a
+/// page that is a hole may need a new page or disk block at page-fault time; if the
+/// filesystem has none (`ENOSPC`, a quota), the kernel sends `SIGBUS`, which kills the
+/// process. Without preallocation these can raise it, on a full filesystem, when the
+/// bytes are in a hole (never written since the file was created, or discarded since):
+/// - writes through the mapping: [`Backing::write_at`], and a region's `write_at`,
+///   `as_mut_slice` and pin guards' slices and device pointers;
+/// - on tmpfs (and other memory filesystems), reads through the mapping too
+///   ([`Backing::read_at`], `read_at`, `as_slice`), since a read fault allocates a page
+///   there; disk filesystems map a hole's reads to a shared zero page.
+///
+/// Frees, truncates, discards and the drops of handles and pin guards never raise it.
+/// To rule the signal out for the accesses too, map the file with
+/// [`open_preallocated`](Self::open_preallocated), which allocates every block up front
+/// (and fails with an error if the filesystem cannot), and whose discards keep the
+/// blocks allocated; or use [`FileBacking`], whose writes return the error.
+/// Copy-on-write filesystems (btrfs, ZFS) may need new space for any write, even over
+/// preallocated blocks, so there only [`FileBacking`] is safe from it. As
+/// [`open`](Self::open) says, a file truncated under the mapping raises it too.
 ///
 /// [`FileBacking`]: super::FileBacking
 ///
@@ -66,9 +91,13 @@ pub struct MmapBacking {
     memory: Memory,
     /// The mapped file, or `None` for an anonymous mapping.
     file: Option<File>,
-    /// Cleared after the first `MADV_REMOVE` the filesystem refuses; then `discard`
-    /// writes zeros.
-    punch: AtomicBool,
+    /// Whether every block of the file was allocated at open; then discards zero in
+    /// place and keep the blocks. Always `false` for an anonymous mapping.
+    preallocated: bool,
+    /// Whether discards still work in place (`MADV_DONTNEED`, `PUNCH_HOLE`, or for a
+    /// preallocated file `ZERO_RANGE`): `false` off Linux, and cleared after the first
+    /// time the system answers that it cannot; then `discard` writes zeros.
+    in_place: AtomicBool,
 }
 
 // SAFETY: the mapping is owned by this value (`MmapRaw` is itself `Send + Sync`); the
@@ -93,7 +122,7 @@ impl MmapBacking {
     pub fn anonymous(len_bytes: u64) -> Result<Self, BackingError> {
         let len = map_len(len_bytes)?;
         let map = MmapMut::map_anon(len).map_err(|e| opening(len_bytes, e))?;
-        Self::from_map(MmapRaw::from(map), len_bytes, None)
+        Self::from_map(MmapRaw::from(map), len_bytes, None, false)
     }
 
     /// A shared mapping of the file at `path`, created if missing and grown with zeros
@@ -114,16 +143,74 @@ impl MmapBacking {
     /// turn reads into `SIGBUS`. This is the promise `memmap2::MmapMut::map_mut` asks
     /// for, and the reason that function is `unsafe` too.
     pub unsafe fn open(path: impl AsRef<Path>, len_bytes: u64) -> Result<Self, BackingError> {
+        Self::map_file(path.as_ref(), len_bytes, false)
+    }
+
+    /// As [`open`](Self::open), and then allocates every block of the file's first
+    /// `len_bytes` (`fallocate`, mode 0), so that no access through the mapping can
+    /// fault for lack of space (see [A full filesystem](Self#a-full-filesystem)).
+    /// Discards then zero in place and keep the blocks allocated
+    /// (`fallocate(ZERO_RANGE)`, or `pwrite` of zeros where the filesystem has no
+    /// `ZERO_RANGE`), so the file never gives space back while it is mapped.
+    ///
+    /// The file's contents are kept; only its holes are allocated (reading as zeros).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); and a [`BackingError`] with op [`BackingOp::Open`] when
+    /// the filesystem has no room for the blocks (kind `StorageFull`, `ENOSPC`) or
+    /// cannot preallocate at all (kind `Unsupported`: off Linux, or a filesystem
+    /// without `fallocate`). The file is then left created and sized, but sparse.
+    ///
+    /// # Safety
+    ///
+    /// As [`open`](Self::open).
+    ///
+    /// ```
+    /// use pinalloc::{MmapBacking, Region, Request};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("pinalloc-doc-prealloc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// // SAFETY: no other process or mapping touches this file while it is mapped.
+    /// let backing = unsafe { MmapBacking::open_preallocated(dir.join("region"), 1 << 20)? };
+    /// assert!(backing.is_preallocated());
+    /// assert!(!backing.punches_holes());      // discards zero in place
+    /// let region = Region::new(backing, 512)?;
+    /// let mut a = region.allocate(Request::new(1))?;
+    /// a.as_mut_slice()?.fill(7);              // its block exists: no fault, even on a full disk
+    /// drop(a);                                // zeroed, and the block stays allocated
+    /// # drop(region);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn open_preallocated(
+        path: impl AsRef<Path>,
+        len_bytes: u64,
+    ) -> Result<Self, BackingError> {
+        Self::map_file(path.as_ref(), len_bytes, true)
+    }
+
+    /// The mapping of [`open`](Self::open) and
+    /// [`open_preallocated`](Self::open_preallocated); the caller keeps their promise.
+    fn map_file(path: &Path, len_bytes: u64, preallocate: bool) -> Result<Self, BackingError> {
         let len = map_len(len_bytes)?;
-        let file = open_sized(path.as_ref(), len_bytes)?;
+        let file = open_sized(path, len_bytes)?;
+        if preallocate {
+            file::preallocate(&file, &(0..len_bytes)).map_err(|e| opening(len_bytes, e))?;
+        }
         let map = MmapOptions::new()
             .len(len)
             .map_raw(&file)
             .map_err(|e| opening(len_bytes, e))?;
-        Self::from_map(map, len_bytes, Some(file))
+        Self::from_map(map, len_bytes, Some(file), preallocate)
     }
 
-    fn from_map(map: MmapRaw, len_bytes: u64, file: Option<File>) -> Result<Self, BackingError> {
+    fn from_map(
+        map: MmapRaw,
+        len_bytes: u64,
+        file: Option<File>,
+        preallocated: bool,
+    ) -> Result<Self, BackingError> {
         let base = NonNull::new(map.as_mut_ptr())
             .ok_or_else(|| opening(len_bytes, io::ErrorKind::Other.into()))?;
         debug_assert_eq!(map.len() as u64, len_bytes);
@@ -131,12 +218,14 @@ impl MmapBacking {
             map,
             memory: Memory { base, len_bytes },
             file,
-            punch: AtomicBool::new(true),
+            preallocated,
+            in_place: AtomicBool::new(cfg!(target_os = "linux")),
         })
     }
 
-    /// Whether `discard` gives storage back: `false` where the system has no advice
-    /// for it (off Linux), or once it answered that it cannot (`EOPNOTSUPP`,
+    /// Whether `discard` gives storage back (drops pages, punches holes): `false` for
+    /// a [preallocated](Self::open_preallocated) mapping, which keeps its blocks,
+    /// off Linux, and once the system answered that it cannot (`EOPNOTSUPP`,
     /// `ENOSYS`); discards then write zeros.
     ///
     /// ```
@@ -145,7 +234,19 @@ impl MmapBacking {
     /// # Ok::<(), pinalloc::BackingError>(())
     /// ```
     pub fn punches_holes(&self) -> bool {
-        self.advice().is_some() && self.punch.load(Ordering::Relaxed)
+        !self.preallocated && self.in_place.load(Ordering::Relaxed)
+    }
+
+    /// Whether this maps a file whose blocks were allocated up front
+    /// ([`open_preallocated`](Self::open_preallocated)).
+    ///
+    /// ```
+    /// use pinalloc::MmapBacking;
+    /// assert!(!MmapBacking::anonymous(4096)?.is_preallocated());
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    pub fn is_preallocated(&self) -> bool {
+        self.preallocated
     }
 
     /// Whether this maps a file (rather than anonymous memory).
@@ -161,35 +262,89 @@ impl MmapBacking {
 }
 
 impl MmapBacking {
-    /// The advice that drops a range's contents so it reads as zeros: Linux's
-    /// `MADV_REMOVE` for a shared file mapping, `MADV_DONTNEED` for a private anonymous
-    /// one. Other systems' `MADV_DONTNEED` may keep the contents, so they write zeros.
-    #[cfg(target_os = "linux")]
-    fn advice(&self) -> Option<UncheckedAdvice> {
-        Some(if self.file.is_some() {
-            UncheckedAdvice::Remove
-        } else {
-            UncheckedAdvice::DontNeed
-        })
+    /// Discards `range` (non-empty, in bounds) of an anonymous mapping: zeros over the
+    /// partial pages at its ends, `MADV_DONTNEED` for the whole pages between (zeros
+    /// where the advice is refused).
+    ///
+    /// # Safety
+    ///
+    /// As [`Backing::discard`].
+    unsafe fn discard_anonymous(&self, range: Range<u64>) -> Result<(), BackingError> {
+        debug_assert!(self.file.is_none());
+        let pages = page_interior(&range, page_bytes());
+        // SAFETY: the partial pages at the ends lie inside `range`, which the caller
+        // gave us exclusively. The memory is private and anonymous: a write fault
+        // there needs a page of memory, never a file block, so it cannot raise SIGBUS.
+        unsafe {
+            self.memory.zero(range.start..pages.start)?;
+            self.memory.zero(pages.end.max(range.start)..range.end)?;
+        }
+        if pages.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        if self.in_place.load(Ordering::Relaxed) {
+            // SAFETY: `pages` is page-aligned (so memmap2 does not widen it) and inside
+            // `range`, which no one else touches or refers to during this call.
+            // `MADV_DONTNEED` keeps the pages of a private anonymous mapping mapped;
+            // it only drops their contents, and they refault zeroed.
+            let advised = unsafe {
+                self.map.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    pages.start as usize,
+                    (pages.end - pages.start) as usize,
+                )
+            };
+            match advised {
+                Ok(()) => return Ok(()),
+                Err(e) if unsupported(&e) => self.in_place.store(false, Ordering::Relaxed),
+                // Refused for this range only (an mlocked range, say): zeros will do.
+                Err(_) => {}
+            }
+        }
+        // SAFETY: `pages` is inside `range`, given to us exclusively.
+        unsafe { self.memory.zero(pages) }
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn advice(&self) -> Option<UncheckedAdvice> {
-        None
+    /// Discards `range` (non-empty, in bounds) of the mapped `file` through the file
+    /// descriptor, never through the mapping, so that a page that is a hole is never
+    /// faulted in (on a full filesystem that fault is a `SIGBUS`): a punched hole, or
+    /// for a preallocated file zeros in place; `pwrite` of zeros where the filesystem
+    /// can do neither, whose `ENOSPC` is an error.
+    ///
+    /// # Safety
+    ///
+    /// As [`Backing::discard`]: the mapping shows the file's bytes, so changing them
+    /// through the descriptor changes memory that nothing else may touch or refer to
+    /// during the call.
+    unsafe fn discard_file(&self, file: &File, range: Range<u64>) -> Result<(), BackingError> {
+        let fail = |e: io::Error| BackingError::new(BackingOp::Discard, range.clone(), e);
+        if self.in_place.load(Ordering::Relaxed) {
+            let done = if self.preallocated {
+                file::zero_range(file, &range)
+            } else {
+                file::punch_hole(file, &range)
+            };
+            match done {
+                Ok(()) => return Ok(()),
+                Err(e) if unsupported(&e) => self.in_place.store(false, Ordering::Relaxed),
+                Err(e) if !self.preallocated => return Err(fail(e)),
+                // `ZERO_RANGE` may fail where zeros written over allocated blocks do
+                // not (xfs frees and reallocates): try those.
+                Err(_) => {}
+            }
+        }
+        file::write_zeros_at(file, &range).map_err(fail)
     }
 }
 
+/// `len_bytes` as a mapping's length: 1 to `isize::MAX` bytes (the most a Rust slice
+/// may span, and within file offsets' reach), or the error.
 fn map_len(len_bytes: u64) -> Result<usize, BackingError> {
-    match usize::try_from(len_bytes) {
-        Ok(len) if len > 0 => Ok(len),
-        _ => Err(opening(
-            len_bytes,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a mapping needs 1..=usize::MAX bytes",
-            ),
-        )),
-    }
+    let max_bytes = (isize::MAX as u64).min(MAX_FILE_BYTES);
+    checked_len(BackingOp::Open, len_bytes, max_bytes, "a mapping")?;
+    // At most `isize::MAX`, so it fits.
+    Ok(len_bytes as usize)
 }
 
 fn opening(len_bytes: u64, source: io::Error) -> BackingError {
@@ -201,6 +356,7 @@ impl core::fmt::Debug for MmapBacking {
         f.debug_struct("MmapBacking")
             .field("len_bytes", &self.memory.len_bytes)
             .field("file", &self.file.is_some())
+            .field("preallocated", &self.preallocated)
             .field("punches_holes", &self.punches_holes())
             .finish()
     }
@@ -237,51 +393,21 @@ impl Backing for MmapBacking {
 
     unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
         checked_discard(&range, self.memory.len_bytes)?;
-        let pages = page_interior(&range, page_bytes());
-        // SAFETY: the partial pages at the ends lie inside `range`, which the caller
-        // gave us exclusively.
-        unsafe {
-            self.memory.zero(range.start..pages.start)?;
-            self.memory.zero(pages.end.max(range.start)..range.end)?;
-        }
-        if pages.is_empty() {
+        if range.is_empty() {
             return Ok(());
         }
-        let advice = self.advice();
-        if let Some(advice) = advice.filter(|_| self.punch.load(Ordering::Relaxed)) {
-            // SAFETY: `pages` is page-aligned (so memmap2 does not widen it) and inside
-            // `range`, which no one else touches or refers to during this call. Both
-            // advices keep the pages mapped; they only drop their contents, which then
-            // read as zeros (a private anonymous page refaults zeroed; `MADV_REMOVE`
-            // frees the file's blocks, which read back as a hole).
-            let advised = unsafe {
-                self.map.unchecked_advise_range(
-                    advice,
-                    pages.start as usize,
-                    (pages.end - pages.start) as usize,
-                )
-            };
-            match advised {
-                Ok(()) => return Ok(()),
-                Err(e) if unsupported(&e) => self.punch.store(false, Ordering::Relaxed),
-                // Refused for this range only (an mlocked range, say): zeros will do.
-                Err(_) => {}
-            }
+        match &self.file {
+            // SAFETY: the caller's promise (no one else touches `range`) passed on.
+            None => unsafe { self.discard_anonymous(range) },
+            // SAFETY: as above.
+            Some(file) => unsafe { self.discard_file(file, range) },
         }
-        // SAFETY: `pages` is inside `range`, given to us exclusively.
-        unsafe { self.memory.zero(pages) }
     }
-}
-
-/// Whether an error means "this system or filesystem cannot do that at all", so zeros
-/// must do from now on.
-pub(super) fn unsupported(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
-        || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
-        || e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error())
 }
 
 // SAFETY: `base_address` is always `Some(base)`: the start of a `len_bytes` mapping that
 // this value owns, never remaps and unmaps only on drop. Only the byte methods touch it,
-// and `discard`'s advices keep every page mapped and readable (as zeros).
+// and `discard` keeps every page mapped and readable (as zeros): `MADV_DONTNEED` on a
+// private anonymous mapping drops contents only, and a file's punched or zeroed range
+// stays mapped.
 unsafe impl MemoryBacking for MmapBacking {}

@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | [`HeapBacking`] | yes ([`MemoryBacking`]) | writes zeros |
 //! | [`MmapBacking`] (anonymous) | yes | `madvise(MADV_DONTNEED)`: pages drop, read back as zeros |
-//! | [`MmapBacking`] (over a file) | yes | `madvise(MADV_REMOVE)`: punches a hole in the file; zeros where it cannot |
+//! | [`MmapBacking`] (over a file) | yes | `fallocate(PUNCH_HOLE)` on the file, never a write through the mapping; `pwrite` of zeros where it cannot |
+//! | [`MmapBacking`] (preallocated) | yes | zeros in place (`fallocate(ZERO_RANGE)` or `pwrite`): the blocks stay allocated |
 //! | [`FileBacking`] | no | `fallocate(PUNCH_HOLE)`; zeros where the filesystem cannot |
 //!
 //! This is the only module, with its children, that holds `unsafe` code. The contract
@@ -108,8 +109,10 @@ pub trait Backing: Send + Sync + 'static {
         None
     }
 
-    /// Gives the storage of a released byte range back (drop pages, punch a hole).
-    /// Afterwards the range reads as zeros; the default writes zeros, in chunks.
+    /// Gives the storage of a released byte range back (drop pages, punch a hole), or
+    /// zeroes it. Afterwards the range reads as zeros; the default writes zeros, in
+    /// chunks. A region calls it from drops too, so it should report trouble as an
+    /// error rather than a signal (a file mapping must not write into holes).
     ///
     /// # Errors
     ///
@@ -178,7 +181,12 @@ impl fmt::Display for BackingOp {
 
 /// A backing's I/O failed, or was asked for bytes it does not have.
 ///
+/// Its message says what failed and where; the cause is its
+/// [`source`](core::error::Error::source), never repeated in the message, so a
+/// reporter that walks the chain of sources prints each cause once.
+///
 /// ```
+/// use std::error::Error;
 /// use pinalloc::{Backing, BackingOp, HeapBacking};
 ///
 /// let heap = HeapBacking::new(64)?;
@@ -187,10 +195,12 @@ impl fmt::Display for BackingOp {
 /// assert_eq!(err.op, BackingOp::Write);
 /// assert_eq!(err.range, 60..68);
 /// assert_eq!(err.source.kind(), std::io::ErrorKind::InvalidInput);
+/// assert_eq!(err.to_string(), "backing write of bytes 60..68 failed");
+/// assert_eq!(err.source().unwrap().to_string(), "past the end of a 64-byte backing");
 /// # Ok::<(), pinalloc::BackingError>(())
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[error("backing {op} of bytes {}..{} failed: {source}", range.start, range.end)]
+#[error("backing {op} of bytes {}..{} failed", range.start, range.end)]
 #[non_exhaustive]
 pub struct BackingError {
     /// What was being done.
@@ -234,6 +244,30 @@ pub(crate) fn write_zeros<E>(
         at += n as u64;
     }
     Ok(())
+}
+
+/// The most bytes a file backing can have: file offsets are `i64` (`off_t`).
+pub(crate) const MAX_FILE_BYTES: u64 = i64::MAX as u64;
+
+/// Refuses a backing length of zero or above `max_bytes`, with the `InvalidInput` error
+/// every backing gives for it; `what` names the backing in the message.
+pub(crate) fn checked_len(
+    op: BackingOp,
+    len_bytes: u64,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(), BackingError> {
+    if (1..=max_bytes).contains(&len_bytes) {
+        return Ok(());
+    }
+    Err(BackingError::new(
+        op,
+        0..len_bytes,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} needs 1..={max_bytes} bytes, not {len_bytes}"),
+        ),
+    ))
 }
 
 /// The byte range `offset..offset + len` if it fits in `len_bytes`; otherwise the

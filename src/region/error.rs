@@ -109,6 +109,10 @@ impl RegionError {
 /// Dropping the handle does what the call would have done, as well as it can (a drop
 /// cannot report errors); or retry the call.
 ///
+/// As an error it is its `error`: the same message and the same
+/// [`source`](core::error::Error::source), so a chain of causes reads the same with or
+/// without the handle around it.
+///
 /// ```
 /// # use pinalloc::{HeapBacking, Region, RegionError, Request};
 /// let region = Region::new(HeapBacking::new(64 * 512)?, 512)?;
@@ -122,8 +126,6 @@ impl RegionError {
 /// assert!(a.into_extent().is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(thiserror::Error)]
-#[error("{error}")]
 #[non_exhaustive]
 pub struct Refused<T> {
     /// What went wrong.
@@ -135,6 +137,20 @@ pub struct Refused<T> {
 impl<T> Refused<T> {
     pub(crate) fn new(error: RegionError, handle: T) -> Self {
         Self { error, handle }
+    }
+}
+
+impl<T> fmt::Display for Refused<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+/// Transparent, as `#[error(transparent)]` would make it if the handle were not there:
+/// the message and the source are the error's.
+impl<T> core::error::Error for Refused<T> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        self.error.source()
     }
 }
 

@@ -38,7 +38,8 @@ pub use pinned::{Pinned, PinnedMut};
 ///   allocation until they drop, even if the allocation is freed or truncated
 ///   meanwhile. A guard owns what it needs (the allocator and the backing), so it may
 ///   outlive the allocation and the `Region` value itself.
-/// - Released space is discarded (pages dropped, holes punched) as its blocks become
+/// - Released space is discarded (pages dropped, holes punched, or zeroed in place for
+///   a preallocated mapping) as its blocks become
 ///   Free: just before, by the last holder, once no one else can reach the bytes; never
 ///   while another pin or the owner still holds them.
 ///   [`RegionBuilder::discard_released`] turns that off.
@@ -118,9 +119,10 @@ impl<B: Backing> RegionBuilder<B> {
     }
 
     /// Whether released space is discarded (default `true`): when blocks become Free,
-    /// the backing drops their pages or punches a hole, and they read as zeros. Off,
-    /// freed blocks keep their old bytes, which saves a syscall (or, for the heap, a
-    /// memset) per free.
+    /// the backing drops their pages or punches a hole (a
+    /// [preallocated](crate::MmapBacking::open_preallocated) mapping zeroes them and
+    /// keeps its blocks), and they read as zeros. Off, freed blocks keep their old
+    /// bytes, which saves a syscall (or, for the heap, a memset) per free.
     ///
     /// ```
     /// # use pinalloc::{HeapBacking, Region, Request};
