@@ -79,6 +79,7 @@ type CoreCall = fn(&mut Fixture) -> String;
 fn core_case(name: &str, call: fn(&mut Fixture) -> String, expect: &str) {
     let mut f = fixture();
     let before = f.a.clone();
+    let stats = f.a.stats(); // metadata bytes too, which a clone does not keep
     let got = call(&mut f);
     assert!(
         err_names(&got, expect),
@@ -87,6 +88,11 @@ fn core_case(name: &str, call: fn(&mut Fixture) -> String, expect: &str) {
     if let Some(field) = first_difference(&before, &f.a) {
         panic!("{name}: failed ({got}) but changed `{field}`");
     }
+    assert_eq!(
+        f.a.stats(),
+        stats,
+        "{name}: failed ({got}) but changed the stats"
+    );
     f.a.check_invariants().unwrap();
 }
 
@@ -136,6 +142,27 @@ const CORE: &[(&str, &str, CoreCall)] = &[
     }),
     ("NoSpace", "allocate: longer than any free extent", |f| {
         format!("{:?}", f.a.allocate(Request::new(200)))
+    }),
+    // Past block 0, which starts 8 free blocks, no multiple of 256 has a free block
+    // after it: alignments above 64 blocks search a view, which a failed call must
+    // not keep.
+    ("NoSpace", "allocate: best fit aligned to 256", |f| {
+        format!("{:?}", f.a.allocate(Request::new(9).align(256)))
+    }),
+    ("NoSpace", "allocate: first fit aligned to 256", |f| {
+        let r = Request::new(9).align(256).policy(Policy::FirstFit);
+        format!("{:?}", f.a.allocate(r))
+    }),
+    ("NoSpace", "allocate: near a goal, aligned to 256", |f| {
+        let r = Request::new(9).align(256).policy(Policy::Near(200));
+        format!("{:?}", f.a.allocate(r))
+    }),
+    ("NoSpace", "allocate: a range aligned to 512", |f| {
+        format!("{:?}", f.a.allocate(Request::range(9..=64).align(512)))
+    }),
+    ("NoSpace", "allocate_reserved: aligned to 256", |f| {
+        let r = Request::new(9).align(256);
+        format!("{:?}", f.a.allocate_reserved(&mut f.res, r))
     }),
     (
         "NoSpace",
@@ -389,12 +416,23 @@ const SHARED: &[(&str, &str, SharedCall)] = &[
         format!("{:?}", s.allocate(Request::new(65)))
     }),
     (
-        "allocate_wait: no room before the timeout",
+        "allocate: aligned to 256, no group has room",
         "NoSpace",
+        |s| format!("{:?}", s.allocate(Request::new(1).align(256))),
+    ),
+    ("allocate_wait: longer than a group", "NoSpace", |s| {
+        format!(
+            "{:?}",
+            s.allocate_wait(Request::new(65), Duration::from_millis(5))
+        )
+    }),
+    (
+        "allocate_wait: no room before the timeout",
+        "TimedOut",
         |s| {
             format!(
                 "{:?}",
-                s.allocate_wait(Request::new(65), Duration::from_millis(5))
+                s.allocate_wait(Request::new(64), Duration::from_millis(5))
             )
         },
     ),
@@ -476,6 +514,7 @@ fn every_failing_shared_call_changes_nothing() {
     for &(name, expect, call) in SHARED {
         let s = shared_fixture();
         let before = SharedSnapshot::of(&s);
+        let stats = s.stats().space;
         let got = call(&s);
         assert!(
             err_names(&got, expect),
@@ -491,6 +530,11 @@ fn every_failing_shared_call_changes_nothing() {
             if let Some(d) = before.first_difference(&SharedSnapshot::of(&s)) {
                 panic!("{name}: failed ({got}) but changed {d}");
             }
+            assert_eq!(
+                s.stats().space,
+                stats,
+                "{name}: failed ({got}) but changed the stats"
+            );
         }
         s.check_invariants().unwrap();
     }

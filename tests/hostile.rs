@@ -1189,3 +1189,49 @@ fn a_region_over_the_whole_byte_space() {
         r.check_invariants().unwrap();
     }
 }
+
+/// A failed aligned request leaves the stats as they were, the free index's memory
+/// included: a view for an alignment above 64 blocks is kept only by a success.
+#[test]
+fn a_failed_aligned_request_changes_no_stats() {
+    let mut a = ExtentAllocator::new(1000);
+    a.allocate(Request::new(100)).unwrap();
+    let before = a.stats();
+    // More blocks than are free.
+    assert!(a.allocate(Request::new(950).align(128)).is_err());
+    assert_eq!(a.stats(), before);
+
+    // Enough free blocks, but no aligned run long enough: 400 free runs of 130
+    // blocks, each starting at a multiple of 512, between Allocated runs of 382.
+    let mut a = ExtentAllocator::new(400 * 512);
+    for i in 0..400u64 {
+        a.allocate(Request::new(382).policy(Policy::Exact(i * 512 + 130)))
+            .unwrap();
+    }
+    // Views kept by successes, for four alignments, so a new one must evict.
+    for align in [128, 512, 1024, 2048] {
+        let e = a.allocate(Request::new(1).align(align)).unwrap();
+        a.free(e).unwrap();
+    }
+    let before = a.stats();
+    let refusals = [
+        Request::new(131).align(256),
+        Request::new(131).align(256).policy(Policy::FirstFit),
+        Request::new(131).align(256).policy(Policy::Near(5_000)),
+        Request::range(131..=1000).align(256),
+        Request::new(131).align(128),
+        Request::new(10_000).align(4096),
+    ];
+    for round in 0..3 {
+        for r in refusals {
+            let err = a.allocate(r).unwrap_err();
+            assert!(matches!(err, AllocError::NoSpace { .. }), "{r:?}: {err}");
+            assert_eq!(a.stats(), before, "round {round}: {r:?} changed the stats");
+        }
+    }
+    a.check_invariants().unwrap();
+    // A success with the same alignment still works and may keep its view.
+    let e = a.allocate(Request::new(130).align(256)).unwrap();
+    assert_eq!(e.start % 256, 0);
+    a.check_invariants().unwrap();
+}

@@ -175,19 +175,30 @@ impl ExtentAllocator {
         out
     }
 
-    /// Checks a request and finds its placement within `budget` blocks. Changes nothing
-    /// but the free index's caches (a view for a large alignment).
+    /// Checks a request and finds its placement within `budget` blocks. A success
+    /// may keep a view for a large alignment in the free index (a cache); a failure
+    /// leaves the index, heap included, as it was.
     fn place_checked(&mut self, request: &Request, budget: u64) -> Result<Extent, AllocError> {
         self.validate(request)?;
-        self.free.track(request.align);
-        if budget < request.min_len {
-            return Err(self.no_space(request.min_len));
+        let (min, align) = (request.min_len, request.align);
+        let exact = matches!(request.policy, Policy::Exact(_));
+        if budget < min || (!exact && self.free.known_short(align, min)) {
+            return Err(self.no_space(min));
         }
+        // An exact start needs no search, so no view.
+        let tracked = if exact { None } else { self.free.track(align) };
         let max_len = request.max_len.min(budget);
-        let extent = self.place(request, max_len)?;
-        debug_assert!(extent.len >= request.min_len && extent.len <= max_len);
-        debug_assert_eq!(extent.start & (request.align - 1), 0);
-        Ok(extent)
+        match self.place(request, max_len) {
+            Ok(extent) => {
+                debug_assert!(extent.len >= min && extent.len <= max_len);
+                debug_assert_eq!(extent.start & (align - 1), 0);
+                Ok(extent)
+            }
+            Err(err) => {
+                self.free.untrack(tracked);
+                Err(err)
+            }
+        }
     }
 
     fn validate(&self, request: &Request) -> Result<(), AllocError> {

@@ -111,12 +111,39 @@ impl View {
     }
 }
 
+/// How many alignments keep a bound from a failed request (see [`Views::bounds`]).
+const MAX_BOUNDS: usize = 4;
+
 /// The views kept, one per alignment above 64 blocks asked for recently.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Views {
     views: Vec<View>,
     /// Counts [`track`](Self::track) calls, for dropping the least recently used view.
     clock: u64,
+    /// `(align, bound)`: for alignments whose request failed without a view being
+    /// kept, an upper bound on the longest aligned run; `align` 0 marks an empty slot.
+    /// Every [`add`](Self::add) raises it by the new extent's room, so it never falls
+    /// below the truth, and a request longer than it fails in O(1) without a view.
+    /// Inline, so a failed request that records one allocates nothing.
+    bounds: [(u64, u64); MAX_BOUNDS],
+    /// The slot the next new bound replaces when all are full.
+    next_bound: usize,
+}
+
+/// What [`Views::track`] changed, for [`Views::untrack`] to put back.
+#[derive(Debug)]
+#[must_use = "a failed request puts the views back with `untrack`"]
+pub(crate) struct Tracked {
+    align: u64,
+    /// Whether the view was built by this `track`.
+    built: bool,
+    /// The view dropped to make room for it.
+    evicted: Option<View>,
+    /// The clock and the view's stamp before.
+    clock: u64,
+    last_used: u64,
+    /// The list's capacity before, which a first view grows.
+    capacity: usize,
 }
 
 impl Views {
@@ -124,7 +151,16 @@ impl Views {
         Views {
             views: Vec::new(),
             clock: 0,
+            bounds: [(0, 0); MAX_BOUNDS],
+            next_bound: 0,
         }
+    }
+
+    /// Whether a request for `need` blocks aligned to `align` is known to fail: a
+    /// failed request left a bound on the longest aligned run below `need`.
+    #[inline]
+    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
+        self.bounds.iter().any(|&(a, b)| a == align && b < need)
     }
 
     /// The view of `align`, if one is kept.
@@ -140,23 +176,77 @@ impl Views {
         &mut self,
         align: u64,
         extents: impl FnOnce() -> I,
-    ) {
+    ) -> Tracked {
         debug_assert!(align > 64 && align.is_power_of_two());
+        let (clock, capacity) = (self.clock, self.views.capacity());
         self.clock += 1;
-        let at = match self.views.iter().position(|v| v.align == align) {
-            Some(at) => at,
+        let mut evicted = None;
+        let (at, built) = match self.views.iter().position(|v| v.align == align) {
+            Some(at) => (at, false),
             None => {
                 if self.views.len() == MAX_VIEWS {
                     let oldest = (0..MAX_VIEWS)
                         .min_by_key(|&i| self.views[i].last_used)
                         .expect("MAX_VIEWS is not zero");
-                    self.views.swap_remove(oldest);
+                    evicted = Some(self.views.swap_remove(oldest));
                 }
                 self.views.push(View::new(align, extents()));
-                self.views.len() - 1
+                (self.views.len() - 1, true)
             }
         };
+        let last_used = self.views[at].last_used;
         self.views[at].last_used = self.clock;
+        Tracked {
+            align,
+            built,
+            evicted,
+            clock,
+            last_used,
+            capacity,
+        }
+    }
+
+    /// Puts the views back as they were before `tracked`, for a request that failed:
+    /// a view it built is dropped (its longest aligned run is kept as a bound, so the
+    /// same failing request next time costs O(1), not a rebuild), the view it evicted
+    /// returns, and the use stamps are restored. The heap is as before.
+    pub(crate) fn untrack(&mut self, tracked: Tracked) {
+        let at = self
+            .views
+            .iter()
+            .position(|v| v.align == tracked.align)
+            .expect("a tracked view is kept until untracked");
+        self.clock = tracked.clock;
+        if !tracked.built {
+            self.views[at].last_used = tracked.last_used;
+            return;
+        }
+        let view = self.views.swap_remove(at);
+        self.note_bound(tracked.align, view.largest_placeable());
+        if let Some(old) = tracked.evicted {
+            // `swap_remove` moved the last view into the evicted one's place; the
+            // order of the views means nothing, only their stamps.
+            self.views.push(old);
+        }
+        // The list's own memory counts in the metadata too.
+        self.views.shrink_to(tracked.capacity);
+        debug_assert_eq!(self.views.capacity(), tracked.capacity);
+    }
+
+    /// Records `longest` as `align`'s bound, replacing an older bound of the same
+    /// alignment, else an empty slot, else the slots in turn.
+    fn note_bound(&mut self, align: u64, longest: u64) {
+        let slot = self
+            .bounds
+            .iter()
+            .position(|&(a, _)| a == align)
+            .or_else(|| self.bounds.iter().position(|&(a, _)| a == 0))
+            .unwrap_or_else(|| {
+                let at = self.next_bound;
+                self.next_bound = (at + 1) % MAX_BOUNDS;
+                at
+            });
+        self.bounds[slot] = (align, longest);
     }
 
     /// The free extent `[start, start + len)` appeared.
@@ -164,6 +254,11 @@ impl Views {
     pub(crate) fn add(&mut self, start: u64, len: u64) {
         for v in &mut self.views {
             v.add(start, len);
+        }
+        for b in &mut self.bounds {
+            if b.0 != 0 {
+                b.1 = b.1.max(room(start, len, b.0));
+            }
         }
     }
 
@@ -190,6 +285,14 @@ impl Views {
     ) -> Result<(), String> {
         if self.views.len() > MAX_VIEWS {
             return Err(alloc::format!("{} views kept", self.views.len()));
+        }
+        for &(align, bound) in self.bounds.iter().filter(|b| b.0 != 0) {
+            let longest = View::new(align, extents()).largest_placeable();
+            if longest > bound {
+                return Err(alloc::format!(
+                    "alignment {align} has a run of {longest} blocks, above its bound {bound}"
+                ));
+            }
         }
         for v in &self.views {
             let fresh = View::new(v.align, extents());
@@ -225,14 +328,49 @@ mod tests {
         let extents = || [(0u64, 1000u64), (2000, 5000)].into_iter();
         let mut views = Views::new();
         for a in [128, 256, 512, 1024] {
-            views.track(a, extents);
+            let _kept = views.track(a, extents);
         }
-        views.track(128, extents); // 256 is now the least recently used
-        views.track(2048, extents);
+        let _kept = views.track(128, extents); // 256 is now the least recently used
+        let _kept = views.track(2048, extents);
         let kept: Vec<u64> = views.views.iter().map(|v| v.align).collect();
         assert_eq!(kept.len(), MAX_VIEWS);
         assert!(!kept.contains(&256) && kept.contains(&128) && kept.contains(&2048));
         views.check(extents).unwrap();
         assert_eq!(views.get(2048).unwrap().largest_placeable(), 7000 - 2048);
+    }
+
+    #[test]
+    fn untrack_puts_the_views_back() {
+        let extents = || [(0u64, 1000u64), (2000, 5000)].into_iter();
+        let mut views = Views::new();
+        for a in [128, 256, 512, 1024] {
+            let _kept = views.track(a, extents);
+        }
+        let before = (views.clock, views.metadata_bytes());
+        let stamps = |v: &Views| {
+            let mut s: Vec<(u64, u64)> = v.views.iter().map(|v| (v.align, v.last_used)).collect();
+            s.sort_unstable();
+            s
+        };
+        let stamps_before = stamps(&views);
+        // A new alignment evicts 128; undone, 128 is back and 4096 is not kept.
+        let t = views.track(4096, extents);
+        assert!(views.get(128).is_none());
+        views.untrack(t);
+        assert_eq!((views.clock, views.metadata_bytes()), before);
+        assert_eq!(stamps(&views), stamps_before);
+        // 4096 fits 7000 - 4096 blocks: a longer request is known short, a shorter is not.
+        assert!(views.known_short(4096, 7000 - 4096 + 1));
+        assert!(!views.known_short(4096, 7000 - 4096));
+        // A kept view tracked again and undone keeps its old stamp.
+        let t = views.track(256, extents);
+        views.untrack(t);
+        assert_eq!(stamps(&views), stamps_before);
+        // A new extent raises the bound: no longer known short.
+        views.add(8192, 10_000);
+        assert!(!views.known_short(4096, 7000 - 4096 + 1));
+        views
+            .check(|| [(0u64, 1000u64), (2000, 5000), (8192, 10_000)].into_iter())
+            .unwrap();
     }
 }

@@ -415,12 +415,28 @@ impl FreeIndex {
     /// Readies the index for requests aligned to `align`: above 64 blocks, this keeps a
     /// view of the free extents for that alignment (built in O(n) the first time, kept
     /// in step after), so that aligned searches are O(log n). Below, it does nothing.
+    /// Hand what it returns to [`untrack`](Self::untrack) if the request then fails.
     #[inline]
-    pub(crate) fn track(&mut self, align: u64) {
-        if align > 64 {
+    pub(crate) fn track(&mut self, align: u64) -> Option<aligned::Tracked> {
+        (align > 64).then(|| {
             let by_addr = &self.by_addr;
-            self.views.track(align, || by_addr.iter());
+            self.views.track(align, || by_addr.iter())
+        })
+    }
+
+    /// Undoes a [`track`](Self::track) for a request that failed, so that a failed
+    /// request leaves the heap as it found it (see [`aligned::Views::untrack`]).
+    pub(crate) fn untrack(&mut self, tracked: Option<aligned::Tracked>) {
+        if let Some(t) = tracked {
+            self.views.untrack(t);
         }
+    }
+
+    /// Whether `need` blocks aligned to `align` (above 64) are known not to fit,
+    /// from what an earlier failed request learned, without a view.
+    #[inline]
+    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
+        align > 64 && self.views.known_short(align, need)
     }
 
     /// The view of `align`, when it is above 64 blocks: the searches for such an

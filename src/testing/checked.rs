@@ -148,6 +148,8 @@ impl Checked {
         M: core::fmt::Debug,
     {
         let before = self.real.clone();
+        // Stats too: they count the heap's metadata bytes, which a clone does not copy.
+        let stats_before = self.real.stats();
         let got = call(&mut self.real);
         let want = mirror(&mut self.model, &got);
         assert!(
@@ -159,6 +161,12 @@ impl Checked {
             if let Some(field) = before.first_difference(&self.real) {
                 panic!("{}: failed with {got:?} but changed `{field}`", what());
             }
+            assert_eq!(
+                self.real.stats(),
+                stats_before,
+                "{}: failed with {got:?} but changed the stats",
+                what()
+            );
         }
         self.compare(&what());
         got
