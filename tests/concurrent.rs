@@ -857,3 +857,47 @@ fn timeouts_too_long_to_represent_do_not_panic() {
     let report = alloc.revoke(e, Duration::MAX); // no leases: returns at once
     assert_eq!(report.asked, 0);
 }
+
+/// A truncate waits for its DMA; the DMA finishes, and another file gets the same
+/// blocks and frees them under a pin of its own. The wait ends with the DMA's hold,
+/// not with the other file's.
+#[test]
+fn wait_released_waits_for_the_holds_it_saw_not_for_later_ones() {
+    let alloc = SharedAllocator::new(64);
+    let e = alloc
+        .allocate(Request::new(8).policy(Policy::Exact(0)))
+        .unwrap();
+    let dma = alloc.pin(e).unwrap().into_id();
+    alloc.free(e).unwrap(); // truncate under DMA: Deferred
+    thread::scope(|s| {
+        let waiter = s.spawn(|| alloc.wait_released(e, Duration::from_secs(60)));
+        while alloc.stats().counters.waits == 0 {
+            thread::yield_now(); // the waiter has looked
+        }
+        thread::sleep(Duration::from_millis(50)); // and is asleep
+        // From here the steps outrun the waiter's wake-up: by the time it looks
+        // again, the blocks are Deferred again.
+        alloc.unpin(dma).unwrap(); // DMA done: Free
+        let e2 = alloc
+            .allocate(Request::new(8).policy(Policy::Exact(0)))
+            .unwrap(); // another file
+        let other = alloc.pin(e2).unwrap().into_id();
+        alloc.free(e2).unwrap(); // Deferred again, by an unrelated pin
+        let started = std::time::Instant::now();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it waited for the other file's pin"
+        );
+        // A wait that begins now sees the other file's hold, and waits for it.
+        assert!(matches!(
+            alloc.wait_released(e, Duration::ZERO),
+            Err(WaitError::TimedOut {
+                deferred_blocks: 8,
+                ..
+            })
+        ));
+        alloc.unpin(other).unwrap();
+    });
+    alloc.check_invariants().unwrap();
+}

@@ -144,6 +144,46 @@ fn wait_released_racing_an_unpin_is_never_lost() {
     });
 }
 
+/// A truncate waits for its DMA pin; the pin goes, and another file gets the same
+/// blocks, pins them and frees them: Deferred again, by a hold the wait never saw.
+/// The wait must end once the DMA's hold is gone, in every schedule. (A wait that
+/// only looked at whether the blocks are Deferred sleeps forever in the schedules
+/// where it wakes after the second free: shuttle reports that as a deadlock.)
+#[test]
+fn wait_released_ends_when_its_holds_go_not_when_the_blocks_are_free() {
+    explore(|| {
+        let e = Extent::new(3, 10); // spans both groups
+        let alloc = mounted(e);
+        let dma = alloc.pin(e).unwrap().into_id();
+        alloc.free(e).unwrap(); // the truncate: Deferred under the DMA
+        let a = Arc::clone(&alloc);
+        let waiter = thread::spawn(move || a.wait_released(e, FOREVER));
+        // Only once the waiter is asleep (it took its mark before that).
+        while alloc.stats().counters.waits == 0 {
+            thread::yield_now();
+        }
+        alloc.unpin(dma).unwrap(); // the DMA is done
+        let b = Arc::clone(&alloc);
+        let other_file = thread::spawn(move || {
+            let pieces = [Extent::new(3, 5), Extent::new(8, 5)]; // one per group
+            let mut pins = Vec::new();
+            for p in pieces {
+                let got = b.allocate(Request::new(p.len).policy(pinalloc::Policy::Exact(p.start)));
+                assert_eq!(got, Ok(p));
+                pins.push(b.pin(p).unwrap().into_id());
+                b.free(p).unwrap(); // Deferred again, by the other file's pin
+            }
+            pins
+        });
+        let pins = other_file.join().unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+        for id in pins {
+            alloc.unpin(id).unwrap();
+        }
+        settled(&alloc);
+    });
+}
+
 #[test]
 fn two_frees_of_the_same_extent_one_wins() {
     explore(|| {

@@ -153,6 +153,23 @@ impl ExtentAllocator {
             3,
             "the per-epoch index of deferred blocks differs from the deferred map"
         );
+        // The deferral numbers cover exactly the Deferred blocks, all already given.
+        let mut numbered = RangeSet::new();
+        for (r, &seq) in d.seq_of.iter() {
+            ensure!(
+                seq >= d.next_seq,
+                3,
+                "deferred {r:?} has number {seq}, not below the next, {}",
+                d.next_seq
+            );
+            numbered.insert(r.clone());
+        }
+        let deferred: RangeSet<u64> = d.epoch_of.iter().map(|(r, _)| r.clone()).collect();
+        ensure!(
+            numbered != deferred,
+            3,
+            "the deferral numbers do not cover exactly the Deferred blocks"
+        );
         // The pin index's Deferred marks are disjoint, lie in Deferred blocks, and with
         // the pins cover every Deferred block.
         let (mut marked, mut marked_blocks) = (RangeSet::new(), 0);

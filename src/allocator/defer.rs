@@ -24,6 +24,13 @@ pub(crate) struct Deferrals {
     pub(crate) pending: RangeSet<u64>,
     /// Blocks in `pending`.
     pub(crate) count_pending: u64,
+    /// The same blocks as `epoch_of` → the number of the free that deferred them:
+    /// a waiter remembers [`next_seq`](Self::next_seq) and waits only for blocks
+    /// deferred before it, so blocks released and deferred again by a later free
+    /// (the ABA case) are not mistaken for the ones it waits for.
+    pub(crate) seq_of: RangeMap<u64, u64>,
+    /// The number the next deferring free gets; starts at 0.
+    pub(crate) next_seq: u64,
 }
 
 impl Deferrals {
@@ -33,6 +40,7 @@ impl Deferrals {
         debug_assert!(!self.epoch_of.overlaps(&r), "deferring Deferred blocks");
         let len = r.end - r.start;
         self.epoch_of.insert(r.clone(), epoch);
+        self.seq_of.insert(r.clone(), self.next_seq);
         let slot = self.by_epoch.entry(epoch).or_default();
         slot.0.insert(r);
         slot.1 += len;
@@ -64,7 +72,25 @@ impl Deferrals {
             }
             self.count_blocks -= len;
         }
+        self.seq_of.remove(r.clone());
         self.epoch_of.remove(r);
+    }
+
+    /// Ends a deferring free: the next one gets a new number.
+    pub(crate) fn next_free(&mut self) {
+        self.next_seq = self.next_seq.saturating_add(1);
+    }
+
+    /// Blocks of `within` still Deferred by a free numbered below `mark`.
+    pub(crate) fn count_deferred_before(&self, within: &Range<u64>, mark: u64) -> u64 {
+        self.seq_of
+            .overlapping(within)
+            .filter(|&(_, &seq)| seq < mark)
+            .map(|(k, _)| {
+                let c = clip(k, within);
+                c.end - c.start
+            })
+            .sum()
     }
 
     /// Pieces of `within` that are Deferred, with their epochs.

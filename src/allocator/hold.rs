@@ -50,6 +50,7 @@ impl ExtentAllocator {
         } else {
             self.defer(r.clone(), open, &[]);
         }
+        self.deferrals.next_free();
         let freed = self.release_unheld(&r, false);
         let deferred = len - freed;
         self.counters.blocks_deferred = self.counters.blocks_deferred.saturating_add(deferred);

@@ -29,13 +29,17 @@ impl ExtentAllocator {
         self.free.largest_len()
     }
 
-    /// How many blocks of `r` are Deferred.
-    pub(crate) fn count_deferred_in(&self, r: &Range<u64>) -> u64 {
-        self.deferrals
-            .epoch_of
-            .overlapping(r)
-            .map(|(k, _)| k.end.min(r.end) - k.start.max(r.start))
-            .sum()
+    /// A mark for [`count_deferred_before`](Self::count_deferred_before): blocks
+    /// deferred from now on are not counted against it.
+    pub(crate) fn deferral_mark(&self) -> u64 {
+        self.deferrals.next_seq
+    }
+
+    /// How many blocks of `r` are still Deferred by a free made before `mark` was
+    /// taken: what a wait that began at `mark` waits for. Blocks released since and
+    /// deferred again by a later free do not count.
+    pub(crate) fn count_deferred_before(&self, r: &Range<u64>, mark: u64) -> u64 {
+        self.deferrals.count_deferred_before(r, mark)
     }
 
     /// Whether any block of `extent` is out of the allocator's reach because of a hold:

@@ -141,9 +141,12 @@ impl SharedAllocator {
         Ok(())
     }
 
-    /// Blocks until no block of `extent` is Deferred (each is Free, or was released
-    /// and allocated again), or until `timeout` passes: truncate waiting for the pins
-    /// on it to go. A wake-up between a check and the wait is never lost.
+    /// Blocks until every block of `extent` that is Deferred when the call begins has
+    /// been released, or until `timeout` passes: truncate waiting for the pins on it
+    /// to go. Its holds going is what it waits for, whatever happens to the blocks
+    /// afterwards: blocks released, allocated again and Deferred again by a later free
+    /// (another file's, say) do not keep it waiting. A wake-up between a check and
+    /// the wait is never lost.
     ///
     /// # Errors
     ///
@@ -178,11 +181,16 @@ impl SharedAllocator {
                 }
             }
         })?;
+        // Each group's deferral mark as the wait begins: only blocks deferred before
+        // it are waited for (see `ExtentAllocator::count_deferred_before`).
+        let gs = self.groups_of(&r);
+        let marks: Vec<u64> = gs.clone().map(|g| self.lock(g).deferral_mark()).collect();
         loop {
             let seen = self.signal.generation();
-            let deferred: u64 = self
-                .groups_of(&r)
-                .map(|g| self.lock(g).count_deferred_in(&r))
+            let deferred: u64 = gs
+                .clone()
+                .zip(&marks)
+                .map(|(g, &mark)| self.lock(g).count_deferred_before(&r, mark))
                 .sum();
             if deferred == 0 {
                 return Ok(());
