@@ -56,3 +56,82 @@ fn a_guard_whose_pin_a_revoke_callback_released_drops_quietly() {
     assert_eq!(alloc.pin_count(0), 0);
     alloc.check_invariants().unwrap();
 }
+
+/// A blocking pin across a group boundary blocks a free as one pin, as one core
+/// would say: all the blocks of the extent it covers, named by the pin's own id.
+///
+/// ```text
+///   group 0 | group 1        boundary at 512
+///   AAAAAAAAAAAAAAAAAAAAAAAA  [500, 524) Allocated at mount
+///             ^^^^            a blocking pin on [510, 514)
+/// ```
+#[test]
+fn busy_names_a_pin_across_groups_whole() {
+    use pinalloc::{FreeError, PinMode, SharedFreeError};
+    let a = SharedAllocator::builder(1024)
+        .groups(2)
+        .from_allocated_extents([Extent::new(500, 24)])
+        .unwrap();
+    let p = a
+        .pin_with(
+            Extent::new(510, 4),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
+        .unwrap();
+    for (freed, blocked) in [
+        (Extent::new(500, 24), Extent::new(510, 4)), // both groups
+        (Extent::new(512, 12), Extent::new(512, 2)), // group 1 only
+        (Extent::new(500, 12), Extent::new(510, 2)), // group 0 only
+    ] {
+        assert_eq!(
+            a.free(freed),
+            Err(SharedFreeError::Core(FreeError::Busy {
+                extent: freed,
+                pin: p.id().core_pin(),
+                blocked,
+            })),
+            "free({freed})"
+        );
+    }
+    // Of two blocking pins, the older is named, wherever each lies.
+    let younger = a
+        .pin_with(
+            Extent::new(505, 2),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
+        .unwrap();
+    assert!(matches!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy { pin, .. })) if pin == p.id().core_pin()
+    ));
+    drop(p);
+    assert!(matches!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy { pin, blocked, .. }))
+            if pin == younger.id().core_pin() && blocked == Extent::new(505, 2)
+    ));
+    drop(younger);
+    a.free(Extent::new(500, 24)).unwrap();
+    a.check_invariants().unwrap();
+}
+
+/// The oldest blocking pin is named even when a younger one lies in an earlier group.
+#[test]
+fn busy_names_the_oldest_pin_of_any_group() {
+    use pinalloc::{FreeError, PinMode, SharedFreeError};
+    let a = SharedAllocator::builder(1024)
+        .groups(2)
+        .from_allocated_extents([Extent::new(500, 24)])
+        .unwrap();
+    let blocking = PinOptions::new().mode(PinMode::Blocking);
+    let older = a.pin_with(Extent::new(515, 2), blocking.clone()).unwrap(); // group 1
+    let _younger = a.pin_with(Extent::new(505, 2), blocking).unwrap(); // group 0
+    assert_eq!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy {
+            extent: Extent::new(500, 24),
+            pin: older.id().core_pin(),
+            blocked: Extent::new(515, 2),
+        }))
+    );
+}

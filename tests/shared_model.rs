@@ -1,18 +1,22 @@
 //! `SharedAllocator`, one thread at a time, against the per-block reference model after
 //! every operation, on spaces cut into 1 to 5 groups with extents freed and pinned
-//! across group boundaries.
+//! across group boundaries, and on spaces that end at or near the top of the `u64`
+//! space (cut into up to 1,000 groups), where the model covers a window of blocks at
+//! the top and everything below it is Allocated at mount.
 //!
 //! Placement differs from the model's (groups, rotors), so an allocation is checked
 //! by what it returned: blocks the model says are Free and unpinned, inside one group;
 //! and a `NoSpace` only when no group has a long enough free run. Everything else is
-//! compared exactly: results, errors, each block's state and pin count, free and
-//! durable extents, stats and invariants. `PROPTEST_CASES` scales the case count
-//! (default 256).
+//! compared exactly, errors field by field (a `Busy` names the oldest blocking pin and
+//! all the blocks of the freed extent it covers, across groups; a `NoSpace` gives the
+//! longest run one group can hand out): results, each block's state and pin count,
+//! free and durable extents, stats and invariants. `PROPTEST_CASES` scales the case
+//! count (default 256).
 
 use pinalloc::testing::Model;
 use pinalloc::{
-    AllocError, BlockState, Extent, FreeError, Policy, ReaderId, Request, SharedAllocator,
-    SharedFreeError, SharedPinError, SharedPinId,
+    AllocError, BlockState, Extent, FreeError, PinError, Policy, ReaderId, Request,
+    SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
 };
 use proptest::prelude::*;
 
@@ -64,14 +68,95 @@ fn op(capacity: u64) -> impl Strategy<Value = Op> {
 struct Harness {
     alloc: SharedAllocator,
     model: Model,
+    /// The model's block 0 is the allocator's block `base`: blocks below it are
+    /// Allocated at mount and stay so until `finish`.
+    base: u64,
+    /// Extents, pins and readers in the model's terms (shifted by `base`).
     owned: Vec<Extent>,
     pins: Vec<SharedPinId>,
     readers: Vec<ReaderId>,
 }
 
+/// `e` moved by `by` blocks (wrapping: an extent past the end stays past it).
+fn shift(e: Extent, by: u64) -> Extent {
+    Extent::new(e.start.wrapping_add(by), e.len)
+}
+
 impl Harness {
+    /// A model extent as the allocator sees it.
+    fn global(&self, e: Extent) -> Extent {
+        shift(e, self.base)
+    }
+
+    /// An allocator extent in the model's terms.
+    fn local(&self, e: Extent) -> Extent {
+        shift(e, self.base.wrapping_neg())
+    }
+
+    /// `e`, or, if its start lies past the top of the `u64` space as the allocator
+    /// sees it, the same length at the model's end (still outside the space).
+    fn in_reach(&self, e: Extent) -> Extent {
+        match e.start.checked_add(self.base) {
+            Some(_) => e,
+            None => Extent::new(self.model.capacity(), e.len),
+        }
+    }
+
+    /// The group of a model block.
     fn group_of(&self, block: u64) -> u64 {
-        block / self.alloc.group_blocks()
+        (block + self.base) / self.alloc.group_blocks()
+    }
+
+    /// A free error in the model's terms. Past the top of the `u64` space, the
+    /// allocator says `Overflow` where the model, whose window ends there, says
+    /// `OutOfBounds`: the same refusal.
+    fn local_free_error(&self, e: FreeError) -> FreeError {
+        let cap = self.model.capacity();
+        match e {
+            FreeError::ZeroLength { start } => FreeError::ZeroLength {
+                start: start.wrapping_sub(self.base),
+            },
+            FreeError::Overflow { extent } | FreeError::OutOfBounds { extent, .. } => {
+                FreeError::OutOfBounds {
+                    extent: self.local(extent),
+                    capacity: cap,
+                }
+            }
+            FreeError::NotAllocated { extent, offending } => FreeError::NotAllocated {
+                extent: self.local(extent),
+                offending: self.local(offending),
+            },
+            FreeError::PartlyAllocated { extent, offending } => FreeError::PartlyAllocated {
+                extent: self.local(extent),
+                offending: self.local(offending),
+            },
+            FreeError::Busy {
+                extent,
+                pin,
+                blocked,
+            } => FreeError::Busy {
+                extent: self.local(extent),
+                pin,
+                blocked: self.local(blocked),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A pin error in the model's terms (see `local_free_error`).
+    fn local_pin_error(&self, e: PinError) -> PinError {
+        match e {
+            PinError::ZeroLength { start } => PinError::ZeroLength {
+                start: start.wrapping_sub(self.base),
+            },
+            PinError::Overflow { extent } | PinError::OutOfBounds { extent, .. } => {
+                PinError::OutOfBounds {
+                    extent: self.local(extent),
+                    capacity: self.model.capacity(),
+                }
+            }
+            other => other,
+        }
     }
 
     fn apply(&mut self, op: &Op) {
@@ -86,7 +171,7 @@ impl Harness {
             } => {
                 let e = match (whole, self.owned.is_empty()) {
                     (true, false) => self.owned.swap_remove(pick % self.owned.len()),
-                    _ => Extent::new(start, len),
+                    _ => self.in_reach(Extent::new(start, len)),
                 };
                 self.free(e, on_commit);
             }
@@ -94,7 +179,7 @@ impl Harness {
                 start,
                 len,
                 blocking,
-            } => self.pin(Extent::new(start, len), blocking),
+            } => self.pin(self.in_reach(Extent::new(start, len)), blocking),
             Op::Unpin { pick } => {
                 if !self.pins.is_empty() {
                     let id = self.pins.swap_remove(pick % self.pins.len());
@@ -133,11 +218,13 @@ impl Harness {
         let policy = match policy {
             0 => Policy::BestFit,
             1 => Policy::FirstFit,
-            _ => Policy::Near(goal.min(cap.saturating_sub(1))),
+            _ => Policy::Near(goal.min(cap.saturating_sub(1)) + self.base),
         };
         let request = Request::new(len).policy(policy);
         match self.alloc.allocate(request) {
             Ok(e) => {
+                let e = self.local(e);
+                assert!(e.start < cap, "{e} lies below the model's window");
                 assert_eq!(e.len, len);
                 assert_eq!(
                     self.group_of(e.start),
@@ -163,28 +250,32 @@ impl Harness {
                     "NoSpace though a group has room"
                 );
                 if cap > 0 {
-                    let want = self.model.no_space(len);
-                    let got = self.alloc.allocate(request).unwrap_err();
-                    // Totals agree; the largest free extent is per group.
-                    match (got, want) {
-                        (
-                            AllocError::NoSpace {
-                                free,
-                                reserved,
-                                deferred,
-                                pinned_free,
-                                ..
-                            },
-                            AllocError::NoSpace {
-                                free: f,
-                                reserved: r,
-                                deferred: d,
-                                pinned_free: p,
-                                ..
-                            },
-                        ) => assert_eq!((free, reserved, deferred, pinned_free), (f, r, d, p)),
+                    // As one core would say, but the largest free extent is the
+                    // longest run one group can hand out: no extent spans groups.
+                    let want = match self.model.no_space(len) {
+                        AllocError::NoSpace {
+                            requested,
+                            free,
+                            reserved,
+                            deferred,
+                            pinned_free,
+                            ..
+                        } => AllocError::NoSpace {
+                            requested,
+                            free,
+                            largest_free: self
+                                .fitting_runs(1)
+                                .iter()
+                                .map(|r| r.len)
+                                .max()
+                                .unwrap_or(0),
+                            reserved,
+                            deferred,
+                            pinned_free,
+                        },
                         other => panic!("{other:?}"),
-                    }
+                    };
+                    assert_eq!(self.alloc.allocate(request), Err(want));
                 }
             }
             Err(other) => panic!("allocate({request:?}): {other}"),
@@ -196,12 +287,14 @@ impl Harness {
         let gb = self.alloc.group_blocks();
         let mut out = Vec::new();
         for run in self.model.free_runs() {
+            let run = self.global(run);
             let mut s = run.start;
             let end = run.start + run.len;
             while s < end {
-                let t = end.min((s / gb + 1) * gb);
+                // The next boundary, or the end of the `u64` space.
+                let t = (s / gb + 1).checked_mul(gb).map_or(end, |b| end.min(b));
                 if t - s >= len {
-                    out.push(Extent::new(s, t - s));
+                    out.push(self.local(Extent::new(s, t - s)));
                 }
                 s = t;
             }
@@ -210,10 +303,11 @@ impl Harness {
     }
 
     fn free(&mut self, e: Extent, on_commit: bool) {
+        let g = self.global(e);
         let got = if on_commit {
-            self.alloc.free_on_commit(e)
+            self.alloc.free_on_commit(g)
         } else {
-            self.alloc.free(e)
+            self.alloc.free(g)
         };
         let want = self.model.free(e, on_commit);
         match (got, want) {
@@ -222,13 +316,10 @@ impl Harness {
                 // Whatever part of an owned extent was freed is no longer owned.
                 self.owned.retain(|o| !o.overlaps(&e));
             }
-            (
-                Err(SharedFreeError::Core(FreeError::Busy { extent, .. })),
-                Err(FreeError::Busy { extent: w, .. }),
-            ) => {
-                assert_eq!(extent, w); // which blocking pin is named may differ
+            // Field by field: the same oldest blocking pin, the same blocks.
+            (Err(SharedFreeError::Core(got)), Err(w)) => {
+                assert_eq!(self.local_free_error(got), w, "free({e})");
             }
-            (Err(SharedFreeError::Core(g)), Err(w)) => assert_eq!(g, w),
             (got, want) => panic!("free({e}): got {got:?}, model {want:?}"),
         }
     }
@@ -241,7 +332,7 @@ impl Harness {
         };
         match self
             .alloc
-            .pin_owned(e, pinalloc::PinOptions::new().mode(mode))
+            .pin_owned(self.global(e), pinalloc::PinOptions::new().mode(mode))
         {
             Ok(id) => {
                 self.model.check_pin(e).expect("the model agrees");
@@ -249,7 +340,7 @@ impl Harness {
                 self.pins.push(id);
             }
             Err(SharedPinError::Core(err)) => {
-                assert_eq!(Err(err), self.model.check_pin(e));
+                assert_eq!(Err(self.local_pin_error(err)), self.model.check_pin(e));
             }
             Err(other) => panic!("pin({e}): {other}"),
         }
@@ -260,18 +351,30 @@ impl Harness {
         let cap = self.model.capacity();
         for b in 0..cap {
             let want = self.model.blocks[b as usize].state;
-            assert_eq!(self.alloc.state_of(b), Some(want), "block {b}");
+            assert_eq!(self.alloc.state_of(b + self.base), Some(want), "block {b}");
             assert_eq!(
-                self.alloc.pin_count(b),
+                self.alloc.pin_count(b + self.base),
                 u64::from(self.model.blocks[b as usize].pins),
                 "pins of block {b}"
             );
         }
-        assert_eq!(self.alloc.free_extents(), self.model.free_runs());
-        assert_eq!(self.alloc.durable_free_extents(), self.model.durable_runs());
+        let local = |v: Vec<Extent>| -> Vec<Extent> {
+            v.into_iter()
+                .filter(|e| e.start >= self.base)
+                .map(|e| self.local(e))
+                .collect()
+        };
+        assert_eq!(local(self.alloc.free_extents()), self.model.free_runs());
+        assert_eq!(
+            local(self.alloc.durable_free_extents()),
+            self.model.durable_runs()
+        );
         let s = self.alloc.stats().space;
         assert_eq!(s.free_blocks, self.model.free_blocks());
-        assert_eq!(s.allocated_blocks, self.model.allocated_blocks());
+        assert_eq!(
+            s.allocated_blocks,
+            self.model.allocated_blocks() + self.base
+        );
         assert_eq!(s.deferred_by, self.model.deferred());
         assert_eq!(s.pinned_free_blocks, self.model.pinned_free());
         assert_eq!(s.pinned_blocks, self.model.pinned_blocks());
@@ -291,17 +394,19 @@ impl Harness {
         }
         self.alloc.commit(self.alloc.epoch()).unwrap();
         for e in std::mem::take(&mut self.owned) {
-            self.alloc.free(e).unwrap();
+            self.alloc.free(self.global(e)).unwrap();
         }
         let cap = self.model.capacity();
         // Blocks Allocated at mount and never freed stay so; free what is left.
         let left: Vec<Extent> = {
+            let allocated =
+                |b: u64| self.alloc.state_of(b + self.base) == Some(BlockState::Allocated);
             let mut runs = Vec::new();
             let mut b = 0;
             while b < cap {
-                if self.alloc.state_of(b) == Some(BlockState::Allocated) {
+                if allocated(b) {
                     let s = b;
-                    while b < cap && self.alloc.state_of(b) == Some(BlockState::Allocated) {
+                    while b < cap && allocated(b) {
                         b += 1;
                     }
                     runs.push(Extent::new(s, b - s));
@@ -312,12 +417,15 @@ impl Harness {
             runs
         };
         for e in left {
-            self.alloc.free(e).unwrap();
+            self.alloc.free(self.global(e)).unwrap();
+        }
+        if self.base > 0 {
+            self.alloc.free(Extent::new(0, self.base)).unwrap();
         }
         let whole: Vec<Extent> = if cap == 0 {
             vec![]
         } else {
-            vec![Extent::new(0, cap)]
+            vec![Extent::new(0, cap + self.base)]
         };
         assert_eq!(self.alloc.free_extents(), whole, "nothing leaked");
         self.alloc.check_invariants().unwrap();
@@ -331,12 +439,28 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-fn scenario() -> impl Strategy<Value = (u64, u64, Vec<(u64, u64)>, Vec<Op>)> {
-    (1..=160u64, 1..=5u64).prop_flat_map(|(cap, groups)| {
+/// A space: `(capacity, groups, base)`. Mostly small spaces, where the model covers
+/// every block (`base` 0); one in four ends at or near the top of the `u64` space,
+/// where the model covers its last `window` blocks and `base` is where they start.
+fn space(window: u64) -> impl Strategy<Value = (u64, u64, u64)> {
+    prop_oneof![
+        3 => (1..=5u64).prop_map(move |g| (window, g, 0)),
+        1 => (
+            prop::sample::select(vec![u64::MAX, u64::MAX - 1, (1 << 63) + 5]),
+            prop::sample::select(vec![1u64, 2, 7, 64, 1000]),
+        )
+            .prop_map(move |(c, g)| (c, g, c - window)),
+    ]
+}
+
+type Scenario = (u64, (u64, u64, u64), Vec<(u64, u64)>, Vec<Op>);
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (1..=160u64).prop_flat_map(|cap| {
         let mounts = prop::collection::vec((0..cap, 1..=cap.min(24)), 0..4);
         (
             Just(cap),
-            Just(groups),
+            space(cap),
             mounts,
             prop::collection::vec(op(cap), 1..60),
         )
@@ -347,7 +471,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn shared_allocator_matches_the_model((cap, groups, mounts, ops) in scenario()) {
+    fn shared_allocator_matches_the_model((cap, (capacity, groups, base), mounts, ops) in scenario()) {
         // Mount-time allocations, kept disjoint and in bounds; some span groups.
         let mut model = Model::new(cap);
         let mut allocated: Vec<Extent> = Vec::new();
@@ -358,11 +482,13 @@ proptest! {
                 model.mount_allocated(e);
             }
         }
-        let alloc = SharedAllocator::builder(cap)
+        // Below the window, everything is Allocated at mount.
+        let below = (base > 0).then(|| Extent::new(0, base));
+        let alloc = SharedAllocator::builder(capacity)
             .groups(groups)
-            .from_allocated_extents(allocated.iter().copied())
+            .from_allocated_extents(below.into_iter().chain(allocated.iter().map(|e| shift(*e, base))))
             .unwrap();
-        let mut h = Harness { alloc, model, owned: allocated, pins: Vec::new(), readers: Vec::new() };
+        let mut h = Harness { alloc, model, base, owned: allocated, pins: Vec::new(), readers: Vec::new() };
         h.check();
         for op in &ops {
             h.apply(op);

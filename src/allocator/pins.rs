@@ -167,7 +167,7 @@ impl PinTable {
     /// # Panics
     ///
     /// Past 2^32 - 1 live pins.
-    pub(crate) fn add(&mut self, extent: Extent, mode: PinMode) -> (u64, u32) {
+    pub(crate) fn add(&mut self, extent: Extent, mode: PinMode, seq: Option<u64>) -> (u64, u32) {
         // Numbered first, so that past 2^32 - 1 live pins the panic changes nothing.
         let at = if self.vacant == NIL {
             u32::try_from(self.slots.len())
@@ -185,8 +185,11 @@ impl PinTable {
             .map(|c| c.end - c.start)
             .sum();
         self.count_blocks += extent.len - covered;
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        // A number given by the layer above (one sequence over several cores) keeps
+        // this core's own numbering ahead of it, so numbers stay unique here.
+        let seq = seq.unwrap_or(self.next_seq);
+        debug_assert!(seq > 0 && seq < 1 << 63, "pin number {seq} out of range");
+        self.next_seq = self.next_seq.max(seq + 1);
         let blocking = mode == PinMode::Blocking;
         let slot = Slot {
             start: extent.start,
@@ -434,10 +437,24 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pin_with(&mut self, extent: Extent, mode: PinMode) -> Result<PinId, PinError> {
+        self.pin_numbered(extent, mode, || None)
+    }
+
+    /// [`pin_with`](Self::pin_with), with the pin's sequence number from `seq` (called
+    /// once the pin is known to succeed), or this core's next if it gives `None`. The
+    /// shared allocator numbers the pins of all its groups in one sequence, so that
+    /// "the oldest pin" means the same across groups as in one core. A number must be
+    /// unique among this core's pins and below 2^63.
+    pub(crate) fn pin_numbered(
+        &mut self,
+        extent: Extent,
+        mode: PinMode,
+        seq: impl FnOnce() -> Option<u64>,
+    ) -> Result<PinId, PinError> {
         let (_, free_pieces) = self.check_pin(extent)?;
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
-        let (seq, slot) = self.pins.add(extent, mode);
+        let (seq, slot) = self.pins.add(extent, mode, seq());
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);

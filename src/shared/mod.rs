@@ -113,6 +113,8 @@ pub struct SharedAllocator {
     epochs: Mutex<EpochState>,
     /// Pins with an owner, a revoke callback, or more than one group.
     tracked: Mutex<Tracked>,
+    /// Pins made so far, in every group: numbers them in one sequence.
+    count_pins_made: AtomicU64,
     pressure_hook: Mutex<Option<PressureHook>>,
     /// Pressure rounds running now, over all threads (see `reentry`).
     pressure_rounds: AtomicUsize,
@@ -359,6 +361,7 @@ impl SharedBuilder {
             signal: Signal::new(),
             epochs: Mutex::new(EpochState::new()),
             tracked: Mutex::new(Tracked::new(self.pin_quota_blocks)),
+            count_pins_made: AtomicU64::new(0),
             pressure_hook: Mutex::new(None),
             pressure_rounds: AtomicUsize::new(0),
             deferred_cap_blocks: self.deferred_cap_blocks,

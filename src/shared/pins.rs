@@ -50,7 +50,8 @@ pub struct SharedPinId {
 
 impl SharedPinId {
     /// The core pin of the group holding the pin's first block: the id that
-    /// [`FreeError::Busy`](crate::FreeError::Busy) reports for this pin there.
+    /// [`FreeError::Busy`](crate::FreeError::Busy) reports for this pin, whichever of
+    /// its groups the refused free touched.
     ///
     /// ```
     /// use pinalloc::{Extent, FreeError, PinMode, PinOptions, Request, SharedAllocator, SharedFreeError};
@@ -316,9 +317,8 @@ struct TrackedPin {
 
 /// Tracked pins and owners' pinned totals.
 pub(crate) struct Tracked {
+    /// By the pin's number (see `next_pin_seq`), never 0 (0 means untracked).
     pins: BTreeMap<u64, TrackedPin>,
-    /// Key of the next tracked pin; starts at 1 (0 means untracked).
-    next_seq: u64,
     /// Per owner: blocks its live pins cover, counted per pin.
     pinned_by_owner: BTreeMap<u64, u64>,
     /// Per-owner quotas that differ from the default.
@@ -346,8 +346,7 @@ impl Tracked {
             .map(|(seq, p)| (seq, p.extent, &p.pieces, p.owner, p.on_revoke.is_some()))
             .collect();
         alloc::format!(
-            "pins {pins:?}, next {}, pinned by owner {:?}, quotas {:?}, default quota {:?}",
-            self.next_seq,
+            "pins {pins:?}, pinned by owner {:?}, quotas {:?}, default quota {:?}",
             self.pinned_by_owner,
             self.quotas,
             self.default_quota
@@ -357,7 +356,6 @@ impl Tracked {
     pub(crate) fn new(default_quota: Option<u64>) -> Self {
         Tracked {
             pins: BTreeMap::new(),
-            next_seq: 1,
             pinned_by_owner: BTreeMap::new(),
             quotas: BTreeMap::new(),
             default_quota,
@@ -505,7 +503,9 @@ impl SharedAllocator {
             .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
         let gs = self.groups_of(&r);
         if gs.len() == 1 && !options.is_tracked() {
-            let core = self.lock(gs.start).pin_with(extent, options.mode)?;
+            let core = self
+                .lock(gs.start)
+                .pin_numbered(extent, options.mode, || Some(self.next_pin_seq()))?;
             return Ok(self.pin_id(gs.start, core, 0));
         }
         let mut tracked = self.tracked.lock();
@@ -518,14 +518,17 @@ impl SharedAllocator {
             core.pin_preview(*piece)
                 .map_err(|e| self.whole_pin_error(e, extent))?;
         }
+        // One number for every piece: the pin's age, and its key in the table.
+        let seq = self.next_pin_seq();
         let cores: Vec<(usize, PinId)> = pieces
             .iter()
             .zip(&mut locked)
-            .map(|((g, piece), core)| (*g, core.pin_with(*piece, options.mode).expect("previewed")))
+            .map(|((g, piece), core)| {
+                let id = core.pin_numbered(*piece, options.mode, || Some(seq));
+                (*g, id.expect("previewed"))
+            })
             .collect();
         drop(locked);
-        let seq = tracked.next_seq;
-        tracked.next_seq += 1;
         if let Some(owner) = options.owner {
             *tracked.pinned_by_owner.entry(owner).or_default() += extent.len;
         }
@@ -540,6 +543,13 @@ impl SharedAllocator {
             },
         );
         Ok(id)
+    }
+
+    /// The next number in the one sequence that numbers the pins of every group, so
+    /// that the oldest pin is the one with the lowest number, across groups as in one
+    /// core. A tracked pin's number is also its key in the tracked table.
+    fn next_pin_seq(&self) -> u64 {
+        self.count_pins_made.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn pin_id(&self, group: usize, core: PinId, tracked: u64) -> SharedPinId {
@@ -759,6 +769,33 @@ impl SharedAllocator {
             self.call_back(|| revoke(&revocation));
         }
         leases
+    }
+}
+
+impl SharedAllocator {
+    /// A [`FreeError::Busy`](crate::FreeError::Busy) assembled from group cores, as one
+    /// core would give it: a pin over several groups is named by its first piece's id
+    /// (what [`SharedPinId::core_pin`] returns) and blocks all of the extent it covers,
+    /// not just one group's piece. Takes the tracked table's lock, so call it with no
+    /// group locked.
+    pub(crate) fn whole_busy(&self, err: crate::FreeError) -> crate::FreeError {
+        let crate::FreeError::Busy { extent, pin, .. } = err else {
+            return err;
+        };
+        let tracked = self.tracked.lock();
+        let Some(whole) = tracked.pins.get(&pin.seq) else {
+            return err; // one group's pin: the core's answer is the whole answer
+        };
+        let (s, e) = (
+            whole.extent.start.max(extent.start),
+            (whole.extent.start + whole.extent.len).min(extent.start + extent.len),
+        );
+        debug_assert!(s < e, "a blocking pin overlaps what it blocks");
+        crate::FreeError::Busy {
+            extent,
+            pin: whole.pieces[0].1,
+            blocked: Extent::new(s, e - s),
+        }
     }
 }
 

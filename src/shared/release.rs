@@ -21,7 +21,11 @@ impl SharedAllocator {
     ///
     /// [`SharedFreeError::Core`] with the core's reason (double free, partly
     /// allocated, busy, malformed), or [`LimitError::DeferredCap`] when the blocks it
-    /// would defer pass the cap. Nothing changes.
+    /// would defer pass the cap. Nothing changes. The reason is what one core over the
+    /// whole space would give, across group boundaries too: `NotAllocated` and
+    /// `PartlyAllocated` name the first run that is not Allocated, joined across
+    /// groups, and `Busy` names the oldest blocking pin (the pins of every group are
+    /// numbered in one sequence) and all the blocks of `extent` it covers.
     ///
     /// ```
     /// use pinalloc::{Extent, Request, SharedAllocator};
@@ -64,11 +68,12 @@ impl SharedAllocator {
             let out = {
                 let mut core = self.lock(gs.start);
                 if on_commit {
-                    core.free_on_commit(extent)?
+                    core.free_on_commit(extent)
                 } else {
-                    core.free(extent)?
+                    core.free(extent)
                 }
-            };
+            }
+            .map_err(|e| self.whole_busy(e))?;
             if out.freed_blocks > 0 {
                 self.signal.bump();
             }
@@ -83,7 +88,13 @@ impl SharedAllocator {
             .zip(&locked)
             .map(|((_, piece), core)| core.deferral_preview(*piece, on_commit))
             .collect();
-        let deferring = whole_outcome(extent, &pieces, &previews)?;
+        let deferring = match whole_outcome(extent, &pieces, &previews) {
+            Ok(deferring) => deferring,
+            Err(e) => {
+                drop(locked); // `whole_busy` reads the tracked pins: the lock order
+                return Err(self.whole_busy(e).into());
+            }
+        };
         if let Some(cap) = self.deferred_cap_blocks {
             self.charge_deferred(extent, &locked, &deferring, cap)?;
         }
@@ -250,9 +261,16 @@ fn whole_outcome(
             FreeError::PartlyAllocated { extent, offending }
         });
     }
+    // The oldest blocking pin over all pieces: pins are numbered in one sequence
+    // across groups, so the lowest number, as in one core. (Its blocks beyond this
+    // piece, and its id as one pin, are filled in by `whole_busy`.)
     let busy = previews
         .iter()
-        .find_map(|p| p.as_ref().err())
+        .filter_map(|p| p.as_ref().err())
+        .min_by_key(|e| match e {
+            FreeError::Busy { pin, .. } => pin.seq,
+            _ => 0,
+        })
         .expect("some piece is in error");
     Err(match *busy {
         FreeError::Busy { pin, blocked, .. } => FreeError::Busy {

@@ -527,10 +527,13 @@ impl Model {
                 }
             });
         }
+        // The oldest: pins are numbered in the order they were made (in one sequence
+        // across a shared allocator's groups too).
         let busy = self
             .pins
             .iter()
-            .find(|(_, (p, blocking))| *blocking && p.overlaps(&e));
+            .filter(|(_, (p, blocking))| *blocking && p.overlaps(&e))
+            .min_by_key(|(id, _)| id.seq);
         if let Some((&pin, &(p, _))) = busy {
             let start = p.start.max(e.start);
             let end = (p.start + p.len).min(e.start + e.len);
