@@ -170,6 +170,18 @@ pub enum PersistError {
         /// The extent.
         extent: Extent,
     },
+    /// An extent that starts where the previous one ends. A free list is coalesced,
+    /// as the allocators' free and durable lists are, so that one free space has
+    /// exactly one encoding.
+    #[error("extent #{index} {extent} touches the one before it, {previous}: join them")]
+    Touching {
+        /// Its position in the list.
+        index: usize,
+        /// The extent before it.
+        previous: Extent,
+        /// The extent.
+        extent: Extent,
+    },
     /// An extent that starts before the previous one (encoding only: the format
     /// cannot express it).
     #[error("extent #{index} {extent} comes before the one before it, {previous}")]
@@ -221,6 +233,13 @@ fn check_extent(
                 extent: e,
             });
         }
+        if e.start == p.start + p.len {
+            return Err(PersistError::Touching {
+                index,
+                previous: p,
+                extent: e,
+            });
+        }
     }
     if e.start.checked_add(e.len).is_none_or(|end| end > capacity) {
         return Err(PersistError::OutOfRange {
@@ -237,7 +256,8 @@ fn check_extent(
 /// # Errors
 ///
 /// [`PersistError::ZeroLength`], [`Unsorted`](PersistError::Unsorted),
-/// [`Overlap`](PersistError::Overlap) or [`OutOfRange`](PersistError::OutOfRange)
+/// [`Overlap`](PersistError::Overlap), [`Touching`](PersistError::Touching) or
+/// [`OutOfRange`](PersistError::OutOfRange)
 /// for an extent list that could not be decoded again. Nothing is written.
 ///
 /// ```

@@ -19,6 +19,9 @@
 //! | 3 | `SharedAllocator::pressure_hook` | cloning the callback out; nothing is taken under it |
 //! | 3 | `Space::detached` | the detached set only; nothing is taken under it |
 //!
+//! `SharedAllocator::tracked` is also taken, with nothing under it, to mark a lease
+//! as being asked before its revoke callback runs and to clear the mark after.
+//!
 //! No user callback ever runs while any of these is held: callbacks are cloned out
 //! under the lock and called after it is dropped. The one exception is a `Backing`'s
 //! `discard`, which runs under its allocation's `Lends::state` so that no lend leaves
@@ -30,8 +33,14 @@ pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(shuttle))]
 pub(crate) use parking_lot::{Mutex, MutexGuard};
 
+/// Thread-local storage: shuttle runs its threads on one OS thread, so its own.
+#[cfg(not(shuttle))]
+pub(crate) use std::thread_local;
+
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(shuttle)]
+pub(crate) use shuttle::thread_local;
 #[cfg(shuttle)]
 pub(crate) use shuttle_lock::{Mutex, MutexGuard};
 

@@ -227,3 +227,132 @@ fn a_hook_that_allocates_from_another_thread_ends() {
     a.clear_pressure_hook();
     a.check_invariants().unwrap();
 }
+
+/// A pressure round runs the hook, then asks the leases. A hook that revokes the
+/// lease itself shares the round's scope: the lease is asked once, not twice.
+#[test]
+fn a_hook_that_revokes_shares_the_round_with_it() {
+    let a = fixture();
+    let (hook_calls, lease_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (weak, c) = (Arc::downgrade(&a), Arc::clone(&lease_calls));
+    a.pin_owned(
+        HELD,
+        PinOptions::new().on_revoke(move |r| {
+            c.fetch_add(1, Ordering::SeqCst);
+            weak.upgrade().unwrap().unpin(r.id).unwrap();
+        }),
+    )
+    .unwrap();
+    a.free(HELD).unwrap();
+    let (weak, c) = (Arc::downgrade(&a), Arc::clone(&hook_calls));
+    a.set_pressure_hook(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let report = weak.upgrade().unwrap().revoke(HELD, LONG);
+        assert_eq!(report.asked, 1);
+        assert!(report.all_released());
+    });
+    assert_eq!(a.allocate(Request::new(56)).map(|e| e.len), Ok(56));
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        lease_calls.load(Ordering::SeqCst),
+        1,
+        "the round asked it again"
+    );
+    assert_eq!(a.stats().counters.revocations, 1);
+    a.clear_pressure_hook();
+    a.check_invariants().unwrap();
+}
+
+/// A lease's callback that hands a revoke of its own range to another thread and
+/// waits for it: the other thread finds the lease being asked, does not call it
+/// again, waits its timeout for it and reports it still pinned. The chain ends.
+#[test]
+fn a_revoke_handed_to_another_thread_does_not_ask_again() {
+    let a = fixture();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
+    a.pin_owned(
+        HELD,
+        PinOptions::new().on_revoke(move |r| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let a = weak.upgrade().unwrap();
+            let b = Arc::clone(&a);
+            let report = std::thread::spawn(move || b.revoke(HELD, Duration::from_millis(20)))
+                .join()
+                .unwrap();
+            assert_eq!(
+                report.asked, 0,
+                "the lease was asked again from another thread"
+            );
+            assert_eq!(report.still_pinned, [(r.id, HELD)]);
+            a.unpin(r.id).unwrap();
+        }),
+    )
+    .unwrap();
+    let report = a.revoke(HELD, LONG);
+    assert_eq!((report.asked, report.all_released()), (1, true));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    a.check_invariants().unwrap();
+}
+
+/// A revoke from inside a lease's own callback does not ask it again, and does not
+/// call it released: it is still pinned until its callback returns and unpins.
+#[test]
+fn a_nested_revoke_reports_its_caller_still_pinned() {
+    let a = fixture();
+    let (weak, seen) = (Arc::downgrade(&a), Arc::new(std::sync::Mutex::new(None)));
+    let s = Arc::clone(&seen);
+    a.pin_owned(
+        HELD,
+        PinOptions::new().on_revoke(move |r| {
+            let a = weak.upgrade().unwrap();
+            let t = Instant::now();
+            let report = a.revoke(HELD, LONG);
+            assert!(t.elapsed() < LONG / 2, "it waited for its own caller");
+            *s.lock().unwrap() = Some((report, r.id));
+            a.unpin(r.id).unwrap();
+        }),
+    )
+    .unwrap();
+    assert!(a.revoke(HELD, LONG).all_released());
+    let (report, id) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(report.asked, 0);
+    assert_eq!(report.still_pinned, [(id, HELD)]);
+}
+
+/// `allocate_wait` runs one pressure round per call: wake-ups that still leave the
+/// request short retry without calling the hook again.
+#[test]
+fn allocate_wait_runs_one_pressure_round_per_call() {
+    let a = fixture();
+    let dma = a.pin(HELD).unwrap().into_id();
+    a.free(HELD).unwrap(); // held by the pin: pressure applies
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    a.set_pressure_hook(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| a.allocate_wait(Request::new(56), LONG));
+        while a.stats().counters.waits == 0 {
+            std::thread::yield_now();
+        }
+        // Releases that wake the waiter but leave it short: 8 blocks at a time.
+        for _ in 0..5 {
+            let p = a.pin(Extent::new(0, 8)).unwrap();
+            a.free(SPARE).unwrap();
+            drop(p); // SPARE is Free now: a release
+            assert_eq!(
+                a.allocate(Request::new(8).policy(Policy::Exact(0))),
+                Ok(SPARE)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        a.free(SPARE).unwrap();
+        a.unpin(dma).unwrap();
+        assert_eq!(waiter.join().unwrap().map(|e| e.len), Ok(56));
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    a.clear_pressure_hook();
+    a.check_invariants().unwrap();
+}

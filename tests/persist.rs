@@ -24,8 +24,8 @@ fn config() -> ProptestConfig {
     ProptestConfig::with_cases(cases)
 }
 
-/// A valid list: sorted, disjoint, non-empty extents inside the space, with gaps and
-/// lengths from tiny to huge.
+/// A valid list: sorted, disjoint, non-touching, non-empty extents inside the space,
+/// with gaps and lengths from tiny to huge.
 fn free_list() -> impl Strategy<Value = FreeList> {
     let step = (
         prop_oneof![4 => 0u64..4, 2 => 0u64..1000, 1 => 0u64..(1 << 40)],
@@ -40,7 +40,8 @@ fn free_list() -> impl Strategy<Value = FreeList> {
             let mut extents = Vec::new();
             let mut at = 0u64;
             for (gap, len) in steps {
-                let start = at + gap;
+                // A free list is coalesced: after the first, a gap of a block at least.
+                let start = at + gap + u64::from(!extents.is_empty());
                 extents.push(Extent::new(start, len));
                 at = start + len;
             }
@@ -200,6 +201,11 @@ fn each_kind_of_damage_has_its_own_error() {
             sealed(&[100, 7, 2, 10, 5, 4, 1]),
             |e| matches!(e, PersistError::Overlap { index: 1, previous, extent } if *previous == Extent::new(10, 5) && *extent == Extent::new(14, 1)),
         ),
+        (
+            "touching",
+            sealed(&[100, 7, 2, 10, 5, 5, 1]),
+            |e| matches!(e, PersistError::Touching { index: 1, previous, extent } if *previous == Extent::new(10, 5) && *extent == Extent::new(15, 1)),
+        ),
         ("out of range", sealed(&[100, 7, 2, 10, 5, 85, 6]), |e| {
             matches!(
                 e,
@@ -258,6 +264,10 @@ fn each_kind_of_damage_has_its_own_error() {
     assert!(matches!(
         refused(vec![Extent::new(5, 5), Extent::new(9, 1)]),
         Err(PersistError::Overlap { .. })
+    ));
+    assert!(matches!(
+        refused(vec![Extent::new(5, 5), Extent::new(10, 1)]),
+        Err(PersistError::Touching { .. })
     ));
     assert!(matches!(
         refused(vec![Extent::new(99, 2)]),

@@ -68,8 +68,8 @@ fn op(capacity: u64) -> impl Strategy<Value = Op> {
 struct Harness {
     alloc: SharedAllocator,
     model: Model,
-    /// The model's block 0 is the allocator's block `base`: blocks below it are
-    /// Allocated at mount and stay so until `finish`.
+    /// The model's block 0 is the allocator's block `base`: blocks below it, and
+    /// above the model's last block, are Allocated at mount and stay so until `finish`.
     base: u64,
     /// Extents, pins and readers in the model's terms (shifted by `base`).
     owned: Vec<Extent>,
@@ -93,12 +93,23 @@ impl Harness {
         shift(e, self.base.wrapping_neg())
     }
 
-    /// `e`, or, if its start lies past the top of the `u64` space as the allocator
-    /// sees it, the same length at the model's end (still outside the space).
-    fn in_reach(&self, e: Extent) -> Extent {
+    /// Blocks of the allocator past the model's last one (a window inside the space).
+    fn above(&self) -> u64 {
+        self.alloc.capacity_blocks() - self.base - self.model.capacity()
+    }
+
+    /// `e` as an operation may name it: if its start lies past the top of the `u64`
+    /// space as the allocator sees it, the same length at the model's end (still
+    /// outside the space); `None` if it reaches past the model's window into blocks
+    /// the allocator has above it, where the two cannot agree.
+    fn in_reach(&self, e: Extent) -> Option<Extent> {
+        let cap = self.model.capacity();
+        if self.above() > 0 && e.checked_end().is_none_or(|end| end > cap) {
+            return None;
+        }
         match e.start.checked_add(self.base) {
-            Some(_) => e,
-            None => Extent::new(self.model.capacity(), e.len),
+            Some(_) => Some(e),
+            None => Some(Extent::new(cap, e.len)),
         }
     }
 
@@ -171,7 +182,10 @@ impl Harness {
             } => {
                 let e = match (whole, self.owned.is_empty()) {
                     (true, false) => self.owned.swap_remove(pick % self.owned.len()),
-                    _ => self.in_reach(Extent::new(start, len)),
+                    _ => match self.in_reach(Extent::new(start, len)) {
+                        Some(e) => e,
+                        None => return,
+                    },
                 };
                 self.free(e, on_commit);
             }
@@ -179,7 +193,11 @@ impl Harness {
                 start,
                 len,
                 blocking,
-            } => self.pin(self.in_reach(Extent::new(start, len)), blocking),
+            } => {
+                if let Some(e) = self.in_reach(Extent::new(start, len)) {
+                    self.pin(e, blocking);
+                }
+            }
             Op::Unpin { pick } => {
                 if !self.pins.is_empty() {
                     let id = self.pins.swap_remove(pick % self.pins.len());
@@ -360,7 +378,7 @@ impl Harness {
         }
         let local = |v: Vec<Extent>| -> Vec<Extent> {
             v.into_iter()
-                .filter(|e| e.start >= self.base)
+                .filter(|e| e.start >= self.base && e.start - self.base < cap)
                 .map(|e| self.local(e))
                 .collect()
         };
@@ -373,7 +391,7 @@ impl Harness {
         assert_eq!(s.free_blocks, self.model.free_blocks());
         assert_eq!(
             s.allocated_blocks,
-            self.model.allocated_blocks() + self.base
+            self.model.allocated_blocks() + self.base + self.above()
         );
         assert_eq!(s.deferred_by, self.model.deferred());
         assert_eq!(s.pinned_free_blocks, self.model.pinned_free());
@@ -422,10 +440,15 @@ impl Harness {
         if self.base > 0 {
             self.alloc.free(Extent::new(0, self.base)).unwrap();
         }
+        if self.above() > 0 {
+            self.alloc
+                .free(Extent::new(self.base + cap, self.above()))
+                .unwrap();
+        }
         let whole: Vec<Extent> = if cap == 0 {
             vec![]
         } else {
-            vec![Extent::new(0, cap + self.base)]
+            vec![Extent::new(0, self.alloc.capacity_blocks())]
         };
         assert_eq!(self.alloc.free_extents(), whole, "nothing leaked");
         self.alloc.check_invariants().unwrap();
@@ -441,15 +464,22 @@ fn cases() -> u32 {
 
 /// A space: `(capacity, groups, base)`. Mostly small spaces, where the model covers
 /// every block (`base` 0); one in four ends at or near the top of the `u64` space,
-/// where the model covers its last `window` blocks and `base` is where they start.
+/// where the model covers its last `window` blocks and `base` is where they start;
+/// one in eight is the whole `u64` space, where the model covers `window` blocks
+/// around the last group boundary (everything around it Allocated at mount).
 fn space(window: u64) -> impl Strategy<Value = (u64, u64, u64)> {
+    let tops = vec![u64::MAX, u64::MAX - 1, (1 << 63) + 5];
+    let counts = vec![1u64, 2, 7, 64, 1000];
     prop_oneof![
-        3 => (1..=5u64).prop_map(move |g| (window, g, 0)),
-        1 => (
-            prop::sample::select(vec![u64::MAX, u64::MAX - 1, (1 << 63) + 5]),
-            prop::sample::select(vec![1u64, 2, 7, 64, 1000]),
-        )
+        5 => (1..=5u64).prop_map(move |g| (window, g, 0)),
+        2 => (prop::sample::select(tops), prop::sample::select(counts))
             .prop_map(move |(c, g)| (c, g, c - window)),
+        1 => (prop::sample::select(vec![2u64, 7, 64, 1000]), 0..=window)
+            .prop_map(move |(g, below)| {
+                let built = SharedAllocator::builder(u64::MAX).groups(g).build();
+                let last = (built.group_count() as u64 - 1) * built.group_blocks();
+                (u64::MAX, g, last - below)
+            }),
     ]
 }
 
@@ -482,11 +512,14 @@ proptest! {
                 model.mount_allocated(e);
             }
         }
-        // Below the window, everything is Allocated at mount.
+        // Around the window, everything is Allocated at mount.
         let below = (base > 0).then(|| Extent::new(0, base));
+        let above = (capacity - base > cap).then(|| Extent::new(base + cap, capacity - base - cap));
         let alloc = SharedAllocator::builder(capacity)
             .groups(groups)
-            .from_allocated_extents(below.into_iter().chain(allocated.iter().map(|e| shift(*e, base))))
+            .from_allocated_extents(
+                below.into_iter().chain(allocated.iter().map(|e| shift(*e, base))).chain(above),
+            )
             .unwrap();
         let mut h = Harness { alloc, model, base, owned: allocated, pins: Vec::new(), readers: Vec::new() };
         h.check();

@@ -330,8 +330,10 @@ impl MmapBacking {
                 Err(e) if unsupported(&e) => self.in_place.store(false, Ordering::Relaxed),
                 Err(e) if !self.preallocated => return Err(fail(e)),
                 // `ZERO_RANGE` may fail where zeros written over allocated blocks do
-                // not (xfs frees and reallocates): try those.
-                Err(_) => {}
+                // not. It may also have freed the blocks before failing to allocate
+                // them again (xfs does both steps): allocate them again first, so
+                // that the file never keeps a hole a mapping could fault on.
+                Err(_) => file::preallocate(file, &range).map_err(fail)?,
             }
         }
         file::write_zeros_at(file, &range).map_err(fail)

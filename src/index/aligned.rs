@@ -111,8 +111,35 @@ impl View {
     }
 }
 
-/// How many alignments keep a bound from a failed request (see [`Views::bounds`]).
-const MAX_BOUNDS: usize = 4;
+/// How many alignments keep what a failed request learned (see [`Views::short`]).
+const MAX_SHORT: usize = 4;
+
+/// What a failed request learned about one alignment, kept exact by every change:
+/// how many free extents give at least `need` aligned blocks. While none does, any
+/// request for `need` or more blocks at that alignment fails, and says so in O(1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Short {
+    /// The alignment; 0 marks an empty slot.
+    align: u64,
+    /// One more than the longest aligned run when the request failed.
+    need: u64,
+    /// Free extents whose room for `align` is at least `need`.
+    count_fitting: u64,
+}
+
+impl Short {
+    /// Counts a free extent that appeared (`up`) or went away.
+    #[inline]
+    fn count(&mut self, start: u64, len: u64, up: bool) {
+        if self.align != 0 && room(start, len, self.align) >= self.need {
+            if up {
+                self.count_fitting += 1;
+            } else {
+                self.count_fitting -= 1;
+            }
+        }
+    }
+}
 
 /// The views kept, one per alignment above 64 blocks asked for recently.
 #[derive(Clone, Debug, Default)]
@@ -120,14 +147,12 @@ pub(crate) struct Views {
     views: Vec<View>,
     /// Counts [`track`](Self::track) calls, for dropping the least recently used view.
     clock: u64,
-    /// `(align, bound)`: for alignments whose request failed without a view being
-    /// kept, an upper bound on the longest aligned run; `align` 0 marks an empty slot.
-    /// Every [`add`](Self::add) raises it by the new extent's room, so it never falls
-    /// below the truth, and a request longer than it fails in O(1) without a view.
-    /// Inline, so a failed request that records one allocates nothing.
-    bounds: [(u64, u64); MAX_BOUNDS],
-    /// The slot the next new bound replaces when all are full.
-    next_bound: usize,
+    /// For alignments whose request failed without a view being kept: what it learned,
+    /// kept exact by [`add`](Self::add) and [`sub`](Self::sub). Inline, so a failed
+    /// request that records it allocates nothing.
+    short: [Short; MAX_SHORT],
+    /// The slot the next failure replaces when all are full.
+    next_short: usize,
 }
 
 /// What [`Views::track`] changed, for [`Views::untrack`] to put back.
@@ -151,16 +176,23 @@ impl Views {
         Views {
             views: Vec::new(),
             clock: 0,
-            bounds: [(0, 0); MAX_BOUNDS],
-            next_bound: 0,
+            short: [Short {
+                align: 0,
+                need: 0,
+                count_fitting: 0,
+            }; MAX_SHORT],
+            next_short: 0,
         }
     }
 
     /// Whether a request for `need` blocks aligned to `align` is known to fail: a
-    /// failed request left a bound on the longest aligned run below `need`.
+    /// failed request learned that no free extent gives some `n <= need` aligned
+    /// blocks, and no extent that does has appeared since.
     #[inline]
     pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
-        self.bounds.iter().any(|&(a, b)| a == align && b < need)
+        self.short
+            .iter()
+            .any(|s| s.align == align && s.count_fitting == 0 && s.need <= need)
     }
 
     /// The view of `align`, if one is kept.
@@ -207,9 +239,10 @@ impl Views {
     }
 
     /// Puts the views back as they were before `tracked`, for a request that failed:
-    /// a view it built is dropped (its longest aligned run is kept as a bound, so the
-    /// same failing request next time costs O(1), not a rebuild), the view it evicted
-    /// returns, and the use stamps are restored. The heap is as before.
+    /// a view it built is dropped (what it showed is kept as a [`Short`], so a request
+    /// as long or longer costs O(1) next time, not a rebuild, until an extent that
+    /// could serve it appears), the view it evicted returns, and the use stamps are
+    /// restored. The heap is as before.
     pub(crate) fn untrack(&mut self, tracked: Tracked) {
         let at = self
             .views
@@ -222,7 +255,7 @@ impl Views {
             return;
         }
         let view = self.views.swap_remove(at);
-        self.note_bound(tracked.align, view.largest_placeable());
+        self.note_short(tracked.align, view.largest_placeable() + 1);
         if let Some(old) = tracked.evicted {
             // `swap_remove` moved the last view into the evicted one's place; the
             // order of the views means nothing, only their stamps.
@@ -233,20 +266,24 @@ impl Views {
         debug_assert_eq!(self.views.capacity(), tracked.capacity);
     }
 
-    /// Records `longest` as `align`'s bound, replacing an older bound of the same
-    /// alignment, else an empty slot, else the slots in turn.
-    fn note_bound(&mut self, align: u64, longest: u64) {
+    /// Records that no free extent gives `need` blocks aligned to `align`, in the
+    /// slot of the same alignment, else an empty one, else the slots in turn.
+    fn note_short(&mut self, align: u64, need: u64) {
         let slot = self
-            .bounds
+            .short
             .iter()
-            .position(|&(a, _)| a == align)
-            .or_else(|| self.bounds.iter().position(|&(a, _)| a == 0))
+            .position(|s| s.align == align)
+            .or_else(|| self.short.iter().position(|s| s.align == 0))
             .unwrap_or_else(|| {
-                let at = self.next_bound;
-                self.next_bound = (at + 1) % MAX_BOUNDS;
+                let at = self.next_short;
+                self.next_short = (at + 1) % MAX_SHORT;
                 at
             });
-        self.bounds[slot] = (align, longest);
+        self.short[slot] = Short {
+            align,
+            need,
+            count_fitting: 0,
+        };
     }
 
     /// The free extent `[start, start + len)` appeared.
@@ -255,10 +292,8 @@ impl Views {
         for v in &mut self.views {
             v.add(start, len);
         }
-        for b in &mut self.bounds {
-            if b.0 != 0 {
-                b.1 = b.1.max(room(start, len, b.0));
-            }
+        for s in &mut self.short {
+            s.count(start, len, true);
         }
     }
 
@@ -267,6 +302,9 @@ impl Views {
     pub(crate) fn sub(&mut self, start: u64, len: u64) {
         for v in &mut self.views {
             v.sub(start, len);
+        }
+        for s in &mut self.short {
+            s.count(start, len, false);
         }
     }
 
@@ -286,11 +324,16 @@ impl Views {
         if self.views.len() > MAX_VIEWS {
             return Err(alloc::format!("{} views kept", self.views.len()));
         }
-        for &(align, bound) in self.bounds.iter().filter(|b| b.0 != 0) {
-            let longest = View::new(align, extents()).largest_placeable();
-            if longest > bound {
+        for s in self.short.iter().filter(|s| s.align != 0) {
+            let fitting = extents()
+                .filter(|&(start, len)| room(start, len, s.align) >= s.need)
+                .count() as u64;
+            if fitting != s.count_fitting {
                 return Err(alloc::format!(
-                    "alignment {align} has a run of {longest} blocks, above its bound {bound}"
+                    "alignment {}: {fitting} extents give {} aligned blocks, {} counted",
+                    s.align,
+                    s.need,
+                    s.count_fitting
                 ));
             }
         }
@@ -366,11 +409,15 @@ mod tests {
         let t = views.track(256, extents);
         views.untrack(t);
         assert_eq!(stamps(&views), stamps_before);
-        // A new extent raises the bound: no longer known short.
+        // An extent that could serve it appears: no longer known short.
         views.add(8192, 10_000);
         assert!(!views.known_short(4096, 7000 - 4096 + 1));
         views
             .check(|| [(0u64, 1000u64), (2000, 5000), (8192, 10_000)].into_iter())
             .unwrap();
+        // It goes again: known short again, exactly, with no rebuild.
+        views.sub(8192, 10_000);
+        assert!(views.known_short(4096, 7000 - 4096 + 1));
+        views.check(extents).unwrap();
     }
 }

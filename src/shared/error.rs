@@ -129,12 +129,14 @@ pub enum WaitError {
         /// The managed space, in blocks.
         capacity: u64,
     },
-    /// The timeout passed with blocks of the extent still Deferred.
+    /// The timeout passed with blocks of the extent still Deferred by the holds the
+    /// wait began with.
     #[error("timed out with {deferred_blocks} blocks of {extent} still deferred")]
     TimedOut {
         /// The extent waited for.
         extent: Extent,
-        /// Its blocks still Deferred when the wait gave up.
+        /// Its blocks still Deferred, when the wait gave up, by frees made before it
+        /// began: the ones it waited for (not blocks Deferred again since).
         deferred_blocks: u64,
     },
 }

@@ -313,6 +313,21 @@ struct TrackedPin {
     pieces: Vec<(usize, PinId)>,
     owner: Option<u64>,
     on_revoke: Option<RevokeFn>,
+    /// Whether its revoke callback is running now, on some thread: another revoke or
+    /// pressure round then waits for it instead of calling it again, so no chain of
+    /// callbacks across threads asks one lease without end.
+    asking: bool,
+}
+
+/// The leases one call asked to let go (see `call_revokes`).
+pub(crate) struct Asked {
+    /// Their callbacks were called by this call.
+    pub(crate) called: Vec<(SharedPinId, Extent)>,
+    /// Their callbacks were running on another thread: waited for, not called again.
+    pub(crate) elsewhere: Vec<(SharedPinId, Extent)>,
+    /// Asked further up this thread's stack, whose callback is waiting for this call
+    /// to return: reported if still pinned, never waited for.
+    pub(crate) here: Vec<(SharedPinId, Extent)>,
 }
 
 /// Tracked pins and owners' pinned totals.
@@ -435,6 +450,10 @@ impl SharedAllocator {
     ///
     /// [`SharedPinError::Core`] with the core's reason: a malformed or out-of-bounds
     /// extent, or Free blocks promised to reservations. Nothing changes.
+    /// Reservations are kept per group, so for an extent over several groups,
+    /// [`PinError::Reserved`] names the whole extent with the figures of the first
+    /// group that refuses: the Free blocks of its piece there, and that group's
+    /// unreserved blocks.
     ///
     /// ```
     /// use pinalloc::{Request, SharedAllocator};
@@ -540,6 +559,7 @@ impl SharedAllocator {
                 pieces: cores,
                 owner: options.owner,
                 on_revoke: options.on_revoke,
+                asking: false,
             },
         );
         Ok(id)
@@ -668,7 +688,11 @@ impl SharedAllocator {
 
     /// Asks the holders of every lease overlapping `extent` to let go: calls their
     /// revoke callbacks (with no lock held), then waits up to `timeout` for those pins
-    /// to be unpinned, and reports the ones that were not. A callback that panics is
+    /// to be unpinned, and reports the ones that were not. A lease whose callback is
+    /// running already is not called again: if it runs on another thread, this call
+    /// waits for it as for the others; if it is further up this thread's stack (this
+    /// call comes from inside a callback), it cannot let go before this call returns,
+    /// so it is not waited for, and is reported in `still_pinned` if still live. A callback that panics is
     /// caught and counted in [`SharedCounters::callback_panics`](crate::SharedCounters).
     /// Pins without a callback are not asked. A malformed or out-of-range extent
     /// overlaps nothing.
@@ -700,23 +724,33 @@ impl SharedAllocator {
             s < r.end && r.start < e
         });
         let asked = self.call_revokes(asked);
+        let waited: Vec<(SharedPinId, Extent)> = asked
+            .called
+            .iter()
+            .chain(&asked.elsewhere)
+            .copied()
+            .collect();
+        let live = |list: &[(SharedPinId, Extent)]| -> Vec<(SharedPinId, Extent)> {
+            let tracked = self.tracked.lock();
+            list.iter()
+                .filter(|(id, _)| tracked.pins.contains_key(&id.tracked))
+                .copied()
+                .collect()
+        };
         let mut still: Vec<(SharedPinId, Extent)>;
         loop {
             let seen = self.signal.generation();
-            let tracked = self.tracked.lock();
-            still = asked
-                .iter()
-                .filter(|(id, _, _)| tracked.pins.contains_key(&id.tracked))
-                .map(|(id, extent, _)| (*id, *extent))
-                .collect();
-            drop(tracked);
+            still = live(&waited);
             if still.is_empty() || deadline.passed() {
                 break;
             }
             self.signal.wait_past(seen, deadline);
         }
+        // Leases whose callback, up this thread's stack, is waiting for this call: not
+        // waited for (they cannot let go before it returns), but not released either.
+        still.extend(live(&asked.here));
         RevokeReport {
-            asked: asked.len(),
+            asked: asked.called.len(),
             still_pinned: still,
         }
     }
@@ -744,31 +778,46 @@ impl SharedAllocator {
             .collect()
     }
 
-    /// Calls revoke callbacks with no lock held, and counts them. Leases already asked
-    /// within this thread's callback scope (a revoke or pressure round further up the
-    /// stack) are not asked again; the ones asked now are returned.
-    pub(crate) fn call_revokes(
-        &self,
-        leases: Vec<(SharedPinId, Extent, RevokeFn)>,
-    ) -> Vec<(SharedPinId, Extent, RevokeFn)> {
+    /// Calls revoke callbacks with no lock held, and counts them. A lease is not asked
+    /// again while it is being asked: leases already asked within this thread's
+    /// callback scope (a revoke or pressure round further up the stack) go to
+    /// `here`, and leases whose callback runs on another thread now go to
+    /// `elsewhere`. Leases unpinned meanwhile are dropped.
+    pub(crate) fn call_revokes(&self, leases: Vec<(SharedPinId, Extent, RevokeFn)>) -> Asked {
         let scope = super::reentry::ScopeGuard::enter(self.uid);
         let first = scope.first_asks(leases.iter().map(|(id, _, _)| id.tracked));
-        let leases: Vec<_> = leases
-            .into_iter()
-            .zip(first)
-            .filter_map(|(lease, first)| first.then_some(lease))
-            .collect();
+        let mut asked = Asked {
+            called: Vec::new(),
+            elsewhere: Vec::new(),
+            here: Vec::new(),
+        };
+        let mut calls = Vec::new();
+        {
+            let mut tracked = self.tracked.lock();
+            for ((id, extent, revoke), first) in leases.into_iter().zip(first) {
+                match tracked.pins.get_mut(&id.tracked) {
+                    None => {}
+                    Some(_) if !first => asked.here.push((id, extent)),
+                    Some(pin) if pin.asking => asked.elsewhere.push((id, extent)),
+                    Some(pin) => {
+                        pin.asking = true;
+                        asked.called.push((id, extent));
+                        calls.push(revoke);
+                    }
+                }
+            }
+        }
         self.counters
             .revocations
-            .fetch_add(leases.len() as u64, Ordering::Relaxed);
-        for (id, extent, revoke) in &leases {
-            let revocation = Revocation {
-                id: *id,
-                extent: *extent,
-            };
+            .fetch_add(asked.called.len() as u64, Ordering::Relaxed);
+        for (&(id, extent), revoke) in asked.called.iter().zip(&calls) {
+            let revocation = Revocation { id, extent };
             self.call_back(|| revoke(&revocation));
+            if let Some(pin) = self.tracked.lock().pins.get_mut(&id.tracked) {
+                pin.asking = false;
+            }
         }
-        leases
+        asked
     }
 }
 

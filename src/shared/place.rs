@@ -79,8 +79,10 @@ impl SharedAllocator {
     /// releases (frees, unpins, commits, reader ends) and tries again, until `timeout`
     /// passes. A wake-up between a failed try and the wait is never lost.
     ///
-    /// Called from inside a pressure hook or a revoke callback of this allocator (on
-    /// the callback's thread), it tries once and does not wait: the call that ran the
+    /// Only its first try may run the pressure hook and revoke callbacks (see
+    /// [`allocate`](Self::allocate)); the tries after a wake-up do not. Called from
+    /// inside a pressure hook or a revoke callback of this allocator (on the
+    /// callback's thread), it tries once and does not wait: the call that ran the
     /// callback is waiting for it to return.
     ///
     /// # Errors
@@ -108,9 +110,18 @@ impl SharedAllocator {
     /// ```
     pub fn allocate_wait(&self, request: Request, timeout: Duration) -> Result<Extent, AllocError> {
         let deadline = Deadline::after(timeout);
+        let mut first = true;
         loop {
             let seen = self.signal.generation();
-            let err = match self.allocate(request) {
+            // One pressure round per call, on the first try: later tries follow
+            // releases, and the callbacks run a bounded number of times per call.
+            let tried = if first {
+                self.allocate(request)
+            } else {
+                self.place(&request)
+            };
+            first = false;
+            let err = match tried {
                 Err(err @ AllocError::NoSpace { .. }) => err,
                 done => return done,
             };
@@ -361,7 +372,7 @@ impl SharedAllocator {
             };
             self.call_back(|| hook(&pressure));
         }
-        self.call_revokes(leases);
+        let _asked = self.call_revokes(leases);
         drop(scope);
         match self.place(request) {
             Err(AllocError::NoSpace { .. }) => Err(self.no_space(requested)),

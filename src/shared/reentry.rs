@@ -37,14 +37,18 @@ struct Scope {
     asked: BTreeSet<u64>,
 }
 
-std::thread_local! {
+crate::sync::thread_local! {
     /// The scopes this thread is inside, outermost first.
     static SCOPES: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether this thread is running a callback of allocator `uid`.
+/// Whether this thread is running a callback of allocator `uid`. While the thread's
+/// locals are being torn down (a call from another local's destructor) the answer is
+/// yes: no callback round starts then.
 pub(crate) fn inside(uid: u64) -> bool {
-    SCOPES.with(|s| s.borrow().iter().any(|scope| scope.uid == uid))
+    SCOPES
+        .try_with(|s| s.borrow().iter().any(|scope| scope.uid == uid))
+        .unwrap_or(true)
 }
 
 /// Holds allocator `uid`'s scope on this thread while callbacks run; the scope ends
@@ -57,38 +61,43 @@ pub(crate) struct ScopeGuard {
 
 impl ScopeGuard {
     pub(crate) fn enter(uid: u64) -> Self {
-        let opened = SCOPES.with(|s| {
-            let mut scopes = s.borrow_mut();
-            if scopes.iter().any(|scope| scope.uid == uid) {
-                return false;
-            }
-            scopes.push(Scope {
-                uid,
-                asked: BTreeSet::new(),
-            });
-            true
-        });
+        let opened = SCOPES
+            .try_with(|s| {
+                let mut scopes = s.borrow_mut();
+                if scopes.iter().any(|scope| scope.uid == uid) {
+                    return false;
+                }
+                scopes.push(Scope {
+                    uid,
+                    asked: BTreeSet::new(),
+                });
+                true
+            })
+            .unwrap_or(false);
         ScopeGuard { uid, opened }
     }
 
     /// Marks the leases keyed `keys` as asked in this scope, and says which of them
-    /// were not asked before (in the order given).
+    /// were not asked before (in the order given). With the thread's locals torn
+    /// down, every lease counts as asked before: none is called.
     pub(crate) fn first_asks(&self, keys: impl Iterator<Item = u64>) -> Vec<bool> {
-        SCOPES.with(|s| {
-            let mut scopes = s.borrow_mut();
-            let scope = scopes
-                .iter_mut()
-                .find(|scope| scope.uid == self.uid)
-                .expect("a guard's scope is open");
-            keys.map(|k| scope.asked.insert(k)).collect()
-        })
+        let keys: Vec<u64> = keys.collect();
+        SCOPES
+            .try_with(|s| {
+                let mut scopes = s.borrow_mut();
+                match scopes.iter_mut().find(|scope| scope.uid == self.uid) {
+                    Some(scope) => keys.iter().map(|&k| scope.asked.insert(k)).collect(),
+                    None => alloc::vec![false; keys.len()],
+                }
+            })
+            .unwrap_or_else(|_| alloc::vec![false; keys.len()])
     }
 }
 
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
         if self.opened {
-            SCOPES.with(|s| {
+            let _ = SCOPES.try_with(|s| {
                 let mut scopes = s.borrow_mut();
                 let at = scopes.iter().rposition(|scope| scope.uid == self.uid);
                 debug_assert!(at.is_some(), "the scope this guard opened is gone");

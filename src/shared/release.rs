@@ -194,8 +194,14 @@ impl SharedAllocator {
         })?;
         // Each group's deferral mark as the wait begins: only blocks deferred before
         // it are waited for (see `ExtentAllocator::count_deferred_before`).
+        // Taken under all the extent's group locks at once, so that a free over several
+        // of them is wholly before the marks or wholly after.
         let gs = self.groups_of(&r);
-        let marks: Vec<u64> = gs.clone().map(|g| self.lock(g).deferral_mark()).collect();
+        let marks: Vec<u64> = self
+            .lock_all(gs.clone())
+            .iter()
+            .map(|g| g.deferral_mark())
+            .collect();
         loop {
             let seen = self.signal.generation();
             let deferred: u64 = gs
