@@ -95,23 +95,30 @@ fn outer_allocations() -> [(&'static str, Outer); 2] {
     ]
 }
 
+/// Pins `HELD` as a lease whose callback makes the call `what`, then unpins; returns
+/// how many times the callback has run.
+fn lease_that_calls(a: &Arc<SharedAllocator>, what: Reentry) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (weak, c): (Weak<SharedAllocator>, _) = (Arc::downgrade(a), Arc::clone(&calls));
+    a.pin_owned(
+        HELD,
+        PinOptions::new().on_revoke(move |r| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let a = weak.upgrade().unwrap();
+            reenter(&a, what);
+            a.unpin(r.id).unwrap();
+        }),
+    )
+    .unwrap();
+    calls
+}
+
 #[test]
 fn a_lease_revoked_under_pressure_may_call_every_verb() {
     for what in ALL {
         for (outer, call) in outer_allocations() {
             let a = fixture();
-            let calls = Arc::new(AtomicUsize::new(0));
-            let (weak, c): (Weak<SharedAllocator>, _) = (Arc::downgrade(&a), Arc::clone(&calls));
-            a.pin_owned(
-                HELD,
-                PinOptions::new().on_revoke(move |r| {
-                    c.fetch_add(1, Ordering::SeqCst);
-                    let a = weak.upgrade().unwrap();
-                    reenter(&a, what);
-                    a.unpin(r.id).unwrap();
-                }),
-            )
-            .unwrap();
+            let calls = lease_that_calls(&a, what);
             assert_eq!(a.free(HELD).unwrap().deferred_blocks, 56);
             let got = call(&a).map(|e| e.len);
             assert_eq!(got, Ok(56), "{outer} with a lease that calls {what:?}");
@@ -152,18 +159,7 @@ fn a_pressure_hook_may_call_every_verb() {
 fn a_revoke_callback_may_call_every_verb_from_revoke() {
     for what in ALL {
         let a = fixture();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (weak, c) = (Arc::downgrade(&a), Arc::clone(&calls));
-        a.pin_owned(
-            HELD,
-            PinOptions::new().on_revoke(move |r| {
-                c.fetch_add(1, Ordering::SeqCst);
-                let a = weak.upgrade().unwrap();
-                reenter(&a, what);
-                a.unpin(r.id).unwrap();
-            }),
-        )
-        .unwrap();
+        let calls = lease_that_calls(&a, what);
         a.free(HELD).unwrap();
         let report = a.revoke(HELD, LONG);
         assert_eq!(report.asked, 1, "{what:?}");
