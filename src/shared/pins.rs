@@ -334,6 +334,9 @@ pub(crate) struct Asked {
 pub(crate) struct Tracked {
     /// By the pin's number (see `next_pin_seq`), never 0 (0 means untracked).
     pins: BTreeMap<u64, TrackedPin>,
+    /// Pieces beyond the first of every tracked pin: the cores count each piece as a
+    /// pin, so `stats` takes these off in O(1).
+    count_extra_pieces: u64,
     /// Per owner: blocks its live pins cover, counted per pin.
     pinned_by_owner: BTreeMap<u64, u64>,
     /// Per-owner quotas that differ from the default.
@@ -361,7 +364,8 @@ impl Tracked {
             .map(|(seq, p)| (seq, p.extent, &p.pieces, p.owner, p.on_revoke.is_some()))
             .collect();
         alloc::format!(
-            "pins {pins:?}, pinned by owner {:?}, quotas {:?}, default quota {:?}",
+            "pins {pins:?}, extra pieces {}, pinned by owner {:?}, quotas {:?}, default quota {:?}",
+            self.count_extra_pieces,
             self.pinned_by_owner,
             self.quotas,
             self.default_quota
@@ -371,6 +375,7 @@ impl Tracked {
     pub(crate) fn new(default_quota: Option<u64>) -> Self {
         Tracked {
             pins: BTreeMap::new(),
+            count_extra_pieces: 0,
             pinned_by_owner: BTreeMap::new(),
             quotas: BTreeMap::new(),
             default_quota,
@@ -380,7 +385,7 @@ impl Tracked {
     /// Pins beyond the first piece of each tracked pin: the core counts these as
     /// separate pins.
     pub(crate) fn count_extra_pieces(&self) -> u64 {
-        self.pins.values().map(|p| p.pieces.len() as u64 - 1).sum()
+        self.count_extra_pieces
     }
 
     fn check_quota(&self, owner: u64, extent: Extent) -> Result<(), LimitError> {
@@ -420,8 +425,19 @@ impl Tracked {
         Ok(())
     }
 
-    /// Each owner's pinned total equals its tracked pins' lengths.
+    /// Each owner's pinned total equals its tracked pins' lengths, and the count of
+    /// extra pieces equals its recount.
     pub(crate) fn check_quotas(&self) -> Result<(), InvariantViolation> {
+        let extra: u64 = self.pins.values().map(|p| p.pieces.len() as u64 - 1).sum();
+        if extra != self.count_extra_pieces {
+            return Err(InvariantViolation {
+                number: 3,
+                detail: alloc::format!(
+                    "{} extra pin pieces counted, {extra} recounted",
+                    self.count_extra_pieces
+                ),
+            });
+        }
         let mut recount: BTreeMap<u64, u64> = BTreeMap::new();
         for pin in self.pins.values() {
             if let Some(owner) = pin.owner {
@@ -552,6 +568,7 @@ impl SharedAllocator {
             *tracked.pinned_by_owner.entry(owner).or_default() += extent.len;
         }
         let id = self.pin_id(cores[0].0, cores[0].1, seq);
+        tracked.count_extra_pieces += cores.len() as u64 - 1;
         tracked.pins.insert(
             seq,
             TrackedPin {
@@ -623,6 +640,7 @@ impl SharedAllocator {
         } else {
             let mut tracked = self.tracked.lock();
             let pin = tracked.pins.remove(&id.tracked).ok_or(unknown)?;
+            tracked.count_extra_pieces -= pin.pieces.len() as u64 - 1;
             if let Some(owner) = pin.owner {
                 let left = tracked
                     .pinned_by_owner
