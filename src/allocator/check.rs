@@ -148,27 +148,23 @@ impl ExtentAllocator {
             }
             counted += count;
         }
-        ensure!(
-            !from_index.iter().eq(d.epoch_of.iter()),
-            3,
-            "the per-epoch index of deferred blocks differs from the deferred map"
-        );
-        // The deferral numbers cover exactly the Deferred blocks, all already given.
-        let mut numbered = RangeSet::new();
-        for (r, &seq) in d.seq_of.iter() {
+        // By epoch alone (ranges of one epoch from different frees joined).
+        let mut by_epoch: RangeMap<u64, u64> = RangeMap::new();
+        for (r, f) in d.epoch_of.iter() {
+            // Every deferral number was given out already.
             ensure!(
-                seq >= d.next_seq,
+                f.seq >= d.next_seq,
                 3,
-                "deferred {r:?} has number {seq}, not below the next, {}",
+                "deferred {r:?} has number {}, not below the next, {}",
+                f.seq,
                 d.next_seq
             );
-            numbered.insert(r.clone());
+            by_epoch.insert(r.clone(), f.epoch);
         }
-        let deferred: RangeSet<u64> = d.epoch_of.iter().map(|(r, _)| r.clone()).collect();
         ensure!(
-            numbered != deferred,
+            !from_index.iter().eq(by_epoch.iter()),
             3,
-            "the deferral numbers do not cover exactly the Deferred blocks"
+            "the per-epoch index of deferred blocks differs from the deferred map"
         );
         // The pin index's Deferred marks are disjoint, lie in Deferred blocks, and with
         // the pins cover every Deferred block.
@@ -233,7 +229,8 @@ impl ExtentAllocator {
             );
         }
         let oldest_reader = self.epochs.oldest_reader();
-        for (r, &epoch) in d.epoch_of.iter() {
+        for (r, f) in d.epoch_of.iter() {
+            let epoch = f.epoch;
             if oldest_reader.is_some_and(|oldest| oldest <= epoch) {
                 continue;
             }

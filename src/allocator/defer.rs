@@ -12,10 +12,21 @@ use rangemap::{RangeMap, RangeSet};
 
 use super::ranges::clip;
 
+/// What a Deferred block remembers of the free that deferred it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Freed {
+    /// The epoch of the free: readers that began at or before it hold the block.
+    pub(crate) epoch: u64,
+    /// The free's number: a waiter remembers [`Deferrals::next_seq`] and waits only
+    /// for blocks deferred before it, so blocks released and deferred again by a later
+    /// free (the ABA case) are not mistaken for the ones it waits for.
+    pub(crate) seq: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Deferrals {
-    /// Every Deferred block → the epoch of its free.
-    pub(crate) epoch_of: RangeMap<u64, u64>,
+    /// Every Deferred block → the epoch and number of its free.
+    pub(crate) epoch_of: RangeMap<u64, Freed>,
     /// The same blocks by epoch, with block counts: what a departing reader may release.
     pub(crate) by_epoch: BTreeMap<u64, (RangeSet<u64>, u64)>,
     /// Deferred blocks.
@@ -24,12 +35,7 @@ pub(crate) struct Deferrals {
     pub(crate) pending: RangeSet<u64>,
     /// Blocks in `pending`.
     pub(crate) count_pending: u64,
-    /// The same blocks as `epoch_of` → the number of the free that deferred them:
-    /// a waiter remembers [`next_seq`](Self::next_seq) and waits only for blocks
-    /// deferred before it, so blocks released and deferred again by a later free
-    /// (the ABA case) are not mistaken for the ones it waits for.
-    pub(crate) seq_of: RangeMap<u64, u64>,
-    /// The number the next deferring free gets; starts at 0.
+    /// The number the next deferring free gets ([`Freed::seq`]); starts at 0.
     pub(crate) next_seq: u64,
 }
 
@@ -39,8 +45,11 @@ impl Deferrals {
     pub(crate) fn add(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
         debug_assert!(!self.epoch_of.overlaps(&r), "deferring Deferred blocks");
         let len = r.end - r.start;
-        self.epoch_of.insert(r.clone(), epoch);
-        self.seq_of.insert(r.clone(), self.next_seq);
+        let freed = Freed {
+            epoch,
+            seq: self.next_seq,
+        };
+        self.epoch_of.insert(r.clone(), freed);
         let slot = self.by_epoch.entry(epoch).or_default();
         slot.0.insert(r);
         slot.1 += len;
@@ -57,7 +66,7 @@ impl Deferrals {
         let pieces: Vec<(Range<u64>, u64)> = self
             .epoch_of
             .overlapping(&r)
-            .map(|(k, &e)| (clip(k, &r), e))
+            .map(|(k, f)| (clip(k, &r), f.epoch))
             .collect();
         for (p, epoch) in pieces {
             let len = p.end - p.start;
@@ -72,7 +81,6 @@ impl Deferrals {
             }
             self.count_blocks -= len;
         }
-        self.seq_of.remove(r.clone());
         self.epoch_of.remove(r);
     }
 
@@ -83,9 +91,9 @@ impl Deferrals {
 
     /// Blocks of `within` still Deferred by a free numbered below `mark`.
     pub(crate) fn count_deferred_before(&self, within: &Range<u64>, mark: u64) -> u64 {
-        self.seq_of
+        self.epoch_of
             .overlapping(within)
-            .filter(|&(_, &seq)| seq < mark)
+            .filter(|&(_, f)| f.seq < mark)
             .map(|(k, _)| {
                 let c = clip(k, within);
                 c.end - c.start
@@ -97,7 +105,7 @@ impl Deferrals {
     pub(crate) fn pieces(&self, within: &Range<u64>) -> Vec<(Range<u64>, u64)> {
         self.epoch_of
             .overlapping(within)
-            .map(|(k, &e)| (clip(k, within), e))
+            .map(|(k, f)| (clip(k, within), f.epoch))
             .collect()
     }
 
