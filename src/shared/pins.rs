@@ -710,8 +710,9 @@ impl SharedAllocator {
     /// running already is not called again: if it runs on another thread, this call
     /// waits for it as for the others; if it is further up this thread's stack (this
     /// call comes from inside a callback), it cannot let go before this call returns,
-    /// so it is not waited for, and is reported in `still_pinned` if still live. A callback that panics is
-    /// caught and counted in [`SharedCounters::callback_panics`](crate::SharedCounters).
+    /// so it is not waited for, and is reported in `still_pinned` if still live. A
+    /// callback that panics is caught and counted in
+    /// [`SharedCounters::callback_panics`](crate::SharedCounters).
     /// Pins without a callback are not asked. A malformed or out-of-range extent
     /// overlaps nothing.
     ///
