@@ -162,6 +162,15 @@ fn pinned(n: u64, mode: PinMode) -> ExtentAllocator {
     a
 }
 
+/// A 64-block space with `n` pins on block 5.
+fn nested(n: u64) -> ExtentAllocator {
+    let mut a = ExtentAllocator::new(64);
+    for _ in 0..n {
+        a.pin(Extent::new(5, 1)).unwrap();
+    }
+    a
+}
+
 fn spare(a: &ExtentAllocator) -> Extent {
     Extent::new(a.capacity_blocks() - 8, 1)
 }
@@ -279,13 +288,7 @@ fn core_rows() {
     });
     report(Row {
         name: "nested: pin+unpin of a block n pins cover",
-        setup: |n| {
-            let mut a = ExtentAllocator::new(64);
-            for _ in 0..n {
-                a.pin(Extent::new(5, 1)).unwrap();
-            }
-            a
-        },
+        setup: nested,
         call: |a, _| {
             let id = a.pin(Extent::new(5, 1)).unwrap();
             a.unpin(black_box(id)).unwrap();
@@ -293,13 +296,7 @@ fn core_rows() {
     });
     report(Row {
         name: "nested: pin_count of a block n pins cover",
-        setup: |n| {
-            let mut a = ExtentAllocator::new(64);
-            for _ in 0..n {
-                a.pin(Extent::new(5, 1)).unwrap();
-            }
-            a
-        },
+        setup: nested,
         call: |a, _| {
             black_box(a.pin_count(5));
         },
