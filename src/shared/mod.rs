@@ -638,6 +638,7 @@ impl SharedAllocator {
                 ),
             });
         }
+        tracked.check_leases()?;
         tracked.check_quotas()
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::SharedAllocator;
 use super::signal::Deadline;
 use crate::allocator::checked_range;
+use crate::index::intervals::Intervals;
 use crate::sync::Ordering;
 use crate::{
     Extent, ExtentAllocator, InvariantViolation, LimitError, PinError, PinId, PinMode,
@@ -313,6 +314,8 @@ struct TrackedPin {
     pieces: Vec<(usize, PinId)>,
     owner: Option<u64>,
     on_revoke: Option<RevokeFn>,
+    /// For a lease, its slot in `Tracked::leases`.
+    lease_slot: Option<u32>,
     /// Whether its revoke callback is running now, on some thread: another revoke or
     /// pressure round then waits for it instead of calling it again, so no chain of
     /// callbacks across threads asks one lease without end.
@@ -337,6 +340,13 @@ pub(crate) struct Tracked {
     /// Pieces beyond the first of every tracked pin: the cores count each piece as a
     /// pin, so `stats` takes these off in O(1).
     count_extra_pieces: u64,
+    /// The leases' extents, each under its slot: `revoke` finds the leases over a
+    /// range in O(log n) per lease found, whatever the leases elsewhere.
+    leases: Intervals,
+    /// Slot → the lease's key in `pins`; 0 for a vacant slot.
+    lease_keys: Vec<u64>,
+    /// The vacant slots.
+    vacant_leases: Vec<u32>,
     /// Per owner: blocks its live pins cover, counted per pin.
     pinned_by_owner: BTreeMap<u64, u64>,
     /// Per-owner quotas that differ from the default.
@@ -376,6 +386,9 @@ impl Tracked {
         Tracked {
             pins: BTreeMap::new(),
             count_extra_pieces: 0,
+            leases: Intervals::new(),
+            lease_keys: Vec::new(),
+            vacant_leases: Vec::new(),
             pinned_by_owner: BTreeMap::new(),
             quotas: BTreeMap::new(),
             default_quota,
@@ -386,6 +399,68 @@ impl Tracked {
     /// separate pins.
     pub(crate) fn count_extra_pieces(&self) -> u64 {
         self.count_extra_pieces
+    }
+
+    /// Indexes the lease keyed `key` over `extent`; returns its slot.
+    fn add_lease(&mut self, extent: Extent, key: u64) -> u32 {
+        let slot = match self.vacant_leases.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.lease_keys.len())
+                    .ok()
+                    .filter(|&s| s != u32::MAX)
+                    .expect("pinalloc indexes at most 2^32 - 1 leases");
+                self.lease_keys.push(0);
+                slot
+            }
+        };
+        self.lease_keys[slot as usize] = key;
+        self.leases.insert(
+            &checked_range(extent, u64::MAX).expect("a pinned extent"),
+            slot,
+        );
+        slot
+    }
+
+    /// Drops the lease in `slot` over `extent` from the index.
+    fn remove_lease(&mut self, extent: Extent, slot: u32) {
+        let found = self.leases.remove(extent.start, slot);
+        debug_assert!(found, "a lease is indexed under its slot");
+        self.lease_keys[slot as usize] = 0;
+        self.vacant_leases.push(slot);
+    }
+
+    /// The lease index lists exactly the tracked pins with a revoke callback.
+    pub(crate) fn check_leases(&self) -> Result<(), InvariantViolation> {
+        let violation = |detail| InvariantViolation { number: 3, detail };
+        self.leases
+            .check()
+            .map_err(|d| violation(alloc::format!("lease index: {d}")))?;
+        let mut indexed: Vec<(u64, Extent)> = self
+            .leases
+            .iter()
+            .map(|(r, slot)| {
+                (
+                    self.lease_keys[slot as usize],
+                    Extent::new(r.start, r.end - r.start),
+                )
+            })
+            .collect();
+        indexed.sort_unstable();
+        let leases: Vec<(u64, Extent)> = self
+            .pins
+            .iter()
+            .filter(|(_, p)| p.on_revoke.is_some())
+            .map(|(&key, p)| (key, p.extent))
+            .collect();
+        if indexed != leases {
+            return Err(violation(alloc::format!(
+                "the lease index lists {} leases, the tracked pins have {}",
+                indexed.len(),
+                leases.len()
+            )));
+        }
+        Ok(())
     }
 
     fn check_quota(&self, owner: u64, extent: Extent) -> Result<(), LimitError> {
@@ -569,6 +644,10 @@ impl SharedAllocator {
         }
         let id = self.pin_id(cores[0].0, cores[0].1, seq);
         tracked.count_extra_pieces += cores.len() as u64 - 1;
+        let lease_slot = options
+            .on_revoke
+            .is_some()
+            .then(|| tracked.add_lease(extent, seq));
         tracked.pins.insert(
             seq,
             TrackedPin {
@@ -576,6 +655,7 @@ impl SharedAllocator {
                 pieces: cores,
                 owner: options.owner,
                 on_revoke: options.on_revoke,
+                lease_slot,
                 asking: false,
             },
         );
@@ -641,6 +721,9 @@ impl SharedAllocator {
             let mut tracked = self.tracked.lock();
             let pin = tracked.pins.remove(&id.tracked).ok_or(unknown)?;
             tracked.count_extra_pieces -= pin.pieces.len() as u64 - 1;
+            if let Some(slot) = pin.lease_slot {
+                tracked.remove_lease(pin.extent, slot);
+            }
             if let Some(owner) = pin.owner {
                 let left = tracked
                     .pinned_by_owner
@@ -738,10 +821,7 @@ impl SharedAllocator {
         let Ok(r) = checked_range(extent, self.capacity) else {
             return RevokeReport::default();
         };
-        let asked = self.leases_where(|pin| {
-            let (s, e) = (pin.extent.start, pin.extent.start + pin.extent.len);
-            s < r.end && r.start < e
-        });
+        let asked = self.leases_over(&r);
         let asked = self.call_revokes(asked);
         let waited: Vec<(SharedPinId, Extent)> = asked
             .called
@@ -772,6 +852,32 @@ impl SharedAllocator {
             asked: asked.called.len(),
             still_pinned: still,
         }
+    }
+
+    /// The leases that share a block with `r`, oldest first, with their callbacks
+    /// cloned out: one descent per lease found.
+    fn leases_over(&self, r: &core::ops::Range<u64>) -> Vec<(SharedPinId, Extent, RevokeFn)> {
+        let tracked = self.tracked.lock();
+        let mut keys = Vec::new();
+        tracked.leases.for_each_overlapping(
+            r,
+            |_| true,
+            |_, slot| {
+                keys.push(tracked.lease_keys[slot as usize]);
+            },
+        );
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|key| {
+                let pin = &tracked.pins[&key];
+                let revoke = pin
+                    .on_revoke
+                    .as_ref()
+                    .expect("an indexed lease has a callback");
+                let (g, core) = pin.pieces[0];
+                (self.pin_id(g, core, key), pin.extent, Arc::clone(revoke))
+            })
+            .collect()
     }
 
     /// The leases whose records satisfy `pick`, with their callbacks cloned out.
