@@ -361,34 +361,28 @@ fn core_rows() {
     });
 }
 
+/// A 64-group shared allocator with `n` one-block pins made with `options`, on every
+/// other block from 0.
+fn tracked(n: u64, options: PinOptions) -> SharedAllocator {
+    let a = SharedAllocator::builder(2 * n + 64).groups(64).build();
+    for i in 0..n {
+        let _ = a.pin_owned(Extent::new(2 * i, 1), options.clone()).unwrap();
+    }
+    a
+}
+
 /// The shared layer's calls that visit every lease, group or pending free.
 fn shared_rows() {
     report(Row {
         name: "shared stats(), n tracked pins",
-        setup: |n| {
-            let a = SharedAllocator::builder(2 * n + 64).groups(64).build();
-            for i in 0..n {
-                let _ = a
-                    .pin_owned(Extent::new(2 * i, 1), PinOptions::new().owner(1))
-                    .unwrap();
-            }
-            a
-        },
+        setup: |n| tracked(n, PinOptions::new().owner(1)),
         call: |a, _| {
             black_box(a.stats());
         },
     });
     report(Row {
         name: "shared revoke of one block, n leases elsewhere",
-        setup: |n| {
-            let a = SharedAllocator::builder(2 * n + 64).groups(64).build();
-            for i in 0..n {
-                let _ = a
-                    .pin_owned(Extent::new(2 * i, 1), PinOptions::new().on_revoke(|_| {}))
-                    .unwrap();
-            }
-            a
-        },
+        setup: |n| tracked(n, PinOptions::new().on_revoke(|_| {})),
         call: |a, _| {
             let last = a.capacity_blocks() - 1;
             black_box(a.revoke(Extent::new(last, 1), Duration::ZERO));

@@ -15,7 +15,10 @@
 //!    outermost call, and nesting is at most one level per lease.
 //! 4. Across threads (a callback that hands work to another thread and waits for it),
 //!    at most [`MAX_PRESSURE_ROUNDS`] pressure rounds run at once per allocator; an
-//!    allocation that fails while that many run fails plainly.
+//!    allocation that fails while that many run fails plainly. And a lease whose
+//!    callback is running, on any thread, is marked in the tracked table
+//!    (`SharedAllocator::call_revokes`): another revoke or round waits for it rather
+//!    than calling it again.
 //!
 //! So a callback runs a bounded number of times per outer call, and no chain of
 //! callbacks recurses without bound.
