@@ -166,36 +166,22 @@ impl ExtentAllocator {
             3,
             "the per-epoch index of deferred blocks differs from the deferred map"
         );
-        // The pin index's Deferred marks are disjoint, lie in Deferred blocks, and with
-        // the pins cover every Deferred block.
-        let (mut marked, mut marked_blocks) = (RangeSet::new(), 0);
-        for m in self.pins.deferred_marks() {
-            marked_blocks += m.end - m.start;
-            ensure!(
-                d.epoch_of.gaps(&m).next().is_some(),
-                3,
-                "the pin index marks {m:?} Deferred, but not all of it is"
-            );
-            marked.insert(m);
+        // The pin coverage marks exactly the Deferred blocks.
+        let deferred: RangeSet<u64> = d.epoch_of.iter().map(|(r, _)| r.clone()).collect();
+        let marks = self.pins.deferred_marks();
+        if let Some(m) = marks.iter().find(|m| deferred.gaps(m).next().is_some()) {
+            return Err(InvariantViolation {
+                number: 3,
+                detail: format!("the pin coverage marks {m:?} Deferred, but not all of it is"),
+            });
         }
         ensure!(
-            set_blocks(&marked) != marked_blocks,
+            !marks.iter().cloned().eq(deferred.iter().cloned()),
             3,
-            "the pin index's Deferred marks overlap"
+            "the pin coverage's Deferred marks {:?} are not the Deferred blocks {:?}",
+            marks,
+            deferred
         );
-        for (r, _) in d.epoch_of.iter() {
-            let bare = self
-                .pins
-                .zero_pieces(r)
-                .into_iter()
-                .find(|u| marked.gaps(u).next().is_some());
-            ensure!(
-                bare.is_some(),
-                3,
-                "Deferred {:?} has neither a pin nor a Deferred mark in the pin index",
-                bare.unwrap_or_default()
-            );
-        }
         ensure!(
             counted != d.count_blocks,
             3,

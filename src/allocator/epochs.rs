@@ -194,7 +194,7 @@ impl ExtentAllocator {
         self.epochs.allocated_since_commit = RangeSet::new();
         let mut released = 0;
         for r in self.deferrals.take_pending() {
-            released += self.release_unheld(&r, false);
+            released += self.release_unheld(&r);
         }
         self.count_released(released);
         self.counters.commits = self.counters.commits.saturating_add(1);
@@ -271,7 +271,7 @@ impl ExtentAllocator {
         if let Some(before) = before {
             if after > before {
                 for r in self.deferrals.freed_in(before, after) {
-                    released += self.release_unheld(&r, false);
+                    released += self.release_unheld(&r);
                 }
             }
         }

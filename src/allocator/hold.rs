@@ -51,7 +51,7 @@ impl ExtentAllocator {
             self.defer(r.clone(), open, &[]);
         }
         self.deferrals.next_free();
-        let freed = self.release_unheld(&r, false);
+        let freed = self.release_unheld(&r);
         let deferred = len - freed;
         self.counters.blocks_deferred = self.counters.blocks_deferred.saturating_add(deferred);
         FreeOutcome {
@@ -63,15 +63,10 @@ impl ExtentAllocator {
     /// Deferred → Free for every block of `within` that nothing holds any more: no pin,
     /// not waiting for a commit, and no live reader that began at or before the epoch
     /// it was freed in. Returns the blocks released.
-    ///
-    /// `unpinned`: `within` has just lost its last pin, so the blocks that stay
-    /// Deferred (held by an epoch or a reader) get Deferred marks of their own.
-    pub(super) fn release_unheld(&mut self, within: &Range<u64>, unpinned: bool) -> u64 {
+    pub(super) fn release_unheld(&mut self, within: &Range<u64>) -> u64 {
         let oldest_reader = self.epochs.oldest_reader();
         let mut released = 0;
-        let pieces = self.deferrals.pieces(within);
-        let any = !pieces.is_empty();
-        for (piece, epoch) in pieces {
+        for (piece, epoch) in self.deferrals.pieces(within) {
             if oldest_reader.is_some_and(|oldest| oldest <= epoch) {
                 continue;
             }
@@ -83,11 +78,6 @@ impl ExtentAllocator {
                     self.free.insert(free.start, len);
                     released += len;
                 }
-            }
-        }
-        if unpinned && any {
-            for (kept, _) in self.deferrals.pieces(within) {
-                self.pins.mark_deferred(&kept);
             }
         }
         released

@@ -1,9 +1,9 @@
 //! The pin registry: reference-counted pinned ranges.
 //!
-//! Each pin costs one record in a slab, whatever its length, and one entry in an
-//! interval tree of pinned ranges; how many pins cover a block, and which blocks an
-//! unpin left unpinned, are descents of that tree, so overlapping and nested pins cost
-//! nothing more.
+//! Each pin costs one record in a slab, whatever its length, and two point updates of
+//! the per-block pin count ([`Coverage`]); how many pins cover a block, and which
+//! blocks an unpin left unpinned, are descents of that tree, so a pin costs O(log n)
+//! however many pins overlap or nest under it.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -12,6 +12,7 @@ use core::ops::Range;
 use super::ranges::{clip, to_range};
 use crate::Extent;
 use crate::index::bplus::grow;
+use crate::index::coverage::Coverage;
 use crate::index::intervals::Intervals;
 
 /// Names one live pin; returned by [`ExtentAllocator::pin`](crate::ExtentAllocator::pin).
@@ -66,15 +67,6 @@ pub(crate) struct PinRecord {
 /// "No slot" in the vacant-slot chain.
 const NIL: u32 = u32::MAX;
 
-/// The id of a Deferred range in [`PinTable::holds`]; no pin's slot reaches it.
-const DEFERRED: u32 = u32::MAX;
-
-/// Accepts the ids of pins, not of Deferred ranges.
-#[inline]
-fn is_pin(id: u32) -> bool {
-    id != DEFERRED
-}
-
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
@@ -104,15 +96,13 @@ impl Slot {
     }
 }
 
-/// Live pins: a slab of records (24 bytes each), and the pinned ranges in an interval
-/// index, so that "is anything here pinned", "how many pins cover this block" and
-/// "which blocks did this unpin leave unpinned" are one descent each.
+/// Live pins: a slab of records (24 bytes each), and the per-block pin count as a
+/// [`Coverage`], so that "is anything here pinned", "how many pins cover this block"
+/// and "which blocks did this unpin leave unpinned" are one descent each, whatever
+/// overlaps.
 ///
-/// The same index also marks Deferred ranges (under the id [`DEFERRED`]), so that a
-/// free learns "nothing here is pinned or Deferred" from one descent, its common case.
-/// Only Deferred blocks that no pin covers need a mark, so blocks Deferred under a pin
-/// (a truncate under DMA) cost no entry of their own. The marks are disjoint, lie
-/// inside the Deferred blocks, and together with the pins cover all of them.
+/// The same coverage also marks every Deferred block, so that a free learns "nothing
+/// here is pinned or Deferred" from one descent, its common case.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PinTable {
     slots: Vec<Slot>,
@@ -121,13 +111,10 @@ pub(crate) struct PinTable {
     live: usize,
     /// Sequence number of the next pin; starts at 1.
     next_seq: u64,
-    /// Every live pin's range, under its slot, and the Deferred marks, under
-    /// [`DEFERRED`].
-    holds: Intervals,
+    /// The pin count of every block, and a mark on every Deferred block.
+    cover: Coverage,
     /// The blocking pins' ranges, under their slots.
     blocking: Intervals,
-    /// Blocks some pin covers.
-    count_blocks: u64,
 }
 
 impl PinTable {
@@ -137,9 +124,8 @@ impl PinTable {
             vacant: NIL,
             live: 0,
             next_seq: 1,
-            holds: Intervals::new(),
+            cover: Coverage::new(),
             blocking: Intervals::new(),
-            count_blocks: 0,
         }
     }
 
@@ -152,13 +138,13 @@ impl PinTable {
     /// Blocks with a pin count above zero.
     #[inline]
     pub(crate) fn blocks(&self) -> u64 {
-        self.count_blocks
+        self.cover.pinned_blocks()
     }
 
-    /// Bytes held by the slab and both interval indexes.
+    /// Bytes held by the slab, the coverage and the blocking pins' index.
     pub(crate) fn metadata_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<Slot>()
-            + self.holds.capacity_bytes()
+            + self.cover.capacity_bytes()
             + self.blocking.capacity_bytes()
     }
 
@@ -178,13 +164,6 @@ impl PinTable {
             self.vacant
         };
         let r = to_range(extent);
-        let covered: u64 = self
-            .holds
-            .covered(&r, is_pin)
-            .iter()
-            .map(|c| c.end - c.start)
-            .sum();
-        self.count_blocks += extent.len - covered;
         // A number given by the layer above (one sequence over several cores) keeps
         // this core's own numbering ahead of it, so numbers stay unique here.
         let seq = seq.unwrap_or(self.next_seq);
@@ -203,7 +182,7 @@ impl PinTable {
             grow(&mut self.slots);
             self.slots.push(slot);
         }
-        self.holds.insert(&r, at);
+        self.cover.pin(&r, 1);
         if blocking {
             self.blocking.insert(&r, at);
         }
@@ -220,12 +199,11 @@ impl PinTable {
             .map(Slot::record)
     }
 
-    /// Drops live pin `seq` in `slot`; returns its record and the pieces whose count
-    /// reached zero.
-    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, Vec<Range<u64>>)> {
+    /// Drops live pin `seq` in `slot`; returns its record.
+    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<PinRecord> {
         let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
-        self.holds.remove(r.start, slot);
+        self.cover.pin(&r, -1);
         if record.mode == PinMode::Blocking {
             self.blocking.remove(r.start, slot);
         }
@@ -236,9 +214,7 @@ impl PinTable {
         };
         self.vacant = slot;
         self.live -= 1;
-        let zeroed = self.holds.uncovered(&r, is_pin);
-        self.count_blocks -= zeroed.iter().map(|z| z.end - z.start).sum::<u64>();
-        Some((record, zeroed))
+        Some(record)
     }
 
     /// Live pins as `(seq, slot, record)`, in slot order.
@@ -253,55 +229,38 @@ impl PinTable {
     /// Whether any pin covers a block of `r`.
     #[inline]
     pub(crate) fn overlaps(&self, r: &Range<u64>) -> bool {
-        self.holds.overlaps(r, is_pin)
+        self.cover.any_pinned(r)
     }
 
     /// Whether any block of `r` is pinned or Deferred.
     #[inline]
     pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
-        self.holds.overlaps(r, |_| true)
+        self.cover.any(r)
     }
 
-    /// Marks the blocks of `r`, all Deferred, that neither a pin nor a mark covers yet.
+    /// Marks the blocks of `r`, which have just become Deferred.
     pub(crate) fn mark_deferred(&mut self, r: &Range<u64>) {
-        for gap in self.holds.uncovered(r, |_| true) {
-            self.holds.insert(&gap, DEFERRED);
-        }
+        self.cover.mark(r, 1);
     }
 
-    /// Unmarks `r`, whose blocks stop being Deferred: the marks overlapping it are cut
-    /// back to what lies outside it.
+    /// Unmarks the blocks of `r`, all Deferred until now.
     pub(crate) fn unmark_deferred(&mut self, r: &Range<u64>) {
-        let mut marks: Vec<Range<u64>> = Vec::new();
-        self.holds
-            .for_each_overlapping(r, |id| id == DEFERRED, |m, _| marks.push(m));
-        for m in marks {
-            self.holds.remove(m.start, DEFERRED);
-            if m.start < r.start {
-                self.holds.insert(&(m.start..r.start), DEFERRED);
-            }
-            if r.end < m.end {
-                self.holds.insert(&(r.end..m.end), DEFERRED);
-            }
-        }
+        self.cover.mark(r, -1);
     }
 
-    /// The ranges marked Deferred, in order.
-    pub(crate) fn deferred_marks(&self) -> impl Iterator<Item = Range<u64>> + '_ {
-        self.holds
-            .iter()
-            .filter(|&(_, id)| id == DEFERRED)
-            .map(|(r, _)| r)
+    /// The ranges marked Deferred, maximal and in order.
+    pub(crate) fn deferred_marks(&self) -> Vec<Range<u64>> {
+        self.cover.marked()
     }
 
     /// How many pins cover `block`.
     pub(crate) fn count_at(&self, block: u64) -> u64 {
-        self.holds.count_at(block, is_pin)
+        self.cover.pins_at(block)
     }
 
-    /// The pieces of `within` that no pin covers.
+    /// The pieces of `within` that no pin covers, maximal and in order.
     pub(crate) fn zero_pieces(&self, within: &Range<u64>) -> Vec<Range<u64>> {
-        self.holds.uncovered(within, is_pin)
+        self.cover.unpinned(within)
     }
 
     /// The oldest blocking pin overlapping `r`, as `(seq, slot)`, and the part of `r`
@@ -324,7 +283,9 @@ impl PinTable {
     /// The interval indexes agree with the slab, and their trees are sound.
     pub(crate) fn check_index(&self) -> Result<(), alloc::string::String> {
         use alloc::format;
-        self.holds.check().map_err(|d| format!("pin index: {d}"))?;
+        self.cover
+            .check()
+            .map_err(|d| format!("pin coverage: {d}"))?;
         self.blocking
             .check()
             .map_err(|d| format!("blocking pin index: {d}"))?;
@@ -337,13 +298,14 @@ impl PinTable {
             v.sort_by_key(|(r, slot)| (r.start, *slot));
             v
         };
-        if !self
-            .holds
-            .iter()
-            .filter(|&(_, id)| is_pin(id))
-            .eq(from_slab(false))
-        {
-            return Err("the pin index differs from the live pins".into());
+        let mut steps: alloc::collections::BTreeMap<u64, i64> = Default::default();
+        for (r, _) in from_slab(false) {
+            *steps.entry(r.start).or_default() += 1;
+            *steps.entry(r.end).or_default() -= 1;
+        }
+        steps.retain(|&k, d| *d != 0 && k != u64::MAX);
+        if !self.cover.pin_steps().eq(steps) {
+            return Err("the pin coverage differs from the live pins".into());
         }
         if !self.blocking.iter().eq(from_slab(true)) {
             return Err("the blocking pin index differs from the blocking pins".into());
@@ -491,10 +453,18 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return Err(PinError::Unknown { id });
         }
-        let Some((_, zeroed)) = self.pins.remove(id.seq, id.slot) else {
+        let Some(record) = self.pins.remove(id.seq, id.slot) else {
             return Err(PinError::Unknown { id });
         };
         let mut out = ReleaseOutcome::default();
+        let r = to_range(record.extent);
+        // Only pinned Free and Deferred blocks change when their count reaches zero; a
+        // pin of Allocated blocks is done here, however many pins it overlapped.
+        let zeroed = if self.pinned_free.overlaps(&r) || self.deferrals.epoch_of.overlaps(&r) {
+            self.pins.zero_pieces(&r)
+        } else {
+            Vec::new()
+        };
         for z in &zeroed {
             for p in set_pieces(&self.pinned_free, z) {
                 let len = p.end - p.start;
@@ -503,7 +473,7 @@ impl ExtentAllocator {
                 self.free.insert(p.start, len);
                 out.unpinned_free_blocks += len;
             }
-            out.released_blocks += self.release_unheld(z, true);
+            out.released_blocks += self.release_unheld(z);
         }
         self.count_released(out.released_blocks);
         self.counters.unpins = self.counters.unpins.saturating_add(1);

@@ -96,6 +96,18 @@ impl<K, V> Summary<K, V> for () {
     }
 }
 
+/// How [`BPlus::walk`] folds entries into a running value `A`.
+pub(crate) trait Fold<K, V, S, A> {
+    /// `acc` and one more entry.
+    fn entry(&self, acc: A, key: &K, val: &V) -> A;
+    /// `acc` and a whole subtree, by its summary.
+    fn subtree(&self, acc: A, sum: &S) -> A;
+    /// Whether a subtree after `acc` may be folded without visiting its entries.
+    fn skip(&self, _acc: A, _sum: &S) -> bool {
+        false
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct Leaf<K, V> {
     keys: [K; B],
@@ -593,6 +605,85 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         ordered(0, n.n as usize, leftmost)
             .filter(|&j| sub(&n.sum[j]))
             .find_map(|j| self.descend_matching(n.kids[j], level - 1, sub, entry, leftmost))
+    }
+
+    // ---- ordered folds ---------------------------------------------------------------
+
+    /// Walks the entries in key order, carrying `acc`, the fold of every entry before.
+    ///
+    /// - Entries with keys up to `lo` are folded without a visit.
+    /// - Each entry with a key in `(lo, hi)` is then visited as `visit(acc, key, value)`,
+    ///   unless it lies in a subtree wholly inside `(lo, hi)` that `skip(acc, summary)`
+    ///   lets pass: that subtree is folded by its summary alone.
+    /// - The walk ends at the first key at or past `hi`, or when `visit` says `false`.
+    ///
+    /// Returns the fold of every entry before where it ended. The cost is one descent
+    /// plus O(log n) per visited entry: `skip` decides how much is passed over.
+    pub(crate) fn walk<A: Copy>(&self, lo: K, hi: K, init: A, fold: &impl Fold<K, V, S, A>) -> A {
+        self.walk_with(lo, hi, init, fold, &mut |_, _, _| true)
+    }
+
+    /// [`walk`](Self::walk), with a visitor.
+    pub(crate) fn walk_with<A: Copy>(
+        &self,
+        lo: K,
+        hi: K,
+        init: A,
+        fold: &impl Fold<K, V, S, A>,
+        visit: &mut impl FnMut(A, K, V) -> bool,
+    ) -> A {
+        let mut acc = init;
+        if self.len > 0 {
+            self.walk_node(self.root, self.height, None, lo, hi, &mut acc, fold, visit);
+        }
+        acc
+    }
+
+    /// [`walk_with`](Self::walk_with) under node `id` (at `level`), whose keys are all
+    /// below `upper` when it is known; `false` once the walk has ended.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_node<A: Copy>(
+        &self,
+        id: u32,
+        level: u32,
+        upper: Option<K>,
+        lo: K,
+        hi: K,
+        acc: &mut A,
+        fold: &impl Fold<K, V, S, A>,
+        visit: &mut impl FnMut(A, K, V) -> bool,
+    ) -> bool {
+        if level == 0 {
+            let l = &self.leaves[id as usize];
+            for i in 0..l.n as usize {
+                let (k, v) = (l.keys[i], l.vals[i]);
+                if k > lo && (k >= hi || !visit(*acc, k, v)) {
+                    return false;
+                }
+                *acc = fold.entry(*acc, &k, &v);
+            }
+            return true;
+        }
+        let n = &self.inners[id as usize];
+        for j in 0..n.n as usize {
+            if n.keys[j] > lo && n.keys[j] >= hi {
+                return false;
+            }
+            let up = if j + 1 < n.n as usize {
+                Some(n.keys[j + 1])
+            } else {
+                upper
+            };
+            // Every key under child j is below `up`.
+            let before = up.is_some_and(|u| u <= lo);
+            let inside = n.keys[j] > lo && up.is_some_and(|u| u <= hi);
+            if before || (inside && fold.skip(*acc, &n.sum[j])) {
+                *acc = fold.subtree(*acc, &n.sum[j]);
+            } else if !self.walk_node(n.kids[j], level - 1, up, lo, hi, acc, fold, visit) {
+                return false;
+            }
+        }
+        true
     }
 
     // ---- changes ---------------------------------------------------------------------

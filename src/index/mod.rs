@@ -32,6 +32,7 @@
 
 pub(crate) mod aligned;
 pub(crate) mod bplus;
+pub(crate) mod coverage;
 pub(crate) mod intervals;
 
 use crate::Extent;

@@ -1,0 +1,455 @@
+//! Pin counts and Deferred marks per block, as two step functions over the block
+//! numbers: the pin registry's index.
+//!
+//! Both functions are kept as their differences. Adding 1 over `[s, e)` is `+1` at `s`
+//! and `-1` at `e`, so a pin costs two point updates however many pins overlap it, and
+//! nesting depth costs nothing. The count at block `x` is the sum of the differences
+//! at keys up to `x`.
+//!
+//! The differences live in a [`BPlus`] keyed by block number. Each parent knows, of
+//! each child's entries, the sums of both differences, the lowest and highest pin
+//! count just after one of them, and the lowest pin count over the gaps between them,
+//! with those gaps' total length. So:
+//!
+//! - "how many pins cover `x`" and "is anything in `[s, e)` pinned or marked" are one
+//!   descent;
+//! - "which pieces of `[s, e)` are unpinned" passes whole subtrees where every count
+//!   stays above zero: O(log n) per piece it returns;
+//! - "how many blocks are pinned" is read off the root.
+//!
+//! A key of `u64::MAX` is never stored: no block lies at or past it, so a difference
+//! there changes no count.
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::bplus::{BPlus, Fold, Summary, Value};
+
+/// The differences at one key: of the pin count and of the Deferred mark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Step {
+    pins: i64,
+    marks: i64,
+}
+
+impl Value for Step {}
+
+/// What a parent knows of a child's entries (see the module docs). Counts are
+/// relative to the count just before the child's first key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CoverSum {
+    /// False for the empty summary, the identity.
+    some: bool,
+    first: u64,
+    last: u64,
+    pins: i64,
+    marks: i64,
+    /// The lowest and highest pin count just after an entry.
+    low: i64,
+    high: i64,
+    /// The lowest pin count over the gaps between consecutive entries (`i64::MAX`
+    /// with one entry), and the gaps' total length at that count.
+    gap_min: i64,
+    gap_len: u64,
+}
+
+impl Summary<u64, Step> for CoverSum {
+    #[inline]
+    fn of(k: &u64, v: &Step) -> Self {
+        CoverSum {
+            some: true,
+            first: *k,
+            last: *k,
+            pins: v.pins,
+            marks: v.marks,
+            low: v.pins,
+            high: v.pins,
+            gap_min: i64::MAX,
+            gap_len: 0,
+        }
+    }
+
+    #[inline]
+    fn join(self, b: Self) -> Self {
+        if !self.some {
+            return b;
+        }
+        if !b.some {
+            return self;
+        }
+        let a = self;
+        // The gap from a's last key to b's first has a's whole sum as its count.
+        let bridge = (a.pins, b.first - a.last);
+        let b_gap = if b.gap_min == i64::MAX {
+            i64::MAX
+        } else {
+            a.pins + b.gap_min
+        };
+        let gap_min = a.gap_min.min(bridge.0).min(b_gap);
+        let at = |count: i64, len: u64| if count == gap_min { len } else { 0 };
+        CoverSum {
+            some: true,
+            first: a.first,
+            last: b.last,
+            pins: a.pins + b.pins,
+            marks: a.marks + b.marks,
+            low: a.low.min(a.pins + b.low),
+            high: a.high.max(a.pins + b.high),
+            gap_min,
+            gap_len: at(a.gap_min, a.gap_len) + at(bridge.0, bridge.1) + at(b_gap, b.gap_len),
+        }
+    }
+
+    #[inline]
+    fn replace(_: Self, _: Self, _: Self) -> Option<Self> {
+        None
+    }
+}
+
+/// The counts just before a key: pins and marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    pins: i64,
+    marks: i64,
+}
+
+/// Folds counts, passing over subtrees that `pass` allows.
+struct CountFold<P: Fn(Counts, &CoverSum) -> bool>(P);
+
+impl<P: Fn(Counts, &CoverSum) -> bool> Fold<u64, Step, CoverSum, Counts> for CountFold<P> {
+    #[inline]
+    fn entry(&self, acc: Counts, _: &u64, v: &Step) -> Counts {
+        Counts {
+            pins: acc.pins + v.pins,
+            marks: acc.marks + v.marks,
+        }
+    }
+
+    #[inline]
+    fn subtree(&self, acc: Counts, s: &CoverSum) -> Counts {
+        Counts {
+            pins: acc.pins + s.pins,
+            marks: acc.marks + s.marks,
+        }
+    }
+
+    #[inline]
+    fn skip(&self, acc: Counts, s: &CoverSum) -> bool {
+        (self.0)(acc, s)
+    }
+}
+
+/// Pin counts and Deferred marks; see the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Coverage {
+    tree: BPlus<u64, Step, CoverSum>,
+}
+
+impl Coverage {
+    pub(crate) const fn new() -> Self {
+        Coverage { tree: BPlus::new() }
+    }
+
+    /// Bytes held by the tree's arenas.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.tree.capacity_bytes()
+    }
+
+    /// Adds `pins` and `marks` to the differences at `at`.
+    fn add_at(&mut self, at: u64, pins: i64, marks: i64) {
+        if at == u64::MAX {
+            return;
+        }
+        match self.tree.find(at) {
+            Some(pos) => {
+                let (_, v) = self.tree.get(pos);
+                let v = Step {
+                    pins: v.pins + pins,
+                    marks: v.marks + marks,
+                };
+                if v == Step::default() {
+                    self.tree.remove(pos);
+                } else {
+                    self.tree.set(pos, at, v);
+                }
+            }
+            None => self.tree.insert(at, Step { pins, marks }),
+        }
+    }
+
+    /// Adds `by` to the pin count of every block of `r` (non-empty).
+    pub(crate) fn pin(&mut self, r: &Range<u64>, by: i64) {
+        debug_assert!(r.start < r.end);
+        self.add_at(r.start, by, 0);
+        self.add_at(r.end, -by, 0);
+    }
+
+    /// Marks every block of `r` (non-empty, none marked yet) Deferred, or with `by` of
+    /// -1 unmarks it (all marked).
+    pub(crate) fn mark(&mut self, r: &Range<u64>, by: i64) {
+        debug_assert!(r.start < r.end);
+        self.add_at(r.start, 0, by);
+        self.add_at(r.end, 0, -by);
+    }
+
+    /// The counts at block `x`.
+    fn counts_at(&self, x: u64) -> Counts {
+        self.tree
+            .walk(x, x, Counts::default(), &CountFold(|_, _| false))
+    }
+
+    /// How many pins cover block `x`.
+    pub(crate) fn pins_at(&self, x: u64) -> u64 {
+        self.counts_at(x).pins as u64
+    }
+
+    /// Whether a block of `r` is pinned or marked: the count at `r.start`, or any key
+    /// inside `r`, which must raise a count from zero. One descent.
+    pub(crate) fn any(&self, r: &Range<u64>) -> bool {
+        let mut inside = false;
+        let at = self.tree.walk_with(
+            r.start,
+            r.end,
+            Counts::default(),
+            &CountFold(|_, _| false),
+            &mut |_, _, _| {
+                inside = true;
+                false
+            },
+        );
+        inside || at.pins > 0 || at.marks > 0
+    }
+
+    /// Whether a block of `r` is pinned.
+    pub(crate) fn any_pinned(&self, r: &Range<u64>) -> bool {
+        let mut found = false;
+        // Pass over subtrees after which no count is above zero; stop at a key that
+        // leaves one.
+        let at = self.tree.walk_with(
+            r.start,
+            r.end,
+            Counts::default(),
+            &CountFold(|acc, s| acc.pins == 0 && s.high <= 0),
+            &mut |acc, _, v| {
+                found = acc.pins > 0 || acc.pins + v.pins > 0;
+                !found
+            },
+        );
+        found || at.pins > 0
+    }
+
+    /// The maximal pieces of `within` whose pin count is zero, in order: O(log n) for
+    /// each, passing every subtree where the count stays above zero.
+    pub(crate) fn unpinned(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        let mut from = within.start;
+        let mut emit = |piece: Range<u64>| {
+            if piece.start == piece.end {
+                return;
+            }
+            match out.last_mut() {
+                Some(last) if last.end == piece.start => last.end = piece.end,
+                _ => out.push(piece),
+            }
+        };
+        let end = self.tree.walk_with(
+            within.start,
+            within.end,
+            Counts::default(),
+            // A subtree can be passed when the count is above zero before it and
+            // after each of its keys.
+            &CountFold(|acc, s| acc.pins > 0 && acc.pins + s.low > 0),
+            &mut |acc, k, _| {
+                if acc.pins == 0 {
+                    emit(from..k);
+                }
+                from = k;
+                true
+            },
+        );
+        if end.pins == 0 {
+            emit(from..within.end);
+        }
+        out
+    }
+
+    /// Blocks with a pin count above zero, from the root's summary.
+    pub(crate) fn pinned_blocks(&self) -> u64 {
+        let s = self.tree.summary();
+        if !s.some {
+            return 0;
+        }
+        let zero = if s.gap_min == 0 { s.gap_len } else { 0 };
+        // A pin reaching the end of the u64 space stores no key at its end.
+        let tail = if s.pins > 0 { u64::MAX - s.last } else { 0 };
+        s.last - s.first - zero + tail
+    }
+
+    /// The maximal marked ranges, in order.
+    pub(crate) fn marked(&self) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let (mut marks, mut from) = (0, 0);
+        for (k, v) in self.tree.iter() {
+            let next = marks + v.marks;
+            if marks == 0 && next > 0 {
+                from = k;
+            } else if marks > 0 && next == 0 {
+                out.push(from..k);
+            }
+            marks = next;
+        }
+        if marks > 0 {
+            out.push(from..u64::MAX);
+        }
+        out
+    }
+
+    /// The pin differences, by key, in order.
+    pub(crate) fn pin_steps(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
+        self.tree
+            .iter()
+            .filter(|(_, v)| v.pins != 0)
+            .map(|(k, v)| (k, v.pins))
+    }
+
+    /// The tree is sound, no entry is empty, and no count goes below zero.
+    pub(crate) fn check(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        self.tree.check()?;
+        let mut c = Counts::default();
+        for (k, v) in self.tree.iter() {
+            if v == Step::default() || k == u64::MAX {
+                return Err(format!(
+                    "coverage keeps an empty or unreachable step at {k}"
+                ));
+            }
+            c.pins += v.pins;
+            c.marks += v.marks;
+            if c.pins < 0 || !(0..=1).contains(&c.marks) {
+                return Err(format!(
+                    "after block {k} the coverage counts {} pins and {} marks",
+                    c.pins, c.marks
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::ops::Range;
+
+    use proptest::prelude::*;
+
+    use super::Coverage;
+
+    /// Per-block counts over a window wide enough for trees three levels deep.
+    const N: u64 = 1200;
+
+    fn pieces(counts: &[i64], within: &Range<u64>, want: impl Fn(i64) -> bool) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for b in within.clone() {
+            if want(counts[b as usize]) {
+                match out.last_mut() {
+                    Some(l) if l.end == b => l.end = b + 1,
+                    _ => out.push(b..b + 1),
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+
+        /// Every query agrees with per-block counts after every change
+        /// (`PROPTEST_CASES` sets the number of cases, 256 by default).
+        #[test]
+        fn agrees_with_per_block_counts(
+            ops in proptest::collection::vec((0u64..N, 1u64..40, 0u8..4), 1..400),
+            queries in proptest::collection::vec((0u64..N, 1u64..200), 4),
+        ) {
+            let mut c = Coverage::new();
+            let mut pins = vec![0i64; N as usize];
+            let mut marks = vec![0i64; N as usize];
+            let mut live: Vec<Range<u64>> = Vec::new();
+            for (s, len, op) in ops {
+                let r = s..(s + len).min(N);
+                match op {
+                    0 | 1 => {
+                        c.pin(&r, 1);
+                        live.push(r.clone());
+                        for b in r { pins[b as usize] += 1; }
+                    }
+                    2 if !live.is_empty() => {
+                        let r = live.swap_remove(s as usize % live.len());
+                        c.pin(&r, -1);
+                        for b in r { pins[b as usize] -= 1; }
+                    }
+                    _ => {
+                        // Mark the unmarked blocks of r, or unmark a marked run.
+                        let unmarked = pieces(&marks, &r, |m| m == 0);
+                        if unmarked.len() == 1 && unmarked[0] == r {
+                            c.mark(&r, 1);
+                            for b in r { marks[b as usize] = 1; }
+                        } else if let Some(m) = pieces(&marks, &r, |m| m == 1).first() {
+                            c.mark(m, -1);
+                            for b in m.clone() { marks[b as usize] = 0; }
+                        }
+                    }
+                }
+                c.check().unwrap();
+                prop_assert_eq!(c.pinned_blocks(), pins.iter().filter(|&&p| p > 0).count() as u64);
+                prop_assert_eq!(c.marked(), pieces(&marks, &(0..N), |m| m == 1));
+                for &(qs, ql) in &queries {
+                    prop_assert_eq!(c.pins_at(qs), pins[qs as usize] as u64);
+                    let q = qs..(qs + ql).min(N);
+                    prop_assert_eq!(c.unpinned(&q), pieces(&pins, &q, |p| p == 0));
+                    let pinned = q.clone().any(|b| pins[b as usize] > 0);
+                    prop_assert_eq!(c.any_pinned(&q), pinned);
+                    let marked = q.clone().any(|b| marks[b as usize] > 0);
+                    prop_assert_eq!(c.any(&q), pinned || marked);
+                }
+            }
+            for b in 0..N {
+                prop_assert_eq!(c.pins_at(b), pins[b as usize] as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn pins_reaching_the_end_of_the_space() {
+        let mut c = Coverage::new();
+        let top = u64::MAX - 3..u64::MAX;
+        c.pin(&top, 1);
+        c.pin(&(0..2), 1);
+        assert_eq!(c.pinned_blocks(), 5);
+        assert_eq!(c.pins_at(u64::MAX - 1), 1);
+        assert!(c.any_pinned(&(u64::MAX - 1..u64::MAX)));
+        assert_eq!(
+            c.unpinned(&(u64::MAX - 5..u64::MAX)),
+            [u64::MAX - 5..u64::MAX - 3]
+        );
+        c.pin(&top, -1);
+        assert_eq!(c.pinned_blocks(), 2);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn nested_pins_on_one_block_keep_two_keys() {
+        let mut c = Coverage::new();
+        for _ in 0..10_000 {
+            c.pin(&(7..8), 1);
+        }
+        assert_eq!(c.pin_steps().count(), 2);
+        assert_eq!(c.pins_at(7), 10_000);
+        assert!(c.unpinned(&(7..8)).is_empty());
+        for _ in 0..10_000 {
+            c.pin(&(7..8), -1);
+        }
+        assert_eq!(c.pin_steps().count(), 0);
+        assert_eq!(c.unpinned(&(0..9)), [0..9]);
+    }
+}
