@@ -116,7 +116,6 @@ impl ExtentAllocator {
         if !self.pins.holds_any(&r) && self.free.first_overlap(r.start, r.end).is_none() {
             return Ok((r, false));
         }
-        let pinned = self.pins.overlaps(&r);
         if let Some(offending) = self.first_unallocated(&r) {
             return Err(if offending == extent {
                 FreeError::NotAllocated { extent, offending }
@@ -124,6 +123,8 @@ impl ExtentAllocator {
                 FreeError::PartlyAllocated { extent, offending }
             });
         }
+        // Every block is Allocated, so no Deferred mark lies inside: one descent.
+        let pinned = self.pins.overlaps(&r);
         if let Some((seq, slot, blocked)) = self.pins.first_blocking(&r) {
             return Err(FreeError::Busy {
                 extent,

@@ -82,6 +82,14 @@ pub(crate) trait Summary<K, V>: Copy + Default + Eq + Debug {
     /// summary if that can be told without looking at the other parts (otherwise the
     /// node is summarised afresh).
     fn replace(cur: Self, old: Self, new: Self) -> Option<Self>;
+    /// A leaf's entries, in order, summarised (a fold of [`of`](Self::of) by
+    /// [`join`](Self::join), unless a summary knows a quicker way).
+    #[inline]
+    fn of_entries(keys: &[K], vals: &[V]) -> Self {
+        keys.iter()
+            .zip(vals)
+            .fold(Self::default(), |acc, (k, v)| acc.join(Self::of(k, v)))
+    }
 }
 
 /// No summary at all.
@@ -292,10 +300,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         if level == 0 {
             let l = &self.leaves[id as usize];
             let n = l.n as usize;
-            l.keys[..n]
-                .iter()
-                .zip(&l.vals[..n])
-                .fold(S::default(), |acc, (k, v)| acc.join(S::of(k, v)))
+            S::of_entries(&l.keys[..n], &l.vals[..n])
         } else {
             let n = &self.inners[id as usize];
             n.sum[..n.n as usize]

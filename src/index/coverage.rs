@@ -6,10 +6,10 @@
 //! nesting depth costs nothing. The count at block `x` is the sum of the differences
 //! at keys up to `x`.
 //!
-//! The differences live in a [`BPlus`] keyed by block number. Each parent knows, of
-//! each child's entries, the sums of both differences, the lowest and highest pin
-//! count just after one of them, and the lowest pin count over the gaps between them,
-//! with those gaps' total length. So:
+//! The differences live in a [`BPlus`] keyed by block number, each with the blocks up
+//! to the next key. Each parent knows, of each child's entries, the sums of both
+//! differences, and the lowest pin count just after one of them, with the blocks that
+//! count covers. So:
 //!
 //! - "how many pins cover `x`" and "is anything in `[s, e)` pinned or marked" are one
 //!   descent;
@@ -25,84 +25,87 @@ use core::ops::Range;
 
 use super::bplus::{BPlus, Fold, Summary, Value};
 
-/// The differences at one key: of the pin count and of the Deferred mark.
+/// The differences at one key, and the blocks from it to the next key (to the end of
+/// the `u64` space for the last key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Step {
     pins: i64,
     marks: i64,
+    len: u64,
 }
 
 impl Value for Step {}
 
 /// What a parent knows of a child's entries (see the module docs). Counts are
 /// relative to the count just before the child's first key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CoverSum {
-    /// False for the empty summary, the identity.
-    some: bool,
-    first: u64,
-    last: u64,
     pins: i64,
     marks: i64,
-    /// The lowest and highest pin count just after an entry.
+    /// The lowest pin count just after an entry (`i64::MAX` for no entry).
     low: i64,
-    high: i64,
-    /// The lowest pin count over the gaps between consecutive entries (`i64::MAX`
-    /// with one entry), and the gaps' total length at that count.
-    gap_min: i64,
-    gap_len: u64,
+    /// The blocks from the entries after which the count is `low` to their next keys.
+    low_len: u64,
+}
+
+impl Default for CoverSum {
+    #[inline]
+    fn default() -> Self {
+        CoverSum {
+            pins: 0,
+            marks: 0,
+            low: i64::MAX,
+            low_len: 0,
+        }
+    }
 }
 
 impl Summary<u64, Step> for CoverSum {
     #[inline]
-    fn of(k: &u64, v: &Step) -> Self {
+    fn of(_: &u64, v: &Step) -> Self {
         CoverSum {
-            some: true,
-            first: *k,
-            last: *k,
             pins: v.pins,
             marks: v.marks,
             low: v.pins,
-            high: v.pins,
-            gap_min: i64::MAX,
-            gap_len: 0,
+            low_len: v.len,
         }
     }
 
     #[inline]
     fn join(self, b: Self) -> Self {
-        if !self.some {
-            return b;
-        }
-        if !b.some {
-            return self;
-        }
-        let a = self;
-        // The gap from a's last key to b's first has a's whole sum as its count.
-        let bridge = (a.pins, b.first - a.last);
-        let b_gap = if b.gap_min == i64::MAX {
-            i64::MAX
-        } else {
-            a.pins + b.gap_min
-        };
-        let gap_min = a.gap_min.min(bridge.0).min(b_gap);
-        let at = |count: i64, len: u64| if count == gap_min { len } else { 0 };
+        let b_low = self.pins.saturating_add(b.low);
+        let low = self.low.min(b_low);
+        let at = |l: i64, len: u64| if l == low { len } else { 0 };
         CoverSum {
-            some: true,
-            first: a.first,
-            last: b.last,
-            pins: a.pins + b.pins,
-            marks: a.marks + b.marks,
-            low: a.low.min(a.pins + b.low),
-            high: a.high.max(a.pins + b.high),
-            gap_min,
-            gap_len: at(a.gap_min, a.gap_len) + at(bridge.0, bridge.1) + at(b_gap, b.gap_len),
+            pins: self.pins + b.pins,
+            marks: self.marks + b.marks,
+            low,
+            low_len: at(self.low, self.low_len) + at(b_low, b.low_len),
         }
     }
 
     #[inline]
     fn replace(_: Self, _: Self, _: Self) -> Option<Self> {
         None
+    }
+
+    #[inline]
+    fn of_entries(_: &[u64], vals: &[Step]) -> Self {
+        let mut s = CoverSum::default();
+        let (mut pins, mut marks) = (0i64, 0i64);
+        for v in vals {
+            pins += v.pins;
+            marks += v.marks;
+            if pins < s.low {
+                s.low = pins;
+                s.low_len = v.len;
+            } else if pins == s.low {
+                s.low_len += v.len;
+            }
+        }
+        s.pins = pins;
+        s.marks = marks;
+        s
     }
 }
 
@@ -155,25 +158,50 @@ impl Coverage {
         self.tree.capacity_bytes()
     }
 
-    /// Adds `pins` and `marks` to the differences at `at`.
+    /// Adds `pins` and `marks` to the differences at `at`, keeping every entry's
+    /// length to the next key.
     fn add_at(&mut self, at: u64, pins: i64, marks: i64) {
         if at == u64::MAX {
             return;
         }
-        match self.tree.find(at) {
-            Some(pos) => {
-                let (_, v) = self.tree.get(pos);
-                let v = Step {
-                    pins: v.pins + pins,
-                    marks: v.marks + marks,
-                };
-                if v == Step::default() {
-                    self.tree.remove(pos);
-                } else {
-                    self.tree.set(pos, at, v);
-                }
-            }
-            None => self.tree.insert(at, Step { pins, marks }),
+        let Some(pos) = self.tree.floor(at) else {
+            // Before every key: the new entry reaches the first one.
+            let len = match self.tree.first() {
+                Some(first) => self.tree.get(first).0 - at,
+                None => u64::MAX - at,
+            };
+            self.tree.insert(at, Step { pins, marks, len });
+            return;
+        };
+        let (k, v) = self.tree.get(pos);
+        if k < at {
+            // Splits the entry before it.
+            let cut = at - k;
+            self.tree.set(pos, k, Step { len: cut, ..v });
+            let len = v.len - cut;
+            self.tree.insert(at, Step { pins, marks, len });
+            return;
+        }
+        let v = Step {
+            pins: v.pins + pins,
+            marks: v.marks + marks,
+            len: v.len,
+        };
+        if v.pins != 0 || v.marks != 0 {
+            self.tree.set(pos, at, v);
+            return;
+        }
+        // The entry goes, then the one before it reaches as far (in this order, so
+        // that no summary ever counts a block twice).
+        let had_before = self.tree.prev(pos).is_some();
+        self.tree.remove(pos);
+        if had_before {
+            let before = self.tree.floor(at).expect("the entry before stays");
+            let (bk, bv) = self.tree.get(before);
+            self.tree.set(before, bk, Step {
+                len: bv.len + v.len,
+                ..bv
+            });
         }
     }
 
@@ -220,16 +248,16 @@ impl Coverage {
         inside || at.pins > 0 || at.marks > 0
     }
 
-    /// Whether a block of `r` is pinned.
+    /// Whether a block of `r` is pinned: O(log n + the keys inside `r` before the first
+    /// pinned block), so one descent when `r` holds no Deferred block, where every key
+    /// inside `r` is a pin's.
     pub(crate) fn any_pinned(&self, r: &Range<u64>) -> bool {
         let mut found = false;
-        // Pass over subtrees after which no count is above zero; stop at a key that
-        // leaves one.
         let at = self.tree.walk_with(
             r.start,
             r.end,
             Counts::default(),
-            &CountFold(|acc, s| acc.pins == 0 && s.high <= 0),
+            &CountFold(|_, _| false),
             &mut |acc, _, v| {
                 found = acc.pins > 0 || acc.pins + v.pins > 0;
                 !found
@@ -275,14 +303,13 @@ impl Coverage {
 
     /// Blocks with a pin count above zero, from the root's summary.
     pub(crate) fn pinned_blocks(&self) -> u64 {
-        let s = self.tree.summary();
-        if !s.some {
+        let Some(first) = self.tree.first() else {
             return 0;
-        }
-        let zero = if s.gap_min == 0 { s.gap_len } else { 0 };
-        // A pin reaching the end of the u64 space stores no key at its end.
-        let tail = if s.pins > 0 { u64::MAX - s.last } else { 0 };
-        s.last - s.first - zero + tail
+        };
+        // From the first key on, every block lies in exactly one entry's length.
+        let s = self.tree.summary();
+        let zero = if s.low == 0 { s.low_len } else { 0 };
+        u64::MAX - self.tree.get(first).0 - zero
     }
 
     /// The maximal marked ranges, in order.
@@ -317,7 +344,16 @@ impl Coverage {
         use alloc::format;
         self.tree.check()?;
         let mut c = Counts::default();
-        for (k, v) in self.tree.iter() {
+        let keys: Vec<u64> = self.tree.iter().map(|(k, _)| k).collect();
+        for (i, (k, v)) in self.tree.iter().enumerate() {
+            let reach = keys.get(i + 1).copied().unwrap_or(u64::MAX);
+            if v.len != reach - k {
+                return Err(format!(
+                    "the step at {k} reaches {} blocks, not {} to the next key",
+                    v.len,
+                    reach - k
+                ));
+            }
             if v == Step::default() || k == u64::MAX {
                 return Err(format!(
                     "coverage keeps an empty or unreachable step at {k}"
