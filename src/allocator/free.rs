@@ -97,6 +97,10 @@ impl ExtentAllocator {
         self.free.probe(extent.start);
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
+        if pinned {
+            // The blocks change state: their fresh pins must be counted per block.
+            self.pins.settle(&r);
+        }
         let out = self.release_allocated(r, on_commit, pinned);
         debug_assert_eq!(out.freed_blocks + out.deferred_blocks, extent.len);
         self.counters.frees = self.counters.frees.saturating_add(1);

@@ -11,7 +11,7 @@ use core::ops::Range;
 
 use super::ranges::{clip, to_range};
 use crate::Extent;
-use crate::index::bplus::grow;
+use crate::index::bplus::{BPlus, Value, grow};
 use crate::index::coverage::Coverage;
 use crate::index::intervals::Intervals;
 
@@ -67,6 +67,15 @@ pub(crate) struct PinRecord {
 /// "No slot" in the vacant-slot chain.
 const NIL: u32 = u32::MAX;
 
+/// A fresh pin's end and slot, under its start in [`PinTable::fresh`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fresh {
+    end: u64,
+    slot: u32,
+}
+
+impl Value for Fresh {}
+
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
@@ -103,6 +112,13 @@ impl Slot {
 ///
 /// The same coverage also marks every Deferred block, so that a free learns "nothing
 /// here is pinned or Deferred" from one descent, its common case.
+///
+/// A pin over Allocated blocks that nothing else covers (the pin an I/O takes) is
+/// *fresh*: it is kept only by its start in a plain ordered map, which is cheaper to
+/// add to and take from than the coverage. Nothing about those blocks can change but
+/// a free, so the pin enters the coverage only if a free, or another pin, reaches its
+/// blocks ([`settle`](Self::settle)); each pin enters at most once. Fresh pins are
+/// disjoint from each other and from everything in the coverage.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PinTable {
     slots: Vec<Slot>,
@@ -115,6 +131,10 @@ pub(crate) struct PinTable {
     cover: Coverage,
     /// The blocking pins' ranges, under their slots.
     blocking: Intervals,
+    /// Fresh pins, by start.
+    fresh: BPlus<u64, Fresh, ()>,
+    /// Blocks under fresh pins.
+    fresh_blocks: u64,
 }
 
 impl PinTable {
@@ -126,6 +146,8 @@ impl PinTable {
             next_seq: 1,
             cover: Coverage::new(),
             blocking: Intervals::new(),
+            fresh: BPlus::new(),
+            fresh_blocks: 0,
         }
     }
 
@@ -138,22 +160,31 @@ impl PinTable {
     /// Blocks with a pin count above zero.
     #[inline]
     pub(crate) fn blocks(&self) -> u64 {
-        self.cover.pinned_blocks()
+        self.cover.pinned_blocks() + self.fresh_blocks
     }
 
     /// Bytes held by the slab, the coverage and the blocking pins' index.
     pub(crate) fn metadata_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<Slot>()
             + self.cover.capacity_bytes()
+            + self.fresh.capacity_bytes()
             + self.blocking.capacity_bytes()
     }
 
     /// Records a pin over a valid extent and returns its sequence number and slot.
+    /// `fresh`: its blocks are all Allocated and nothing covers them
+    /// ([`can_be_fresh`](Self::can_be_fresh)).
     ///
     /// # Panics
     ///
     /// Past 2^32 - 1 live pins.
-    pub(crate) fn add(&mut self, extent: Extent, mode: PinMode, seq: Option<u64>) -> (u64, u32) {
+    pub(crate) fn add(
+        &mut self,
+        extent: Extent,
+        mode: PinMode,
+        seq: Option<u64>,
+        fresh: bool,
+    ) -> (u64, u32) {
         // Numbered first, so that past 2^32 - 1 live pins the panic changes nothing.
         let at = if self.vacant == NIL {
             u32::try_from(self.slots.len())
@@ -182,7 +213,19 @@ impl PinTable {
             grow(&mut self.slots);
             self.slots.push(slot);
         }
-        self.cover.pin(&r, 1);
+        if fresh {
+            self.fresh.insert(
+                r.start,
+                Fresh {
+                    end: r.end,
+                    slot: at,
+                },
+            );
+            self.fresh_blocks += extent.len;
+        } else {
+            self.settle(&r);
+            self.cover.pin(&r, 1);
+        }
         if blocking {
             self.blocking.insert(&r, at);
         }
@@ -199,11 +242,22 @@ impl PinTable {
             .map(Slot::record)
     }
 
-    /// Drops live pin `seq` in `slot`; returns its record.
-    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<PinRecord> {
+    /// Drops live pin `seq` in `slot`; returns its record, and whether it was fresh
+    /// (then its blocks are still Allocated and no other pin covers them).
+    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, bool)> {
         let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
-        self.cover.pin(&r, -1);
+        let fresh = self
+            .fresh
+            .find(r.start)
+            .filter(|&pos| self.fresh.get(pos).1.slot == slot);
+        match fresh {
+            Some(pos) => {
+                self.fresh.remove(pos);
+                self.fresh_blocks -= record.extent.len;
+            }
+            None => self.cover.pin(&r, -1),
+        }
         if record.mode == PinMode::Blocking {
             self.blocking.remove(r.start, slot);
         }
@@ -214,7 +268,34 @@ impl PinTable {
         };
         self.vacant = slot;
         self.live -= 1;
-        Some(record)
+        Some((record, fresh.is_some()))
+    }
+
+    /// Whether a pin of `r` could be fresh, given that no block of it is in the free
+    /// index: nothing in the coverage (no pin, no Deferred block, so no pinned Free
+    /// block either) and no fresh pin touches it, so every block is Allocated.
+    #[inline]
+    pub(crate) fn can_be_fresh(&self, r: &Range<u64>) -> bool {
+        !self.cover.any(r) && self.first_fresh(r).is_none()
+    }
+
+    /// The fresh pin overlapping `r` with the greatest start, as `(start, end, slot)`.
+    #[inline]
+    fn first_fresh(&self, r: &Range<u64>) -> Option<(u64, Fresh)> {
+        let pos = self.fresh.floor(r.end - 1)?;
+        let (start, f) = self.fresh.get(pos);
+        (f.end > r.start).then_some((start, f))
+    }
+
+    /// Moves every fresh pin overlapping `r` into the coverage: before a free of its
+    /// blocks, or another pin over them.
+    pub(crate) fn settle(&mut self, r: &Range<u64>) {
+        while let Some((start, f)) = self.first_fresh(r) {
+            let pos = self.fresh.find(start).expect("a fresh pin is indexed");
+            self.fresh.remove(pos);
+            self.fresh_blocks -= f.end - start;
+            self.cover.pin(&(start..f.end), 1);
+        }
     }
 
     /// Live pins as `(seq, slot, record)`, in slot order.
@@ -229,13 +310,13 @@ impl PinTable {
     /// Whether any pin covers a block of `r`.
     #[inline]
     pub(crate) fn overlaps(&self, r: &Range<u64>) -> bool {
-        self.cover.any_pinned(r)
+        self.first_fresh(r).is_some() || self.cover.any_pinned(r)
     }
 
     /// Whether any block of `r` is pinned or Deferred.
     #[inline]
     pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
-        self.cover.any(r)
+        self.cover.any(r) || self.first_fresh(r).is_some()
     }
 
     /// Marks the blocks of `r`, which have just become Deferred.
@@ -255,12 +336,36 @@ impl PinTable {
 
     /// How many pins cover `block`.
     pub(crate) fn count_at(&self, block: u64) -> u64 {
-        self.cover.pins_at(block)
+        let fresh = block
+            .checked_add(1)
+            .is_some_and(|end| self.first_fresh(&(block..end)).is_some());
+        self.cover.pins_at(block) + u64::from(fresh)
     }
 
     /// The pieces of `within` that no pin covers, maximal and in order.
     pub(crate) fn zero_pieces(&self, within: &Range<u64>) -> Vec<Range<u64>> {
-        self.cover.unpinned(within)
+        let mut pieces = self.cover.unpinned(within);
+        if self.first_fresh(within).is_none() {
+            return pieces;
+        }
+        // Cut out the fresh pins, which the coverage does not know.
+        let mut at = self.fresh.floor(within.end - 1);
+        while let Some(pos) = at {
+            let (start, f) = self.fresh.get(pos);
+            if f.end <= within.start {
+                break;
+            }
+            pieces = pieces
+                .into_iter()
+                .flat_map(|p| {
+                    [p.start..p.end.min(start), p.start.max(f.end)..p.end]
+                        .into_iter()
+                        .filter(|q| q.start < q.end)
+                })
+                .collect();
+            at = self.fresh.prev(pos);
+        }
+        pieces
     }
 
     /// The oldest blocking pin overlapping `r`, as `(seq, slot)`, and the part of `r`
@@ -298,8 +403,38 @@ impl PinTable {
             v.sort_by_key(|(r, slot)| (r.start, *slot));
             v
         };
+        let fresh: Vec<(Range<u64>, u32)> = self
+            .fresh
+            .iter()
+            .map(|(start, f)| (start..f.end, f.slot))
+            .collect();
+        self.fresh.check().map_err(|d| format!("fresh pins: {d}"))?;
+        for (i, (r, slot)) in fresh.iter().enumerate() {
+            let ok = self
+                .slots
+                .get(*slot as usize)
+                .is_some_and(|s| s.tag != 0 && s.start == r.start && s.start + s.len == r.end);
+            if !ok || fresh.get(i + 1).is_some_and(|(next, _)| next.start < r.end) {
+                return Err(format!(
+                    "fresh pin {r:?} in slot {slot} is not a live pin of its own"
+                ));
+            }
+            if self.cover.any(r) {
+                return Err(format!("fresh pin {r:?} overlaps the coverage"));
+            }
+        }
+        let fresh_blocks: u64 = fresh.iter().map(|(r, _)| r.end - r.start).sum();
+        if fresh_blocks != self.fresh_blocks {
+            return Err(format!(
+                "fresh pins cover {fresh_blocks} blocks, cached {}",
+                self.fresh_blocks
+            ));
+        }
         let mut steps: alloc::collections::BTreeMap<u64, i64> = Default::default();
-        for (r, _) in from_slab(false) {
+        for (r, slot) in from_slab(false) {
+            if fresh.iter().any(|(_, f)| *f == slot) {
+                continue;
+            }
             *steps.entry(r.start).or_default() += 1;
             *steps.entry(r.end).or_default() -= 1;
         }
@@ -416,7 +551,9 @@ impl ExtentAllocator {
         let (_, free_pieces) = self.check_pin(extent)?;
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
-        let (seq, slot) = self.pins.add(extent, mode, seq());
+        let r = to_range(extent);
+        let fresh = free_pieces.is_empty() && self.pins.can_be_fresh(&r);
+        let (seq, slot) = self.pins.add(extent, mode, seq(), fresh);
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);
@@ -453,18 +590,19 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return Err(PinError::Unknown { id });
         }
-        let Some(record) = self.pins.remove(id.seq, id.slot) else {
+        let Some((record, fresh)) = self.pins.remove(id.seq, id.slot) else {
             return Err(PinError::Unknown { id });
         };
         let mut out = ReleaseOutcome::default();
         let r = to_range(record.extent);
         // Only pinned Free and Deferred blocks change when their count reaches zero; a
         // pin of Allocated blocks is done here, however many pins it overlapped.
-        let zeroed = if self.pinned_free.overlaps(&r) || self.deferrals.epoch_of.overlaps(&r) {
-            self.pins.zero_pieces(&r)
-        } else {
-            Vec::new()
-        };
+        let zeroed =
+            if !fresh && (self.pinned_free.overlaps(&r) || self.deferrals.epoch_of.overlaps(&r)) {
+                self.pins.zero_pieces(&r)
+            } else {
+                Vec::new()
+            };
         for z in &zeroed {
             for p in set_pieces(&self.pinned_free, z) {
                 let len = p.end - p.start;

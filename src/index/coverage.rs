@@ -198,10 +198,14 @@ impl Coverage {
         if had_before {
             let before = self.tree.floor(at).expect("the entry before stays");
             let (bk, bv) = self.tree.get(before);
-            self.tree.set(before, bk, Step {
-                len: bv.len + v.len,
-                ..bv
-            });
+            self.tree.set(
+                before,
+                bk,
+                Step {
+                    len: bv.len + v.len,
+                    ..bv
+                },
+            );
         }
     }
 
