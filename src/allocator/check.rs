@@ -159,8 +159,12 @@ impl ExtentAllocator {
                 f.seq,
                 d.next_seq
             );
-            by_epoch.insert(r.clone(), f.epoch);
+            // Pending blocks join the per-epoch index only when their epoch commits.
+            for p in set_gaps(&d.pending, r) {
+                by_epoch.insert(p, f.epoch);
+            }
         }
+        counted += d.count_pending;
         ensure!(
             !from_index.iter().eq(by_epoch.iter()),
             3,

@@ -28,6 +28,8 @@ pub(crate) struct Deferrals {
     /// Every Deferred block → the epoch and number of its free.
     pub(crate) epoch_of: RangeMap<u64, Freed>,
     /// The same blocks by epoch, with block counts: what a departing reader may release.
+    /// Pending blocks join only when their epoch commits, so that a reader's end never
+    /// looks at the open epoch's pending frees, which it cannot release.
     pub(crate) by_epoch: BTreeMap<u64, (RangeSet<u64>, u64)>,
     /// Deferred blocks.
     pub(crate) count_blocks: u64,
@@ -40,9 +42,9 @@ pub(crate) struct Deferrals {
 }
 
 impl Deferrals {
-    /// Allocated → Deferred for `r`, freed in `epoch`; `pending` pieces also wait for
-    /// the commit.
-    pub(crate) fn add(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
+    /// Allocated → Deferred for `r`, freed in `epoch`; with `pending`, all of it also
+    /// waits for the open epoch (`epoch`) to commit.
+    pub(crate) fn add(&mut self, r: Range<u64>, epoch: u64, pending: bool) {
         debug_assert!(!self.epoch_of.overlaps(&r), "deferring Deferred blocks");
         let len = r.end - r.start;
         let freed = Freed {
@@ -50,14 +52,19 @@ impl Deferrals {
             seq: self.next_seq,
         };
         self.epoch_of.insert(r.clone(), freed);
-        let slot = self.by_epoch.entry(epoch).or_default();
-        slot.0.insert(r);
-        slot.1 += len;
         self.count_blocks += len;
-        for p in pending {
-            self.count_pending += p.end - p.start;
-            self.pending.insert(p.clone());
+        if pending {
+            self.count_pending += len;
+            self.pending.insert(r);
+        } else {
+            self.index_by_epoch(r, epoch);
         }
+    }
+
+    fn index_by_epoch(&mut self, r: Range<u64>, epoch: u64) {
+        let slot = self.by_epoch.entry(epoch).or_default();
+        slot.1 += r.end - r.start;
+        slot.0.insert(r);
     }
 
     /// Deferred → (about to be) Free for `r`, which holds no pending block.
@@ -109,11 +116,15 @@ impl Deferrals {
             .collect()
     }
 
-    /// Takes every pending block off the commit wait, returning them.
-    pub(crate) fn take_pending(&mut self) -> Vec<Range<u64>> {
+    /// Takes every pending block off the commit wait of epoch `open`, in which they
+    /// were all freed, returning them.
+    pub(crate) fn take_pending(&mut self, open: u64) -> Vec<Range<u64>> {
         let all: Vec<Range<u64>> = self.pending.iter().cloned().collect();
         self.pending = RangeSet::new();
         self.count_pending = 0;
+        for r in &all {
+            self.index_by_epoch(r.clone(), open);
+        }
         all
     }
 
@@ -121,7 +132,9 @@ impl Deferrals {
     pub(crate) fn epoch_held_blocks(&self, oldest_reader: Option<u64>) -> u64 {
         match oldest_reader {
             // Pending blocks were freed in the open epoch, at or after any reader's.
-            Some(oldest) => self.by_epoch.range(oldest..).map(|(_, s)| s.1).sum(),
+            Some(oldest) => {
+                self.by_epoch.range(oldest..).map(|(_, s)| s.1).sum::<u64>() + self.count_pending
+            }
             None => self.count_pending,
         }
     }

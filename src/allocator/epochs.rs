@@ -193,7 +193,7 @@ impl ExtentAllocator {
         self.epochs.mount_durable = RangeSet::new();
         self.epochs.allocated_since_commit = RangeSet::new();
         let mut released = 0;
-        for r in self.deferrals.take_pending() {
+        for r in self.deferrals.take_pending(open) {
             released += self.release_unheld(&r);
         }
         self.count_released(released);

@@ -41,14 +41,14 @@ impl ExtentAllocator {
             };
         }
         if on_commit {
-            for p in &pending {
-                self.defer(p.clone(), open, core::slice::from_ref(p));
+            for p in pending {
+                self.defer(p, open, true);
             }
             for p in never_durable {
-                self.defer(p, 0, &[]);
+                self.defer(p, 0, false);
             }
         } else {
-            self.defer(r.clone(), open, &[]);
+            self.defer(r.clone(), open, false);
         }
         self.deferrals.next_free();
         let freed = self.release_unheld(&r);
@@ -84,7 +84,7 @@ impl ExtentAllocator {
     }
 
     /// Allocated → Deferred for `r`, marking its blocks.
-    fn defer(&mut self, r: Range<u64>, epoch: u64, pending: &[Range<u64>]) {
+    fn defer(&mut self, r: Range<u64>, epoch: u64, pending: bool) {
         self.pins.mark_deferred(&r);
         self.deferrals.add(r, epoch, pending);
     }
