@@ -242,7 +242,7 @@ pub enum FreeError {
     Busy {
         /// The extent given.
         extent: Extent,
-        /// The oldest blocking pin that overlaps it.
+        /// Of the blocking pins over the first blocked block of `extent`, the oldest.
         pin: PinId,
         /// The blocks of `extent` that this pin covers.
         blocked: Extent,

@@ -93,7 +93,8 @@ fn busy_names_a_pin_across_groups_whole() {
             "free({freed})"
         );
     }
-    // Of two blocking pins, the older is named, wherever each lies.
+    // Of two blocking pins, the one over the first blocked block is named, though
+    // younger.
     let younger = a
         .pin_with(
             Extent::new(505, 2),
@@ -102,36 +103,48 @@ fn busy_names_a_pin_across_groups_whole() {
         .unwrap();
     assert!(matches!(
         a.free(Extent::new(500, 24)),
-        Err(SharedFreeError::Core(FreeError::Busy { pin, .. })) if pin == p.id().core_pin()
-    ));
-    drop(p);
-    assert!(matches!(
-        a.free(Extent::new(500, 24)),
         Err(SharedFreeError::Core(FreeError::Busy { pin, blocked, .. }))
             if pin == younger.id().core_pin() && blocked == Extent::new(505, 2)
     ));
     drop(younger);
+    assert!(matches!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy { pin, blocked, .. }))
+            if pin == p.id().core_pin() && blocked == Extent::new(510, 4)
+    ));
+    drop(p);
     a.free(Extent::new(500, 24)).unwrap();
     a.check_invariants().unwrap();
 }
 
-/// The oldest blocking pin is named even when a younger one lies in an earlier group.
+/// Of the blocking pins over the first blocked block, the oldest is named, even when it
+/// reaches that block from an earlier group; a younger pin in an earlier group that
+/// blocks an earlier block is named before both.
 #[test]
-fn busy_names_the_oldest_pin_of_any_group() {
+fn busy_names_the_oldest_pin_over_the_first_blocked_block() {
     use pinalloc::{FreeError, PinMode, SharedFreeError};
     let a = SharedAllocator::builder(1024)
         .groups(2)
         .from_allocated_extents([Extent::new(500, 24)])
         .unwrap();
     let blocking = PinOptions::new().mode(PinMode::Blocking);
-    let older = a.pin_with(Extent::new(515, 2), blocking.clone()).unwrap(); // group 1
-    let _younger = a.pin_with(Extent::new(505, 2), blocking).unwrap(); // group 0
+    let older = a.pin_with(Extent::new(510, 10), blocking.clone()).unwrap(); // both groups
+    let _younger = a.pin_with(Extent::new(512, 2), blocking.clone()).unwrap(); // group 1
+    assert_eq!(
+        a.free(Extent::new(512, 12)),
+        Err(SharedFreeError::Core(FreeError::Busy {
+            extent: Extent::new(512, 12),
+            pin: older.id().core_pin(),
+            blocked: Extent::new(512, 8),
+        }))
+    );
+    let earliest = a.pin_with(Extent::new(505, 2), blocking).unwrap(); // group 0
     assert_eq!(
         a.free(Extent::new(500, 24)),
         Err(SharedFreeError::Core(FreeError::Busy {
             extent: Extent::new(500, 24),
-            pin: older.id().core_pin(),
-            blocked: Extent::new(515, 2),
+            pin: earliest.id().core_pin(),
+            blocked: Extent::new(505, 2),
         }))
     );
 }

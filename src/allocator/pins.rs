@@ -368,12 +368,14 @@ impl PinTable {
         pieces
     }
 
-    /// The oldest blocking pin overlapping `r`, as `(seq, slot)`, and the part of `r`
-    /// it covers.
+    /// The blocking pin that refuses a free of `r`, as `(seq, slot)`, and the part of
+    /// `r` it covers: of the blocking pins over the first blocked block of `r`, the
+    /// oldest. O(log n) to find that block, and one step per pin over it.
     pub(crate) fn first_blocking(&self, r: &Range<u64>) -> Option<(u64, u32, Range<u64>)> {
+        let x = self.blocking.first_covered(r)?;
         let mut oldest: Option<(u64, u32, Range<u64>)> = None;
         self.blocking.for_each_overlapping(
-            r,
+            &(x..x + 1),
             |_| true,
             |pr, slot| {
                 let seq = self.slots[slot as usize].seq();

@@ -78,6 +78,21 @@ impl Intervals {
         Some((start..end, id))
     }
 
+    /// The first block of `r` (non-empty) that some entry covers: one descent for an
+    /// entry over `r.start`, else one for the first entry starting inside `r`.
+    pub(crate) fn first_covered(&self, r: &Range<u64>) -> Option<u64> {
+        let at = r.start..r.start + 1;
+        if self
+            .last_overlapping(key(r.start, u32::MAX), &at, |_| true)
+            .is_some()
+        {
+            return Some(r.start);
+        }
+        let pos = self.tree.ceil(key(r.start + 1, 0), false)?;
+        let (start, _) = unkey(self.tree.get(pos).0);
+        (start < r.end).then_some(start)
+    }
+
     /// Calls `f` with every entry whose id `keep` accepts that shares a block with `r`
     /// (non-empty), unclipped, from the greatest start down.
     pub(crate) fn for_each_overlapping(
@@ -160,6 +175,14 @@ mod tests {
             seen.sort_by_key(|(r, id)| (r.start, *id));
             expect.sort_by_key(|(r, id)| (r.start, *id));
             assert_eq!(seen, expect, "step {step}: overlapping {q:?} with even ids");
+            let first = q
+                .clone()
+                .find(|&b| list.iter().any(|(r, _)| r.contains(&b)));
+            assert_eq!(
+                ix.first_covered(&q),
+                first,
+                "step {step}: first covered in {q:?}"
+            );
             let mut seen = Vec::new();
             ix.for_each_overlapping(&q, ANY, |r, id| seen.push((r, id)));
             let mut expect: Vec<(Range<u64>, u32)> = list

@@ -24,8 +24,9 @@ impl SharedAllocator {
     /// would defer pass the cap. Nothing changes. The reason is what one core over the
     /// whole space would give, across group boundaries too: `NotAllocated` and
     /// `PartlyAllocated` name the first run that is not Allocated, joined across
-    /// groups, and `Busy` names the oldest blocking pin (the pins of every group are
-    /// numbered in one sequence) and all the blocks of `extent` it covers.
+    /// groups, and `Busy` names, of the blocking pins over the first blocked block, the
+    /// oldest (the pins of every group are numbered in one sequence), and all the
+    /// blocks of `extent` it covers.
     ///
     /// ```
     /// use pinalloc::{Extent, Request, SharedAllocator};
@@ -267,16 +268,14 @@ fn whole_outcome(
             FreeError::PartlyAllocated { extent, offending }
         });
     }
-    // The oldest blocking pin over all pieces: pins are numbered in one sequence
-    // across groups, so the lowest number, as in one core. (Its blocks beyond this
-    // piece, and its id as one pin, are filled in by `whole_busy`.)
+    // The first piece in error (pieces are in address order) holds the first blocked
+    // block, and its core names the oldest blocking pin over that block. Pins of every
+    // group are numbered in one sequence, and a pin over several groups has a piece
+    // in this one, so this is what one core would name. (Its blocks beyond this piece,
+    // and its id as one pin, are filled in by `whole_busy`.)
     let busy = previews
         .iter()
-        .filter_map(|p| p.as_ref().err())
-        .min_by_key(|e| match e {
-            FreeError::Busy { pin, .. } => pin.seq,
-            _ => 0,
-        })
+        .find_map(|p| p.as_ref().err())
         .expect("some piece is in error");
     Err(match *busy {
         FreeError::Busy { pin, blocked, .. } => FreeError::Busy {

@@ -527,13 +527,17 @@ impl Model {
                 }
             });
         }
-        // The oldest: pins are numbered in the order they were made (in one sequence
-        // across a shared allocator's groups too).
-        let busy = self
-            .pins
-            .iter()
-            .filter(|(_, (p, blocking))| *blocking && p.overlaps(&e))
-            .min_by_key(|(id, _)| id.seq);
+        // Of the blocking pins over the first blocked block, the oldest: pins are
+        // numbered in the order they were made (in one sequence across a shared
+        // allocator's groups too).
+        let blocking = || self.pins.iter().filter(|(_, (_, blocking))| *blocking);
+        let first = (e.start..e.start + e.len)
+            .find(|&b| blocking().any(|(_, (p, _))| p.start <= b && b - p.start < p.len));
+        let busy = first.and_then(|b| {
+            blocking()
+                .filter(|(_, (p, _))| p.start <= b && b - p.start < p.len)
+                .min_by_key(|(id, _)| id.seq)
+        });
         if let Some((&pin, &(p, _))) = busy {
             let start = p.start.max(e.start);
             let end = (p.start + p.len).min(e.start + e.len);
