@@ -186,6 +186,18 @@ impl ExtentAllocator {
             marks,
             deferred
         );
+        let oldest = self.epochs.oldest_reader();
+        let reader_held: u64 = match oldest {
+            Some(o) => d.by_epoch.range(o..).map(|(_, s)| s.1).sum(),
+            None => 0,
+        };
+        ensure!(
+            d.oldest_reader != oldest || d.reader_held != reader_held,
+            3,
+            "readers hold {reader_held} indexed blocks from epoch {oldest:?}, cached {} from {:?}",
+            d.reader_held,
+            d.oldest_reader
+        );
         ensure!(
             counted != d.count_blocks,
             3,

@@ -39,6 +39,11 @@ pub(crate) struct Deferrals {
     pub(crate) count_pending: u64,
     /// The number the next deferring free gets ([`Freed::seq`]); starts at 0.
     pub(crate) next_seq: u64,
+    /// The oldest live reader's epoch, as last told by [`set_oldest_reader`]
+    /// (Self::set_oldest_reader).
+    pub(crate) oldest_reader: Option<u64>,
+    /// Blocks in `by_epoch` freed at or after `oldest_reader`: what readers hold.
+    pub(crate) reader_held: u64,
 }
 
 impl Deferrals {
@@ -62,9 +67,33 @@ impl Deferrals {
     }
 
     fn index_by_epoch(&mut self, r: Range<u64>, epoch: u64) {
+        let len = r.end - r.start;
         let slot = self.by_epoch.entry(epoch).or_default();
-        slot.1 += r.end - r.start;
+        slot.1 += len;
         slot.0.insert(r);
+        if self.oldest_reader.is_some_and(|o| o <= epoch) {
+            self.reader_held += len;
+        }
+    }
+
+    /// Blocks in `by_epoch` freed in epochs `range`.
+    fn count_freed_in(&self, range: Range<u64>) -> u64 {
+        self.by_epoch.range(range).map(|(_, s)| s.1).sum()
+    }
+
+    /// The oldest live reader's epoch changed to `oldest` (readers began, or the
+    /// oldest ended). Costs one step per epoch between the old and the new, which a
+    /// departing reader walks anyway to release their blocks.
+    pub(crate) fn set_oldest_reader(&mut self, oldest: Option<u64>) {
+        self.reader_held = match (self.oldest_reader, oldest) {
+            (_, None) => 0,
+            (None, Some(new)) => self.count_freed_in(new..u64::MAX),
+            (Some(old), Some(new)) if new >= old => {
+                self.reader_held - self.count_freed_in(old..new)
+            }
+            (Some(old), Some(new)) => self.reader_held + self.count_freed_in(new..old),
+        };
+        self.oldest_reader = oldest;
     }
 
     /// Deferred → (about to be) Free for `r`, which holds no pending block.
@@ -83,6 +112,9 @@ impl Deferrals {
                 .expect("deferred epochs are indexed");
             slot.0.remove(p.clone());
             slot.1 -= len;
+            if self.oldest_reader.is_some_and(|o| o <= epoch) {
+                self.reader_held -= len;
+            }
             if slot.1 == 0 {
                 self.by_epoch.remove(&epoch);
             }
@@ -128,15 +160,11 @@ impl Deferrals {
         all
     }
 
-    /// Deferred blocks held by an epoch: pending, or freed at or after `oldest_reader`.
-    pub(crate) fn epoch_held_blocks(&self, oldest_reader: Option<u64>) -> u64 {
-        match oldest_reader {
-            // Pending blocks were freed in the open epoch, at or after any reader's.
-            Some(oldest) => {
-                self.by_epoch.range(oldest..).map(|(_, s)| s.1).sum::<u64>() + self.count_pending
-            }
-            None => self.count_pending,
-        }
+    /// Deferred blocks held by an epoch: pending, or freed at or after the oldest
+    /// reader's epoch. O(1).
+    pub(crate) fn epoch_held_blocks(&self) -> u64 {
+        // Pending blocks were freed in the open epoch, at or after any reader's.
+        self.reader_held + self.count_pending
     }
 
     /// Ranges freed in epochs `from..to` (what readers leaving may release).

@@ -224,6 +224,8 @@ impl ExtentAllocator {
         self.epochs.next_reader += 1;
         self.epochs.readers.insert(seq, epoch);
         *self.epochs.begins.entry(epoch).or_default() += 1;
+        self.deferrals
+            .set_oldest_reader(self.epochs.oldest_reader());
         self.debug_check();
         ReaderId {
             owner: self.uid,
@@ -266,6 +268,8 @@ impl ExtentAllocator {
         if *n == 0 {
             self.epochs.begins.remove(&reader.epoch);
         }
+        self.deferrals
+            .set_oldest_reader(self.epochs.oldest_reader());
         let after = self.epochs.oldest_reader().unwrap_or(u64::MAX);
         let mut released = 0;
         if let Some(before) = before {

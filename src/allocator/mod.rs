@@ -398,9 +398,7 @@ impl ExtentAllocator {
 
     /// Deferred blocks split by what holds them.
     fn deferred_held(&self) -> Held {
-        let epochs = self
-            .deferrals
-            .epoch_held_blocks(self.epochs.oldest_reader());
+        let epochs = self.deferrals.epoch_held_blocks();
         Held {
             pins: self.deferrals.count_blocks - epochs,
             epochs,
