@@ -181,6 +181,9 @@ pub(crate) struct FreeIndex {
     exact: alloc::vec::Vec<BPlus<u64, (), Residues>>,
     /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
     nonempty: u128,
+    /// Bit `l - 1` is set once `exact[l - 1]` has held an entry (and so may hold
+    /// nodes), so that counting the metadata visits only those classes.
+    used: u128,
     /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
     /// With the residues of the starts under each child, as the exact classes.
     by_size: BPlus<u128, (), Residues>,
@@ -379,6 +382,7 @@ impl FreeIndex {
             by_addr: BPlus::new(),
             exact: alloc::vec::Vec::new(),
             nonempty: 0,
+            used: 0,
             by_size: BPlus::new(),
             views: aligned::Views::new(),
             probe: None,
@@ -403,13 +407,15 @@ impl FreeIndex {
 
     /// Bytes of metadata held: every tree's node arenas.
     pub(crate) fn metadata_bytes(&self) -> usize {
+        let mut classes = self.exact.capacity() * core::mem::size_of::<BPlus<u64, (), Residues>>();
+        let mut used = self.used;
+        while used != 0 {
+            classes += self.exact[used.trailing_zeros() as usize].capacity_bytes();
+            used &= used - 1;
+        }
         self.by_addr.capacity_bytes()
             + self.by_size.capacity_bytes()
-            + self
-                .exact
-                .iter()
-                .map(|t| t.capacity_bytes() + core::mem::size_of_val(t))
-                .sum::<usize>()
+            + classes
             + self.views.metadata_bytes()
     }
 
@@ -517,6 +523,7 @@ impl FreeIndex {
             }
             self.exact[len as usize - 1].insert(start, ());
             self.nonempty |= class_bit(len);
+            self.used |= class_bit(len);
         }
         self.histogram[bucket(len)] += 1;
     }
@@ -1039,6 +1046,15 @@ impl FreeIndex {
                 return Err((
                     3,
                     format!("exact class {}: its non-empty bit is wrong", i + 1),
+                ));
+            }
+            if class.capacity_bytes() > 0 && self.used & (1u128 << i) == 0 {
+                return Err((
+                    3,
+                    format!(
+                        "exact class {} holds nodes, but its used bit is clear",
+                        i + 1
+                    ),
                 ));
             }
         }
