@@ -1,0 +1,209 @@
+//! Instructions per operation, counted by callgrind: the figure a shared, noisy machine
+//! does not disturb.
+//!
+//! The bench runs itself under `valgrind --tool=callgrind` twice per measure: once to
+//! set up and stop, once to set up and run `INSTR_OPS` operations. The difference over
+//! the operations is the cost of one. Measures:
+//!
+//! - a churn operation of the design doc's trace (the trace of `benches/churn.rs`),
+//!   on every selected peer (`BENCH_PEERS`), with each peer's ratio to TLSF;
+//! - a 1-block allocate + free pair on an empty space, on every peer;
+//! - a pin + unpin of an Allocated extent on pinalloc, beside 10,000 pins holding
+//!   10,000 Deferred extents.
+//!
+//! ```text
+//! cargo bench --bench instructions                   # about a minute
+//! INSTR_OPS=50000 cargo bench --bench instructions   # fewer operations
+//! ```
+//!
+//! Without valgrind on the `PATH`, it says so and stops. Under `cargo test --benches`
+//! it runs each measure once, natively, on a few operations.
+
+mod common;
+
+use std::hint::black_box;
+use std::process::Command;
+
+use pinalloc::{Extent, ExtentAllocator, Request};
+
+use common::{
+    Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, pair_1block, visit_peers,
+};
+
+/// What one inner run does, after its setup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    Churn,
+    Pairs,
+    PinUnpin,
+}
+
+impl Measure {
+    fn name(self) -> &'static str {
+        match self {
+            Measure::Churn => "churn",
+            Measure::Pairs => "pairs",
+            Measure::PinUnpin => "pin-unpin",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "churn" => Measure::Churn,
+            "pairs" => Measure::Pairs,
+            "pin-unpin" => Measure::PinUnpin,
+            other => panic!("unknown measure {other:?}"),
+        }
+    }
+}
+
+/// Runs `ops` operations of `measure` on peer `P`, after the setup.
+struct Inner {
+    measure: Measure,
+    ops: usize,
+    peer: String,
+}
+
+impl PeerVisitor for Inner {
+    fn visit<P: Peer>(&mut self) {
+        if P::NAME != self.peer {
+            return;
+        }
+        match self.measure {
+            Measure::Churn => {
+                let trace = Trace::generate(&Workload::design_doc(self.ops));
+                let mut peer = P::new(trace.capacity);
+                let mut live = fill(&mut peer, &trace);
+                churn(&mut peer, &mut live, &trace.churn);
+                black_box(&live.slots);
+            }
+            Measure::Pairs => {
+                let mut peer = P::new(1 << 20);
+                for _ in 0..self.ops {
+                    pair_1block(&mut peer);
+                }
+            }
+            Measure::PinUnpin => unreachable!("pinalloc only"),
+        }
+    }
+}
+
+/// pinalloc: `ops` pins and unpins of Allocated extents beside 10,000 pins holding
+/// 10,000 Deferred extents.
+fn pin_unpin(ops: usize) {
+    let mut a = ExtentAllocator::new(1 << 20);
+    let all: Vec<Extent> = (0..20_000)
+        .map(|_| a.allocate(Request::new(16)).unwrap())
+        .collect();
+    for e in all.iter().step_by(2) {
+        a.pin(*e).unwrap();
+        a.free(*e).unwrap();
+    }
+    let others: Vec<Extent> = all.iter().skip(1).step_by(2).copied().collect();
+    for i in 0..ops {
+        let id = a.pin(others[i % others.len()]).unwrap();
+        a.unpin(black_box(id)).unwrap();
+    }
+}
+
+fn inner(args: &[String]) {
+    let measure = Measure::parse(&args[0]);
+    let peer = args[1].clone();
+    let ops: usize = args[2].parse().expect("an operation count");
+    if measure == Measure::PinUnpin {
+        pin_unpin(ops);
+    } else {
+        visit_peers(&mut Inner { measure, ops, peer });
+    }
+}
+
+/// Instructions callgrind counts for one inner run.
+fn count(measure: Measure, peer: &str, ops: u64) -> u64 {
+    let me = std::env::current_exe().expect("the bench binary");
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"])
+        .arg(me)
+        .args(["--inner", measure.name(), peer, &ops.to_string()])
+        .output()
+        .expect("valgrind runs");
+    assert!(out.status.success(), "valgrind failed: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| {
+            let (_, n) = l.split_once("Collected : ")?;
+            n.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no instruction total in valgrind's output:\n{err}"))
+}
+
+/// Instructions per operation: the difference between a run of `ops` and one of none.
+fn per_op(measure: Measure, peer: &str, ops: u64) -> f64 {
+    let none = count(measure, peer, 0);
+    let some = count(measure, peer, ops);
+    (some.saturating_sub(none)) as f64 / ops as f64
+}
+
+struct Names(Vec<&'static str>);
+
+impl PeerVisitor for Names {
+    fn visit<P: Peer>(&mut self) {
+        self.0.push(P::NAME);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--inner") {
+        inner(&args[at + 1..]);
+        return;
+    }
+    let mut names = Names(Vec::new());
+    visit_peers(&mut names);
+    if RunMode::from_args() != RunMode::Bench {
+        // A smoke run of every inner measure, natively.
+        for &peer in &names.0 {
+            for m in ["churn", "pairs"] {
+                inner(&[m.into(), peer.into(), "1000".into()]);
+            }
+        }
+        pin_unpin(1000);
+        return;
+    }
+    let have_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_valgrind {
+        eprintln!("instructions: valgrind is not on the PATH; nothing measured");
+        return;
+    }
+    let ops = env_u64("INSTR_OPS", 200_000);
+    println!("instructions per operation (callgrind, {ops} operations minus none)\n");
+    println!("| peer | churn op | vs TLSF | 1-block pair | vs TLSF |");
+    println!("|---|---:|---:|---:|---:|");
+    let rows: Vec<(&str, f64, f64)> = names
+        .0
+        .iter()
+        .map(|&p| {
+            let c = per_op(Measure::Churn, p, ops);
+            let q = per_op(Measure::Pairs, p, ops);
+            eprintln!("  {p}: {c:.0} per churn op, {q:.0} per pair");
+            (p, c, q)
+        })
+        .collect();
+    let tlsf = rows
+        .iter()
+        .find(|r| r.0 == "xalloc-tlsf")
+        .map(|r| (r.1, r.2));
+    for (p, c, q) in &rows {
+        let ratio = |x: f64, t: Option<f64>| t.map_or("-".into(), |t| format!("{:.2}x", x / t));
+        println!(
+            "| {p} | {c:.0} | {} | {q:.0} | {} |",
+            ratio(*c, tlsf.map(|t| t.0)),
+            ratio(*q, tlsf.map(|t| t.1))
+        );
+    }
+    let pins = per_op(Measure::PinUnpin, "pinalloc", ops);
+    println!("\npinalloc pin + unpin of an Allocated extent, beside 10,000 pins holding");
+    println!("10,000 Deferred extents: {pins:.0} instructions per pair");
+}
