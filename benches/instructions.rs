@@ -57,10 +57,13 @@ impl Measure {
     }
 }
 
-/// Runs `ops` operations of `measure` on peer `P`, after the setup.
+/// Runs `ops` operations of `measure` on peer `P`, after the setup. The churn trace is
+/// generated for `total` operations whatever `ops` is, so that both runs of a
+/// difference generate the same trace.
 struct Inner {
     measure: Measure,
     ops: usize,
+    total: usize,
     peer: String,
 }
 
@@ -71,10 +74,10 @@ impl PeerVisitor for Inner {
         }
         match self.measure {
             Measure::Churn => {
-                let trace = Trace::generate(&Workload::design_doc(self.ops));
+                let trace = Trace::generate(&Workload::design_doc(self.total));
                 let mut peer = P::new(trace.capacity);
                 let mut live = fill(&mut peer, &trace);
-                churn(&mut peer, &mut live, &trace.churn);
+                churn(&mut peer, &mut live, &trace.churn[..self.ops]);
                 black_box(&live.slots);
             }
             Measure::Pairs => {
@@ -110,20 +113,27 @@ fn inner(args: &[String]) {
     let measure = Measure::parse(&args[0]);
     let peer = args[1].clone();
     let ops: usize = args[2].parse().expect("an operation count");
+    let total: usize = args[3].parse().expect("a trace length");
     if measure == Measure::PinUnpin {
         pin_unpin(ops);
     } else {
-        visit_peers(&mut Inner { measure, ops, peer });
+        visit_peers(&mut Inner {
+            measure,
+            ops,
+            total,
+            peer,
+        });
     }
 }
 
-/// Instructions callgrind counts for one inner run.
-fn count(measure: Measure, peer: &str, ops: u64) -> u64 {
+/// Instructions callgrind counts for one inner run of `ops` of `total` operations.
+fn count(measure: Measure, peer: &str, ops: u64, total: u64) -> u64 {
     let me = std::env::current_exe().expect("the bench binary");
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"])
         .arg(me)
-        .args(["--inner", measure.name(), peer, &ops.to_string()])
+        .args(["--inner", measure.name(), peer])
+        .args([ops.to_string(), total.to_string()])
         .output()
         .expect("valgrind runs");
     assert!(out.status.success(), "valgrind failed: {out:?}");
@@ -138,8 +148,8 @@ fn count(measure: Measure, peer: &str, ops: u64) -> u64 {
 
 /// Instructions per operation: the difference between a run of `ops` and one of none.
 fn per_op(measure: Measure, peer: &str, ops: u64) -> f64 {
-    let none = count(measure, peer, 0);
-    let some = count(measure, peer, ops);
+    let none = count(measure, peer, 0, ops);
+    let some = count(measure, peer, ops, ops);
     (some.saturating_sub(none)) as f64 / ops as f64
 }
 
@@ -163,7 +173,7 @@ fn main() {
         // A smoke run of every inner measure, natively.
         for &peer in &names.0 {
             for m in ["churn", "pairs"] {
-                inner(&[m.into(), peer.into(), "1000".into()]);
+                inner(&[m.into(), peer.into(), "1000".into(), "1000".into()]);
             }
         }
         pin_unpin(1000);
