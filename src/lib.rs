@@ -79,6 +79,7 @@ mod stats;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tree;
 
 pub use allocator::{
     BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,

@@ -39,8 +39,8 @@ pub(crate) struct Deferrals {
     pub(crate) count_pending: u64,
     /// The number the next deferring free gets ([`Freed::seq`]); starts at 0.
     pub(crate) next_seq: u64,
-    /// The oldest live reader's epoch, as last told by [`set_oldest_reader`]
-    /// (Self::set_oldest_reader).
+    /// The oldest live reader's epoch, as last told by
+    /// [`set_oldest_reader`](Self::set_oldest_reader).
     pub(crate) oldest_reader: Option<u64>,
     /// Blocks in `by_epoch` freed at or after `oldest_reader`: what readers hold.
     pub(crate) reader_held: u64,

@@ -11,9 +11,9 @@ use core::ops::Range;
 
 use super::ranges::{clip, to_range};
 use crate::Extent;
-use crate::index::bplus::{BPlus, Value, grow};
-use crate::index::coverage::Coverage;
-use crate::index::intervals::Intervals;
+use crate::tree::bplus::{BPlus, Value, grow};
+use crate::tree::coverage::Coverage;
+use crate::tree::intervals::Intervals;
 
 /// Names one live pin; returned by [`ExtentAllocator::pin`](crate::ExtentAllocator::pin).
 ///

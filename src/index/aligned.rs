@@ -22,8 +22,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::bplus::BPlus;
-use super::{MaxValue, align_up, pair, placeable as room, unpair};
+use super::{align_up, placeable as room};
+use crate::tree::bplus::{BPlus, Iter};
+use crate::tree::{MaxValue, pair, unpair};
 
 /// How many alignments above 64 blocks keep a view at once.
 pub(crate) const MAX_VIEWS: usize = 4;
@@ -350,6 +351,56 @@ impl Views {
             }
         }
         Ok(())
+    }
+}
+
+impl super::FreeIndex {
+    /// Readies the index for requests aligned to `align`: above 64 blocks, this keeps a
+    /// view of the free extents for that alignment (built in O(n) the first time, kept
+    /// in step after), so that aligned searches are O(log n). Below, it does nothing.
+    /// Hand what it returns to [`untrack`](Self::untrack) if the request then fails.
+    #[inline]
+    pub(crate) fn track(&mut self, align: u64) -> Option<Tracked> {
+        (align > 64).then(|| {
+            let by_addr = &self.by_addr;
+            self.views.track(align, || by_addr.iter())
+        })
+    }
+
+    /// Undoes a [`track`](Self::track) for a request that failed, so that a failed
+    /// request leaves the heap as it found it (see [`Views::untrack`]).
+    pub(crate) fn untrack(&mut self, tracked: Option<Tracked>) {
+        if let Some(t) = tracked {
+            self.views.untrack(t);
+        }
+    }
+
+    /// Whether `need` blocks aligned to `align` (above 64) are known not to fit,
+    /// from what an earlier failed request learned, without a view.
+    #[inline]
+    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
+        align > 64 && self.views.known_short(align, need)
+    }
+
+    /// How a search for `align` is served when `align` is above 64 blocks (`None`
+    /// below): from the alignment's view when it is [`track`](Self::track)ed, else
+    /// from `scan` over every free extent as `(start, len)`, in address order. The
+    /// allocator tracks every alignment before it searches, so only a caller that
+    /// skipped `track` pays the O(n) scan; no call has to come before another.
+    #[inline]
+    pub(super) fn above_64<T>(
+        &self,
+        align: u64,
+        with_view: impl FnOnce(&View) -> T,
+        scan: impl FnOnce(Iter<'_, u64, u64, MaxValue>) -> T,
+    ) -> Option<T> {
+        if align <= 64 {
+            return None;
+        }
+        Some(match self.views.get(align) {
+            Some(view) => with_view(view),
+            None => scan(self.by_addr.iter()),
+        })
     }
 }
 

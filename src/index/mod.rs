@@ -1,19 +1,20 @@
 //! The free-space index: which blocks `allocate` may hand out.
 //!
 //! The rest of the core sees only [`FreeIndex`]; its interface is the seam behind which
-//! the representation can change. It holds every Free, unpinned block as fully coalesced
-//! extents, in two orders:
+//! the representation can change, and no call of it has to come before another. It
+//! holds every Free, unpinned block as fully coalesced extents, in two orders, each in
+//! its own file:
 //!
-//! - by address, in a B+ tree ([`bplus::BPlus`]) whose inner nodes keep the longest
-//!   extent under each child: coalescing, first fit, near-goal and overlap checks are
-//!   one descent (and a short walk up) each, O(log n);
-//! - by size, as segregated fits in the manner of dlmalloc: every length up to
-//!   [`EXACT_MAX`] has an exact class, a small B+ tree of the starts of the extents of
-//!   that length, and a bit in one `u128` that says whether it is empty; the longer
-//!   extents share one B+ tree ordered by `(len, start)`. Best fit for `need` blocks is
-//!   the lowest set bit at or above `need` and that class's first start, or else the
-//!   first long extent at or above `(need, 0)`: smallest length first, lowest start
-//!   among equals, exactly.
+//! - `address.rs`, by address, in a B+ tree ([`crate::tree::bplus::BPlus`]) whose inner
+//!   nodes keep the longest extent under each child: coalescing, first fit, near-goal
+//!   and overlap checks are one descent (and a short walk up) each, O(log n);
+//! - `size.rs`, by size, as segregated fits in the manner of dlmalloc: every length up
+//!   to [`EXACT_MAX`] has an exact class, a small B+ tree of the starts of the extents
+//!   of that length, and a bit in one `u128` that says whether it is empty; the longer
+//!   extents share one B+ tree ordered by `(len, start)`. Best fit for `need` blocks
+//!   is the lowest set bit at or above `need` and that class's first start, or else
+//!   the first long extent at or above `(need, 0)`: smallest length first, lowest
+//!   start among equals, exactly.
 //!
 //! Aligned requests (alignment `a`) must also weigh extents of `need` to
 //! `need + a - 2` blocks, which fit only from some starts. Every size tree keeps the
@@ -21,144 +22,26 @@
 //! of a given length, at or after (or before) an address, whose start has room for
 //! its padding is one descent: an aligned search costs O(a) of them (first fit and
 //! near-goal first try a few extents in address order; near-goal then takes three
-//! per length). Larger alignments must be asked for by [`FreeIndex::track`] first,
-//! which keeps an [`aligned::View`] of the free extents for each: there an aligned
-//! search is a descent or three, O(log n).
+//! per length). For larger alignments, `aligned.rs` keeps a view of the free extents
+//! per alignment asked for by [`FreeIndex::track`]: there an aligned search is a
+//! descent or three, O(log n). An alignment nobody tracked is served by a scan, O(n).
 //!
 //! All trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
 //! cache lines per level and no allocator call happens once the trees have grown,
 //! except when a fifth alignment above 64 replaces a view, which builds the new one
 //! afresh (O(n)).
 
+mod address;
 pub(crate) mod aligned;
-pub(crate) mod bplus;
-pub(crate) mod coverage;
-pub(crate) mod intervals;
+mod size;
 
 use crate::Extent;
-use bplus::{BPlus, Summary};
+use crate::tree::MaxValue;
+use crate::tree::bplus::{self, BPlus};
+use size::{Residues, size_key};
 
 /// Lengths up to this many blocks each have an exact size class.
 pub(crate) const EXACT_MAX: u64 = 128;
-
-/// The largest value in a subtree: in the address order, its longest free extent; in
-/// [`intervals::Intervals`], the furthest end.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct MaxValue(pub(crate) u64);
-
-/// What a size-order tree knows of a subtree: which residues of `start mod 64` occur
-/// there, so that an aligned best fit can skip subtrees where no start has room for
-/// its padding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Residues(u64);
-
-/// A size-order key's start: an exact class's key is the start itself, the long
-/// extents' key is [`size_key`], whose low half is the start.
-pub(crate) trait StartOf: bplus::Key {
-    fn start(self) -> u64;
-}
-
-impl StartOf for u64 {
-    #[inline]
-    fn start(self) -> u64 {
-        self
-    }
-}
-
-impl StartOf for u128 {
-    #[inline]
-    fn start(self) -> u64 {
-        self as u64
-    }
-}
-
-impl<K: StartOf> Summary<K, ()> for Residues {
-    #[inline]
-    fn of(key: &K, (): &()) -> Self {
-        Residues(1 << (key.start() % 64))
-    }
-
-    #[inline]
-    fn join(self, o: Self) -> Self {
-        Residues(self.0 | o.0)
-    }
-
-    #[inline]
-    fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
-        (old.0 & !new.0 == 0).then_some(Residues(cur.0 | new.0))
-    }
-}
-
-/// The residues `r` of `start mod 64` from which `start` needs at most `slack`
-/// blocks of padding to reach a multiple of `align` (a power of two, at most 64).
-fn residues_with_room(align: u64, slack: u64) -> u64 {
-    debug_assert!(align.is_power_of_two() && align <= 64 && slack < align);
-    // In one period of `align`: residue 0, and the last `slack` residues.
-    let period = if slack == 0 {
-        1
-    } else {
-        1 | ((1u64 << slack) - 1) << (align - slack)
-    };
-    let period = if align == 64 {
-        period
-    } else {
-        period & ((1u64 << align) - 1)
-    };
-    (0..64 / align).fold(0, |acc, i| acc | period << (i * align))
-}
-
-/// The bit of an exact class.
-#[inline]
-fn class_bit(len: u64) -> u128 {
-    debug_assert!((1..=EXACT_MAX).contains(&len));
-    1u128 << (len - 1)
-}
-
-/// The class bits of lengths `len..=EXACT_MAX`.
-#[inline]
-fn classes_from(len: u64) -> u128 {
-    if len > EXACT_MAX {
-        0
-    } else {
-        u128::MAX << (len - 1)
-    }
-}
-
-impl<K: bplus::Key> Summary<K, u64> for MaxValue {
-    #[inline]
-    fn of(_: &K, value: &u64) -> Self {
-        MaxValue(*value)
-    }
-
-    #[inline]
-    fn join(self, o: Self) -> Self {
-        MaxValue(self.0.max(o.0))
-    }
-
-    #[inline]
-    fn replace(cur: Self, old: Self, new: Self) -> Option<Self> {
-        if new.0 >= cur.0 {
-            Some(new)
-        } else if old.0 < cur.0 {
-            Some(cur) // the largest is another entry, still there
-        } else {
-            None
-        }
-    }
-}
-
-/// How many long-enough but misaligned extents an aligned first fit or near-goal search
-/// tries one by one before it switches to the exact search by length. Usually the
-/// first or second extent fits; the switch bounds the worst case at one descent per
-/// length that can need padding.
-const SCAN_BUDGET: usize = 4;
-
-/// Which way [`FreeIndex::of_len_with_room`] looks from its address.
-#[derive(Clone, Copy)]
-enum Side {
-    Before,
-    After,
-}
 
 /// Number of buckets in the free-extent size histogram: bucket `i` counts extents of
 /// `2^i ..= 2^(i+1) - 1` blocks.
@@ -219,30 +102,6 @@ pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {
     x.checked_add(align - 1).map(|y| y & !(align - 1))
 }
 
-/// The size order's key: length first, then start.
-#[inline]
-fn size_key(len: u64, start: u64) -> u128 {
-    pair(len, start)
-}
-
-/// `(len, start)` of a size key.
-#[inline]
-fn size_of_key(key: u128) -> (u64, u64) {
-    unpair(key)
-}
-
-/// Two words as one key ordered by `hi`, then `lo`.
-#[inline]
-pub(crate) fn pair(hi: u64, lo: u64) -> u128 {
-    (u128::from(hi) << 64) | u128::from(lo)
-}
-
-/// The words of a [`pair`].
-#[inline]
-pub(crate) fn unpair(key: u128) -> (u64, u64) {
-    ((key >> 64) as u64, key as u64)
-}
-
 #[inline]
 fn bucket(len: u64) -> usize {
     debug_assert!(len > 0);
@@ -258,121 +117,11 @@ pub(crate) fn fit(start: u64, len: u64, need: u64, align: u64) -> Option<u64> {
     (pad <= len && len - pad >= need).then_some(p)
 }
 
-/// The aligned start of `need` blocks inside `[start, start + len)` closest to `goal`,
-/// the lower one on a tie.
-fn fit_near(start: u64, len: u64, need: u64, align: u64, goal: u64) -> Option<u64> {
-    let lo = fit(start, len, need, align)?;
-    let hi = (start + len - need) & !(align - 1);
-    debug_assert!(hi >= lo);
-    Some(if goal <= lo {
-        lo
-    } else if goal >= hi {
-        hi
-    } else {
-        let down = goal & !(align - 1);
-        let up = down + align;
-        if goal - down <= up - goal { down } else { up }
-    })
-}
-
 /// How many aligned blocks the extent `[start, start + len)` gives: those from its first
 /// multiple of `align` to its end (a view calls this the extent's room).
 #[inline]
 pub(crate) fn placeable(start: u64, len: u64, align: u64) -> u64 {
     align_up(start, align).map_or(0, |p| (start + len).saturating_sub(p))
-}
-
-/// The least padding to a multiple of `align` (at most 64) from any start whose
-/// residue mod 64 is in `residues`; `u64::MAX` for none.
-fn least_padding(residues: u64, align: u64) -> u64 {
-    debug_assert!(align.is_power_of_two() && align <= 64);
-    let mut folded = residues;
-    let mut shift = align;
-    while shift < 64 {
-        folded |= folded >> shift;
-        shift *= 2;
-    }
-    let folded = if align == 64 {
-        folded
-    } else {
-        folded & ((1 << align) - 1)
-    };
-    match folded {
-        0 => u64::MAX,
-        _ if folded & 1 != 0 => 0,
-        _ => align - (63 - u64::from(folded.leading_zeros())),
-    }
-}
-
-/// The placement closest to `goal`, the lower on a tie.
-fn closest(goal: u64, found: impl Iterator<Item = u64>) -> Option<u64> {
-    found.min_by_key(|&p| (p.abs_diff(goal), p))
-}
-
-/// The near-goal search among the entries `start -> value` of `tree` (the address
-/// order, or a view) whose value is `longer` or more, `len_of(start, value)` being
-/// their extents' lengths: the placements in the last two fitting extents starting at
-/// or before `goal` and in the first after it. `Err` when more than `budget` of them on
-/// one side turn out misaligned.
-fn near_in(
-    tree: &BPlus<u64, u64, MaxValue>,
-    longer: u64,
-    len_of: impl Fn(u64, u64) -> u64,
-    need: u64,
-    align: u64,
-    goal: u64,
-    budget: usize,
-) -> Result<[Option<u64>; 3], ()> {
-    let sub = |b: &MaxValue| b.0 >= longer;
-    let entry = |_: &u64, &v: &u64| v >= longer;
-    let at = |p| {
-        let (s, v) = tree.get(p);
-        (s, len_of(s, v))
-    };
-    // Left side: the last fitting extent starting at or before the goal. If alignment
-    // pushes its placement above the goal, the fitting extent before it may be closer.
-    let mut left = [None, None];
-    let mut upto = Some(goal);
-    let mut misses = 0;
-    for slot in &mut left {
-        while let Some(u) = upto {
-            let Some((s, l)) = tree.last_matching(u, sub, entry).map(at) else {
-                upto = None;
-                break;
-            };
-            upto = s.checked_sub(1);
-            if let Some(p) = fit_near(s, l, need, align, goal) {
-                *slot = Some(p);
-                break;
-            }
-            misses += 1;
-            if misses > budget {
-                return Err(());
-            }
-        }
-        if slot.is_none_or(|p| p <= goal) {
-            break;
-        }
-    }
-    // Right side: the first fitting extent starting after the goal.
-    let mut right = None;
-    let mut from = goal.checked_add(1);
-    let mut misses = 0;
-    while let Some(f) = from {
-        let Some((s, l)) = tree.first_matching(f, sub, entry).map(at) else {
-            break;
-        };
-        if let Some(p) = fit(s, l, need, align) {
-            right = Some(p);
-            break;
-        }
-        from = s.checked_add(1);
-        misses += 1;
-        if misses > budget {
-            return Err(());
-        }
-    }
-    Ok([left[0], left[1], right])
 }
 
 impl FreeIndex {
@@ -417,168 +166,6 @@ impl FreeIndex {
             + self.by_size.capacity_bytes()
             + classes
             + self.views.metadata_bytes()
-    }
-
-    /// Readies the index for requests aligned to `align`: above 64 blocks, this keeps a
-    /// view of the free extents for that alignment (built in O(n) the first time, kept
-    /// in step after), so that aligned searches are O(log n). Below, it does nothing.
-    /// Hand what it returns to [`untrack`](Self::untrack) if the request then fails.
-    #[inline]
-    pub(crate) fn track(&mut self, align: u64) -> Option<aligned::Tracked> {
-        (align > 64).then(|| {
-            let by_addr = &self.by_addr;
-            self.views.track(align, || by_addr.iter())
-        })
-    }
-
-    /// Undoes a [`track`](Self::track) for a request that failed, so that a failed
-    /// request leaves the heap as it found it (see [`aligned::Views::untrack`]).
-    pub(crate) fn untrack(&mut self, tracked: Option<aligned::Tracked>) {
-        if let Some(t) = tracked {
-            self.views.untrack(t);
-        }
-    }
-
-    /// Whether `need` blocks aligned to `align` (above 64) are known not to fit,
-    /// from what an earlier failed request learned, without a view.
-    #[inline]
-    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
-        align > 64 && self.views.known_short(align, need)
-    }
-
-    /// The view of `align`, when it is above 64 blocks: the searches for such an
-    /// alignment read it alone.
-    ///
-    /// # Panics
-    ///
-    /// If `align` is above 64 and was not [`track`](Self::track)ed since the views
-    /// last changed: the allocator tracks every alignment before it places it.
-    #[inline]
-    fn view(&self, align: u64) -> Option<&aligned::View> {
-        (align > 64).then(|| {
-            self.views
-                .get(align)
-                .expect("an alignment above 64 is tracked before it is searched")
-        })
-    }
-
-    /// The largest free extent, the lowest one among equals.
-    pub(crate) fn largest(&self) -> Option<Extent> {
-        let len = self.largest_len();
-        if len == 0 {
-            return None;
-        }
-        if len > EXACT_MAX {
-            let p = self.by_size.ceil(size_key(len, 0), false)?;
-            let (len, start) = size_of_key(self.by_size.get(p).0);
-            return Some(Extent::new(start, len));
-        }
-        let start = self.lowest_of_len(len)?;
-        Some(Extent::new(start, len))
-    }
-
-    pub(crate) fn largest_len(&self) -> u64 {
-        self.by_addr.summary().0
-    }
-
-    /// The lowest start of a free extent of exactly `len <= EXACT_MAX` blocks.
-    #[inline]
-    fn lowest_of_len(&self, len: u64) -> Option<u64> {
-        let class = self.exact.get(len as usize - 1)?;
-        class.first().map(|p| class.get(p).0)
-    }
-
-    /// The lowest aligned start of `need` blocks in an extent of exactly `len` blocks,
-    /// `need <= len < need + align - 1` and `align <= 64`: the class's residue
-    /// summaries lead straight to it, O(log n).
-    fn lowest_with_room(&self, len: u64, need: u64, align: u64) -> Option<u64> {
-        let s = self.of_len_with_room(len, need, align, 0, Side::After)?;
-        fit(s, len, need, align)
-    }
-
-    /// Looks up address `x` ahead, for the next queries and changes at `x` to share
-    /// until the index changes.
-    #[inline]
-    pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Some((x, self.by_addr.floor(x)));
-    }
-
-    /// `by_addr.floor(x)`, from the probe when it holds `x`.
-    #[inline]
-    fn addr_floor(&self, x: u64) -> Option<bplus::Pos> {
-        match self.probe {
-            Some((at, found)) if at == x => found,
-            _ => self.by_addr.floor(x),
-        }
-    }
-
-    #[inline]
-    fn add(&mut self, start: u64, len: u64) {
-        self.views.add(start, len);
-        if len > EXACT_MAX {
-            self.by_size.insert(size_key(len, start), ());
-        } else {
-            if self.exact.is_empty() {
-                self.exact.resize_with(EXACT_MAX as usize, BPlus::new);
-            }
-            self.exact[len as usize - 1].insert(start, ());
-            self.nonempty |= class_bit(len);
-            self.used |= class_bit(len);
-        }
-        self.histogram[bucket(len)] += 1;
-    }
-
-    /// The size side of one free extent becoming another, `(start, len)` each: `sub`
-    /// then `add`, except that a long extent that stays long and keeps its place in
-    /// the `(len, start)` order is rewritten where it stands (the largest extent
-    /// shrinking a little, the common case, costs one lookup).
-    #[inline]
-    fn resize(&mut self, (s0, l0): (u64, u64), (s1, l1): (u64, u64)) {
-        if l0 > EXACT_MAX && l1 > EXACT_MAX {
-            let p = self
-                .by_size
-                .find(size_key(l0, s0))
-                .expect("the size order lists every long free extent");
-            let key = size_key(l1, s1);
-            let fits_before = self
-                .by_size
-                .prev(p)
-                .is_none_or(|q| self.by_size.get(q).0 < key);
-            let fits_after = self
-                .by_size
-                .next(p)
-                .is_none_or(|q| key < self.by_size.get(q).0);
-            if fits_before && fits_after {
-                self.views.sub(s0, l0);
-                self.views.add(s1, l1);
-                self.by_size.set(p, key, ());
-                self.histogram[bucket(l0)] -= 1;
-                self.histogram[bucket(l1)] += 1;
-                return;
-            }
-        }
-        self.sub(s0, l0);
-        self.add(s1, l1);
-    }
-
-    #[inline]
-    fn sub(&mut self, start: u64, len: u64) {
-        self.views.sub(start, len);
-        if len > EXACT_MAX {
-            let p = self
-                .by_size
-                .find(size_key(len, start))
-                .expect("the size order lists every long free extent");
-            self.by_size.remove(p);
-        } else {
-            let class = &mut self.exact[len as usize - 1];
-            let p = class.find(start).expect("an exact class lists its extents");
-            class.remove(p);
-            if class.len() == 0 {
-                self.nonempty &= !class_bit(len);
-            }
-        }
-        self.histogram[bucket(len)] -= 1;
     }
 
     /// Adds the blocks `[start, start + len)` and coalesces them with their neighbours.
@@ -669,310 +256,6 @@ impl FreeIndex {
             }
         }
         self.count_free_blocks -= len;
-    }
-
-    /// The free extent containing `block`, if it is free.
-    pub(crate) fn containing(&self, block: u64) -> Option<Extent> {
-        self.by_addr
-            .floor(block)
-            .map(|p| self.by_addr.get(p))
-            .filter(|&(s, l)| block - s < l)
-            .map(|(s, l)| Extent::new(s, l))
-    }
-
-    /// The lowest free extent overlapping `[start, end)`.
-    #[inline]
-    pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
-        // The extent at or below `start`, else the one after it: one descent.
-        let below = self.addr_floor(start);
-        if let Some(p) = below {
-            let (s, l) = self.by_addr.get(p);
-            if start - s < l {
-                return Some(Extent::new(s, l));
-            }
-        }
-        let above = match below {
-            Some(p) => self.by_addr.next(p),
-            None => self.by_addr.first(),
-        };
-        above
-            .map(|p| self.by_addr.get(p))
-            .filter(|&(s, _)| s < end)
-            .map(|(s, l)| Extent::new(s, l))
-    }
-
-    /// The free extents overlapping `[start, end)`, clipped to it, in address order.
-    pub(crate) fn overlapping(&self, start: u64, end: u64) -> alloc::vec::Vec<Extent> {
-        let mut out = alloc::vec::Vec::new();
-        let mut next = self.first_overlap(start, end);
-        while let Some(e) = next {
-            let s = e.start.max(start);
-            let e_end = (e.start + e.len).min(end);
-            out.push(Extent::new(s, e_end - s));
-            next = self
-                .by_addr
-                .ceil(e.start, true)
-                .map(|p| self.by_addr.get(p))
-                .filter(|&(s, _)| s < end)
-                .map(|(s, l)| Extent::new(s, l));
-        }
-        out
-    }
-
-    /// Best fit: the smallest extent that holds `need` aligned blocks, lowest first.
-    pub(crate) fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
-        if let Some(view) = self.view(align) {
-            return view.best_fit(need);
-        }
-        // Exact classes first, smallest length up: with no alignment the first present
-        // length wins outright; with one, a length of `need + align - 1` or more always
-        // fits, and shorter ones are tried extent by extent.
-        let always_fits = need.saturating_add(align - 1);
-        let mut classes = self.nonempty & classes_from(need);
-        while classes != 0 {
-            let len = u64::from(classes.trailing_zeros()) + 1;
-            if align == 1 || len >= always_fits {
-                let s = self
-                    .lowest_of_len(len)
-                    .expect("the summary lists the length");
-                return fit(s, len, need, align);
-            }
-            if let Some(p) = self.lowest_with_room(len, need, align) {
-                return Some(p);
-            }
-            classes &= classes - 1;
-        }
-        let shortest = need.max(EXACT_MAX + 1);
-        let from = self.by_size.ceil(size_key(shortest, 0), false);
-        if align == 1 {
-            return from.map(|p| size_of_key(self.by_size.get(p).0).1);
-        }
-        self.long_best_fit(shortest, need, align)
-    }
-
-    /// Aligned best fit (align at most 64) among the extents longer than
-    /// [`EXACT_MAX`], of `shortest` blocks or more: one descent per length below
-    /// `need + align - 1`, the length from which every extent fits.
-    ///
-    /// For a length `l`, the first extent at or after `(l, 0)` whose start has room
-    /// for its padding with `l - need` blocks to spare fits, and the residue summaries
-    /// lead straight to it. Any fitting extent of length `l` or more is at or after
-    /// it, so the smallest of these candidates is the best fit.
-    fn long_best_fit(&self, shortest: u64, need: u64, align: u64) -> Option<u64> {
-        let always_fits = need.saturating_add(align - 1).max(shortest);
-        let mut best = self
-            .by_size
-            .ceil(size_key(always_fits, 0), false)
-            .map(|p| self.by_size.get(p).0);
-        for len in shortest..always_fits {
-            let from = size_key(len, 0);
-            if best.is_some_and(|b| b <= from) {
-                break;
-            }
-            let room = residues_with_room(align, len - need);
-            let found = self.by_size.first_matching(
-                from,
-                |r| r.0 & room != 0,
-                |k, ()| room & (1 << (k.start() % 64)) != 0,
-            );
-            if let Some(p) = found {
-                let k = self.by_size.get(p).0;
-                if best.is_none_or(|b| k < b) {
-                    best = Some(k);
-                }
-            }
-        }
-        best.and_then(|k| {
-            let (l, s) = size_of_key(k);
-            fit(s, l, need, align)
-        })
-    }
-
-    /// First fit: the lowest aligned start where `need` blocks fit.
-    pub(crate) fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
-        self.first_fit_scanning(need, align, SCAN_BUDGET)
-    }
-
-    /// [`first_fit`](Self::first_fit), trying up to `budget` long-enough extents that
-    /// turn out misaligned before it switches to the exact search by length.
-    fn first_fit_scanning(&self, need: u64, align: u64, budget: usize) -> Option<u64> {
-        if let Some(view) = self.view(align) {
-            return view.first_fit(need);
-        }
-        let long_enough = |need: u64| move |b: &MaxValue| b.0 >= need;
-        let mut from = 0;
-        let mut misses = 0;
-        while misses <= budget {
-            let p = self
-                .by_addr
-                .first_matching(from, long_enough(need), |_, &l| l >= need)?;
-            let (s, l) = self.by_addr.get(p);
-            if let Some(p) = fit(s, l, need, align) {
-                return Some(p);
-            }
-            from = s + 1;
-            misses += 1;
-        }
-        // No extent below `from` fits. One of `need + align - 1` blocks or more always
-        // fits; a shorter one only from a start with room for its padding, and the
-        // residue summaries find the first such start of each length.
-        let always = need.saturating_add(align - 1);
-        let mut best = self
-            .by_addr
-            .first_matching(from, long_enough(always), |_, &l| l >= always)
-            .map(|p| self.by_addr.get(p));
-        for len in need..always {
-            let upto = best.map_or(u64::MAX, |(s, _)| s);
-            if let Some(s) = self.of_len_with_room(len, need, align, from, Side::After) {
-                if s < upto {
-                    best = Some((s, len));
-                }
-            }
-        }
-        best.and_then(|(s, l)| fit(s, l, need, align))
-    }
-
-    /// The aligned placement of `need` blocks whose start is closest to `goal`; the
-    /// lower on a tie.
-    pub(crate) fn near(&self, need: u64, align: u64, goal: u64) -> Option<u64> {
-        self.near_scanning(need, align, goal, SCAN_BUDGET)
-    }
-
-    /// [`near`](Self::near), trying up to `budget` misaligned extents on each side
-    /// before it switches to the exact search by length.
-    fn near_scanning(&self, need: u64, align: u64, goal: u64, budget: usize) -> Option<u64> {
-        if let Some(view) = self.view(align) {
-            // Every extent the view lists with room for `need` fits: no misses.
-            let len_of = |s, room| view.len_of(s, room);
-            let found = near_in(view.by_start(), need, len_of, need, align, goal, 0);
-            return closest(goal, found.ok()?.into_iter().flatten());
-        }
-        let len_of = |_, l| l;
-        if let Ok(found) = near_in(&self.by_addr, need, len_of, need, align, goal, budget) {
-            return closest(goal, found.into_iter().flatten());
-        }
-        // Every extent of `need + align - 1` blocks or more fits; a shorter one only
-        // from a start with room for its padding. Placements rise with starts, so the
-        // closest is the last fitting placement at or below the goal or the first
-        // above it: among each kind's last two extents starting at or before the goal
-        // and its first after it.
-        let always = need.saturating_add(align - 1);
-        let long = near_in(&self.by_addr, always, len_of, need, align, goal, usize::MAX)
-            .unwrap_or_default();
-        let mut found = alloc::vec::Vec::from(long);
-        for len in need..always {
-            let fits = |s: Option<u64>| s.and_then(|s| fit(s, len, need, align));
-            let last = self.of_len_with_room(len, need, align, goal, Side::Before);
-            let before = last
-                .and_then(|s| s.checked_sub(1))
-                .and_then(|u| self.of_len_with_room(len, need, align, u, Side::Before));
-            let after = goal
-                .checked_add(1)
-                .and_then(|f| self.of_len_with_room(len, need, align, f, Side::After));
-            found.extend([fits(last), fits(before), fits(after)]);
-        }
-        closest(goal, found.into_iter().flatten())
-    }
-
-    /// The start of the first free extent of exactly `len` blocks at or after `at`
-    /// ([`Side::After`]), or of the last at or before it ([`Side::Before`]), whose
-    /// start leaves room for `align`-padding with `len - need` blocks to spare.
-    /// `need <= len < need + align - 1` and `align <= 64`: the residue summaries lead
-    /// straight to it, one descent.
-    fn of_len_with_room(
-        &self,
-        len: u64,
-        need: u64,
-        align: u64,
-        at: u64,
-        side: Side,
-    ) -> Option<u64> {
-        debug_assert!(align <= 64 && need <= len && len - need < align);
-        let room = residues_with_room(align, len - need);
-        let sub = |r: &Residues| r.0 & room != 0;
-        if len <= EXACT_MAX {
-            if self.nonempty & class_bit(len) == 0 {
-                return None;
-            }
-            let class = self.exact.get(len as usize - 1)?;
-            let entry = |&s: &u64, (): &()| room & (1 << (s % 64)) != 0;
-            let p = match side {
-                Side::After => class.first_matching(at, sub, entry),
-                Side::Before => class.last_matching(at, sub, entry),
-            }?;
-            Some(class.get(p).0)
-        } else {
-            let entry = |k: &u128, (): &()| room & (1 << (k.start() % 64)) != 0;
-            let p = match side {
-                Side::After => self.by_size.first_matching(size_key(len, at), sub, entry),
-                Side::Before => self.by_size.last_matching(size_key(len, at), sub, entry),
-            }?;
-            let (l, s) = size_of_key(self.by_size.get(p).0);
-            (l == len).then_some(s)
-        }
-    }
-
-    /// The number of free blocks from `start` to the end of its free extent (0 if
-    /// `start` is not free).
-    pub(crate) fn run_from(&self, start: u64) -> u64 {
-        self.containing(start)
-            .map_or(0, |e| e.start + e.len - start)
-    }
-
-    /// The longest run of `align`-aligned blocks any single free extent can give.
-    ///
-    /// O(1) with no alignment or one above 64 (the view's root); O(a log n) for
-    /// alignments `1 < a <= 64`.
-    pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
-        if align == 1 {
-            return self.largest_len();
-        }
-        if let Some(view) = self.view(align) {
-            return view.largest_placeable();
-        }
-        let mut best = self.long_placeable(align);
-        // Then the exact classes, longest first, while one could still beat `best`:
-        // the residues under a class's root give its least padding.
-        let mut classes = self.nonempty;
-        while classes != 0 {
-            let len = 128 - u64::from(classes.leading_zeros());
-            if len <= best {
-                break;
-            }
-            let pad = least_padding(self.exact[len as usize - 1].summary().0, align);
-            best = best.max(len.saturating_sub(pad));
-            classes &= !class_bit(len);
-        }
-        best
-    }
-
-    /// [`largest_placeable`](Self::largest_placeable) among the extents longer than
-    /// [`EXACT_MAX`], for `1 < align <= 64`: one descent per amount of padding.
-    ///
-    /// For each padding `pad`, the longest extent whose start needs at most `pad`
-    /// blocks of it gives at least `len - pad` aligned blocks, and at the best extent's
-    /// own padding that bound is at least the best. So the largest bound is the answer.
-    fn long_placeable(&self, align: u64) -> u64 {
-        let Some(top) = self.by_size.last() else {
-            return 0;
-        };
-        let (longest, s) = size_of_key(self.by_size.get(top).0);
-        let mut best = placeable(s, longest, align);
-        for pad in 0..align {
-            if longest - pad <= best {
-                break;
-            }
-            let room = residues_with_room(align, pad);
-            let found = self.by_size.last_matching(
-                u128::MAX,
-                |r| r.0 & room != 0,
-                |k, ()| room & (1 << (k.start() % 64)) != 0,
-            );
-            if let Some(p) = found {
-                best = best.max(size_of_key(self.by_size.get(p).0).0 - pad);
-            }
-        }
-        best
     }
 
     /// Free extents in address order.
@@ -1076,6 +359,7 @@ impl FreeIndex {
 
 #[cfg(test)]
 mod tests {
+    use super::address::fit_near;
     use super::*;
     use alloc::format;
     use alloc::vec::Vec;
@@ -1109,91 +393,11 @@ mod tests {
         ix.check(10).unwrap();
     }
 
-    #[test]
-    fn residues_with_room_match_fit() {
-        for align in [2u64, 4, 8, 16, 32, 64] {
-            for slack in 0..align {
-                let mask = residues_with_room(align, slack);
-                for r in 0..64 {
-                    let expected = fit(r, slack + 1, 1, align).is_some();
-                    assert_eq!(
-                        mask & (1 << r) != 0,
-                        expected,
-                        "align {align} slack {slack} r {r}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn fit_near_prefers_the_lower_on_a_tie() {
-        // extent [0..32), need 2 aligned to 4, goal 6: 4 and 8 are both 2 away
-        assert_eq!(fit_near(0, 32, 2, 4, 6), Some(4));
-        assert_eq!(fit_near(0, 32, 2, 4, 7), Some(8));
-        assert_eq!(fit_near(0, 32, 2, 4, 31), Some(28));
-        assert_eq!(fit_near(3, 5, 2, 4, 0), Some(4));
-        assert_eq!(fit_near(3, 2, 2, 4, 0), None);
-    }
-
-    #[test]
-    fn near_looks_past_an_alignment_overshoot() {
-        // free: [0..9)  [10..20); need 1 aligned to 8, goal 10
-        // [10..20) places at 16 (6 away); [0..9) places at 8 (2 away)
-        let mut ix = FreeIndex::new();
-        ix.insert(0, 9);
-        ix.insert(10, 10);
-        assert_eq!(ix.near(1, 8, 10), Some(8));
-    }
-
-    #[test]
-    fn near_by_length_looks_past_an_alignment_overshoot() {
-        // free: [10..17)  [18..25)  [33..35); need 1 aligned to 8, goal 18
-        // [18..25) places at 24 (6 away), the extent of the same length before it at
-        // 16 (2 away); [33..35) has no aligned block, so a search that tries no
-        // misaligned extent goes straight to the search by length.
-        let mut ix = FreeIndex::new();
-        ix.insert(10, 7);
-        ix.insert(18, 7);
-        ix.insert(33, 2);
-        assert_eq!(ix.near_scanning(1, 8, 18, 0), Some(16));
-        assert_eq!(ix.near(1, 8, 18), Some(16));
-    }
-
-    #[test]
-    fn largest_placeable_accounts_for_alignment() {
-        let mut ix = FreeIndex::new();
-        ix.insert(1, 10); // aligned to 8: [8..11) -> 3
-        ix.insert(32, 5); // aligned to 8: [32..37) -> 5
-        assert_eq!(ix.largest_placeable(1), 10);
-        assert_eq!(ix.largest_placeable(8), 5);
-    }
-
-    #[test]
-    fn least_padding_matches_a_brute_force() {
-        let mut rng = super::bplus::tests::Rng(7);
-        for _ in 0..2_000 {
-            let residues = rng.below(u64::MAX) & rng.below(u64::MAX);
-            for align in [2u64, 4, 8, 16, 32, 64] {
-                let brute = (0..64)
-                    .filter(|r| residues & (1 << r) != 0)
-                    .map(|r| (align - r % align) % align)
-                    .min()
-                    .unwrap_or(u64::MAX);
-                assert_eq!(
-                    least_padding(residues, align),
-                    brute,
-                    "{residues:#x} {align}"
-                );
-            }
-        }
-    }
-
     /// Extents of close lengths, all short (the exact classes decide) or all a little
     /// longer (the long order decides), so that padding picks the winner.
     #[test]
     fn largest_placeable_among_close_lengths() {
-        let mut rng = super::bplus::tests::Rng(11);
+        let mut rng = Rng(11);
         for round in 0..400 {
             let mut ix = FreeIndex::new();
             let mut at = rng.below(64);
@@ -1250,7 +454,7 @@ mod tests {
         }
     }
 
-    use super::bplus::tests::Rng;
+    use crate::tree::bplus::tests::Rng;
 
     /// Every search of `ix` answers as the plain list does.
     fn agrees(ix: &FreeIndex, plain: &Plain, need: u64, align: u64, goal: u64, what: &str) {
@@ -1336,7 +540,11 @@ mod tests {
                     let goal = rng.below(cap);
                     let what =
                         format!("seed {seed} step {step}: need {need} align {align} goal {goal}");
-                    ix.track(align);
+                    // One search in four skips `track`: an alignment above 64 with no
+                    // view is then served by a scan, with the same answers.
+                    if rng.below(4) != 0 {
+                        ix.track(align);
+                    }
                     agrees(&ix, &plain, need, align, goal, &what);
                 }
                 assert_eq!(ix.largest(), plain.largest());

@@ -16,8 +16,8 @@ use std::time::Duration;
 use super::SharedAllocator;
 use super::signal::Deadline;
 use crate::allocator::checked_range;
-use crate::index::intervals::Intervals;
 use crate::sync::Ordering;
+use crate::tree::intervals::Intervals;
 use crate::{
     Extent, ExtentAllocator, InvariantViolation, LimitError, PinError, PinId, PinMode,
     ReleaseOutcome, SharedPinError,

@@ -129,7 +129,7 @@ impl Intervals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::bplus::tests::Rng;
+    use crate::tree::bplus::tests::Rng;
     use alloc::vec::Vec;
 
     const ANY: fn(u32) -> bool = |_| true;

@@ -1232,7 +1232,7 @@ pub(crate) mod tests {
     use alloc::collections::BTreeMap;
 
     /// The largest value below, as the address order keeps it.
-    use crate::index::MaxValue as Longest;
+    use crate::tree::MaxValue as Longest;
 
     /// SplitMix64, for the randomised tests of the index.
     pub(crate) struct Rng(pub(crate) u64);
