@@ -290,6 +290,9 @@ impl Views {
     /// The free extent `[start, start + len)` appeared.
     #[inline]
     pub(crate) fn add(&mut self, start: u64, len: u64) {
+        if self.idle() {
+            return;
+        }
         for v in &mut self.views {
             v.add(start, len);
         }
@@ -301,12 +304,22 @@ impl Views {
     /// The free extent `[start, start + len)` went away.
     #[inline]
     pub(crate) fn sub(&mut self, start: u64, len: u64) {
+        if self.idle() {
+            return;
+        }
         for v in &mut self.views {
             v.sub(start, len);
         }
         for s in &mut self.short {
             s.count(start, len, false);
         }
+    }
+
+    /// No view and no failure kept: nothing to keep in step (slots of `short` fill
+    /// from the first).
+    #[inline]
+    fn idle(&self) -> bool {
+        self.views.is_empty() && self.short[0].align == 0
     }
 
     pub(crate) fn metadata_bytes(&self) -> usize {

@@ -223,7 +223,12 @@ impl FreeIndex {
             self.by_size.remove(p);
         } else {
             let class = &mut self.exact[len as usize - 1];
-            let p = class.find(start).expect("an exact class lists its extents");
+            // Best fit takes a class's lowest extent: found without a descent.
+            let p = class
+                .first()
+                .filter(|&p| class.get(p).0 == start)
+                .or_else(|| class.find(start))
+                .expect("an exact class lists its extents");
             class.remove(p);
             if class.len() == 0 {
                 self.nonempty &= !class_bit(len);
