@@ -58,8 +58,8 @@ pub struct SharedStats {
 impl SharedAllocator {
     /// A snapshot of space and activity. Each group is read under its own lock, one at
     /// a time, so under concurrent use the totals mix moments; at a quiet point they
-    /// are exact. It visits every group: O(groups), about 180 ns per group on a cold
-    /// cache (11 ms for 62,500 groups in `cargo bench --bench scaling`).
+    /// are exact. It visits every group: O(groups), about 110 ns per group on a cold
+    /// cache (7.1 ms for 62,500 groups in `cargo bench --bench scaling`).
     ///
     /// ```
     /// use pinalloc::{Request, SharedAllocator};
