@@ -11,7 +11,7 @@ use core::ops::Range;
 
 use super::ranges::{clip, to_range};
 use crate::Extent;
-use crate::tree::bplus::{BPlus, Value, grow};
+use crate::tree::bplus::{BPlus, Pos, grow};
 use crate::tree::coverage::Coverage;
 use crate::tree::intervals::Intervals;
 
@@ -67,14 +67,13 @@ pub(crate) struct PinRecord {
 /// "No slot" in the vacant-slot chain.
 const NIL: u32 = u32::MAX;
 
-/// A fresh pin's end and slot, under its start in [`PinTable::fresh`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A fresh pin's end and slot. [`PinTable::fresh`] keeps only the slot under the
+/// pin's start (12 bytes an entry); the end is read from the slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fresh {
     end: u64,
     slot: u32,
 }
-
-impl Value for Fresh {}
 
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,8 +130,8 @@ pub(crate) struct PinTable {
     cover: Coverage,
     /// The blocking pins' ranges, under their slots.
     blocking: Intervals,
-    /// Fresh pins, by start.
-    fresh: BPlus<u64, Fresh, ()>,
+    /// Fresh pins: start -> slot.
+    fresh: BPlus<u64, u32, ()>,
     /// Blocks under fresh pins.
     fresh_blocks: u64,
 }
@@ -214,13 +213,7 @@ impl PinTable {
             self.slots.push(slot);
         }
         if fresh {
-            self.fresh.insert(
-                r.start,
-                Fresh {
-                    end: r.end,
-                    slot: at,
-                },
-            );
+            self.fresh.insert(r.start, at);
             self.fresh_blocks += extent.len;
         } else {
             self.settle(&r);
@@ -250,7 +243,7 @@ impl PinTable {
         let fresh = self
             .fresh
             .find(r.start)
-            .filter(|&pos| self.fresh.get(pos).1.slot == slot);
+            .filter(|&pos| self.fresh.get(pos).1 == slot);
         match fresh {
             Some(pos) => {
                 self.fresh.remove(pos);
@@ -283,8 +276,22 @@ impl PinTable {
     #[inline]
     fn first_fresh(&self, r: &Range<u64>) -> Option<(u64, Fresh)> {
         let pos = self.fresh.floor(r.end - 1)?;
-        let (start, f) = self.fresh.get(pos);
+        let (start, f) = self.fresh_at(pos);
         (f.end > r.start).then_some((start, f))
+    }
+
+    /// The fresh pin at `pos` of the fresh map.
+    #[inline]
+    fn fresh_at(&self, pos: Pos) -> (u64, Fresh) {
+        let (start, slot) = self.fresh.get(pos);
+        let s = &self.slots[slot as usize];
+        (
+            start,
+            Fresh {
+                end: s.start + s.len,
+                slot,
+            },
+        )
     }
 
     /// Moves every fresh pin overlapping `r` into the coverage: before a free of its
@@ -351,7 +358,7 @@ impl PinTable {
         // Cut out the fresh pins, which the coverage does not know.
         let mut at = self.fresh.floor(within.end - 1);
         while let Some(pos) = at {
-            let (start, f) = self.fresh.get(pos);
+            let (start, f) = self.fresh_at(pos);
             if f.end <= within.start {
                 break;
             }
@@ -408,7 +415,14 @@ impl PinTable {
         let fresh: Vec<(Range<u64>, u32)> = self
             .fresh
             .iter()
-            .map(|(start, f)| (start..f.end, f.slot))
+            .map(|(start, slot)| {
+                // A slot out of the slab shows as an empty range, refused below.
+                let end = self
+                    .slots
+                    .get(slot as usize)
+                    .map_or(start, |s| s.start.wrapping_add(s.len));
+                (start..end, slot)
+            })
             .collect();
         self.fresh.check().map_err(|d| format!("fresh pins: {d}"))?;
         for (i, (r, slot)) in fresh.iter().enumerate() {

@@ -70,6 +70,7 @@ fn rank_lt<K: Key>(keys: &[K; B], x: K) -> usize {
 /// A value stored beside each key.
 pub(crate) trait Value: Copy + Default + Debug {}
 impl Value for u64 {}
+impl Value for u32 {}
 impl Value for () {}
 
 /// What a parent knows of each child's entries: a monoid over entries.
