@@ -27,11 +27,35 @@ use super::bplus::{BPlus, Fold, Summary, Value};
 
 /// The differences at one key, and the blocks from it to the next key (to the end of
 /// the `u64` space for the last key).
+///
+/// Both differences share one word, 16 bytes a step with the length: the pin
+/// difference shifted left by two, the mark difference (-1, 0 or 1) in the low two
+/// bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Step {
-    pins: i64,
-    marks: i64,
+    diff: i64,
     len: u64,
+}
+
+impl Step {
+    #[inline]
+    fn new(pins: i64, marks: i64, len: u64) -> Self {
+        debug_assert!((-1..=1).contains(&marks));
+        Step {
+            diff: (pins << 2) | (marks & 3),
+            len,
+        }
+    }
+
+    #[inline]
+    fn pins(self) -> i64 {
+        self.diff >> 2
+    }
+
+    #[inline]
+    fn marks(self) -> i64 {
+        (self.diff << 62) >> 62
+    }
 }
 
 impl Value for Step {}
@@ -64,9 +88,9 @@ impl Summary<u64, Step> for CoverSum {
     #[inline]
     fn of(_: &u64, v: &Step) -> Self {
         CoverSum {
-            pins: v.pins,
-            marks: v.marks,
-            low: v.pins,
+            pins: v.pins(),
+            marks: v.marks(),
+            low: v.pins(),
             low_len: v.len,
         }
     }
@@ -94,8 +118,8 @@ impl Summary<u64, Step> for CoverSum {
         let mut s = CoverSum::default();
         let (mut pins, mut marks) = (0i64, 0i64);
         for v in vals {
-            pins += v.pins;
-            marks += v.marks;
+            pins += v.pins();
+            marks += v.marks();
             if pins < s.low {
                 s.low = pins;
                 s.low_len = v.len;
@@ -123,8 +147,8 @@ impl<P: Fn(Counts, &CoverSum) -> bool> Fold<u64, Step, CoverSum, Counts> for Cou
     #[inline]
     fn entry(&self, acc: Counts, _: &u64, v: &Step) -> Counts {
         Counts {
-            pins: acc.pins + v.pins,
-            marks: acc.marks + v.marks,
+            pins: acc.pins + v.pins(),
+            marks: acc.marks + v.marks(),
         }
     }
 
@@ -170,7 +194,7 @@ impl Coverage {
                 Some(first) => self.tree.get(first).0 - at,
                 None => u64::MAX - at,
             };
-            self.tree.insert(at, Step { pins, marks, len });
+            self.tree.insert(at, Step::new(pins, marks, len));
             return;
         };
         let (k, v) = self.tree.get(pos);
@@ -179,15 +203,11 @@ impl Coverage {
             let cut = at - k;
             self.tree.set(pos, k, Step { len: cut, ..v });
             let len = v.len - cut;
-            self.tree.insert(at, Step { pins, marks, len });
+            self.tree.insert(at, Step::new(pins, marks, len));
             return;
         }
-        let v = Step {
-            pins: v.pins + pins,
-            marks: v.marks + marks,
-            len: v.len,
-        };
-        if v.pins != 0 || v.marks != 0 {
+        let v = Step::new(v.pins() + pins, v.marks() + marks, v.len);
+        if v.diff != 0 {
             self.tree.set(pos, at, v);
             return;
         }
@@ -263,7 +283,7 @@ impl Coverage {
             Counts::default(),
             &CountFold(|_, _| false),
             &mut |acc, _, v| {
-                found = acc.pins > 0 || acc.pins + v.pins > 0;
+                found = acc.pins > 0 || acc.pins + v.pins() > 0;
                 !found
             },
         );
@@ -321,7 +341,7 @@ impl Coverage {
         let mut out = Vec::new();
         let (mut marks, mut from) = (0, 0);
         for (k, v) in self.tree.iter() {
-            let next = marks + v.marks;
+            let next = marks + v.marks();
             if marks == 0 && next > 0 {
                 from = k;
             } else if marks > 0 && next == 0 {
@@ -339,8 +359,8 @@ impl Coverage {
     pub(crate) fn pin_steps(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
         self.tree
             .iter()
-            .filter(|(_, v)| v.pins != 0)
-            .map(|(k, v)| (k, v.pins))
+            .filter(|(_, v)| v.pins() != 0)
+            .map(|(k, v)| (k, v.pins()))
     }
 
     /// The tree is sound, no entry is empty, and no count goes below zero.
@@ -363,8 +383,8 @@ impl Coverage {
                     "coverage keeps an empty or unreachable step at {k}"
                 ));
             }
-            c.pins += v.pins;
-            c.marks += v.marks;
+            c.pins += v.pins();
+            c.marks += v.marks();
             if c.pins < 0 || !(0..=1).contains(&c.marks) {
                 return Err(format!(
                     "after block {k} the coverage counts {} pins and {} marks",
