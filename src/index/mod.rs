@@ -33,11 +33,13 @@
 
 mod address;
 pub(crate) mod aligned;
+mod class;
 mod size;
 
 use crate::Extent;
 use crate::tree::MaxValue;
 use crate::tree::bplus::{self, BPlus};
+use class::Class;
 use size::{Residues, size_key};
 
 /// Lengths up to this many blocks each have an exact size class.
@@ -61,7 +63,7 @@ pub(crate) struct FreeIndex {
     by_addr: BPlus<u64, u64, MaxValue>,
     /// `exact[l - 1]`: the starts of the free extents of exactly `l` blocks. Made on
     /// first use.
-    exact: alloc::vec::Vec<BPlus<u64, (), Residues>>,
+    exact: alloc::vec::Vec<Class>,
     /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
     nonempty: u128,
     /// Bit `l - 1` is set once `exact[l - 1]` has held an entry (and so may hold
@@ -156,7 +158,7 @@ impl FreeIndex {
 
     /// Bytes of metadata held: every tree's node arenas.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        let mut classes = self.exact.capacity() * core::mem::size_of::<BPlus<u64, (), Residues>>();
+        let mut classes = self.exact.capacity() * core::mem::size_of::<Class>();
         let mut used = self.used;
         while used != 0 {
             classes += self.exact[used.trailing_zeros() as usize].capacity_bytes();
@@ -297,7 +299,7 @@ impl FreeIndex {
                 return Err((3, format!("size index misses [{s}, +{l})")));
             }
             long += usize::from(l > EXACT_MAX);
-            if l <= EXACT_MAX && self.exact[l as usize - 1].find(s).is_none() {
+            if l <= EXACT_MAX && !self.exact[l as usize - 1].contains(s) {
                 return Err((3, format!("exact class {l} misses [{s}, +{l})")));
             }
             prev_end = Some(end);
@@ -314,7 +316,7 @@ impl FreeIndex {
             ));
         }
         let short = self.by_addr.len() - long;
-        let listed: usize = self.exact.iter().map(BPlus::len).sum();
+        let listed: usize = self.exact.iter().map(Class::len).sum();
         if listed != short {
             return Err((
                 3,

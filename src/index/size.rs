@@ -4,16 +4,17 @@
 //! searches by length the address side falls back on.
 
 use super::aligned::View;
+use super::class::Class;
 use super::{EXACT_MAX, FreeIndex, bucket, fit, placeable};
 use crate::Extent;
-use crate::tree::bplus::{self, BPlus, Summary};
+use crate::tree::bplus::{self, Summary};
 use crate::tree::{pair, unpair};
 
 /// What a size-order tree knows of a subtree: which residues of `start mod 64` occur
 /// there, so that an aligned best fit can skip subtrees where no start has room for
 /// its padding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Residues(u64);
+pub(crate) struct Residues(pub(super) u64);
 
 /// A size-order key's start: an exact class's key is the start itself, the long
 /// extents' key is [`size_key`], whose low half is the start.
@@ -151,8 +152,7 @@ impl FreeIndex {
     /// The lowest start of a free extent of exactly `len <= EXACT_MAX` blocks.
     #[inline]
     pub(super) fn lowest_of_len(&self, len: u64) -> Option<u64> {
-        let class = self.exact.get(len as usize - 1)?;
-        class.first().map(|p| class.get(p).0)
+        self.exact.get(len as usize - 1)?.first()
     }
 
     /// The lowest aligned start of `need` blocks in an extent of exactly `len` blocks,
@@ -170,9 +170,9 @@ impl FreeIndex {
             self.by_size.insert(size_key(len, start), ());
         } else {
             if self.exact.is_empty() {
-                self.exact.resize_with(EXACT_MAX as usize, BPlus::new);
+                self.exact.resize_with(EXACT_MAX as usize, Class::default);
             }
-            self.exact[len as usize - 1].insert(start, ());
+            self.exact[len as usize - 1].insert(start);
             self.nonempty |= class_bit(len);
             self.used |= class_bit(len);
         }
@@ -223,13 +223,7 @@ impl FreeIndex {
             self.by_size.remove(p);
         } else {
             let class = &mut self.exact[len as usize - 1];
-            // Best fit takes a class's lowest extent: found without a descent.
-            let p = class
-                .first()
-                .filter(|&p| class.get(p).0 == start)
-                .or_else(|| class.find(start))
-                .expect("an exact class lists its extents");
-            class.remove(p);
+            class.remove(start);
             if class.len() == 0 {
                 self.nonempty &= !class_bit(len);
             }
@@ -336,12 +330,10 @@ impl FreeIndex {
                 return None;
             }
             let class = self.exact.get(len as usize - 1)?;
-            let entry = |&s: &u64, (): &()| room & (1 << (s % 64)) != 0;
-            let p = match side {
-                Side::After => class.first_matching(at, sub, entry),
-                Side::Before => class.last_matching(at, sub, entry),
-            }?;
-            Some(class.get(p).0)
+            match side {
+                Side::After => class.first_with(at, room),
+                Side::Before => class.last_with(at, room),
+            }
         } else {
             let entry = |k: &u128, (): &()| room & (1 << (k.start() % 64)) != 0;
             let p = match side {
@@ -376,7 +368,7 @@ impl FreeIndex {
             if len <= best {
                 break;
             }
-            let pad = least_padding(self.exact[len as usize - 1].summary().0, align);
+            let pad = least_padding(self.exact[len as usize - 1].residues(), align);
             best = best.max(len.saturating_sub(pad));
             classes &= !class_bit(len);
         }
