@@ -11,7 +11,8 @@
 //!   are each one descent (and a short walk up): the summary prunes every subtree that
 //!   cannot hold the request;
 //! - **by size, as segregated fits**: every length up to 128 blocks has an exact class
-//!   (a small tree of the starts of the extents of that length, and a bit in one
+//!   (the starts of the extents of that length, in a sorted array up to 64 of them and
+//!   a small tree beyond, and a bit in one
 //!   `u128` saying whether it is empty), and longer extents share one tree ordered by
 //!   `(len, start)`. Best fit is the lowest set bit at or above the length asked for
 //!   and that class's first start, or else the first long extent at or above
@@ -23,10 +24,13 @@
 //!   alignment, with their room from it, so every aligned policy is a descent or three.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
-//! Pins are records in a slab plus an interval B+ tree (keyed by start, with the
-//! furthest end under each child), which answers "is anything here pinned", pin counts
-//! and "what did this unpin leave unpinned" by descent; the same tree marks Deferred
-//! blocks no pin covers, so a free checks for holds with one lookup. Pinned Free blocks
+//! Pins are records in a slab plus the per-block pin count, kept as its differences in
+//! a B+ tree (a pin is +1 at its start and -1 at its end), which answers "is anything
+//! here pinned", pin counts and "what did this unpin leave unpinned" by descent,
+//! however many pins overlap; the same tree marks every Deferred block, so a free
+//! checks for holds with one lookup. A pin over Allocated blocks that nothing else
+//! covers (the pin an I/O takes) is kept aside in a plain map until a free or another
+//! pin reaches its blocks. Pinned Free blocks
 //! and Deferred blocks (with the epoch they were freed in) live in `rangemap` runs
 //! beside it. Allocated blocks are not recorded at
 //! all: they are whatever is in none of those. Metadata therefore grows with the number

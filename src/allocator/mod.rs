@@ -361,8 +361,8 @@ impl ExtentAllocator {
         self.pins.count_at(block)
     }
 
-    /// A snapshot of space and activity. O(e) in the number of epochs with deferred
-    /// blocks; everything else is cached.
+    /// A snapshot of space and activity. O(1) but for the metadata count, which visits
+    /// the exact size classes that have ever held an extent (at most 128).
     ///
     /// ```
     /// use pinalloc::ExtentAllocator;

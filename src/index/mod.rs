@@ -9,8 +9,9 @@
 //!   nodes keep the longest extent under each child: coalescing, first fit, near-goal
 //!   and overlap checks are one descent (and a short walk up) each, O(log n);
 //! - `size.rs`, by size, as segregated fits in the manner of dlmalloc: every length up
-//!   to [`EXACT_MAX`] has an exact class, a small B+ tree of the starts of the extents
-//!   of that length, and a bit in one `u128` that says whether it is empty; the longer
+//!   to [`EXACT_MAX`] has an exact class (`class.rs`), the starts of the extents of
+//!   that length in a sorted array up to 64 of them and a small B+ tree beyond, and a
+//!   bit in one `u128` that says whether it is empty; the longer
 //!   extents share one B+ tree ordered by `(len, start)`. Best fit for `need` blocks
 //!   is the lowest set bit at or above `need` and that class's first start, or else
 //!   the first long extent at or above `(need, 0)`: smallest length first, lowest
@@ -27,9 +28,9 @@
 //! descent or three, O(log n). An alignment nobody tracked is served by a scan, O(n).
 //!
 //! All trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
-//! cache lines per level and no allocator call happens once the trees have grown,
-//! except when a fifth alignment above 64 replaces a view, which builds the new one
-//! afresh (O(n)).
+//! cache lines per level and the trees call the allocator only to grow. An exact
+//! class calls it also when its array grows or it changes form, and a fifth alignment
+//! above 64 replaces a view by building the new one afresh (O(n)).
 
 mod address;
 pub(crate) mod aligned;

@@ -1,6 +1,6 @@
-//! The free index's size side: an exact class per length up to [`EXACT_MAX`], each a
-//! small tree of starts, and one `(len, start)` tree for the longer extents, all with
-//! the residues of their starts mod 64 under each child. Best fit, and the aligned
+//! The free index's size side: an exact class per length up to [`EXACT_MAX`] (its
+//! starts, see `class.rs`), and one `(len, start)` tree for the longer extents, with
+//! the residues of its starts mod 64 under each child. Best fit, and the aligned
 //! searches by length the address side falls back on.
 
 use super::aligned::View;

@@ -290,8 +290,9 @@ impl Coverage {
         found || at.pins > 0
     }
 
-    /// The maximal pieces of `within` whose pin count is zero, in order: O(log n) for
-    /// each, passing every subtree where the count stays above zero.
+    /// The maximal pieces of `within` whose pin count is zero, in order. It passes every
+    /// subtree where the count stays above zero, so it costs O(log n) for each piece,
+    /// plus one step for each key inside a piece (the Deferred marks' keys there).
     pub(crate) fn unpinned(&self, within: &Range<u64>) -> Vec<Range<u64>> {
         let mut out: Vec<Range<u64>> = Vec::new();
         let mut from = within.start;
@@ -378,7 +379,7 @@ impl Coverage {
                     reach - k
                 ));
             }
-            if v == Step::default() || k == u64::MAX {
+            if v.diff == 0 || k == u64::MAX {
                 return Err(format!(
                     "coverage keeps an empty or unreachable step at {k}"
                 ));
