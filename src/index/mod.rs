@@ -199,7 +199,7 @@ impl FreeIndex {
         let right = above.filter(|&p| self.by_addr.get(p).0 == end);
         match (left, right) {
             (None, None) => {
-                self.by_addr.insert(start, len);
+                self.by_addr.insert_after(below, start, len);
                 self.add(start, len);
             }
             (Some(lp), None) => {
@@ -254,7 +254,7 @@ impl FreeIndex {
             (false, false) => {
                 self.resize((s, l), (s, start - s));
                 self.by_addr.set(p, s, start - s);
-                self.by_addr.insert(end, e - end);
+                self.by_addr.insert_after(Some(p), end, e - end);
                 self.add(end, e - end);
             }
         }

@@ -728,9 +728,28 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             return;
         }
         let leaf = self.leaf_for(key);
+        let at = rank_lt(&self.leaves[leaf as usize].keys, key);
+        self.insert_in(leaf, at, key, val);
+    }
+
+    /// [`insert`](Self::insert), given `below`: the position of the entry with the
+    /// greatest key below `key` (from a lookup just made), or `None` when no key is
+    /// below it. It saves the descent.
+    pub(crate) fn insert_after(&mut self, below: Option<Pos>, key: K, val: V) {
+        match below {
+            Some(p) => {
+                debug_assert!(self.get(p).0 < key);
+                debug_assert!(self.next(p).is_none_or(|q| key < self.get(q).0));
+                self.insert_in(p.leaf, p.slot as usize + 1, key, val);
+            }
+            None => self.insert(key, val),
+        }
+    }
+
+    /// Puts `key` at slot `at` of `leaf`, where it keeps the order.
+    fn insert_in(&mut self, leaf: u32, at: usize, key: K, val: V) {
         let l = &mut self.leaves[leaf as usize];
         let n = l.n as usize;
-        let at = rank_lt(&l.keys, key);
         debug_assert!(at == n || l.keys[at] != key, "inserting a key twice");
         if n < B {
             l.keys.copy_within(at..n, at + 1);
