@@ -77,7 +77,7 @@ impl Deferrals {
     }
 
     /// Blocks in `by_epoch` freed in epochs `range`.
-    fn count_freed_in(&self, range: Range<u64>) -> u64 {
+    fn count_freed_in(&self, range: impl core::ops::RangeBounds<u64>) -> u64 {
         self.by_epoch.range(range).map(|(_, s)| s.1).sum()
     }
 
@@ -87,7 +87,7 @@ impl Deferrals {
     pub(crate) fn set_oldest_reader(&mut self, oldest: Option<u64>) {
         self.reader_held = match (self.oldest_reader, oldest) {
             (_, None) => 0,
-            (None, Some(new)) => self.count_freed_in(new..u64::MAX),
+            (None, Some(new)) => self.count_freed_in(new..),
             (Some(old), Some(new)) if new >= old => {
                 self.reader_held - self.count_freed_in(old..new)
             }

@@ -67,14 +67,6 @@ pub(crate) struct PinRecord {
 /// "No slot" in the vacant-slot chain.
 const NIL: u32 = u32::MAX;
 
-/// A fresh pin's end and slot. [`PinTable::fresh`] keeps only the slot under the
-/// pin's start (12 bytes an entry); the end is read from the slab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Fresh {
-    end: u64,
-    slot: u32,
-}
-
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
@@ -130,7 +122,7 @@ pub(crate) struct PinTable {
     cover: Coverage,
     /// The blocking pins' ranges, under their slots.
     blocking: Intervals,
-    /// Fresh pins: start -> slot.
+    /// Fresh pins: start -> slot (12 bytes an entry; the end is in the slab).
     fresh: BPlus<u64, u32, ()>,
     /// Blocks under fresh pins.
     fresh_blocks: u64,
@@ -162,7 +154,8 @@ impl PinTable {
         self.cover.pinned_blocks() + self.fresh_blocks
     }
 
-    /// Bytes held by the slab, the coverage and the blocking pins' index.
+    /// Bytes held by the slab, the coverage, the fresh pins' map and the blocking pins'
+    /// index.
     pub(crate) fn metadata_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<Slot>()
             + self.cover.capacity_bytes()
@@ -272,36 +265,30 @@ impl PinTable {
         !self.cover.any(r) && self.first_fresh(r).is_none()
     }
 
-    /// The fresh pin overlapping `r` with the greatest start, as `(start, end, slot)`.
+    /// The fresh pin overlapping `r` with the greatest start: its place in the fresh
+    /// map and its range.
     #[inline]
-    fn first_fresh(&self, r: &Range<u64>) -> Option<(u64, Fresh)> {
+    fn first_fresh(&self, r: &Range<u64>) -> Option<(Pos, Range<u64>)> {
         let pos = self.fresh.floor(r.end - 1)?;
-        let (start, f) = self.fresh_at(pos);
-        (f.end > r.start).then_some((start, f))
+        let pinned = self.fresh_at(pos);
+        (pinned.end > r.start).then_some((pos, pinned))
     }
 
-    /// The fresh pin at `pos` of the fresh map.
+    /// The range of the fresh pin at `pos` of the fresh map.
     #[inline]
-    fn fresh_at(&self, pos: Pos) -> (u64, Fresh) {
+    fn fresh_at(&self, pos: Pos) -> Range<u64> {
         let (start, slot) = self.fresh.get(pos);
         let s = &self.slots[slot as usize];
-        (
-            start,
-            Fresh {
-                end: s.start + s.len,
-                slot,
-            },
-        )
+        start..s.start + s.len
     }
 
     /// Moves every fresh pin overlapping `r` into the coverage: before a free of its
     /// blocks, or another pin over them.
     pub(crate) fn settle(&mut self, r: &Range<u64>) {
-        while let Some((start, f)) = self.first_fresh(r) {
-            let pos = self.fresh.find(start).expect("a fresh pin is indexed");
+        while let Some((pos, pinned)) = self.first_fresh(r) {
             self.fresh.remove(pos);
-            self.fresh_blocks -= f.end - start;
-            self.cover.pin(&(start..f.end), 1);
+            self.fresh_blocks -= pinned.end - pinned.start;
+            self.cover.pin(&pinned, 1);
         }
     }
 
@@ -359,11 +346,11 @@ impl PinTable {
         let mut fresh: Vec<Range<u64>> = Vec::new();
         let mut at = self.fresh.floor(within.end - 1);
         while let Some(pos) = at {
-            let (start, f) = self.fresh_at(pos);
-            if f.end <= within.start {
+            let pinned = self.fresh_at(pos);
+            if pinned.end <= within.start {
                 break;
             }
-            fresh.push(start..f.end);
+            fresh.push(pinned);
             at = self.fresh.prev(pos);
         }
         fresh.reverse();
