@@ -105,7 +105,15 @@ impl<K, V> Summary<K, V> for () {
     }
 }
 
-/// How [`BPlus::walk`] folds entries into a running value `A`.
+/// A [`Fold`] that can also take a part away again, for [`BPlus::prefix`].
+pub(crate) trait Unfold<K, V, S, A> {
+    /// `acc` without one entry.
+    fn less_entry(&self, acc: A, key: &K, val: &V) -> A;
+    /// `acc` without a whole subtree, by its summary.
+    fn less_subtree(&self, acc: A, sum: &S) -> A;
+}
+
+/// How [`BPlus::walk_with`] and [`BPlus::prefix`] fold entries into a running value `A`.
 pub(crate) trait Fold<K, V, S, A> {
     /// `acc` and one more entry.
     fn entry(&self, acc: A, key: &K, val: &V) -> A;
@@ -615,6 +623,72 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
 
     // ---- ordered folds ---------------------------------------------------------------
 
+    /// The fold of every entry with a key at most `x`, and the first key above `x`:
+    /// one descent (what [`walk_with`](Self::walk_with)`(x, x, ..)` folds, without visits).
+    ///
+    /// Below the root, each node's whole fold is known from its parent, so at each level
+    /// the descent folds the shorter side of its path: the children (or entries) left of
+    /// it added, or those from it on taken away.
+    #[inline]
+    pub(crate) fn prefix<A: Copy, F: Fold<K, V, S, A> + Unfold<K, V, S, A>>(
+        &self,
+        x: K,
+        init: A,
+        fold: &F,
+    ) -> (A, Option<K>) {
+        if self.len == 0 {
+            return (init, None);
+        }
+        let mut acc = init;
+        // The fold of everything under `id`, once known (it is not for the root).
+        let mut whole: Option<S> = None;
+        let mut id = self.root;
+        for _ in 0..self.height {
+            let n = &self.inners[id as usize];
+            let len = n.n as usize;
+            let c = rank_le(&n.keys, x).clamp(1, len) - 1;
+            match whole {
+                Some(w) if 2 * c > len => {
+                    acc = fold.subtree(acc, &w);
+                    for s in &n.sum[c..len] {
+                        acc = fold.less_subtree(acc, s);
+                    }
+                }
+                _ => {
+                    for s in &n.sum[..c] {
+                        acc = fold.subtree(acc, s);
+                    }
+                }
+            }
+            whole = Some(n.sum[c]);
+            id = n.kids[c];
+        }
+        let l = &self.leaves[id as usize];
+        let n = l.n as usize;
+        let r = rank_le(&l.keys, x).min(n);
+        match whole {
+            Some(w) if 2 * r > n => {
+                acc = fold.subtree(acc, &w);
+                for i in r..n {
+                    acc = fold.less_entry(acc, &l.keys[i], &l.vals[i]);
+                }
+            }
+            _ => {
+                for i in 0..r {
+                    acc = fold.entry(acc, &l.keys[i], &l.vals[i]);
+                }
+            }
+        }
+        let above = if r < n {
+            Some(l.keys[r])
+        } else if l.next != NIL {
+            Some(self.leaves[l.next as usize].keys[0])
+        } else {
+            None
+        };
+        (acc, above)
+    }
+
     /// Walks the entries in key order, carrying `acc`, the fold of every entry before.
     ///
     /// - Entries with keys up to `lo` are folded without a visit.
@@ -625,11 +699,6 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     ///
     /// Returns the fold of every entry before where it ended. The cost is one descent
     /// plus O(log n) per visited entry: `skip` decides how much is passed over.
-    pub(crate) fn walk<A: Copy>(&self, lo: K, hi: K, init: A, fold: &impl Fold<K, V, S, A>) -> A {
-        self.walk_with(lo, hi, init, fold, &mut |_, _, _| true)
-    }
-
-    /// [`walk`](Self::walk), with a visitor.
     pub(crate) fn walk_with<A: Copy>(
         &self,
         lo: K,

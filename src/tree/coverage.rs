@@ -23,7 +23,7 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::bplus::{BPlus, Fold, Summary, Value};
+use super::bplus::{BPlus, Fold, Summary, Unfold, Value};
 
 /// The differences at one key, and the blocks from it to the next key (to the end of
 /// the `u64` space for the last key).
@@ -166,6 +166,24 @@ impl<P: Fn(Counts, &CoverSum) -> bool> Fold<u64, Step, CoverSum, Counts> for Cou
     }
 }
 
+impl<P: Fn(Counts, &CoverSum) -> bool> Unfold<u64, Step, CoverSum, Counts> for CountFold<P> {
+    #[inline]
+    fn less_entry(&self, acc: Counts, _: &u64, v: &Step) -> Counts {
+        Counts {
+            pins: acc.pins - v.pins(),
+            marks: acc.marks - v.marks(),
+        }
+    }
+
+    #[inline]
+    fn less_subtree(&self, acc: Counts, s: &CoverSum) -> Counts {
+        Counts {
+            pins: acc.pins - s.pins,
+            marks: acc.marks - s.marks,
+        }
+    }
+}
+
 /// Pin counts and Deferred marks; see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Coverage {
@@ -247,7 +265,8 @@ impl Coverage {
     /// The counts at block `x`.
     fn counts_at(&self, x: u64) -> Counts {
         self.tree
-            .walk(x, x, Counts::default(), &CountFold(|_, _| false))
+            .prefix(x, Counts::default(), &CountFold(|_, _| false))
+            .0
     }
 
     /// How many pins cover block `x`.
@@ -258,18 +277,10 @@ impl Coverage {
     /// Whether a block of `r` is pinned or marked: the count at `r.start`, or any key
     /// inside `r`, which must raise a count from zero. One descent.
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
-        let mut inside = false;
-        let at = self.tree.walk_with(
-            r.start,
-            r.end,
-            Counts::default(),
-            &CountFold(|_, _| false),
-            &mut |_, _, _| {
-                inside = true;
-                false
-            },
-        );
-        inside || at.pins > 0 || at.marks > 0
+        let (at, above) = self
+            .tree
+            .prefix(r.start, Counts::default(), &CountFold(|_, _| false));
+        at.pins > 0 || at.marks > 0 || above.is_some_and(|k| k < r.end)
     }
 
     /// Whether a block of `r` is pinned: O(log n + the keys inside `r` before the first
