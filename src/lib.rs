@@ -2,9 +2,24 @@
 //!
 //! # Implementation
 //!
-//! The free space is a set of fully coalesced free extents, kept in B+ trees of
-//! 16-slot nodes in arenas (parent links, leaf chains, a summary of each child in its
-//! parent):
+//! The free space is a set of fully coalesced free extents, in one of two forms.
+//!
+//! **The fast form**, which every allocator starts in and keeps while its requests are
+//! unaligned best fit, exact starts and ranges of lengths (the common case). Each free
+//! extent is a record in an arena. Every length up to 128 blocks has a list of its
+//! extents, linked through the records, and a bit in one `u128` saying whether it is
+//! empty; longer extents are in a B+ tree ordered by `(len, start)`. Best fit is the
+//! lowest set bit at or above the length asked for and the head of that list. By
+//! address, a B+ tree of 16-slot nodes maps each extent's *last* block to its record:
+//! an allocation takes blocks from an extent's start, which leaves its last block,
+//! and so the tree, untouched. A free finds both neighbours and checks for overlap
+//! with one descent. An allocation that splits an extent is a bit scan and two list
+//! splices.
+//!
+//! **The ordered form**, which the index moves to, once, at the first first-fit,
+//! near-goal or aligned request that can succeed (the fast form can tell which will,
+//! so a refused request changes nothing). It keeps B+ trees of 16-slot nodes in arenas
+//! (parent links, leaf chains, a summary of each child in its parent):
 //!
 //! - **by address**, with the longest extent under each child. Coalescing a free with
 //!   its neighbours, the overlap check of a free, first fit and near-goal placement
@@ -16,12 +31,15 @@
 //!   `u128` saying whether it is empty), and longer extents share one tree ordered by
 //!   `(len, start)`. Best fit is the lowest set bit at or above the length asked for
 //!   and that class's first start, or else the first long extent at or above
-//!   `(len, 0)`: the smallest fitting extent and the lowest among equals, exactly. Both
+//!   `(len, 0)`. Both
 //!   size orders also keep which residues of `start mod 64` occur under each child,
 //!   so an aligned best fit finds the lowest start with room for its padding in one
 //!   descent per candidate length. Alignments above 64 blocks get a view of their own
 //!   on first use (at most four are kept): the extents that hold a multiple of the
 //!   alignment, with their room from it, so every aligned policy is a descent or three.
+//!
+//! Both forms take a smallest fitting extent for best fit; among equally small ones the
+//! fast form takes the most recently freed or split, the ordered form the lowest.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
 //! Pins are records in a slab plus the per-block pin count, kept as its differences in

@@ -32,9 +32,10 @@ use crate::{AllocError, Extent};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Policy {
-    /// The smallest free extent that can hold the request; the lowest address among
-    /// equals. The allocation sits at the lowest suitably aligned block of that extent.
-    /// This keeps large runs whole, and is the default.
+    /// The smallest free extent that can hold the request. Which of several equally
+    /// small extents is not fixed: the engine takes the one it reaches first (see the
+    /// crate's implementation notes). The allocation sits at the lowest suitably
+    /// aligned block of that extent. This keeps large runs whole, and is the default.
     #[default]
     BestFit,
     /// The lowest address at which the request fits.

@@ -207,7 +207,7 @@ impl ExtentAllocator {
 
     /// Places a valid request of at most `max_len` blocks: `max_len` if anywhere
     /// possible, otherwise the largest placeable length not below the minimum.
-    fn place(&self, request: &Request, max_len: u64) -> Result<Extent, AllocError> {
+    fn place(&mut self, request: &Request, max_len: u64) -> Result<Extent, AllocError> {
         let (min, align) = (request.min_len, request.align);
         if let Policy::Exact(start) = request.policy {
             let len = max_len.min(self.free.run_from(start));
@@ -234,7 +234,7 @@ impl ExtentAllocator {
     }
 
     #[inline]
-    fn find(&self, policy: Policy, len: u64, align: u64) -> Option<u64> {
+    fn find(&mut self, policy: Policy, len: u64, align: u64) -> Option<u64> {
         match policy {
             Policy::FirstFit => self.free.first_fit(len, align),
             Policy::Near(goal) => self.free.near(len, align, goal),

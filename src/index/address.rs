@@ -1,8 +1,9 @@
 //! The free index's address side: the free extents by start, with the longest under
 //! each child. Coalescing, overlap checks, first fit and near-goal placement.
 
+use super::fit;
+use super::ordered::Ordered;
 use super::size::Side;
-use super::{FreeIndex, fit};
 use crate::Extent;
 use crate::tree::MaxValue;
 use crate::tree::bplus::{self, BPlus};
@@ -101,7 +102,7 @@ fn near_in(
     Ok([left[0], left[1], right])
 }
 
-impl FreeIndex {
+impl Ordered {
     /// Looks up address `x` ahead, for the next queries and changes at `x` to share
     /// until the index changes.
     #[inline]
@@ -164,13 +165,6 @@ impl FreeIndex {
                 .map(|(s, l)| Extent::new(s, l));
         }
         out
-    }
-
-    /// The number of free blocks from `start` to the end of its free extent (0 if
-    /// `start` is not free).
-    pub(crate) fn run_from(&self, start: u64) -> u64 {
-        self.containing(start)
-            .map_or(0, |e| e.start + e.len - start)
     }
 
     /// First fit: the lowest aligned start where `need` blocks fit.
@@ -301,7 +295,7 @@ mod tests {
     fn near_looks_past_an_alignment_overshoot() {
         // free: [0..9)  [10..20); need 1 aligned to 8, goal 10
         // [10..20) places at 16 (6 away); [0..9) places at 8 (2 away)
-        let mut ix = FreeIndex::new();
+        let mut ix = Ordered::new();
         ix.insert(0, 9);
         ix.insert(10, 10);
         assert_eq!(ix.near(1, 8, 10), Some(8));
@@ -313,7 +307,7 @@ mod tests {
         // [18..25) places at 24 (6 away), the extent of the same length before it at
         // 16 (2 away); [33..35) has no aligned block, so a search that tries no
         // misaligned extent goes straight to the search by length.
-        let mut ix = FreeIndex::new();
+        let mut ix = Ordered::new();
         ix.insert(10, 7);
         ix.insert(18, 7);
         ix.insert(33, 2);

@@ -367,7 +367,7 @@ impl Views {
     }
 }
 
-impl super::FreeIndex {
+impl super::ordered::Ordered {
     /// Readies the index for requests aligned to `align`: above 64 blocks, this keeps a
     /// view of the free extents for that alignment (built in O(n) the first time, kept
     /// in step after), so that aligned searches are O(log n). Below, it does nothing.

@@ -2,46 +2,37 @@
 //!
 //! The rest of the core sees only [`FreeIndex`]; its interface is the seam behind which
 //! the representation can change, and no call of it has to come before another. It
-//! holds every Free, unpinned block as fully coalesced extents, in two orders, each in
-//! its own file:
+//! holds every Free, unpinned block as fully coalesced extents, in one of two forms:
 //!
-//! - `address.rs`, by address, in a B+ tree ([`crate::tree::bplus::BPlus`]) whose inner
-//!   nodes keep the longest extent under each child: coalescing, first fit, near-goal
-//!   and overlap checks are one descent (and a short walk up) each, O(log n);
-//! - `size.rs`, by size, as segregated fits in the manner of dlmalloc: every length up
-//!   to [`EXACT_MAX`] has an exact class (`class.rs`), the starts of the extents of
-//!   that length in a sorted array up to 64 of them and a small B+ tree beyond, and a
-//!   bit in one `u128` that says whether it is empty; the longer
-//!   extents share one B+ tree ordered by `(len, start)`. Best fit for `need` blocks
-//!   is the lowest set bit at or above `need` and that class's first start, or else
-//!   the first long extent at or above `(need, 0)`: smallest length first, lowest
-//!   start among equals, exactly.
+//! - **fast** (`hot.rs`), while every request has been unaligned best fit, an exact
+//!   start or a range of lengths: extent records with intrusive lists per exact length,
+//!   found by a bit scan, and a B+ tree by each extent's last block, which an
+//!   allocation from an extent's start does not touch. No summaries to keep.
+//! - **ordered** (`ordered.rs`, with `address.rs`, `size.rs`, `class.rs` and
+//!   `aligned.rs`), which also answers first fit, near-goal and aligned requests in
+//!   O(log n), at the price of keeping sorted classes and the longest extent under
+//!   every subtree.
 //!
-//! Aligned requests (alignment `a`) must also weigh extents of `need` to
-//! `need + a - 2` blocks, which fit only from some starts. Every size tree keeps the
-//! residues of its starts mod 64 under each child, so for `a <= 64` the first extent
-//! of a given length, at or after (or before) an address, whose start has room for
-//! its padding is one descent: an aligned search costs O(a) of them (first fit and
-//! near-goal first try a few extents in address order; near-goal then takes three
-//! per length). For larger alignments, `aligned.rs` keeps a view of the free extents
-//! per alignment asked for by [`FreeIndex::track`]: there an aligned search is a
-//! descent or three, O(log n). An alignment nobody tracked is served by a scan, O(n).
+//! An index starts fast and moves to the ordered form, once and for good, at the first
+//! request that only the ordered form can place *and that will succeed* (the fast form
+//! can tell, by looking at the few extents whose start decides it). A failed request
+//! therefore never changes the form, nor the heap. The move builds the ordered form
+//! from the extents in address order, O(n log n), once.
 //!
-//! All trees keep their nodes in arenas of 16-slot nodes, so a search touches a few
-//! cache lines per level and the trees call the allocator only to grow. An exact
-//! class calls it also when its array grows or it changes form, and a fifth alignment
-//! above 64 replaces a view by building the new one afresh (O(n)).
+//! Best fit takes a shortest extent that holds the request in both forms. Among
+//! extents of that length, the fast form takes the most recently changed and the
+//! ordered form the lowest; the contract leaves the choice open.
 
 mod address;
 pub(crate) mod aligned;
 mod class;
+mod hot;
+mod ordered;
 mod size;
 
 use crate::Extent;
-use crate::tree::MaxValue;
-use crate::tree::bplus::{self, BPlus};
-use class::Class;
-use size::{Residues, size_key};
+use hot::Hot;
+use ordered::Ordered;
 
 /// Lengths up to this many blocks each have an exact size class.
 pub(crate) const EXACT_MAX: u64 = 128;
@@ -57,46 +48,6 @@ pub(crate) const EXACT_MAX: u64 = 128;
 /// assert_eq!(s.free_histogram[HISTOGRAM_BUCKETS - 1], 1); // one extent of 2^64 - 1 blocks
 /// ```
 pub const HISTOGRAM_BUCKETS: usize = 64;
-
-#[derive(Clone, Debug)]
-pub(crate) struct FreeIndex {
-    /// `start -> len`, with the longest extent under each inner child.
-    by_addr: BPlus<u64, u64, MaxValue>,
-    /// `exact[l - 1]`: the starts of the free extents of exactly `l` blocks. Made on
-    /// first use.
-    exact: alloc::vec::Vec<Class>,
-    /// Bit `l - 1` is set when `exact[l - 1]` is not empty.
-    nonempty: u128,
-    /// Bit `l - 1` is set once `exact[l - 1]` has held an entry (and so may hold
-    /// nodes), so that counting the metadata visits only those classes.
-    used: u128,
-    /// [`size_key`]`(len, start)` of the extents longer than [`EXACT_MAX`].
-    /// With the residues of the starts under each child, as the exact classes.
-    by_size: BPlus<u128, (), Residues>,
-    /// Views for the alignments above 64 blocks asked for recently: a cache of what
-    /// the trees above hold, for aligned searches.
-    views: aligned::Views,
-    /// An address lookup made ahead by [`probe`](Self::probe), `(x, floor(x))`, kept
-    /// until the next change: a free first checks its blocks are not free, then
-    /// inserts them, and both start with the same descent. (A plain field set through
-    /// `&mut self`, so the index stays `Sync`.)
-    probe: Option<(u64, Option<bplus::Pos>)>,
-    count_free_blocks: u64,
-    histogram: [u64; HISTOGRAM_BUCKETS],
-}
-
-/// Equal contents, node by node. The probe and the alignment views are caches, made by
-/// lookups (a refused request may add a view), and are not compared.
-impl PartialEq for FreeIndex {
-    fn eq(&self, o: &Self) -> bool {
-        self.by_addr == o.by_addr
-            && self.exact == o.exact
-            && self.nonempty == o.nonempty
-            && self.by_size == o.by_size
-            && self.count_free_blocks == o.count_free_blocks
-            && self.histogram == o.histogram
-    }
-}
 
 /// The lowest multiple of `align` (a power of two) that is `>= x`, if any.
 #[inline]
@@ -127,433 +78,282 @@ pub(crate) fn placeable(start: u64, len: u64, align: u64) -> u64 {
     align_up(start, align).map_or(0, |p| (start + len).saturating_sub(p))
 }
 
+/// The free index: see the module docs.
+#[derive(Clone, Debug)]
+pub(crate) struct FreeIndex {
+    form: Form,
+}
+
+/// One per allocator and never moved on a hot path, so the fast form stays inline
+/// (no pointer to chase) although it is the larger.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Form {
+    Hot(Hot),
+    Ordered(Ordered),
+}
+
+/// Equal free extents. The form, the probe and the alignment views are how the index
+/// finds them, not what it holds.
+impl PartialEq for FreeIndex {
+    fn eq(&self, o: &Self) -> bool {
+        self.free_blocks() == o.free_blocks()
+            && self.extent_count() == o.extent_count()
+            && self.iter().eq(o.iter())
+    }
+}
+
+/// Runs `$body` with `$ix` bound to the index's current form, whichever it is.
+macro_rules! either {
+    ($self:expr, $ix:ident => $body:expr) => {
+        match $self {
+            Form::Hot($ix) => $body,
+            Form::Ordered($ix) => $body,
+        }
+    };
+}
+
 impl FreeIndex {
-    /// An empty index.
+    /// An empty index, in the fast form.
     pub(crate) const fn new() -> Self {
         FreeIndex {
-            by_addr: BPlus::new(),
-            exact: alloc::vec::Vec::new(),
-            nonempty: 0,
-            used: 0,
-            by_size: BPlus::new(),
-            views: aligned::Views::new(),
-            probe: None,
-            count_free_blocks: 0,
-            histogram: [0; HISTOGRAM_BUCKETS],
+            form: Form::Hot(Hot::new()),
         }
     }
 
     #[inline]
     pub(crate) fn free_blocks(&self) -> u64 {
-        self.count_free_blocks
+        either!(&self.form, ix => ix.free_blocks())
     }
 
     #[inline]
     pub(crate) fn extent_count(&self) -> usize {
-        self.by_addr.len()
+        either!(&self.form, ix => ix.extent_count())
     }
 
     pub(crate) fn histogram(&self) -> [u64; HISTOGRAM_BUCKETS] {
-        self.histogram
+        either!(&self.form, ix => ix.histogram())
     }
 
-    /// Bytes of metadata held: every tree's node arenas.
+    /// Bytes of metadata held by the current form.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        let mut classes = self.exact.capacity() * core::mem::size_of::<Class>();
-        let mut used = self.used;
-        while used != 0 {
-            classes += self.exact[used.trailing_zeros() as usize].capacity_bytes();
-            used &= used - 1;
-        }
-        self.by_addr.capacity_bytes()
-            + self.by_size.capacity_bytes()
-            + classes
-            + self.views.metadata_bytes()
+        either!(&self.form, ix => ix.metadata_bytes())
+    }
+
+    /// Whether the index has moved to the ordered form.
+    #[cfg(test)]
+    pub(crate) fn is_ordered(&self) -> bool {
+        matches!(self.form, Form::Ordered(_))
     }
 
     /// Adds the blocks `[start, start + len)` and coalesces them with their neighbours.
-    ///
     /// The caller guarantees the blocks are not already in the index and lie below
     /// `u64::MAX`.
+    #[inline]
     pub(crate) fn insert(&mut self, start: u64, len: u64) {
-        debug_assert!(len > 0);
-        let end = start + len;
-        // The extent just below `start` (none is free at `start` itself) and the next.
-        let below = self.addr_floor(start);
-        self.probe = None;
-        let above = match below {
-            Some(p) => self.by_addr.next(p),
-            None => self.by_addr.first(),
-        };
-        debug_assert!(
-            below.is_none_or(|p| {
-                let (s, l) = self.by_addr.get(p);
-                s + l <= start
-            }) && above.is_none_or(|p| self.by_addr.get(p).0 >= end),
-            "inserting [{start}, +{len}) over a free extent"
-        );
-        let left = below.filter(|&p| {
-            let (s, l) = self.by_addr.get(p);
-            s + l == start
-        });
-        let right = above.filter(|&p| self.by_addr.get(p).0 == end);
-        match (left, right) {
-            (None, None) => {
-                self.by_addr.insert_after(below, start, len);
-                self.add(start, len);
-            }
-            (Some(lp), None) => {
-                let (ls, ll) = self.by_addr.get(lp);
-                self.resize((ls, ll), (ls, ll + len));
-                self.by_addr.set(lp, ls, ll + len);
-            }
-            (None, Some(rp)) => {
-                let (rs, rl) = self.by_addr.get(rp);
-                self.resize((rs, rl), (start, len + rl));
-                self.by_addr.set(rp, start, len + rl);
-            }
-            (Some(lp), Some(rp)) => {
-                let (ls, ll) = self.by_addr.get(lp);
-                let (rs, rl) = self.by_addr.get(rp);
-                self.sub(rs, rl);
-                self.resize((ls, ll), (ls, ll + len + rl));
-                self.by_addr.set(lp, ls, ll + len + rl);
-                self.by_addr.remove(rp);
-            }
-        }
-        self.count_free_blocks += len;
+        either!(&mut self.form, ix => ix.insert(start, len))
     }
 
     /// Removes the blocks `[start, start + len)`, which the caller guarantees lie inside
     /// a single free extent, splitting it as needed.
+    #[inline]
     pub(crate) fn take(&mut self, start: u64, len: u64) {
-        debug_assert!(len > 0);
-        let p = self
-            .addr_floor(start)
-            .expect("taking blocks that are not free");
-        self.probe = None;
-        let (s, l) = self.by_addr.get(p);
-        let (end, e) = (start + len, s + l);
-        assert!(
-            end <= e,
-            "taking [{start}, +{len}) beyond free extent [{s}, +{l})"
-        );
-        match (s == start, end == e) {
-            (true, true) => {
-                self.sub(s, l);
-                self.by_addr.remove(p);
-            }
-            (true, false) => {
-                self.resize((s, l), (end, e - end));
-                self.by_addr.set(p, end, e - end);
-            }
-            (false, true) => {
-                self.resize((s, l), (s, start - s));
-                self.by_addr.set(p, s, start - s);
-            }
-            (false, false) => {
-                self.resize((s, l), (s, start - s));
-                self.by_addr.set(p, s, start - s);
-                self.by_addr.insert_after(Some(p), end, e - end);
-                self.add(end, e - end);
-            }
-        }
-        self.count_free_blocks -= len;
+        either!(&mut self.form, ix => ix.take(start, len))
+    }
+
+    /// Looks up address `x` ahead, for the next queries and changes at `x` to share
+    /// until the index changes.
+    #[inline]
+    pub(crate) fn probe(&mut self, x: u64) {
+        either!(&mut self.form, ix => ix.probe(x))
+    }
+
+    /// The lowest free extent overlapping `[start, end)`.
+    #[inline]
+    pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
+        either!(&self.form, ix => ix.first_overlap(start, end))
+    }
+
+    /// The free extents overlapping `[start, end)`, clipped to it, in address order.
+    pub(crate) fn overlapping(&self, start: u64, end: u64) -> alloc::vec::Vec<Extent> {
+        either!(&self.form, ix => ix.overlapping(start, end))
+    }
+
+    /// The free extent containing `block`, if it is free.
+    pub(crate) fn containing(&self, block: u64) -> Option<Extent> {
+        either!(&self.form, ix => ix.containing(block))
+    }
+
+    /// The number of free blocks from `start` to the end of its free extent (0 if
+    /// `start` is not free).
+    pub(crate) fn run_from(&self, start: u64) -> u64 {
+        self.containing(start)
+            .map_or(0, |e| e.start + e.len - start)
     }
 
     /// Free extents in address order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_addr.iter().map(|(s, l)| Extent::new(s, l))
+        let (hot, ordered) = match &self.form {
+            Form::Hot(ix) => (Some(ix.iter()), None),
+            Form::Ordered(ix) => (None, Some(ix.iter())),
+        };
+        hot.into_iter()
+            .flatten()
+            .chain(ordered.into_iter().flatten())
     }
 
-    /// Recomputes everything from scratch: tree shape, coalescing, the size index, the
-    /// block count and the histogram. Reports `(invariant number, detail)`.
+    /// A longest free extent.
+    pub(crate) fn largest(&self) -> Option<Extent> {
+        either!(&self.form, ix => ix.largest())
+    }
+
+    pub(crate) fn largest_len(&self) -> u64 {
+        either!(&self.form, ix => ix.largest_len())
+    }
+
+    /// The most blocks aligned to `align` that one free extent gives.
+    pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
+        either!(&self.form, ix => ix.largest_placeable(align))
+    }
+
+    /// The ordered form, moving to it first if the index is fast and `need` blocks
+    /// aligned to `align` fit somewhere; `None` (and no move) if they do not.
+    fn ordered_if_fits(&mut self, need: u64, align: u64) -> Option<&mut Ordered> {
+        if let Form::Hot(hot) = &self.form {
+            if !hot.any_fit(need, align) {
+                return None;
+            }
+            let mut ordered = Ordered::new();
+            for e in hot.iter() {
+                ordered.insert(e.start, e.len);
+            }
+            self.form = Form::Ordered(ordered);
+        }
+        match &mut self.form {
+            Form::Ordered(ix) => Some(ix),
+            Form::Hot(_) => unreachable!("the index just moved to the ordered form"),
+        }
+    }
+
+    /// Best fit: the start of a shortest free extent where `need` blocks aligned to
+    /// `align` fit, at its lowest aligned start.
+    #[inline]
+    pub(crate) fn best_fit(&mut self, need: u64, align: u64) -> Option<u64> {
+        match &mut self.form {
+            Form::Hot(ix) if align == 1 => ix.best_fit(need),
+            Form::Ordered(ix) => ix.best_fit(need, align),
+            Form::Hot(_) => self.ordered_if_fits(need, align)?.best_fit(need, align),
+        }
+    }
+
+    /// First fit: the lowest aligned start where `need` blocks fit.
+    pub(crate) fn first_fit(&mut self, need: u64, align: u64) -> Option<u64> {
+        self.ordered_if_fits(need, align)?.first_fit(need, align)
+    }
+
+    /// The aligned start of `need` blocks closest to `goal`, the lower on a tie.
+    pub(crate) fn near(&mut self, need: u64, align: u64, goal: u64) -> Option<u64> {
+        self.ordered_if_fits(need, align)?.near(need, align, goal)
+    }
+
+    /// Whether `need` blocks aligned to `align` are known not to fit (the ordered
+    /// form's memory of failed requests for large alignments).
+    #[inline]
+    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
+        match &self.form {
+            Form::Ordered(ix) => ix.known_short(align, need),
+            Form::Hot(_) => false,
+        }
+    }
+
+    /// Keeps a view for `align` in the ordered form (see [`Ordered::track`]); the fast
+    /// form keeps none.
+    #[inline]
+    pub(crate) fn track(&mut self, align: u64) -> Option<aligned::Tracked> {
+        match &mut self.form {
+            Form::Ordered(ix) => ix.track(align),
+            Form::Hot(_) => None,
+        }
+    }
+
+    /// Undoes a [`track`](Self::track) for a request that failed.
+    #[inline]
+    pub(crate) fn untrack(&mut self, tracked: Option<aligned::Tracked>) {
+        if let Form::Ordered(ix) = &mut self.form {
+            ix.untrack(tracked);
+        }
+    }
+
+    /// Recomputes everything from scratch. Reports `(invariant number, detail)`.
     pub(crate) fn check(&self, capacity: u64) -> Result<(), (u8, alloc::string::String)> {
-        use alloc::format;
-        self.by_addr
-            .check()
-            .map_err(|d| (3, format!("address order: {d}")))?;
-        self.by_size
-            .check()
-            .map_err(|d| (3, format!("size order: {d}")))?;
-        let mut blocks = 0u64;
-        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
-        let mut prev_end: Option<u64> = None;
-        let mut long = 0;
-        for (s, l) in self.by_addr.iter() {
-            if l == 0 {
-                return Err((2, format!("empty free extent at {s}")));
-            }
-            let end = s
-                .checked_add(l)
-                .filter(|&e| e <= capacity)
-                .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
-            if let Some(p) = prev_end {
-                if s < p {
-                    return Err((2, format!("free extents overlap at {s}")));
-                }
-                if s == p {
-                    return Err((4, format!("free extents touch at {s}: not coalesced")));
-                }
-            }
-            if l > EXACT_MAX && self.by_size.find(size_key(l, s)).is_none() {
-                return Err((3, format!("size index misses [{s}, +{l})")));
-            }
-            long += usize::from(l > EXACT_MAX);
-            if l <= EXACT_MAX && !self.exact[l as usize - 1].contains(s) {
-                return Err((3, format!("exact class {l} misses [{s}, +{l})")));
-            }
-            prev_end = Some(end);
-            blocks += l;
-            histogram[bucket(l)] += 1;
-        }
-        if self.by_size.len() != long {
-            return Err((
-                3,
-                format!(
-                    "size index holds {} extents, but {long} are longer than {EXACT_MAX}",
-                    self.by_size.len(),
-                ),
-            ));
-        }
-        let short = self.by_addr.len() - long;
-        let listed: usize = self.exact.iter().map(Class::len).sum();
-        if listed != short {
-            return Err((
-                3,
-                format!("exact classes list {listed} extents, but {short} are that short"),
-            ));
-        }
-        for (i, class) in self.exact.iter().enumerate() {
-            class
-                .check()
-                .map_err(|d| (3, format!("exact class {}: {d}", i + 1)))?;
-            if (class.len() > 0) != (self.nonempty & (1u128 << i) != 0) {
-                return Err((
-                    3,
-                    format!("exact class {}: its non-empty bit is wrong", i + 1),
-                ));
-            }
-            if class.capacity_bytes() > 0 && self.used & (1u128 << i) == 0 {
-                return Err((
-                    3,
-                    format!(
-                        "exact class {} holds nodes, but its used bit is clear",
-                        i + 1
-                    ),
-                ));
-            }
-        }
-        if blocks != self.count_free_blocks {
-            return Err((
-                3,
-                format!(
-                    "free blocks cached {} but counted {blocks}",
-                    self.count_free_blocks
-                ),
-            ));
-        }
-        if histogram != self.histogram {
-            return Err((3, "free-extent histogram differs from its recount".into()));
-        }
-        self.views.check(|| self.by_addr.iter()).map_err(|d| (3, d))
+        either!(&self.form, ix => ix.check(capacity))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::address::fit_near;
     use super::*;
-    use alloc::format;
     use alloc::vec::Vec;
 
-    fn extents(ix: &FreeIndex) -> Vec<(u64, u64)> {
-        ix.iter().map(|e| (e.start, e.len)).collect()
-    }
-
-    #[test]
-    fn insert_coalesces_both_sides() {
-        // before: [0..4) free, [4..6) not, [6..10) free
-        //         ####..####
-        // insert [4..6): ##########
+    fn index(extents: &[(u64, u64)]) -> FreeIndex {
         let mut ix = FreeIndex::new();
-        ix.insert(0, 4);
-        ix.insert(6, 4);
-        assert_eq!(extents(&ix), [(0, 4), (6, 4)]);
-        ix.insert(4, 2);
-        assert_eq!(extents(&ix), [(0, 10)]);
-        ix.check(10).unwrap();
+        for &(s, l) in extents {
+            ix.insert(s, l);
+        }
+        ix
     }
 
+    /// Plain best fit, exact starts and ranges stay in the fast form; a request only
+    /// the ordered form can place moves the index only when it will succeed.
     #[test]
-    fn take_splits_a_middle() {
-        // ##########  take [3..5)  ->  ###..#####
-        let mut ix = FreeIndex::new();
-        ix.insert(0, 10);
-        ix.take(3, 2);
-        assert_eq!(extents(&ix), [(0, 3), (5, 5)]);
-        assert_eq!(ix.free_blocks(), 8);
-        ix.check(10).unwrap();
+    fn moves_to_the_ordered_form_only_for_a_request_that_fits() {
+        // Free: [1, +4) and [20, +9); nothing aligned to 8 holds 4 blocks but the
+        // second (at 24).
+        let mut ix = index(&[(1, 4), (20, 9)]);
+        assert_eq!(ix.best_fit(4, 1), Some(1));
+        assert_eq!(ix.largest_placeable(8), 5);
+        assert!(!ix.is_ordered());
+        let bytes = ix.metadata_bytes();
+        assert_eq!(ix.first_fit(10, 1), None, "too long for any extent");
+        assert_eq!(ix.best_fit(6, 8), None, "no aligned room for 6");
+        assert_eq!(ix.near(6, 8, 0), None);
+        assert!(!ix.is_ordered(), "a refused request keeps the fast form");
+        assert_eq!(ix.metadata_bytes(), bytes, "and the heap");
+        let before: Vec<Extent> = ix.iter().collect();
+        assert_eq!(ix.best_fit(4, 8), Some(24));
+        assert!(ix.is_ordered());
+        assert_eq!(ix.iter().collect::<Vec<_>>(), before);
+        assert_eq!(ix.first_fit(4, 1), Some(1));
+        ix.check(64).unwrap();
     }
 
-    /// Extents of close lengths, all short (the exact classes decide) or all a little
-    /// longer (the long order decides), so that padding picks the winner.
+    /// Both forms hold the same extents and give the same answers where the contract
+    /// fixes them.
     #[test]
-    fn largest_placeable_among_close_lengths() {
-        let mut rng = Rng(11);
-        for round in 0..400 {
-            let mut ix = FreeIndex::new();
-            let mut at = rng.below(64);
-            let shortest = if round % 2 == 0 { 1 } else { EXACT_MAX + 1 };
-            for _ in 0..1 + rng.below(12) {
-                let len = shortest + rng.below(EXACT_MAX);
-                ix.insert(at, len);
-                at += len + 1 + rng.below(300);
-            }
-            let plain = Plain(ix.iter().map(|e| (e.start, e.len)).collect());
-            for align in (0..9).map(|s| 1u64 << s) {
-                ix.track(align);
-                assert_eq!(
-                    ix.largest_placeable(align),
-                    plain.largest_placeable(align),
-                    "round {round} align {align}"
-                );
-            }
+    fn both_forms_agree() {
+        let mut hot = FreeIndex::new();
+        let mut at = 0;
+        for len in [3, 7, 3, 200, 1, 129, 7] {
+            hot.insert(at, len);
+            at += len + 2;
         }
-    }
-
-    /// The free extents as a plain sorted list, and every query by brute force.
-    struct Plain(Vec<(u64, u64)>);
-
-    impl Plain {
-        fn best_fit(&self, need: u64, align: u64) -> Option<u64> {
-            let mut by_size = self.0.clone();
-            by_size.sort_by_key(|&(s, l)| (l, s));
-            by_size.iter().find_map(|&(s, l)| fit(s, l, need, align))
+        let mut ordered = hot.clone();
+        assert_eq!(ordered.first_fit(1, 1), Some(0));
+        assert!(ordered.is_ordered() && !hot.is_ordered());
+        assert_eq!(hot, ordered);
+        for need in [1, 3, 4, 8, 129, 130, 201] {
+            let len_at = |ix: &FreeIndex, s: u64| ix.containing(s).map(|e| e.len);
+            let (h, o) = (hot.best_fit(need, 1), ordered.best_fit(need, 1));
+            assert_eq!(
+                h.and_then(|s| len_at(&hot, s)),
+                o.and_then(|s| len_at(&ordered, s))
+            );
+            assert_eq!(hot.largest_placeable(4), ordered.largest_placeable(4));
         }
-        fn first_fit(&self, need: u64, align: u64) -> Option<u64> {
-            self.0.iter().find_map(|&(s, l)| fit(s, l, need, align))
-        }
-        fn near(&self, need: u64, align: u64, goal: u64) -> Option<u64> {
-            self.0
-                .iter()
-                .filter_map(|&(s, l)| fit_near(s, l, need, align, goal))
-                .min_by_key(|&p| (p.abs_diff(goal), p))
-        }
-        fn largest(&self) -> Option<Extent> {
-            let len = self.0.iter().map(|&(_, l)| l).max()?;
-            let &(s, l) = self.0.iter().find(|&&(_, l)| l == len)?;
-            Some(Extent::new(s, l))
-        }
-        fn largest_placeable(&self, align: u64) -> u64 {
-            self.0
-                .iter()
-                .map(|&(s, l)| {
-                    let p = align_up(s, align).unwrap();
-                    l.saturating_sub(p - s)
-                })
-                .max()
-                .unwrap_or(0)
-        }
-    }
-
-    use crate::tree::bplus::tests::Rng;
-
-    /// Every search of `ix` answers as the plain list does.
-    fn agrees(ix: &FreeIndex, plain: &Plain, need: u64, align: u64, goal: u64, what: &str) {
-        assert_eq!(
-            ix.best_fit(need, align),
-            plain.best_fit(need, align),
-            "best {what}"
-        );
-        assert_eq!(
-            ix.first_fit(need, align),
-            plain.first_fit(need, align),
-            "first {what}"
-        );
-        assert_eq!(
-            ix.first_fit_scanning(need, align, 0),
-            plain.first_fit(need, align),
-            "first, no scan, {what}"
-        );
-        assert_eq!(
-            ix.near(need, align, goal),
-            plain.near(need, align, goal),
-            "near {what}"
-        );
-        assert_eq!(
-            ix.near_scanning(need, align, goal, 0),
-            plain.near(need, align, goal),
-            "near, no scan, {what}"
-        );
-        assert_eq!(
-            ix.largest_placeable(align),
-            plain.largest_placeable(align),
-            "placeable {what}"
-        );
-    }
-
-    /// Thousands of extents, short and long (so both the exact classes and the long
-    /// order are busy), against the plain list after every change.
-    #[test]
-    fn matches_a_plain_list_with_many_extents() {
-        for seed in 0..3 {
-            let cap = 200_000u64;
-            let mut rng = Rng(seed);
-            let mut ix = FreeIndex::new();
-            ix.insert(0, cap);
-            let mut taken: Vec<(u64, u64)> = Vec::new();
-            for step in 0..4_000 {
-                if taken.is_empty() || rng.below(100) < 65 {
-                    // Take a random piece of a random free extent.
-                    let free: Vec<Extent> = ix.iter().collect();
-                    if free.is_empty() {
-                        continue;
-                    }
-                    let e = free[rng.below(free.len() as u64) as usize];
-                    let most = if rng.below(4) == 0 { 400 } else { 40 };
-                    let len = 1 + rng.below(e.len.min(most));
-                    let start = e.start + rng.below(e.len - len + 1);
-                    ix.take(start, len);
-                    taken.push((start, len));
-                } else {
-                    let (s, l) = taken.swap_remove(rng.below(taken.len() as u64) as usize);
-                    // Give back all of it, or a random piece.
-                    if rng.below(3) == 0 && l > 1 {
-                        let cut = 1 + rng.below(l - 1);
-                        ix.insert(s, cut);
-                        taken.push((s + cut, l - cut));
-                    } else {
-                        ix.insert(s, l);
-                    }
-                }
-                let plain = Plain(ix.iter().map(|e| (e.start, e.len)).collect());
-                if step % 25 == 0 {
-                    ix.check(cap)
-                        .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e:?}"));
-                }
-                for _ in 0..4 {
-                    let need = 1 + if rng.below(3) == 0 {
-                        rng.below(600)
-                    } else {
-                        rng.below(140)
-                    };
-                    // Up to 4096: six alignments above 64 compete for the views.
-                    let align = 1 << rng.below(13);
-                    let goal = rng.below(cap);
-                    let what =
-                        format!("seed {seed} step {step}: need {need} align {align} goal {goal}");
-                    // One search in four skips `track`: an alignment above 64 with no
-                    // view is then served by a scan, with the same answers.
-                    if rng.below(4) != 0 {
-                        ix.track(align);
-                    }
-                    agrees(&ix, &plain, need, align, goal, &what);
-                }
-                assert_eq!(ix.largest(), plain.largest());
-                assert_eq!(ix.largest_len(), plain.largest().map_or(0, |e| e.len));
-                assert_eq!(ix.extent_count(), plain.0.len());
-            }
-        }
+        assert_eq!(hot.largest(), ordered.largest());
+        hot.take(0, 3);
+        ordered.take(0, 3);
+        assert_eq!(hot, ordered);
+        assert_eq!(hot.histogram(), ordered.histogram());
     }
 }

@@ -5,7 +5,8 @@
 
 use super::aligned::View;
 use super::class::Class;
-use super::{EXACT_MAX, FreeIndex, bucket, fit, placeable};
+use super::ordered::Ordered;
+use super::{EXACT_MAX, bucket, fit, placeable};
 use crate::Extent;
 use crate::tree::bplus::{self, Summary};
 use crate::tree::{pair, unpair};
@@ -88,7 +89,7 @@ pub(super) fn classes_from(len: u64) -> u128 {
     }
 }
 
-/// Which way [`FreeIndex::of_len_with_room`] looks from its address.
+/// Which way [`Ordered::of_len_with_room`] looks from its address.
 #[derive(Clone, Copy)]
 pub(super) enum Side {
     Before,
@@ -129,7 +130,7 @@ pub(super) fn least_padding(residues: u64, align: u64) -> u64 {
     }
 }
 
-impl FreeIndex {
+impl Ordered {
     /// The largest free extent, the lowest one among equals.
     pub(crate) fn largest(&self) -> Option<Extent> {
         let len = self.largest_len();
@@ -428,7 +429,7 @@ mod tests {
 
     #[test]
     fn largest_placeable_accounts_for_alignment() {
-        let mut ix = FreeIndex::new();
+        let mut ix = Ordered::new();
         ix.insert(1, 10); // aligned to 8: [8..11) -> 3
         ix.insert(32, 5); // aligned to 8: [32..37) -> 5
         assert_eq!(ix.largest_placeable(1), 10);

@@ -182,7 +182,7 @@ impl Checked {
         self.step(
             &|| format!("allocate({request:?})"),
             |a| a.allocate(request),
-            |m, _| m.allocate(&request, None),
+            |m, got| m.allocate_as(&request, None, got.as_ref().ok().copied()),
             |got, want| got == want,
         )
     }
@@ -203,8 +203,8 @@ impl Checked {
         let got = self.step(
             &|| format!("allocate_reserved({id}, {request:?})"),
             |a| a.allocate_reserved(reservation, request),
-            |m, _| match known {
-                Some(id) => m.allocate(&request, Some(id)),
+            |m, got| match known {
+                Some(id) => m.allocate_as(&request, Some(id), got.as_ref().ok().copied()),
                 None => Err(AllocError::UnknownReservation { id }),
             },
             |got, want| got == want,
@@ -223,7 +223,7 @@ impl Checked {
         self.step(
             &|| format!("allocate_many({total_blocks})"),
             |a| a.allocate_many(total_blocks),
-            |m, _| m.allocate_many(total_blocks, None),
+            |m, got| m.allocate_many_as(total_blocks, None, got.as_deref().unwrap_or(&[])),
             |got, want| got == want,
         )
     }
@@ -244,8 +244,10 @@ impl Checked {
         let got = self.step(
             &|| format!("allocate_many_reserved({id}, {total_blocks})"),
             |a| a.allocate_many_reserved(reservation, total_blocks),
-            |m, _| match known {
-                Some(id) => m.allocate_many(total_blocks, Some(id)),
+            |m, got| match known {
+                Some(id) => {
+                    m.allocate_many_as(total_blocks, Some(id), got.as_deref().unwrap_or(&[]))
+                }
                 None => Err(AllocError::UnknownReservation { id }),
             },
             |got, want| got == want,

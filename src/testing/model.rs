@@ -353,6 +353,29 @@ impl Model {
         }
     }
 
+    /// `theirs` if it is as good a placement as `mine` under best fit: as long, at the
+    /// lowest fitting start of a free run as short as `mine`'s. The contract leaves the
+    /// choice among equally short runs open, so the model follows the allocator's.
+    fn prefer(&self, mine: Extent, theirs: Option<Extent>, align: u64) -> Extent {
+        let Some(theirs) = theirs.filter(|t| t.len == mine.len && t.start != mine.start) else {
+            return mine;
+        };
+        let runs = self.free_runs();
+        let run_of = |p: u64| runs.iter().find(|r| r.contains(p)).copied();
+        let (Some(ours), Some(run)) = (run_of(mine.start), run_of(theirs.start)) else {
+            return mine;
+        };
+        let lowest = run.start.checked_next_multiple_of(align).filter(|&p| {
+            p.checked_add(theirs.len)
+                .is_some_and(|e| e <= run.start + run.len)
+        });
+        if run.len == ours.len && lowest == Some(theirs.start) {
+            theirs
+        } else {
+            mine
+        }
+    }
+
     fn place(&self, r: &Request, budget: u64) -> Result<Extent, AllocError> {
         if budget < r.min_len {
             return Err(self.no_space(r.min_len));
@@ -416,9 +439,27 @@ impl Model {
         r: &Request,
         reservation: Option<u64>,
     ) -> Result<Extent, AllocError> {
+        self.allocate_as(r, reservation, None)
+    }
+
+    /// [`allocate`](Self::allocate), taking `chosen` (what the allocator placed) instead
+    /// of the model's own pick when the request is best fit and `chosen` is as good.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn allocate_as(
+        &mut self,
+        r: &Request,
+        reservation: Option<u64>,
+        chosen: Option<Extent>,
+    ) -> Result<Extent, AllocError> {
         self.validate(r)?;
         let budget = self.budget(self.reservation(reservation, r.min_len)?);
-        let e = self.place(r, budget)?;
+        let mut e = self.place(r, budget)?;
+        if r.policy == Policy::BestFit {
+            e = self.prefer(e, chosen, r.align);
+        }
         self.take(e);
         self.charge(reservation, e.len);
         Ok(e)
@@ -433,6 +474,22 @@ impl Model {
         &mut self,
         total: u64,
         reservation: Option<u64>,
+    ) -> Result<Vec<Extent>, AllocError> {
+        self.allocate_many_as(total, reservation, &[])
+    }
+
+    /// [`allocate_many`](Self::allocate_many), taking each of `chosen` (what the
+    /// allocator placed) instead of the model's own pick where it is as good: a best
+    /// fit among equally short runs, or one of the longest runs.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn allocate_many_as(
+        &mut self,
+        total: u64,
+        reservation: Option<u64>,
+        chosen: &[Extent],
     ) -> Result<Vec<Extent>, AllocError> {
         if total == 0 {
             return Err(AllocError::ZeroLength);
@@ -451,13 +508,16 @@ impl Model {
             else {
                 break; // unreachable: the budget counted free blocks
             };
+            let theirs = chosen.get(out.len()).copied();
             let e = match runs
                 .iter()
                 .filter(|r| r.len >= left)
                 .min_by_key(|r| (r.len, r.start))
             {
-                Some(best) => Extent::new(best.start, left),
-                None => largest,
+                Some(best) => self.prefer(Extent::new(best.start, left), theirs, 1),
+                None => theirs
+                    .filter(|t| t.len == largest.len && runs.contains(t))
+                    .unwrap_or(largest),
             };
             self.take(e);
             self.charge(reservation, e.len);

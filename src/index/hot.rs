@@ -1,0 +1,773 @@
+//! The free index's fast form: what a space needs while every request is unaligned best
+//! fit, an exact start or a range of lengths (the common case, and the only one of the
+//! design doc's churn).
+//!
+//! Every free extent is a record in an arena, `start` and `len`, with two links:
+//!
+//! - **By address**, a B+ tree maps each extent's *last* block to its record. Taking
+//!   blocks from an extent's start, as best fit does, leaves its last block where it
+//!   was, so the tree is not touched at all; only an extent that is used up or cut in
+//!   the middle changes it. A free finds both neighbours and checks for overlap with one
+//!   descent (the first extent whose last block is at or after its start, and the one
+//!   before).
+//! - **By size**, every length up to [`EXACT_MAX`] has a list of its extents, linked
+//!   through the records, most recently changed first, and a bit in one `u128` that says
+//!   whether it is empty: best fit is the lowest set bit at or above the length asked
+//!   for, and that list's head. Longer extents are in one B+ tree ordered by
+//!   `(len, start)`.
+//!
+//! So an allocation that splits an extent is a bit scan and two list splices, and one
+//! that uses an extent up adds one descent. Among extents of the same length, best fit
+//! takes the most recently freed or split, not the lowest; for the churn's lengths that
+//! leaves no more free extents behind (see BENCHMARKS.md).
+//!
+//! What this form cannot answer in O(log n), first fit, near-goal placement and aligned
+//! requests, the ordered form ([`super::Ordered`]) does; [`super::FreeIndex`] moves to
+//! it, for good, at the first such request that can succeed.
+
+use alloc::vec::Vec;
+
+use super::size::{size_key, size_of_key};
+use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
+use crate::Extent;
+use crate::tree::bplus::{BPlus, NIL, Pos};
+
+/// One free extent, linked into the list of its length (if at most [`EXACT_MAX`]).
+/// A vacant record links the vacant ones through `next`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rec {
+    start: u64,
+    len: u64,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Hot {
+    recs: Vec<Rec>,
+    vacant: u32,
+    /// Last block of each free extent → its record.
+    by_last: BPlus<u64, u32, ()>,
+    /// `heads[l - 1]`: the first record of length `l`, or `NIL`.
+    heads: [u32; EXACT_MAX as usize],
+    /// Bit `l - 1` is set when `heads[l - 1]` is not `NIL`.
+    nonempty: u128,
+    /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`].
+    long: BPlus<u128, u32, ()>,
+    count_free_blocks: u64,
+    histogram: [u64; HISTOGRAM_BUCKETS],
+    /// The extent the last best fit chose, `(start, record)`, until the index changes:
+    /// the allocation that follows takes from it without a lookup.
+    chosen: Option<(u64, u32)>,
+    /// `(x, ceil(x))` in `by_last`, from the last overlap check, until the index
+    /// changes: a free checks and then inserts at the same place.
+    probe: Option<(u64, Option<Pos>)>,
+}
+
+impl Hot {
+    pub(crate) const fn new() -> Self {
+        Hot {
+            recs: Vec::new(),
+            vacant: NIL,
+            by_last: BPlus::new(),
+            heads: [NIL; EXACT_MAX as usize],
+            nonempty: 0,
+            long: BPlus::new(),
+            count_free_blocks: 0,
+            histogram: [0; HISTOGRAM_BUCKETS],
+            chosen: None,
+            probe: None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.count_free_blocks
+    }
+
+    #[inline]
+    pub(crate) fn extent_count(&self) -> usize {
+        self.by_last.len()
+    }
+
+    pub(crate) fn histogram(&self) -> [u64; HISTOGRAM_BUCKETS] {
+        self.histogram
+    }
+
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        self.recs.capacity() * core::mem::size_of::<Rec>()
+            + self.by_last.capacity_bytes()
+            + self.long.capacity_bytes()
+    }
+
+    // ---- records and lists -----------------------------------------------------------
+
+    fn new_rec(&mut self, start: u64, len: u64) -> u32 {
+        let rec = Rec {
+            start,
+            len,
+            prev: NIL,
+            next: NIL,
+        };
+        if self.vacant != NIL {
+            let id = self.vacant;
+            self.vacant = self.recs[id as usize].next;
+            self.recs[id as usize] = rec;
+            id
+        } else {
+            crate::tree::bplus::grow(&mut self.recs);
+            self.recs.push(rec);
+            u32::try_from(self.recs.len() - 1).expect("fewer than 2^32 free extents")
+        }
+    }
+
+    fn drop_rec(&mut self, id: u32) {
+        self.recs[id as usize].next = self.vacant;
+        self.vacant = id;
+    }
+
+    /// Puts record `id` in the size order by its current length, and counts it.
+    #[inline]
+    fn link(&mut self, id: u32) {
+        let Rec { start, len, .. } = self.recs[id as usize];
+        self.histogram[bucket(len)] += 1;
+        if len <= EXACT_MAX {
+            let c = len as usize - 1;
+            let head = self.heads[c];
+            let r = &mut self.recs[id as usize];
+            r.prev = NIL;
+            r.next = head;
+            if head != NIL {
+                self.recs[head as usize].prev = id;
+            }
+            self.heads[c] = id;
+            self.nonempty |= 1 << c;
+        } else {
+            self.long.insert(size_key(len, start), id);
+        }
+    }
+
+    /// Takes record `id` out of the size order (by its current length and start).
+    #[inline]
+    fn unlink(&mut self, id: u32) {
+        let Rec {
+            start,
+            len,
+            prev,
+            next,
+        } = self.recs[id as usize];
+        self.histogram[bucket(len)] -= 1;
+        if len <= EXACT_MAX {
+            let c = len as usize - 1;
+            if prev == NIL {
+                self.heads[c] = next;
+                if next == NIL {
+                    self.nonempty &= !(1 << c);
+                }
+            } else {
+                self.recs[prev as usize].next = next;
+            }
+            if next != NIL {
+                self.recs[next as usize].prev = prev;
+            }
+        } else {
+            let p = self
+                .long
+                .find(size_key(len, start))
+                .expect("the long order lists every long extent");
+            self.long.remove(p);
+        }
+    }
+
+    #[inline]
+    fn changed(&mut self) {
+        self.chosen = None;
+        self.probe = None;
+    }
+
+    // ---- address order ---------------------------------------------------------------
+
+    /// The first extent whose last block is at or after `x`, from the probe if it holds
+    /// `x`.
+    #[inline]
+    fn ceil(&self, x: u64) -> Option<Pos> {
+        match self.probe {
+            Some((at, found)) if at == x => found,
+            _ => self.by_last.ceil(x, false),
+        }
+    }
+
+    #[inline]
+    fn extent_at(&self, pos: Pos) -> (u64, u64, u32) {
+        let id = self.by_last.get(pos).1;
+        let r = &self.recs[id as usize];
+        (r.start, r.len, id)
+    }
+
+    /// The free extent containing `block`, if it is free.
+    pub(crate) fn containing(&self, block: u64) -> Option<Extent> {
+        let (s, l, _) = self.extent_at(self.by_last.ceil(block, false)?);
+        (s <= block).then(|| Extent::new(s, l))
+    }
+
+    /// Looks up address `x` ahead, for the overlap check and the insert of a free at `x`
+    /// to share until the index changes.
+    #[inline]
+    pub(crate) fn probe(&mut self, x: u64) {
+        self.probe = Some((x, self.by_last.ceil(x, false)));
+    }
+
+    /// The lowest free extent overlapping `[start, end)`.
+    #[inline]
+    pub(crate) fn first_overlap(&self, start: u64, end: u64) -> Option<Extent> {
+        let (s, l, _) = self.extent_at(self.ceil(start)?);
+        (s < end).then(|| Extent::new(s, l))
+    }
+
+    /// The free extents overlapping `[start, end)`, clipped to it, in address order.
+    pub(crate) fn overlapping(&self, start: u64, end: u64) -> Vec<Extent> {
+        let mut out = Vec::new();
+        let mut at = self.by_last.ceil(start, false);
+        while let Some(p) = at {
+            let (s, l, _) = self.extent_at(p);
+            if s >= end {
+                break;
+            }
+            let (from, to) = (s.max(start), (s + l).min(end));
+            out.push(Extent::new(from, to - from));
+            at = self.by_last.next(p);
+        }
+        out
+    }
+
+    /// Free extents in address order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.by_last.iter().map(|(_, id)| {
+            let r = &self.recs[id as usize];
+            Extent::new(r.start, r.len)
+        })
+    }
+
+    // ---- changes ---------------------------------------------------------------------
+
+    /// Adds the blocks `[start, start + len)` and coalesces them with their neighbours.
+    /// The caller guarantees they are not in the index and lie below `u64::MAX`.
+    pub(crate) fn insert(&mut self, start: u64, len: u64) {
+        debug_assert!(len > 0);
+        let end = start + len;
+        let above = self.ceil(start);
+        self.changed();
+        let below = match above {
+            Some(p) => self.by_last.prev(p),
+            None => self.by_last.last(),
+        };
+        let right = above
+            .map(|p| self.extent_at(p))
+            .filter(|&(s, ..)| {
+                debug_assert!(s >= end, "inserting [{start}, +{len}) over a free extent");
+                s == end
+            })
+            .map(|(.., id)| id);
+        let left = below.map(|p| self.extent_at(p)).filter(|&(s, l, _)| {
+            debug_assert!(
+                s + l <= start,
+                "inserting [{start}, +{len}) over a free extent"
+            );
+            s + l == start
+        });
+        match (left, right) {
+            (None, None) => {
+                let id = self.new_rec(start, len);
+                self.by_last.insert_after(below, end - 1, id);
+                self.link(id);
+            }
+            (Some((_, _, l)), None) => {
+                self.unlink(l);
+                self.recs[l as usize].len += len;
+                let lp = below.expect("a left neighbour has a place");
+                self.by_last.set(lp, end - 1, l);
+                self.link(l);
+            }
+            (None, Some(r)) => {
+                self.unlink(r);
+                let rec = &mut self.recs[r as usize];
+                rec.start = start;
+                rec.len += len;
+                self.link(r);
+            }
+            (Some((ls, ll, l)), Some(r)) => {
+                self.unlink(l);
+                self.unlink(r);
+                let rec = &mut self.recs[r as usize];
+                rec.start = ls;
+                rec.len += ll + len;
+                self.by_last
+                    .remove(below.expect("a left neighbour has a place"));
+                self.drop_rec(l);
+                self.link(r);
+            }
+        }
+        self.count_free_blocks += len;
+    }
+
+    /// Removes the blocks `[start, start + len)`, which the caller guarantees lie inside
+    /// a single free extent, splitting it as needed.
+    pub(crate) fn take(&mut self, start: u64, len: u64) {
+        debug_assert!(len > 0);
+        let end = start + len;
+        let chosen = self.chosen.filter(|&(s, _)| s == start).map(|(_, id)| id);
+        self.changed();
+        let (id, pos) = match chosen {
+            Some(id) => (id, None),
+            None => {
+                let p = self
+                    .by_last
+                    .ceil(start, false)
+                    .expect("taking blocks that are not free");
+                (self.by_last.get(p).1, Some(p))
+            }
+        };
+        let Rec {
+            start: s, len: l, ..
+        } = self.recs[id as usize];
+        let e = s + l;
+        assert!(
+            s <= start && end <= e,
+            "taking [{start}, +{len}) beyond free extent [{s}, +{l})"
+        );
+        self.unlink(id);
+        let pos = |me: &Self| {
+            pos.unwrap_or_else(|| {
+                me.by_last
+                    .find(e - 1)
+                    .expect("the address order lists every extent")
+            })
+        };
+        match (s == start, end == e) {
+            (true, true) => {
+                let p = pos(self);
+                self.by_last.remove(p);
+                self.drop_rec(id);
+            }
+            (true, false) => {
+                let r = &mut self.recs[id as usize];
+                r.start = end;
+                r.len = e - end;
+                self.link(id);
+            }
+            (false, true) => {
+                let p = pos(self);
+                self.recs[id as usize].len = start - s;
+                self.by_last.set(p, start - 1, id);
+                self.link(id);
+            }
+            (false, false) => {
+                let p = pos(self);
+                let below = self.by_last.prev(p);
+                let left = self.new_rec(s, start - s);
+                let r = &mut self.recs[id as usize];
+                r.start = end;
+                r.len = e - end;
+                self.link(id);
+                self.by_last.insert_after(below, start - 1, left);
+                self.link(left);
+            }
+        }
+        self.count_free_blocks -= len;
+    }
+
+    // ---- searches --------------------------------------------------------------------
+
+    /// Best fit for `need` blocks, unaligned: the start of a shortest free extent that
+    /// holds them. Remembers the extent for the [`take`](Self::take) that follows.
+    #[inline]
+    pub(crate) fn best_fit(&mut self, need: u64) -> Option<u64> {
+        debug_assert!(need > 0);
+        if need <= EXACT_MAX {
+            let fits = self.nonempty >> (need - 1);
+            if fits != 0 {
+                let id = self.heads[(need - 1 + u64::from(fits.trailing_zeros())) as usize];
+                let start = self.recs[id as usize].start;
+                self.chosen = Some((start, id));
+                return Some(start);
+            }
+        }
+        let p = self.long.ceil(size_key(need, 0), false)?;
+        let (k, id) = self.long.get(p);
+        let start = size_of_key(k).1;
+        self.chosen = Some((start, id));
+        Some(start)
+    }
+
+    /// A longest free extent: the lowest of them if they are long, else the head of
+    /// their list.
+    pub(crate) fn largest(&self) -> Option<Extent> {
+        if let Some(p) = self.long.last() {
+            let len = size_of_key(self.long.get(p).0).0;
+            let p = self.long.ceil(size_key(len, 0), false)?;
+            let (len, start) = size_of_key(self.long.get(p).0);
+            return Some(Extent::new(start, len));
+        }
+        if self.nonempty == 0 {
+            return None;
+        }
+        let c = 127 - self.nonempty.leading_zeros();
+        let r = &self.recs[self.heads[c as usize] as usize];
+        Some(Extent::new(r.start, r.len))
+    }
+
+    pub(crate) fn largest_len(&self) -> u64 {
+        self.largest().map_or(0, |e| e.len)
+    }
+
+    /// Whether `need` blocks aligned to `align` fit anywhere. Only extents shorter than
+    /// `need + align - 1` blocks can fail to hold them for their start, so it looks at
+    /// those between `need` and the longest: O(1) unless the longest is among them,
+    /// and then O(those extents). The caller moves to the ordered form when it says
+    /// yes.
+    pub(crate) fn any_fit(&self, need: u64, align: u64) -> bool {
+        let largest = self.largest_len();
+        if largest < need {
+            return false;
+        }
+        if largest - need >= align - 1 {
+            return true;
+        }
+        self.lengths(need, largest)
+            .any(|(s, l)| fit(s, l, need, align).is_some())
+    }
+
+    /// The most blocks aligned to `align` that one free extent gives. Only extents
+    /// within `align - 2` blocks of the longest can beat the longest, so it looks at
+    /// those: O(1 + those extents).
+    pub(crate) fn largest_placeable(&self, align: u64) -> u64 {
+        let largest = self.largest_len();
+        if largest == 0 || align == 1 {
+            return largest;
+        }
+        let shortest = largest.saturating_sub(align - 2).max(1);
+        self.lengths(shortest, largest)
+            .map(|(s, l)| super::placeable(s, l, align))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The free extents `(start, len)` with `lo <= len <= hi`, by length.
+    fn lengths(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let short = (lo..=hi.min(EXACT_MAX)).flat_map(move |len| {
+            let mut id = self.heads[len as usize - 1];
+            core::iter::from_fn(move || {
+                (id != NIL).then(|| {
+                    let r = &self.recs[id as usize];
+                    id = r.next;
+                    (r.start, r.len)
+                })
+            })
+        });
+        let mut at = if hi > EXACT_MAX {
+            self.long.ceil(size_key(lo.max(EXACT_MAX + 1), 0), false)
+        } else {
+            None
+        };
+        let long = core::iter::from_fn(move || {
+            let p = at?;
+            let (l, s) = size_of_key(self.long.get(p).0);
+            if l > hi {
+                return None;
+            }
+            at = self.long.next(p);
+            Some((s, l))
+        });
+        short.chain(long)
+    }
+
+    // ---- checks ----------------------------------------------------------------------
+
+    /// Every link, list, order and count, recomputed. `(invariant number, detail)`.
+    pub(crate) fn check(&self, capacity: u64) -> Result<(), (u8, alloc::string::String)> {
+        use alloc::format;
+        self.by_last
+            .check()
+            .map_err(|d| (3, format!("address order: {d}")))?;
+        self.long
+            .check()
+            .map_err(|d| (3, format!("size order: {d}")))?;
+        let mut blocks = 0u64;
+        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
+        let mut prev_end: Option<u64> = None;
+        let mut seen = alloc::vec![false; self.recs.len()];
+        let mut short = 0usize;
+        for (last, id) in self.by_last.iter() {
+            let Rec {
+                start: s, len: l, ..
+            } = *self.recs.get(id as usize).ok_or_else(|| {
+                (
+                    3,
+                    format!("address order names record {id}, past the arena"),
+                )
+            })?;
+            if core::mem::replace(&mut seen[id as usize], true) {
+                return Err((3, format!("record {id} is listed twice by address")));
+            }
+            if l == 0 {
+                return Err((2, format!("empty free extent at {s}")));
+            }
+            let end = s
+                .checked_add(l)
+                .filter(|&e| e <= capacity)
+                .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
+            if last != end - 1 {
+                return Err((3, format!("free extent [{s}, +{l}) is keyed by {last}")));
+            }
+            if let Some(p) = prev_end {
+                if s < p {
+                    return Err((2, format!("free extents overlap at {s}")));
+                }
+                if s == p {
+                    return Err((4, format!("free extents touch at {s}: not coalesced")));
+                }
+            }
+            if l > EXACT_MAX && self.long_pos(l, s, id).is_none() {
+                return Err((3, format!("size order misses [{s}, +{l})")));
+            }
+            short += usize::from(l <= EXACT_MAX);
+            prev_end = Some(end);
+            blocks += l;
+            histogram[bucket(l)] += 1;
+        }
+        if self.long.len() + short != self.by_last.len() {
+            return Err((
+                3,
+                "the size order lists extents the address order does not".into(),
+            ));
+        }
+        let mut listed = 0usize;
+        for c in 0..EXACT_MAX as usize {
+            let head = self.heads[c];
+            if (head != NIL) != (self.nonempty & (1 << c) != 0) {
+                return Err((3, format!("length {}: its non-empty bit is wrong", c + 1)));
+            }
+            let mut prev = NIL;
+            let mut id = head;
+            while id != NIL {
+                let r = self
+                    .recs
+                    .get(id as usize)
+                    .filter(|_| seen[id as usize])
+                    .ok_or_else(|| (3, format!("length {} lists a stray record {id}", c + 1)))?;
+                if r.len != c as u64 + 1 || r.prev != prev {
+                    return Err((3, format!("length {} lists record {id} wrongly", c + 1)));
+                }
+                listed += 1;
+                if listed > short {
+                    return Err((3, "the length lists loop or repeat".into()));
+                }
+                prev = id;
+                id = r.next;
+            }
+        }
+        if listed != short {
+            return Err((3, "the length lists miss an extent".into()));
+        }
+        let mut vacant = 0usize;
+        let mut id = self.vacant;
+        while id != NIL {
+            if seen.get(id as usize).is_none_or(|&s| s) || vacant > self.recs.len() {
+                return Err((3, format!("vacant record {id} is in use or repeats")));
+            }
+            vacant += 1;
+            id = self.recs[id as usize].next;
+        }
+        if vacant + self.by_last.len() != self.recs.len() {
+            return Err((3, "records are lost: neither in use nor vacant".into()));
+        }
+        if blocks != self.count_free_blocks {
+            return Err((
+                3,
+                format!(
+                    "free blocks cached {} but counted {blocks}",
+                    self.count_free_blocks
+                ),
+            ));
+        }
+        if histogram != self.histogram {
+            return Err((3, "free-extent histogram differs from its recount".into()));
+        }
+        Ok(())
+    }
+
+    /// Where the long order lists record `id` as `(l, s)`, if it does.
+    fn long_pos(&self, l: u64, s: u64, id: u32) -> Option<Pos> {
+        self.long
+            .find(size_key(l, s))
+            .filter(|&p| self.long.get(p).1 == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::tree::bplus::tests::Rng;
+
+    fn extents(ix: &Hot) -> Vec<(u64, u64)> {
+        ix.iter().map(|e| (e.start, e.len)).collect()
+    }
+
+    #[test]
+    fn taking_from_the_start_leaves_the_address_order_alone() {
+        // ##########  take [0..3) as best fit does  ->  ...#######
+        let mut ix = Hot::new();
+        ix.insert(0, 10);
+        let nodes = ix.by_last.clone();
+        assert_eq!(ix.best_fit(3), Some(0));
+        ix.take(0, 3);
+        assert_eq!(extents(&ix), [(3, 7)]);
+        assert_eq!(ix.by_last, nodes, "the last block did not move");
+        ix.check(10).unwrap();
+    }
+
+    #[test]
+    fn insert_coalesces_and_take_splits() {
+        let mut ix = Hot::new();
+        ix.insert(0, 4);
+        ix.insert(6, 4);
+        ix.insert(12, 200);
+        assert_eq!(extents(&ix), [(0, 4), (6, 4), (12, 200)]);
+        ix.insert(4, 2);
+        assert_eq!(extents(&ix), [(0, 10), (12, 200)]);
+        ix.insert(10, 2);
+        assert_eq!(extents(&ix), [(0, 212)]);
+        ix.take(100, 5);
+        assert_eq!(extents(&ix), [(0, 100), (105, 107)]);
+        ix.take(0, 100);
+        ix.take(200, 12);
+        assert_eq!(extents(&ix), [(105, 95)]);
+        assert_eq!(ix.free_blocks(), 95);
+        ix.check(212).unwrap();
+    }
+
+    /// Best fit takes a shortest extent that holds the request, and the most recently
+    /// changed among equals.
+    #[test]
+    fn best_fit_is_exact_and_newest_first() {
+        let mut ix = Hot::new();
+        for i in 0..5 {
+            ix.insert(i * 10, 3);
+        }
+        ix.insert(100, 7);
+        ix.insert(200, 300);
+        assert_eq!(ix.best_fit(3), Some(40), "the last extent of 3 made");
+        assert_eq!(ix.best_fit(4), Some(100));
+        assert_eq!(ix.best_fit(8), Some(200));
+        assert_eq!(ix.best_fit(301), None);
+        ix.take(40, 3);
+        assert_eq!(ix.best_fit(3), Some(30));
+        ix.check(500).unwrap();
+    }
+
+    /// Random takes and inserts against a plain sorted list, with every search and the
+    /// whole check after each change.
+    #[test]
+    fn matches_a_plain_list() {
+        for seed in 0..4 {
+            let cap = 50_000u64;
+            let mut rng = Rng(seed);
+            let mut ix = Hot::new();
+            ix.insert(0, cap);
+            let mut taken: Vec<(u64, u64)> = Vec::new();
+            for step in 0..3_000 {
+                if taken.is_empty() || rng.below(100) < 60 {
+                    let need = 1 + if rng.below(4) == 0 {
+                        rng.below(400)
+                    } else {
+                        rng.below(40)
+                    };
+                    if rng.below(2) == 0 {
+                        // As an allocation: best fit, then take from its start.
+                        if let Some(s) = ix.best_fit(need) {
+                            ix.take(s, need);
+                            taken.push((s, need));
+                        }
+                    } else {
+                        // As a pin over free blocks: anywhere inside an extent.
+                        let free = extents(&ix);
+                        if free.is_empty() {
+                            continue;
+                        }
+                        let (s, l) = free[rng.below(free.len() as u64) as usize];
+                        let len = need.min(l);
+                        let start = s + rng.below(l - len + 1);
+                        ix.take(start, len);
+                        taken.push((start, len));
+                    }
+                } else {
+                    let (s, l) = taken.swap_remove(rng.below(taken.len() as u64) as usize);
+                    ix.probe(s);
+                    assert_eq!(ix.first_overlap(s, s + l), None);
+                    ix.insert(s, l);
+                }
+                ix.check(cap)
+                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e:?}"));
+                let plain = extents(&ix);
+                let need = 1 + rng.below(300);
+                let shortest = plain.iter().map(|&(_, l)| l).filter(|&l| l >= need).min();
+                let found = ix.best_fit(need);
+                assert_eq!(
+                    found.map(|s| plain.iter().find(|e| e.0 == s).unwrap().1),
+                    shortest,
+                    "seed {seed} step {step}: best fit for {need}"
+                );
+                let largest = plain.iter().map(|&(_, l)| l).max().unwrap_or(0);
+                assert_eq!(ix.largest_len(), largest);
+                for align in [2, 8, 64, 512] {
+                    let placeable = |&(s, l): &(u64, u64)| super::super::placeable(s, l, align);
+                    let best = plain.iter().map(placeable).max().unwrap_or(0);
+                    assert_eq!(ix.largest_placeable(align), best, "align {align}");
+                    assert_eq!(ix.any_fit(need, align), best >= need, "align {align}");
+                }
+                let b = rng.below(cap);
+                let holding = plain.iter().find(|&&(s, l)| s <= b && b < s + l);
+                assert_eq!(ix.containing(b), holding.map(|&(s, l)| Extent::new(s, l)));
+                let (q, ql) = (rng.below(cap), 1 + rng.below(500));
+                let clipped: Vec<Extent> = plain
+                    .iter()
+                    .filter(|&&(s, l)| s < q + ql && q < s + l)
+                    .map(|&(s, l)| {
+                        let (a, z) = (s.max(q), (s + l).min(q + ql));
+                        Extent::new(a, z - a)
+                    })
+                    .collect();
+                assert_eq!(ix.overlapping(q, q + ql), clipped);
+                assert_eq!(
+                    ix.first_overlap(q, q + ql),
+                    clipped.first().map(|e| {
+                        let &(s, l) = plain
+                            .iter()
+                            .find(|p| p.0 <= e.start && e.start < p.0 + p.1)
+                            .unwrap();
+                        Extent::new(s, l)
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_check_catches_a_broken_list() {
+        let mut ix = Hot::new();
+        ix.insert(0, 3);
+        ix.insert(10, 3);
+        ix.check(20).unwrap();
+        let mut bad = ix.clone();
+        bad.recs[0].len = 4;
+        assert!(bad.check(20).is_err(), "a record of the wrong length");
+        let mut bad = ix.clone();
+        bad.nonempty = 0;
+        assert!(bad.check(20).is_err(), "a wrong non-empty bit");
+        let mut bad = ix.clone();
+        bad.heads[2] = NIL;
+        assert!(bad.check(20).is_err(), "an extent missing from its list");
+    }
+}
