@@ -62,6 +62,11 @@ pub(crate) struct Hot {
     /// `(x, ceil(x))` in `by_last`, from the last overlap check, until the index
     /// changes: a free checks and then inserts at the same place.
     probe: Option<(u64, Option<Pos>)>,
+    /// A long extent's key and place in the long order, as the last best fit or
+    /// reshape left it: good until the long order gains or loses an entry. An
+    /// allocation from the longest extent and the free that gives it back then find
+    /// it without a descent.
+    long_hint: Option<(u128, Pos)>,
 }
 
 impl Hot {
@@ -77,6 +82,7 @@ impl Hot {
             histogram: [0; HISTOGRAM_BUCKETS],
             chosen: None,
             probe: None,
+            long_hint: None,
         }
     }
 
@@ -144,6 +150,7 @@ impl Hot {
             self.nonempty |= 1 << c;
         } else {
             self.long.insert(size_key(len, start), id);
+            self.long_hint = None;
         }
     }
 
@@ -176,7 +183,50 @@ impl Hot {
                 .find(size_key(len, start))
                 .expect("the long order lists every long extent");
             self.long.remove(p);
+            self.long_hint = None;
         }
+    }
+
+    /// Record `id` (in the size order) becomes `[start, start + len)`. A long extent
+    /// that stays long keeps its place in the long order when its new key still lies
+    /// between its neighbours' (always so for the only long extent): one rewrite, not
+    /// a removal and an insertion.
+    #[inline]
+    fn reshape(&mut self, id: u32, start: u64, len: u64) {
+        let Rec {
+            start: s0, len: l0, ..
+        } = self.recs[id as usize];
+        if l0 <= EXACT_MAX || len <= EXACT_MAX {
+            self.unlink(id);
+            let r = &mut self.recs[id as usize];
+            r.start = start;
+            r.len = len;
+            self.link(id);
+            return;
+        }
+        let (old, new) = (size_key(l0, s0), size_key(len, start));
+        let p = match self.long_hint {
+            Some((k, p)) if k == old => p,
+            _ => self
+                .long
+                .find(old)
+                .expect("the long order lists every long extent"),
+        };
+        let after_prev = self.long.prev(p).is_none_or(|q| self.long.get(q).0 < new);
+        let before_next = self.long.next(p).is_none_or(|q| new < self.long.get(q).0);
+        if after_prev && before_next {
+            self.long.set(p, new, id);
+            self.long_hint = Some((new, p));
+        } else {
+            self.long.remove(p);
+            self.long.insert(new, id);
+            self.long_hint = None;
+        }
+        self.histogram[bucket(l0)] -= 1;
+        self.histogram[bucket(len)] += 1;
+        let r = &mut self.recs[id as usize];
+        r.start = start;
+        r.len = len;
     }
 
     #[inline]
@@ -281,30 +331,22 @@ impl Hot {
                 self.by_last.insert_after(below, end - 1, id);
                 self.link(id);
             }
-            (Some((_, _, l)), None) => {
-                self.unlink(l);
-                self.recs[l as usize].len += len;
+            (Some((ls, ll, l)), None) => {
+                self.reshape(l, ls, ll + len);
                 let lp = below.expect("a left neighbour has a place");
                 self.by_last.set(lp, end - 1, l);
-                self.link(l);
             }
             (None, Some(r)) => {
-                self.unlink(r);
-                let rec = &mut self.recs[r as usize];
-                rec.start = start;
-                rec.len += len;
-                self.link(r);
+                let rl = self.recs[r as usize].len;
+                self.reshape(r, start, len + rl);
             }
             (Some((ls, ll, l)), Some(r)) => {
                 self.unlink(l);
-                self.unlink(r);
-                let rec = &mut self.recs[r as usize];
-                rec.start = ls;
-                rec.len += ll + len;
+                let rl = self.recs[r as usize].len;
+                self.reshape(r, ls, ll + len + rl);
                 self.by_last
                     .remove(below.expect("a left neighbour has a place"));
                 self.drop_rec(l);
-                self.link(r);
             }
         }
         self.count_free_blocks += len;
@@ -335,7 +377,6 @@ impl Hot {
             s <= start && end <= e,
             "taking [{start}, +{len}) beyond free extent [{s}, +{l})"
         );
-        self.unlink(id);
         let pos = |me: &Self| {
             pos.unwrap_or_else(|| {
                 me.by_last
@@ -345,30 +386,22 @@ impl Hot {
         };
         match (s == start, end == e) {
             (true, true) => {
+                self.unlink(id);
                 let p = pos(self);
                 self.by_last.remove(p);
                 self.drop_rec(id);
             }
-            (true, false) => {
-                let r = &mut self.recs[id as usize];
-                r.start = end;
-                r.len = e - end;
-                self.link(id);
-            }
+            (true, false) => self.reshape(id, end, e - end),
             (false, true) => {
                 let p = pos(self);
-                self.recs[id as usize].len = start - s;
+                self.reshape(id, s, start - s);
                 self.by_last.set(p, start - 1, id);
-                self.link(id);
             }
             (false, false) => {
                 let p = pos(self);
                 let below = self.by_last.prev(p);
+                self.reshape(id, end, e - end);
                 let left = self.new_rec(s, start - s);
-                let r = &mut self.recs[id as usize];
-                r.start = end;
-                r.len = e - end;
-                self.link(id);
                 self.by_last.insert_after(below, start - 1, left);
                 self.link(left);
             }
@@ -396,6 +429,7 @@ impl Hot {
         let (k, id) = self.long.get(p);
         let start = size_of_key(k).1;
         self.chosen = Some((start, id));
+        self.long_hint = Some((k, p));
         Some(start)
     }
 
