@@ -27,8 +27,18 @@ fn explore(body: impl Fn() + Send + Sync + 'static) {
         .unwrap_or(2_000);
     let body = Arc::new(body);
     let b = Arc::clone(&body);
-    shuttle::check_random(move || b(), iterations);
-    shuttle::check_pct(move || body(), iterations, 3);
+    // Debug builds keep every by-value move of an allocator (a few KiB, with the free
+    // index's per-length lists) in its own stack slot: shuttle's default of 60 KiB
+    // per thread overflowed; 128 KiB sufficed when this was set.
+    let mut config = shuttle::Config::new();
+    config.stack_size = 1 << 18;
+    shuttle::Runner::new(
+        shuttle::scheduler::RandomScheduler::new(iterations),
+        config.clone(),
+    )
+    .run(move || b());
+    shuttle::Runner::new(shuttle::scheduler::PctScheduler::new(3, iterations), config)
+        .run(move || body());
 }
 
 /// Two groups of 8 blocks, so some extents span a boundary.
