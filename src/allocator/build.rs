@@ -39,7 +39,7 @@ impl ExtentAllocator {
         let sorted = sorted_disjoint(capacity_blocks, free)?;
         let mut alloc = Self::empty(capacity_blocks);
         for gap in complement(capacity_blocks, &sorted) {
-            alloc.epochs.mount_durable.insert(gap);
+            alloc.epochs.note_mounted(gap);
         }
         for e in sorted {
             alloc.free.insert(e.start, e.len);
@@ -80,7 +80,7 @@ impl ExtentAllocator {
             alloc.free.insert(gap.start, gap.end - gap.start);
         }
         for e in sorted {
-            alloc.epochs.mount_durable.insert(to_range(e));
+            alloc.epochs.note_mounted(to_range(e));
         }
         alloc.debug_check();
         Ok(alloc)

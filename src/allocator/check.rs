@@ -269,6 +269,14 @@ impl ExtentAllocator {
             "the reader count per epoch differs from a recount"
         );
         ensure!(
+            e.mount_durable
+                .iter()
+                .next_back()
+                .is_some_and(|r| r.end > e.mount_durable_end),
+            3,
+            "mount-time durable blocks reach past their cached end"
+        );
+        ensure!(
             e.open > 1 && !e.mount_durable.is_empty(),
             3,
             "mount-time durable blocks are still tracked after the first commit"

@@ -94,6 +94,10 @@ pub(crate) struct Epochs {
     /// Until the first commit: blocks Allocated at construction and not freed since,
     /// the only Allocated blocks that predate the open epoch.
     pub(crate) mount_durable: RangeSet<u64>,
+    /// At least the end of every range in `mount_durable`: a free above it (every free
+    /// in a shared group, whose core holds the blocks below the group this way) needs
+    /// no look at the set.
+    pub(crate) mount_durable_end: u64,
     /// After the first commit: blocks allocated in the open epoch. It may also name
     /// blocks freed since; only its Allocated blocks are ever asked about.
     pub(crate) allocated_since_commit: RangeSet<u64>,
@@ -107,6 +111,7 @@ impl Epochs {
             begins: BTreeMap::new(),
             next_reader: 1,
             mount_durable: RangeSet::new(),
+            mount_durable_end: 0,
             allocated_since_commit: RangeSet::new(),
         }
     }
@@ -142,9 +147,15 @@ impl Epochs {
 
     #[inline]
     pub(crate) fn note_freed(&mut self, r: &Range<u64>) {
-        if self.open == 1 && !self.mount_durable.is_empty() {
+        if self.open == 1 && r.start < self.mount_durable_end {
             self.mount_durable.remove(r.clone());
         }
+    }
+
+    /// Records `r` as Allocated at construction and durable.
+    pub(crate) fn note_mounted(&mut self, r: Range<u64>) {
+        self.mount_durable_end = self.mount_durable_end.max(r.end);
+        self.mount_durable.insert(r);
     }
 }
 
@@ -191,6 +202,7 @@ impl ExtentAllocator {
         }
         self.epochs.open += 1;
         self.epochs.mount_durable = RangeSet::new();
+        self.epochs.mount_durable_end = 0;
         self.epochs.allocated_since_commit = RangeSet::new();
         let mut released = 0;
         for r in self.deferrals.take_pending(open) {

@@ -450,8 +450,14 @@ impl Hot {
         Some(Extent::new(r.start, r.len))
     }
 
+    /// The longest free extent's length: O(1), which a shared group's publish on every
+    /// unlock relies on.
     pub(crate) fn largest_len(&self) -> u64 {
-        self.largest().map_or(0, |e| e.len)
+        match self.long.last() {
+            Some(p) => size_of_key(self.long.get(p).0).0,
+            None if self.nonempty == 0 => 0,
+            None => 128 - u64::from(self.nonempty.leading_zeros()),
+        }
     }
 
     /// Whether `need` blocks aligned to `align` fit anywhere. Only extents shorter than
