@@ -3,7 +3,7 @@
 //! cost of one pin + unpin of an allocated extent.
 //!
 //! Both setups are identical but for the holds: after the untimed fill, 10,000 small
-//! extents (1 to 4 blocks) are allocated near random goals. In the baseline they stay
+//! extents (1 to 4 blocks) are allocated at random free starts. In the baseline they stay
 //! Allocated; in the held setup each is pinned and then freed, so it is Deferred under
 //! a live pin. The free space the churn sees is the same block for block.
 //!
@@ -106,11 +106,15 @@ fn setup(trace: &Trace, held: usize, with_pins: bool) -> Setup {
     let mut pins = Vec::with_capacity(held);
     for _ in 0..held {
         let len = 1 + rng.below(4);
-        let goal = rng.below(trace.capacity);
-        let e = peer
-            .0
-            .allocate(Request::new(len).policy(Policy::Near(goal)))
-            .expect("room for the held extents");
+        // At a random free start: an exact request, so that the space stays in the
+        // index's fast form as a best-fit workload's does (a near-goal request would
+        // move it to the ordered form for both setups).
+        let e = loop {
+            let at = rng.below(trace.capacity - len);
+            if let Ok(e) = peer.0.allocate(Request::new(len).policy(Policy::Exact(at))) {
+                break e;
+            }
+        };
         if with_pins {
             pins.push(peer.0.pin(e).expect("pin an allocated extent"));
             let out = peer.0.free(e).expect("free a pinned extent");

@@ -242,6 +242,50 @@ fn core_rows() {
             call,
         });
     }
+    // A refused aligned request in the fast form looks at every extent whose start
+    // decides it: here all n are 64 blocks long and start one block past a multiple of
+    // 64, so none holds 64 blocks aligned to 64.
+    report(Row {
+        name: "aligned request that cannot fit, n misaligned extents as long as it, fast form",
+        setup: |n| {
+            let free = (0..n).map(|i| Extent::new(128 * i + 1, 64));
+            ExtentAllocator::from_free_extents(128 * n + 128, free).unwrap()
+        },
+        call: |a, _| {
+            assert!(a.allocate(Request::new(64).align(64)).is_err());
+        },
+    });
+    // Above 64 the residues mod 64 do not decide it: the fast form looks at each
+    // extent between the length asked for and the longest.
+    report(Row {
+        name: "aligned to 128, cannot fit, n misaligned extents as long as it, fast form",
+        setup: |n| {
+            let free = (0..n).map(|i| Extent::new(256 * i + 1, 128));
+            ExtentAllocator::from_free_extents(256 * n + 256, free).unwrap()
+        },
+        call: |a, _| {
+            assert!(a.allocate(Request::new(128).align(128)).is_err());
+        },
+    });
+    // The same, once the free index is in its ordered form (which the first first-fit,
+    // near-goal or aligned request that can succeed moves it to).
+    report(Row {
+        name: "alignments 128..2048 in turn, failing, n free extents, ordered form",
+        setup: |n| {
+            let mut a = fragmented(n);
+            let e = a
+                .allocate(Request::new(1).policy(Policy::FirstFit))
+                .unwrap();
+            a.free(e).unwrap();
+            a
+        },
+        call: |a, i| {
+            let align = 128 << (i % 5);
+            if let Ok(e) = a.allocate(Request::new(2048).align(align)) {
+                a.free(e).unwrap();
+            }
+        },
+    });
 
     // Pins.
     report(Row {

@@ -27,10 +27,15 @@
 
 use alloc::vec::Vec;
 
-use super::size::{size_key, size_of_key};
+use super::size::{Residues, residues_with_room, size_key, size_of_key};
 use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
 use crate::Extent;
 use crate::tree::bplus::{BPlus, NIL, Pos};
+
+/// A list longer than this counts its starts' residues mod 64, so that an aligned
+/// request can tell in O(1) whether it holds a start with room; a shorter one is
+/// scanned. It stops counting when it falls to a quarter of this.
+const COUNT_FROM: u32 = 32;
 
 /// One free extent, linked into the list of its length (if at most [`EXACT_MAX`]).
 /// A vacant record links the vacant ones through `next`.
@@ -52,8 +57,18 @@ pub(crate) struct Hot {
     heads: [u32; EXACT_MAX as usize],
     /// Bit `l - 1` is set when `heads[l - 1]` is not `NIL`.
     nonempty: u128,
-    /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`].
-    long: BPlus<u128, u32, ()>,
+    /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`], with
+    /// the residues of their starts mod 64 under each child.
+    long: BPlus<u128, u32, Residues>,
+    /// `lens[l - 1]`: how many extents the list of length `l` holds.
+    lens: [u32; EXACT_MAX as usize],
+    /// `counted[l - 1]`: for a list longer than [`COUNT_FROM`], its row of
+    /// `residues`; else `NIL`.
+    counted: [u32; EXACT_MAX as usize],
+    /// Per counted list, how many of its starts have each residue mod 64; a vacant
+    /// row holds the next vacant row's number in slot 0.
+    residues: Vec<[u32; 64]>,
+    vacant_row: u32,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
     /// The extent the last best fit chose, `(start, record)`, until the index changes:
@@ -78,6 +93,10 @@ impl Hot {
             heads: [NIL; EXACT_MAX as usize],
             nonempty: 0,
             long: BPlus::new(),
+            lens: [0; EXACT_MAX as usize],
+            counted: [NIL; EXACT_MAX as usize],
+            residues: Vec::new(),
+            vacant_row: NIL,
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
             chosen: None,
@@ -101,7 +120,8 @@ impl Hot {
     }
 
     pub(crate) fn metadata_bytes(&self) -> usize {
-        self.recs.capacity() * core::mem::size_of::<Rec>()
+        self.residues.capacity() * core::mem::size_of::<[u32; 64]>()
+            + self.recs.capacity() * core::mem::size_of::<Rec>()
             + self.by_last.capacity_bytes()
             + self.long.capacity_bytes()
     }
@@ -148,6 +168,12 @@ impl Hot {
             }
             self.heads[c] = id;
             self.nonempty |= 1 << c;
+            self.lens[c] += 1;
+            match self.counted[c] {
+                NIL if self.lens[c] > COUNT_FROM => self.count_residues(c),
+                NIL => {}
+                row => self.residues[row as usize][(start % 64) as usize] += 1,
+            }
         } else {
             self.long.insert(size_key(len, start), id);
             self.long_hint = None;
@@ -177,6 +203,12 @@ impl Hot {
             if next != NIL {
                 self.recs[next as usize].prev = prev;
             }
+            self.lens[c] -= 1;
+            match self.counted[c] {
+                NIL => {}
+                row if self.lens[c] < COUNT_FROM / 4 => self.uncount_residues(c, row),
+                row => self.residues[row as usize][(start % 64) as usize] -= 1,
+            }
         } else {
             let p = self
                 .long
@@ -184,6 +216,59 @@ impl Hot {
                 .expect("the long order lists every long extent");
             self.long.remove(p);
             self.long_hint = None;
+        }
+    }
+
+    /// Starts counting the residues of list `c`'s starts.
+    #[cold]
+    fn count_residues(&mut self, c: usize) {
+        let mut row = [0u32; 64];
+        let mut id = self.heads[c];
+        while id != NIL {
+            let r = &self.recs[id as usize];
+            row[(r.start % 64) as usize] += 1;
+            id = r.next;
+        }
+        let at = if self.vacant_row != NIL {
+            let at = self.vacant_row;
+            self.vacant_row = self.residues[at as usize][0];
+            self.residues[at as usize] = row;
+            at
+        } else {
+            crate::tree::bplus::grow(&mut self.residues);
+            self.residues.push(row);
+            u32::try_from(self.residues.len() - 1).expect("at most 128 rows")
+        };
+        self.counted[c] = at;
+    }
+
+    /// Stops counting list `c` (in `row`), which has become short.
+    #[cold]
+    fn uncount_residues(&mut self, c: usize, row: u32) {
+        self.residues[row as usize][0] = self.vacant_row;
+        self.vacant_row = row;
+        self.counted[c] = NIL;
+    }
+
+    /// Whether list `c` (length `c + 1`) holds a start whose residue mod 64 is in
+    /// `room`: O(1) for a counted list, else a scan of at most [`COUNT_FROM`] records.
+    fn list_has(&self, c: usize, room: u64) -> bool {
+        match self.counted[c] {
+            NIL => {
+                let mut id = self.heads[c];
+                while id != NIL {
+                    let r = &self.recs[id as usize];
+                    if room & (1 << (r.start % 64)) != 0 {
+                        return true;
+                    }
+                    id = r.next;
+                }
+                false
+            }
+            row => {
+                let counts = &self.residues[row as usize];
+                (0..64).any(|i| room & (1 << i) != 0 && counts[i] > 0)
+            }
         }
     }
 
@@ -461,10 +546,11 @@ impl Hot {
     }
 
     /// Whether `need` blocks aligned to `align` fit anywhere. Only extents shorter than
-    /// `need + align - 1` blocks can fail to hold them for their start, so it looks at
-    /// those between `need` and the longest: O(1) unless the longest is among them,
-    /// and then O(those extents). The caller moves to the ordered form when it says
-    /// yes.
+    /// `need + align - 1` blocks can fail to hold them for their start, so it looks only
+    /// when the longest is among those, at each length from `need` to the longest:
+    /// for `align <= 64` by the residues of their starts (a counted list or a short
+    /// one, and a descent of the long order), O(align log n); above 64, by a look at
+    /// each such extent. The caller moves to the ordered form when it says yes.
     pub(crate) fn any_fit(&self, need: u64, align: u64) -> bool {
         let largest = self.largest_len();
         if largest < need {
@@ -473,8 +559,23 @@ impl Hot {
         if largest - need >= align - 1 {
             return true;
         }
-        self.lengths(need, largest)
-            .any(|(s, l)| fit(s, l, need, align).is_some())
+        if align > 64 {
+            return self
+                .lengths(need, largest)
+                .any(|(s, l)| fit(s, l, need, align).is_some());
+        }
+        (need..=largest).any(|len| {
+            let room = residues_with_room(align, len - need);
+            if len <= EXACT_MAX {
+                let c = len as usize - 1;
+                return self.nonempty & (1 << c) != 0 && self.list_has(c, room);
+            }
+            let sub = |r: &Residues| r.0 & room != 0;
+            let entry = |k: &u128, _: &u32| room & (1 << (*k as u64 % 64)) != 0;
+            self.long
+                .first_matching(size_key(len, 0), sub, entry)
+                .is_some_and(|p| size_of_key(self.long.get(p).0).0 == len)
+        })
     }
 
     /// The most blocks aligned to `align` that one free extent gives. Only extents
@@ -608,6 +709,45 @@ impl Hot {
         }
         if listed != short {
             return Err((3, "the length lists miss an extent".into()));
+        }
+        let mut rows = 0usize;
+        for c in 0..EXACT_MAX as usize {
+            let mut n = 0u32;
+            let mut counts = [0u32; 64];
+            let mut id = self.heads[c];
+            while id != NIL {
+                let r = &self.recs[id as usize];
+                counts[(r.start % 64) as usize] += 1;
+                n += 1;
+                id = r.next;
+            }
+            if n != self.lens[c] {
+                return Err((
+                    3,
+                    format!("length {}: {n} listed, {} counted", c + 1, self.lens[c]),
+                ));
+            }
+            let row = self.counted[c];
+            let wrong = if row == NIL {
+                n > COUNT_FROM
+            } else {
+                rows += 1;
+                n < COUNT_FROM / 4 || self.residues.get(row as usize) != Some(&counts)
+            };
+            if wrong {
+                return Err((3, format!("length {}: its residue counts are wrong", c + 1)));
+            }
+        }
+        let mut row = self.vacant_row;
+        while row != NIL {
+            rows += 1;
+            if rows > self.residues.len() {
+                return Err((3, "the vacant residue rows loop".into()));
+            }
+            row = self.residues[row as usize][0];
+        }
+        if rows != self.residues.len() {
+            return Err((3, "residue rows are lost".into()));
         }
         let mut vacant = 0usize;
         let mut id = self.vacant;
@@ -792,6 +932,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A list long enough to count its residues answers an aligned request in O(1),
+    /// and keeps its counts through changes; so does the long order.
+    #[test]
+    fn aligned_feasibility_by_residues() {
+        let mut ix = Hot::new();
+        // 100 extents of 64 blocks, each one block past a multiple of 64.
+        for i in 0..100 {
+            ix.insert(128 * i + 1, 64);
+        }
+        assert_ne!(ix.counted[63], NIL, "a list of 100 counts its residues");
+        ix.check(1 << 20).unwrap();
+        assert!(!ix.any_fit(64, 64));
+        assert!(ix.any_fit(1, 64), "one block fits after 63 of padding");
+        assert!(ix.any_fit(64, 1));
+        // One more, aligned, makes it fit; taking it away again does not.
+        ix.insert(128 * 200, 64);
+        assert!(ix.any_fit(64, 64));
+        ix.take(128 * 200, 64);
+        assert!(!ix.any_fit(64, 64));
+        // Long extents: 300 blocks one past a multiple of 64 hold 256 aligned to 256?
+        // No (the first multiple leaves 45); 299 aligned to 64, yes.
+        ix.insert(1 << 19 | 1, 300);
+        assert!(!ix.any_fit(300, 64));
+        assert!(ix.any_fit(299, 1));
+        assert!(!ix.any_fit(257, 256));
+        assert!(ix.any_fit(236, 64));
+        ix.take(1 << 19 | 1, 300);
+        // Back to a short list: it stops counting, and the check agrees.
+        for i in 0..95 {
+            ix.take(128 * i + 1, 64);
+        }
+        assert_eq!(ix.counted[63], NIL);
+        assert!(!ix.any_fit(64, 64));
+        ix.check(1 << 20).unwrap();
     }
 
     #[test]

@@ -37,9 +37,9 @@ impl StartOf for u128 {
     }
 }
 
-impl<K: StartOf> Summary<K, ()> for Residues {
+impl<K: StartOf, V: bplus::Value> Summary<K, V> for Residues {
     #[inline]
-    fn of(key: &K, (): &()) -> Self {
+    fn of(key: &K, _: &V) -> Self {
         Residues(1 << (key.start() % 64))
     }
 
