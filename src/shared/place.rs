@@ -411,7 +411,8 @@ fn rotor(n: usize) -> usize {
             g = NEXT_ROTOR.fetch_add(1, atomic::Ordering::Relaxed);
             r.set(g);
         }
-        g % n
+        // Usually a group index already: no division.
+        if g < n { g } else { g % n }
     })
 }
 
