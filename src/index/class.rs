@@ -102,7 +102,9 @@ impl Class {
                 t.insert(start, ());
                 *self = Class::Big(t);
             }
-            Class::Big(t) => t.insert(start, ()),
+            Class::Big(t) => {
+                t.insert(start, ());
+            }
         }
     }
 

@@ -50,6 +50,10 @@ struct Rec {
 #[derive(Clone, Debug)]
 pub(crate) struct Hot {
     recs: Vec<Rec>,
+    /// `leaf_of[id]`: the leaf of `by_last` where record `id`'s entry was last seen,
+    /// so that using an extent up removes it with no descent (see
+    /// [`BPlus::find_near`]; a stale hint costs the descent).
+    leaf_of: Vec<u32>,
     vacant: u32,
     /// Last block of each free extent → its record.
     by_last: BPlus<u64, u32, ()>,
@@ -88,6 +92,7 @@ impl Hot {
     pub(crate) const fn new() -> Self {
         Hot {
             recs: Vec::new(),
+            leaf_of: Vec::new(),
             vacant: NIL,
             by_last: BPlus::new(),
             heads: [NIL; EXACT_MAX as usize],
@@ -122,6 +127,7 @@ impl Hot {
     pub(crate) fn metadata_bytes(&self) -> usize {
         self.residues.capacity() * core::mem::size_of::<[u32; 64]>()
             + self.recs.capacity() * core::mem::size_of::<Rec>()
+            + self.leaf_of.capacity() * core::mem::size_of::<u32>()
             + self.by_last.capacity_bytes()
             + self.long.capacity_bytes()
     }
@@ -143,6 +149,8 @@ impl Hot {
         } else {
             crate::tree::bplus::grow(&mut self.recs);
             self.recs.push(rec);
+            crate::tree::bplus::grow(&mut self.leaf_of);
+            self.leaf_of.push(NIL);
             u32::try_from(self.recs.len() - 1).expect("fewer than 2^32 free extents")
         }
     }
@@ -413,13 +421,15 @@ impl Hot {
         match (left, right) {
             (None, None) => {
                 let id = self.new_rec(start, len);
-                self.by_last.insert_after(below, end - 1, id);
+                let p = self.by_last.insert_after(below, end - 1, id);
+                self.leaf_of[id as usize] = p.leaf();
                 self.link(id);
             }
             (Some((ls, ll, l)), None) => {
                 self.reshape(l, ls, ll + len);
                 let lp = below.expect("a left neighbour has a place");
                 self.by_last.set(lp, end - 1, l);
+                self.leaf_of[l as usize] = lp.leaf();
             }
             (None, Some(r)) => {
                 let rl = self.recs[r as usize].len;
@@ -465,7 +475,7 @@ impl Hot {
         let pos = |me: &Self| {
             pos.unwrap_or_else(|| {
                 me.by_last
-                    .find(e - 1)
+                    .find_near(me.leaf_of[id as usize], e - 1)
                     .expect("the address order lists every extent")
             })
         };
@@ -481,13 +491,15 @@ impl Hot {
                 let p = pos(self);
                 self.reshape(id, s, start - s);
                 self.by_last.set(p, start - 1, id);
+                self.leaf_of[id as usize] = p.leaf();
             }
             (false, false) => {
                 let p = pos(self);
                 let below = self.by_last.prev(p);
                 self.reshape(id, end, e - end);
                 let left = self.new_rec(s, start - s);
-                self.by_last.insert_after(below, start - 1, left);
+                let lp = self.by_last.insert_after(below, start - 1, left);
+                self.leaf_of[left as usize] = lp.leaf();
                 self.link(left);
             }
         }
@@ -757,6 +769,9 @@ impl Hot {
             }
             vacant += 1;
             id = self.recs[id as usize].next;
+        }
+        if self.leaf_of.len() != self.recs.len() {
+            return Err((3, "a record has no leaf hint".into()));
         }
         if vacant + self.by_last.len() != self.recs.len() {
             return Err((3, "records are lost: neither in use nor vacant".into()));

@@ -157,6 +157,14 @@ pub(crate) struct Pos {
     slot: u32,
 }
 
+impl Pos {
+    /// The leaf: a hint for [`BPlus::find_near`] once the tree has changed.
+    #[inline]
+    pub(crate) fn leaf(self) -> u32 {
+        self.leaf
+    }
+}
+
 /// The tree; `S` is what parents know of their children.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BPlus<K, V, S> {
@@ -767,7 +775,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// Adds an entry whose key is not in the tree.
-    pub(crate) fn insert(&mut self, key: K, val: V) {
+    pub(crate) fn insert(&mut self, key: K, val: V) -> Pos {
         if self.len == 0 {
             if self.root == NIL {
                 let leaf = self.new_leaf();
@@ -781,29 +789,54 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             l.vals[0] = val;
             l.n = 1;
             self.len = 1;
-            return;
+            return Pos {
+                leaf: self.root,
+                slot: 0,
+            };
         }
         let leaf = self.leaf_for(key);
         let at = rank_lt(&self.leaves[leaf as usize].keys, key);
-        self.insert_in(leaf, at, key, val);
+        self.insert_in(leaf, at, key, val)
     }
 
     /// [`insert`](Self::insert), given `below`: the position of the entry with the
     /// greatest key below `key` (from a lookup just made), or `None` when no key is
     /// below it. It saves the descent.
-    pub(crate) fn insert_after(&mut self, below: Option<Pos>, key: K, val: V) {
+    pub(crate) fn insert_after(&mut self, below: Option<Pos>, key: K, val: V) -> Pos {
         match below {
             Some(p) => {
                 debug_assert!(self.get(p).0 < key);
                 debug_assert!(self.next(p).is_none_or(|q| key < self.get(q).0));
-                self.insert_in(p.leaf, p.slot as usize + 1, key, val);
+                self.insert_in(p.leaf, p.slot as usize + 1, key, val)
             }
             None => self.insert(key, val),
         }
     }
 
+    /// The entry with key exactly `x`, looked for first in leaf `hint` and its two
+    /// neighbours (where a split, a merge or a borrow moves an entry), then by a
+    /// descent. A stale hint costs a few compares; any hint is safe, since a vacant
+    /// leaf holds no entries and a key is in one leaf only.
+    #[inline]
+    pub(crate) fn find_near(&self, hint: u32, x: K) -> Option<Pos> {
+        let look = |leaf: u32| -> Option<Pos> {
+            let l = self.leaves.get(leaf as usize)?;
+            let slot = rank_lt(&l.keys, x);
+            (slot < l.n as usize && l.keys[slot] == x).then_some(Pos {
+                leaf,
+                slot: slot as u32,
+            })
+        };
+        look(hint)
+            .or_else(|| {
+                let l = self.leaves.get(hint as usize)?;
+                look(l.next).or_else(|| look(l.prev))
+            })
+            .or_else(|| self.find(x))
+    }
+
     /// Puts `key` at slot `at` of `leaf`, where it keeps the order.
-    fn insert_in(&mut self, leaf: u32, at: usize, key: K, val: V) {
+    fn insert_in(&mut self, leaf: u32, at: usize, key: K, val: V) -> Pos {
         let l = &mut self.leaves[leaf as usize];
         let n = l.n as usize;
         debug_assert!(at == n || l.keys[at] != key, "inserting a key twice");
@@ -818,7 +851,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                 self.fix_min(leaf, 0);
             }
             self.changed(leaf, 0, S::default(), S::of(&key, &val));
-            return;
+            return Pos {
+                leaf,
+                slot: at as u32,
+            };
         }
         // Full: split in halves, then insert into the half it belongs to.
         let right = self.new_leaf();
@@ -867,6 +903,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         // once per half.
         self.fix_sum_all(leaf, 0);
         self.fix_sum_all(right, 0);
+        Pos {
+            leaf: target,
+            slot: at as u32,
+        }
     }
 
     /// As [`fix_sum`](Self::fix_sum), without stopping early.
@@ -1425,6 +1465,35 @@ pub(crate) mod tests {
     fn matches_a_btreemap_deep() {
         for seed in 0..4 {
             against_btreemap(seed, 5_000, 20_000);
+        }
+    }
+
+    #[test]
+    fn find_near_finds_each_key_whatever_the_hint() {
+        let mut rng = Rng(5);
+        let mut t: BPlus<u64, u64, ()> = BPlus::new();
+        let mut hint = std::collections::BTreeMap::new();
+        for round in 0..6_000 {
+            let k = rng.below(3_000);
+            if let Some(p) = t.find(k) {
+                // Remove by the hint taken when the key went in, however stale.
+                let h = hint.remove(&k).unwrap();
+                let q = t.find_near(h, k).unwrap();
+                assert_eq!(p, q, "round {round}: key {k}");
+                t.remove(q);
+            } else {
+                let p = t.insert(k, k);
+                assert_eq!(t.get(p), (k, k));
+                hint.insert(k, p.leaf());
+            }
+        }
+        t.check().unwrap();
+        for (&k, &h) in &hint {
+            assert_eq!(t.find_near(h, k), t.find(k));
+            for wild in [0, 1, 7, 1_000_000, NIL] {
+                assert_eq!(t.find_near(wild, k), t.find(k), "hint {wild}");
+            }
+            assert_eq!(t.find_near(h, k + 3_000), None);
         }
     }
 
