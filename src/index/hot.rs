@@ -19,7 +19,7 @@
 //! So an allocation that splits an extent is a bit scan and two list splices, and one
 //! that uses an extent up adds one descent. Among extents of the same length, best fit
 //! takes the most recently freed or split, not the lowest; for the churn's lengths that
-//! leaves no more free extents behind (see BENCHMARKS.md).
+//! leaves no more free extents behind (the README's churn figures).
 //!
 //! What this form cannot answer in O(log n), first fit, near-goal placement and aligned
 //! requests, the ordered form ([`super::Ordered`]) does; [`super::FreeIndex`] moves to
