@@ -64,6 +64,11 @@ pub(crate) struct Hot {
     /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`], with
     /// the residues of their starts mod 64 under each child.
     long: BPlus<u128, u32, Residues>,
+    /// One long extent kept out of the long order, or `NIL`: the first to become long
+    /// while none is kept, which on a space being filled is the free space's tail.
+    /// Carving it, or freeing blocks onto it, rewrites only its record; best fit weighs
+    /// it against the long order's shortest fit.
+    top: u32,
     /// `lens[l - 1]`: how many extents the list of length `l` holds.
     lens: [u32; EXACT_MAX as usize],
     /// `counted[l - 1]`: for a list longer than [`COUNT_FROM`], its row of
@@ -98,6 +103,7 @@ impl Hot {
             heads: [NIL; EXACT_MAX as usize],
             nonempty: 0,
             long: BPlus::new(),
+            top: NIL,
             lens: [0; EXACT_MAX as usize],
             counted: [NIL; EXACT_MAX as usize],
             residues: Vec::new(),
@@ -182,6 +188,8 @@ impl Hot {
                 NIL => {}
                 row => self.residues[row as usize][(start % 64) as usize] += 1,
             }
+        } else if self.top == NIL {
+            self.top = id;
         } else {
             self.long.insert(size_key(len, start), id);
             self.long_hint = None;
@@ -217,6 +225,8 @@ impl Hot {
                 row if self.lens[c] < COUNT_FROM / 4 => self.uncount_residues(c, row),
                 row => self.residues[row as usize][(start % 64) as usize] -= 1,
             }
+        } else if id == self.top {
+            self.top = NIL;
         } else {
             let p = self
                 .long
@@ -289,6 +299,14 @@ impl Hot {
         let Rec {
             start: s0, len: l0, ..
         } = self.recs[id as usize];
+        if id == self.top && len > EXACT_MAX {
+            self.histogram[bucket(l0)] -= 1;
+            self.histogram[bucket(len)] += 1;
+            let r = &mut self.recs[id as usize];
+            r.start = start;
+            r.len = len;
+            return;
+        }
         if l0 <= EXACT_MAX || len <= EXACT_MAX {
             self.unlink(id);
             let r = &mut self.recs[id as usize];
@@ -522,22 +540,47 @@ impl Hot {
                 return Some(start);
             }
         }
-        let p = self.long.ceil(size_key(need, 0), false)?;
-        let (k, id) = self.long.get(p);
-        let start = size_of_key(k).1;
-        self.chosen = Some((start, id));
-        self.long_hint = Some((k, p));
-        Some(start)
+        let top = (self.top != NIL)
+            .then(|| (self.top, self.recs[self.top as usize]))
+            .filter(|(_, r)| r.len >= need);
+        let found = self.long.ceil(size_key(need, 0), false).map(|p| {
+            let (k, id) = self.long.get(p);
+            (p, k, id)
+        });
+        match (found, top) {
+            (Some((p, k, id)), top) if top.is_none_or(|(_, t)| size_of_key(k).0 <= t.len) => {
+                let start = size_of_key(k).1;
+                self.chosen = Some((start, id));
+                self.long_hint = Some((k, p));
+                Some(start)
+            }
+            (_, Some((id, t))) => {
+                self.chosen = Some((t.start, id));
+                Some(t.start)
+            }
+            (_, None) => None,
+        }
     }
 
     /// A longest free extent: the lowest of them if they are long, else the head of
     /// their list.
     pub(crate) fn largest(&self) -> Option<Extent> {
-        if let Some(p) = self.long.last() {
+        let top = (self.top != NIL).then(|| {
+            let r = &self.recs[self.top as usize];
+            Extent::new(r.start, r.len)
+        });
+        let tree = self.long.last().and_then(|p| {
             let len = size_of_key(self.long.get(p).0).0;
             let p = self.long.ceil(size_key(len, 0), false)?;
             let (len, start) = size_of_key(self.long.get(p).0);
-            return Some(Extent::new(start, len));
+            Some(Extent::new(start, len))
+        });
+        if let Some(e) = [tree, top]
+            .into_iter()
+            .flatten()
+            .min_by_key(|e| (core::cmp::Reverse(e.len), e.start))
+        {
+            return Some(e);
         }
         if self.nonempty == 0 {
             return None;
@@ -550,11 +593,17 @@ impl Hot {
     /// The longest free extent's length: O(1), which a shared group's publish on every
     /// unlock relies on.
     pub(crate) fn largest_len(&self) -> u64 {
-        match self.long.last() {
+        let top = if self.top == NIL {
+            0
+        } else {
+            self.recs[self.top as usize].len
+        };
+        let long = match self.long.last() {
             Some(p) => size_of_key(self.long.get(p).0).0,
             None if self.nonempty == 0 => 0,
             None => 128 - u64::from(self.nonempty.leading_zeros()),
-        }
+        };
+        top.max(long)
     }
 
     /// Whether `need` blocks aligned to `align` fit anywhere. Only extents shorter than
@@ -587,7 +636,15 @@ impl Hot {
             self.long
                 .first_matching(size_key(len, 0), sub, entry)
                 .is_some_and(|p| size_of_key(self.long.get(p).0).0 == len)
-        })
+        }) || self.top_fits(need, align)
+    }
+
+    /// Whether the kept long extent holds `need` blocks aligned to `align`.
+    fn top_fits(&self, need: u64, align: u64) -> bool {
+        self.top != NIL && {
+            let r = &self.recs[self.top as usize];
+            fit(r.start, r.len, need, align).is_some()
+        }
     }
 
     /// The most blocks aligned to `align` that one free extent gives. Only extents
@@ -631,7 +688,11 @@ impl Hot {
             at = self.long.next(p);
             Some((s, l))
         });
-        short.chain(long)
+        let top = (self.top != NIL)
+            .then(|| &self.recs[self.top as usize])
+            .filter(|r| (lo..=hi).contains(&r.len))
+            .map(|r| (r.start, r.len));
+        short.chain(long).chain(top)
     }
 
     // ---- checks ----------------------------------------------------------------------
@@ -680,7 +741,7 @@ impl Hot {
                     return Err((4, format!("free extents touch at {s}: not coalesced")));
                 }
             }
-            if l > EXACT_MAX && self.long_pos(l, s, id).is_none() {
+            if l > EXACT_MAX && id != self.top && self.long_pos(l, s, id).is_none() {
                 return Err((3, format!("size order misses [{s}, +{l})")));
             }
             short += usize::from(l <= EXACT_MAX);
@@ -688,7 +749,21 @@ impl Hot {
             blocks += l;
             histogram[bucket(l)] += 1;
         }
-        if self.long.len() + short != self.by_last.len() {
+        if self.top != NIL {
+            let r = self
+                .recs
+                .get(self.top as usize)
+                .filter(|_| seen[self.top as usize]);
+            if r.is_none_or(|r| {
+                r.len <= EXACT_MAX || self.long_pos(r.len, r.start, self.top).is_some()
+            }) {
+                return Err((
+                    3,
+                    "the kept long extent is stray, short or also in the long order".into(),
+                ));
+            }
+        }
+        if self.long.len() + usize::from(self.top != NIL) + short != self.by_last.len() {
             return Err((
                 3,
                 "the size order lists extents the address order does not".into(),
@@ -983,6 +1058,39 @@ mod tests {
         assert_eq!(ix.counted[63], NIL);
         assert!(!ix.any_fit(64, 64));
         ix.check(1 << 20).unwrap();
+    }
+
+    /// The first long extent is kept out of the long order: carving it touches no
+    /// tree, and best fit still takes a shorter long extent that fits.
+    #[test]
+    fn the_kept_long_extent() {
+        let mut ix = Hot::new();
+        ix.insert(0, 1000);
+        assert_eq!(ix.top, 0);
+        let (by_last, long) = (ix.by_last.clone(), ix.long.clone());
+        assert_eq!(ix.best_fit(10), Some(0));
+        ix.take(0, 10);
+        assert_eq!(
+            (&ix.by_last, &ix.long),
+            (&by_last, &long),
+            "no tree changed"
+        );
+        ix.insert(2000, 300);
+        ix.insert(3000, 200);
+        assert_eq!(ix.long.len(), 2, "later long extents go to the long order");
+        assert_eq!(
+            ix.best_fit(250),
+            Some(2000),
+            "the shorter fit, not the kept one"
+        );
+        assert_eq!(ix.best_fit(301), Some(10));
+        assert_eq!(ix.largest(), Some(Extent::new(10, 990)));
+        ix.take(10, 990);
+        assert_eq!(ix.top, NIL);
+        assert_eq!(ix.largest_len(), 300);
+        ix.insert(10, 990);
+        assert_ne!(ix.top, NIL);
+        ix.check(4000).unwrap();
     }
 
     #[test]
