@@ -25,6 +25,15 @@ impl ExtentAllocator {
         pinned: bool,
     ) -> FreeOutcome {
         let len = r.end - r.start;
+        // The common case: a plain free with no pin and no reader to hold the blocks.
+        if !on_commit && !pinned && self.epochs.oldest_reader().is_none() {
+            self.epochs.note_freed(&r);
+            self.free.insert(r.start, len);
+            return FreeOutcome {
+                freed_blocks: len,
+                deferred_blocks: 0,
+            };
+        }
         let open = self.epochs.open;
         let (pending, never_durable) = if on_commit {
             self.epochs.split_durable(&r)

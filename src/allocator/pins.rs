@@ -310,6 +310,9 @@ impl PinTable {
     /// Whether any block of `r` is pinned or Deferred.
     #[inline]
     pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
+        if self.cover.is_empty() && self.fresh.len() == 0 {
+            return false;
+        }
         self.cover.any(r) || self.first_fresh(r).is_some()
     }
 

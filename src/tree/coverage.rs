@@ -269,6 +269,12 @@ impl Coverage {
             .0
     }
 
+    /// Whether no block is pinned or marked.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tree.len() == 0
+    }
+
     /// How many pins cover block `x`.
     pub(crate) fn pins_at(&self, x: u64) -> u64 {
         self.counts_at(x).pins as u64
