@@ -294,19 +294,25 @@ impl Hot {
     /// that stays long keeps its place in the long order when its new key still lies
     /// between its neighbours' (always so for the only long extent): one rewrite, not
     /// a removal and an insertion.
-    #[inline]
+    #[inline(always)]
     fn reshape(&mut self, id: u32, start: u64, len: u64) {
+        if id == self.top && len > EXACT_MAX {
+            let r = &mut self.recs[id as usize];
+            let l0 = r.len;
+            r.start = start;
+            r.len = len;
+            self.histogram[bucket(l0)] -= 1;
+            self.histogram[bucket(len)] += 1;
+            return;
+        }
+        self.reshape_listed(id, start, len);
+    }
+
+    /// [`reshape`](Self::reshape) for an extent in a list or the long order.
+    fn reshape_listed(&mut self, id: u32, start: u64, len: u64) {
         let Rec {
             start: s0, len: l0, ..
         } = self.recs[id as usize];
-        if id == self.top && len > EXACT_MAX {
-            self.histogram[bucket(l0)] -= 1;
-            self.histogram[bucket(len)] += 1;
-            let r = &mut self.recs[id as usize];
-            r.start = start;
-            r.len = len;
-            return;
-        }
         if l0 <= EXACT_MAX || len <= EXACT_MAX {
             self.unlink(id);
             let r = &mut self.recs[id as usize];
