@@ -8,7 +8,9 @@
 //! unaligned best fit, exact starts and ranges of lengths (the common case). Each free
 //! extent is a record in an arena. Every length up to 128 blocks has a list of its
 //! extents, linked through the records, and a bit in one `u128` saying whether it is
-//! empty; longer extents are in a B+ tree ordered by `(len, start)`. Best fit is the
+//! empty; longer extents are in a B+ tree ordered by `(len, start)`, but for one kept
+//! aside (on a space being filled, its tail), so that carving it touches no tree. Best
+//! fit is the
 //! lowest set bit at or above the length asked for and the head of that list. By
 //! address, a B+ tree of 16-slot nodes maps each extent's *last* block to its record:
 //! an allocation takes blocks from an extent's start, which leaves its last block,
@@ -17,8 +19,10 @@
 //! splices.
 //!
 //! **The ordered form**, which the index moves to, once, at the first first-fit,
-//! near-goal or aligned request that can succeed (the fast form can tell which will,
-//! so a refused request changes nothing). It keeps B+ trees of 16-slot nodes in arenas
+//! near-goal or aligned request that can succeed (the fast form can tell which will:
+//! by the residues of the candidate extents' starts for alignments up to 64, by a look
+//! at each candidate above; so a refused request changes nothing). It keeps B+ trees
+//! of 16-slot nodes in arenas
 //! (parent links, leaf chains, a summary of each child in its parent):
 //!
 //! - **by address**, with the longest extent under each child. Coalescing a free with
@@ -39,7 +43,8 @@
 //!   alignment, with their room from it, so every aligned policy is a descent or three.
 //!
 //! Both forms take a smallest fitting extent for best fit; among equally small ones the
-//! fast form takes the most recently freed or split, the ordered form the lowest.
+//! fast form takes the most recently freed or split (for lengths up to 128), the
+//! ordered form the lowest.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
 //! Pins are records in a slab plus the per-block pin count, kept as its differences in

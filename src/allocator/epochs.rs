@@ -94,9 +94,9 @@ pub(crate) struct Epochs {
     /// Until the first commit: blocks Allocated at construction and not freed since,
     /// the only Allocated blocks that predate the open epoch.
     pub(crate) mount_durable: RangeSet<u64>,
-    /// At least the end of every range in `mount_durable`: a free above it (every free
-    /// in a shared group, whose core holds the blocks below the group this way) needs
-    /// no look at the set.
+    /// At least the end of every range in `mount_durable`: a free above it needs no
+    /// look at the set (such as a free in a shared group whose core holds, this way,
+    /// only the blocks below the group).
     pub(crate) mount_durable_end: u64,
     /// After the first commit: blocks allocated in the open epoch. It may also name
     /// blocks freed since; only its Allocated blocks are ever asked about.

@@ -398,8 +398,9 @@ impl super::ordered::Ordered {
     /// How a search for `align` is served when `align` is above 64 blocks (`None`
     /// below): from the alignment's view when it is [`track`](Self::track)ed, else
     /// from `scan` over every free extent as `(start, len)`, in address order. The
-    /// allocator tracks every alignment before it searches, so only a caller that
-    /// skipped `track` pays the O(n) scan; no call has to come before another.
+    /// allocator tracks every alignment before it searches (and the request that moves
+    /// the index to this form tracks its own), so only a caller that skipped `track`
+    /// pays the O(n) scan; no call has to come before another.
     #[inline]
     pub(super) fn above_64<T>(
         &self,

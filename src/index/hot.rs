@@ -6,19 +6,23 @@
 //!
 //! - **By address**, a B+ tree maps each extent's *last* block to its record. Taking
 //!   blocks from an extent's start, as best fit does, leaves its last block where it
-//!   was, so the tree is not touched at all; only an extent that is used up or cut in
-//!   the middle changes it. A free finds both neighbours and checks for overlap with one
+//!   was, so the tree is not touched at all; only an extent that is used up, cut in the
+//!   middle or taken from its end changes it. A free finds both neighbours and checks
+//!   for overlap with one
 //!   descent (the first extent whose last block is at or after its start, and the one
 //!   before).
 //! - **By size**, every length up to [`EXACT_MAX`] has a list of its extents, linked
 //!   through the records, most recently changed first, and a bit in one `u128` that says
 //!   whether it is empty: best fit is the lowest set bit at or above the length asked
 //!   for, and that list's head. Longer extents are in one B+ tree ordered by
-//!   `(len, start)`.
+//!   `(len, start)`, except one kept aside (the first to become long while none is
+//!   kept: on a space being filled, its tail), which best fit weighs against that
+//!   tree's shortest fit.
 //!
 //! So an allocation that splits an extent is a bit scan and two list splices, and one
-//! that uses an extent up adds one descent. Among extents of the same length, best fit
-//! takes the most recently freed or split, not the lowest; for the churn's lengths that
+//! that uses an extent up also removes its entry from the address tree, found from the
+//! leaf it was last seen in. Among extents of the same length up to 128, best fit takes
+//! the most recently freed or split, not the lowest; for the churn's lengths that
 //! leaves no more free extents behind (the README's churn figures).
 //!
 //! What this form cannot answer in O(log n), first fit, near-goal placement and aligned
@@ -45,6 +49,47 @@ struct Rec {
     len: u64,
     prev: u32,
     next: u32,
+}
+
+/// Equal contents, node by node and link by link: list order and the kept long
+/// extent decide later placements, so they count. The caches (`chosen`, `probe`,
+/// `long_hint`) are made by lookups and do not.
+impl PartialEq for Hot {
+    fn eq(&self, o: &Self) -> bool {
+        let Hot {
+            recs,
+            leaf_of,
+            vacant,
+            by_last,
+            heads,
+            nonempty,
+            long,
+            top,
+            lens,
+            counted,
+            residues,
+            vacant_row,
+            count_free_blocks,
+            histogram,
+            chosen: _,
+            probe: _,
+            long_hint: _,
+        } = self;
+        *recs == o.recs
+            && *leaf_of == o.leaf_of
+            && *vacant == o.vacant
+            && *by_last == o.by_last
+            && *heads == o.heads
+            && *nonempty == o.nonempty
+            && *long == o.long
+            && *top == o.top
+            && *lens == o.lens
+            && *counted == o.counted
+            && *residues == o.residues
+            && *vacant_row == o.vacant_row
+            && *count_free_blocks == o.count_free_blocks
+            && *histogram == o.histogram
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -804,6 +849,7 @@ impl Hot {
             return Err((3, "the length lists miss an extent".into()));
         }
         let mut rows = 0usize;
+        let mut row_used = alloc::vec![false; self.residues.len()];
         for c in 0..EXACT_MAX as usize {
             let mut n = 0u32;
             let mut counts = [0u32; 64];
@@ -825,7 +871,10 @@ impl Hot {
                 n > COUNT_FROM
             } else {
                 rows += 1;
-                n < COUNT_FROM / 4 || self.residues.get(row as usize) != Some(&counts)
+                let shared = row_used
+                    .get_mut(row as usize)
+                    .is_none_or(|u| core::mem::replace(u, true));
+                shared || n < COUNT_FROM / 4 || self.residues.get(row as usize) != Some(&counts)
             };
             if wrong {
                 return Err((3, format!("length {}: its residue counts are wrong", c + 1)));
@@ -834,13 +883,21 @@ impl Hot {
         let mut row = self.vacant_row;
         while row != NIL {
             rows += 1;
-            if rows > self.residues.len() {
-                return Err((3, "the vacant residue rows loop".into()));
+            let reused = row_used
+                .get_mut(row as usize)
+                .is_none_or(|u| core::mem::replace(u, true));
+            if reused || rows > self.residues.len() {
+                return Err((3, "a vacant residue row is stray, in use or repeats".into()));
             }
             row = self.residues[row as usize][0];
         }
         if rows != self.residues.len() {
             return Err((3, "residue rows are lost".into()));
+        }
+        if let Some((k, p)) = self.long_hint {
+            if !self.long.holds(p, k) {
+                return Err((3, "the remembered place in the long order is stale".into()));
+            }
         }
         let mut vacant = 0usize;
         let mut id = self.vacant;
@@ -1114,5 +1171,28 @@ mod tests {
         let mut bad = ix.clone();
         bad.heads[2] = NIL;
         assert!(bad.check(20).is_err(), "an extent missing from its list");
+
+        // Two counted lists with equal counts must not share a row.
+        let mut ix = Hot::new();
+        for i in 0..40 {
+            ix.insert(128 * i, 5);
+            ix.insert(128 * i + 64, 6);
+        }
+        ix.insert(1 << 20, 500);
+        ix.insert(1 << 21, 600);
+        assert_eq!(ix.best_fit(550), Some(1 << 21));
+        ix.check(1 << 22).unwrap();
+        let mut bad = ix.clone();
+        bad.counted[5] = bad.counted[4];
+        assert!(bad.check(1 << 22).is_err(), "a shared residue row");
+        let mut bad = ix.clone();
+        bad.vacant_row = 1000;
+        assert!(bad.check(1 << 22).is_err(), "a stray vacant row");
+        let mut bad = ix.clone();
+        let (k, p) = bad
+            .long_hint
+            .expect("the long best fit remembers its place");
+        bad.long_hint = Some((k + 1, p));
+        assert!(bad.check(1 << 22).is_err(), "a stale remembered place");
     }
 }

@@ -4,7 +4,7 @@
 //! - Leaves hold up to [`B`] sorted `(key, value)` pairs and link to their neighbours,
 //!   so a position steps to the next or previous entry in O(1).
 //! - Inner nodes hold up to [`B`] children, each with the smallest key below it
-//!   (`keys[0]` is kept but never read by a search) and the summary of its entries.
+//!   (`keys[0]` is kept, but a search clamps past it) and the summary of its entries.
 //!   "The first entry at or after `x` that matches, where summaries tell which
 //!   subtrees can hold one" is then one walk up and one descent.
 //! - Every node but the root holds at least [`MIN`] entries or children, so the
@@ -394,7 +394,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         let mut id = self.root;
         for _ in 0..self.height {
             let n = &self.inners[id as usize];
-            // Slot 0's key is never compared: its child takes everything below slot 1.
+            // Slot 0's key does not matter: its child takes everything below slot 1.
             let c = rank_le(&n.keys, x).clamp(1, n.n as usize) - 1;
             id = n.kids[c];
         }
@@ -811,6 +811,13 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             }
             None => self.insert(key, val),
         }
+    }
+
+    /// Whether `pos` is a live entry with key `x` (for checking a remembered place).
+    pub(crate) fn holds(&self, pos: Pos, x: K) -> bool {
+        self.leaves
+            .get(pos.leaf as usize)
+            .is_some_and(|l| pos.slot < l.n && l.keys[pos.slot as usize] == x)
     }
 
     /// The entry with key exactly `x`, looked for first in leaf `hint` and its two
