@@ -146,6 +146,12 @@ fn fragmented(n: u64) -> ExtentAllocator {
     ExtentAllocator::from_free_extents(at + 2048 + 8, free).unwrap()
 }
 
+/// `n` free extents of `a` blocks, each starting one block past a multiple of `a`.
+fn misaligned(n: u64, a: u64) -> ExtentAllocator {
+    let free = (0..n).map(|i| Extent::new(2 * a * i + 1, a));
+    ExtentAllocator::from_free_extents(2 * a * n + 2 * a, free).unwrap()
+}
+
 /// A space with `n` one-block Allocated extents, each under its own pin, between
 /// Free blocks; block `spare()` is Allocated and unpinned.
 fn pinned(n: u64, mode: PinMode) -> ExtentAllocator {
@@ -242,27 +248,19 @@ fn core_rows() {
             call,
         });
     }
-    // A refused aligned request in the fast form looks at every extent whose start
-    // decides it: here all n are 64 blocks long and start one block past a multiple of
-    // 64, so none holds 64 blocks aligned to 64.
+    // A refused aligned request in the fast form: n extents of `a` blocks, each one
+    // block past a multiple of `a`, so none holds `a` blocks aligned to `a`. Up to 64
+    // the residues of the starts decide it; above, each such extent is looked at.
     report(Row {
         name: "aligned request that cannot fit, n misaligned extents as long as it, fast form",
-        setup: |n| {
-            let free = (0..n).map(|i| Extent::new(128 * i + 1, 64));
-            ExtentAllocator::from_free_extents(128 * n + 128, free).unwrap()
-        },
+        setup: |n| misaligned(n, 64),
         call: |a, _| {
             assert!(a.allocate(Request::new(64).align(64)).is_err());
         },
     });
-    // Above 64 the residues mod 64 do not decide it: the fast form looks at each
-    // extent between the length asked for and the longest.
     report(Row {
         name: "aligned to 128, cannot fit, n misaligned extents as long as it, fast form",
-        setup: |n| {
-            let free = (0..n).map(|i| Extent::new(256 * i + 1, 128));
-            ExtentAllocator::from_free_extents(256 * n + 256, free).unwrap()
-        },
+        setup: |n| misaligned(n, 128),
         call: |a, _| {
             assert!(a.allocate(Request::new(128).align(128)).is_err());
         },

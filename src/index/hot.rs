@@ -757,48 +757,36 @@ impl Hot {
         self.long
             .check()
             .map_err(|d| (3, format!("size order: {d}")))?;
-        let mut blocks = 0u64;
-        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
-        let mut prev_end: Option<u64> = None;
         let mut seen = alloc::vec![false; self.recs.len()];
+        for (_, id) in self.by_last.iter() {
+            let fresh = seen
+                .get_mut(id as usize)
+                .is_some_and(|s| !core::mem::replace(s, true));
+            if !fresh {
+                return Err((
+                    3,
+                    format!("address order names record {id} twice or past the arena"),
+                ));
+            }
+        }
+        super::check_extents(
+            self.iter().map(|e| (e.start, e.len)),
+            capacity,
+            self.count_free_blocks,
+            &self.histogram,
+        )?;
         let mut short = 0usize;
         for (last, id) in self.by_last.iter() {
             let Rec {
                 start: s, len: l, ..
-            } = *self.recs.get(id as usize).ok_or_else(|| {
-                (
-                    3,
-                    format!("address order names record {id}, past the arena"),
-                )
-            })?;
-            if core::mem::replace(&mut seen[id as usize], true) {
-                return Err((3, format!("record {id} is listed twice by address")));
-            }
-            if l == 0 {
-                return Err((2, format!("empty free extent at {s}")));
-            }
-            let end = s
-                .checked_add(l)
-                .filter(|&e| e <= capacity)
-                .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
-            if last != end - 1 {
+            } = self.recs[id as usize];
+            if last != s + l - 1 {
                 return Err((3, format!("free extent [{s}, +{l}) is keyed by {last}")));
-            }
-            if let Some(p) = prev_end {
-                if s < p {
-                    return Err((2, format!("free extents overlap at {s}")));
-                }
-                if s == p {
-                    return Err((4, format!("free extents touch at {s}: not coalesced")));
-                }
             }
             if l > EXACT_MAX && id != self.top && self.long_pos(l, s, id).is_none() {
                 return Err((3, format!("size order misses [{s}, +{l})")));
             }
             short += usize::from(l <= EXACT_MAX);
-            prev_end = Some(end);
-            blocks += l;
-            histogram[bucket(l)] += 1;
         }
         if self.top != NIL {
             let r = self
@@ -913,18 +901,6 @@ impl Hot {
         }
         if vacant + self.by_last.len() != self.recs.len() {
             return Err((3, "records are lost: neither in use nor vacant".into()));
-        }
-        if blocks != self.count_free_blocks {
-            return Err((
-                3,
-                format!(
-                    "free blocks cached {} but counted {blocks}",
-                    self.count_free_blocks
-                ),
-            ));
-        }
-        if histogram != self.histogram {
-            return Err((3, "free-extent histogram differs from its recount".into()));
         }
         Ok(())
     }

@@ -83,6 +83,51 @@ pub(crate) fn placeable(start: u64, len: u64, align: u64) -> u64 {
     align_up(start, align).map_or(0, |p| (start + len).saturating_sub(p))
 }
 
+/// What both forms check of their extents, given in address order: each non-empty,
+/// inside the space, apart from the last and not touching it; and the cached block
+/// count and histogram equal a recount. Reports `(invariant number, detail)`.
+fn check_extents(
+    extents: impl Iterator<Item = (u64, u64)>,
+    capacity: u64,
+    count_free_blocks: u64,
+    histogram: &[u64; HISTOGRAM_BUCKETS],
+) -> Result<(), (u8, alloc::string::String)> {
+    use alloc::format;
+    let mut blocks = 0u64;
+    let mut recount = [0u64; HISTOGRAM_BUCKETS];
+    let mut prev_end: Option<u64> = None;
+    for (s, l) in extents {
+        if l == 0 {
+            return Err((2, format!("empty free extent at {s}")));
+        }
+        let end = s
+            .checked_add(l)
+            .filter(|&e| e <= capacity)
+            .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
+        if let Some(p) = prev_end {
+            if s < p {
+                return Err((2, format!("free extents overlap at {s}")));
+            }
+            if s == p {
+                return Err((4, format!("free extents touch at {s}: not coalesced")));
+            }
+        }
+        prev_end = Some(end);
+        blocks += l;
+        recount[bucket(l)] += 1;
+    }
+    if blocks != count_free_blocks {
+        return Err((
+            3,
+            format!("free blocks cached {count_free_blocks} but counted {blocks}"),
+        ));
+    }
+    if recount != *histogram {
+        return Err((3, "free-extent histogram differs from its recount".into()));
+    }
+    Ok(())
+}
+
 /// The free index: see the module docs.
 #[derive(Clone, Debug)]
 pub(crate) struct FreeIndex {

@@ -32,7 +32,7 @@
 
 use super::class::Class;
 use super::size::{Residues, size_key};
-use super::{EXACT_MAX, HISTOGRAM_BUCKETS, aligned, bucket};
+use super::{EXACT_MAX, HISTOGRAM_BUCKETS, aligned};
 use crate::Extent;
 use crate::tree::MaxValue;
 use crate::tree::bplus::{self, BPlus};
@@ -226,26 +226,14 @@ impl Ordered {
         self.by_size
             .check()
             .map_err(|d| (3, format!("size order: {d}")))?;
-        let mut blocks = 0u64;
-        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
-        let mut prev_end: Option<u64> = None;
+        super::check_extents(
+            self.by_addr.iter(),
+            capacity,
+            self.count_free_blocks,
+            &self.histogram,
+        )?;
         let mut long = 0;
         for (s, l) in self.by_addr.iter() {
-            if l == 0 {
-                return Err((2, format!("empty free extent at {s}")));
-            }
-            let end = s
-                .checked_add(l)
-                .filter(|&e| e <= capacity)
-                .ok_or_else(|| (2, format!("free extent [{s}, +{l}) leaves the space")))?;
-            if let Some(p) = prev_end {
-                if s < p {
-                    return Err((2, format!("free extents overlap at {s}")));
-                }
-                if s == p {
-                    return Err((4, format!("free extents touch at {s}: not coalesced")));
-                }
-            }
             if l > EXACT_MAX && self.by_size.find(size_key(l, s)).is_none() {
                 return Err((3, format!("size index misses [{s}, +{l})")));
             }
@@ -253,9 +241,6 @@ impl Ordered {
             if l <= EXACT_MAX && !self.exact[l as usize - 1].contains(s) {
                 return Err((3, format!("exact class {l} misses [{s}, +{l})")));
             }
-            prev_end = Some(end);
-            blocks += l;
-            histogram[bucket(l)] += 1;
         }
         if self.by_size.len() != long {
             return Err((
@@ -293,18 +278,6 @@ impl Ordered {
                     ),
                 ));
             }
-        }
-        if blocks != self.count_free_blocks {
-            return Err((
-                3,
-                format!(
-                    "free blocks cached {} but counted {blocks}",
-                    self.count_free_blocks
-                ),
-            ));
-        }
-        if histogram != self.histogram {
-            return Err((3, "free-extent histogram differs from its recount".into()));
         }
         self.views.check(|| self.by_addr.iter()).map_err(|d| (3, d))
     }
