@@ -116,8 +116,8 @@ pub(crate) struct Hot {
     top: u32,
     /// `lens[l - 1]`: how many extents the list of length `l` holds.
     lens: [u32; EXACT_MAX as usize],
-    /// `counted[l - 1]`: for a list longer than [`COUNT_FROM`], its row of
-    /// `residues`; else `NIL`.
+    /// `counted[l - 1]`: its row of `residues` for a list that grew past
+    /// [`COUNT_FROM`] and has not fallen below a quarter of it since; else `NIL`.
     counted: [u32; EXACT_MAX as usize],
     /// Per counted list, how many of its starts have each residue mod 64; a vacant
     /// row holds the next vacant row's number in slot 0.
