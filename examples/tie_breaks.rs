@@ -8,7 +8,7 @@
 //! cargo run --release --example tie_breaks
 //! ```
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../benches/common/mod.rs"]
 mod common;
 
