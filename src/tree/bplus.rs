@@ -63,6 +63,13 @@ fn rank<K: Key>(keys: &[K; B], pass: impl Fn(K) -> bool) -> usize {
     base + inside
 }
 
+/// How many of `keys` (sorted, padded with `K::MAX`) are at most `x`: a scan that stops
+/// at the first larger key.
+#[inline(always)]
+fn scan_le<K: Key>(keys: &[K; B], x: K) -> usize {
+    keys.iter().position(|&k| k > x).unwrap_or(B)
+}
+
 /// How many of `keys` (sorted, padded with `K::MAX`) are at most `x`.
 #[inline(always)]
 fn rank_le<K: Key>(keys: &[K; B], x: K) -> usize {
@@ -662,7 +669,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         for _ in 0..self.height {
             let n = &self.inners[id as usize];
             let len = n.n as usize;
-            let c = rank_le(&n.keys, x).clamp(1, len) - 1;
+            let c = scan_le(&n.keys, x).clamp(1, len) - 1;
             match whole {
                 Some(w) if 2 * c > len => {
                     acc = fold.subtree(acc, &w);
@@ -681,7 +688,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         }
         let l = &self.leaves[id as usize];
         let n = l.n as usize;
-        let r = rank_le(&l.keys, x).min(n);
+        let r = scan_le(&l.keys, x).min(n);
         match whole {
             Some(w) if 2 * r > n => {
                 acc = fold.subtree(acc, &w);
