@@ -9,7 +9,9 @@
 //!   on every selected peer (`BENCH_PEERS`), with each peer's ratio to TLSF;
 //! - a 1-block allocate + free pair on an empty space, on every peer;
 //! - a pin + unpin of an Allocated extent on pinalloc, beside 10,000 pins holding
-//!   10,000 Deferred extents.
+//!   10,000 Deferred extents;
+//! - a churn operation on pinalloc after the pins bench's setup, with its 10,000 small
+//!   extents Allocated and with them Deferred under pins (the pins bench's ratio).
 //!
 //! ```text
 //! cargo bench --bench instructions                   # about a minute
@@ -27,7 +29,8 @@ use std::process::Command;
 use pinalloc::{Extent, ExtentAllocator, Request};
 
 use common::{
-    Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, pair_1block, visit_peers,
+    Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, held_setup, pair_1block,
+    visit_peers,
 };
 
 /// What one inner run does, after its setup.
@@ -36,6 +39,10 @@ enum Measure {
     Churn,
     Pairs,
     PinUnpin,
+    /// pinalloc's churn after the pins bench's setup with 10,000 Allocated extents.
+    Unheld,
+    /// The same with each of them pinned and freed: Deferred under a live pin.
+    Held,
 }
 
 impl Measure {
@@ -44,6 +51,8 @@ impl Measure {
             Measure::Churn => "churn",
             Measure::Pairs => "pairs",
             Measure::PinUnpin => "pin-unpin",
+            Measure::Unheld => "churn-unheld",
+            Measure::Held => "churn-held",
         }
     }
 
@@ -52,6 +61,8 @@ impl Measure {
             "churn" => Measure::Churn,
             "pairs" => Measure::Pairs,
             "pin-unpin" => Measure::PinUnpin,
+            "churn-unheld" => Measure::Unheld,
+            "churn-held" => Measure::Held,
             other => panic!("unknown measure {other:?}"),
         }
     }
@@ -86,9 +97,20 @@ impl PeerVisitor for Inner {
                     pair_1block(&mut peer);
                 }
             }
-            Measure::PinUnpin => unreachable!("pinalloc only"),
+            Measure::PinUnpin | Measure::Unheld | Measure::Held => {
+                unreachable!("pinalloc only")
+            }
         }
     }
+}
+
+/// pinalloc: `ops` operations of the churn trace (`total` long) after the pins bench's
+/// setup, with its 10,000 small extents Deferred under pins (`with_pins`) or Allocated.
+fn held_churn(ops: usize, total: usize, with_pins: bool) {
+    let trace = Trace::generate(&Workload::design_doc(total));
+    let mut s = held_setup(&trace, 10_000, with_pins);
+    churn(&mut s.peer, &mut s.live, &trace.churn[..ops]);
+    black_box((&s.live.slots, &s.pins));
 }
 
 /// pinalloc: `ops` pins and unpins of Allocated extents beside 10,000 pins holding
@@ -116,6 +138,8 @@ fn inner(args: &[String]) {
     let total: usize = args[3].parse().expect("a trace length");
     if measure == Measure::PinUnpin {
         pin_unpin(ops);
+    } else if matches!(measure, Measure::Unheld | Measure::Held) {
+        held_churn(ops, total, measure == Measure::Held);
     } else {
         visit_peers(&mut Inner {
             measure,
@@ -177,6 +201,9 @@ fn main() {
             }
         }
         pin_unpin(1000);
+        for m in ["churn-unheld", "churn-held"] {
+            inner(&[m.into(), "pinalloc".into(), "1000".into(), "20000".into()]);
+        }
         return;
     }
     let have_valgrind = Command::new("valgrind")
@@ -216,4 +243,11 @@ fn main() {
     let pins = per_op(Measure::PinUnpin, "pinalloc", ops);
     println!("\npinalloc pin + unpin of an Allocated extent, beside 10,000 pins holding");
     println!("10,000 Deferred extents: {pins:.0} instructions per pair");
+    let unheld = per_op(Measure::Unheld, "pinalloc", ops);
+    let held = per_op(Measure::Held, "pinalloc", ops);
+    println!(
+        "\npinalloc churn op after the pins bench's setup: {unheld:.0} instructions with its \
+         10,000 extents Allocated, {held:.0} with them Deferred under 10,000 pins ({:.3}x)",
+        held / unheld
+    );
 }

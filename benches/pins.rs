@@ -23,12 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
-use pinalloc::{Extent, PinId, Policy, Request};
+use pinalloc::Extent;
 
-use common::{
-    Live, Peer, PinallocPeer, RunMode, SEED, SplitMix64, Trace, Workload, churn, env_u64, fill,
-    median,
-};
+use common::{RunMode, Trace, Workload, churn, env_u64, held_setup, median};
 
 /// The system allocator, counting the bytes held: metadata per pin and per Deferred
 /// extent is what the heap holds more after adding them, whatever structure holds it.
@@ -67,7 +64,7 @@ static GLOBAL: Counting = Counting;
 /// ranges would share a record), are pinned (the pins' cost), then freed, so that each
 /// is Deferred under its pin (the Deferred extents' cost). Sizes only; no timing.
 fn metadata_per_hold(trace: &Trace, held: usize) -> (f64, f64) {
-    let mut s = setup(trace, 0, false);
+    let mut s = held_setup(trace, 0, false);
     let mut extents: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
     extents.sort_unstable_by_key(|e| e.start);
     let extents: Vec<Extent> = extents.into_iter().step_by(2).take(held).collect();
@@ -92,46 +89,9 @@ fn metadata_per_hold(trace: &Trace, held: usize) -> (f64, f64) {
     (per(before, pinned), per(pinned, deferred))
 }
 
-/// A filled allocator, with `held` small extents either Allocated or Deferred under pins.
-struct Setup {
-    peer: PinallocPeer,
-    live: Live<Extent>,
-    pins: Vec<PinId>,
-}
-
-fn setup(trace: &Trace, held: usize, with_pins: bool) -> Setup {
-    let mut peer = PinallocPeer::new(trace.capacity);
-    let live = fill(&mut peer, trace);
-    let mut rng = SplitMix64::new(SEED ^ 0x9196_0C4E);
-    let mut pins = Vec::with_capacity(held);
-    for _ in 0..held {
-        let len = 1 + rng.below(4);
-        // At a random free start: an exact request, so that the space stays in the
-        // index's fast form as a best-fit workload's does (a near-goal request would
-        // move it to the ordered form for both setups).
-        let e = loop {
-            let at = rng.below(trace.capacity - len);
-            if let Ok(e) = peer.0.allocate(Request::new(len).policy(Policy::Exact(at))) {
-                break e;
-            }
-        };
-        if with_pins {
-            pins.push(peer.0.pin(e).expect("pin an allocated extent"));
-            let out = peer.0.free(e).expect("free a pinned extent");
-            assert_eq!(out.deferred_blocks, len, "a pinned free defers every block");
-        }
-    }
-    if with_pins {
-        let s = peer.0.stats();
-        assert_eq!(s.count_pins, held as u64);
-        assert!(s.deferred_blocks > 0);
-    }
-    Setup { peer, live, pins }
-}
-
 /// Times one replay of the churn on a fresh setup; returns ns per operation.
 fn time_churn(trace: &Trace, held: usize, with_pins: bool) -> f64 {
-    let mut s = setup(trace, held, with_pins);
+    let mut s = held_setup(trace, held, with_pins);
     let started = Instant::now();
     churn(&mut s.peer, &mut s.live, &trace.churn);
     let ns = started.elapsed().as_nanos() as f64 / trace.churn.len() as f64;
@@ -143,7 +103,7 @@ fn time_churn(trace: &Trace, held: usize, with_pins: bool) -> f64 {
 
 /// Times `pairs` pin + unpin pairs over live allocated extents; returns ns per pair.
 fn time_pin_unpin(trace: &Trace, held: usize, pairs: u64) -> f64 {
-    let mut s = setup(trace, held, true);
+    let mut s = held_setup(trace, held, true);
     let targets: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
     let started = Instant::now();
     for i in 0..pairs {
@@ -161,7 +121,7 @@ fn criterion_benches(c: &mut Criterion, trace: &Trace, held: usize) {
     for (name, with_pins) in [("none", false), ("10k_pins_10k_deferred", true)] {
         g.bench_function(name, |b| {
             b.iter_batched(
-                || setup(trace, held, with_pins),
+                || held_setup(trace, held, with_pins),
                 |mut s| {
                     churn(&mut s.peer, &mut s.live, &trace.churn);
                     s
@@ -173,7 +133,7 @@ fn criterion_benches(c: &mut Criterion, trace: &Trace, held: usize) {
     g.finish();
 
     let mut g = c.benchmark_group("pin_unpin");
-    let mut s = setup(trace, held, true);
+    let mut s = held_setup(trace, held, true);
     let targets: Vec<Extent> = s.live.slots.iter().flatten().copied().collect();
     let mut i = 0usize;
     g.bench_function("allocated_extent", |b| {

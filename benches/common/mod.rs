@@ -490,6 +490,49 @@ pub fn fill<P: Peer>(peer: &mut P, trace: &Trace) -> Live<P::Handle> {
     live
 }
 
+/// A filled pinalloc, with `held` small extents (1 to 4 blocks) allocated at random
+/// free starts, and with `with_pins` each pinned and then freed, so that it is Deferred
+/// under a live pin: the pins bench's setup. Both setups leave the same free space,
+/// block for block.
+pub struct HeldSetup {
+    pub peer: PinallocPeer,
+    pub live: Live<Extent>,
+    pub pins: Vec<pinalloc::PinId>,
+}
+
+pub fn held_setup(trace: &Trace, held: usize, with_pins: bool) -> HeldSetup {
+    let mut peer = PinallocPeer::new(trace.capacity);
+    let live = fill(&mut peer, trace);
+    let mut rng = SplitMix64::new(SEED ^ 0x9196_0C4E);
+    let mut pins = Vec::with_capacity(held);
+    for _ in 0..held {
+        let len = 1 + rng.below(4);
+        // At a random free start: an exact request, so that the space stays in the
+        // index's fast form as a best-fit workload's does (a near-goal request would
+        // move it to the ordered form for both setups).
+        let e = loop {
+            let at = rng.below(trace.capacity - len);
+            if let Ok(e) = peer
+                .0
+                .allocate(pinalloc::Request::new(len).policy(pinalloc::Policy::Exact(at)))
+            {
+                break e;
+            }
+        };
+        if with_pins {
+            pins.push(peer.0.pin(e).expect("pin an allocated extent"));
+            let out = peer.0.free(e).expect("free a pinned extent");
+            assert_eq!(out.deferred_blocks, len, "a pinned free defers every block");
+        }
+    }
+    if with_pins {
+        let s = peer.0.stats();
+        assert_eq!(s.count_pins, held as u64);
+        assert!(s.deferred_blocks > 0);
+    }
+    HeldSetup { peer, live, pins }
+}
+
 /// Replays `ops` on `peer`: the timed part.
 #[inline(never)]
 pub fn churn<P: Peer>(peer: &mut P, live: &mut Live<P::Handle>, ops: &[Op]) {

@@ -93,8 +93,10 @@ impl ExtentAllocator {
     }
 
     fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
-        // One descent for both the check that no block is free and the insert.
+        // One descent for both the check that no block is free and the insert, and one
+        // for the check that no block is held.
         self.free.probe(extent.start);
+        self.pins.probe(extent.start);
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
         if pinned {

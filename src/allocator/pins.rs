@@ -307,6 +307,15 @@ impl PinTable {
         self.first_fresh(r).is_some() || self.cover.any_pinned(r)
     }
 
+    /// Looks up block `x` ahead, for the next [`holds_any`](Self::holds_any) and
+    /// [`can_be_fresh`](Self::can_be_fresh) at `x` to use until the next change.
+    #[inline]
+    pub(crate) fn probe(&mut self, x: u64) {
+        if !self.cover.is_empty() {
+            self.cover.probe(x);
+        }
+    }
+
     /// Whether any block of `r` is pinned or Deferred.
     #[inline]
     pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
@@ -568,6 +577,9 @@ impl ExtentAllocator {
         mode: PinMode,
         seq: impl FnOnce() -> Option<u64>,
     ) -> Result<PinId, PinError> {
+        // The lookups the checks and the insert share, made ahead.
+        self.free.probe(extent.start);
+        self.pins.probe(extent.start);
         let (_, free_pieces) = self.check_pin(extent)?;
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.

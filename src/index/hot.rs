@@ -426,7 +426,7 @@ impl Hot {
     /// to share until the index changes.
     #[inline]
     pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Some((x, self.by_last.ceil(x, false)));
+        self.probe = Some((x, self.by_last.ceil_near(x)));
     }
 
     /// The lowest free extent overlapping `[start, end)`.
@@ -439,7 +439,7 @@ impl Hot {
     /// The free extents overlapping `[start, end)`, clipped to it, in address order.
     pub(crate) fn overlapping(&self, start: u64, end: u64) -> Vec<Extent> {
         let mut out = Vec::new();
-        let mut at = self.by_last.ceil(start, false);
+        let mut at = self.ceil(start);
         while let Some(p) = at {
             let (s, l, _) = self.extent_at(p);
             if s >= end {

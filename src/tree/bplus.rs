@@ -19,6 +19,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Debug;
 
+use super::Cache;
+
 /// Most entries in a leaf, and most children of an inner node.
 pub(crate) const B: usize = 16;
 /// Fewest entries (children) a non-root leaf (inner node) keeps.
@@ -206,6 +208,9 @@ pub(crate) struct BPlus<K, V, S> {
     len: usize,
     first_leaf: u32,
     last_leaf: u32,
+    /// The leaf [`ceil_near`](Self::ceil_near) last found, where it looks first: a
+    /// run of lookups at rising or nearby keys then needs no descent.
+    finger: Cache<u32>,
 }
 
 impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
@@ -220,6 +225,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             len: 0,
             first_leaf: NIL,
             last_leaf: NIL,
+            finger: Cache(NIL),
         }
     }
 
@@ -508,6 +514,45 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         } else {
             rank_lt(&l.keys, x)
         } as u32;
+        if c < l.n {
+            Some(Pos { leaf, slot: c })
+        } else {
+            (l.next != NIL).then_some(Pos {
+                leaf: l.next,
+                slot: 0,
+            })
+        }
+    }
+
+    /// [`ceil`](Self::ceil) (not strict), looked for first in the leaf the last call
+    /// found. That leaf holds it when `x` is at most its last key and above the last
+    /// key of the leaf before (any leaf holding such keys does, wherever it is now);
+    /// else a descent finds it, and its leaf is remembered.
+    #[inline]
+    pub(crate) fn ceil_near(&mut self, x: K) -> Option<Pos> {
+        if let Some(l) = self.leaves.get(self.finger.0 as usize) {
+            let n = l.n as usize;
+            if n > 0
+                && x <= l.keys[n - 1]
+                && (l.keys[0] <= x
+                    || l.prev == NIL
+                    || self.leaves[l.prev as usize].keys
+                        [self.leaves[l.prev as usize].n as usize - 1]
+                        < x)
+            {
+                return Some(Pos {
+                    leaf: self.finger.0,
+                    slot: rank_lt(&l.keys, x) as u32,
+                });
+            }
+        }
+        if self.len == 0 {
+            return None;
+        }
+        let leaf = self.leaf_for(x);
+        self.finger = Cache(leaf);
+        let l = &self.leaves[leaf as usize];
+        let c = rank_lt(&l.keys, x) as u32;
         if c < l.n {
             Some(Pos { leaf, slot: c })
         } else {

@@ -23,7 +23,8 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::bplus::{BPlus, Fold, Summary, Unfold, Value};
+use super::Cache;
+use super::bplus::{BPlus, Fold, Pos, Summary, Unfold, Value};
 
 /// The differences at one key, and the blocks from it to the next key (to the end of
 /// the `u64` space for the last key).
@@ -188,16 +189,78 @@ impl<P: Fn(Counts, &CoverSum) -> bool> Unfold<u64, Step, CoverSum, Counts> for C
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Coverage {
     tree: BPlus<u64, Step, CoverSum>,
+    /// The maximal runs of blocks that are pinned or marked, by last block → first
+    /// block: what [`any`](Self::any), the question every free asks, reads in one plain
+    /// descent, where the count at a block is a fold over each level.
+    runs: BPlus<u64, u64, ()>,
+    /// `(x, the first run ending at or after x)` from [`probe`](Self::probe), until the
+    /// next change.
+    probe: Cache<Option<(u64, Option<Pos>)>>,
 }
 
 impl Coverage {
     pub(crate) const fn new() -> Self {
-        Coverage { tree: BPlus::new() }
+        Coverage {
+            tree: BPlus::new(),
+            runs: BPlus::new(),
+            probe: Cache(None),
+        }
     }
 
-    /// Bytes held by the tree's arenas.
+    /// Bytes held by the trees' arenas.
     pub(crate) fn capacity_bytes(&self) -> usize {
-        self.tree.capacity_bytes()
+        self.tree.capacity_bytes() + self.runs.capacity_bytes()
+    }
+
+    /// Looks up block `x` in the runs ahead, for [`any`](Self::any) at `x` to use until
+    /// the next change.
+    #[inline]
+    pub(crate) fn probe(&mut self, x: u64) {
+        self.probe = Cache(Some((x, self.runs.ceil_near(x))));
+    }
+
+    /// Every block of `r` (non-empty) has just become pinned or marked: joins it to the
+    /// runs, with the runs it overlaps or touches. O(log n) when a run already holds
+    /// it (a nested pin), plus O(log n) per run it joins.
+    fn hold(&mut self, r: &Range<u64>) {
+        let touch = r.start.saturating_sub(1);
+        let (mut from, mut to) = (r.start, r.end);
+        while let Some(p) = self.runs.ceil(touch, false) {
+            let (last, start) = self.runs.get(p);
+            if start > r.end {
+                break;
+            }
+            if start <= r.start && last >= r.end - 1 {
+                debug_assert_eq!((from, to), (r.start, r.end));
+                return;
+            }
+            from = from.min(start);
+            to = to.max(last + 1);
+            self.runs.remove(p);
+        }
+        self.runs.insert(to - 1, from);
+    }
+
+    /// Blocks of `within`, all held until now, may have lost their last pin or mark:
+    /// cuts the pieces left with neither out of their runs.
+    fn unhold(&mut self, within: &Range<u64>) {
+        for piece in self.pieces_where(within, |c| c.pins == 0 && c.marks == 0) {
+            let p = self
+                .runs
+                .ceil(piece.start, false)
+                .expect("a block that was held lies in a run");
+            let (last, start) = self.runs.get(p);
+            debug_assert!(start <= piece.start && last >= piece.end - 1);
+            match (start < piece.start, last >= piece.end) {
+                (false, false) => self.runs.remove(p),
+                (false, true) => self.runs.set(p, last, piece.end),
+                (true, false) => self.runs.set(p, piece.start - 1, start),
+                (true, true) => {
+                    self.runs.set(p, last, piece.end);
+                    self.runs.insert(piece.start - 1, start);
+                }
+            }
+        }
     }
 
     /// Adds `pins` and `marks` to the differences at `at`, keeping every entry's
@@ -250,16 +313,28 @@ impl Coverage {
     /// Adds `by` to the pin count of every block of `r` (non-empty).
     pub(crate) fn pin(&mut self, r: &Range<u64>, by: i64) {
         debug_assert!(r.start < r.end);
+        self.probe = Cache(None);
         self.add_at(r.start, by, 0);
         self.add_at(r.end, -by, 0);
+        if by > 0 {
+            self.hold(r);
+        } else {
+            self.unhold(r);
+        }
     }
 
     /// Marks every block of `r` (non-empty, none marked yet) Deferred, or with `by` of
     /// -1 unmarks it (all marked).
     pub(crate) fn mark(&mut self, r: &Range<u64>, by: i64) {
         debug_assert!(r.start < r.end);
+        self.probe = Cache(None);
         self.add_at(r.start, 0, by);
         self.add_at(r.end, 0, -by);
+        if by > 0 {
+            self.hold(r);
+        } else {
+            self.unhold(r);
+        }
     }
 
     /// The counts at block `x`.
@@ -280,13 +355,15 @@ impl Coverage {
         self.counts_at(x).pins as u64
     }
 
-    /// Whether a block of `r` is pinned or marked: the count at `r.start`, or any key
-    /// inside `r`, which must raise a count from zero. One descent.
+    /// Whether a block of `r` is pinned or marked: the first run ending at or after
+    /// `r.start` begins before `r.end`. One descent of the runs.
+    #[inline]
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
-        let (at, above) = self
-            .tree
-            .prefix(r.start, Counts::default(), &CountFold(|_, _| false));
-        at.pins > 0 || at.marks > 0 || above.is_some_and(|k| k < r.end)
+        let found = match self.probe.0 {
+            Some((x, found)) if x == r.start => found,
+            _ => self.runs.ceil(r.start, false),
+        };
+        found.is_some_and(|p| self.runs.get(p).1 < r.end)
     }
 
     /// Whether a block of `r` is pinned: O(log n + the keys inside `r` before the first
@@ -311,6 +388,12 @@ impl Coverage {
     /// subtree where the count stays above zero, so it costs O(log n) for each piece,
     /// plus one step for each key inside a piece (the Deferred marks' keys there).
     pub(crate) fn unpinned(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+        self.pieces_where(within, |c| c.pins == 0)
+    }
+
+    /// The maximal pieces of `within` whose counts pass `want`, which must fail
+    /// wherever the pin count is above zero; costs as [`unpinned`](Self::unpinned).
+    fn pieces_where(&self, within: &Range<u64>, want: impl Fn(Counts) -> bool) -> Vec<Range<u64>> {
         let mut out: Vec<Range<u64>> = Vec::new();
         let mut from = within.start;
         let mut emit = |piece: Range<u64>| {
@@ -330,14 +413,14 @@ impl Coverage {
             // after each of its keys.
             &CountFold(|acc, s| acc.pins > 0 && acc.pins + s.low > 0),
             &mut |acc, k, _| {
-                if acc.pins == 0 {
+                if want(acc) {
                     emit(from..k);
                 }
                 from = k;
                 true
             },
         );
-        if end.pins == 0 {
+        if want(end) {
             emit(from..within.end);
         }
         out
@@ -386,6 +469,7 @@ impl Coverage {
         use alloc::format;
         self.tree.check()?;
         let mut c = Counts::default();
+        let mut runs: Vec<Range<u64>> = Vec::new();
         let keys: Vec<u64> = self.tree.iter().map(|(k, _)| k).collect();
         for (i, (k, v)) in self.tree.iter().enumerate() {
             let reach = keys.get(i + 1).copied().unwrap_or(u64::MAX);
@@ -401,6 +485,7 @@ impl Coverage {
                     "coverage keeps an empty or unreachable step at {k}"
                 ));
             }
+            let was = c.pins > 0 || c.marks > 0;
             c.pins += v.pins();
             c.marks += v.marks();
             if c.pins < 0 || !(0..=1).contains(&c.marks) {
@@ -409,6 +494,18 @@ impl Coverage {
                     c.pins, c.marks
                 ));
             }
+            match (was, c.pins > 0 || c.marks > 0) {
+                (false, true) => runs.push(k..u64::MAX),
+                (true, false) => runs.last_mut().expect("a run was open").end = k,
+                _ => {}
+            }
+        }
+        self.runs.check()?;
+        let kept: Vec<Range<u64>> = self.runs.iter().map(|(last, s)| s..last + 1).collect();
+        if kept != runs {
+            return Err(format!(
+                "coverage keeps the held runs {kept:?}, not {runs:?}"
+            ));
         }
         Ok(())
     }

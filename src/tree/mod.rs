@@ -8,6 +8,18 @@ pub(crate) mod intervals;
 
 use bplus::Summary;
 
+/// A value a structure keeps only to go faster (a lookup made ahead, a place last
+/// seen): two structures are equal whatever their caches hold.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Cache<T>(pub(crate) T);
+
+impl<T> PartialEq for Cache<T> {
+    #[inline]
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// The largest value in a subtree: in the address order, its longest free extent; in
 /// [`intervals::Intervals`], the furthest end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
