@@ -86,6 +86,7 @@ impl ExtentAllocator {
 
     /// Checks a pin of `extent`: a valid range, and no more Free blocks in it than
     /// reservations leave unpromised. Returns the range and the free extents in it.
+    #[inline]
     pub(crate) fn check_pin(&self, extent: Extent) -> Result<(Range<u64>, Vec<Extent>), PinError> {
         let r = self
             .checked_range(extent)

@@ -67,6 +67,11 @@ pub(crate) struct PinRecord {
 /// "No slot" in the vacant-slot chain.
 const NIL: u32 = u32::MAX;
 
+/// Where a fresh pin's entry goes in the fresh map: after the entry at this place, or
+/// first ([`PinTable::can_be_fresh`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FreshPlace(Option<Pos>);
+
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
@@ -164,18 +169,19 @@ impl PinTable {
     }
 
     /// Records a pin over a valid extent and returns its sequence number and slot.
-    /// `fresh`: its blocks are all Allocated and nothing covers them
-    /// ([`can_be_fresh`](Self::can_be_fresh)).
+    /// `fresh`: its blocks are all Allocated and nothing covers them, with the place
+    /// [`can_be_fresh`](Self::can_be_fresh) gave (nothing has changed since).
     ///
     /// # Panics
     ///
     /// Past 2^32 - 1 live pins.
+    #[inline]
     pub(crate) fn add(
         &mut self,
         extent: Extent,
         mode: PinMode,
         seq: Option<u64>,
-        fresh: bool,
+        fresh: Option<FreshPlace>,
     ) -> (u64, u32) {
         // Numbered first, so that past 2^32 - 1 live pins the panic changes nothing.
         let at = if self.vacant == NIL {
@@ -205,8 +211,8 @@ impl PinTable {
             grow(&mut self.slots);
             self.slots.push(slot);
         }
-        if fresh {
-            self.fresh.insert(r.start, at);
+        if let Some(FreshPlace(below)) = fresh {
+            self.fresh.insert_after(below, r.start, at);
             self.fresh_blocks += extent.len;
         } else {
             self.settle(&r);
@@ -230,6 +236,7 @@ impl PinTable {
 
     /// Drops live pin `seq` in `slot`; returns its record, and whether it was fresh
     /// (then its blocks are still Allocated and no other pin covers them).
+    #[inline]
     pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, bool)> {
         let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
@@ -260,9 +267,18 @@ impl PinTable {
     /// Whether a pin of `r` could be fresh, given that no block of it is in the free
     /// index: nothing in the coverage (no pin, no Deferred block, so no pinned Free
     /// block either) and no fresh pin touches it, so every block is Allocated.
+    ///
+    /// When it could, returns where its entry goes in the fresh map: after the entry
+    /// at the place given, or first.
     #[inline]
-    pub(crate) fn can_be_fresh(&self, r: &Range<u64>) -> bool {
-        !self.cover.any(r) && self.first_fresh(r).is_none()
+    pub(crate) fn can_be_fresh(&self, r: &Range<u64>) -> Option<FreshPlace> {
+        if self.cover.any(r) {
+            return None;
+        }
+        match self.fresh.floor(r.end - 1) {
+            None => Some(FreshPlace(None)),
+            Some(pos) => (self.fresh_at(pos).end <= r.start).then_some(FreshPlace(Some(pos))),
+        }
     }
 
     /// The fresh pin overlapping `r` with the greatest start: its place in the fresh
@@ -584,7 +600,11 @@ impl ExtentAllocator {
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
         let r = to_range(extent);
-        let fresh = free_pieces.is_empty() && self.pins.can_be_fresh(&r);
+        let fresh = if free_pieces.is_empty() {
+            self.pins.can_be_fresh(&r)
+        } else {
+            None
+        };
         let (seq, slot) = self.pins.add(extent, mode, seq(), fresh);
         for p in free_pieces {
             self.free.take(p.start, p.len);

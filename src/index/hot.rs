@@ -437,6 +437,7 @@ impl Hot {
     }
 
     /// The free extents overlapping `[start, end)`, clipped to it, in address order.
+    #[inline]
     pub(crate) fn overlapping(&self, start: u64, end: u64) -> Vec<Extent> {
         let mut out = Vec::new();
         let mut at = self.ceil(start);

@@ -228,6 +228,7 @@ impl FreeIndex {
     }
 
     /// The free extents overlapping `[start, end)`, clipped to it, in address order.
+    #[inline]
     pub(crate) fn overlapping(&self, start: u64, end: u64) -> alloc::vec::Vec<Extent> {
         either!(&self.form, ix => ix.overlapping(start, end))
     }

@@ -195,6 +195,14 @@ impl Pos {
     }
 }
 
+/// The leaf a lookup last found, and how far to trust it to hold the next: how many of
+/// the last lookups (up to 4, less one for each miss) it would have held.
+#[derive(Clone, Copy, Debug)]
+struct Finger {
+    leaf: u32,
+    trust: u8,
+}
+
 /// The tree; `S` is what parents know of their children.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BPlus<K, V, S> {
@@ -208,9 +216,8 @@ pub(crate) struct BPlus<K, V, S> {
     len: usize,
     first_leaf: u32,
     last_leaf: u32,
-    /// The leaf [`ceil_near`](Self::ceil_near) last found, where it looks first: a
-    /// run of lookups at rising or nearby keys then needs no descent.
-    finger: Cache<u32>,
+    /// The leaf [`ceil_near`](Self::ceil_near) last found, where it looks first.
+    finger: Cache<Finger>,
 }
 
 impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
@@ -225,7 +232,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             len: 0,
             first_leaf: NIL,
             last_leaf: NIL,
-            finger: Cache(NIL),
+            finger: Cache(Finger { leaf: NIL, trust: 0 }),
         }
     }
 
@@ -525,32 +532,29 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// [`ceil`](Self::ceil) (not strict), looked for first in the leaf the last call
-    /// found. That leaf holds it when `x` is at most its last key and above the last
-    /// key of the leaf before (any leaf holding such keys does, wherever it is now);
-    /// else a descent finds it, and its leaf is remembered.
+    /// found while such guesses keep coming true (a run of lookups at rising or nearby
+    /// keys then needs no descent, and scattered lookups pay one compare). That leaf
+    /// holds it when `x` is at most its last key and above the last key of the leaf
+    /// before (any leaf holding such keys does, wherever it is now).
     #[inline]
     pub(crate) fn ceil_near(&mut self, x: K) -> Option<Pos> {
-        if let Some(l) = self.leaves.get(self.finger.0 as usize) {
-            let n = l.n as usize;
-            if n > 0
-                && x <= l.keys[n - 1]
-                && (l.keys[0] <= x
-                    || l.prev == NIL
-                    || self.leaves[l.prev as usize].keys
-                        [self.leaves[l.prev as usize].n as usize - 1]
-                        < x)
-            {
-                return Some(Pos {
-                    leaf: self.finger.0,
-                    slot: rank_lt(&l.keys, x) as u32,
-                });
+        let Finger { leaf: last, trust } = self.finger.0;
+        if trust > 0 {
+            if let Some(pos) = self.in_leaf(last, x) {
+                return Some(pos);
             }
         }
         if self.len == 0 {
             return None;
         }
         let leaf = self.leaf_for(x);
-        self.finger = Cache(leaf);
+        // Would the guess have come true? Trust it more, or less.
+        let trust = if leaf == last {
+            (trust + 1).min(4)
+        } else {
+            trust.saturating_sub(1)
+        };
+        self.finger = Cache(Finger { leaf, trust });
         let l = &self.leaves[leaf as usize];
         let c = rank_lt(&l.keys, x) as u32;
         if c < l.n {
@@ -561,6 +565,24 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                 slot: 0,
             })
         }
+    }
+
+    /// The first entry at or after `x`, when leaf `id` holds it (see
+    /// [`ceil_near`](Self::ceil_near)).
+    #[inline]
+    fn in_leaf(&self, id: u32, x: K) -> Option<Pos> {
+        let l = self.leaves.get(id as usize)?;
+        let n = l.n as usize;
+        let holds = n > 0
+            && x <= l.keys[n - 1]
+            && (l.keys[0] <= x || l.prev == NIL || {
+                let p = &self.leaves[l.prev as usize];
+                p.keys[p.n as usize - 1] < x
+            });
+        holds.then(|| Pos {
+            leaf: id,
+            slot: rank_lt(&l.keys, x) as u32,
+        })
     }
 
     /// The entry with key exactly `x`.
