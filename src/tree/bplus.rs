@@ -232,7 +232,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             len: 0,
             first_leaf: NIL,
             last_leaf: NIL,
-            finger: Cache(Finger { leaf: NIL, trust: 0 }),
+            finger: Cache(Finger {
+                leaf: NIL,
+                trust: 0,
+            }),
         }
     }
 

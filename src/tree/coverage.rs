@@ -26,6 +26,9 @@ use core::ops::Range;
 use super::Cache;
 use super::bplus::{BPlus, Fold, Pos, Summary, Unfold, Value};
 
+/// The most keys an unpin looks through to cut its unheld pieces out of the runs.
+const CUT_KEYS: usize = 8;
+
 /// The differences at one key, and the blocks from it to the next key (to the end of
 /// the `u64` space for the last key).
 ///
@@ -189,9 +192,11 @@ impl<P: Fn(Counts, &CoverSum) -> bool> Unfold<u64, Step, CoverSum, Counts> for C
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Coverage {
     tree: BPlus<u64, Step, CoverSum>,
-    /// The maximal runs of blocks that are pinned or marked, by last block → first
-    /// block: what [`any`](Self::any), the question every free asks, reads in one plain
-    /// descent, where the count at a block is a fold over each level.
+    /// Runs of blocks, by last block → first block, that hold every pinned or marked
+    /// block, with a gap between any two: what [`any`](Self::any), the question every
+    /// free asks, reads first in one plain descent, where the count at a block is a
+    /// fold over each level. A run is exact but where an unpin over many keys left it
+    /// wider (see [`unhold`](Self::unhold)).
     runs: BPlus<u64, u64, ()>,
     /// `(x, the first run ending at or after x)` from [`probe`](Self::probe), until the
     /// next change.
@@ -242,8 +247,21 @@ impl Coverage {
     }
 
     /// Blocks of `within`, all held until now, may have lost their last pin or mark:
-    /// cuts the pieces left with neither out of their runs.
+    /// cuts the pieces left with neither out of their run. It looks only when at most
+    /// [`CUT_KEYS`] keys lie inside `within`; past that, the run stays as it was, wider
+    /// than what it holds, so that an unpin over many small pins does not split their
+    /// run into as many pieces (and the next pin over them join them again).
     fn unhold(&mut self, within: &Range<u64>) {
+        let mut at = self.tree.ceil(within.start, true);
+        for _ in 0..=CUT_KEYS {
+            match at {
+                Some(p) if self.tree.get(p).0 < within.end => at = self.tree.next(p),
+                _ => break,
+            }
+        }
+        if at.is_some_and(|p| self.tree.get(p).0 < within.end) {
+            return;
+        }
         for piece in self.pieces_where(within, |c| c.pins == 0 && c.marks == 0) {
             let p = self
                 .runs
@@ -355,15 +373,24 @@ impl Coverage {
         self.counts_at(x).pins as u64
     }
 
-    /// Whether a block of `r` is pinned or marked: the first run ending at or after
-    /// `r.start` begins before `r.end`. One descent of the runs.
+    /// Whether a block of `r` is pinned or marked. One descent of the runs when no run
+    /// meets `r` (the common answer), else the counts decide.
     #[inline]
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
         let found = match self.probe.0 {
             Some((x, found)) if x == r.start => found,
             _ => self.runs.ceil(r.start, false),
         };
-        found.is_some_and(|p| self.runs.get(p).1 < r.end)
+        found.is_some_and(|p| self.runs.get(p).1 < r.end) && self.any_counted(r)
+    }
+
+    /// [`any`](Self::any) by the counts: the count at `r.start`, or any key inside `r`,
+    /// which must raise a count from zero. One descent, folding each level.
+    fn any_counted(&self, r: &Range<u64>) -> bool {
+        let (at, above) = self
+            .tree
+            .prefix(r.start, Counts::default(), &CountFold(|_, _| false));
+        at.pins > 0 || at.marks > 0 || above.is_some_and(|k| k < r.end)
     }
 
     /// Whether a block of `r` is pinned: O(log n + the keys inside `r` before the first
@@ -502,10 +529,20 @@ impl Coverage {
         }
         self.runs.check()?;
         let kept: Vec<Range<u64>> = self.runs.iter().map(|(last, s)| s..last + 1).collect();
-        if kept != runs {
-            return Err(format!(
-                "coverage keeps the held runs {kept:?}, not {runs:?}"
-            ));
+        if let Some(w) = kept.windows(2).find(|w| w[0].end >= w[1].start) {
+            return Err(format!("coverage keeps the runs {w:?} with no gap between"));
+        }
+        let mut k = kept.iter().peekable();
+        for held in &runs {
+            while k.next_if(|r| r.end <= held.start).is_some() {}
+            if !k
+                .peek()
+                .is_some_and(|r| r.start <= held.start && held.end <= r.end)
+            {
+                return Err(format!(
+                    "no run of the coverage holds the held blocks {held:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -609,6 +646,32 @@ mod tests {
         );
         c.pin(&top, -1);
         assert_eq!(c.pinned_blocks(), 2);
+        c.check().unwrap();
+    }
+
+    /// An unpin over more than `CUT_KEYS` keys leaves one wide run: the gaps in it
+    /// still answer "not held", and the next pin over them joins nothing.
+    #[test]
+    fn an_unpin_over_many_pins_leaves_one_wide_run() {
+        let mut c = Coverage::new();
+        for i in 0..20 {
+            c.pin(&(i * 10..i * 10 + 2), 1);
+        }
+        assert_eq!(c.runs.len(), 20);
+        let all = 0..200;
+        for _ in 0..3 {
+            c.pin(&all, 1);
+            assert_eq!(c.runs.len(), 1);
+            c.pin(&all, -1);
+            assert_eq!(c.runs.len(), 1, "the run stays wide");
+            c.check().unwrap();
+            assert!(!c.any(&(5..8)), "a gap inside the wide run is not held");
+            assert!(c.any(&(5..11)));
+        }
+        for i in 0..20 {
+            c.pin(&(i * 10..i * 10 + 2), -1);
+        }
+        assert!(!c.any(&all));
         c.check().unwrap();
     }
 
