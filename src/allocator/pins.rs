@@ -175,7 +175,7 @@ impl PinTable {
     /// # Panics
     ///
     /// Past 2^32 - 1 live pins.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(
         &mut self,
         extent: Extent,
@@ -236,14 +236,14 @@ impl PinTable {
 
     /// Drops live pin `seq` in `slot`; returns its record, and whether it was fresh
     /// (then its blocks are still Allocated and no other pin covers them).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, bool)> {
         let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
         let fresh = self
             .fresh
-            .find(r.start)
-            .filter(|&pos| self.fresh.get(pos).1 == slot);
+            .ceil_near(r.start)
+            .filter(|&pos| self.fresh.get(pos) == (r.start, slot));
         match fresh {
             Some(pos) => {
                 self.fresh.remove(pos);
@@ -596,7 +596,16 @@ impl ExtentAllocator {
         // The lookups the checks and the insert share, made ahead.
         self.free.probe(extent.start);
         self.pins.probe(extent.start);
-        let (_, free_pieces) = self.check_pin(extent)?;
+        // The common pin, of blocks none of which is Free, needs none of the checks
+        // that free blocks bring (a reservation's claim on them, their removal).
+        let plain = self
+            .checked_range(extent)
+            .is_ok_and(|r| self.free.first_overlap(r.start, r.end).is_none());
+        let free_pieces = if plain {
+            Vec::new()
+        } else {
+            self.check_pin(extent)?.1
+        };
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
         let r = to_range(extent);

@@ -188,6 +188,25 @@ pub(crate) struct Pos {
 }
 
 impl Pos {
+    /// `None` as one word, which a call returns in a register: a result returned
+    /// through memory, written in parts and read whole, stalls the caller.
+    const NONE_WORD: u64 = u64::MAX;
+
+    #[inline(always)]
+    fn to_word(p: Option<Pos>) -> u64 {
+        p.map_or(Self::NONE_WORD, |p| {
+            (u64::from(p.leaf) << 32) | u64::from(p.slot)
+        })
+    }
+
+    #[inline(always)]
+    fn from_word(w: u64) -> Option<Pos> {
+        (w != Self::NONE_WORD).then_some(Pos {
+            leaf: (w >> 32) as u32,
+            slot: w as u32,
+        })
+    }
+
     /// The leaf: a hint for [`BPlus::find_near`] once the tree has changed.
     #[inline]
     pub(crate) fn leaf(self) -> u32 {
@@ -496,8 +515,19 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// The entry with the greatest key at most `x`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn floor(&self, x: K) -> Option<Pos> {
+        Pos::from_word(self.floor_word(x))
+    }
+
+    /// [`floor`](Self::floor), its result as one word (see [`Pos::to_word`]).
+    #[inline(never)]
+    fn floor_word(&self, x: K) -> u64 {
+        Pos::to_word(self.floor_in(x))
+    }
+
+    #[inline(always)]
+    fn floor_in(&self, x: K) -> Option<Pos> {
         if self.len == 0 {
             return None;
         }
@@ -512,8 +542,19 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// The entry with the smallest key at least `x` (`strict`: greater than `x`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ceil(&self, x: K, strict: bool) -> Option<Pos> {
+        Pos::from_word(self.ceil_word(x, strict))
+    }
+
+    /// [`ceil`](Self::ceil), its result as one word (see [`Pos::to_word`]).
+    #[inline(never)]
+    fn ceil_word(&self, x: K, strict: bool) -> u64 {
+        Pos::to_word(self.ceil_in(x, strict))
+    }
+
+    #[inline(always)]
+    fn ceil_in(&self, x: K, strict: bool) -> Option<Pos> {
         if self.len == 0 {
             return None;
         }
@@ -539,8 +580,19 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     /// keys then needs no descent, and scattered lookups pay one compare). That leaf
     /// holds it when `x` is at most its last key and above the last key of the leaf
     /// before (any leaf holding such keys does, wherever it is now).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ceil_near(&mut self, x: K) -> Option<Pos> {
+        Pos::from_word(self.ceil_near_word(x))
+    }
+
+    /// [`ceil_near`](Self::ceil_near), its result as one word.
+    #[inline(never)]
+    fn ceil_near_word(&mut self, x: K) -> u64 {
+        Pos::to_word(self.ceil_near_in(x))
+    }
+
+    #[inline(always)]
+    fn ceil_near_in(&mut self, x: K) -> Option<Pos> {
         let Finger { leaf: last, trust } = self.finger.0;
         if trust > 0 {
             if let Some(pos) = self.in_leaf(last, x) {
@@ -946,8 +998,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         let n = l.n as usize;
         debug_assert!(at == n || l.keys[at] != key, "inserting a key twice");
         if n < B {
-            l.keys.copy_within(at..n, at + 1);
-            l.vals.copy_within(at..n, at + 1);
+            if at < n {
+                l.keys.copy_within(at..n, at + 1);
+                l.vals.copy_within(at..n, at + 1);
+            }
             l.keys[at] = key;
             l.vals[at] = val;
             l.n += 1;
@@ -1116,8 +1170,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         let n = l.n as usize;
         debug_assert!(at < n);
         let removed = S::of(&l.keys[at], &l.vals[at]);
-        l.keys.copy_within(at + 1..n, at);
-        l.vals.copy_within(at + 1..n, at);
+        if at + 1 < n {
+            l.keys.copy_within(at + 1..n, at);
+            l.vals.copy_within(at + 1..n, at);
+        }
         l.keys[n - 1] = K::MAX;
         l.n -= 1;
         self.len -= 1;
