@@ -542,19 +542,8 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     }
 
     /// The entry with the smallest key at least `x` (`strict`: greater than `x`).
-    #[inline(always)]
+    #[inline]
     pub(crate) fn ceil(&self, x: K, strict: bool) -> Option<Pos> {
-        Pos::from_word(self.ceil_word(x, strict))
-    }
-
-    /// [`ceil`](Self::ceil), its result as one word (see [`Pos::to_word`]).
-    #[inline(never)]
-    fn ceil_word(&self, x: K, strict: bool) -> u64 {
-        Pos::to_word(self.ceil_in(x, strict))
-    }
-
-    #[inline(always)]
-    fn ceil_in(&self, x: K, strict: bool) -> Option<Pos> {
         if self.len == 0 {
             return None;
         }
