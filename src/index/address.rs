@@ -107,15 +107,15 @@ impl Ordered {
     /// until the index changes.
     #[inline]
     pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Some((x, self.by_addr.floor(x)));
+        self.probe = Some(bplus::Probed::new(x, self.by_addr.floor(x)));
     }
 
     /// `by_addr.floor(x)`, from the probe when it holds `x`.
     #[inline]
     pub(super) fn addr_floor(&self, x: u64) -> Option<bplus::Pos> {
-        match self.probe {
-            Some((at, found)) if at == x => found,
-            _ => self.by_addr.floor(x),
+        match self.probe.and_then(|p| p.of(x)) {
+            Some(found) => found,
+            None => self.by_addr.floor(x),
         }
     }
 

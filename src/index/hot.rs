@@ -34,7 +34,7 @@ use alloc::vec::Vec;
 use super::size::{Residues, residues_with_room, size_key, size_of_key};
 use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
 use crate::Extent;
-use crate::tree::bplus::{BPlus, NIL, Pos};
+use crate::tree::bplus::{BPlus, NIL, Pos, Probed};
 
 /// A list longer than this counts its starts' residues mod 64, so that an aligned
 /// request can tell in O(1) whether it holds a start with room; a shorter one is
@@ -130,7 +130,7 @@ pub(crate) struct Hot {
     chosen: Option<(u64, u32)>,
     /// `(x, ceil(x))` in `by_last`, from the last overlap check, until the index
     /// changes: a free checks and then inserts at the same place.
-    probe: Option<(u64, Option<Pos>)>,
+    probe: Option<Probed>,
     /// A long extent's key and place in the long order, as the last best fit or
     /// reshape left it: good until the long order gains or loses an entry. An
     /// allocation from the longest extent and the free that gives it back then find
@@ -403,9 +403,9 @@ impl Hot {
     /// `x`.
     #[inline]
     fn ceil(&self, x: u64) -> Option<Pos> {
-        match self.probe {
-            Some((at, found)) if at == x => found,
-            _ => self.by_last.ceil(x, false),
+        match self.probe.and_then(|p| p.of(x)) {
+            Some(found) => found,
+            None => self.by_last.ceil(x, false),
         }
     }
 
@@ -426,7 +426,7 @@ impl Hot {
     /// to share until the index changes.
     #[inline]
     pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Some((x, self.by_last.ceil_near(x)));
+        self.probe = Some(Probed::new(x, self.by_last.ceil_near(x)));
     }
 
     /// The lowest free extent overlapping `[start, end)`.

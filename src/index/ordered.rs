@@ -59,7 +59,7 @@ pub(crate) struct Ordered {
     /// until the next change: a free first checks its blocks are not free, then
     /// inserts them, and both start with the same descent. (A plain field set through
     /// `&mut self`, so the index stays `Sync`.)
-    pub(super) probe: Option<(u64, Option<bplus::Pos>)>,
+    pub(super) probe: Option<bplus::Probed>,
     pub(super) count_free_blocks: u64,
     pub(super) histogram: [u64; HISTOGRAM_BUCKETS],
 }

@@ -180,6 +180,31 @@ fn ordered(lo: usize, hi: usize, forward: bool) -> impl Iterator<Item = usize> {
     (lo..hi).map(move |i| if forward { i } else { hi - 1 - (i - lo) })
 }
 
+/// A lookup made ahead: the block looked up and the place found, each one word, so
+/// that the read that uses it takes what the write left whole (a place written in
+/// parts and read as one word stalls the read).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probed {
+    at: u64,
+    found: u64,
+}
+
+impl Probed {
+    #[inline(always)]
+    pub(crate) fn new(at: u64, found: Option<Pos>) -> Self {
+        Probed {
+            at,
+            found: Pos::to_word(found),
+        }
+    }
+
+    /// The place found, if the lookup was of `x`.
+    #[inline(always)]
+    pub(crate) fn of(self, x: u64) -> Option<Option<Pos>> {
+        (self.at == x).then(|| Pos::from_word(self.found))
+    }
+}
+
 /// Where an entry is: a leaf and a slot in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pos {
@@ -193,14 +218,14 @@ impl Pos {
     const NONE_WORD: u64 = u64::MAX;
 
     #[inline(always)]
-    fn to_word(p: Option<Pos>) -> u64 {
+    pub(crate) fn to_word(p: Option<Pos>) -> u64 {
         p.map_or(Self::NONE_WORD, |p| {
             (u64::from(p.leaf) << 32) | u64::from(p.slot)
         })
     }
 
     #[inline(always)]
-    fn from_word(w: u64) -> Option<Pos> {
+    pub(crate) fn from_word(w: u64) -> Option<Pos> {
         (w != Self::NONE_WORD).then_some(Pos {
             leaf: (w >> 32) as u32,
             slot: w as u32,

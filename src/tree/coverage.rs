@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::Cache;
-use super::bplus::{BPlus, Fold, Pos, Summary, Unfold, Value};
+use super::bplus::{BPlus, Fold, Probed, Summary, Unfold, Value};
 
 /// The most keys an unpin looks through to cut its unheld pieces out of the runs.
 const CUT_KEYS: usize = 8;
@@ -200,7 +200,7 @@ pub(crate) struct Coverage {
     runs: BPlus<u64, u64, ()>,
     /// `(x, the first run ending at or after x)` from [`probe`](Self::probe), until the
     /// next change.
-    probe: Cache<Option<(u64, Option<Pos>)>>,
+    probe: Cache<Option<Probed>>,
 }
 
 impl Coverage {
@@ -221,7 +221,7 @@ impl Coverage {
     /// the next change.
     #[inline]
     pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Cache(Some((x, self.runs.ceil_near(x))));
+        self.probe = Cache(Some(Probed::new(x, self.runs.ceil_near(x))));
     }
 
     /// Every block of `r` (non-empty) has just become pinned or marked: joins it to the
@@ -377,9 +377,9 @@ impl Coverage {
     /// meets `r` (the common answer), else the counts decide.
     #[inline]
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
-        let found = match self.probe.0 {
-            Some((x, found)) if x == r.start => found,
-            _ => self.runs.ceil(r.start, false),
+        let found = match self.probe.0.and_then(|p| p.of(r.start)) {
+            Some(found) => found,
+            None => self.runs.ceil(r.start, false),
         };
         found.is_some_and(|p| self.runs.get(p).1 < r.end) && self.any_counted(r)
     }
