@@ -17,6 +17,14 @@
 //!   stays above zero: O(log n) per piece it returns;
 //! - "how many blocks are pinned" is read off the root.
 //!
+//! Beside the counts, a second tree keeps runs of blocks that hold every pinned or
+//! marked block, with a gap between any two. "Is any block of `[s, e)` held", which
+//! every free asks, is then one plain descent of the runs when the answer is no (the
+//! common one), and the counts decide only when a run meets the range. A run is cut
+//! back when an unpin or unmark over a few keys leaves blocks unheld; an unpin over
+//! many keys leaves it wider than what it holds, so that pinning and unpinning a range
+//! over many small pins does not split and rejoin their runs each time.
+//!
 //! A key of `u64::MAX` is never stored: no block lies at or past it, so a difference
 //! there changes no count.
 
