@@ -578,7 +578,14 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             rank_le(&l.keys, x).min(l.n as usize)
         } else {
             rank_lt(&l.keys, x)
-        } as u32;
+        };
+        self.at_or_next(leaf, c as u32)
+    }
+
+    /// Slot `c` of `leaf`, or, when `c` is past its last entry, the next leaf's first.
+    #[inline(always)]
+    fn at_or_next(&self, leaf: u32, c: u32) -> Option<Pos> {
+        let l = &self.leaves[leaf as usize];
         if c < l.n {
             Some(Pos { leaf, slot: c })
         } else {
@@ -624,16 +631,8 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             trust.saturating_sub(1)
         };
         self.finger = Cache(Finger { leaf, trust });
-        let l = &self.leaves[leaf as usize];
-        let c = rank_lt(&l.keys, x) as u32;
-        if c < l.n {
-            Some(Pos { leaf, slot: c })
-        } else {
-            (l.next != NIL).then_some(Pos {
-                leaf: l.next,
-                slot: 0,
-            })
-        }
+        let c = rank_lt(&self.leaves[leaf as usize].keys, x);
+        self.at_or_next(leaf, c as u32)
     }
 
     /// The first entry at or after `x`, when leaf `id` holds it (see
