@@ -34,7 +34,8 @@ use core::ops::Range;
 use super::Cache;
 use super::bplus::{BPlus, Fold, Probed, Summary, Unfold, Value};
 
-/// The most keys an unpin looks through to cut its unheld pieces out of the runs.
+/// The most keys inside an unpin's range for it to cut its unheld pieces out of the
+/// runs.
 const CUT_KEYS: usize = 8;
 
 /// The differences at one key, and the blocks from it to the next key (to the end of
@@ -255,37 +256,54 @@ impl Coverage {
     }
 
     /// Blocks of `within`, all held until now, may have lost their last pin or mark:
-    /// cuts the pieces left with neither out of their run. It looks only when at most
+    /// cuts the pieces left with neither out of their run. It cuts only when at most
     /// [`CUT_KEYS`] keys lie inside `within`; past that, the run stays as it was, wider
     /// than what it holds, so that an unpin over many small pins does not split their
-    /// run into as many pieces (and the next pin over them join them again).
+    /// run into as many pieces (and the next pin over them join them again). Either
+    /// way, a run around `within` left holding no block at all goes, so that every run
+    /// holds a block and the runs never outnumber the held pieces.
     fn unhold(&mut self, within: &Range<u64>) {
         let mut at = self.tree.ceil(within.start, true);
-        for _ in 0..=CUT_KEYS {
+        for _ in 0..CUT_KEYS {
             match at {
                 Some(p) if self.tree.get(p).0 < within.end => at = self.tree.next(p),
                 _ => break,
             }
         }
-        if at.is_some_and(|p| self.tree.get(p).0 < within.end) {
-            return;
-        }
-        for piece in self.pieces_where(within, |c| c.pins == 0 && c.marks == 0) {
-            let p = self
-                .runs
-                .ceil(piece.start, false)
-                .expect("a block that was held lies in a run");
-            let (last, start) = self.runs.get(p);
-            debug_assert!(start <= piece.start && last >= piece.end - 1);
-            match (start < piece.start, last >= piece.end) {
-                (false, false) => self.runs.remove(p),
-                (false, true) => self.runs.set(p, last, piece.end),
-                (true, false) => self.runs.set(p, piece.start - 1, start),
-                (true, true) => {
-                    self.runs.set(p, last, piece.end);
-                    self.runs.insert(piece.start - 1, start);
+        let few = at.is_none_or(|p| self.tree.get(p).0 >= within.end);
+        if few {
+            for piece in self.pieces_where(within, |c| c.pins == 0 && c.marks == 0) {
+                let p = self
+                    .runs
+                    .ceil(piece.start, false)
+                    .expect("a block that was held lies in a run");
+                let (last, start) = self.runs.get(p);
+                debug_assert!(start <= piece.start && last >= piece.end - 1);
+                match (start < piece.start, last >= piece.end) {
+                    (false, false) => self.runs.remove(p),
+                    (false, true) => self.runs.set(p, last, piece.end),
+                    (true, false) => self.runs.set(p, piece.start - 1, start),
+                    (true, true) => {
+                        self.runs.set(p, last, piece.end);
+                        self.runs.insert(piece.start - 1, start);
+                    }
                 }
             }
+        }
+        // The runs that meet or touch `within`: what is left of the one that held it.
+        let mut from = within.start.saturating_sub(1);
+        while let Some(p) = self.runs.ceil(from, false) {
+            let (last, start) = self.runs.get(p);
+            if start > within.end {
+                break;
+            }
+            if !self.any_counted(&(start..last + 1)) {
+                self.runs.remove(p);
+            }
+            if last >= within.end {
+                break;
+            }
+            from = last + 1;
         }
     }
 
@@ -540,6 +558,17 @@ impl Coverage {
         if let Some(w) = kept.windows(2).find(|w| w[0].end >= w[1].start) {
             return Err(format!("coverage keeps the runs {w:?} with no gap between"));
         }
+        // Both lists are in order: a run holds a block if the first held piece ending
+        // after its start begins before its end.
+        let mut h = runs.iter().peekable();
+        for k in &kept {
+            while h.next_if(|h| h.end <= k.start).is_some() {}
+            if h.peek().is_none_or(|h| h.start >= k.end) {
+                return Err(format!(
+                    "the coverage keeps the run {k:?}, which holds nothing"
+                ));
+            }
+        }
         let mut k = kept.iter().peekable();
         for held in &runs {
             while k.next_if(|r| r.end <= held.start).is_some() {}
@@ -678,9 +707,10 @@ mod tests {
         }
         for i in 0..20 {
             c.pin(&(i * 10..i * 10 + 2), -1);
+            c.check().unwrap();
         }
         assert!(!c.any(&all));
-        c.check().unwrap();
+        assert_eq!(c.runs.len(), 0, "no run is left holding nothing");
     }
 
     #[test]
