@@ -18,6 +18,15 @@
 //! INSTR_OPS=50000 cargo bench --bench instructions   # fewer operations
 //! ```
 //!
+//! Where the instructions go, per function: keep the profiles and compare a run of
+//! the operations with the run of none. With debug info, the names carry lines too.
+//!
+//! ```text
+//! mkdir -p /tmp/cg && INSTR_KEEP=/tmp/cg CARGO_PROFILE_BENCH_DEBUG=true cargo bench --bench instructions
+//! callgrind_annotate --inclusive=yes /tmp/cg/callgrind.churn.pinalloc.200000 | head -60
+//! callgrind_annotate --inclusive=yes /tmp/cg/callgrind.churn.pinalloc.0 | head -60
+//! ```
+//!
 //! Without valgrind on the `PATH`, it says so and stops. Under `cargo test --benches`
 //! it runs each measure once, natively, on a few operations.
 
@@ -153,8 +162,18 @@ fn inner(args: &[String]) {
 /// Instructions callgrind counts for one inner run of `ops` of `total` operations.
 fn count(measure: Measure, peer: &str, ops: u64, total: u64) -> u64 {
     let me = std::env::current_exe().expect("the bench binary");
+    // `INSTR_KEEP=dir`: keep each run's profile there, for `callgrind_annotate`.
+    let keep = std::env::var("INSTR_KEEP").ok().filter(|d| !d.is_empty());
+    let file = match &keep {
+        Some(dir) => format!("{dir}/callgrind.{}.{peer}.{ops}", measure.name()),
+        None => "/dev/null".into(),
+    };
     let out = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"])
+        .args([
+            "--tool=callgrind",
+            &format!("--callgrind-out-file={file}"),
+            "--",
+        ])
         .arg(me)
         .args(["--inner", measure.name(), peer])
         .args([ops.to_string(), total.to_string()])
