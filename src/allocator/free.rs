@@ -96,7 +96,9 @@ impl ExtentAllocator {
         // One descent for both the check that no block is free and the insert, and one
         // for the check that no block is held.
         self.free.probe(extent.start);
-        self.pins.probe(extent.start);
+        if let Ok(r) = self.checked_range(extent) {
+            self.pins.probe(&r);
+        }
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
         if pinned {

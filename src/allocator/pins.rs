@@ -323,12 +323,13 @@ impl PinTable {
         self.first_fresh(r).is_some() || self.cover.any_pinned(r)
     }
 
-    /// Looks up block `x` ahead, for the next [`holds_any`](Self::holds_any) and
-    /// [`can_be_fresh`](Self::can_be_fresh) at `x` to use until the next change.
+    /// Looks up the blocks `r` (non-empty) ahead, for the next
+    /// [`holds_any`](Self::holds_any) and [`can_be_fresh`](Self::can_be_fresh) of `r` to
+    /// use until the next change.
     #[inline]
-    pub(crate) fn probe(&mut self, x: u64) {
+    pub(crate) fn probe(&mut self, r: &Range<u64>) {
         if !self.cover.is_empty() {
-            self.cover.probe(x);
+            self.cover.probe(r);
         }
     }
 
@@ -595,7 +596,9 @@ impl ExtentAllocator {
     ) -> Result<PinId, PinError> {
         // The lookups the checks and the insert share, made ahead.
         self.free.probe(extent.start);
-        self.pins.probe(extent.start);
+        if let Ok(r) = self.checked_range(extent) {
+            self.pins.probe(&r);
+        }
         // The common pin, of blocks none of which is Free, needs none of the checks
         // that free blocks bring (a reservation's claim on them, their removal).
         let plain = self

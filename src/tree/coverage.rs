@@ -210,6 +210,74 @@ pub(crate) struct Coverage {
     /// `(x, the first run ending at or after x)` from [`probe`](Self::probe), until the
     /// next change.
     probe: Cache<Option<Probed>>,
+    /// A range [`probe`](Self::probe) found clear by the filter, until the next change.
+    clear: Cache<Option<(u64, u64)>>,
+    /// Which regions of the space may hold a run: see [`Filter`].
+    filter: Cache<Filter>,
+}
+
+/// Regions in the [`Filter`].
+const REGIONS: usize = 4096;
+
+/// A bit per region of the blocks `[0, REGIONS << shift)`, set when a run may meet the
+/// region: a free far from every hold learns so without a descent. Fixed in size, so
+/// it costs nothing per hold and nothing per block. Bits are set as runs are made and
+/// left set when they go; the filter is rebuilt from the runs once more runs have
+/// gone than are left, or when a run reaches past its span.
+#[derive(Clone, Copy, Debug)]
+struct Filter {
+    bits: [u64; REGIONS / 64],
+    shift: u32,
+    /// Runs removed or cut since the last rebuild.
+    stale: usize,
+}
+
+impl Filter {
+    const fn new() -> Self {
+        Filter {
+            bits: [0; REGIONS / 64],
+            shift: 0,
+            stale: 0,
+        }
+    }
+
+    /// The regions `[a, b]` that blocks `r` (non-empty) meet, clipped to the span; `None`
+    /// when `r` lies past it.
+    #[inline]
+    fn regions(&self, r: &Range<u64>) -> Option<(usize, usize)> {
+        let a = r.start >> self.shift;
+        if a >= REGIONS as u64 {
+            return None;
+        }
+        let b = ((r.end - 1) >> self.shift).min(REGIONS as u64 - 1);
+        Some((a as usize, b as usize))
+    }
+
+    /// Whether any bit of regions `[a, b]` is set.
+    #[inline]
+    fn any(&self, a: usize, b: usize) -> bool {
+        (a / 64..=b / 64).any(|w| {
+            let lo = if w == a / 64 { a % 64 } else { 0 };
+            let hi = if w == b / 64 { b % 64 } else { 63 };
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            self.bits[w] & mask != 0
+        })
+    }
+
+    /// Sets the bits of regions `[a, b]`.
+    fn set(&mut self, a: usize, b: usize) {
+        for w in a / 64..=b / 64 {
+            let lo = if w == a / 64 { a % 64 } else { 0 };
+            let hi = if w == b / 64 { b % 64 } else { 63 };
+            self.bits[w] |= (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+        }
+    }
+
+    /// Whether no block of `r` can be in a run.
+    #[inline]
+    fn clear(&self, r: &Range<u64>) -> bool {
+        self.regions(r).is_none_or(|(a, b)| !self.any(a, b))
+    }
 }
 
 impl Coverage {
@@ -218,6 +286,8 @@ impl Coverage {
             tree: BPlus::new(),
             runs: BPlus::new(),
             probe: Cache(None),
+            clear: Cache(None),
+            filter: Cache(Filter::new()),
         }
     }
 
@@ -226,11 +296,51 @@ impl Coverage {
         self.tree.capacity_bytes() + self.runs.capacity_bytes()
     }
 
-    /// Looks up block `x` in the runs ahead, for [`any`](Self::any) at `x` to use until
-    /// the next change.
+    /// Looks up the blocks `r` (non-empty) ahead, in the filter and, when it cannot tell,
+    /// in the runs, for [`any`](Self::any) of `r` to use until the next change.
     #[inline]
-    pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Cache(Some(Probed::new(x, self.runs.ceil_near(x))));
+    pub(crate) fn probe(&mut self, r: &Range<u64>) {
+        if self.filter.0.clear(r) {
+            self.clear = Cache(Some((r.start, r.end)));
+            return;
+        }
+        self.probe = Cache(Some(Probed::new(r.start, self.runs.ceil_near(r.start))));
+    }
+
+    /// The run `[from, to)` was just made: its regions may hold a run.
+    fn mark_run(&mut self, from: u64, to: u64) {
+        let f = &mut self.filter.0;
+        if (to - 1) >> f.shift >= REGIONS as u64 {
+            while (to - 1) >> f.shift >= REGIONS as u64 {
+                f.shift += 1;
+            }
+            self.rebuild_filter();
+        }
+        let f = &mut self.filter.0;
+        if let Some((a, b)) = f.regions(&(from..to)) {
+            f.set(a, b);
+        }
+    }
+
+    /// A run went or shrank: its regions' bits may now be set for nothing. Rebuilds the
+    /// filter once more runs have gone than are left (amortised O(1) a change).
+    fn run_gone(&mut self) {
+        self.filter.0.stale += 1;
+        if self.filter.0.stale > self.runs.len() + REGIONS / 64 {
+            self.rebuild_filter();
+        }
+    }
+
+    /// Sets exactly the bits of the regions the runs meet.
+    fn rebuild_filter(&mut self) {
+        let f = &mut self.filter.0;
+        f.bits = [0; REGIONS / 64];
+        f.stale = 0;
+        for (last, start) in self.runs.iter() {
+            if let Some((a, b)) = f.regions(&(start..last + 1)) {
+                f.set(a, b);
+            }
+        }
     }
 
     /// Every block of `r` (non-empty) has just become pinned or marked: joins it to the
@@ -253,6 +363,7 @@ impl Coverage {
             self.runs.remove(p);
         }
         self.runs.insert(to - 1, from);
+        self.mark_run(from, to);
     }
 
     /// Blocks of `within`, all held until now, may have lost their last pin or mark:
@@ -288,6 +399,7 @@ impl Coverage {
                         self.runs.insert(piece.start - 1, start);
                     }
                 }
+                self.run_gone();
             }
         }
         // The runs that meet or touch `within`: what is left of the one that held it.
@@ -299,6 +411,7 @@ impl Coverage {
             }
             if !self.any_counted(&(start..last + 1)) {
                 self.runs.remove(p);
+                self.run_gone();
             }
             if last >= within.end {
                 break;
@@ -358,6 +471,7 @@ impl Coverage {
     pub(crate) fn pin(&mut self, r: &Range<u64>, by: i64) {
         debug_assert!(r.start < r.end);
         self.probe = Cache(None);
+        self.clear = Cache(None);
         self.add_at(r.start, by, 0);
         self.add_at(r.end, -by, 0);
         if by > 0 {
@@ -372,6 +486,7 @@ impl Coverage {
     pub(crate) fn mark(&mut self, r: &Range<u64>, by: i64) {
         debug_assert!(r.start < r.end);
         self.probe = Cache(None);
+        self.clear = Cache(None);
         self.add_at(r.start, 0, by);
         self.add_at(r.end, 0, -by);
         if by > 0 {
@@ -403,8 +518,12 @@ impl Coverage {
     /// meets `r` (the common answer), else the counts decide.
     #[inline]
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
+        if self.clear.0 == Some((r.start, r.end)) {
+            return false;
+        }
         let found = match self.probe.0.and_then(|p| p.of(r.start)) {
             Some(found) => found,
+            None if self.filter.0.clear(r) => return false,
             None => self.runs.ceil(r.start, false),
         };
         found.is_some_and(|p| self.runs.get(p).1 < r.end) && self.any_counted(r)
@@ -569,6 +688,13 @@ impl Coverage {
                 ));
             }
         }
+        let f = &self.filter.0;
+        if let Some(k) = kept.iter().find(|k| {
+            f.regions(k)
+                .is_none_or(|(a, b)| (a..=b).any(|i| !f.any(i, i)))
+        }) {
+            return Err(format!("the filter misses the run {k:?}"));
+        }
         let mut k = kept.iter().peekable();
         for held in &runs {
             while k.next_if(|r| r.end <= held.start).is_some() {}
@@ -593,7 +719,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::Coverage;
+    use super::{Coverage, REGIONS};
 
     /// Per-block counts over a window wide enough for trees three levels deep.
     const N: u64 = 1200;
@@ -711,6 +837,52 @@ mod tests {
         }
         assert!(!c.any(&all));
         assert_eq!(c.runs.len(), 0, "no run is left holding nothing");
+    }
+
+    /// The filter widens its regions as runs reach higher, stays a superset of the
+    /// runs through cuts and rebuilds, and answers "clear" only where no run is.
+    #[test]
+    fn the_filter_follows_the_runs() {
+        let mut c = Coverage::new();
+        c.pin(&(0..2), 1);
+        assert_eq!(c.filter.0.shift, 0);
+        let mid = 1u64 << 35;
+        c.pin(&(mid..mid + 2), 1);
+        let before = c.filter.0.shift;
+        let high = 1u64 << 40;
+        c.pin(&(high..high + 3), 1);
+        assert!(
+            c.filter.0.shift > before,
+            "the regions widen to reach the new run"
+        );
+        c.check().unwrap();
+        assert!(c.any(&(0..1)));
+        assert!(
+            c.any(&(mid + 1..mid + 5)),
+            "a run below, in another region before"
+        );
+        assert!(c.any(&(high + 2..high + 9)));
+        assert!(!c.any(&(high + 3..high + 9)));
+        assert!(!c.any(&(u64::MAX - 1..u64::MAX)), "past the filter's span");
+        for round in 0..200u64 {
+            let r = high + 100 + round * 7..high + 102 + round * 7;
+            c.pin(&r, 1);
+            c.probe(&r);
+            assert!(c.any(&r));
+            c.pin(&r, -1);
+            c.probe(&r);
+            assert!(!c.any(&r), "round {round}");
+        }
+        c.check().unwrap();
+        assert!(
+            c.filter.0.stale <= c.runs.len() + REGIONS / 64,
+            "rebuilt as runs go"
+        );
+        c.pin(&(0..2), -1);
+        c.pin(&(mid..mid + 2), -1);
+        c.pin(&(high..high + 3), -1);
+        c.check().unwrap();
+        assert!(!c.any(&(0..u64::MAX)));
     }
 
     #[test]
