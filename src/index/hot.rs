@@ -34,6 +34,7 @@ use alloc::vec::Vec;
 use super::size::{Residues, residues_with_room, size_key, size_of_key};
 use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
 use crate::Extent;
+use crate::tree::Cache;
 use crate::tree::bplus::{BPlus, NIL, Pos, Probed};
 
 /// A list longer than this counts its starts' residues mod 64, so that an aligned
@@ -54,45 +55,7 @@ struct Rec {
 /// Equal contents, node by node and link by link: list order and the kept long
 /// extent decide later placements, so they count. The caches (`chosen`, `probe`,
 /// `long_hint`) are made by lookups and do not.
-impl PartialEq for Hot {
-    fn eq(&self, o: &Self) -> bool {
-        let Hot {
-            recs,
-            leaf_of,
-            vacant,
-            by_last,
-            heads,
-            nonempty,
-            long,
-            top,
-            lens,
-            counted,
-            residues,
-            vacant_row,
-            count_free_blocks,
-            histogram,
-            chosen: _,
-            probe: _,
-            long_hint: _,
-        } = self;
-        *recs == o.recs
-            && *leaf_of == o.leaf_of
-            && *vacant == o.vacant
-            && *by_last == o.by_last
-            && *heads == o.heads
-            && *nonempty == o.nonempty
-            && *long == o.long
-            && *top == o.top
-            && *lens == o.lens
-            && *counted == o.counted
-            && *residues == o.residues
-            && *vacant_row == o.vacant_row
-            && *count_free_blocks == o.count_free_blocks
-            && *histogram == o.histogram
-    }
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Hot {
     recs: Vec<Rec>,
     /// `leaf_of[id]`: the leaf of `by_last` where record `id`'s entry was last seen,
@@ -127,15 +90,15 @@ pub(crate) struct Hot {
     histogram: [u64; HISTOGRAM_BUCKETS],
     /// The extent the last best fit chose, `(start, record)`, until the index changes:
     /// the allocation that follows takes from it without a lookup.
-    chosen: Option<(u64, u32)>,
+    chosen: Cache<Option<(u64, u32)>>,
     /// `(x, ceil(x))` in `by_last`, from the last overlap check, until the index
     /// changes: a free checks and then inserts at the same place.
-    probe: Option<Probed>,
+    probe: Cache<Option<Probed>>,
     /// A long extent's key and place in the long order, as the last best fit or
     /// reshape left it: good until the long order gains or loses an entry. An
     /// allocation from the longest extent and the free that gives it back then find
     /// it without a descent.
-    long_hint: Option<(u128, Pos)>,
+    long_hint: Cache<Option<(u128, Pos)>>,
 }
 
 impl Hot {
@@ -155,9 +118,9 @@ impl Hot {
             vacant_row: NIL,
             count_free_blocks: 0,
             histogram: [0; HISTOGRAM_BUCKETS],
-            chosen: None,
-            probe: None,
-            long_hint: None,
+            chosen: Cache(None),
+            probe: Cache(None),
+            long_hint: Cache(None),
         }
     }
 
@@ -237,7 +200,7 @@ impl Hot {
             self.top = id;
         } else {
             self.long.insert(size_key(len, start), id);
-            self.long_hint = None;
+            self.long_hint = Cache(None);
         }
     }
 
@@ -278,7 +241,7 @@ impl Hot {
                 .find(size_key(len, start))
                 .expect("the long order lists every long extent");
             self.long.remove(p);
-            self.long_hint = None;
+            self.long_hint = Cache(None);
         }
     }
 
@@ -367,7 +330,7 @@ impl Hot {
             return;
         }
         let (old, new) = (size_key(l0, s0), size_key(len, start));
-        let p = match self.long_hint {
+        let p = match self.long_hint.0 {
             Some((k, p)) if k == old => p,
             _ => self
                 .long
@@ -378,11 +341,11 @@ impl Hot {
         let before_next = self.long.next(p).is_none_or(|q| new < self.long.get(q).0);
         if after_prev && before_next {
             self.long.set(p, new, id);
-            self.long_hint = Some((new, p));
+            self.long_hint = Cache(Some((new, p)));
         } else {
             self.long.remove(p);
             self.long.insert(new, id);
-            self.long_hint = None;
+            self.long_hint = Cache(None);
         }
         self.histogram[bucket(l0)] -= 1;
         self.histogram[bucket(len)] += 1;
@@ -393,8 +356,8 @@ impl Hot {
 
     #[inline]
     fn changed(&mut self) {
-        self.chosen = None;
-        self.probe = None;
+        self.chosen = Cache(None);
+        self.probe = Cache(None);
     }
 
     // ---- address order ---------------------------------------------------------------
@@ -403,7 +366,7 @@ impl Hot {
     /// `x`.
     #[inline]
     fn ceil(&self, x: u64) -> Option<Pos> {
-        match self.probe.and_then(|p| p.of(x)) {
+        match self.probe.0.and_then(|p| p.of(x)) {
             Some(found) => found,
             None => self.by_last.ceil(x, false),
         }
@@ -426,7 +389,7 @@ impl Hot {
     /// to share until the index changes.
     #[inline]
     pub(crate) fn probe(&mut self, x: u64) {
-        self.probe = Some(Probed::new(x, self.by_last.ceil_near(x)));
+        self.probe = Cache(Some(Probed::new(x, self.by_last.ceil_near(x))));
     }
 
     /// The lowest free extent overlapping `[start, end)`.
@@ -522,7 +485,7 @@ impl Hot {
     pub(crate) fn take(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let end = start + len;
-        let chosen = self.chosen.filter(|&(s, _)| s == start).map(|(_, id)| id);
+        let chosen = self.chosen.0.filter(|&(s, _)| s == start).map(|(_, id)| id);
         self.changed();
         let (id, pos) = match chosen {
             Some(id) => (id, None),
@@ -588,7 +551,7 @@ impl Hot {
             if fits != 0 {
                 let id = self.heads[(need - 1 + u64::from(fits.trailing_zeros())) as usize];
                 let start = self.recs[id as usize].start;
-                self.chosen = Some((start, id));
+                self.chosen = Cache(Some((start, id)));
                 return Some(start);
             }
         }
@@ -602,12 +565,12 @@ impl Hot {
         match (found, top) {
             (Some((p, k, id)), top) if top.is_none_or(|(_, t)| size_of_key(k).0 <= t.len) => {
                 let start = size_of_key(k).1;
-                self.chosen = Some((start, id));
-                self.long_hint = Some((k, p));
+                self.chosen = Cache(Some((start, id)));
+                self.long_hint = Cache(Some((k, p)));
                 Some(start)
             }
             (_, Some((id, t))) => {
-                self.chosen = Some((t.start, id));
+                self.chosen = Cache(Some((t.start, id)));
                 Some(t.start)
             }
             (_, None) => None,
@@ -883,7 +846,7 @@ impl Hot {
         if rows != self.residues.len() {
             return Err((3, "residue rows are lost".into()));
         }
-        if let Some((k, p)) = self.long_hint {
+        if let Some((k, p)) = self.long_hint.0 {
             if !self.long.holds(p, k) {
                 return Err((3, "the remembered place in the long order is stale".into()));
             }
@@ -1168,8 +1131,9 @@ mod tests {
         let mut bad = ix.clone();
         let (k, p) = bad
             .long_hint
+            .0
             .expect("the long best fit remembers its place");
-        bad.long_hint = Some((k + 1, p));
+        bad.long_hint = Cache(Some((k + 1, p)));
         assert!(bad.check(1 << 22).is_err(), "a stale remembered place");
     }
 }
