@@ -57,11 +57,12 @@ pub struct Stats {
     /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
     pub free_histogram: [u64; HISTOGRAM_BUCKETS],
     /// Approximate heap bytes held by the free-space index (with its alignment views),
-    /// the pin registry (including the marks of Deferred blocks no pin covers) and the
-    /// reservation table. Grows with the number of free extents and pins, never with
-    /// capacity. The Deferred ranges by epoch and the pinned Free ranges are not
-    /// counted: they live in standard-library maps whose node sizes are not visible
-    /// (`benches/pins.rs` measures them with a counting allocator).
+    /// the pin registry (including the marks of Deferred blocks no pin covers), the
+    /// runs of Deferred blocks and the reservation table. Grows with the number of
+    /// free extents, pins and Deferred runs, never with capacity. The Deferred ranges
+    /// by epoch and the pinned Free ranges are not counted: they live in
+    /// standard-library maps whose node sizes are not visible (`benches/pins.rs`
+    /// measures them with a counting allocator).
     pub metadata_bytes: usize,
     /// Monotonic activity counters.
     pub counters: Counters,

@@ -3,7 +3,7 @@
 use alloc::format;
 use core::ops::Range;
 
-use rangemap::{RangeMap, RangeSet};
+use rangemap::RangeSet;
 
 use super::ExtentAllocator;
 use super::ranges::{set_blocks, set_gaps, to_range};
@@ -56,7 +56,8 @@ impl ExtentAllocator {
     /// Invariants 1 and 3 for pins: counts equal a recount from the live pins, and no
     /// pinned block is in the free index.
     fn check_pins(&self) -> Result<(), InvariantViolation> {
-        if let Err(detail) = self.pins.check_index() {
+        let runs = &self.deferrals.epoch_of;
+        if let Err(detail) = self.pins.check_index(|r| runs.keeps_pin(r)) {
             return Err(InvariantViolation { number: 3, detail });
         }
         let mut all: RangeSet<u64> = RangeSet::new();
@@ -122,7 +123,7 @@ impl ExtentAllocator {
                 "deferred {r:?} is also in the free index"
             );
             ensure!(
-                self.pinned_free.overlaps(r),
+                self.pinned_free.overlaps(&r),
                 2,
                 "deferred {r:?} is also pinned free"
             );
@@ -134,23 +135,14 @@ impl ExtentAllocator {
     /// belong to the open epoch, and every Deferred block has a live hold.
     fn check_deferred(&self) -> Result<(), InvariantViolation> {
         let d = &self.deferrals;
-        let mut from_index: RangeMap<u64, u64> = RangeMap::new();
-        let mut counted = 0;
-        for (&epoch, (set, count)) in &d.by_epoch {
-            ensure!(
-                set_blocks(set) != *count || *count == 0,
-                3,
-                "epoch {epoch} caches {count} deferred blocks but holds {}",
-                set_blocks(set)
-            );
-            for r in set.iter() {
-                from_index.insert(r.clone(), epoch);
-            }
-            counted += count;
-        }
-        // By epoch alone (ranges of one epoch from different frees joined).
-        let mut by_epoch: RangeMap<u64, u64> = RangeMap::new();
-        for (r, f) in d.epoch_of.iter() {
+        let runs = d.check_runs().map_err(|detail| InvariantViolation {
+            number: 3,
+            detail: format!("deferred runs: {detail}"),
+        })?;
+        let oldest = self.epochs.oldest_reader();
+        let mut by_epoch: alloc::collections::BTreeMap<u64, u64> = Default::default();
+        let mut pending: RangeSet<u64> = RangeSet::new();
+        for (r, f, is_pending, listed, _) in &runs {
             // Every deferral number was given out already.
             ensure!(
                 f.seq >= d.next_seq,
@@ -159,19 +151,62 @@ impl ExtentAllocator {
                 f.seq,
                 d.next_seq
             );
-            // Pending blocks join the per-epoch index only when their epoch commits.
-            for p in set_gaps(&d.pending, r) {
-                by_epoch.insert(p, f.epoch);
+            // Pending blocks are counted by epoch only when their epoch commits.
+            if *is_pending {
+                pending.insert(r.clone());
+            } else {
+                *by_epoch.entry(f.epoch).or_default() += r.end - r.start;
+            }
+            // A run is left out of departing readers' walks only once no reader,
+            // now or later, can hold it.
+            let unheld = f.epoch < self.epochs.open && oldest.is_none_or(|o| f.epoch < o);
+            ensure!(
+                !listed && !is_pending && f.epoch != 0 && !unheld,
+                3,
+                "deferred {r:?} (epoch {}) is left out of readers' walks, but a reader may hold it",
+                f.epoch
+            );
+        }
+        ensure!(
+            by_epoch != d.blocks_by_epoch,
+            3,
+            "deferred blocks by epoch {:?}, counted {by_epoch:?}",
+            d.blocks_by_epoch
+        );
+        ensure!(
+            pending != d.pending,
+            3,
+            "the pending runs {:?} are not the pending blocks {:?}",
+            pending,
+            d.pending
+        );
+        let counted = by_epoch.values().sum::<u64>() + d.count_pending;
+        // The pin coverage marks exactly the Deferred blocks but the runs that keep
+        // a pin; fresh pins cover Allocated blocks only; every run that keeps a pin
+        // keeps a live one.
+        let mut deferred: RangeSet<u64> = runs.iter().map(|(r, ..)| r.clone()).collect();
+        for f in self.pins.fresh_pins() {
+            ensure!(
+                deferred.overlaps(&f),
+                2,
+                "fresh pin {f:?} covers Deferred blocks"
+            );
+        }
+        let live: RangeSet<u64> = self
+            .pins
+            .iter()
+            .map(|(_, _, rec)| to_range(rec.extent))
+            .collect();
+        for (r, .., keeps) in &runs {
+            if *keeps {
+                ensure!(
+                    live.gaps(r).next().is_some(),
+                    5,
+                    "deferred run {r:?} keeps a pin, but no live pin covers it"
+                );
+                deferred.remove(r.clone());
             }
         }
-        counted += d.count_pending;
-        ensure!(
-            !from_index.iter().eq(by_epoch.iter()),
-            3,
-            "the per-epoch index of deferred blocks differs from the deferred map"
-        );
-        // The pin coverage marks exactly the Deferred blocks.
-        let deferred: RangeSet<u64> = d.epoch_of.iter().map(|(r, _)| r.clone()).collect();
         let marks = self.pins.deferred_marks();
         if let Some(m) = marks.iter().find(|m| deferred.gaps(m).next().is_some()) {
             return Err(InvariantViolation {
@@ -186,9 +221,8 @@ impl ExtentAllocator {
             marks,
             deferred
         );
-        let oldest = self.epochs.oldest_reader();
         let reader_held: u64 = match oldest {
-            Some(o) => d.by_epoch.range(o..).map(|(_, s)| s.1).sum(),
+            Some(o) => by_epoch.range(o..).map(|(_, n)| n).sum(),
             None => 0,
         };
         ensure!(
@@ -211,34 +245,25 @@ impl ExtentAllocator {
             d.count_pending,
             set_blocks(&d.pending)
         );
-        for p in d.pending.iter() {
-            let in_open = d
-                .pieces(p)
-                .iter()
-                .map(|(r, e)| {
-                    if *e == self.epochs.open {
-                        r.end - r.start
-                    } else {
-                        0
-                    }
-                })
-                .sum::<u64>();
+        // The pending runs are the pending blocks (above), all freed in the open epoch.
+        for (r, f, is_pending, ..) in &runs {
             ensure!(
-                in_open != p.end - p.start,
+                *is_pending && f.epoch != self.epochs.open,
                 3,
-                "pending {p:?} is not all Deferred in the open epoch {}",
+                "pending {r:?} was freed in epoch {}, not the open epoch {}",
+                f.epoch,
                 self.epochs.open
             );
         }
         let oldest_reader = self.epochs.oldest_reader();
-        for (r, f) in d.epoch_of.iter() {
+        for (r, f, _, _, keeps_pin) in runs {
             let epoch = f.epoch;
-            if oldest_reader.is_some_and(|oldest| oldest <= epoch) {
+            if keeps_pin || oldest_reader.is_some_and(|oldest| oldest <= epoch) {
                 continue;
             }
             let unheld: Option<Range<u64>> = self
                 .pins
-                .zero_pieces(r)
+                .zero_pieces(&r)
                 .iter()
                 .flat_map(|u| set_gaps(&d.pending, u))
                 .next();

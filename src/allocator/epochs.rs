@@ -286,7 +286,8 @@ impl ExtentAllocator {
         let mut released = 0;
         if let Some(before) = before {
             if after > before {
-                for r in self.deferrals.freed_in(before, after) {
+                let open = self.epochs.open;
+                for r in self.deferrals.freed_in(before, after, open) {
                     released += self.release_unheld(&r);
                 }
             }
@@ -323,7 +324,7 @@ impl ExtentAllocator {
         let mut pieces: Vec<Range<u64>> = self.free.iter().map(to_range).collect();
         pieces.extend(self.pinned_free.iter().cloned());
         for (r, _) in self.deferrals.epoch_of.iter() {
-            pieces.extend(set_gaps(&self.deferrals.pending, r));
+            pieces.extend(set_gaps(&self.deferrals.pending, &r));
         }
         pieces.sort_unstable_by_key(|r| r.start);
         let mut out: Vec<Extent> = Vec::new();

@@ -1,5 +1,6 @@
 //! Free: Allocated → Free.
 
+use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::ExtentAllocator;
@@ -101,11 +102,22 @@ impl ExtentAllocator {
         }
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
-        if pinned {
-            // The blocks change state: their fresh pins must be counted per block.
-            self.pins.settle(&r);
-        }
+        // The fresh pins inside `r` (their blocks become Deferred, unmarked) go into
+        // their runs below; those reaching out of it enter the coverage now.
+        let inside = if pinned {
+            self.pins.prepare_free(&r)
+        } else {
+            Vec::new()
+        };
         let out = self.release_allocated(r, on_commit, pinned);
+        for (p, slot) in inside {
+            if self.deferrals.epoch_of.keep_pin(&p) {
+                self.pins.give_to_run(&p, slot);
+            } else {
+                let deferred = self.deferrals.blocks_in(&p);
+                self.pins.settle_one(&p, slot, &deferred);
+            }
+        }
         debug_assert_eq!(out.freed_blocks + out.deferred_blocks, extent.len);
         self.counters.frees = self.counters.frees.saturating_add(1);
         self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
@@ -121,7 +133,10 @@ impl ExtentAllocator {
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
         // The common case, in one lookup: nothing pinned or Deferred here (pinned Free
         // blocks are pinned), so only a free extent could make the range invalid.
-        if !self.pins.holds_any(&r) && self.free.first_overlap(r.start, r.end).is_none() {
+        if !self.pins.holds_any(&r)
+            && !self.deferrals.epoch_of.may_keep_pin(&r)
+            && self.free.first_overlap(r.start, r.end).is_none()
+        {
             return Ok((r, false));
         }
         if let Some(offending) = self.first_unallocated(&r) {
@@ -173,12 +188,7 @@ impl ExtentAllocator {
                 .containing(end)
                 .map(|e| e.start + e.len)
                 .or_else(|| self.pinned_free.get(&end).map(|p| p.end))
-                .or_else(|| {
-                    self.deferrals
-                        .epoch_of
-                        .get_key_value(&end)
-                        .map(|(k, _)| k.end)
-                });
+                .or_else(|| self.deferrals.epoch_of.containing(end).map(|(k, _)| k.end));
             match next {
                 Some(e) => end = e.min(r.end),
                 None => break,

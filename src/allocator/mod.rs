@@ -337,7 +337,7 @@ impl ExtentAllocator {
         Some(
             if self.free.containing(block).is_some() || self.pinned_free.contains(&block) {
                 BlockState::Free
-            } else if self.deferrals.epoch_of.contains_key(&block) {
+            } else if self.deferrals.epoch_of.containing(block).is_some() {
                 BlockState::Deferred
             } else {
                 BlockState::Allocated
@@ -358,7 +358,7 @@ impl ExtentAllocator {
     /// ```
     #[must_use]
     pub fn pin_count(&self, block: u64) -> u64 {
-        self.pins.count_at(block)
+        self.pins.count_at(block) + u64::from(self.deferrals.epoch_of.keeps_pin_at(block))
     }
 
     /// A snapshot of space and activity. O(1) but for the metadata count, which visits
@@ -391,6 +391,7 @@ impl ExtentAllocator {
             free_histogram: self.free.histogram(),
             metadata_bytes: self.free.metadata_bytes()
                 + self.pins.metadata_bytes()
+                + self.deferrals.epoch_of.capacity_bytes()
                 + self.reservations.len() * 2 * core::mem::size_of::<(u64, u64)>(),
             counters: self.counters,
         }

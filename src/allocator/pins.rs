@@ -72,27 +72,45 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FreshPlace(Option<Pos>);
 
+/// What [`PinTable::remove`] took away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// A pin in the coverage.
+    Counted,
+    /// A fresh pin: its blocks are Allocated and no other pin covers them, so
+    /// nothing about them changes.
+    Fresh,
+    /// A pin kept in its Deferred run ([`PinTable::give_to_run`]).
+    InRun,
+}
+
 /// One slot of the pin slab: a live pin, or a link in the chain of vacant slots.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Slot {
     /// A live pin's first block; a vacant slot's next vacant slot.
     start: u64,
     len: u64,
-    /// A live pin's `seq << 1 | blocking`; 0 when vacant.
+    /// A live pin's `seq << 2 | in_run << 1 | blocking`; 0 when vacant.
     tag: u64,
 }
+
+/// [`Slot::tag`]'s bit for a blocking pin.
+const BLOCKING: u64 = 1;
+/// [`Slot::tag`]'s bit for a pin that went into its Deferred run
+/// ([`PinTable::give_to_run`]); it may have left it since, for the coverage.
+const IN_RUN: u64 = 2;
 
 impl Slot {
     #[inline]
     fn seq(&self) -> u64 {
-        self.tag >> 1
+        self.tag >> 2
     }
 
     #[inline]
     fn record(&self) -> PinRecord {
         PinRecord {
             extent: Extent::new(self.start, self.len),
-            mode: if self.tag & 1 == 1 {
+            mode: if self.tag & BLOCKING != 0 {
                 PinMode::Blocking
             } else {
                 PinMode::Deferring
@@ -106,15 +124,23 @@ impl Slot {
 /// and "which blocks did this unpin leave unpinned" are one descent each, whatever
 /// overlaps.
 ///
-/// The same coverage also marks every Deferred block, so that a free learns "nothing
-/// here is pinned or Deferred" from one descent, its common case.
+/// The same coverage also marks every Deferred block but those of runs that keep a
+/// pin (below), so that a free learns "nothing here is pinned or Deferred" from one
+/// descent, its common case.
 ///
 /// A pin over Allocated blocks that nothing else covers (the pin an I/O takes) is
 /// *fresh*: it is kept only by its start in a plain ordered map, which is cheaper to
-/// add to and take from than the coverage. Nothing about those blocks can change but
-/// a free, so the pin enters the coverage only if a free, or another pin, reaches its
-/// blocks ([`settle`](Self::settle)); each pin enters at most once. Fresh pins are
-/// disjoint from each other and from everything in the coverage.
+/// add to and take from than the coverage. Fresh pins are disjoint from each other and
+/// from everything in the coverage, and cover Allocated blocks only.
+///
+/// A free of all of a fresh pin's blocks (the I/O buffer freed while the device still
+/// uses it) makes them one Deferred run of their own, and the pin goes into that run
+/// ([`give_to_run`](Self::give_to_run)): the run's flag stands for the pin, the coverage does
+/// not hear of it, and the pin costs its slot and nothing more while the blocks wait.
+/// Any other pin over them moves it into the coverage ([`take_from_run`](Self::take_from_run)).
+/// A fresh pin reaching out of a free enters the coverage
+/// ([`prepare_free`](Self::prepare_free)), as does one over another pin
+/// ([`settle`](Self::settle)); each pin enters at most once.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PinTable {
     slots: Vec<Slot>,
@@ -131,6 +157,8 @@ pub(crate) struct PinTable {
     fresh: BPlus<u64, u32, ()>,
     /// Blocks under fresh pins.
     fresh_blocks: u64,
+    /// Blocks under pins kept in their Deferred runs.
+    run_blocks: u64,
 }
 
 impl PinTable {
@@ -144,6 +172,7 @@ impl PinTable {
             blocking: Intervals::new(),
             fresh: BPlus::new(),
             fresh_blocks: 0,
+            run_blocks: 0,
         }
     }
 
@@ -156,7 +185,7 @@ impl PinTable {
     /// Blocks with a pin count above zero.
     #[inline]
     pub(crate) fn blocks(&self) -> u64 {
-        self.cover.pinned_blocks() + self.fresh_blocks
+        self.cover.pinned_blocks() + self.fresh_blocks + self.run_blocks
     }
 
     /// Bytes held by the slab, the coverage, the fresh pins' map and the blocking pins'
@@ -196,13 +225,13 @@ impl PinTable {
         // A number given by the layer above (one sequence over several cores) keeps
         // this core's own numbering ahead of it, so numbers stay unique here.
         let seq = seq.unwrap_or(self.next_seq);
-        debug_assert!(seq > 0 && seq < 1 << 63, "pin number {seq} out of range");
+        debug_assert!(seq > 0 && seq < 1 << 62, "pin number {seq} out of range");
         self.next_seq = self.next_seq.max(seq + 1);
         let blocking = mode == PinMode::Blocking;
         let slot = Slot {
             start: extent.start,
             len: extent.len,
-            tag: seq << 1 | u64::from(blocking),
+            tag: seq << 2 | u64::from(blocking),
         };
         if at == self.vacant {
             self.vacant = self.slots[at as usize].start as u32;
@@ -234,23 +263,44 @@ impl PinTable {
             .map(Slot::record)
     }
 
-    /// Drops live pin `seq` in `slot`; returns its record, and whether it was fresh
-    /// (then its blocks are still Allocated and no other pin covers them).
+    /// Whether live pin `seq` in `slot` went into its Deferred run (it may have left
+    /// it since).
+    #[inline]
+    pub(crate) fn went_to_run(&self, seq: u64, slot: u32) -> bool {
+        self.get(seq, slot).is_some() && self.slots[slot as usize].tag & IN_RUN != 0
+    }
+
+    /// Drops live pin `seq` in `slot`; returns its record and what it was. `in_run`:
+    /// it is still kept in its Deferred run (which the caller has just let go of).
     #[inline(always)]
-    pub(crate) fn remove(&mut self, seq: u64, slot: u32) -> Option<(PinRecord, bool)> {
+    pub(crate) fn remove(
+        &mut self,
+        seq: u64,
+        slot: u32,
+        in_run: bool,
+    ) -> Option<(PinRecord, Removed)> {
         let record = self.get(seq, slot)?;
         let r = to_range(record.extent);
-        let fresh = self
-            .fresh
-            .ceil_near(r.start)
-            .filter(|&pos| self.fresh.get(pos) == (r.start, slot));
-        match fresh {
-            Some(pos) => {
-                self.fresh.remove(pos);
-                self.fresh_blocks -= record.extent.len;
+        let removed = if in_run {
+            self.run_blocks -= record.extent.len;
+            Removed::InRun
+        } else {
+            let fresh = self
+                .fresh
+                .ceil_near(r.start)
+                .filter(|&pos| self.fresh.get(pos) == (r.start, slot));
+            match fresh {
+                Some(pos) => {
+                    self.fresh.remove(pos);
+                    self.fresh_blocks -= record.extent.len;
+                    Removed::Fresh
+                }
+                None => {
+                    self.cover.pin(&r, -1);
+                    Removed::Counted
+                }
             }
-            None => self.cover.pin(&r, -1),
-        }
+        };
         if record.mode == PinMode::Blocking {
             self.blocking.remove(r.start, slot);
         }
@@ -261,7 +311,7 @@ impl PinTable {
         };
         self.vacant = slot;
         self.live -= 1;
-        Some((record, fresh.is_some()))
+        Some((record, removed))
     }
 
     /// Whether a pin of `r` could be fresh, given that no block of it is in the free
@@ -298,14 +348,105 @@ impl PinTable {
         start..s.start + s.len
     }
 
-    /// Moves every fresh pin overlapping `r` into the coverage: before a free of its
-    /// blocks, or another pin over them.
+    /// Moves every fresh pin overlapping `r` into the coverage, before another pin
+    /// over its blocks.
     pub(crate) fn settle(&mut self, r: &Range<u64>) {
         while let Some((pos, pinned)) = self.first_fresh(r) {
             self.fresh.remove(pos);
             self.fresh_blocks -= pinned.end - pinned.start;
             self.cover.pin(&pinned, 1);
         }
+    }
+
+    /// Before a free of `r` that a pin covers: moves the fresh pins that reach out of
+    /// `r` into the coverage, and returns the fresh pins inside it, as `(range,
+    /// slot)` in order. Their blocks are about to become Deferred; each then goes into
+    /// its Deferred run ([`give_to_run`](Self::give_to_run)) or into the coverage
+    /// ([`settle`](Self::settle)).
+    pub(crate) fn prepare_free(&mut self, r: &Range<u64>) -> Vec<(Range<u64>, u32)> {
+        let mut inside = Vec::new();
+        let mut at = self.fresh.floor(r.end - 1);
+        while let Some(pos) = at {
+            let pinned = self.fresh_at(pos);
+            if pinned.end <= r.start {
+                break;
+            }
+            at = self.fresh.prev(pos);
+            if r.start <= pinned.start && pinned.end <= r.end {
+                inside.push((pinned, self.fresh.get(pos).1));
+            } else {
+                self.fresh.remove(pos);
+                self.fresh_blocks -= pinned.end - pinned.start;
+                self.cover.pin(&pinned, 1);
+                // The removal may move the entries before `pos`: find them afresh.
+                at = self.fresh.floor(pinned.start);
+            }
+        }
+        inside.reverse();
+        inside
+    }
+
+    /// Fresh pin `slot` over `r`, all of whose blocks have become Deferred in one
+    /// run, leaves the fresh map: the run stands for it, and it costs nothing more
+    /// than its slot. No other pin covers the run while it is there.
+    pub(crate) fn give_to_run(&mut self, r: &Range<u64>, slot: u32) {
+        let pos = self
+            .fresh
+            .find(r.start)
+            .expect("a fresh pin is in the fresh map");
+        debug_assert_eq!(self.fresh.get(pos).1, slot);
+        self.fresh.remove(pos);
+        self.fresh_blocks -= r.end - r.start;
+        self.run_blocks += r.end - r.start;
+        self.slots[slot as usize].tag |= IN_RUN;
+    }
+
+    /// A pin kept in Deferred run `r` moves into the coverage (another pin reaches
+    /// its blocks), which also marks them Deferred.
+    pub(crate) fn take_from_run(&mut self, r: &Range<u64>) {
+        self.run_blocks -= r.end - r.start;
+        self.cover.pin(r, 1);
+        self.cover.mark(r, 1);
+    }
+
+    /// Fresh pin `slot` over `r` moves into the coverage, and the Deferred blocks
+    /// under it, `deferred`, are marked.
+    pub(crate) fn settle_one(&mut self, r: &Range<u64>, slot: u32, deferred: &[Range<u64>]) {
+        let pos = self
+            .fresh
+            .find(r.start)
+            .expect("a fresh pin is in the fresh map");
+        debug_assert_eq!(self.fresh.get(pos).1, slot);
+        self.fresh.remove(pos);
+        self.fresh_blocks -= r.end - r.start;
+        self.cover.pin(r, 1);
+        for d in deferred {
+            self.cover.mark(d, 1);
+        }
+    }
+
+    /// The fresh pins overlapping `within`, unclipped and in order.
+    fn fresh_over(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+        let mut fresh: Vec<Range<u64>> = Vec::new();
+        let mut at = self.fresh.floor(within.end - 1);
+        while let Some(pos) = at {
+            let pinned = self.fresh_at(pos);
+            if pinned.end <= within.start {
+                break;
+            }
+            fresh.push(pinned);
+            at = self.fresh.prev(pos);
+        }
+        fresh.reverse();
+        fresh
+    }
+
+    /// The fresh pins' ranges, in order.
+    pub(crate) fn fresh_pins(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.fresh.iter().map(|(start, slot)| {
+            let s = &self.slots[slot as usize];
+            start..s.start + s.len
+        })
     }
 
     /// Live pins as `(seq, slot, record)`, in slot order.
@@ -342,13 +483,29 @@ impl PinTable {
         self.cover.any(r) || self.first_fresh(r).is_some()
     }
 
-    /// Marks the blocks of `r`, which have just become Deferred.
+    /// Marks the blocks of `r`, which have just become Deferred, except those under a
+    /// fresh pin: in a free, those are the fresh pins inside it, which go into their
+    /// runs, or are marked as they settle ([`prepare_free`](Self::prepare_free)).
     pub(crate) fn mark_deferred(&mut self, r: &Range<u64>) {
-        self.cover.mark(r, 1);
+        if self.first_fresh(r).is_none() {
+            self.cover.mark(r, 1);
+            return;
+        }
+        let mut from = r.start;
+        for f in self.fresh_over(r) {
+            if f.start > from {
+                self.cover.mark(&(from..f.start), 1);
+            }
+            from = from.max(f.end);
+        }
+        if from < r.end {
+            self.cover.mark(&(from..r.end), 1);
+        }
     }
 
-    /// Unmarks the blocks of `r`, all Deferred until now.
+    /// Unmarks the blocks of `r`, all Deferred until now and under no pin.
     pub(crate) fn unmark_deferred(&mut self, r: &Range<u64>) {
+        debug_assert!(self.first_fresh(r).is_none(), "unmarking under a fresh pin");
         self.cover.mark(r, -1);
     }
 
@@ -372,17 +529,7 @@ impl PinTable {
         if pieces.is_empty() || self.first_fresh(within).is_none() {
             return pieces;
         }
-        let mut fresh: Vec<Range<u64>> = Vec::new();
-        let mut at = self.fresh.floor(within.end - 1);
-        while let Some(pos) = at {
-            let pinned = self.fresh_at(pos);
-            if pinned.end <= within.start {
-                break;
-            }
-            fresh.push(pinned);
-            at = self.fresh.prev(pos);
-        }
-        fresh.reverse();
+        let fresh = self.fresh_over(within);
         let mut out = Vec::with_capacity(pieces.len());
         let mut j = 0;
         for p in pieces {
@@ -425,7 +572,11 @@ impl PinTable {
     }
 
     /// The interval indexes agree with the slab, and their trees are sound.
-    pub(crate) fn check_index(&self) -> Result<(), alloc::string::String> {
+    /// `in_run(r)`: whether a Deferred run over exactly `r` keeps a pin.
+    pub(crate) fn check_index(
+        &self,
+        in_run: impl Fn(&Range<u64>) -> bool,
+    ) -> Result<(), alloc::string::String> {
         use alloc::format;
         self.cover
             .check()
@@ -477,14 +628,28 @@ impl PinTable {
             ));
         }
         let mut steps: alloc::collections::BTreeMap<u64, i64> = Default::default();
+        let mut run_blocks = 0;
+        let mut kept = alloc::collections::BTreeSet::new();
         for (r, slot) in from_slab(false) {
             if fresh.iter().any(|(_, f)| *f == slot) {
+                continue;
+            }
+            // The first live pin with its bit over a run that keeps a pin is the one
+            // the run keeps (no other pin covers such a run).
+            if self.slots[slot as usize].tag & IN_RUN != 0 && in_run(&r) && kept.insert(r.start) {
+                run_blocks += r.end - r.start;
                 continue;
             }
             *steps.entry(r.start).or_default() += 1;
             *steps.entry(r.end).or_default() -= 1;
         }
         steps.retain(|&k, d| *d != 0 && k != u64::MAX);
+        if run_blocks != self.run_blocks {
+            return Err(format!(
+                "pins kept in Deferred runs cover {run_blocks} blocks, cached {}",
+                self.run_blocks
+            ));
+        }
         if !self.cover.pin_steps().eq(steps) {
             return Err("the pin coverage differs from the live pins".into());
         }
@@ -587,7 +752,7 @@ impl ExtentAllocator {
     /// once the pin is known to succeed), or this core's next if it gives `None`. The
     /// shared allocator numbers the pins of all its groups in one sequence, so that
     /// "the oldest pin" means the same across groups as in one core. A number must be
-    /// unique among this core's pins and below 2^63.
+    /// unique among this core's pins and below 2^62.
     pub(crate) fn pin_numbered(
         &mut self,
         extent: Extent,
@@ -612,12 +777,18 @@ impl ExtentAllocator {
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
         let r = to_range(extent);
-        let fresh = if free_pieces.is_empty() {
+        let fresh = if free_pieces.is_empty() && !self.deferrals.epoch_of.may_keep_pin(&r) {
             self.pins.can_be_fresh(&r)
         } else {
             None
         };
         let (seq, slot) = self.pins.add(extent, mode, seq(), fresh);
+        if fresh.is_none() {
+            // A pin kept by a run over these blocks is one pin among others now.
+            for kept in self.deferrals.epoch_of.let_go_over(&r) {
+                self.pins.take_from_run(&kept);
+            }
+        }
         for p in free_pieces {
             self.free.take(p.start, p.len);
             self.pinned_free.insert(p.start..p.start + p.len);
@@ -654,19 +825,32 @@ impl ExtentAllocator {
         if id.owner != self.uid {
             return Err(PinError::Unknown { id });
         }
-        let Some((record, fresh)) = self.pins.remove(id.seq, id.slot) else {
+        let in_run = self.pins.went_to_run(id.seq, id.slot) && {
+            let e = self.pins.get(id.seq, id.slot).expect("a live pin").extent;
+            self.deferrals.epoch_of.let_go(&to_range(e))
+        };
+        let Some((record, removed)) = self.pins.remove(id.seq, id.slot, in_run) else {
             return Err(PinError::Unknown { id });
         };
         let mut out = ReleaseOutcome::default();
         let r = to_range(record.extent);
         // Only pinned Free and Deferred blocks change when their count reaches zero; a
         // pin of Allocated blocks is done here, however many pins it overlapped.
-        let zeroed =
-            if !fresh && (self.pinned_free.overlaps(&r) || self.deferrals.epoch_of.overlaps(&r)) {
+        let zeroed = match removed {
+            Removed::Fresh => Vec::new(),
+            Removed::InRun => {
+                // The run loses the pin it kept: its blocks are marked now, as every
+                // Deferred block under a pin in the coverage or under none is.
+                self.pins.mark_deferred(&r);
+                alloc::vec![r.clone()]
+            }
+            Removed::Counted
+                if self.pinned_free.overlaps(&r) || self.deferrals.epoch_of.overlaps(&r) =>
+            {
                 self.pins.zero_pieces(&r)
-            } else {
-                Vec::new()
-            };
+            }
+            Removed::Counted => Vec::new(),
+        };
         for z in &zeroed {
             for p in set_pieces(&self.pinned_free, z) {
                 let len = p.end - p.start;
@@ -685,12 +869,121 @@ impl ExtentAllocator {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use alloc::vec::Vec;
     use core::ops::Range;
 
     use crate::tree::bplus::tests::Rng;
     use crate::{Extent, ExtentAllocator, Request};
+
+    /// The blocks the pin coverage marks Deferred, one by one.
+    fn marked(a: &ExtentAllocator) -> Vec<u64> {
+        a.pins.deferred_marks().into_iter().flatten().collect()
+    }
+
+    /// A pin, then a free, of an I/O buffer: the pin goes into the Deferred run of
+    /// its blocks, which neither the fresh map nor the coverage then hold, and is the
+    /// one thing to let them go.
+    #[test]
+    fn a_pin_goes_into_the_run_it_defers() {
+        let mut a = ExtentAllocator::new(64);
+        let e = a.allocate(Request::new(16)).unwrap();
+        let pin = a.pin(e).unwrap();
+        assert!(a.free(Extent::new(0, 24)).is_err(), "blocks 16.. are Free");
+        assert_eq!(a.free(e).unwrap().deferred_blocks, 16);
+        assert_eq!(a.pins.fresh.len(), 0, "the pin left the fresh map");
+        assert!(a.pins.cover.is_empty(), "nothing entered the coverage");
+        assert!(a.deferrals.epoch_of.keeps_pin(&(0..16)));
+        assert_eq!(
+            (a.pin_count(0), a.pin_count(15), a.pin_count(16)),
+            (1, 1, 0)
+        );
+        assert_eq!(a.stats().pinned_blocks, 16);
+        a.check_invariants().unwrap();
+        // Its blocks are Deferred: a second free of them is refused, as a double free.
+        assert!(a.free(Extent::new(4, 2)).is_err());
+        assert_eq!(a.unpin(pin).unwrap().released_blocks, 16);
+        assert_eq!(a.stats().free_blocks, 64);
+        assert_eq!(a.stats().pinned_blocks, 0);
+        a.check_invariants().unwrap();
+    }
+
+    /// A second pin over a run that keeps a pin moves the kept pin into the coverage
+    /// and marks the run; a reader holds the blocks past both unpins.
+    #[test]
+    fn a_second_pin_takes_the_kept_pin_into_the_coverage() {
+        let mut a = ExtentAllocator::new(64);
+        let e = a.allocate(Request::new(16)).unwrap();
+        let first = a.pin(Extent::new(2, 8)).unwrap();
+        let reader = a.begin_read();
+        assert_eq!(a.free(e).unwrap().deferred_blocks, 16);
+        // The reader holds all 16 blocks, in one free's run, cut around the pin.
+        assert!(a.deferrals.epoch_of.keeps_pin(&(2..10)));
+        assert_eq!(a.pins.deferred_marks(), [0..2, 10..16]);
+        a.check_invariants().unwrap();
+        let second = a.pin(Extent::new(6, 8)).unwrap();
+        assert!(!a.deferrals.epoch_of.keeps_pin(&(2..10)));
+        assert_eq!(a.pins.fresh.len(), 0, "both pins are counted");
+        assert_eq!(marked(&a), (0..16).collect::<Vec<_>>());
+        assert_eq!((a.pin_count(2), a.pin_count(7), a.pin_count(12)), (1, 2, 1));
+        a.check_invariants().unwrap();
+        assert_eq!(a.unpin(first).unwrap().released_blocks, 0);
+        assert_eq!(a.unpin(second).unwrap().released_blocks, 0);
+        a.check_invariants().unwrap();
+        assert_eq!(a.end_read(reader).unwrap().released_blocks, 16);
+        a.check_invariants().unwrap();
+
+        // A reader outliving a pin kept by its run.
+        let e = a.allocate(Request::new(16)).unwrap();
+        let pin = a.pin(Extent::new(e.start + 4, 4)).unwrap();
+        let reader = a.begin_read();
+        assert_eq!(a.free(e).unwrap().deferred_blocks, 16);
+        assert_eq!(a.unpin(pin).unwrap().released_blocks, 0);
+        assert_eq!(marked(&a), (e.start..e.start + 16).collect::<Vec<_>>());
+        a.check_invariants().unwrap();
+        assert_eq!(a.end_read(reader).unwrap().released_blocks, 16);
+        assert_eq!(a.stats().free_blocks, 64);
+        a.check_invariants().unwrap();
+    }
+
+    /// A pin reaching out of a free enters the coverage; a pin whose blocks a free on
+    /// commit splits by epoch is settled with its blocks marked.
+    #[test]
+    fn pins_that_no_single_run_can_keep() {
+        let mut a = ExtentAllocator::new(64);
+        a.allocate(Request::new(16)).unwrap();
+        let wide = a.pin(Extent::new(0, 10)).unwrap();
+        assert_eq!(a.free(Extent::new(0, 5)).unwrap().deferred_blocks, 5);
+        assert_eq!(a.pins.fresh.len(), 0);
+        assert_eq!(a.pins.deferred_marks(), [0..5]);
+        a.check_invariants().unwrap();
+        assert_eq!(a.free(Extent::new(5, 11)).unwrap().deferred_blocks, 5);
+        assert_eq!(a.unpin(wide).unwrap().released_blocks, 10);
+        a.check_invariants().unwrap();
+        assert_eq!(a.stats().free_blocks, 64);
+
+        // Durable blocks [0, 8) and blocks allocated in the open epoch [8, 16): a free
+        // on commit defers them as two runs, one waiting for the commit.
+        let old = a
+            .allocate(Request::new(8).policy(crate::Policy::Exact(0)))
+            .unwrap();
+        a.commit(1).unwrap();
+        let new = a
+            .allocate(Request::new(8).policy(crate::Policy::Exact(8)))
+            .unwrap();
+        let pin = a.pin(Extent::new(4, 8)).unwrap();
+        let out = a.free_on_commit(Extent::new(0, 16)).unwrap();
+        assert_eq!((out.freed_blocks, out.deferred_blocks), (4, 12));
+        assert_eq!((old.start, new.start), (0, 8));
+        assert!(!a.deferrals.epoch_of.keeps_pin(&(4..12)));
+        assert_eq!(a.pins.fresh.len(), 0, "the pin was settled");
+        a.check_invariants().unwrap();
+        assert_eq!(a.unpin(pin).unwrap().released_blocks, 4);
+        assert_eq!(a.commit(2).unwrap().released_blocks, 8);
+        assert_eq!(a.stats().free_blocks, 64);
+        a.check_invariants().unwrap();
+    }
 
     /// Unpinned pieces with fresh pins and counted pins mixed, against pin counts
     /// block by block.

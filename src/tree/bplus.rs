@@ -1028,9 +1028,17 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                 slot: at as u32,
             };
         }
-        // Full: split in halves, then insert into the half it belongs to.
+        // Full: split, then insert into the part it belongs to. In halves, but for an
+        // entry past the leaf's last (or before its first): then the leaf keeps (or
+        // gives away) all it can while both parts hold `MIN`, so that entries coming
+        // in order (a space freed or pinned from low to high addresses) fill leaves
+        // to 10 of 16, not 8.
         let right = self.new_leaf();
-        let half = B / 2;
+        let half = match at {
+            B => B + 1 - MIN,
+            0 => MIN - 1,
+            _ => B / 2,
+        };
         let (keys, vals, next) = {
             let l = &self.leaves[leaf as usize];
             (l.keys, l.vals, l.next)

@@ -4,6 +4,7 @@
 
 pub(crate) mod bplus;
 pub(crate) mod coverage;
+pub(crate) mod filter;
 pub(crate) mod intervals;
 
 use bplus::Summary;
