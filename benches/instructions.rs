@@ -11,7 +11,9 @@
 //! - a pin + unpin of an Allocated extent on pinalloc, beside 10,000 pins holding
 //!   10,000 Deferred extents;
 //! - a churn operation on pinalloc after the pins bench's setup, with its 10,000 small
-//!   extents Allocated and with them Deferred under pins (the pins bench's ratio).
+//!   extents Allocated and with them Deferred under pins (the pins bench's ratio);
+//! - a churn operation on a `SharedAllocator` from one thread, beside the core's: what
+//!   the thread-safe layer adds (groups, locks, summaries, stats).
 //!
 //! ```text
 //! cargo bench --bench instructions                   # about a minute
@@ -35,7 +37,7 @@ mod common;
 use std::hint::black_box;
 use std::process::Command;
 
-use pinalloc::{Extent, ExtentAllocator, Request};
+use pinalloc::{Extent, ExtentAllocator, Request, SharedAllocator};
 
 use common::{
     Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, held_setup, pair_1block,
@@ -52,6 +54,8 @@ enum Measure {
     Unheld,
     /// The same with each of them pinned and freed: Deferred under a live pin.
     Held,
+    /// The churn on a `SharedAllocator`, from one thread.
+    SharedChurn,
 }
 
 impl Measure {
@@ -62,6 +66,7 @@ impl Measure {
             Measure::PinUnpin => "pin-unpin",
             Measure::Unheld => "churn-unheld",
             Measure::Held => "churn-held",
+            Measure::SharedChurn => "shared-churn",
         }
     }
 
@@ -72,6 +77,7 @@ impl Measure {
             "pin-unpin" => Measure::PinUnpin,
             "churn-unheld" => Measure::Unheld,
             "churn-held" => Measure::Held,
+            "shared-churn" => Measure::SharedChurn,
             other => panic!("unknown measure {other:?}"),
         }
     }
@@ -106,7 +112,7 @@ impl PeerVisitor for Inner {
                     pair_1block(&mut peer);
                 }
             }
-            Measure::PinUnpin | Measure::Unheld | Measure::Held => {
+            Measure::PinUnpin | Measure::Unheld | Measure::Held | Measure::SharedChurn => {
                 unreachable!("pinalloc only")
             }
         }
@@ -120,6 +126,44 @@ fn held_churn(ops: usize, total: usize, with_pins: bool) {
     let mut s = held_setup(&trace, 10_000, with_pins);
     churn(&mut s.peer, &mut s.live, &trace.churn[..ops]);
     black_box((&s.live.slots, &s.pins));
+}
+
+/// A `SharedAllocator` (its default groups) as a churn peer, from one thread.
+struct SharedPeer(SharedAllocator);
+
+impl Peer for SharedPeer {
+    const NAME: &'static str = "pinalloc-shared";
+    type Handle = Extent;
+
+    fn new(capacity: u64) -> Self {
+        SharedPeer(SharedAllocator::new(capacity))
+    }
+
+    #[inline]
+    fn alloc(&mut self, len: u64) -> Option<Extent> {
+        self.0.allocate(Request::new(len)).ok()
+    }
+
+    #[inline]
+    fn free(&mut self, handle: Extent) {
+        self.0
+            .free(handle)
+            .expect("SharedAllocator: free of a live allocation");
+    }
+
+    #[inline]
+    fn offset(handle: &Extent) -> u64 {
+        handle.start
+    }
+}
+
+/// `ops` operations of the churn trace (`total` long) on a `SharedAllocator`.
+fn shared_churn(ops: usize, total: usize) {
+    let trace = Trace::generate(&Workload::design_doc(total));
+    let mut peer = SharedPeer::new(trace.capacity);
+    let mut live = fill(&mut peer, &trace);
+    churn(&mut peer, &mut live, &trace.churn[..ops]);
+    black_box(&live.slots);
 }
 
 /// pinalloc: `ops` pins and unpins of Allocated extents beside 10,000 pins holding
@@ -149,6 +193,8 @@ fn inner(args: &[String]) {
         pin_unpin(ops);
     } else if matches!(measure, Measure::Unheld | Measure::Held) {
         held_churn(ops, total, measure == Measure::Held);
+    } else if measure == Measure::SharedChurn {
+        shared_churn(ops, total);
     } else {
         visit_peers(&mut Inner {
             measure,
@@ -220,7 +266,7 @@ fn main() {
             }
         }
         pin_unpin(1000);
-        for m in ["churn-unheld", "churn-held"] {
+        for m in ["churn-unheld", "churn-held", "shared-churn"] {
             inner(&[m.into(), "pinalloc".into(), "1000".into(), "20000".into()]);
         }
         return;
@@ -268,5 +314,12 @@ fn main() {
         "\npinalloc churn op after the pins bench's setup: {unheld:.0} instructions with its \
          10,000 extents Allocated, {held:.0} with them Deferred under 10,000 pins ({:.3}x)",
         held / unheld
+    );
+    let core = rows.iter().find(|r| r.0 == "pinalloc").map(|r| r.1);
+    let shared = per_op(Measure::SharedChurn, "pinalloc", ops);
+    println!(
+        "
+`SharedAllocator` churn op from one thread: {shared:.0} instructions ({})",
+        core.map_or("-".into(), |c| format!("{:.2}x the core's", shared / c))
     );
 }

@@ -2,7 +2,9 @@
 //! fit, an exact start or a range of lengths (the common case, and the only one of the
 //! design doc's churn).
 //!
-//! Every free extent is a record in an arena, `start` and `len`, with two links:
+//! Every free extent is a record in an arena, its `start` and two list links (16
+//! bytes; its length is its last block, the key below, less its start), with two
+//! orders:
 //!
 //! - **By address**, a B+ tree maps each extent's *last* block to its record. Taking
 //!   blocks from an extent's start, as best fit does, leaves its last block where it
@@ -43,11 +45,11 @@ use crate::tree::bplus::{BPlus, NIL, Pos, Probed};
 const COUNT_FROM: u32 = 32;
 
 /// One free extent, linked into the list of its length (if at most [`EXACT_MAX`]).
-/// A vacant record links the vacant ones through `next`.
+/// A vacant record links the vacant ones through `next`. The length is not kept: the
+/// address order's key (the last block) gives it, and so do a list and the long order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rec {
     start: u64,
-    len: u64,
     prev: u32,
     next: u32,
 }
@@ -77,6 +79,8 @@ pub(crate) struct Hot {
     /// Carving it, or freeing blocks onto it, rewrites only its record; best fit weighs
     /// it against the long order's shortest fit.
     top: u32,
+    /// The kept long extent's length.
+    top_len: u64,
     /// `lens[l - 1]`: how many extents the list of length `l` holds.
     lens: [u32; EXACT_MAX as usize],
     /// `counted[l - 1]`: its row of `residues` for a list that grew past
@@ -88,9 +92,9 @@ pub(crate) struct Hot {
     vacant_row: u32,
     count_free_blocks: u64,
     histogram: [u64; HISTOGRAM_BUCKETS],
-    /// The extent the last best fit chose, `(start, record)`, until the index changes:
-    /// the allocation that follows takes from it without a lookup.
-    chosen: Cache<Option<(u64, u32)>>,
+    /// The extent the last best fit chose, `(start, record, length)`, until the index
+    /// changes: the allocation that follows takes from it without a lookup.
+    chosen: Cache<Option<(u64, u32, u64)>>,
     /// `(x, ceil(x))` in `by_last`, from the last overlap check, until the index
     /// changes: a free checks and then inserts at the same place.
     probe: Cache<Option<Probed>>,
@@ -112,6 +116,7 @@ impl Hot {
             nonempty: 0,
             long: BPlus::new(),
             top: NIL,
+            top_len: 0,
             lens: [0; EXACT_MAX as usize],
             counted: [NIL; EXACT_MAX as usize],
             residues: Vec::new(),
@@ -148,10 +153,9 @@ impl Hot {
 
     // ---- records and lists -----------------------------------------------------------
 
-    fn new_rec(&mut self, start: u64, len: u64) -> u32 {
+    fn new_rec(&mut self, start: u64) -> u32 {
         let rec = Rec {
             start,
-            len,
             prev: NIL,
             next: NIL,
         };
@@ -174,10 +178,10 @@ impl Hot {
         self.vacant = id;
     }
 
-    /// Puts record `id` in the size order by its current length, and counts it.
+    /// Puts record `id`, `len` blocks long, in the size order, and counts it.
     #[inline]
-    fn link(&mut self, id: u32) {
-        let Rec { start, len, .. } = self.recs[id as usize];
+    fn link(&mut self, id: u32, len: u64) {
+        let start = self.recs[id as usize].start;
         self.histogram[bucket(len)] += 1;
         if len <= EXACT_MAX {
             let c = len as usize - 1;
@@ -198,21 +202,17 @@ impl Hot {
             }
         } else if self.top == NIL {
             self.top = id;
+            self.top_len = len;
         } else {
             self.long.insert(size_key(len, start), id);
             self.long_hint = Cache(None);
         }
     }
 
-    /// Takes record `id` out of the size order (by its current length and start).
+    /// Takes record `id`, `len` blocks long, out of the size order.
     #[inline]
-    fn unlink(&mut self, id: u32) {
-        let Rec {
-            start,
-            len,
-            prev,
-            next,
-        } = self.recs[id as usize];
+    fn unlink(&mut self, id: u32, len: u64) {
+        let Rec { start, prev, next } = self.recs[id as usize];
         self.histogram[bucket(len)] -= 1;
         if len <= EXACT_MAX {
             let c = len as usize - 1;
@@ -298,35 +298,29 @@ impl Hot {
         }
     }
 
-    /// Record `id` (in the size order) becomes `[start, start + len)`. A long extent
-    /// that stays long keeps its place in the long order when its new key still lies
-    /// between its neighbours' (always so for the only long extent): one rewrite, not
-    /// a removal and an insertion.
+    /// Record `id` (in the size order), `l0` blocks long, becomes `[start, start +
+    /// len)`. A long extent that stays long keeps its place in the long order when its
+    /// new key still lies between its neighbours' (always so for the only long
+    /// extent): one rewrite, not a removal and an insertion.
     #[inline(always)]
-    fn reshape(&mut self, id: u32, start: u64, len: u64) {
+    fn reshape(&mut self, id: u32, l0: u64, start: u64, len: u64) {
         if id == self.top && len > EXACT_MAX {
-            let r = &mut self.recs[id as usize];
-            let l0 = r.len;
-            r.start = start;
-            r.len = len;
+            self.recs[id as usize].start = start;
+            self.top_len = len;
             self.histogram[bucket(l0)] -= 1;
             self.histogram[bucket(len)] += 1;
             return;
         }
-        self.reshape_listed(id, start, len);
+        self.reshape_listed(id, l0, start, len);
     }
 
     /// [`reshape`](Self::reshape) for an extent in a list or the long order.
-    fn reshape_listed(&mut self, id: u32, start: u64, len: u64) {
-        let Rec {
-            start: s0, len: l0, ..
-        } = self.recs[id as usize];
+    fn reshape_listed(&mut self, id: u32, l0: u64, start: u64, len: u64) {
+        let s0 = self.recs[id as usize].start;
         if l0 <= EXACT_MAX || len <= EXACT_MAX {
-            self.unlink(id);
-            let r = &mut self.recs[id as usize];
-            r.start = start;
-            r.len = len;
-            self.link(id);
+            self.unlink(id, l0);
+            self.recs[id as usize].start = start;
+            self.link(id, len);
             return;
         }
         let (old, new) = (size_key(l0, s0), size_key(len, start));
@@ -349,9 +343,7 @@ impl Hot {
         }
         self.histogram[bucket(l0)] -= 1;
         self.histogram[bucket(len)] += 1;
-        let r = &mut self.recs[id as usize];
-        r.start = start;
-        r.len = len;
+        self.recs[id as usize].start = start;
     }
 
     #[inline]
@@ -372,11 +364,12 @@ impl Hot {
         }
     }
 
+    /// The extent at `pos` in the address order: `(start, len, record)`.
     #[inline]
     fn extent_at(&self, pos: Pos) -> (u64, u64, u32) {
-        let id = self.by_last.get(pos).1;
-        let r = &self.recs[id as usize];
-        (r.start, r.len, id)
+        let (last, id) = self.by_last.get(pos);
+        let start = self.recs[id as usize].start;
+        (start, last - start + 1, id)
     }
 
     /// The free extent containing `block`, if it is free.
@@ -418,9 +411,9 @@ impl Hot {
 
     /// Free extents in address order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_last.iter().map(|(_, id)| {
-            let r = &self.recs[id as usize];
-            Extent::new(r.start, r.len)
+        self.by_last.iter().map(|(last, id)| {
+            let start = self.recs[id as usize].start;
+            Extent::new(start, last - start + 1)
         })
     }
 
@@ -443,7 +436,7 @@ impl Hot {
                 debug_assert!(s >= end, "inserting [{start}, +{len}) over a free extent");
                 s == end
             })
-            .map(|(.., id)| id);
+            .map(|(_, l, id)| (id, l));
         let left = below.map(|p| self.extent_at(p)).filter(|&(s, l, _)| {
             debug_assert!(
                 s + l <= start,
@@ -453,25 +446,23 @@ impl Hot {
         });
         match (left, right) {
             (None, None) => {
-                let id = self.new_rec(start, len);
+                let id = self.new_rec(start);
                 let p = self.by_last.insert_after(below, end - 1, id);
                 self.leaf_of[id as usize] = p.leaf();
-                self.link(id);
+                self.link(id, len);
             }
             (Some((ls, ll, l)), None) => {
-                self.reshape(l, ls, ll + len);
+                self.reshape(l, ll, ls, ll + len);
                 let lp = below.expect("a left neighbour has a place");
                 self.by_last.set(lp, end - 1, l);
                 self.leaf_of[l as usize] = lp.leaf();
             }
-            (None, Some(r)) => {
-                let rl = self.recs[r as usize].len;
-                self.reshape(r, start, len + rl);
+            (None, Some((r, rl))) => {
+                self.reshape(r, rl, start, len + rl);
             }
-            (Some((ls, ll, l)), Some(r)) => {
-                self.unlink(l);
-                let rl = self.recs[r as usize].len;
-                self.reshape(r, ls, ll + len + rl);
+            (Some((ls, ll, l)), Some((r, rl))) => {
+                self.unlink(l, ll);
+                self.reshape(r, rl, ls, ll + len + rl);
                 self.by_last
                     .remove(below.expect("a left neighbour has a place"));
                 self.drop_rec(l);
@@ -485,21 +476,22 @@ impl Hot {
     pub(crate) fn take(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let end = start + len;
-        let chosen = self.chosen.0.filter(|&(s, _)| s == start).map(|(_, id)| id);
+        let chosen = self
+            .chosen
+            .0
+            .filter(|&(s, ..)| s == start)
+            .map(|(s, id, l)| (s, l, id));
         self.changed();
-        let (id, pos) = match chosen {
-            Some(id) => (id, None),
+        let ((s, l, id), pos) = match chosen {
+            Some(found) => (found, None),
             None => {
                 let p = self
                     .by_last
                     .ceil(start, false)
                     .expect("taking blocks that are not free");
-                (self.by_last.get(p).1, Some(p))
+                (self.extent_at(p), Some(p))
             }
         };
-        let Rec {
-            start: s, len: l, ..
-        } = self.recs[id as usize];
         let e = s + l;
         assert!(
             s <= start && end <= e,
@@ -514,26 +506,26 @@ impl Hot {
         };
         match (s == start, end == e) {
             (true, true) => {
-                self.unlink(id);
+                self.unlink(id, l);
                 let p = pos(self);
                 self.by_last.remove(p);
                 self.drop_rec(id);
             }
-            (true, false) => self.reshape(id, end, e - end),
+            (true, false) => self.reshape(id, l, end, e - end),
             (false, true) => {
                 let p = pos(self);
-                self.reshape(id, s, start - s);
+                self.reshape(id, l, s, start - s);
                 self.by_last.set(p, start - 1, id);
                 self.leaf_of[id as usize] = p.leaf();
             }
             (false, false) => {
                 let p = pos(self);
                 let below = self.by_last.prev(p);
-                self.reshape(id, end, e - end);
-                let left = self.new_rec(s, start - s);
+                self.reshape(id, l, end, e - end);
+                let left = self.new_rec(s);
                 let lp = self.by_last.insert_after(below, start - 1, left);
                 self.leaf_of[left as usize] = lp.leaf();
-                self.link(left);
+                self.link(left, start - s);
             }
         }
         self.count_free_blocks -= len;
@@ -549,29 +541,29 @@ impl Hot {
         if need <= EXACT_MAX {
             let fits = self.nonempty >> (need - 1);
             if fits != 0 {
-                let id = self.heads[(need - 1 + u64::from(fits.trailing_zeros())) as usize];
+                let len = need + u64::from(fits.trailing_zeros());
+                let id = self.heads[len as usize - 1];
                 let start = self.recs[id as usize].start;
-                self.chosen = Cache(Some((start, id)));
+                self.chosen = Cache(Some((start, id, len)));
                 return Some(start);
             }
         }
-        let top = (self.top != NIL)
-            .then(|| (self.top, self.recs[self.top as usize]))
-            .filter(|(_, r)| r.len >= need);
+        let top = (self.top != NIL && self.top_len >= need)
+            .then(|| (self.top, self.recs[self.top as usize].start, self.top_len));
         let found = self.long.ceil(size_key(need, 0), false).map(|p| {
             let (k, id) = self.long.get(p);
             (p, k, id)
         });
         match (found, top) {
-            (Some((p, k, id)), top) if top.is_none_or(|(_, t)| size_of_key(k).0 <= t.len) => {
-                let start = size_of_key(k).1;
-                self.chosen = Cache(Some((start, id)));
+            (Some((p, k, id)), top) if top.is_none_or(|(.., tl)| size_of_key(k).0 <= tl) => {
+                let (len, start) = size_of_key(k);
+                self.chosen = Cache(Some((start, id, len)));
                 self.long_hint = Cache(Some((k, p)));
                 Some(start)
             }
-            (_, Some((id, t))) => {
-                self.chosen = Cache(Some((t.start, id)));
-                Some(t.start)
+            (_, Some((id, ts, tl))) => {
+                self.chosen = Cache(Some((ts, id, tl)));
+                Some(ts)
             }
             (_, None) => None,
         }
@@ -580,10 +572,8 @@ impl Hot {
     /// A longest free extent: the lowest of them if they are long, else the head of
     /// their list.
     pub(crate) fn largest(&self) -> Option<Extent> {
-        let top = (self.top != NIL).then(|| {
-            let r = &self.recs[self.top as usize];
-            Extent::new(r.start, r.len)
-        });
+        let top = (self.top != NIL)
+            .then(|| Extent::new(self.recs[self.top as usize].start, self.top_len));
         let tree = self.long.last().and_then(|p| {
             let len = size_of_key(self.long.get(p).0).0;
             let p = self.long.ceil(size_key(len, 0), false)?;
@@ -602,17 +592,13 @@ impl Hot {
         }
         let c = 127 - self.nonempty.leading_zeros();
         let r = &self.recs[self.heads[c as usize] as usize];
-        Some(Extent::new(r.start, r.len))
+        Some(Extent::new(r.start, u64::from(c) + 1))
     }
 
     /// The longest free extent's length: O(1), which a shared group's publish on every
     /// unlock relies on.
     pub(crate) fn largest_len(&self) -> u64 {
-        let top = if self.top == NIL {
-            0
-        } else {
-            self.recs[self.top as usize].len
-        };
+        let top = if self.top == NIL { 0 } else { self.top_len };
         let long = match self.long.last() {
             Some(p) => size_of_key(self.long.get(p).0).0,
             None if self.nonempty == 0 => 0,
@@ -658,7 +644,7 @@ impl Hot {
     fn top_fits(&self, need: u64, align: u64) -> bool {
         self.top != NIL && {
             let r = &self.recs[self.top as usize];
-            fit(r.start, r.len, need, align).is_some()
+            fit(r.start, self.top_len, need, align).is_some()
         }
     }
 
@@ -685,7 +671,7 @@ impl Hot {
                 (id != NIL).then(|| {
                     let r = &self.recs[id as usize];
                     id = r.next;
-                    (r.start, r.len)
+                    (r.start, len)
                 })
             })
         });
@@ -703,10 +689,8 @@ impl Hot {
             at = self.long.next(p);
             Some((s, l))
         });
-        let top = (self.top != NIL)
-            .then(|| &self.recs[self.top as usize])
-            .filter(|r| (lo..=hi).contains(&r.len))
-            .map(|r| (r.start, r.len));
+        let top = (self.top != NIL && (lo..=hi).contains(&self.top_len))
+            .then(|| (self.recs[self.top as usize].start, self.top_len));
         short.chain(long).chain(top)
     }
 
@@ -740,13 +724,15 @@ impl Hot {
             &self.histogram,
         )?;
         let mut short = 0usize;
+        // Each record's length, from its key.
+        let mut len_of = alloc::vec![0u64; self.recs.len()];
         for (last, id) in self.by_last.iter() {
-            let Rec {
-                start: s, len: l, ..
-            } = self.recs[id as usize];
-            if last != s + l - 1 {
-                return Err((3, format!("free extent [{s}, +{l}) is keyed by {last}")));
+            let s = self.recs[id as usize].start;
+            if last < s {
+                return Err((3, format!("free extent at {s} is keyed by {last}")));
             }
+            let l = last - s + 1;
+            len_of[id as usize] = l;
             if l > EXACT_MAX && id != self.top && self.long_pos(l, s, id).is_none() {
                 return Err((3, format!("size order misses [{s}, +{l})")));
             }
@@ -757,8 +743,9 @@ impl Hot {
                 .recs
                 .get(self.top as usize)
                 .filter(|_| seen[self.top as usize]);
+            let l = len_of.get(self.top as usize).copied().unwrap_or(0);
             if r.is_none_or(|r| {
-                r.len <= EXACT_MAX || self.long_pos(r.len, r.start, self.top).is_some()
+                l != self.top_len || l <= EXACT_MAX || self.long_pos(l, r.start, self.top).is_some()
             }) {
                 return Err((
                     3,
@@ -786,7 +773,7 @@ impl Hot {
                     .get(id as usize)
                     .filter(|_| seen[id as usize])
                     .ok_or_else(|| (3, format!("length {} lists a stray record {id}", c + 1)))?;
-                if r.len != c as u64 + 1 || r.prev != prev {
+                if len_of[id as usize] != c as u64 + 1 || r.prev != prev {
                     return Err((3, format!("length {} lists record {id} wrongly", c + 1)));
                 }
                 listed += 1;
@@ -1103,8 +1090,20 @@ mod tests {
         ix.insert(10, 3);
         ix.check(20).unwrap();
         let mut bad = ix.clone();
-        bad.recs[0].len = 4;
-        assert!(bad.check(20).is_err(), "a record of the wrong length");
+        bad.recs[0].start = 1;
+        assert!(
+            bad.check(20).is_err(),
+            "a record in the wrong length's list"
+        );
+        let mut long = Hot::new();
+        long.insert(0, 500);
+        long.check(500).unwrap();
+        assert_ne!(long.top, NIL);
+        long.top_len -= 1;
+        assert!(
+            long.check(500).is_err(),
+            "the kept long extent's length is wrong"
+        );
         let mut bad = ix.clone();
         bad.nonempty = 0;
         assert!(bad.check(20).is_err(), "a wrong non-empty bit");
