@@ -181,6 +181,16 @@ impl Request {
         self.policy
     }
 
+    /// The common request: one length (not zero), best fit, no alignment. It needs
+    /// none of the checks but the space, and its only failure is lack of space.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.align == 1
+            && self.policy == Policy::BestFit
+            && self.max_len == self.min_len
+            && self.min_len != 0
+    }
+
     /// Checks the request on its own against a space of `capacity` blocks: lengths,
     /// alignment, and an exact start or goal inside the space.
     pub(crate) fn check(&self, capacity: u64) -> Result<(), AllocError> {

@@ -39,22 +39,28 @@ impl ExtentAllocator {
         let budget = self.unreserved_free();
         // The common request, which needs none of the checks below: one length, best
         // fit, no alignment. A miss takes the general path, which finds the error.
-        let len = request.min_len;
-        if request.align == 1
-            && request.policy == Policy::BestFit
-            && request.max_len == len
-            && len != 0
-            && len <= budget
-        {
-            if let Some(start) = self.free.best_fit(len, 1) {
-                let extent = Extent::new(start, len);
-                self.commit_allocation(extent, None);
+        if request.is_plain() {
+            if let Some(extent) = self.allocate_plain(request.min_len) {
                 return Ok(extent);
             }
         }
         let extent = self.place_checked(&request, budget)?;
         self.commit_allocation(extent, None);
         Ok(extent)
+    }
+
+    /// A plain request ([`Request::is_plain`]) for `len` blocks: the extent, or `None`
+    /// where [`allocate`](Self::allocate) would fail for lack of space. Nothing to
+    /// build on the way, for the shared allocator's hot path.
+    #[inline]
+    pub(crate) fn allocate_plain(&mut self, len: u64) -> Option<Extent> {
+        if len > self.unreserved_free() {
+            return None;
+        }
+        let start = self.free.best_fit(len, 1)?;
+        let extent = Extent::new(start, len);
+        self.commit_allocation(extent, None);
+        Some(extent)
     }
 
     /// Allocates one extent against a reservation, drawing down what it has left.

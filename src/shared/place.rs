@@ -229,9 +229,26 @@ impl SharedAllocator {
 
     /// One pass over the groups in this request's order.
     fn place(&self, request: &Request) -> Result<Extent, AllocError> {
-        request.check(self.capacity)?;
         let n = self.groups.len();
         let min = request.min_len;
+        if request.is_plain() && min <= self.capacity {
+            // The common request, with nothing to check and nothing to build: each
+            // group either places it or has no room for it.
+            let first = rotor(n);
+            for g in (first..n).chain(0..first) {
+                if !self.groups[g].might_fit(min) {
+                    continue;
+                }
+                if let Some(extent) = self.lock(g).allocate_plain(min) {
+                    if g != first {
+                        ROTOR.with(|r| r.set(g));
+                    }
+                    return Ok(extent);
+                }
+            }
+            return Err(self.no_space(min));
+        }
+        request.check(self.capacity)?;
         let (first, near) = match request.policy {
             Policy::Exact(start) => {
                 let g = self.exact_group(start, min)?;

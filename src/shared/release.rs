@@ -64,6 +64,14 @@ impl SharedAllocator {
         let r = checked_range(extent, self.capacity)
             .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
         let gs = self.groups_of(&r);
+        if gs.len() == 1 && !on_commit {
+            // The common free, nothing holding its blocks: nothing to check or build.
+            let plain = self.lock(gs.start).free_plain(extent);
+            if let Some(out) = plain {
+                self.signal.bump();
+                return Ok(out);
+            }
+        }
         if gs.len() == 1 && self.deferred_cap_blocks.is_none() {
             // The common case: one group, no limit to check, nothing to allocate.
             let out = {
