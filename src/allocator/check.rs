@@ -204,6 +204,11 @@ impl ExtentAllocator {
                     5,
                     "deferred run {r:?} keeps a pin, but no live pin covers it"
                 );
+                ensure!(
+                    self.pins.overlaps(r),
+                    3,
+                    "deferred run {r:?} keeps a pin, and another pin covers it too"
+                );
                 deferred.remove(r.clone());
             }
         }

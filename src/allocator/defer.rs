@@ -50,6 +50,8 @@ const UNLISTED: u64 = 4;
 /// marked ([`PinTable::give_to_run`](super::pins::PinTable::give_to_run)).
 const KEEPS_PIN: u64 = 8;
 const SEQ_SHIFT: u32 = 4;
+/// The highest free number a run's tag holds.
+const MAX_SEQ: u64 = (1 << (64 - SEQ_SHIFT)) - 1;
 
 impl Run {
     #[inline]
@@ -612,10 +614,6 @@ impl Deferrals {
     /// waits for the open epoch (`epoch`) to commit.
     pub(crate) fn add(&mut self, r: Range<u64>, epoch: u64, pending: bool) {
         debug_assert!(!self.epoch_of.overlaps(&r), "deferring Deferred blocks");
-        debug_assert!(
-            self.next_seq < 1 << 60,
-            "deferring frees numbered below 2^60"
-        );
         let len = r.end - r.start;
         let freed = Freed {
             epoch,
@@ -685,8 +683,10 @@ impl Deferrals {
     }
 
     /// Ends a deferring free: the next one gets a new number.
+    /// Numbers stop at 2^60 - 1, which a run's tag holds (a free a nanosecond would
+    /// take 36 years to get there); frees past it share the last number.
     pub(crate) fn next_free(&mut self) {
-        self.next_seq = self.next_seq.saturating_add(1);
+        self.next_seq = (self.next_seq + 1).min(MAX_SEQ);
     }
 
     /// Blocks of `within` still Deferred by a free numbered below `mark`.
@@ -749,8 +749,10 @@ impl Deferrals {
 
     /// Ranges freed in epochs `from..to` (what readers leaving may release), once the
     /// oldest reader is at `to` (`u64::MAX`: none) and `open` is the open epoch. Runs
-    /// met on the way that no reader can hold any more are left out of later walks,
-    /// so each is met at most once while it is not returned.
+    /// met on the way that no reader can hold any more (freed before `to` and before
+    /// the open epoch) are left out of later walks. A run of the open epoch that a
+    /// pin holds is met by every departing reader until its epoch commits, as with
+    /// per-epoch sets.
     pub(crate) fn freed_in(&mut self, from: u64, to: u64, open: u64) -> Vec<Range<u64>> {
         self.epoch_of
             .listed_before(to, to.min(open))

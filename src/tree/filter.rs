@@ -4,8 +4,8 @@
 //! The space the ranges reach, from the lowest start to the highest end seen at the
 //! last rebuild, is cut into a power of two of equal regions, about eight per range,
 //! one bit each. Bits are set as ranges come and left set when they go; the filter is
-//! rebuilt from the ranges once more have gone than are left, when the ranges
-//! outgrow it (or shrink to a small part of it), or when one reaches out of its span.
+//! rebuilt from the ranges, and sized afresh, once more have gone than are left,
+//! when the ranges outgrow it, or when one reaches out of its span.
 //! So it costs about one byte per range, nothing while there is none, and a
 //! rebuild's O(n) is paid for by the n changes before it.
 
