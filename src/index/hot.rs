@@ -39,6 +39,10 @@ use crate::Extent;
 use crate::tree::Cache;
 use crate::tree::bplus::{BPlus, NIL, Pos, Probed};
 
+/// The row of `residues` that lists which are not counted write to (see
+/// [`Hot::residues`]): made with the first record.
+const SCRATCH: u32 = 0;
+
 /// A list longer than this counts its starts' residues mod 64, so that an aligned
 /// request can tell in O(1) whether it holds a start with room; a shorter one is
 /// scanned. It stops counting when it falls to a quarter of this.
@@ -84,10 +88,15 @@ pub(crate) struct Hot {
     /// `lens[l - 1]`: how many extents the list of length `l` holds.
     lens: [u32; EXACT_MAX as usize],
     /// `counted[l - 1]`: its row of `residues` for a list that grew past
-    /// [`COUNT_FROM`] and has not fallen below a quarter of it since; else `NIL`.
+    /// [`COUNT_FROM`] and has not fallen below a quarter of it since; else
+    /// [`SCRATCH`].
     counted: [u32; EXACT_MAX as usize],
     /// Per counted list, how many of its starts have each residue mod 64; a vacant
-    /// row holds the next vacant row's number in slot 0.
+    /// row holds the next vacant row's number in slot 0. Row [`SCRATCH`] takes the
+    /// counts of every list that is not counted, and is never read: a list's link
+    /// and unlink then count without asking whether the list is counted, a question
+    /// whose answer changes from one length to the next and so would be mispredicted
+    /// about once an operation.
     residues: Vec<[u32; 64]>,
     vacant_row: u32,
     count_free_blocks: u64,
@@ -118,7 +127,7 @@ impl Hot {
             top: NIL,
             top_len: 0,
             lens: [0; EXACT_MAX as usize],
-            counted: [NIL; EXACT_MAX as usize],
+            counted: [SCRATCH; EXACT_MAX as usize],
             residues: Vec::new(),
             vacant_row: NIL,
             count_free_blocks: 0,
@@ -165,6 +174,9 @@ impl Hot {
             self.recs[id as usize] = rec;
             id
         } else {
+            if self.residues.is_empty() {
+                self.residues.push([0; 64]);
+            }
             crate::tree::bplus::grow(&mut self.recs);
             self.recs.push(rec);
             crate::tree::bplus::grow(&mut self.leaf_of);
@@ -195,10 +207,13 @@ impl Hot {
             self.heads[c] = id;
             self.nonempty |= 1 << c;
             self.lens[c] += 1;
-            match self.counted[c] {
-                NIL if self.lens[c] > COUNT_FROM => self.count_residues(c),
-                NIL => {}
-                row => self.residues[row as usize][(start % 64) as usize] += 1,
+            let row = self.counted[c];
+            let count = &mut self.residues[row as usize][(start % 64) as usize];
+            *count = count.wrapping_add(1);
+            // Lengths move by one, so a list starts counting as it reaches this
+            // length: a test that is almost never true, and so well predicted.
+            if self.lens[c] == COUNT_FROM + 1 && row == SCRATCH {
+                self.count_residues(c);
             }
         } else if self.top == NIL {
             self.top = id;
@@ -228,10 +243,11 @@ impl Hot {
                 self.recs[next as usize].prev = prev;
             }
             self.lens[c] -= 1;
-            match self.counted[c] {
-                NIL => {}
-                row if self.lens[c] < COUNT_FROM / 4 => self.uncount_residues(c, row),
-                row => self.residues[row as usize][(start % 64) as usize] -= 1,
+            let row = self.counted[c];
+            let count = &mut self.residues[row as usize][(start % 64) as usize];
+            *count = count.wrapping_sub(1);
+            if self.lens[c] == COUNT_FROM / 4 - 1 && row != SCRATCH {
+                self.uncount_residues(c, row);
             }
         } else if id == self.top {
             self.top = NIL;
@@ -273,14 +289,14 @@ impl Hot {
     fn uncount_residues(&mut self, c: usize, row: u32) {
         self.residues[row as usize][0] = self.vacant_row;
         self.vacant_row = row;
-        self.counted[c] = NIL;
+        self.counted[c] = SCRATCH;
     }
 
     /// Whether list `c` (length `c + 1`) holds a start whose residue mod 64 is in
     /// `room`: O(1) for a counted list, else a scan of at most [`COUNT_FROM`] records.
     fn list_has(&self, c: usize, room: u64) -> bool {
         match self.counted[c] {
-            NIL => {
+            SCRATCH => {
                 let mut id = self.heads[c];
                 while id != NIL {
                     let r = &self.recs[id as usize];
@@ -787,8 +803,16 @@ impl Hot {
         if listed != short {
             return Err((3, "the length lists miss an extent".into()));
         }
-        let mut rows = 0usize;
+        // The scratch row, made with the first record, is neither a list's nor vacant.
+        let scratch = !self.residues.is_empty();
+        if scratch != !self.recs.is_empty() {
+            return Err((3, "the scratch residue row is missing or stray".into()));
+        }
+        let mut rows = usize::from(scratch);
         let mut row_used = alloc::vec![false; self.residues.len()];
+        if let Some(used) = row_used.first_mut() {
+            *used = true;
+        }
         for c in 0..EXACT_MAX as usize {
             let mut n = 0u32;
             let mut counts = [0u32; 64];
@@ -806,7 +830,7 @@ impl Hot {
                 ));
             }
             let row = self.counted[c];
-            let wrong = if row == NIL {
+            let wrong = if row == SCRATCH {
                 n > COUNT_FROM
             } else {
                 rows += 1;
@@ -1023,7 +1047,7 @@ mod tests {
         for i in 0..100 {
             ix.insert(128 * i + 1, 64);
         }
-        assert_ne!(ix.counted[63], NIL, "a list of 100 counts its residues");
+        assert_ne!(ix.counted[63], SCRATCH, "a list of 100 counts its residues");
         ix.check(1 << 20).unwrap();
         assert!(!ix.any_fit(64, 64));
         assert!(ix.any_fit(1, 64), "one block fits after 63 of padding");
@@ -1045,7 +1069,7 @@ mod tests {
         for i in 0..95 {
             ix.take(128 * i + 1, 64);
         }
-        assert_eq!(ix.counted[63], NIL);
+        assert_eq!(ix.counted[63], SCRATCH);
         assert!(!ix.any_fit(64, 64));
         ix.check(1 << 20).unwrap();
     }
