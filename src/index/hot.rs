@@ -805,7 +805,7 @@ impl Hot {
         }
         // The scratch row, made with the first record, is neither a list's nor vacant.
         let scratch = !self.residues.is_empty();
-        if scratch != !self.recs.is_empty() {
+        if scratch == self.recs.is_empty() {
             return Err((3, "the scratch residue row is missing or stray".into()));
         }
         let mut rows = usize::from(scratch);
