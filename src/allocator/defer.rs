@@ -3,6 +3,12 @@
 //! Every Deferred block remembers the epoch it was freed in: readers that began at or
 //! before that epoch hold it. Blocks freed with `free_on_commit` in the open epoch are
 //! also *pending* until it commits.
+//!
+//! The blocks are runs in one B+ tree ([`Runs`]), 24 bytes a run with its key: the
+//! end, and the free's number with flags, the epoch following from the number. The
+//! tree's summary finds the runs a departing reader may release, and a run can keep
+//! the one pin over it (the pin of an I/O buffer freed while the device still uses
+//! it), so that such a pin costs nothing beyond its slot while its blocks wait.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;

@@ -1,5 +1,6 @@
 //! Pin counts and Deferred marks per block, as two step functions over the block
-//! numbers: the pin registry's index.
+//! numbers: the pin registry's index. (Deferred blocks in a run that keeps its pin,
+//! see `allocator::defer`, are neither counted nor marked here.)
 //!
 //! Both functions are kept as their differences. Adding 1 over `[s, e)` is `+1` at `s`
 //! and `-1` at `e`, so a pin costs two point updates however many pins overlap it, and
