@@ -85,6 +85,10 @@ pub(crate) struct Hot {
     top: u32,
     /// The kept long extent's length.
     top_len: u64,
+    /// The longest length in the long order, or 0: read on every shared unlock (the
+    /// group's published summary), where the long order's last leaf is seldom in
+    /// the cache.
+    long_max: u64,
     /// `lens[l - 1]`: how many extents the list of length `l` holds.
     lens: [u32; EXACT_MAX as usize],
     /// `counted[l - 1]`: its row of `residues` for a list that grew past
@@ -126,6 +130,7 @@ impl Hot {
             long: BPlus::new(),
             top: NIL,
             top_len: 0,
+            long_max: 0,
             lens: [0; EXACT_MAX as usize],
             counted: [SCRATCH; EXACT_MAX as usize],
             residues: Vec::new(),
@@ -220,6 +225,7 @@ impl Hot {
             self.top_len = len;
         } else {
             self.long.insert(size_key(len, start), id);
+            self.note_long_max();
             self.long_hint = Cache(None);
         }
     }
@@ -257,8 +263,18 @@ impl Hot {
                 .find(size_key(len, start))
                 .expect("the long order lists every long extent");
             self.long.remove(p);
+            self.note_long_max();
             self.long_hint = Cache(None);
         }
+    }
+
+    /// Takes the long order's longest length afresh, after a change to it.
+    #[inline]
+    fn note_long_max(&mut self) {
+        self.long_max = self
+            .long
+            .last()
+            .map_or(0, |p| size_of_key(self.long.get(p).0).0);
     }
 
     /// Starts counting the residues of list `c`'s starts.
@@ -351,10 +367,12 @@ impl Hot {
         let before_next = self.long.next(p).is_none_or(|q| new < self.long.get(q).0);
         if after_prev && before_next {
             self.long.set(p, new, id);
+            self.note_long_max();
             self.long_hint = Cache(Some((new, p)));
         } else {
             self.long.remove(p);
             self.long.insert(new, id);
+            self.note_long_max();
             self.long_hint = Cache(None);
         }
         self.histogram[bucket(l0)] -= 1;
@@ -615,10 +633,12 @@ impl Hot {
     /// unlock relies on.
     pub(crate) fn largest_len(&self) -> u64 {
         let top = if self.top == NIL { 0 } else { self.top_len };
-        let long = match self.long.last() {
-            Some(p) => size_of_key(self.long.get(p).0).0,
-            None if self.nonempty == 0 => 0,
-            None => 128 - u64::from(self.nonempty.leading_zeros()),
+        let long = if self.long_max > 0 {
+            self.long_max
+        } else if self.nonempty == 0 {
+            0
+        } else {
+            128 - u64::from(self.nonempty.leading_zeros())
         };
         top.max(long)
     }
@@ -856,6 +876,19 @@ impl Hot {
         }
         if rows != self.residues.len() {
             return Err((3, "residue rows are lost".into()));
+        }
+        let long_max = self
+            .long
+            .last()
+            .map_or(0, |p| size_of_key(self.long.get(p).0).0);
+        if long_max != self.long_max {
+            return Err((
+                3,
+                format!(
+                    "the longest length kept is {}, not {long_max}",
+                    self.long_max
+                ),
+            ));
         }
         if let Some((k, p)) = self.long_hint.0 {
             if !self.long.holds(p, k) {

@@ -837,6 +837,9 @@ impl SharedAllocator {
                 .collect()
         };
         let mut still: Vec<(SharedPinId, Extent)>;
+        // Counted in before the first look, which takes the tracked pins' lock, the
+        // lock an unpin removes a tracked pin under (see `signal`).
+        let _waiting = self.signal.enter();
         loop {
             let seen = self.signal.generation();
             still = live(&waited);

@@ -69,7 +69,7 @@ impl SharedAllocator {
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     pub fn allocate(&self, request: Request) -> Result<Extent, AllocError> {
-        match self.place(&request) {
+        match self.place(&request, false) {
             Err(err @ AllocError::NoSpace { .. }) => self.under_pressure(&request, err),
             done => done,
         }
@@ -110,24 +110,24 @@ impl SharedAllocator {
     /// ```
     pub fn allocate_wait(&self, request: Request, timeout: Duration) -> Result<Extent, AllocError> {
         let deadline = Deadline::after(timeout);
-        let mut first = true;
+        // One pressure round per call, on the first try: later tries follow releases,
+        // and the callbacks run a bounded number of times per call.
+        let err = match self.allocate(request) {
+            Err(err @ AllocError::NoSpace { .. }) => err,
+            done => return done,
+        };
+        if request.min_len > self.group_blocks || super::reentry::inside(self.uid) {
+            return Err(err);
+        }
+        // Counted in before the tries that the wait follows, which look at every
+        // group under its lock (see `signal`).
+        let _waiting = self.signal.enter();
         loop {
             let seen = self.signal.generation();
-            // One pressure round per call, on the first try: later tries follow
-            // releases, and the callbacks run a bounded number of times per call.
-            let tried = if first {
-                self.allocate(request)
-            } else {
-                self.place(&request)
-            };
-            first = false;
-            let err = match tried {
+            let err = match self.place(&request, true) {
                 Err(err @ AllocError::NoSpace { .. }) => err,
                 done => return done,
             };
-            if request.min_len > self.group_blocks || super::reentry::inside(self.uid) {
-                return Err(err);
-            }
             if deadline.passed() {
                 self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(timed_out(err));
@@ -228,7 +228,10 @@ impl SharedAllocator {
     }
 
     /// One pass over the groups in this request's order.
-    fn place(&self, request: &Request) -> Result<Extent, AllocError> {
+    /// Places `request` in the first group that can, from the rotor's (or the goal's);
+    /// `every`: in every group under its lock, not skipping one by its summary, as a
+    /// waiter must (see `signal`).
+    fn place(&self, request: &Request, every: bool) -> Result<Extent, AllocError> {
         let n = self.groups.len();
         let min = request.min_len;
         if request.is_plain() && min <= self.capacity {
@@ -236,7 +239,7 @@ impl SharedAllocator {
             // group either places it or has no room for it.
             let first = rotor(n);
             for g in (first..n).chain(0..first) {
-                if !self.groups[g].might_fit(min) {
+                if !every && !self.groups[g].might_fit(min) {
                     continue;
                 }
                 if let Some(extent) = self.lock(g).allocate_plain(min) {
@@ -260,7 +263,7 @@ impl SharedAllocator {
         };
         // `None`: no room there, go on.
         let try_group = |g: usize| -> Option<Result<Extent, AllocError>> {
-            if !self.groups[g].might_fit(min) {
+            if !every && !self.groups[g].might_fit(min) {
                 return None;
             }
             match self.lock(g).allocate(self.local_request(g, request)) {
@@ -391,7 +394,7 @@ impl SharedAllocator {
         }
         let _asked = self.call_revokes(leases);
         drop(scope);
-        match self.place(request) {
+        match self.place(request, false) {
             Err(AllocError::NoSpace { .. }) => Err(self.no_space(requested)),
             done => done,
         }

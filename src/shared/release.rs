@@ -206,6 +206,8 @@ impl SharedAllocator {
         // Taken under all the extent's group locks at once, so that a free over several
         // of them is wholly before the marks or wholly after.
         let gs = self.groups_of(&r);
+        // Counted in before the first look (see `signal`).
+        let _waiting = self.signal.enter();
         let marks: Vec<u64> = self
             .lock_all(gs.clone())
             .iter()
