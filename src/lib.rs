@@ -64,9 +64,11 @@
 //! below the group Allocated forever (which costs one range), so extents, errors and
 //! pin ids need no translation. Each group publishes its free blocks, longest free
 //! extent and Deferred blocks in atomics as its lock is released; allocation reads
-//! them without locking to skip groups that cannot fit. Waiters sleep on one generation
-//! counter and condvar; every lock and atomic comes from one `sync` module, which the
-//! interleaving tests swap for shuttle's.
+//! them without locking to skip groups that cannot fit. Waiters count themselves in,
+//! check under the group locks (all of them, not skipping by the summaries), and sleep
+//! on one generation counter and condvar, which a release moves only when someone
+//! waits; every lock and atomic comes from one `sync` module, which the interleaving
+//! tests swap for shuttle's.
 //!
 //! `Region` gives each allocated extent one `Span`: the right to its bytes, kept in
 //! `backing/span.rs`, the only module (with the backings) allowed `unsafe`. A pin guard

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pinalloc::{
-    AllocError, BlockState, Extent, FreeError, Request, SharedAllocator, SharedFreeError,
+    AllocError, BlockState, Extent, FreeError, PinOptions, Policy, Request, SharedAllocator,
+    SharedFreeError,
 };
 use shuttle::thread;
 
@@ -102,10 +103,15 @@ fn pin_racing_free_never_hands_out_a_pinned_block() {
         if let Some(t) = taken {
             let overlaps = t.start < e.start + e.len && e.start < t.start + t.len;
             // Taking the blocks is only fine if the free and the take both came
-            // before the pin, and then the pin covers Allocated blocks.
+            // before the pin, and then the pin covers the taken blocks Allocated.
+            // (The take may overlap only the part of `e` in the other group, and
+            // the rest be Free under the pin.)
             if overlaps {
                 assert_eq!(freed.deferred_blocks, 0);
-                assert_eq!(alloc.state_of(e.start), Some(BlockState::Allocated));
+                let both = t.start.max(e.start)..(t.start + t.len).min(e.start + e.len);
+                for b in both {
+                    assert_eq!(alloc.state_of(b), Some(BlockState::Allocated));
+                }
             }
             alloc.unpin(id).unwrap();
             alloc.free(t).unwrap();
@@ -113,6 +119,53 @@ fn pin_racing_free_never_hands_out_a_pinned_block() {
             alloc.unpin(id).unwrap();
         }
         assert_eq!(alloc.free_extents(), [Extent::new(0, 16)]);
+        settled(&alloc);
+    });
+}
+
+/// The same for a request placed near a goal, which tries the groups one by one
+/// rather than by the plain path.
+#[test]
+fn allocate_wait_near_a_goal_racing_a_release_is_never_lost() {
+    explore(|| {
+        let alloc = small();
+        let e = alloc.allocate(Request::new(8)).unwrap();
+        let other = alloc.allocate(Request::new(8)).unwrap();
+        let pin = alloc.pin(e).unwrap().into_id();
+        alloc.free(e).unwrap(); // Deferred under the pin; the space is full
+        let a = Arc::clone(&alloc);
+        let near = Request::new(8).policy(Policy::Near(other.start));
+        let waiter = thread::spawn(move || a.allocate_wait(near, FOREVER));
+        let b = Arc::clone(&alloc);
+        let releaser = thread::spawn(move || b.unpin(pin).unwrap());
+        releaser.join().unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(e));
+        alloc.free(e).unwrap();
+        alloc.free(other).unwrap();
+        settled(&alloc);
+    });
+}
+
+/// A revoke waits for its lease to be unpinned; the holder unpins from another thread
+/// (its callback only asks). The wait ends in every schedule.
+#[test]
+fn revoke_racing_the_unpin_it_waits_for_is_never_lost() {
+    explore(|| {
+        let alloc = small();
+        let e = alloc.allocate(Request::new(8)).unwrap();
+        let lease = alloc
+            .pin_owned(e, PinOptions::new().on_revoke(|_| {}))
+            .unwrap();
+        let a = Arc::clone(&alloc);
+        let waiter = thread::spawn(move || a.revoke(e, FOREVER));
+        let b = Arc::clone(&alloc);
+        let releaser = thread::spawn(move || b.unpin(lease).unwrap());
+        releaser.join().unwrap();
+        let report = waiter.join().unwrap();
+        // Asked, unless the unpin came first.
+        assert!(report.asked <= 1);
+        assert!(report.all_released());
+        alloc.free(e).unwrap();
         settled(&alloc);
     });
 }

@@ -44,9 +44,9 @@ const MAX_GROUPS: u64 = 1 << 16;
 pub(crate) type PressureHook = Arc<dyn Fn(&Pressure) + Send + Sync>;
 
 /// A value alone on its cache lines (two, for the adjacent-line prefetcher). Every
-/// free bumps the wake-up signal and every pin takes a number from the pin counter; on
-/// one line, a thread pinning beside a thread freeing would take the line from it on
-/// every call.
+/// free reads the wake-up signal's waiter count (and moves its generation when someone
+/// waits) and every pin takes a number from the pin counter; on one line, a thread
+/// pinning beside a thread freeing would take the line from it on every call.
 #[repr(align(128))]
 #[derive(Debug)]
 struct OwnLine<T>(T);

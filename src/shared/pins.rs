@@ -836,17 +836,19 @@ impl SharedAllocator {
                 .copied()
                 .collect()
         };
-        let mut still: Vec<(SharedPinId, Extent)>;
-        // Counted in before the first look, which takes the tracked pins' lock, the
-        // lock an unpin removes a tracked pin under (see `signal`).
-        let _waiting = self.signal.enter();
-        loop {
-            let seen = self.signal.generation();
-            still = live(&waited);
-            if still.is_empty() || deadline.passed() {
-                break;
+        let mut still = live(&waited);
+        if !still.is_empty() && !deadline.passed() {
+            // Counted in before the looks the wait follows, which take the tracked
+            // pins' lock, the lock an unpin removes a tracked pin under (see `signal`).
+            let _waiting = self.signal.enter();
+            loop {
+                let seen = self.signal.generation();
+                still = live(&waited);
+                if still.is_empty() || deadline.passed() {
+                    break;
+                }
+                self.signal.wait_past(seen, deadline);
             }
-            self.signal.wait_past(seen, deadline);
         }
         // Leases whose callback, up this thread's stack, is waiting for this call: not
         // waited for (they cannot let go before it returns), but not released either.

@@ -119,6 +119,10 @@ impl SharedAllocator {
         if request.min_len > self.group_blocks || super::reentry::inside(self.uid) {
             return Err(err);
         }
+        if deadline.passed() {
+            self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(timed_out(err));
+        }
         // Counted in before the tries that the wait follows, which look at every
         // group under its lock (see `signal`).
         let _waiting = self.signal.enter();
@@ -227,10 +231,10 @@ impl SharedAllocator {
         *self.pressure_hook.lock() = None;
     }
 
-    /// One pass over the groups in this request's order.
-    /// Places `request` in the first group that can, from the rotor's (or the goal's);
-    /// `every`: in every group under its lock, not skipping one by its summary, as a
-    /// waiter must (see `signal`).
+    /// One pass over the groups in this request's order: places `request` in the first
+    /// group that can, from the rotor's (or the goal's). `every`: tries every group
+    /// under its lock, not skipping one by its summary, as a waiter must (see
+    /// `signal`).
     fn place(&self, request: &Request, every: bool) -> Result<Extent, AllocError> {
         let n = self.groups.len();
         let min = request.min_len;

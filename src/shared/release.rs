@@ -206,20 +206,26 @@ impl SharedAllocator {
         // Taken under all the extent's group locks at once, so that a free over several
         // of them is wholly before the marks or wholly after.
         let gs = self.groups_of(&r);
-        // Counted in before the first look (see `signal`).
-        let _waiting = self.signal.enter();
         let marks: Vec<u64> = self
             .lock_all(gs.clone())
             .iter()
             .map(|g| g.deferral_mark())
             .collect();
-        loop {
-            let seen = self.signal.generation();
-            let deferred: u64 = gs
-                .clone()
+        let deferred = || -> u64 {
+            gs.clone()
                 .zip(&marks)
                 .map(|(g, &mark)| self.lock(g).count_deferred_before(&r, mark))
-                .sum();
+                .sum()
+        };
+        if deferred() == 0 {
+            return Ok(());
+        }
+        // Counted in before the looks the wait follows (see `signal`); a wait that
+        // ends at once costs the releases nothing.
+        let _waiting = self.signal.enter();
+        loop {
+            let seen = self.signal.generation();
+            let deferred = deferred();
             if deferred == 0 {
                 return Ok(());
             }

@@ -112,6 +112,7 @@ impl Signal {
 }
 
 /// A waiter counted in; counted out when dropped.
+#[must_use = "a waiter is counted out when this guard drops"]
 pub(crate) struct Waiting<'a>(&'a Signal);
 
 impl Drop for Waiting<'_> {
