@@ -123,29 +123,6 @@ fn pin_racing_free_never_hands_out_a_pinned_block() {
     });
 }
 
-/// The same for a request placed near a goal, which tries the groups one by one
-/// rather than by the plain path.
-#[test]
-fn allocate_wait_near_a_goal_racing_a_release_is_never_lost() {
-    explore(|| {
-        let alloc = small();
-        let e = alloc.allocate(Request::new(8)).unwrap();
-        let other = alloc.allocate(Request::new(8)).unwrap();
-        let pin = alloc.pin(e).unwrap().into_id();
-        alloc.free(e).unwrap(); // Deferred under the pin; the space is full
-        let a = Arc::clone(&alloc);
-        let near = Request::new(8).policy(Policy::Near(other.start));
-        let waiter = thread::spawn(move || a.allocate_wait(near, FOREVER));
-        let b = Arc::clone(&alloc);
-        let releaser = thread::spawn(move || b.unpin(pin).unwrap());
-        releaser.join().unwrap();
-        assert_eq!(waiter.join().unwrap(), Ok(e));
-        alloc.free(e).unwrap();
-        alloc.free(other).unwrap();
-        settled(&alloc);
-    });
-}
-
 /// A revoke waits for its lease to be unpinned; the holder unpins from another thread
 /// (its callback only asks). The wait ends in every schedule.
 #[test]
@@ -170,16 +147,22 @@ fn revoke_racing_the_unpin_it_waits_for_is_never_lost() {
     });
 }
 
-#[test]
-fn allocate_wait_racing_a_release_is_never_lost() {
-    explore(|| {
+/// A full space whose only way out is an unpin that another thread makes:
+/// `allocate_wait` finds the space in every schedule, by the plain path or, `near` a
+/// goal, trying the groups one by one.
+fn allocate_wait_racing_the_release(near: bool) {
+    explore(move || {
         let alloc = small();
         let e = alloc.allocate(Request::new(8)).unwrap();
         let other = alloc.allocate(Request::new(8)).unwrap();
         let pin = alloc.pin(e).unwrap().into_id();
         alloc.free(e).unwrap(); // Deferred under the pin; the space is full
         let a = Arc::clone(&alloc);
-        let waiter = thread::spawn(move || a.allocate_wait(Request::new(8), FOREVER));
+        let mut request = Request::new(8);
+        if near {
+            request = request.policy(Policy::Near(other.start));
+        }
+        let waiter = thread::spawn(move || a.allocate_wait(request, FOREVER));
         let b = Arc::clone(&alloc);
         let releaser = thread::spawn(move || b.unpin(pin).unwrap());
         releaser.join().unwrap();
@@ -188,6 +171,16 @@ fn allocate_wait_racing_a_release_is_never_lost() {
         alloc.free(other).unwrap();
         settled(&alloc);
     });
+}
+
+#[test]
+fn allocate_wait_racing_a_release_is_never_lost() {
+    allocate_wait_racing_the_release(false);
+}
+
+#[test]
+fn allocate_wait_near_a_goal_racing_a_release_is_never_lost() {
+    allocate_wait_racing_the_release(true);
 }
 
 #[test]

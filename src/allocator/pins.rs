@@ -392,6 +392,13 @@ impl PinTable {
     /// run, leaves the fresh map: the run stands for it, and it costs nothing more
     /// than its slot. No other pin covers the run while it is there.
     pub(crate) fn give_to_run(&mut self, r: &Range<u64>, slot: u32) {
+        self.unfresh(r, slot);
+        self.run_blocks += r.end - r.start;
+        self.slots[slot as usize].tag |= IN_RUN;
+    }
+
+    /// Fresh pin `slot` over `r` leaves the fresh map.
+    fn unfresh(&mut self, r: &Range<u64>, slot: u32) {
         let pos = self
             .fresh
             .find(r.start)
@@ -399,8 +406,6 @@ impl PinTable {
         debug_assert_eq!(self.fresh.get(pos).1, slot);
         self.fresh.remove(pos);
         self.fresh_blocks -= r.end - r.start;
-        self.run_blocks += r.end - r.start;
-        self.slots[slot as usize].tag |= IN_RUN;
     }
 
     /// A pin kept in Deferred run `r` moves into the coverage (another pin reaches
@@ -414,13 +419,7 @@ impl PinTable {
     /// Fresh pin `slot` over `r` moves into the coverage, and the Deferred blocks
     /// under it, `deferred`, are marked.
     pub(crate) fn settle_one(&mut self, r: &Range<u64>, slot: u32, deferred: &[Range<u64>]) {
-        let pos = self
-            .fresh
-            .find(r.start)
-            .expect("a fresh pin is in the fresh map");
-        debug_assert_eq!(self.fresh.get(pos).1, slot);
-        self.fresh.remove(pos);
-        self.fresh_blocks -= r.end - r.start;
+        self.unfresh(r, slot);
         self.cover.pin(r, 1);
         for d in deferred {
             self.cover.mark(d, 1);
