@@ -138,6 +138,8 @@ pub(crate) struct Runs {
     /// numbers: the number of the first free of each era → its epoch and how many
     /// runs it has. An era goes with its last run.
     eras: BTreeMap<u64, (u64, u64)>,
+    /// The same eras by epoch (one era per epoch at most): epoch → first number.
+    era_starts: BTreeMap<u64, u64>,
     /// Runs that keep a pin.
     keeping: u64,
     /// The regions the runs that keep a pin may meet: their blocks are not marked in
@@ -151,6 +153,7 @@ impl Runs {
         Runs {
             tree: BPlus::new(),
             eras: BTreeMap::new(),
+            era_starts: BTreeMap::new(),
             keeping: 0,
             kept_filter: Cache(RegionFilter::new()),
         }
@@ -333,13 +336,12 @@ impl Runs {
         (first, era)
     }
 
-    /// The lowest number of a free in epoch `epoch` or later, or `u64::MAX`: one step
-    /// per era.
+    /// The lowest number of a free in epoch `epoch` or later, or `u64::MAX`.
     fn first_seq_from(&self, epoch: u64) -> u64 {
-        self.eras
-            .iter()
-            .find(|(_, (e, _))| *e >= epoch)
-            .map_or(u64::MAX, |(&first, _)| first)
+        self.era_starts
+            .range(epoch..)
+            .next()
+            .map_or(u64::MAX, |(_, &first)| first)
     }
 
     /// One run more (`by` 1) or fewer (-1) for free `freed`'s era, starting or
@@ -365,12 +367,14 @@ impl Runs {
                 self.eras
             );
             self.eras.insert(freed.seq, (freed.epoch, 0));
+            self.era_starts.insert(freed.epoch, freed.seq);
             freed.seq
         });
         let era = self.eras.get_mut(&first).expect("found or made above");
         era.1 = era.1.checked_add_signed(by).expect("run counts stay whole");
         if era.1 == 0 {
-            self.eras.remove(&first);
+            let (epoch, _) = self.eras.remove(&first).expect("found above");
+            self.era_starts.remove(&epoch);
         }
     }
 
@@ -476,6 +480,17 @@ impl Runs {
             || self.eras.values().any(|e| e.0 == 0)
         {
             return Err(format!("the eras' epochs {:?} do not rise", self.eras));
+        }
+        if !self
+            .era_starts
+            .iter()
+            .map(|(&e, &f)| (f, e))
+            .eq(self.eras.iter().map(|(&f, &(e, _))| (f, e)))
+        {
+            return Err(format!(
+                "the eras by epoch {:?} are not the eras {:?}",
+                self.era_starts, self.eras
+            ));
         }
         Ok(out)
     }
