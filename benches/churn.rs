@@ -182,16 +182,22 @@ fn ratio_pass(trace: &Trace, rounds: usize, pairs: u64) {
     );
     println!();
     println!(
-        "| peer | churn ns/op | free extents after churn | alloc failures | pinalloc / peer |"
+        "| peer | churn ns/op | free extents after churn | metadata bytes per free extent | alloc failures | pinalloc / peer |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (i, p) in peers.iter().enumerate() {
         let free = runs[i].map_or(0, |r| r.free_extents);
+        let per_extent = runs[i]
+            .and_then(|r| r.metadata_bytes)
+            .map_or("n/a".to_string(), |b| {
+                format!("{:.1}", b as f64 / free.max(1) as f64)
+            });
         println!(
-            "| {} | {:.1} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} |",
             p.name,
             churn_med[i],
             free,
+            per_extent,
             failures[i],
             ratio(pin.map(|j| churn_med[j]), churn_med[i]),
         );

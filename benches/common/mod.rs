@@ -18,6 +18,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use pinalloc::{Extent, ExtentAllocator, Request};
+pub mod sketch;
 
 // ---------------------------------------------------------------------------------
 // PRNG and distributions
@@ -248,6 +249,10 @@ pub trait Peer {
     fn reported_free_extents(&self) -> Option<u64> {
         None
     }
+    /// Heap bytes of its metadata, when it can tell (by its containers' capacities).
+    fn metadata_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// pinalloc, best fit (its default policy).
@@ -280,6 +285,84 @@ impl Peer for PinallocPeer {
 
     fn reported_free_extents(&self) -> Option<u64> {
         Some(self.0.stats().count_free_extents)
+    }
+
+    fn metadata_bytes(&self) -> Option<u64> {
+        Some(self.0.stats().metadata_bytes as u64)
+    }
+}
+
+/// [`sketch::Sketch`] freeing by the extent's start, as pinalloc is asked to. Run only
+/// when `BENCH_PEERS` names it.
+pub struct SketchStartPeer(pub sketch::Sketch);
+
+impl Peer for SketchStartPeer {
+    const NAME: &'static str = "sketch-by-start";
+    type Handle = Extent;
+
+    fn new(capacity: u64) -> Self {
+        SketchStartPeer(sketch::Sketch::new(capacity, true))
+    }
+
+    #[inline]
+    fn alloc(&mut self, len: u64) -> Option<Extent> {
+        self.0.alloc(len).map(|(start, _)| Extent::new(start, len))
+    }
+
+    #[inline]
+    fn free(&mut self, handle: Extent) {
+        self.0.free_by_start(handle.start, handle.len);
+    }
+
+    #[inline]
+    fn offset(handle: &Extent) -> u64 {
+        handle.start
+    }
+
+    fn reported_free_extents(&self) -> Option<u64> {
+        Some(self.0.free_extents())
+    }
+
+    fn metadata_bytes(&self) -> Option<u64> {
+        Some(self.0.heap_bytes())
+    }
+}
+
+/// [`sketch::Sketch`] freeing by node, as TLSF frees by handle. Run only when
+/// `BENCH_PEERS` names it.
+pub struct SketchNodePeer(pub sketch::Sketch);
+
+impl Peer for SketchNodePeer {
+    const NAME: &'static str = "sketch-by-node";
+    type Handle = (Extent, u32);
+
+    fn new(capacity: u64) -> Self {
+        SketchNodePeer(sketch::Sketch::new(capacity, false))
+    }
+
+    #[inline]
+    fn alloc(&mut self, len: u64) -> Option<(Extent, u32)> {
+        self.0
+            .alloc(len)
+            .map(|(start, id)| (Extent::new(start, len), id))
+    }
+
+    #[inline]
+    fn free(&mut self, (extent, id): (Extent, u32)) {
+        self.0.free_node(id, extent.len);
+    }
+
+    #[inline]
+    fn offset(handle: &(Extent, u32)) -> u64 {
+        handle.0.start
+    }
+
+    fn reported_free_extents(&self) -> Option<u64> {
+        Some(self.0.free_extents())
+    }
+
+    fn metadata_bytes(&self) -> Option<u64> {
+        Some(self.0.heap_bytes())
     }
 }
 
@@ -426,8 +509,10 @@ pub trait PeerVisitor {
 }
 
 /// All peer names, pinalloc first.
-pub const PEER_NAMES: [&str; 5] = [
+pub const PEER_NAMES: [&str; 7] = [
     PinallocPeer::NAME,
+    SketchStartPeer::NAME,
+    SketchNodePeer::NAME,
     OffsetAllocatorPeer::NAME,
     TlsfPeer::NAME,
     OrderlyPeer::NAME,
@@ -462,6 +547,16 @@ pub fn visit_peers(v: &mut impl PeerVisitor) {
     go::<TlsfPeer>(v);
     go::<OrderlyPeer>(v);
     go::<RangeAllocPeer>(v);
+    // The sketches are not peers a user can pick (see `sketch`): only when named.
+    fn named<P: Peer>(v: &mut impl PeerVisitor) {
+        let listed = std::env::var("BENCH_PEERS")
+            .is_ok_and(|list| list.split(',').any(|n| n.trim() == P::NAME));
+        if listed {
+            v.visit::<P>();
+        }
+    }
+    named::<SketchStartPeer>(v);
+    named::<SketchNodePeer>(v);
 }
 
 // ---------------------------------------------------------------------------------
@@ -597,6 +692,8 @@ pub struct ChurnRun {
     pub failures: u64,
     /// Free extents after the churn, from [`free_extents_after`].
     pub free_extents: u64,
+    /// [`Peer::metadata_bytes`] after the churn.
+    pub metadata_bytes: Option<u64>,
 }
 
 /// A full replay on a fresh `P`: untimed fill, timed churn, then checks.
@@ -619,6 +716,7 @@ pub fn run_churn<P: Peer>(trace: &Trace) -> ChurnRun {
         elapsed,
         failures: live.failures,
         free_extents,
+        metadata_bytes: peer.metadata_bytes(),
     }
 }
 
