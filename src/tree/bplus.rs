@@ -32,12 +32,23 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// all [`B`] slots without a bound check; no stored key equals it.
 pub(crate) trait Key: Copy + Ord + Default + Debug {
     const MAX: Self;
+    /// The key's most significant word: what [`BPlus::ceil_near`]'s directory of
+    /// leaves is indexed by.
+    fn word(self) -> u64;
 }
 impl Key for u64 {
     const MAX: Self = u64::MAX;
+    #[inline(always)]
+    fn word(self) -> u64 {
+        self
+    }
 }
 impl Key for u128 {
     const MAX: Self = u128::MAX;
+    #[inline(always)]
+    fn word(self) -> u64 {
+        (self >> 64) as u64
+    }
 }
 
 /// Keys per group in a node search: the search first counts the groups whose last key
@@ -239,12 +250,20 @@ impl Pos {
     }
 }
 
-/// The leaf a lookup last found, and how far to trust it to hold the next: how many of
-/// the last lookups (up to 4, less one for each miss) it would have held.
-#[derive(Clone, Copy, Debug)]
-struct Finger {
-    leaf: u32,
-    trust: u8,
+/// Where [`BPlus::ceil_near`] looks first: the key words cut into `leaves.len()` (a
+/// power of two) equal buckets of `1 << shift`, each with the leaf that held the
+/// lookup last made in it (or, when built, the first key at or after its start).
+/// Leaves split, merge and are reused after it is written, so an entry is only a
+/// guess; a lookup checks it against the leaf's keys and its neighbour's, steps to a
+/// neighbouring leaf at most twice, and otherwise descends and rewrites the entry.
+/// Built at the first such lookup, and again when the tree has grown or shrunk four
+/// times over, or a key lies past `limit`: about one entry for every eight keys.
+#[derive(Clone, Debug, Default)]
+struct Directory {
+    leaves: Vec<u32>,
+    shift: u32,
+    /// The first word past the last bucket (0 until built).
+    limit: u64,
 }
 
 /// The tree; `S` is what parents know of their children.
@@ -260,8 +279,8 @@ pub(crate) struct BPlus<K, V, S> {
     len: usize,
     first_leaf: u32,
     last_leaf: u32,
-    /// The leaf [`ceil_near`](Self::ceil_near) last found, where it looks first.
-    finger: Cache<Finger>,
+    /// Where [`ceil_near`](Self::ceil_near) looks first.
+    dir: Cache<Directory>,
 }
 
 impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
@@ -276,9 +295,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             len: 0,
             first_leaf: NIL,
             last_leaf: NIL,
-            finger: Cache(Finger {
-                leaf: NIL,
-                trust: 0,
+            dir: Cache(Directory {
+                leaves: Vec::new(),
+                shift: 0,
+                limit: 0,
             }),
         }
     }
@@ -292,6 +312,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.leaves.capacity() * core::mem::size_of::<Leaf<K, V>>()
             + self.inners.capacity() * core::mem::size_of::<Inner<K, S>>()
+            + self.dir.0.leaves.capacity() * core::mem::size_of::<u32>()
     }
 
     // ---- node plumbing ---------------------------------------------------------------
@@ -596,11 +617,9 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         }
     }
 
-    /// [`ceil`](Self::ceil) (not strict), looked for first in the leaf the last call
-    /// found while such guesses keep coming true (a run of lookups at rising or nearby
-    /// keys then needs no descent, and scattered lookups pay one compare). That leaf
-    /// holds it when `x` is at most its last key and above the last key of the leaf
-    /// before (any leaf holding such keys does, wherever it is now).
+    /// [`ceil`](Self::ceil) (not strict), looked for first where the directory says
+    /// (see [`Directory`]): scattered lookups then cost one guess and its leaf, not
+    /// a descent.
     #[inline(always)]
     pub(crate) fn ceil_near(&mut self, x: K) -> Option<Pos> {
         Pos::from_word(self.ceil_near_word(x))
@@ -609,48 +628,96 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     /// [`ceil_near`](Self::ceil_near), its result as one word.
     #[inline(never)]
     fn ceil_near_word(&mut self, x: K) -> u64 {
-        Pos::to_word(self.ceil_near_in(x))
-    }
-
-    #[inline(always)]
-    fn ceil_near_in(&mut self, x: K) -> Option<Pos> {
-        let Finger { leaf: last, trust } = self.finger.0;
-        if trust > 0 {
-            if let Some(pos) = self.in_leaf(last, x) {
-                return Some(pos);
+        if self.len == 0 {
+            return Pos::to_word(None);
+        }
+        if self.height < 2 {
+            // A descent is one or two nodes, no longer than a guess.
+            let leaf = self.leaf_for(x);
+            let c = rank_lt(&self.leaves[leaf as usize].keys, x);
+            return Pos::to_word(self.at_or_next(leaf, c as u32));
+        }
+        let w = x.word();
+        let d = &self.dir.0;
+        if w < d.limit {
+            let mut id = d.leaves[(w >> d.shift) as usize];
+            for _ in 0..3 {
+                let Some(l) = self.leaves.get(id as usize) else {
+                    break;
+                };
+                let n = l.n as usize;
+                if n == 0 {
+                    break; // vacant
+                }
+                if x > l.keys[n - 1] {
+                    if l.next == NIL {
+                        return Pos::to_word(None);
+                    }
+                    id = l.next;
+                } else if x < l.keys[0] && l.prev != NIL && {
+                    let p = &self.leaves[l.prev as usize];
+                    x <= p.keys[p.n as usize - 1]
+                } {
+                    id = l.prev;
+                } else {
+                    return Pos::to_word(Some(Pos {
+                        leaf: id,
+                        slot: rank_lt(&l.keys, x) as u32,
+                    }));
+                }
             }
         }
-        if self.len == 0 {
-            return None;
+        Pos::to_word(self.ceil_descending(x))
+    }
+
+    /// [`ceil_near`](Self::ceil_near) when the directory's guess failed: a descent,
+    /// whose leaf the directory keeps.
+    fn ceil_descending(&mut self, x: K) -> Option<Pos> {
+        let w = x.word();
+        // At least two buckets, so that a bucket's width (`1 << shift`) stays below
+        // 2^64; a directory that reaches the end of the words has limit `u64::MAX`.
+        let want = (self.len / 8).max(2).next_power_of_two();
+        let have = self.dir.0.leaves.len();
+        let limit = self.dir.0.limit;
+        if (w >= limit && limit != u64::MAX) || want > have || want * 4 < have {
+            self.direct(want, w);
         }
         let leaf = self.leaf_for(x);
-        // Would the guess have come true? Trust it more, or less.
-        let trust = if leaf == last {
-            (trust + 1).min(4)
-        } else {
-            trust.saturating_sub(1)
-        };
-        self.finger = Cache(Finger { leaf, trust });
+        let d = &mut self.dir.0;
+        if w < d.limit {
+            d.leaves[(w >> d.shift) as usize] = leaf;
+        }
         let c = rank_lt(&self.leaves[leaf as usize].keys, x);
         self.at_or_next(leaf, c as u32)
     }
 
-    /// The first entry at or after `x`, when leaf `id` holds it (see
-    /// [`ceil_near`](Self::ceil_near)).
-    #[inline]
-    fn in_leaf(&self, id: u32, x: K) -> Option<Pos> {
-        let l = self.leaves.get(id as usize)?;
-        let n = l.n as usize;
-        let holds = n > 0
-            && x <= l.keys[n - 1]
-            && (l.keys[0] <= x || l.prev == NIL || {
-                let p = &self.leaves[l.prev as usize];
-                p.keys[p.n as usize - 1] < x
-            });
-        holds.then(|| Pos {
-            leaf: id,
-            slot: rank_lt(&l.keys, x) as u32,
-        })
+    /// Builds the directory afresh with `size` buckets that reach past `w` and the
+    /// tree's last key.
+    fn direct(&mut self, size: usize, w: u64) {
+        let last = &self.leaves[self.last_leaf as usize];
+        let top = w.max(last.keys[last.n as usize - 1].word());
+        let span = 64 - top.leading_zeros();
+        let shift = span.saturating_sub(size.trailing_zeros());
+        let mut leaves = core::mem::take(&mut self.dir.0.leaves);
+        leaves.clear();
+        leaves.resize(size, self.last_leaf);
+        // Bucket b gets the leaf holding the first key at or after its start.
+        let mut b = 0usize;
+        let mut id = self.first_leaf;
+        while id != NIL && b < size {
+            let l = &self.leaves[id as usize];
+            let lw = l.keys[l.n as usize - 1].word();
+            while b < size && (b as u64) << shift <= lw {
+                leaves[b] = id;
+                b += 1;
+            }
+            id = l.next;
+        }
+        self.dir = Cache(Directory {
+            leaves,
+            shift,
+            limit: u64::try_from((size as u128) << shift).unwrap_or(u64::MAX),
+        });
     }
 
     /// The entry with key exactly `x`.
@@ -1580,7 +1647,13 @@ pub(crate) mod tests {
             }
             let x = rng.below(keys + 2);
             let w = rng.below(110);
+            let near = t.ceil_near(x);
             let get = |p: Option<Pos>| p.map(|p| t.get(p));
+            assert_eq!(
+                get(near),
+                m.range(x..).next().map(|(&k, &v)| (k, v)),
+                "ceil_near({x})"
+            );
             assert_eq!(
                 get(t.floor(x)),
                 m.range(..=x).next_back().map(|(&k, &v)| (k, v))
@@ -1640,6 +1713,42 @@ pub(crate) mod tests {
     fn matches_a_btreemap_small() {
         for seed in 0..40 {
             against_btreemap(seed, 40, 400);
+        }
+    }
+
+    /// `ceil_near` against a `BTreeMap` for keys anywhere in `u64` (the directory's
+    /// buckets then reach its end), for keys crowded into a few buckets, and for a
+    /// tree that grows and shrinks many times over (the directory is rebuilt).
+    #[test]
+    fn ceil_near_matches_a_btreemap_at_every_scale() {
+        let mut rng = Rng(7);
+        for (spread, base) in [(u64::MAX, 0), (1 << 12, u64::MAX - (1 << 12)), (1 << 40, 0)] {
+            let mut t: BPlus<u64, u64, ()> = BPlus::new();
+            let mut m: BTreeMap<u64, u64> = BTreeMap::new();
+            for round in 0..6 {
+                let target = if round % 2 == 0 { 3_000 } else { 20 };
+                while m.len() != target {
+                    let k = base + rng.below(spread);
+                    if m.len() < target {
+                        if m.insert(k, k).is_none() {
+                            t.insert(k, k);
+                        }
+                    } else if let Some((&k, _)) = m.range(k..).next().or(m.iter().next()) {
+                        m.remove(&k);
+                        t.remove(t.find(k).unwrap());
+                    }
+                    let mut x = base.saturating_add(rng.below(spread));
+                    if rng.below(8) == 0 {
+                        x = *m.keys().nth(rng.below(m.len() as u64) as usize).unwrap();
+                        x = x.saturating_add(rng.below(3)).saturating_sub(1);
+                    } else if rng.below(16) == 0 {
+                        x = u64::MAX - rng.below(2);
+                    }
+                    let got = t.ceil_near(x).map(|p| t.get(p));
+                    assert_eq!(got, m.range(x..).next().map(|(&k, &v)| (k, v)), "{x}");
+                }
+                t.check().unwrap();
+            }
         }
     }
 
