@@ -58,6 +58,18 @@ struct Rec {
     next: u32,
 }
 
+/// The list of one length up to [`EXACT_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct List {
+    /// Its first record, or `NIL`.
+    head: u32,
+    /// How many records it holds.
+    len: u32,
+    /// Its row of `residues` when it counts them (it grew past [`COUNT_FROM`] and has
+    /// not fallen below a quarter of it since), else [`SCRATCH`].
+    row: u32,
+}
+
 /// Equal contents, node by node and link by link: list order and the kept long
 /// extent decide later placements, so they count. The caches (`chosen`, `probe`,
 /// `long_hint`) are made by lookups and do not.
@@ -71,9 +83,11 @@ pub(crate) struct Hot {
     vacant: u32,
     /// Last block of each free extent → its record.
     by_last: BPlus<u64, u32, ()>,
-    /// `heads[l - 1]`: the first record of length `l`, or `NIL`.
-    heads: [u32; EXACT_MAX as usize],
-    /// Bit `l - 1` is set when `heads[l - 1]` is not `NIL`.
+    /// `lists[l - 1]`: the list of length `l` (its head, length and row of
+    /// residues side by side, so that a link or unlink reads one cache line for them;
+    /// a shared allocator's groups each have their own, seldom all in the cache).
+    lists: [List; EXACT_MAX as usize],
+    /// Bit `l - 1` is set when `lists[l - 1].head` is not `NIL`.
     nonempty: u128,
     /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`], with
     /// the residues of their starts mod 64 under each child.
@@ -89,12 +103,6 @@ pub(crate) struct Hot {
     /// group's published summary), where the long order's last leaf is seldom in
     /// the cache.
     long_max: u64,
-    /// `lens[l - 1]`: how many extents the list of length `l` holds.
-    lens: [u32; EXACT_MAX as usize],
-    /// `counted[l - 1]`: its row of `residues` for a list that grew past
-    /// [`COUNT_FROM`] and has not fallen below a quarter of it since; else
-    /// [`SCRATCH`].
-    counted: [u32; EXACT_MAX as usize],
     /// Per counted list, how many of its starts have each residue mod 64; a vacant
     /// row holds the next vacant row's number in slot 0. Row [`SCRATCH`] takes the
     /// counts of every list that is not counted, and is never read: a list's link
@@ -125,14 +133,16 @@ impl Hot {
             leaf_of: Vec::new(),
             vacant: NIL,
             by_last: BPlus::new(),
-            heads: [NIL; EXACT_MAX as usize],
+            lists: [List {
+                head: NIL,
+                len: 0,
+                row: SCRATCH,
+            }; EXACT_MAX as usize],
             nonempty: 0,
             long: BPlus::new(),
             top: NIL,
             top_len: 0,
             long_max: 0,
-            lens: [0; EXACT_MAX as usize],
-            counted: [SCRATCH; EXACT_MAX as usize],
             residues: Vec::new(),
             vacant_row: NIL,
             count_free_blocks: 0,
@@ -202,22 +212,22 @@ impl Hot {
         self.histogram[bucket(len)] += 1;
         if len <= EXACT_MAX {
             let c = len as usize - 1;
-            let head = self.heads[c];
+            let head = self.lists[c].head;
             let r = &mut self.recs[id as usize];
             r.prev = NIL;
             r.next = head;
             if head != NIL {
                 self.recs[head as usize].prev = id;
             }
-            self.heads[c] = id;
+            self.lists[c].head = id;
             self.nonempty |= 1 << c;
-            self.lens[c] += 1;
-            let row = self.counted[c];
+            self.lists[c].len += 1;
+            let row = self.lists[c].row;
             let count = &mut self.residues[row as usize][(start % 64) as usize];
             *count = count.wrapping_add(1);
             // Lengths move by one, so a list starts counting as it reaches this
             // length: a test that is almost never true, and so well predicted.
-            if self.lens[c] == COUNT_FROM + 1 && row == SCRATCH {
+            if self.lists[c].len == COUNT_FROM + 1 && row == SCRATCH {
                 self.count_residues(c);
             }
         } else if self.top == NIL {
@@ -238,7 +248,7 @@ impl Hot {
         if len <= EXACT_MAX {
             let c = len as usize - 1;
             if prev == NIL {
-                self.heads[c] = next;
+                self.lists[c].head = next;
                 if next == NIL {
                     self.nonempty &= !(1 << c);
                 }
@@ -248,11 +258,11 @@ impl Hot {
             if next != NIL {
                 self.recs[next as usize].prev = prev;
             }
-            self.lens[c] -= 1;
-            let row = self.counted[c];
+            self.lists[c].len -= 1;
+            let row = self.lists[c].row;
             let count = &mut self.residues[row as usize][(start % 64) as usize];
             *count = count.wrapping_sub(1);
-            if self.lens[c] == COUNT_FROM / 4 - 1 && row != SCRATCH {
+            if self.lists[c].len == COUNT_FROM / 4 - 1 && row != SCRATCH {
                 self.uncount_residues(c, row);
             }
         } else if id == self.top {
@@ -281,7 +291,7 @@ impl Hot {
     #[cold]
     fn count_residues(&mut self, c: usize) {
         let mut row = [0u32; 64];
-        let mut id = self.heads[c];
+        let mut id = self.lists[c].head;
         while id != NIL {
             let r = &self.recs[id as usize];
             row[(r.start % 64) as usize] += 1;
@@ -297,7 +307,7 @@ impl Hot {
             self.residues.push(row);
             u32::try_from(self.residues.len() - 1).expect("at most 128 rows")
         };
-        self.counted[c] = at;
+        self.lists[c].row = at;
     }
 
     /// Stops counting list `c` (in `row`), which has become short.
@@ -305,15 +315,15 @@ impl Hot {
     fn uncount_residues(&mut self, c: usize, row: u32) {
         self.residues[row as usize][0] = self.vacant_row;
         self.vacant_row = row;
-        self.counted[c] = SCRATCH;
+        self.lists[c].row = SCRATCH;
     }
 
     /// Whether list `c` (length `c + 1`) holds a start whose residue mod 64 is in
     /// `room`: O(1) for a counted list, else a scan of at most [`COUNT_FROM`] records.
     fn list_has(&self, c: usize, room: u64) -> bool {
-        match self.counted[c] {
+        match self.lists[c].row {
             SCRATCH => {
-                let mut id = self.heads[c];
+                let mut id = self.lists[c].head;
                 while id != NIL {
                     let r = &self.recs[id as usize];
                     if room & (1 << (r.start % 64)) != 0 {
@@ -576,7 +586,7 @@ impl Hot {
             let fits = self.nonempty >> (need - 1);
             if fits != 0 {
                 let len = need + u64::from(fits.trailing_zeros());
-                let id = self.heads[len as usize - 1];
+                let id = self.lists[len as usize - 1].head;
                 let start = self.recs[id as usize].start;
                 self.chosen = Cache(Some((start, id, len)));
                 return Some(start);
@@ -625,7 +635,7 @@ impl Hot {
             return None;
         }
         let c = 127 - self.nonempty.leading_zeros();
-        let r = &self.recs[self.heads[c as usize] as usize];
+        let r = &self.recs[self.lists[c as usize].head as usize];
         Some(Extent::new(r.start, u64::from(c) + 1))
     }
 
@@ -702,7 +712,7 @@ impl Hot {
     /// The free extents `(start, len)` with `lo <= len <= hi`, by length.
     fn lengths(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         let short = (lo..=hi.min(EXACT_MAX)).flat_map(move |len| {
-            let mut id = self.heads[len as usize - 1];
+            let mut id = self.lists[len as usize - 1].head;
             core::iter::from_fn(move || {
                 (id != NIL).then(|| {
                     let r = &self.recs[id as usize];
@@ -797,7 +807,7 @@ impl Hot {
         }
         let mut listed = 0usize;
         for c in 0..EXACT_MAX as usize {
-            let head = self.heads[c];
+            let head = self.lists[c].head;
             if (head != NIL) != (self.nonempty & (1 << c) != 0) {
                 return Err((3, format!("length {}: its non-empty bit is wrong", c + 1)));
             }
@@ -836,20 +846,24 @@ impl Hot {
         for c in 0..EXACT_MAX as usize {
             let mut n = 0u32;
             let mut counts = [0u32; 64];
-            let mut id = self.heads[c];
+            let mut id = self.lists[c].head;
             while id != NIL {
                 let r = &self.recs[id as usize];
                 counts[(r.start % 64) as usize] += 1;
                 n += 1;
                 id = r.next;
             }
-            if n != self.lens[c] {
+            if n != self.lists[c].len {
                 return Err((
                     3,
-                    format!("length {}: {n} listed, {} counted", c + 1, self.lens[c]),
+                    format!(
+                        "length {}: {n} listed, {} counted",
+                        c + 1,
+                        self.lists[c].len
+                    ),
                 ));
             }
-            let row = self.counted[c];
+            let row = self.lists[c].row;
             let wrong = if row == SCRATCH {
                 n > COUNT_FROM
             } else {
@@ -1080,7 +1094,10 @@ mod tests {
         for i in 0..100 {
             ix.insert(128 * i + 1, 64);
         }
-        assert_ne!(ix.counted[63], SCRATCH, "a list of 100 counts its residues");
+        assert_ne!(
+            ix.lists[63].row, SCRATCH,
+            "a list of 100 counts its residues"
+        );
         ix.check(1 << 20).unwrap();
         assert!(!ix.any_fit(64, 64));
         assert!(ix.any_fit(1, 64), "one block fits after 63 of padding");
@@ -1102,7 +1119,7 @@ mod tests {
         for i in 0..95 {
             ix.take(128 * i + 1, 64);
         }
-        assert_eq!(ix.counted[63], SCRATCH);
+        assert_eq!(ix.lists[63].row, SCRATCH);
         assert!(!ix.any_fit(64, 64));
         ix.check(1 << 20).unwrap();
     }
@@ -1165,7 +1182,7 @@ mod tests {
         bad.nonempty = 0;
         assert!(bad.check(20).is_err(), "a wrong non-empty bit");
         let mut bad = ix.clone();
-        bad.heads[2] = NIL;
+        bad.lists[2].head = NIL;
         assert!(bad.check(20).is_err(), "an extent missing from its list");
 
         // Two counted lists with equal counts must not share a row.
@@ -1179,7 +1196,7 @@ mod tests {
         assert_eq!(ix.best_fit(550), Some(1 << 21));
         ix.check(1 << 22).unwrap();
         let mut bad = ix.clone();
-        bad.counted[5] = bad.counted[4];
+        bad.lists[5].row = bad.lists[4].row;
         assert!(bad.check(1 << 22).is_err(), "a shared residue row");
         let mut bad = ix.clone();
         bad.vacant_row = 1000;
