@@ -44,6 +44,98 @@ pub(crate) use shuttle::thread_local;
 #[cfg(shuttle)]
 pub(crate) use shuttle_lock::{Mutex, MutexGuard};
 
+/// The lock of one allocation group: [`GroupLock`] in a normal build, shuttle's mutex
+/// under shuttle.
+#[cfg(not(shuttle))]
+pub(crate) type GroupMutex<T> = lock_api::Mutex<GroupLock, T>;
+/// A held [`GroupMutex`].
+#[cfg(not(shuttle))]
+pub(crate) type GroupGuard<'a, T> = lock_api::MutexGuard<'a, GroupLock, T>;
+#[cfg(shuttle)]
+pub(crate) use shuttle_lock::{Mutex as GroupMutex, MutexGuard as GroupGuard};
+
+/// The raw lock of an allocation group. Every allocate and free takes one, for a
+/// hundred nanoseconds or so, and almost always finds it free.
+///
+/// It is released by a plain store. `parking_lot`'s mutex releases with a
+/// compare-and-swap, to see whether a thread sleeps on it; that costs as much as the
+/// taking (8.5 ns each on the development machine, 17 ns for the pair against 9 ns
+/// here), about a tenth of a shared allocate or free. The price is that nothing
+/// sleeps on this lock to be woken: a thread that finds it held spins briefly,
+/// then yields, then sleeps for 1 µs doubling up to 64 µs between tries. Group locks
+/// are held for one core operation, or, for the rare calls that take every group
+/// (`stats`, `commit`, a full check), for as long as those take.
+#[cfg(not(shuttle))]
+#[derive(Debug)]
+pub(crate) struct GroupLock(core::sync::atomic::AtomicBool);
+
+/// Tries spent spinning, then yielding, before a waiter starts to sleep.
+#[cfg(not(shuttle))]
+const SPINS: u32 = 128;
+#[cfg(not(shuttle))]
+const YIELDS: u32 = 32;
+
+#[cfg(not(shuttle))]
+impl GroupLock {
+    #[inline]
+    fn try_take(&self) -> bool {
+        self.0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    #[cold]
+    fn take_contended(&self) {
+        let mut tries = 0u32;
+        loop {
+            if !self.0.load(Ordering::Relaxed) && self.try_take() {
+                return;
+            }
+            tries = tries.saturating_add(1);
+            if tries <= SPINS {
+                core::hint::spin_loop();
+            } else if tries <= SPINS + YIELDS {
+                std::thread::yield_now();
+            } else {
+                let doublings = (tries - SPINS - YIELDS).min(6);
+                std::thread::sleep(std::time::Duration::from_micros(1 << doublings));
+            }
+        }
+    }
+}
+
+// SAFETY: mutual exclusion, which is what the trait asks for. `lock` and `try_lock`
+// return having taken the lock only by swapping `false` for `true` with Acquire, and
+// `unlock` stores `false` with Release, so at most one holder exists at a time and
+// each holder sees every write of the holders before it.
+#[cfg(not(shuttle))]
+#[allow(unsafe_code)]
+unsafe impl lock_api::RawMutex for GroupLock {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = GroupLock(core::sync::atomic::AtomicBool::new(false));
+    type GuardMarker = lock_api::GuardSend;
+
+    #[inline]
+    fn lock(&self) {
+        if !self.try_take() {
+            self.take_contended();
+        }
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.try_take()
+    }
+
+    /// # Safety
+    ///
+    /// Only the holder may call it, once, as `lock_api`'s guard does on drop.
+    #[inline]
+    unsafe fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 use std::time::Instant;
 
 /// A condition variable over [`Mutex`], with the one wait this crate needs.
@@ -112,5 +204,63 @@ mod shuttle_lock {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::GroupMutex;
+    use alloc::vec::Vec;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// Threads adding to a counter that is read and written back in two steps: any
+    /// overlap of two holders loses an addition.
+    #[test]
+    fn a_group_lock_lets_one_holder_in_at_a_time() {
+        let lock = Arc::new(GroupMutex::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let mut held = lock.lock();
+                        let seen = *held;
+                        std::hint::black_box(&seen);
+                        *held = seen + 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.lock(), 80_000);
+    }
+
+    /// A waiter outlasts its spins and yields and goes to sleep, and still takes the
+    /// lock once it is let go, seeing what the holder wrote.
+    #[test]
+    fn a_group_lock_waiter_that_sleeps_still_gets_in() {
+        let lock = Arc::new(GroupMutex::new(0u64));
+        let held = lock.lock();
+        let waiting = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (lock, waiting) = (Arc::clone(&lock), Arc::clone(&waiting));
+            std::thread::spawn(move || {
+                waiting.store(true, Ordering::SeqCst);
+                *lock.lock()
+            })
+        };
+        while !waiting.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut held = held;
+        *held = 7;
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), 7);
+        assert!(lock.try_lock().is_some(), "free again");
     }
 }

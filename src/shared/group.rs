@@ -4,7 +4,7 @@
 use core::ops::{Deref, DerefMut, Range};
 
 use super::SharedAllocator;
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU64, GroupGuard, GroupMutex, Ordering};
 use crate::{ExtentAllocator, InvariantViolation};
 
 /// Aligned to two cache lines so that groups' locks and summaries never share one.
@@ -13,7 +13,7 @@ use crate::{ExtentAllocator, InvariantViolation};
 pub(crate) struct Group {
     /// The core for blocks `range`. It is built over `0..range.end` with every block
     /// below `range.start` Allocated forever, so extents keep global addresses.
-    pub(crate) core: Mutex<ExtentAllocator>,
+    pub(crate) core: GroupMutex<ExtentAllocator>,
     pub(crate) range: Range<u64>,
     /// Free blocks not promised to a reservation, as of the last unlock.
     summary_free_blocks: AtomicU64,
@@ -37,7 +37,7 @@ impl Group {
 
     pub(crate) fn new(range: Range<u64>, core: ExtentAllocator) -> Self {
         Group {
-            core: Mutex::new(core),
+            core: GroupMutex::new(core),
             range,
             summary_free_blocks: AtomicU64::new(0),
             summary_largest_free: AtomicU64::new(0),
@@ -119,7 +119,7 @@ impl Group {
 pub(crate) struct Locked<'a> {
     shared: &'a SharedAllocator,
     pub(crate) index: usize,
-    core: MutexGuard<'a, ExtentAllocator>,
+    core: GroupGuard<'a, ExtentAllocator>,
 }
 
 impl<'a> Locked<'a> {
