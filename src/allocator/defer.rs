@@ -187,6 +187,23 @@ impl Runs {
         self.keeping > 0 && !self.kept_filter.0.clear(r) && self.overlaps(r)
     }
 
+    /// [`may_keep_pin`](Self::may_keep_pin), for the hot paths that may update the
+    /// tree's directory.
+    #[inline]
+    pub(crate) fn may_keep_pin_near(&mut self, r: &Range<u64>) -> bool {
+        self.keeping > 0 && !self.kept_filter.0.clear(r) && self.overlaps_near(r)
+    }
+
+    /// [`overlaps`](Self::overlaps), its lookup made through the tree's directory
+    /// (the runs near a free are seldom in the cache).
+    fn overlaps_near(&mut self, r: &Range<u64>) -> bool {
+        // Runs do not overlap, so the last to start inside or before `r` is the one
+        // that reaches furthest into it: one lookup, no step to a neighbour.
+        let t = &mut self.tree;
+        t.floor_near(r.end - 1)
+            .is_some_and(|p| t.get(p).1.end > r.start)
+    }
+
     /// Whether a run over exactly `r` keeps a pin.
     pub(crate) fn keeps_pin(&self, r: &Range<u64>) -> bool {
         self.tree.find(r.start).is_some_and(|p| {

@@ -105,7 +105,7 @@ impl ExtentAllocator {
         self.free.probe(r.start);
         self.pins.probe(&r);
         if self.pins.holds_any(&r)
-            || self.deferrals.epoch_of.may_keep_pin(&r)
+            || self.deferrals.epoch_of.may_keep_pin_near(&r)
             || self.free.first_overlap(r.start, r.end).is_some()
             || self.epochs.oldest_reader().is_some()
         {

@@ -778,7 +778,7 @@ impl ExtentAllocator {
         // The record first: it is the one step that can panic (past 2^32 - 1 live
         // pins), and then nothing else has changed yet.
         let r = to_range(extent);
-        let fresh = if free_pieces.is_empty() && !self.deferrals.epoch_of.may_keep_pin(&r) {
+        let fresh = if free_pieces.is_empty() && !self.deferrals.epoch_of.may_keep_pin_near(&r) {
             self.pins.can_be_fresh(&r)
         } else {
             None

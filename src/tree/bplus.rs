@@ -250,12 +250,13 @@ impl Pos {
     }
 }
 
-/// Where [`BPlus::ceil_near`] looks first: the key words cut into `leaves.len()` (a
-/// power of two) equal buckets of `1 << shift`, each with the leaf that held the
-/// lookup last made in it (or, when built, the first key at or after its start).
-/// Leaves split, merge and are reused after it is written, so an entry is only a
-/// guess; a lookup checks it against the leaf's keys and its neighbour's, steps to a
-/// neighbouring leaf at most twice, and otherwise descends and rewrites the entry.
+/// Where [`BPlus::ceil_near`] and [`BPlus::floor_near`] look first: the key words cut
+/// into `leaves.len()` (a power of two) equal buckets of `1 << shift`, each with the
+/// leaf the last lookup in it ended in (or, when built, the leaf its first word
+/// belongs in). Leaves split, merge and are reused after it is written, so an entry
+/// is only a guess; a lookup checks it against the leaf's keys and its neighbour's,
+/// steps to a neighbouring leaf at most twice, and otherwise descends and rewrites
+/// the entry.
 /// Built at the first such lookup, and again when the tree has grown or shrunk four
 /// times over, or a key lies past `limit`: about one entry for every eight keys.
 #[derive(Clone, Debug, Default)]
@@ -631,11 +632,44 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         if self.len == 0 {
             return Pos::to_word(None);
         }
+        let leaf = self.leaf_near(x);
+        let c = rank_lt(&self.leaves[leaf as usize].keys, x);
+        Pos::to_word(self.at_or_next(leaf, c as u32))
+    }
+
+    /// [`floor`](Self::floor), looked for first where the directory says, as
+    /// [`ceil_near`](Self::ceil_near) is.
+    #[inline(always)]
+    pub(crate) fn floor_near(&mut self, x: K) -> Option<Pos> {
+        Pos::from_word(self.floor_near_word(x))
+    }
+
+    /// [`floor_near`](Self::floor_near), its result as one word.
+    #[inline(never)]
+    fn floor_near_word(&mut self, x: K) -> u64 {
+        if self.len == 0 {
+            return Pos::to_word(None);
+        }
+        let leaf = self.leaf_near(x);
+        let l = &self.leaves[leaf as usize];
+        let c = rank_le(&l.keys, x).min(l.n as usize) as u32;
+        Pos::to_word(if c > 0 {
+            Some(Pos { leaf, slot: c - 1 })
+        } else {
+            self.prev(Pos { leaf, slot: 0 })
+        })
+    }
+
+    /// The leaf [`leaf_for`](Self::leaf_for) finds (the last whose smallest key is at
+    /// most `x`, or the first), by the directory's guess when the tree has two levels
+    /// or more above its leaves. A guess is taken when it is a live leaf whose
+    /// smallest key is at most `x` and the next leaf's is above it; otherwise it
+    /// steps to a neighbour, at most twice, and then descends.
+    #[inline(always)]
+    fn leaf_near(&mut self, x: K) -> u32 {
         if self.height < 2 {
             // A descent is one or two nodes, no longer than a guess.
-            let leaf = self.leaf_for(x);
-            let c = rank_lt(&self.leaves[leaf as usize].keys, x);
-            return Pos::to_word(self.at_or_next(leaf, c as u32));
+            return self.leaf_for(x);
         }
         let w = x.word();
         let d = &self.dir.0;
@@ -649,30 +683,28 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                 if n == 0 {
                     break; // vacant
                 }
-                if x > l.keys[n - 1] {
-                    if l.next == NIL {
-                        return Pos::to_word(None);
+                if x < l.keys[0] {
+                    if l.prev == NIL {
+                        return id;
                     }
-                    id = l.next;
-                } else if x < l.keys[0] && l.prev != NIL && {
-                    let p = &self.leaves[l.prev as usize];
-                    x <= p.keys[p.n as usize - 1]
-                } {
                     id = l.prev;
+                } else if x > l.keys[n - 1]
+                    && l.next != NIL
+                    && self.leaves[l.next as usize].keys[0] <= x
+                {
+                    id = l.next;
                 } else {
-                    return Pos::to_word(Some(Pos {
-                        leaf: id,
-                        slot: rank_lt(&l.keys, x) as u32,
-                    }));
+                    return id;
                 }
             }
         }
-        Pos::to_word(self.ceil_descending(x))
+        self.leaf_descending(x)
     }
 
-    /// [`ceil_near`](Self::ceil_near) when the directory's guess failed: a descent,
-    /// whose leaf the directory keeps.
-    fn ceil_descending(&mut self, x: K) -> Option<Pos> {
+    /// [`leaf_near`](Self::leaf_near) when the directory's guess failed: a descent,
+    /// whose leaf the directory keeps for `x`'s bucket.
+    #[cold]
+    fn leaf_descending(&mut self, x: K) -> u32 {
         let w = x.word();
         // At least two buckets, so that a bucket's width (`1 << shift`) stays below
         // 2^64; a directory that reaches the end of the words has limit `u64::MAX`.
@@ -687,8 +719,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         if w < d.limit {
             d.leaves[(w >> d.shift) as usize] = leaf;
         }
-        let c = rank_lt(&self.leaves[leaf as usize].keys, x);
-        self.at_or_next(leaf, c as u32)
+        leaf
     }
 
     /// Builds the directory afresh with `size` buckets that reach past `w` and the
@@ -700,18 +731,19 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         let shift = span.saturating_sub(size.trailing_zeros());
         let mut leaves = core::mem::take(&mut self.dir.0.leaves);
         leaves.clear();
-        leaves.resize(size, self.last_leaf);
-        // Bucket b gets the leaf holding the first key at or after its start.
-        let mut b = 0usize;
+        // Bucket b gets the leaf `leaf_for` finds for its first word, so that a
+        // lookup in it steps forwards, if at all.
         let mut id = self.first_leaf;
-        while id != NIL && b < size {
-            let l = &self.leaves[id as usize];
-            let lw = l.keys[l.n as usize - 1].word();
-            while b < size && (b as u64) << shift <= lw {
-                leaves[b] = id;
-                b += 1;
+        for b in 0..size as u64 {
+            loop {
+                let next = self.leaves[id as usize].next;
+                if next != NIL && self.leaves[next as usize].keys[0].word() <= b << shift {
+                    id = next;
+                } else {
+                    break;
+                }
             }
-            id = l.next;
+            leaves.push(id);
         }
         self.dir = Cache(Directory {
             leaves,
@@ -1648,11 +1680,17 @@ pub(crate) mod tests {
             let x = rng.below(keys + 2);
             let w = rng.below(110);
             let near = t.ceil_near(x);
+            let below = t.floor_near(x);
             let get = |p: Option<Pos>| p.map(|p| t.get(p));
             assert_eq!(
                 get(near),
                 m.range(x..).next().map(|(&k, &v)| (k, v)),
                 "ceil_near({x})"
+            );
+            assert_eq!(
+                get(below),
+                m.range(..=x).next_back().map(|(&k, &v)| (k, v)),
+                "floor_near({x})"
             );
             assert_eq!(
                 get(t.floor(x)),
@@ -1716,7 +1754,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// `ceil_near` against a `BTreeMap` for keys anywhere in `u64` (the directory's
+    /// `ceil_near` and `floor_near` against a `BTreeMap` for keys anywhere in `u64` (the directory's
     /// buckets then reach its end), for keys crowded into a few buckets, and for a
     /// tree that grows and shrinks many times over (the directory is rebuilt).
     #[test]
@@ -1746,6 +1784,9 @@ pub(crate) mod tests {
                     }
                     let got = t.ceil_near(x).map(|p| t.get(p));
                     assert_eq!(got, m.range(x..).next().map(|(&k, &v)| (k, v)), "{x}");
+                    let got = t.floor_near(x).map(|p| t.get(p));
+                    let want = m.range(..=x).next_back().map(|(&k, &v)| (k, v));
+                    assert_eq!(got, want, "floor {x}");
                 }
                 t.check().unwrap();
             }
