@@ -250,21 +250,29 @@ impl Pos {
     }
 }
 
-/// Where [`BPlus::ceil_near`] and [`BPlus::floor_near`] look first: the key words cut
-/// into `leaves.len()` (a power of two) equal buckets of `1 << shift`, each with the
-/// leaf the last lookup in it ended in (or, when built, the leaf its first word
-/// belongs in). Leaves split, merge and are reused after it is written, so an entry
-/// is only a guess; a lookup checks it against the leaf's keys and its neighbour's,
-/// steps to a neighbouring leaf at most twice, and otherwise descends and rewrites
-/// the entry.
-/// Built at the first such lookup, and again when the tree has grown or shrunk four
-/// times over, or a key lies past `limit`: about one entry for every eight keys.
+/// Where [`BPlus::ceil_near`] and [`BPlus::floor_near`] look first: the key words from
+/// `base` (the smallest key's, when built) cut into `leaves.len()` (a power of two)
+/// equal buckets of `1 << shift`, each with the leaf the last lookup in it ended in
+/// (or, when built, the leaf its first word belongs in). Leaves split, merge and are
+/// reused after it is written, so an entry is only a guess; a lookup checks it
+/// against the leaf's keys and its neighbour's, steps to a neighbouring leaf at most
+/// twice, and otherwise descends and rewrites the entry. A key outside the buckets
+/// descends.
+///
+/// Built at the first such lookup, with a bucket for about every eight keys; built
+/// again when the tree has doubled, or shrunk fourfold, since, or when more lookups
+/// have descended since than it has buckets (the keys moved away from where they
+/// were, say), which pays for the rebuild.
 #[derive(Clone, Debug, Default)]
 struct Directory {
     leaves: Vec<u32>,
+    /// The first bucket's first word.
+    base: u64,
     shift: u32,
-    /// The first word past the last bucket (0 until built).
-    limit: u64,
+    /// Words the buckets cover from `base`, `u64::MAX` for all of them (0 until built).
+    reach: u64,
+    /// Lookups that descended since it was built.
+    misses: usize,
 }
 
 /// The tree; `S` is what parents know of their children.
@@ -298,8 +306,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             last_leaf: NIL,
             dir: Cache(Directory {
                 leaves: Vec::new(),
+                base: 0,
                 shift: 0,
-                limit: 0,
+                reach: 0,
+                misses: 0,
             }),
         }
     }
@@ -671,10 +681,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
             // A descent is one or two nodes, no longer than a guess.
             return self.leaf_for(x);
         }
-        let w = x.word();
         let d = &self.dir.0;
-        if w < d.limit {
-            let mut id = d.leaves[(w >> d.shift) as usize];
+        let off = x.word().wrapping_sub(d.base);
+        if off < d.reach {
+            let mut id = d.leaves[(off >> d.shift) as usize];
             for _ in 0..3 {
                 let Some(l) = self.leaves.get(id as usize) else {
                     break;
@@ -705,39 +715,43 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     /// whose leaf the directory keeps for `x`'s bucket.
     #[cold]
     fn leaf_descending(&mut self, x: K) -> u32 {
-        let w = x.word();
         // At least two buckets, so that a bucket's width (`1 << shift`) stays below
-        // 2^64; a directory that reaches the end of the words has limit `u64::MAX`.
+        // 2^64.
         let want = (self.len / 8).max(2).next_power_of_two();
-        let have = self.dir.0.leaves.len();
-        let limit = self.dir.0.limit;
-        if (w >= limit && limit != u64::MAX) || want > have || want * 4 < have {
-            self.direct(want, w);
+        let d = &mut self.dir.0;
+        d.misses += 1;
+        let have = d.leaves.len();
+        if want > have || want * 4 < have || d.misses > have {
+            self.direct(want);
         }
         let leaf = self.leaf_for(x);
         let d = &mut self.dir.0;
-        if w < d.limit {
-            d.leaves[(w >> d.shift) as usize] = leaf;
+        let off = x.word().wrapping_sub(d.base);
+        if off < d.reach {
+            d.leaves[(off >> d.shift) as usize] = leaf;
         }
         leaf
     }
 
-    /// Builds the directory afresh with `size` buckets that reach past `w` and the
-    /// tree's last key.
-    fn direct(&mut self, size: usize, w: u64) {
+    /// Builds the directory afresh with `size` buckets over the tree's keys (the
+    /// tree is not empty).
+    fn direct(&mut self, size: usize) {
+        let base = self.leaves[self.first_leaf as usize].keys[0].word();
         let last = &self.leaves[self.last_leaf as usize];
-        let top = w.max(last.keys[last.n as usize - 1].word());
-        let span = 64 - top.leading_zeros();
+        let width = last.keys[last.n as usize - 1].word() - base;
+        let span = 64 - width.leading_zeros();
         let shift = span.saturating_sub(size.trailing_zeros());
         let mut leaves = core::mem::take(&mut self.dir.0.leaves);
         leaves.clear();
-        // Bucket b gets the leaf `leaf_for` finds for its first word, so that a
-        // lookup in it steps forwards, if at all.
+        // Bucket b gets the last leaf whose smallest key's word is at most its first
+        // word: `leaf_for`'s leaf for that word, so that a lookup in the bucket steps
+        // forwards, if at all (for a two-word key it may step back within a word).
         let mut id = self.first_leaf;
         for b in 0..size as u64 {
+            let first = base.saturating_add(b << shift);
             loop {
                 let next = self.leaves[id as usize].next;
-                if next != NIL && self.leaves[next as usize].keys[0].word() <= b << shift {
+                if next != NIL && self.leaves[next as usize].keys[0].word() <= first {
                     id = next;
                 } else {
                     break;
@@ -747,8 +761,10 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         }
         self.dir = Cache(Directory {
             leaves,
+            base,
             shift,
-            limit: u64::try_from((size as u128) << shift).unwrap_or(u64::MAX),
+            reach: u64::try_from((size as u128) << shift).unwrap_or(u64::MAX),
+            misses: 0,
         });
     }
 
@@ -1760,13 +1776,25 @@ pub(crate) mod tests {
     #[test]
     fn ceil_near_matches_a_btreemap_at_every_scale() {
         let mut rng = Rng(7);
-        for (spread, base) in [(u64::MAX, 0), (1 << 12, u64::MAX - (1 << 12)), (1 << 40, 0)] {
+        let cases = [
+            (u64::MAX, 0),
+            (1 << 12, u64::MAX - (1 << 12)),
+            (1 << 40, 0),
+            // A shared allocator's group: keys far from 0, in a narrow band.
+            (1 << 20, 1 << 50),
+        ];
+        for (spread, base) in cases {
             let mut t: BPlus<u64, u64, ()> = BPlus::new();
             let mut m: BTreeMap<u64, u64> = BTreeMap::new();
-            for round in 0..6 {
+            for round in 0..8u64 {
                 let target = if round % 2 == 0 { 3_000 } else { 20 };
+                // The band drifts upwards round by round where it has room (the
+                // directory is built over where the keys were).
+                let room = spread.checked_mul(3).and_then(|r| base.checked_add(r));
+                let drift = if room.is_some() { spread / 4 } else { 0 };
+                let base = base + round * drift;
                 while m.len() != target {
-                    let k = base + rng.below(spread);
+                    let k = base.saturating_add(rng.below(spread));
                     if m.len() < target {
                         if m.insert(k, k).is_none() {
                             t.insert(k, k);
@@ -1777,8 +1805,9 @@ pub(crate) mod tests {
                     }
                     let mut x = base.saturating_add(rng.below(spread));
                     if rng.below(8) == 0 {
-                        x = *m.keys().nth(rng.below(m.len() as u64) as usize).unwrap();
-                        x = x.saturating_add(rng.below(3)).saturating_sub(1);
+                        // A key itself, or one either side of it.
+                        let (&k, _) = m.range(x..).next().or(m.iter().next_back()).unwrap();
+                        x = k.saturating_add(rng.below(3)).saturating_sub(1);
                     } else if rng.below(16) == 0 {
                         x = u64::MAX - rng.below(2);
                     }
