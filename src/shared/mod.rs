@@ -65,9 +65,16 @@ impl<T> core::ops::Deref for OwnLine<T> {
 /// # How it is built
 ///
 /// - The space is cut into allocation groups of equal size (the last may be shorter).
-///   Each is an independent [`ExtentAllocator`] under its own `parking_lot` lock, and
-///   an allocated extent never spans two groups, as with XFS allocation groups. So no
-///   single allocation can be longer than a group.
+///   Each is an independent [`ExtentAllocator`] under its own lock, and an allocated
+///   extent never spans two groups, as with XFS allocation groups. So no single
+///   allocation can be longer than a group.
+/// - A group's lock is taken with one compare-and-swap and let go with a plain store,
+///   since every allocate and free takes one and almost always finds it free. Nothing
+///   sleeps on it to be woken: a thread that finds it held spins briefly, then yields,
+///   then naps for 1 µs, doubling up to 64 µs, between tries, and while one naps no
+///   thread arriving takes the lock ahead of it. It is held for one core operation,
+///   or, by the calls that take every group (a commit, a reader's first begin,
+///   `stats`, a full check), for as long as those take.
 /// - An allocation starts in the group of its goal ([`Policy::Near`](crate::Policy),
 ///   [`Policy::Exact`](crate::Policy)), at group 0 for first fit, or else at a
 ///   per-thread rotor, and moves on to other groups using per-group summaries (free
