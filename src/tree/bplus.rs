@@ -257,7 +257,8 @@ impl Pos {
 /// reused after it is written, so an entry is only a guess; a lookup checks it
 /// against the leaf's keys and its neighbour's, steps to a neighbouring leaf at most
 /// twice, and otherwise descends and rewrites the entry. A key outside the buckets
-/// descends.
+/// is answered by the first or the last leaf when it lies below every key or in the
+/// last leaf, and otherwise descends.
 ///
 /// Built at the first such lookup, with a bucket for about every eight keys; built
 /// again when the tree has doubled, or shrunk fourfold, since, or when more lookups
@@ -707,6 +708,11 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
                     return id;
                 }
             }
+        } else if x < self.leaves[self.first_leaf as usize].keys[0] {
+            // Below every key (a pin of Allocated blocks below the free space, say).
+            return self.first_leaf;
+        } else if x >= self.leaves[self.last_leaf as usize].keys[0] {
+            return self.last_leaf;
         }
         self.leaf_descending(x)
     }
