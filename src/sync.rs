@@ -58,11 +58,11 @@ pub(crate) use shuttle_lock::{Mutex as GroupMutex, MutexGuard as GroupGuard};
 /// hundred nanoseconds or so, and almost always finds it free.
 ///
 /// It is released by a plain store. `parking_lot`'s mutex releases with a
-/// compare-and-swap, to see whether a thread sleeps on it; that costs as much as the
-/// taking (8.5 ns each on the development machine, 17 ns for the pair against 9 ns
-/// here), about a tenth of a shared allocate or free. The price is that nothing
-/// sleeps on this lock to be woken: a thread that finds it held spins briefly, then
-/// yields, then naps for 1 µs, doubling up to 64 µs, between tries.
+/// compare-and-swap, to see whether a thread sleeps on it, which costs about as much
+/// as the taking: a second atomic read-modify-write on every shared allocate and
+/// free. The price is that nothing sleeps on this lock to be woken: a thread that
+/// finds it held spins briefly, then yields, then naps for 1 µs, doubling up to 64 µs,
+/// between tries.
 ///
 /// A napping waiter counts itself in `waiting_long`, and while any does, a thread
 /// arriving does not take the lock even when it is free: it waits its turn like the
