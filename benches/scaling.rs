@@ -265,6 +265,36 @@ fn core_rows() {
             assert!(a.allocate(Request::new(128).align(128)).is_err());
         },
     });
+    // Failing requests that rule out none of the others: at alignment 2^k, one block
+    // more than the 4096-block extents give (4096 - (2^k - 1)). Each is learned once
+    // (in the fast form, by looking at every extent) and known from then on.
+    report(Row {
+        name: "alignments 128..4096 in turn, each failing by one block, fast form",
+        setup: |n| misaligned(n, 4096),
+        call: |a, i| {
+            let align = 128u64 << (i % 6);
+            let need = 4096 - (align - 1) + 1;
+            assert!(a.allocate(Request::new(need).align(align)).is_err());
+        },
+    });
+    // Requests that succeed, cycling through more alignments than any fixed number of
+    // kept views: each alignment's view stays while it is used.
+    report(Row {
+        name: "alignments 128..4096 in turn, each placed, ordered form",
+        setup: |n| {
+            let mut a = misaligned(n, 4096);
+            let e = a
+                .allocate(Request::new(1).policy(Policy::FirstFit))
+                .unwrap();
+            a.free(e).unwrap();
+            a
+        },
+        call: |a, i| {
+            let align = 128u64 << (i % 6);
+            let e = a.allocate(Request::new(1).align(align)).unwrap();
+            a.free(e).unwrap();
+        },
+    });
     // The same, once the free index is in its ordered form (which the first first-fit,
     // near-goal or aligned request that can succeed moves it to).
     report(Row {

@@ -33,6 +33,7 @@
 
 use alloc::vec::Vec;
 
+use super::aligned::Fails;
 use super::size::{Residues, residues_with_room, size_key, size_of_key};
 use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
 use crate::Extent;
@@ -124,6 +125,9 @@ pub(crate) struct Hot {
     /// allocation from the longest extent and the free that gives it back then find
     /// it without a descent.
     long_hint: Cache<Option<(u128, Pos)>>,
+    /// What failed requests aligned above 64 blocks learned (see [`Fails`]): a cache
+    /// in that it only answers faster, but kept exact by every change.
+    fails: Cache<Fails>,
 }
 
 impl Hot {
@@ -150,6 +154,7 @@ impl Hot {
             chosen: Cache(None),
             probe: Cache(None),
             long_hint: Cache(None),
+            fails: Cache(Fails::new()),
         }
     }
 
@@ -465,6 +470,8 @@ impl Hot {
 
     /// Adds the blocks `[start, start + len)` and coalesces them with their neighbours.
     /// The caller guarantees they are not in the index and lie below `u64::MAX`.
+    /// Failures kept by [`note_failed`](Self::note_failed) are not counted: use
+    /// [`insert_keeping_fails`](Self::insert_keeping_fails) once there are any.
     pub(crate) fn insert(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let end = start + len;
@@ -515,8 +522,53 @@ impl Hot {
         self.count_free_blocks += len;
     }
 
+    /// [`insert`](Self::insert), with the kept failures' counts following.
+    pub(crate) fn insert_keeping_fails(&mut self, start: u64, len: u64) {
+        self.insert(start, len);
+        self.fails_follow(start, len, true);
+    }
+
+    /// [`take`](Self::take), with the kept failures' counts following.
+    pub(crate) fn take_keeping_fails(&mut self, start: u64, len: u64) {
+        self.take(start, len);
+        self.fails_follow(start, len, false);
+    }
+
+    /// Keeps the failures' counts exact after `[start, start + len)` was inserted
+    /// (`inserted`) or taken: the extents it joined or split are found again.
+    fn fails_follow(&mut self, start: u64, len: u64, inserted: bool) {
+        let end = start + len;
+        // The free extents that now end at `start` and begin at `end` (when taken),
+        // or the one that now holds the blocks (when inserted).
+        let (joined, left, right) = if inserted {
+            let e = self.containing(start).expect("inserted blocks are free");
+            let right = (e.start + e.len) - end;
+            ((e.start, e.len), (e.start, start - e.start), (end, right))
+        } else {
+            let left = start
+                .checked_sub(1)
+                .and_then(|b| self.containing(b))
+                .map_or((start, 0), |e| (e.start, e.len));
+            let right = self
+                .containing(end)
+                .filter(|e| e.start == end)
+                .map_or(0, |e| e.len);
+            ((left.0, left.1 + len + right), left, (end, right))
+        };
+        let pieces = [left, right].into_iter().filter(|e| e.1 > 0);
+        if inserted {
+            pieces.for_each(|(s, l)| self.fails.0.sub(s, l));
+            self.fails.0.add(joined.0, joined.1);
+        } else {
+            self.fails.0.sub(joined.0, joined.1);
+            pieces.for_each(|(s, l)| self.fails.0.add(s, l));
+        }
+    }
+
     /// Removes the blocks `[start, start + len)`, which the caller guarantees lie inside
     /// a single free extent, splitting it as needed.
+    /// Like [`insert`](Self::insert), failures are not counted: use
+    /// [`take_keeping_fails`](Self::take_keeping_fails) once there are any.
     pub(crate) fn take(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         let end = start + len;
@@ -684,6 +736,27 @@ impl Hot {
                 .first_matching(size_key(len, 0), sub, entry)
                 .is_some_and(|p| size_of_key(self.long.get(p).0).0 == len)
         }) || self.top_fits(need, align)
+    }
+
+    /// Whether `need` blocks aligned to `align` (above 64) are known not to fit, from
+    /// what an earlier failure learned.
+    #[inline]
+    pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
+        align > 64 && self.fails.0.known_short(align, need)
+    }
+
+    /// Remembers that [`any_fit`](Self::any_fit) said no to `need` blocks aligned to
+    /// `align`, when that is above 64 (where saying it again would look at each
+    /// extent again). Inline: the heap does not change.
+    pub(crate) fn note_failed(&mut self, need: u64, align: u64) {
+        if align > 64 {
+            self.fails.0.note(align, need);
+        }
+    }
+
+    /// What failed requests learned, for the ordered form to start from.
+    pub(crate) fn fails(&self) -> Fails {
+        self.fails.0
     }
 
     /// Whether the kept long extent holds `need` blocks aligned to `align`.
@@ -924,7 +997,10 @@ impl Hot {
         if vacant + self.by_last.len() != self.recs.len() {
             return Err((3, "records are lost: neither in use nor vacant".into()));
         }
-        Ok(())
+        self.fails
+            .0
+            .check(|| self.iter().map(|e| (e.start, e.len)))
+            .map_err(|d| (3, d))
     }
 
     /// Where the long order lists record `id` as `(l, s)`, if it does.

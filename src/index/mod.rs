@@ -140,16 +140,20 @@ pub(crate) struct FreeIndex {
 #[allow(clippy::large_enum_variant)]
 enum Form {
     Hot(Hot),
+    /// The fast form once a request aligned above 64 blocks has failed: what it
+    /// learned is kept exact by every change (see [`aligned::Fails`]). A form of its
+    /// own, so that the fast form's changes pay nothing for it until then.
+    Learned(Hot),
     Ordered(Ordered),
 }
 
 /// The same form with equal contents, node by node (each form leaves out its caches:
-/// probes, remembered choices, alignment views). The form counts: a refused request
-/// must not move the index to the ordered form.
+/// probes, remembered choices, alignment views, what failures learned). The form
+/// counts: a refused request must not move the index to the ordered form.
 impl PartialEq for FreeIndex {
     fn eq(&self, o: &Self) -> bool {
         match (&self.form, &o.form) {
-            (Form::Hot(a), Form::Hot(b)) => a == b,
+            (Form::Hot(a) | Form::Learned(a), Form::Hot(b) | Form::Learned(b)) => a == b,
             (Form::Ordered(a), Form::Ordered(b)) => a == b,
             _ => false,
         }
@@ -160,7 +164,7 @@ impl PartialEq for FreeIndex {
 macro_rules! either {
     ($self:expr, $ix:ident => $body:expr) => {
         match $self {
-            Form::Hot($ix) => $body,
+            Form::Hot($ix) | Form::Learned($ix) => $body,
             Form::Ordered($ix) => $body,
         }
     };
@@ -204,14 +208,22 @@ impl FreeIndex {
     /// `u64::MAX`.
     #[inline]
     pub(crate) fn insert(&mut self, start: u64, len: u64) {
-        either!(&mut self.form, ix => ix.insert(start, len))
+        match &mut self.form {
+            Form::Hot(ix) => ix.insert(start, len),
+            Form::Learned(ix) => ix.insert_keeping_fails(start, len),
+            Form::Ordered(ix) => ix.insert(start, len),
+        }
     }
 
     /// Removes the blocks `[start, start + len)`, which the caller guarantees lie inside
     /// a single free extent, splitting it as needed.
     #[inline]
     pub(crate) fn take(&mut self, start: u64, len: u64) {
-        either!(&mut self.form, ix => ix.take(start, len))
+        match &mut self.form {
+            Form::Hot(ix) => ix.take(start, len),
+            Form::Learned(ix) => ix.take_keeping_fails(start, len),
+            Form::Ordered(ix) => ix.take(start, len),
+        }
     }
 
     /// Looks up address `x` ahead, for the next queries and changes at `x` to share
@@ -248,7 +260,7 @@ impl FreeIndex {
     /// Free extents in address order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Extent> + '_ {
         let (hot, ordered) = match &self.form {
-            Form::Hot(ix) => (Some(ix.iter()), None),
+            Form::Hot(ix) | Form::Learned(ix) => (Some(ix.iter()), None),
             Form::Ordered(ix) => (None, Some(ix.iter())),
         };
         hot.into_iter()
@@ -273,14 +285,28 @@ impl FreeIndex {
     /// The ordered form, moving to it first if the index is fast and `need` blocks
     /// aligned to `align` fit somewhere; `None` (and no move) if they do not.
     fn ordered_if_fits(&mut self, need: u64, align: u64) -> Option<&mut Ordered> {
-        if let Form::Hot(hot) = &self.form {
+        if let Form::Hot(hot) | Form::Learned(hot) = &mut self.form {
             if !hot.any_fit(need, align) {
+                if align > 64 {
+                    hot.note_failed(need, align);
+                    if let Form::Hot(_) = self.form {
+                        // A move of the index's inline part only (no heap change).
+                        let Form::Hot(hot) =
+                            core::mem::replace(&mut self.form, Form::Ordered(Ordered::new()))
+                        else {
+                            unreachable!()
+                        };
+                        self.form = Form::Learned(hot);
+                    }
+                }
                 return None;
             }
             let mut ordered = Ordered::new();
             for e in hot.iter() {
                 ordered.insert(e.start, e.len);
             }
+            // Its counts already cover these extents.
+            ordered.views.keep_fails(hot.fails());
             // The request that moves the index will succeed: its view, if it needs
             // one, is kept from the start rather than scanned for once.
             let _kept = ordered.track(align);
@@ -288,7 +314,7 @@ impl FreeIndex {
         }
         match &mut self.form {
             Form::Ordered(ix) => Some(ix),
-            Form::Hot(_) => unreachable!("the index just moved to the ordered form"),
+            _ => unreachable!("the index just moved to the ordered form"),
         }
     }
 
@@ -297,9 +323,11 @@ impl FreeIndex {
     #[inline]
     pub(crate) fn best_fit(&mut self, need: u64, align: u64) -> Option<u64> {
         match &mut self.form {
-            Form::Hot(ix) if align == 1 => ix.best_fit(need),
+            Form::Hot(ix) | Form::Learned(ix) if align == 1 => ix.best_fit(need),
             Form::Ordered(ix) => ix.best_fit(need, align),
-            Form::Hot(_) => self.ordered_if_fits(need, align)?.best_fit(need, align),
+            Form::Hot(_) | Form::Learned(_) => {
+                self.ordered_if_fits(need, align)?.best_fit(need, align)
+            }
         }
     }
 
@@ -313,12 +341,13 @@ impl FreeIndex {
         self.ordered_if_fits(need, align)?.near(need, align, goal)
     }
 
-    /// Whether `need` blocks aligned to `align` are known not to fit (the ordered
-    /// form's memory of failed requests for large alignments).
+    /// Whether `need` blocks aligned to `align` are known not to fit (both forms'
+    /// memory of failed requests for alignments above 64 blocks).
     #[inline]
     pub(crate) fn known_short(&self, align: u64, need: u64) -> bool {
         match &self.form {
             Form::Ordered(ix) => ix.known_short(align, need),
+            Form::Learned(ix) => ix.known_short(align, need),
             Form::Hot(_) => false,
         }
     }
@@ -329,7 +358,7 @@ impl FreeIndex {
     pub(crate) fn track(&mut self, align: u64) -> Option<aligned::Tracked> {
         match &mut self.form {
             Form::Ordered(ix) => ix.track(align),
-            Form::Hot(_) => None,
+            Form::Hot(_) | Form::Learned(_) => None,
         }
     }
 
@@ -414,5 +443,73 @@ mod tests {
         ordered.take(0, 3);
         assert_eq!(extents(&hot), extents(&ordered));
         assert_eq!(hot.histogram(), ordered.histogram());
+    }
+
+    /// Failed requests above 64 blocks of alignment are remembered in both forms and
+    /// across the move, and the memory never calls a request short that would fit: a
+    /// random walk of frees, takes and aligned requests, each answer against a brute
+    /// force over the extents, the counts checked at every step.
+    #[test]
+    fn remembered_failures_stay_exact() {
+        use crate::tree::bplus::tests::Rng;
+        for seed in 0..8 {
+            let mut rng = Rng(seed);
+            let cap = 1 << 16;
+            let mut ix = FreeIndex::new();
+            let mut taken: Vec<(u64, u64)> = Vec::new();
+            let mut at = 0;
+            while at + 600 < cap {
+                let len = 1 + rng.below(500);
+                ix.insert(at, len);
+                at += len + 1 + rng.below(300);
+            }
+            let mut known = 0;
+            for step in 0..1500 {
+                let extents: Vec<(u64, u64)> = ix.iter().map(|e| (e.start, e.len)).collect();
+                let align = 128u64 << rng.below(6);
+                // Half the requests sit at a random extent's edge: as many aligned blocks as
+                // it gives, one more or one fewer.
+                // The rest at the most any extent gives, or one more.
+                let most = || extents.iter().map(|&(s, l)| placeable(s, l, align)).max();
+                let need = match extents.get(rng.below(2 * extents.len() as u64) as usize) {
+                    Some(&(s, l)) => (placeable(s, l, align) + rng.below(3)).max(2) - 1,
+                    None => most().unwrap_or(0) + rng.below(2),
+                }
+                .max(1);
+                let fits = extents
+                    .iter()
+                    .any(|&(s, l)| fit(s, l, need, align).is_some());
+                if ix.known_short(align, need) {
+                    known += 1;
+                    assert!(
+                        !fits,
+                        "seed {seed} step {step}: {need} at {align} is known short but fits"
+                    );
+                }
+                // The search itself, in the form the index is in. A success moves the
+                // fast form: half the seeds search only when nothing fits, and stay.
+                if !fits || (seed % 2 == 1 && rng.below(300) == 0) {
+                    let got = ix.best_fit(need, align);
+                    assert_eq!(
+                        got.is_some(),
+                        fits,
+                        "seed {seed} step {step}: {need} at {align}"
+                    );
+                }
+                if rng.below(2) == 0 && !extents.is_empty() {
+                    let (s, l) = extents[rng.below(extents.len() as u64) as usize];
+                    let len = 1 + rng.below(l);
+                    let start = s + rng.below(l - len + 1);
+                    ix.take(start, len);
+                    taken.push((start, len));
+                } else if !taken.is_empty() {
+                    let (s, l) = taken.swap_remove(rng.below(taken.len() as u64) as usize);
+                    ix.insert(s, l);
+                }
+                ix.check(cap)
+                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e:?}"));
+            }
+            assert!(known > 0, "seed {seed}: no request was known short");
+        }
     }
 }

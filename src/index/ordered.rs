@@ -462,7 +462,7 @@ mod tests {
                     } else {
                         rng.below(140)
                     };
-                    // Up to 4096: six alignments above 64 compete for the views.
+                    // Up to 4096: six alignments above 64, each with its view.
                     let align = 1 << rng.below(13);
                     let goal = rng.below(cap);
                     let what =
