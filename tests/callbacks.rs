@@ -352,3 +352,84 @@ fn allocate_wait_runs_one_pressure_round_per_call() {
     a.clear_pressure_hook();
     a.check_invariants().unwrap();
 }
+
+/// A lease on `block` whose callback only counts its calls (it never lets go).
+fn counting_lease(a: &SharedAllocator, block: u64) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let _ = a
+        .pin_owned(
+            Extent::new(block, 1),
+            PinOptions::new().on_revoke(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+    calls
+}
+
+/// A space of `n` blocks in one group, every block Allocated.
+fn all_allocated(n: u64) -> SharedAllocator {
+    let a = SharedAllocator::builder(n).groups(1).build();
+    assert_eq!(a.allocate(Request::new(n)).unwrap(), Extent::new(0, n));
+    a
+}
+
+#[test]
+fn a_pressure_round_asks_only_leases_whose_release_could_let_it_fit() {
+    let a = all_allocated(64);
+    // Lease `walled` holds block 10 between Allocated blocks: its release gives 1 block.
+    let walled = counting_lease(&a, 10);
+    a.free(Extent::new(10, 1)).unwrap();
+    // Lease `edge` holds block 30 beside Free blocks 31..34: its release gives 4.
+    let edge = counting_lease(&a, 30);
+    a.free(Extent::new(30, 4)).unwrap();
+    // Leases `left` and `right` hold blocks 40 and 41 beside Free blocks 42..44: only
+    // both releases together give 4.
+    let left = counting_lease(&a, 40);
+    let right = counting_lease(&a, 41);
+    a.free(Extent::new(40, 4)).unwrap();
+    assert!(a.allocate(Request::new(4)).is_err(), "nobody lets go");
+    let asked = |c: &Arc<AtomicUsize>| c.load(Ordering::SeqCst);
+    assert_eq!(asked(&walled), 0, "its release could not let 4 blocks fit");
+    assert_eq!((asked(&edge), asked(&left), asked(&right)), (1, 1, 1));
+    assert_eq!(a.stats().counters.revocations, 3);
+    // No release gives 5 blocks: nobody is asked.
+    assert!(a.allocate(Request::new(5)).is_err());
+    assert_eq!(a.stats().counters.revocations, 3);
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn pressure_rounds_ask_a_bounded_number_and_take_turns() {
+    // 200 leases, each on an even block whose odd neighbours are Free: any one
+    // release lets 2 blocks fit. In one group, and across four (where the rounds go
+    // on from group to group and around).
+    for groups in [1, 4] {
+        let n = 200;
+        let a = SharedAllocator::builder(2 * n).groups(groups).build();
+        let all = a.allocate_many(2 * n).unwrap();
+        let leases: Vec<_> = (0..n).map(|i| counting_lease(&a, 2 * i)).collect();
+        for e in all {
+            a.free(e).unwrap();
+        }
+        let mut before = 0;
+        for round in 1..=4u64 {
+            assert!(a.allocate(Request::new(2)).is_err(), "nobody lets go");
+            let now = a.stats().counters.revocations;
+            assert_eq!(
+                now - before,
+                64,
+                "{groups} groups: round {round} asks at most 64"
+            );
+            before = now;
+        }
+        // Four rounds of 64 reach all 200, none more than twice.
+        let calls: Vec<usize> = leases.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+        assert!(
+            calls.iter().all(|&c| (1..=2).contains(&c)),
+            "{groups} groups: {calls:?}"
+        );
+        a.check_invariants().unwrap();
+    }
+}

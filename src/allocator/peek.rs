@@ -7,7 +7,6 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::ExtentAllocator;
-use super::ranges::to_range;
 use crate::{Extent, FreeError, PinError, PinId};
 
 impl ExtentAllocator {
@@ -29,6 +28,87 @@ impl ExtentAllocator {
         self.free.largest_len()
     }
 
+    /// For a pressure round: the held ranges (Deferred runs and pinned Free ranges)
+    /// of `within`, in address order from its start, that lie in a span of blocks each
+    /// Free or held, widened by the free extents at its ends, where `need` blocks
+    /// aligned to `align` would fit once every hold on it let go. Each such range is
+    /// given to `found`, clipped to `within`.
+    ///
+    /// It looks at `*budget` held ranges at most, counting it down, and returns the
+    /// block after the last range it looked at (`within.end` when it saw them all):
+    /// O(log n + budget). A span cut by the budget is judged by what was seen of it.
+    pub(crate) fn held_that_could_fit(
+        &self,
+        within: Range<u64>,
+        need: u64,
+        align: u64,
+        budget: &mut usize,
+        mut found: impl FnMut(Range<u64>),
+    ) -> u64 {
+        if within.is_empty() {
+            return within.end;
+        }
+        let clip = |r: Range<u64>| r.start.max(within.start)..r.end.min(within.end);
+        let mut deferred = self
+            .deferrals
+            .epoch_of
+            .overlapping(&within)
+            .map(|(r, _)| clip(r))
+            .peekable();
+        let mut pinned = self
+            .pinned_free
+            .overlapping(&within)
+            .map(|r| clip(r.clone()))
+            .peekable();
+        // The held ranges of the span being built, and the span so far.
+        let mut members: Vec<Range<u64>> = Vec::new();
+        let mut span = 0..0;
+        let mut close = |span: &Range<u64>, members: &mut Vec<Range<u64>>| {
+            if members.is_empty() {
+                return;
+            }
+            let end = match self.free.containing(span.end) {
+                Some(e) if e.start == span.end => e.start + e.len,
+                _ => span.end,
+            };
+            if crate::index::fit(span.start, end - span.start, need, align).is_some() {
+                members.drain(..).for_each(&mut found);
+            }
+            members.clear();
+        };
+        let mut stopped = within.end;
+        while *budget > 0 {
+            // The next held range by start: the two sets never share a block.
+            let next = match (deferred.peek(), pinned.peek()) {
+                (Some(d), Some(p)) if p.start < d.start => pinned.next(),
+                (Some(_), _) => deferred.next(),
+                (None, _) => pinned.next(),
+            };
+            let Some(h) = next else { break };
+            *budget -= 1;
+            stopped = h.end;
+            let joins = !members.is_empty()
+                && (span.end == h.start
+                    || self
+                        .free
+                        .containing(span.end)
+                        .is_some_and(|e| e.start + e.len == h.start));
+            if joins {
+                span.end = h.end;
+            } else {
+                close(&span, &mut members);
+                let start = match h.start.checked_sub(1).and_then(|b| self.free.containing(b)) {
+                    Some(e) => e.start,
+                    None => h.start,
+                };
+                span = start..h.end;
+            }
+            members.push(h);
+        }
+        close(&span, &mut members);
+        if *budget > 0 { within.end } else { stopped }
+    }
+
     /// A mark for [`count_deferred_before`](Self::count_deferred_before): blocks
     /// deferred from now on are not counted against it.
     pub(crate) fn deferral_mark(&self) -> u64 {
@@ -40,13 +120,6 @@ impl ExtentAllocator {
     /// deferred again by a later free do not count.
     pub(crate) fn count_deferred_before(&self, r: &Range<u64>, mark: u64) -> u64 {
         self.deferrals.count_deferred_before(r, mark)
-    }
-
-    /// Whether any block of `extent` is out of the allocator's reach because of a hold:
-    /// Deferred, or Free but pinned. Letting go of such a pin would give space back.
-    pub(crate) fn holds_back_space(&self, extent: Extent) -> bool {
-        let r = to_range(extent);
-        self.deferrals.epoch_of.overlaps(&r) || self.pinned_free.overlaps(&r)
     }
 
     /// How many blocks [`free`](Self::free) (or

@@ -96,8 +96,11 @@ impl<T> core::ops::Deref for OwnLine<T> {
 ///   block until releases satisfy them, or until a timeout.
 /// - A [pressure hook](Self::set_pressure_hook) runs when an allocation fails but held
 ///   space would satisfy it, together with the revoke callbacks of the
-///   [leases](PinOptions::on_revoke) holding that space; then the allocation is retried
-///   once.
+///   [leases](PinOptions::on_revoke) whose release could let it fit; then the
+///   allocation is retried once. A round asks at most 64 leases, found among at
+///   most 1,024 held ranges (Deferred runs and pinned Free ranges), and the next
+///   round goes on where it stopped: its cost does not grow with the leases
+///   elsewhere, and over rounds every lease that could help is asked.
 /// - Limits: a quota of pinned blocks per owner and a cap on Deferred blocks, set on the
 ///   [builder](SharedBuilder).
 ///
@@ -141,6 +144,9 @@ pub struct SharedAllocator {
     pressure_hook: Mutex<Option<PressureHook>>,
     /// Pressure rounds running now, over all threads (see `reentry`).
     pressure_rounds: AtomicUsize,
+    /// The block the last pressure round stopped looking at: the next one goes on
+    /// from there, so that bounded rounds reach every held range in turn.
+    pressure_cursor: AtomicU64,
     /// Cap on Deferred blocks, if any.
     deferred_cap_blocks: Option<u64>,
     /// Sum of every group's published Deferred blocks.
@@ -387,6 +393,7 @@ impl SharedBuilder {
             count_pins_made: OwnLine(AtomicU64::new(0)),
             pressure_hook: Mutex::new(None),
             pressure_rounds: AtomicUsize::new(0),
+            pressure_cursor: AtomicU64::new(0),
             deferred_cap_blocks: self.deferred_cap_blocks,
             count_deferred_blocks: AtomicU64::new(0),
             counters: stats::AtomicCounters::default(),

@@ -188,8 +188,9 @@ impl PinOptions {
 
     /// Makes the pin a lease: `revoke` is called, with no lock held, when
     /// [`SharedAllocator::revoke`] covers the pin or when an allocation is under
-    /// pressure and the pin holds space back. The holder is expected to unpin soon. It
-    /// may be called more than once, and from any thread.
+    /// pressure and the pin holds back space whose release could let the allocation
+    /// fit (a round asks at most 64 leases; see [`SharedAllocator`]). The holder is
+    /// expected to unpin soon. It may be called more than once, and from any thread.
     ///
     /// The callback runs with no lock held and may call back into the allocator: take
     /// a bounce buffer, free, pin, commit, revoke, then unpin. What it calls never
@@ -332,6 +333,12 @@ pub(crate) struct Asked {
     /// to return: reported if still pinned, never waited for.
     pub(crate) here: Vec<(SharedPinId, Extent)>,
 }
+
+/// The most leases one pressure round asks to let go.
+pub(crate) const PRESSURE_ASKS: usize = 64;
+
+/// The most held ranges one pressure round looks at to find them.
+pub(crate) const PRESSURE_LOOKS: usize = 1024;
 
 /// Tracked pins and owners' pinned totals.
 pub(crate) struct Tracked {
@@ -885,25 +892,77 @@ impl SharedAllocator {
             .collect()
     }
 
-    /// The leases whose records satisfy `pick`, with their callbacks cloned out.
-    pub(crate) fn leases_where(
+    /// The leases a pressure round asks for a request of `need` blocks aligned to
+    /// `align`: those over held ranges whose release could let it fit (see
+    /// `held_that_could_fit`), at most [`PRESSURE_ASKS`], found by looking at no
+    /// more than [`PRESSURE_LOOKS`] held ranges, from where the last round stopped
+    /// and on around the space. Locks each group in turn, and the tracked pins after
+    /// each (never both at once): O(G + PRESSURE_LOOKS log n), whatever the leases
+    /// elsewhere. Returned oldest first.
+    pub(crate) fn leases_that_could_help(
         &self,
-        mut pick: impl FnMut(&TrackedPinView<'_>) -> bool,
+        need: u64,
+        align: u64,
     ) -> Vec<(SharedPinId, Extent, RevokeFn)> {
+        let from = self
+            .pressure_cursor
+            .load(Ordering::Relaxed)
+            .min(self.capacity - 1);
+        let g0 = self.group_of(from);
+        let count = self.groups.len();
+        let mut budget = PRESSURE_LOOKS;
+        let mut keys: Vec<u64> = Vec::new();
+        let mut next = from;
+        // The groups from the cursor's on, then its own again below the cursor.
+        'groups: for i in 0..=count {
+            let g = (g0 + i) % count;
+            let range = &self.groups[g].range;
+            let within = match i {
+                0 => from..range.end,
+                _ if i == count => range.start..from,
+                _ => range.clone(),
+            };
+            let mut ranges = Vec::new();
+            let stopped = self
+                .lock(g)
+                .held_that_could_fit(within, need, align, &mut budget, |r| ranges.push(r));
+            let tracked = self.tracked.lock();
+            for r in &ranges {
+                tracked.leases.for_each_overlapping(
+                    r,
+                    |_| true,
+                    |_, slot| {
+                        let key = tracked.lease_keys[slot as usize];
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    },
+                );
+                if keys.len() >= PRESSURE_ASKS {
+                    next = r.end;
+                    break 'groups;
+                }
+            }
+            if budget == 0 {
+                next = stopped;
+                break;
+            }
+        }
+        self.pressure_cursor
+            .store(next % self.capacity, Ordering::Relaxed);
+        keys.truncate(PRESSURE_ASKS);
+        keys.sort_unstable();
         let tracked = self.tracked.lock();
-        tracked
-            .pins
-            .iter()
-            .filter_map(|(&seq, pin)| {
-                let revoke = pin.on_revoke.as_ref()?;
-                let view = TrackedPinView {
-                    extent: pin.extent,
-                    pieces: &pin.pieces,
-                };
-                pick(&view).then(|| {
-                    let (g, core) = pin.pieces[0];
-                    (self.pin_id(g, core, seq), pin.extent, Arc::clone(revoke))
-                })
+        keys.into_iter()
+            .filter_map(|key| {
+                // A lease unpinned since it was found is not asked.
+                let pin = tracked.pins.get(&key)?;
+                let revoke = pin
+                    .on_revoke
+                    .as_ref()
+                    .expect("an indexed lease has a callback");
+                let (g, core) = pin.pieces[0];
+                Some((self.pin_id(g, core, key), pin.extent, Arc::clone(revoke)))
             })
             .collect()
     }
@@ -976,10 +1035,4 @@ impl SharedAllocator {
             blocked: Extent::new(s, e - s),
         }
     }
-}
-
-/// What a lease filter sees of a tracked pin.
-pub(crate) struct TrackedPinView<'a> {
-    pub(crate) extent: Extent,
-    pub(crate) pieces: &'a [(usize, PinId)],
 }

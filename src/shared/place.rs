@@ -52,7 +52,9 @@ impl SharedAllocator {
     ///
     /// When it fails for lack of space while held space would satisfy it, the
     /// [pressure hook](Self::set_pressure_hook) and the revoke callbacks of leases
-    /// holding that space are called (with no lock held), and it retries once.
+    /// whose release could let it fit (up to 64, see [`SharedAllocator`]'s "Under
+    /// pressure") are called, with no lock held, and it retries once. It locks
+    /// every group once to find them: O(G).
     ///
     /// # Errors
     ///
@@ -347,8 +349,8 @@ impl SharedAllocator {
         }
     }
 
-    /// Runs the pressure hook and the revoke callbacks of leases holding space back,
-    /// if held space would satisfy the request, then retries once.
+    /// Runs the pressure hook and the revoke callbacks of leases whose release could
+    /// let the request fit, if held space would satisfy it, then retries once.
     #[cold]
     fn under_pressure(&self, request: &Request, err: AllocError) -> Result<Extent, AllocError> {
         let AllocError::NoSpace {
@@ -374,12 +376,7 @@ impl SharedAllocator {
             return Err(err);
         };
         let hook = self.pressure_hook.lock().clone();
-        let leases = self.leases_where(|pin| {
-            pin.pieces.iter().any(|&(g, _)| {
-                let piece = super::clip(pin.extent, &self.groups[g].range);
-                self.lock(g).holds_back_space(piece)
-            })
-        });
+        let leases = self.leases_that_could_help(requested, request.align);
         if hook.is_none() && leases.is_empty() {
             return Err(err);
         }
