@@ -21,7 +21,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use pinalloc::{Extent, ExtentAllocator, PinMode, PinOptions, Policy, Request, SharedAllocator};
+use pinalloc::{
+    Extent, ExtentAllocator, HeapBacking, PinMode, PinOptions, Policy, Region, Request,
+    SharedAllocator,
+};
 
 /// The sizes, from `SCALING_SIZES` (comma-separated) or 10^4, 10^5, 10^6.
 fn sizes() -> Vec<u64> {
@@ -385,6 +388,18 @@ fn core_rows() {
         },
     });
     report(Row {
+        name: "Region: pin guard + drop on an allocation n guards hold",
+        setup: |n| {
+            let region = Region::new(HeapBacking::new(1 << 16).unwrap(), 4096).unwrap();
+            let a = region.allocate(Request::new(1)).unwrap();
+            let guards: Vec<_> = (0..n).map(|_| a.pin().unwrap()).collect();
+            (region, a, guards)
+        },
+        call: |(_, a, _), _| {
+            drop(black_box(a.pin().unwrap()));
+        },
+    });
+    report(Row {
         name: "nested: pin_count of a block n pins cover",
         setup: nested,
         call: |a, _| {
@@ -495,6 +510,25 @@ fn shared_rows() {
         },
         call: |a, _| {
             black_box(a.allocate(Request::new(2))).unwrap_err();
+        },
+    });
+    report(Row {
+        name: "shared failing allocate, n/16 groups",
+        setup: |n| {
+            let a = SharedAllocator::builder(u64::MAX).groups(n / 16).build();
+            // A block taken from the middle of every group: a request for more than
+            // half a group fits nowhere.
+            let size = a.group_blocks();
+            for g in 0..n / 16 {
+                let middle = g * size + size / 2;
+                a.allocate(Request::new(1).policy(Policy::Exact(middle)))
+                    .unwrap();
+            }
+            a
+        },
+        call: |a, _| {
+            let half = a.group_blocks() / 2;
+            black_box(a.allocate(Request::new(half + 1))).unwrap_err();
         },
     });
     report(Row {

@@ -35,8 +35,8 @@
 use core::ops::Range;
 use core::ptr::NonNull;
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::vec::Vec;
 
 use super::space::Space;
 use super::{Backing, BackingError, MemoryBacking};
@@ -87,7 +87,7 @@ struct LendState {
     /// An exclusive lend is alive (then `ends` has exactly its entry).
     exclusive: bool,
     /// The end of each live lend's bytes, which all start at `Lends::start`.
-    ends: Vec<u64>,
+    ends: Ends,
     /// The end of the bytes the owner still holds (`start` once it gave them all up).
     owner_end: u64,
 }
@@ -96,16 +96,59 @@ impl LendState {
     /// The furthest end held by the owner and the live lends other than one lend
     /// ending at `mine`: bytes at or past it are held by that lend alone.
     fn held_end_besides(&self, mine: u64) -> u64 {
-        let mut skipped = false;
         self.ends
-            .iter()
-            .copied()
-            .filter(|&e| {
-                let me = !skipped && e == mine;
-                skipped |= me;
-                !me
-            })
-            .fold(self.owner_end, u64::max)
+            .furthest_besides(mine)
+            .map_or(self.owner_end, |e| e.max(self.owner_end))
+    }
+}
+
+/// The ends of the live lends' bytes, as a multiset: a lend ends where the owner's
+/// bytes ended when it was made, so lends differ only across truncates, and most
+/// share one entry. Adding, removing and the furthest end besides one lend
+/// are O(log k) in the k live lends, however many there are.
+#[derive(Debug, Default)]
+struct Ends {
+    /// End -> how many live lends end there.
+    count: BTreeMap<u64, usize>,
+    len: usize,
+}
+
+impl Ends {
+    fn push(&mut self, end: u64) {
+        *self.count.entry(end).or_insert(0) += 1;
+        self.len += 1;
+    }
+
+    /// Removes one lend ending at `end`; false if none does.
+    fn remove(&mut self, end: u64) -> bool {
+        let Some(c) = self.count.get_mut(&end) else {
+            return false;
+        };
+        *c -= 1;
+        if *c == 0 {
+            self.count.remove(&end);
+        }
+        self.len -= 1;
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The nearest end, if any lend is live.
+    fn nearest(&self) -> Option<u64> {
+        self.count.keys().next().copied()
+    }
+
+    /// The furthest end of the live lends other than one ending at `mine`.
+    fn furthest_besides(&self, mine: u64) -> Option<u64> {
+        let mut from_last = self.count.iter().rev();
+        let (&end, &count) = from_last.next()?;
+        if end != mine || count > 1 {
+            return Some(end);
+        }
+        from_last.next().map(|(&e, _)| e)
     }
 }
 
@@ -236,7 +279,7 @@ impl<B: Backing> Span<B> {
                 start: self.bytes.start,
                 state: Mutex::new(LendState {
                     exclusive: false,
-                    ends: Vec::new(),
+                    ends: Ends::default(),
                     owner_end: self.bytes.end,
                 }),
             })
@@ -289,7 +332,7 @@ impl<B: Backing> Span<B> {
         if state.ends.is_empty() {
             self.release(&freed, discard)?;
         } else {
-            debug_assert!(state.ends.iter().all(|&e| e >= self.bytes.end));
+            debug_assert!(state.ends.nearest().is_some_and(|e| e >= self.bytes.end));
             // Every live lend covers `freed` and pins its blocks: they become Deferred.
             self.space
                 .allocator
@@ -504,12 +547,8 @@ impl<B: Backing> Lent<B> {
             unsafe { self.space.backing.discard(only_mine.clone()) }.map_err(Refusal::Backing)?;
             self.space.count_discard(&only_mine);
         }
-        match state.ends.iter().position(|&e| e == self.bytes.end) {
-            Some(me) => {
-                state.ends.swap_remove(me);
-            }
-            None => debug_assert!(false, "a live lend is listed"),
-        }
+        let listed = state.ends.remove(self.bytes.end);
+        debug_assert!(listed, "a live lend is listed");
         if self.exclusive {
             state.exclusive = false;
         }
@@ -618,6 +657,47 @@ mod tests {
 
     const BLOCK: u64 = 4;
 
+    /// The multiset of lend ends against a plain list, over random pushes and
+    /// removes: every answer the lends ask of it.
+    #[test]
+    fn ends_match_a_plain_list() {
+        let mut ends = Ends::default();
+        let mut plain: std::vec::Vec<u64> = std::vec::Vec::new();
+        let mut x = 7u64;
+        for _ in 0..5000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let end = (x >> 33) % 6;
+            if (x >> 20) % 3 == 0 {
+                let at = plain.iter().position(|&e| e == end);
+                assert_eq!(ends.remove(end), at.is_some());
+                if let Some(at) = at {
+                    plain.swap_remove(at);
+                }
+            } else {
+                ends.push(end);
+                plain.push(end);
+            }
+            assert_eq!(ends.is_empty(), plain.is_empty());
+            assert_eq!(ends.nearest(), plain.iter().copied().min());
+            for mine in 0..6 {
+                let besides = plain.iter().position(|&e| e == mine).map(|at| {
+                    let mut rest = plain.clone();
+                    rest.swap_remove(at);
+                    rest.into_iter().max()
+                });
+                if let Some(want) = besides {
+                    assert_eq!(
+                        ends.furthest_besides(mine),
+                        want,
+                        "{plain:?} besides {mine}"
+                    );
+                }
+            }
+        }
+    }
+
     fn space(blocks: u64) -> Arc<Space<HeapBacking>> {
         let heap = HeapBacking::new(blocks * BLOCK).unwrap();
         Arc::new(Space::new(heap, BLOCK, SharedAllocator::new(blocks), true))
@@ -633,7 +713,13 @@ mod tests {
     fn lend_view(s: &Span<HeapBacking>) -> Option<(u64, std::vec::Vec<u64>)> {
         let l = s.lends.get()?;
         let st = l.state.lock();
-        Some((st.owner_end, st.ends.clone()))
+        // Each lend's end, in order.
+        let ends = st
+            .ends
+            .count
+            .iter()
+            .flat_map(|(&e, &c)| core::iter::repeat_n(e, c));
+        Some((st.owner_end, ends.collect()))
     }
 
     #[test]
@@ -687,7 +773,7 @@ mod tests {
         assert_eq!(sp.allocator.state_of(3), Some(BlockState::Deferred));
         assert_eq!(a.as_slice(), [5; 16]); // still readable: nobody discarded it
         let b = s.lend().unwrap();
-        assert_eq!(lend_view(&s), Some((8, vec![16, 8])));
+        assert_eq!(lend_view(&s), Some((8, vec![8, 16])));
         a.leave(true).unwrap();
         assert_eq!(sp.allocator.state_of(3), Some(BlockState::Free));
         assert_eq!(all_bytes(&sp)[8..], [0; 8]);
