@@ -64,6 +64,11 @@ impl RegionFilter {
         let Some((a, b)) = self.span_of(r) else {
             return true;
         };
+        if a / 64 == b / 64 {
+            // The common case, a range within one word's regions: one mask, no loop.
+            let mask = (u64::MAX >> (63 - b % 64)) & (u64::MAX << (a % 64));
+            return self.bits[a / 64] & mask == 0;
+        }
         (a / 64..=b / 64).all(|w| {
             let lo = if w == a / 64 { a % 64 } else { 0 };
             let hi = if w == b / 64 { b % 64 } else { 63 };
