@@ -18,9 +18,14 @@
 //! request that only the ordered form can place *and that will succeed*. The fast form
 //! can tell: only extents shorter than the request plus its padding can fail it, and
 //! for alignments up to 64 the residues of their starts decide it, O(align log n);
-//! above 64 it looks at each of them, O(those extents). A failed request therefore
-//! never changes the form, nor the heap. The move builds the ordered form from the
-//! extents in address order, O(n log n), once.
+//! above 64 it looks at each of them, O(those extents), and remembers the failure
+//! (`aligned::Fails`, inline, kept exact by every later change), so that a request
+//! it rules out is refused in O(1) until an extent that could serve it appears. A
+//! failed request therefore never moves the index to the ordered form, nor changes
+//! the heap; the fast form that remembers failures is a form of its own
+//! (`Form::Learned`), so that the plain fast form's changes pay nothing for the
+//! counting. The move builds the ordered form from the extents in address order,
+//! O(n log n), once.
 //!
 //! Best fit takes a shortest extent that holds the request in both forms. Among
 //! extents of that length, the fast form takes the most recently changed one for
@@ -286,6 +291,9 @@ impl FreeIndex {
     /// aligned to `align` fit somewhere; `None` (and no move) if they do not.
     fn ordered_if_fits(&mut self, need: u64, align: u64) -> Option<&mut Ordered> {
         if let Form::Hot(hot) | Form::Learned(hot) = &mut self.form {
+            if hot.known_short(align, need) {
+                return None;
+            }
             if !hot.any_fit(need, align) {
                 if align > 64 {
                     hot.note_failed(need, align);
