@@ -17,6 +17,7 @@
 //! | 2 | `Group::core`, ascending index | one core operation |
 //! | 3 | `Signal::lock` | the condvar handshake only; nothing is taken under it |
 //! | 3 | `SharedAllocator::pressure_hook` | cloning the callback out; nothing is taken under it |
+//! | 3 | `SharedAllocator::pressure_cursor` | reading or setting where pressure rounds go on; nothing is taken under it |
 //! | 3 | `Space::detached` | the detached set only; nothing is taken under it |
 //!
 //! `SharedAllocator::tracked` is also taken, with nothing under it, to mark a lease

@@ -433,3 +433,40 @@ fn pressure_rounds_ask_a_bounded_number_and_take_turns() {
         a.check_invariants().unwrap();
     }
 }
+
+#[test]
+fn pressure_rounds_go_on_inside_a_span_and_among_one_range_s_leases() {
+    let asked = |c: &[Arc<AtomicUsize>]| -> Vec<usize> {
+        c.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+    };
+    // 64 leases on block 10 fill a round; lease `b` on block 13 lies in the same
+    // span (10..16, with Free blocks 11, 12, 14 and 15), which fits 6 blocks only
+    // whole. The next round goes on inside the span and asks `b`.
+    let a = all_allocated(64);
+    let on_10: Vec<_> = (0..64).map(|_| counting_lease(&a, 10)).collect();
+    let b = counting_lease(&a, 13);
+    a.free(Extent::new(10, 6)).unwrap();
+    assert!(a.allocate(Request::new(6)).is_err());
+    assert!(asked(&on_10).iter().all(|&c| c == 1));
+    assert_eq!(b.load(Ordering::SeqCst), 0, "the round's 64 went to block 10");
+    assert!(a.allocate(Request::new(6)).is_err());
+    assert_eq!(b.load(Ordering::SeqCst), 1, "the next round asks it");
+    a.check_invariants().unwrap();
+
+    // 200 leases on one block beside a Free block: each round asks the next 64 of
+    // them, the fourth the last 8, and the fifth starts over.
+    let a = all_allocated(64);
+    let on_20: Vec<_> = (0..200).map(|_| counting_lease(&a, 20)).collect();
+    a.free(Extent::new(20, 2)).unwrap();
+    let mut before = 0;
+    for (round, want) in [64, 64, 64, 8, 64].into_iter().enumerate() {
+        if round == 4 {
+            assert!(asked(&on_20).iter().all(|&c| c == 1), "each asked once");
+        }
+        assert!(a.allocate(Request::new(2)).is_err());
+        let now = a.stats().counters.revocations;
+        assert_eq!(now - before, want, "round {}", round + 1);
+        before = now;
+    }
+    a.check_invariants().unwrap();
+}

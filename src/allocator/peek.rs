@@ -29,14 +29,16 @@ impl ExtentAllocator {
     }
 
     /// For a pressure round: the held ranges (Deferred runs and pinned Free ranges)
-    /// of `within`, in address order from its start, that lie in a span of blocks each
-    /// Free or held, widened by the free extents at its ends, where `need` blocks
-    /// aligned to `align` would fit once every hold on it let go. Each such range is
-    /// given to `found`, clipped to `within`.
+    /// of `within`, in address order from its start, grouped into spans of blocks each
+    /// Free or held (widened by the free extents at their ends). The ranges of a span
+    /// where `need` blocks aligned to `align` would fit once every hold on it let go
+    /// are given to `found`, clipped to `within`; so are those of a span this walk
+    /// sees only part of (it goes on below `within.start`, or past the last range the
+    /// budget lets it look at), which might fit.
     ///
     /// It looks at `*budget` held ranges at most, counting it down, and returns the
-    /// block after the last range it looked at (`within.end` when it saw them all):
-    /// O(log n + budget). A span cut by the budget is judged by what was seen of it.
+    /// block after the last range it looked at when ranges were left unseen, else
+    /// `within.end`: O((1 + budget) log n).
     pub(crate) fn held_that_could_fit(
         &self,
         within: Range<u64>,
@@ -60,10 +62,16 @@ impl ExtentAllocator {
             .overlapping(&within)
             .map(|r| clip(r.clone()))
             .peekable();
-        // The held ranges of the span being built, and the span so far.
+        // A held block just before `b`: a span reaching `b` began further down.
+        let held_at = |b: u64| {
+            self.deferrals.epoch_of.containing(b).is_some() || self.pinned_free.contains(&b)
+        };
+        // The held ranges of the span being built, the span so far, and whether it
+        // reaches out of what this walk sees (then it is not judged, only given).
         let mut members: Vec<Range<u64>> = Vec::new();
         let mut span = 0..0;
-        let mut close = |span: &Range<u64>, members: &mut Vec<Range<u64>>| {
+        let mut open = false;
+        let mut close = |span: &Range<u64>, members: &mut Vec<Range<u64>>, open: bool| {
             if members.is_empty() {
                 return;
             }
@@ -71,12 +79,13 @@ impl ExtentAllocator {
                 Some(e) if e.start == span.end => e.start + e.len,
                 _ => span.end,
             };
-            if crate::index::fit(span.start, end - span.start, need, align).is_some() {
+            if open || crate::index::fit(span.start, end - span.start, need, align).is_some() {
                 members.drain(..).for_each(&mut found);
             }
             members.clear();
         };
-        let mut stopped = within.end;
+        let mut stopped = within.start;
+        let mut first = true;
         while *budget > 0 {
             // The next held range by start: the two sets never share a block.
             let next = match (deferred.peek(), pinned.peek()) {
@@ -96,17 +105,22 @@ impl ExtentAllocator {
             if joins {
                 span.end = h.end;
             } else {
-                close(&span, &mut members);
+                close(&span, &mut members, open);
                 let start = match h.start.checked_sub(1).and_then(|b| self.free.containing(b)) {
                     Some(e) => e.start,
                     None => h.start,
                 };
+                // Only the first span can reach below `within` (the others follow
+                // a range this walk saw, which they did not join).
+                open = first && start.checked_sub(1).is_some_and(held_at);
+                first = false;
                 span = start..h.end;
             }
             members.push(h);
         }
-        close(&span, &mut members);
-        if *budget > 0 { within.end } else { stopped }
+        let unseen = deferred.peek().is_some() || pinned.peek().is_some();
+        close(&span, &mut members, open || unseen);
+        if unseen { stopped } else { within.end }
     }
 
     /// A mark for [`count_deferred_before`](Self::count_deferred_before): blocks

@@ -144,9 +144,9 @@ pub struct SharedAllocator {
     pressure_hook: Mutex<Option<PressureHook>>,
     /// Pressure rounds running now, over all threads (see `reentry`).
     pressure_rounds: AtomicUsize,
-    /// The block the last pressure round stopped looking at: the next one goes on
-    /// from there, so that bounded rounds reach every held range in turn.
-    pressure_cursor: AtomicU64,
+    /// Where the last pressure round stopped: the next one goes on from there, so
+    /// that bounded rounds reach every held range, and every lease on it, in turn.
+    pressure_cursor: Mutex<pins::PressureCursor>,
     /// Cap on Deferred blocks, if any.
     deferred_cap_blocks: Option<u64>,
     /// Sum of every group's published Deferred blocks.
@@ -393,7 +393,7 @@ impl SharedBuilder {
             count_pins_made: OwnLine(AtomicU64::new(0)),
             pressure_hook: Mutex::new(None),
             pressure_rounds: AtomicUsize::new(0),
-            pressure_cursor: AtomicU64::new(0),
+            pressure_cursor: Mutex::new(pins::PressureCursor::default()),
             deferred_cap_blocks: self.deferred_cap_blocks,
             count_deferred_blocks: AtomicU64::new(0),
             counters: stats::AtomicCounters::default(),

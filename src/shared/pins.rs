@@ -334,6 +334,15 @@ pub(crate) struct Asked {
     pub(crate) here: Vec<(SharedPinId, Extent)>,
 }
 
+/// Where pressure rounds go on: the block the next round starts from, and, when the
+/// last one stopped among the leases of the held range starting there, the interval
+/// key to go on below.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PressureCursor {
+    at: u64,
+    upto: Option<u128>,
+}
+
 /// The most leases one pressure round asks to let go.
 pub(crate) const PRESSURE_ASKS: usize = 64;
 
@@ -896,23 +905,29 @@ impl SharedAllocator {
     /// `align`: those over held ranges whose release could let it fit (see
     /// `held_that_could_fit`), at most [`PRESSURE_ASKS`], found by looking at no
     /// more than [`PRESSURE_LOOKS`] held ranges, from where the last round stopped
-    /// and on around the space. Locks each group in turn, and the tracked pins after
-    /// each (never both at once): O(G + PRESSURE_LOOKS log n), whatever the leases
-    /// elsewhere. Returned oldest first.
+    /// and on around the space. Where this round stops, in the middle of a range's
+    /// leases too, the next goes on. Locks each group in turn, and the tracked pins
+    /// after each (never both at once): O(G + (PRESSURE_LOOKS + PRESSURE_ASKS) log n),
+    /// whatever the leases elsewhere. Returned oldest first.
     pub(crate) fn leases_that_could_help(
         &self,
         need: u64,
         align: u64,
     ) -> Vec<(SharedPinId, Extent, RevokeFn)> {
-        let from = self
-            .pressure_cursor
-            .load(Ordering::Relaxed)
-            .min(self.capacity - 1);
+        let cursor = *self.pressure_cursor.lock();
+        let from = cursor.at.min(self.capacity - 1);
         let g0 = self.group_of(from);
         let count = self.groups.len();
         let mut budget = PRESSURE_LOOKS;
         let mut keys: Vec<u64> = Vec::new();
-        let mut next = from;
+        // Unless a limit stops it, this round sees every held range: the next
+        // starts where this one did, with every lease of its first range.
+        let mut next = PressureCursor {
+            at: from,
+            upto: None,
+        };
+        // The leases of the range at `from` that the last round did not reach.
+        let mut resume = cursor.upto;
         // The groups from the cursor's on, then its own again below the cursor.
         'groups: for i in 0..=count {
             let g = (g0 + i) % count;
@@ -928,29 +943,38 @@ impl SharedAllocator {
                 .held_that_could_fit(within, need, align, &mut budget, |r| ranges.push(r));
             let tracked = self.tracked.lock();
             for r in &ranges {
-                tracked.leases.for_each_overlapping(
-                    r,
-                    |_| true,
-                    |_, slot| {
-                        let key = tracked.lease_keys[slot as usize];
-                        if !keys.contains(&key) {
-                            keys.push(key);
-                        }
-                    },
-                );
+                let upto = if r.start == from { resume.take() } else { None };
+                let rest = tracked.leases.visit_overlapping(r, upto, |_, slot| {
+                    let key = tracked.lease_keys[slot as usize];
+                    // A lease over several ranges of a span is met more than once.
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                    keys.len() < PRESSURE_ASKS
+                });
                 if keys.len() >= PRESSURE_ASKS {
-                    next = r.end;
+                    next = match rest {
+                        Some(upto) => PressureCursor {
+                            at: r.start,
+                            upto: Some(upto),
+                        },
+                        None => PressureCursor {
+                            at: r.end % self.capacity,
+                            upto: None,
+                        },
+                    };
                     break 'groups;
                 }
             }
             if budget == 0 {
-                next = stopped;
+                next = PressureCursor {
+                    at: stopped % self.capacity,
+                    upto: None,
+                };
                 break;
             }
         }
-        self.pressure_cursor
-            .store(next % self.capacity, Ordering::Relaxed);
-        keys.truncate(PRESSURE_ASKS);
+        *self.pressure_cursor.lock() = next;
         keys.sort_unstable();
         let tracked = self.tracked.lock();
         keys.into_iter()

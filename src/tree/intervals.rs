@@ -112,6 +112,27 @@ impl Intervals {
         }
     }
 
+    /// [`for_each_overlapping`](Self::for_each_overlapping), from the greatest key at
+    /// most `upto` (the greatest of all when `None`) down, while `f` says to go on.
+    /// Returns the `upto` to go on from when `f` stopped it, `None` when it saw them
+    /// all.
+    pub(crate) fn visit_overlapping(
+        &self,
+        r: &Range<u64>,
+        upto: Option<u128>,
+        mut f: impl FnMut(Range<u64>, u32) -> bool,
+    ) -> Option<u128> {
+        let mut upto = upto.unwrap_or(key(r.end - 1, u32::MAX));
+        while let Some((found, id)) = self.last_overlapping(upto, r, |_| true) {
+            let below = key(found.start, id).checked_sub(1);
+            if !f(found, id) {
+                return below;
+            }
+            upto = below?;
+        }
+        None
+    }
+
     /// Every entry, in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Range<u64>, u32)> + '_ {
         self.tree.iter().map(|(k, end)| {
