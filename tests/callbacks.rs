@@ -448,7 +448,11 @@ fn pressure_rounds_go_on_inside_a_span_and_among_one_range_s_leases() {
     a.free(Extent::new(10, 6)).unwrap();
     assert!(a.allocate(Request::new(6)).is_err());
     assert!(asked(&on_10).iter().all(|&c| c == 1));
-    assert_eq!(b.load(Ordering::SeqCst), 0, "the round's 64 went to block 10");
+    assert_eq!(
+        b.load(Ordering::SeqCst),
+        0,
+        "the round's 64 went to block 10"
+    );
     assert!(a.allocate(Request::new(6)).is_err());
     assert_eq!(b.load(Ordering::SeqCst), 1, "the next round asks it");
     a.check_invariants().unwrap();
