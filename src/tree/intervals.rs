@@ -115,7 +115,8 @@ impl Intervals {
     /// [`for_each_overlapping`](Self::for_each_overlapping), from the greatest key at
     /// most `upto` (the greatest of all when `None`) down, while `f` says to go on.
     /// Returns the `upto` to go on from when `f` stopped it, `None` when it saw them
-    /// all.
+    /// all. (Only the shared layer's pressure rounds ask.)
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(crate) fn visit_overlapping(
         &self,
         r: &Range<u64>,
