@@ -123,6 +123,20 @@ impl ExtentAllocator {
         if unseen { stopped } else { within.end }
     }
 
+    /// What a [`NoSpace`](crate::AllocError::NoSpace) totals over a shared
+    /// allocator's groups, without the rest of [`stats`](Self::stats) (its histogram
+    /// and metadata read many more cache lines, and a failing shared allocation asks
+    /// every group): `(free, largest free, reserved, pinned free, Deferred by)`. O(1).
+    pub(crate) fn space_totals(&self) -> (u64, u64, u64, u64, crate::Held) {
+        (
+            self.free.free_blocks() + self.count_pinned_free_blocks,
+            self.free.largest_len(),
+            self.count_reserved_blocks,
+            self.count_pinned_free_blocks,
+            self.deferred_held(),
+        )
+    }
+
     /// A mark for [`count_deferred_before`](Self::count_deferred_before): blocks
     /// deferred from now on are not counted against it.
     pub(crate) fn deferral_mark(&self) -> u64 {

@@ -329,15 +329,14 @@ impl SharedAllocator {
         let (mut free, mut largest_free, mut reserved, mut pinned_free) = (0, 0, 0, 0);
         let mut deferred = Held::default();
         for g in 0..self.groups.len() {
-            let s = self.lock(g).stats();
-            let outside = self.groups[g].range.start;
-            debug_assert!(s.capacity_blocks - outside >= s.free_blocks);
-            free += s.free_blocks;
-            largest_free = largest_free.max(s.largest_free_blocks);
-            reserved += s.reserved_blocks;
-            pinned_free += s.pinned_free_blocks;
-            deferred.pins += s.deferred_by.pins;
-            deferred.epochs += s.deferred_by.epochs;
+            let (f, largest, r, p, d) = self.lock(g).space_totals();
+            debug_assert!(f <= self.groups[g].range.end - self.groups[g].range.start);
+            free += f;
+            largest_free = largest_free.max(largest);
+            reserved += r;
+            pinned_free += p;
+            deferred.pins += d.pins;
+            deferred.epochs += d.epochs;
         }
         AllocError::NoSpace {
             requested,
