@@ -474,3 +474,42 @@ fn pressure_rounds_go_on_inside_a_span_and_among_one_range_s_leases() {
     }
     a.check_invariants().unwrap();
 }
+
+#[test]
+fn pressure_rounds_keep_asking_across_the_wrap_and_at_a_full_range() {
+    let count = |c: &Arc<AtomicUsize>| c.load(Ordering::SeqCst);
+    // Lease `a` on block 4 and 64 leases on block 6, in one span (4..10, with Free
+    // blocks 5, 7, 8 and 9) that fits 6 blocks only whole. The rounds' cursor moves
+    // into the span and the wrap-around pass cuts it; `a` is still asked every other
+    // round or so, and no round asks more than 64.
+    let a_ = all_allocated(64);
+    let a = counting_lease(&a_, 4);
+    let on_6: Vec<_> = (0..64).map(|_| counting_lease(&a_, 6)).collect();
+    a_.free(Extent::new(4, 6)).unwrap();
+    let mut before = 0;
+    for round in 1..=6 {
+        assert!(a_.allocate(Request::new(6)).is_err());
+        let now = a_.stats().counters.revocations;
+        assert!(
+            (1..=64).contains(&(now - before)),
+            "round {round}: {}",
+            now - before
+        );
+        before = now;
+    }
+    assert!(count(&a) >= 3, "a asked {} times in 6 rounds", count(&a));
+    assert!(on_6.iter().all(|c| count(c) >= 3));
+    a_.check_invariants().unwrap();
+
+    // Exactly 64 leases on one block: every round asks all of them.
+    let s = all_allocated(64);
+    let _on_20: Vec<_> = (0..64).map(|_| counting_lease(&s, 20)).collect();
+    s.free(Extent::new(20, 2)).unwrap();
+    let mut before = 0;
+    for round in 1..=3 {
+        assert!(s.allocate(Request::new(2)).is_err());
+        let now = s.stats().counters.revocations;
+        assert_eq!(now - before, 64, "round {round}");
+        before = now;
+    }
+}

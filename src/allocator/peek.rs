@@ -119,7 +119,17 @@ impl ExtentAllocator {
             members.push(h);
         }
         let unseen = deferred.peek().is_some() || pinned.peek().is_some();
-        close(&span, &mut members, open || unseen);
+        // The last span may go on past `within.end` (the wrap-around pass of a
+        // pressure round stops where it began): held blocks at its end, or just past
+        // the free extent there, lie beyond what this walk sees.
+        let beyond = !members.is_empty() && {
+            let end = match self.free.containing(span.end) {
+                Some(e) if e.start == span.end => e.start + e.len,
+                _ => span.end,
+            };
+            end >= within.end && held_at(end)
+        };
+        close(&span, &mut members, open || unseen || beyond);
         if unseen { stopped } else { within.end }
     }
 

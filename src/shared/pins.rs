@@ -906,9 +906,10 @@ impl SharedAllocator {
     /// `held_that_could_fit`), at most [`PRESSURE_ASKS`], found by looking at no
     /// more than [`PRESSURE_LOOKS`] held ranges, from where the last round stopped
     /// and on around the space. Where this round stops, in the middle of a range's
-    /// leases too, the next goes on. Locks each group in turn, and the tracked pins
-    /// after each (never both at once): O(G + (PRESSURE_LOOKS + PRESSURE_ASKS) log n),
-    /// whatever the leases elsewhere. Returned oldest first.
+    /// leases too, the next goes on. Each lease is met once a round, however many of
+    /// the ranges it covers. Locks each group in turn, and the tracked pins after each
+    /// (never both at once): O((G + PRESSURE_LOOKS + PRESSURE_ASKS) log n), whatever
+    /// the leases elsewhere. Returned oldest first.
     pub(crate) fn leases_that_could_help(
         &self,
         need: u64,
@@ -928,6 +929,8 @@ impl SharedAllocator {
         };
         // The leases of the range at `from` that the last round did not reach.
         let mut resume = cursor.upto;
+        // The end of the last range whose leases were all met.
+        let mut seen_to = 0;
         // The groups from the cursor's on, then its own again below the cursor.
         'groups: for i in 0..=count {
             let g = (g0 + i) % count;
@@ -944,24 +947,27 @@ impl SharedAllocator {
             let tracked = self.tracked.lock();
             for r in &ranges {
                 let upto = if r.start == from { resume.take() } else { None };
-                let rest = tracked.leases.visit_overlapping(r, upto, |_, slot| {
+                // A lease starting before the last range seen also covers it (it
+                // reaches this one): it was met there.
+                // (Only when that range lies below: the wrap-around pass starts low.)
+                let lo = if seen_to <= r.start { seen_to } else { 0 };
+                let rest = tracked.leases.visit_overlapping(r, lo, upto, |_, slot| {
                     let key = tracked.lease_keys[slot as usize];
-                    // A lease over several ranges of a span is met more than once.
-                    if !keys.contains(&key) {
-                        keys.push(key);
+                    if keys.contains(&key) {
+                        return true;
                     }
-                    keys.len() < PRESSURE_ASKS
+                    if keys.len() == PRESSURE_ASKS {
+                        return false;
+                    }
+                    keys.push(key);
+                    true
                 });
-                if keys.len() >= PRESSURE_ASKS {
-                    next = match rest {
-                        Some(upto) => PressureCursor {
-                            at: r.start,
-                            upto: Some(upto),
-                        },
-                        None => PressureCursor {
-                            at: r.end % self.capacity,
-                            upto: None,
-                        },
+                seen_to = r.end;
+                if let Some(upto) = rest {
+                    // Full, with leases of `r` left: the next round asks them first.
+                    next = PressureCursor {
+                        at: r.start,
+                        upto: Some(upto),
                     };
                     break 'groups;
                 }

@@ -112,24 +112,29 @@ impl Intervals {
         }
     }
 
-    /// [`for_each_overlapping`](Self::for_each_overlapping), from the greatest key at
-    /// most `upto` (the greatest of all when `None`) down, while `f` says to go on.
-    /// Returns the `upto` to go on from when `f` stopped it, `None` when it saw them
-    /// all. (Only the shared layer's pressure rounds ask.)
+    /// The entries that share a block with `r` (non-empty) and start at or after
+    /// `from`, from the greatest key at most `upto` (the greatest of all when `None`)
+    /// down, each given to `f` until it refuses one. Returns the refused entry's key,
+    /// the `upto` to go on from, or `None` when `f` took them all. One descent per
+    /// entry given. (Only the shared layer's pressure rounds ask.)
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(crate) fn visit_overlapping(
         &self,
         r: &Range<u64>,
+        from: u64,
         upto: Option<u128>,
         mut f: impl FnMut(Range<u64>, u32) -> bool,
     ) -> Option<u128> {
         let mut upto = upto.unwrap_or(key(r.end - 1, u32::MAX));
         while let Some((found, id)) = self.last_overlapping(upto, r, |_| true) {
-            let below = key(found.start, id).checked_sub(1);
-            if !f(found, id) {
-                return below;
+            if found.start < from {
+                return None;
             }
-            upto = below?;
+            let k = key(found.start, id);
+            if !f(found, id) {
+                return Some(k);
+            }
+            upto = k.checked_sub(1)?;
         }
         None
     }
@@ -215,6 +220,38 @@ mod tests {
             seen.sort_by_key(|(r, id)| (r.start, *id));
             expect.sort_by_key(|(r, id)| (r.start, *id));
             assert_eq!(seen, expect, "step {step}: overlapping {q:?}");
+            // A visit from a start, taking `take` entries and then refusing one, goes
+            // on from the refused key, and together the two visits see what a whole
+            // visit from that start sees, in descending key order.
+            let from = rng.below(n);
+            let mut want: Vec<(Range<u64>, u32)> = expect
+                .iter()
+                .filter(|(r, _)| r.start >= from)
+                .cloned()
+                .collect();
+            want.reverse();
+            let take = rng.below(4) as usize;
+            let mut got = Vec::new();
+            let rest = ix.visit_overlapping(&q, from, None, |r, id| {
+                if got.len() == take {
+                    return false;
+                }
+                got.push((r, id));
+                true
+            });
+            assert_eq!(
+                rest.is_some(),
+                want.len() > take,
+                "step {step}: visit {q:?}"
+            );
+            if let Some(upto) = rest {
+                let more = ix.visit_overlapping(&q, from, Some(upto), |r, id| {
+                    got.push((r, id));
+                    true
+                });
+                assert_eq!(more, None);
+            }
+            assert_eq!(got, want, "step {step}: visit {q:?} from {from}");
         }
     }
 
