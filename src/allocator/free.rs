@@ -63,7 +63,19 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn free(&mut self, extent: Extent) -> Result<FreeOutcome, FreeError> {
-        self.free_as(extent, false)
+        match self.free_plain(extent) {
+            Some(out) => Ok(out),
+            // It made the lookups ahead, and changed nothing.
+            None => self.free_held(extent),
+        }
+    }
+
+    /// [`free`](Self::free) once [`free_plain`](Self::free_plain) said no: out of
+    /// line, so that the common free does not pay for this path's registers.
+    #[cold]
+    #[inline(never)]
+    fn free_held(&mut self, extent: Extent) -> Result<FreeOutcome, FreeError> {
+        self.free_checked(extent, false)
     }
 
     /// Frees `extent` as part of the open epoch's transaction: as [`free`](Self::free),
@@ -124,16 +136,19 @@ impl ExtentAllocator {
 
     fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
         if !on_commit {
-            if let Some(out) = self.free_plain(extent) {
-                return Ok(out);
-            }
-            // It made the lookups ahead (below), and changed nothing since.
-        } else {
-            self.free.probe(extent.start);
-            if let Ok(r) = self.checked_range(extent) {
-                self.pins.probe(&r);
-            }
+            return self.free(extent);
         }
+        // The lookups ahead that `free_plain` makes for a plain free.
+        self.free.probe(extent.start);
+        if let Ok(r) = self.checked_range(extent) {
+            self.pins.probe(&r);
+        }
+        self.free_checked(extent, true)
+    }
+
+    /// A free that is not plain (held blocks, a free on commit, or bad input), once
+    /// the lookups ahead are made.
+    fn free_checked(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end && r.end <= self.capacity);
         // The fresh pins inside `r` (their blocks become Deferred, unmarked) go into
