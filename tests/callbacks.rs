@@ -368,6 +368,21 @@ fn counting_lease(a: &SharedAllocator, block: u64) -> Arc<AtomicUsize> {
     calls
 }
 
+/// Runs `rounds` allocations of `request` that fail, and returns how many leases
+/// each one's pressure round asked.
+fn asks_per_round(a: &SharedAllocator, request: Request, rounds: usize) -> Vec<u64> {
+    let mut before = a.stats().counters.revocations;
+    (0..rounds)
+        .map(|_| {
+            assert!(a.allocate(request).is_err(), "nobody lets go");
+            let now = a.stats().counters.revocations;
+            let asked = now - before;
+            before = now;
+            asked
+        })
+        .collect()
+}
+
 /// A space of `n` blocks in one group, every block Allocated.
 fn all_allocated(n: u64) -> SharedAllocator {
     let a = SharedAllocator::builder(n).groups(1).build();
@@ -413,17 +428,11 @@ fn pressure_rounds_ask_a_bounded_number_and_take_turns() {
         for e in all {
             a.free(e).unwrap();
         }
-        let mut before = 0;
-        for round in 1..=4u64 {
-            assert!(a.allocate(Request::new(2)).is_err(), "nobody lets go");
-            let now = a.stats().counters.revocations;
-            assert_eq!(
-                now - before,
-                64,
-                "{groups} groups: round {round} asks at most 64"
-            );
-            before = now;
-        }
+        let asked = asks_per_round(&a, Request::new(2), 4);
+        assert_eq!(
+            asked, [64; 4],
+            "{groups} groups: each round asks at most 64"
+        );
         // Four rounds of 64 reach all 200, none more than twice.
         let calls: Vec<usize> = leases.iter().map(|c| c.load(Ordering::SeqCst)).collect();
         assert!(
@@ -462,16 +471,13 @@ fn pressure_rounds_go_on_inside_a_span_and_among_one_range_s_leases() {
     let a = all_allocated(64);
     let on_20: Vec<_> = (0..200).map(|_| counting_lease(&a, 20)).collect();
     a.free(Extent::new(20, 2)).unwrap();
-    let mut before = 0;
-    for (round, want) in [64, 64, 64, 8, 64].into_iter().enumerate() {
-        if round == 4 {
-            assert!(asked(&on_20).iter().all(|&c| c == 1), "each asked once");
-        }
-        assert!(a.allocate(Request::new(2)).is_err());
-        let now = a.stats().counters.revocations;
-        assert_eq!(now - before, want, "round {}", round + 1);
-        before = now;
-    }
+    assert_eq!(asks_per_round(&a, Request::new(2), 4), [64, 64, 64, 8]);
+    assert!(asked(&on_20).iter().all(|&c| c == 1), "each asked once");
+    assert_eq!(
+        asks_per_round(&a, Request::new(2), 1),
+        [64],
+        "and from the start"
+    );
     a.check_invariants().unwrap();
 }
 
@@ -486,17 +492,8 @@ fn pressure_rounds_keep_asking_across_the_wrap_and_at_a_full_range() {
     let a = counting_lease(&a_, 4);
     let on_6: Vec<_> = (0..64).map(|_| counting_lease(&a_, 6)).collect();
     a_.free(Extent::new(4, 6)).unwrap();
-    let mut before = 0;
-    for round in 1..=6 {
-        assert!(a_.allocate(Request::new(6)).is_err());
-        let now = a_.stats().counters.revocations;
-        assert!(
-            (1..=64).contains(&(now - before)),
-            "round {round}: {}",
-            now - before
-        );
-        before = now;
-    }
+    let asked = asks_per_round(&a_, Request::new(6), 6);
+    assert!(asked.iter().all(|n| (1..=64).contains(n)), "{asked:?}");
     assert!(count(&a) >= 3, "a asked {} times in 6 rounds", count(&a));
     assert!(on_6.iter().all(|c| count(c) >= 3));
     a_.check_invariants().unwrap();
@@ -505,11 +502,5 @@ fn pressure_rounds_keep_asking_across_the_wrap_and_at_a_full_range() {
     let s = all_allocated(64);
     let _on_20: Vec<_> = (0..64).map(|_| counting_lease(&s, 20)).collect();
     s.free(Extent::new(20, 2)).unwrap();
-    let mut before = 0;
-    for round in 1..=3 {
-        assert!(s.allocate(Request::new(2)).is_err());
-        let now = s.stats().counters.revocations;
-        assert_eq!(now - before, 64, "round {round}");
-        before = now;
-    }
+    assert_eq!(asks_per_round(&s, Request::new(2), 3), [64; 3]);
 }

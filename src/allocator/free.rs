@@ -102,7 +102,12 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn free_on_commit(&mut self, extent: Extent) -> Result<FreeOutcome, FreeError> {
-        self.free_as(extent, true)
+        // The lookups ahead that `free_plain` makes for a plain free.
+        self.free.probe(extent.start);
+        if let Ok(r) = self.checked_range(extent) {
+            self.pins.probe(&r);
+        }
+        self.free_checked(extent, true)
     }
 
     /// The common free: of Allocated blocks that nothing holds (no pin, no Deferred
@@ -132,18 +137,6 @@ impl ExtentAllocator {
             freed_blocks: extent.len,
             deferred_blocks: 0,
         })
-    }
-
-    fn free_as(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
-        if !on_commit {
-            return self.free(extent);
-        }
-        // The lookups ahead that `free_plain` makes for a plain free.
-        self.free.probe(extent.start);
-        if let Ok(r) = self.checked_range(extent) {
-            self.pins.probe(&r);
-        }
-        self.free_checked(extent, true)
     }
 
     /// A free that is not plain (held blocks, a free on commit, or bad input), once

@@ -62,7 +62,7 @@ impl ExtentAllocator {
             .overlapping(&within)
             .map(|r| clip(r.clone()))
             .peekable();
-        // A held block just before `b`: a span reaching `b` began further down.
+        // Whether block `b` is held (Deferred, or Free and pinned).
         let held_at = |b: u64| {
             self.deferrals.epoch_of.containing(b).is_some() || self.pinned_free.contains(&b)
         };
@@ -71,18 +71,21 @@ impl ExtentAllocator {
         let mut members: Vec<Range<u64>> = Vec::new();
         let mut span = 0..0;
         let mut open = false;
+        // Where a span ending at `end` ends once widened by the free extent there.
+        let widened = |end: u64| match self.free.containing(end) {
+            Some(e) if e.start == end => e.start + e.len,
+            _ => end,
+        };
         let mut close = |span: &Range<u64>, members: &mut Vec<Range<u64>>, open: bool| {
             if members.is_empty() {
                 return;
             }
-            let end = match self.free.containing(span.end) {
-                Some(e) if e.start == span.end => e.start + e.len,
-                _ => span.end,
-            };
+            let end = widened(span.end);
             if open || crate::index::fit(span.start, end - span.start, need, align).is_some() {
                 members.drain(..).for_each(&mut found);
+            } else {
+                members.clear();
             }
-            members.clear();
         };
         let mut stopped = within.start;
         let mut first = true;
@@ -123,10 +126,7 @@ impl ExtentAllocator {
         // pressure round stops where it began): held blocks at its end, or just past
         // the free extent there, lie beyond what this walk sees.
         let beyond = !members.is_empty() && {
-            let end = match self.free.containing(span.end) {
-                Some(e) if e.start == span.end => e.start + e.len,
-                _ => span.end,
-            };
+            let end = widened(span.end);
             end >= within.end && held_at(end)
         };
         close(&span, &mut members, open || unseen || beyond);

@@ -746,12 +746,10 @@ impl Hot {
     }
 
     /// Remembers that [`any_fit`](Self::any_fit) said no to `need` blocks aligned to
-    /// `align`, when that is above 64 (where saying it again would look at each
-    /// extent again). Inline: the heap does not change.
+    /// `align` (above 64, where saying it again would look at each extent again).
+    /// Inline: the heap does not change.
     pub(crate) fn note_failed(&mut self, need: u64, align: u64) {
-        if align > 64 {
-            self.fails.0.note(align, need);
-        }
+        self.fails.0.note(align, need);
     }
 
     /// What failed requests learned, for the ordered form to start from.
