@@ -13,8 +13,8 @@
 //!   for overlap with one
 //!   descent (the first extent whose last block is at or after its start, and the one
 //!   before).
-//! - **By size**, every length up to [`EXACT_MAX`] has a list of its extents, linked
-//!   through the records, most recently changed first, and a bit in one `u128` that says
+//! - **By size**, every length up to [`LISTED`] has a list of its extents, linked
+//!   through the records, most recently changed first, and a bit in four words that says
 //!   whether it is empty: best fit is the lowest set bit at or above the length asked
 //!   for, and that list's head. Longer extents are in one B+ tree ordered by
 //!   `(len, start)`, except one kept aside (the first to become long while none is
@@ -23,7 +23,7 @@
 //!
 //! So an allocation that splits an extent is a bit scan and two list splices, and one
 //! that uses an extent up also removes its entry from the address tree, found from the
-//! leaf it was last seen in. Among extents of the same length up to 128, best fit takes
+//! leaf it was last seen in. Among extents of the same length up to 256, best fit takes
 //! the most recently freed or split, not the lowest; for the churn's lengths that
 //! leaves no more free extents behind (the README's churn figures).
 //!
@@ -35,7 +35,7 @@ use alloc::vec::Vec;
 
 use super::aligned::Fails;
 use super::size::{Residues, residues_with_room, size_key, size_of_key};
-use super::{EXACT_MAX, HISTOGRAM_BUCKETS, bucket, fit};
+use super::{HISTOGRAM_BUCKETS, bucket, fit};
 use crate::Extent;
 use crate::tree::Cache;
 use crate::tree::bplus::{BPlus, NIL, Pos, Probed};
@@ -49,7 +49,16 @@ const SCRATCH: u32 = 0;
 /// scanned. It stops counting when it falls to a quarter of this.
 const COUNT_FROM: u32 = 32;
 
-/// One free extent, linked into the list of its length (if at most [`EXACT_MAX`]).
+/// The longest length with a list of its own (twice the ordered form's
+/// [`EXACT_MAX`](super::EXACT_MAX): the churn's free extents run to about 150 blocks,
+/// and a list's splice costs a tenth of a reshape in the long order).
+const LISTED: u64 = 256;
+
+/// The words of [`Hot::nonempty`].
+const WORDS: usize = LISTED as usize / 64;
+const _: () = assert!(WORDS <= 8, "Hot::words has a bit per word");
+
+/// One free extent, linked into the list of its length (if at most [`LISTED`]).
 /// A vacant record links the vacant ones through `next`. The length is not kept: the
 /// address order's key (the last block) gives it, and so do a list and the long order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +68,7 @@ struct Rec {
     next: u32,
 }
 
-/// The list of one length up to [`EXACT_MAX`].
+/// The list of one length up to [`LISTED`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct List {
     /// Its first record, or `NIL`.
@@ -87,10 +96,14 @@ pub(crate) struct Hot {
     /// `lists[l - 1]`: the list of length `l` (its head, length and row of
     /// residues side by side, so that a link or unlink reads one cache line for them;
     /// a shared allocator's groups each have their own, seldom all in the cache).
-    lists: [List; EXACT_MAX as usize],
-    /// Bit `l - 1` is set when `lists[l - 1].head` is not `NIL`.
-    nonempty: u128,
-    /// `size_key(len, start)` → record, for the extents longer than [`EXACT_MAX`], with
+    lists: [List; LISTED as usize],
+    /// Bit `(l - 1) % 64` of word `(l - 1) / 64` is set when `lists[l - 1].head`
+    /// is not `NIL`.
+    nonempty: [u64; WORDS],
+    /// Bit `w` is set when `nonempty[w]` is not 0: a request whose own word holds no
+    /// fit finds the next word with one in a step, not a scan.
+    words: u8,
+    /// `size_key(len, start)` → record, for the extents longer than [`LISTED`], with
     /// the residues of their starts mod 64 under each child.
     long: BPlus<u128, u32, Residues>,
     /// One long extent kept out of the long order, or `NIL`: the first to become long
@@ -141,8 +154,9 @@ impl Hot {
                 head: NIL,
                 len: 0,
                 row: SCRATCH,
-            }; EXACT_MAX as usize],
-            nonempty: 0,
+            }; LISTED as usize],
+            nonempty: [0; WORDS],
+            words: 0,
             long: BPlus::new(),
             top: NIL,
             top_len: 0,
@@ -215,7 +229,7 @@ impl Hot {
     fn link(&mut self, id: u32, len: u64) {
         let start = self.recs[id as usize].start;
         self.histogram[bucket(len)] += 1;
-        if len <= EXACT_MAX {
+        if len <= LISTED {
             let c = len as usize - 1;
             let head = self.lists[c].head;
             let r = &mut self.recs[id as usize];
@@ -225,7 +239,8 @@ impl Hot {
                 self.recs[head as usize].prev = id;
             }
             self.lists[c].head = id;
-            self.nonempty |= 1 << c;
+            self.nonempty[c / 64] |= 1 << (c % 64);
+            self.words |= 1 << (c / 64);
             self.lists[c].len += 1;
             let row = self.lists[c].row;
             let count = &mut self.residues[row as usize][(start % 64) as usize];
@@ -250,12 +265,15 @@ impl Hot {
     fn unlink(&mut self, id: u32, len: u64) {
         let Rec { start, prev, next } = self.recs[id as usize];
         self.histogram[bucket(len)] -= 1;
-        if len <= EXACT_MAX {
+        if len <= LISTED {
             let c = len as usize - 1;
             if prev == NIL {
                 self.lists[c].head = next;
                 if next == NIL {
-                    self.nonempty &= !(1 << c);
+                    self.nonempty[c / 64] &= !(1 << (c % 64));
+                    if self.nonempty[c / 64] == 0 {
+                        self.words &= !(1 << (c / 64));
+                    }
                 }
             } else {
                 self.recs[prev as usize].next = next;
@@ -280,6 +298,44 @@ impl Hot {
             self.long.remove(p);
             self.note_long_max();
             self.long_hint = Cache(None);
+        }
+    }
+
+    /// Whether the list of length `c + 1` is not empty.
+    #[inline]
+    fn is_listed(&self, c: usize) -> bool {
+        self.nonempty[c / 64] & (1 << (c % 64)) != 0
+    }
+
+    /// The shortest length of `need` blocks or more whose list is not empty.
+    #[inline]
+    fn shortest_listed(&self, need: u64) -> Option<u64> {
+        let c = need.wrapping_sub(1);
+        if c >= LISTED {
+            return None;
+        }
+        let w = (c / 64) as usize;
+        let fits = self.nonempty[w] >> (c % 64);
+        if fits != 0 {
+            return Some(need + u64::from(fits.trailing_zeros()));
+        }
+        // `w + 1` is at most `WORDS`, within the summary's width.
+        let later = u32::from(self.words) >> (w + 1);
+        if later == 0 {
+            return None;
+        }
+        let i = w + 1 + later.trailing_zeros() as usize;
+        Some(64 * i as u64 + u64::from(self.nonempty[i].trailing_zeros()) + 1)
+    }
+
+    /// The longest length whose list is not empty, or 0.
+    fn longest_listed(&self) -> u64 {
+        match self.words {
+            0 => 0,
+            w => {
+                let i = 7 - w.leading_zeros() as usize;
+                64 * (i as u64 + 1) - u64::from(self.nonempty[i].leading_zeros())
+            }
         }
     }
 
@@ -310,7 +366,7 @@ impl Hot {
         } else {
             crate::tree::bplus::grow(&mut self.residues);
             self.residues.push(row);
-            u32::try_from(self.residues.len() - 1).expect("at most 128 rows")
+            u32::try_from(self.residues.len() - 1).expect("at most 256 rows")
         };
         self.lists[c].row = at;
     }
@@ -351,7 +407,7 @@ impl Hot {
     /// extent): one rewrite, not a removal and an insertion.
     #[inline(always)]
     fn reshape(&mut self, id: u32, l0: u64, start: u64, len: u64) {
-        if id == self.top && len > EXACT_MAX {
+        if id == self.top && len > LISTED {
             self.recs[id as usize].start = start;
             self.top_len = len;
             self.histogram[bucket(l0)] -= 1;
@@ -364,7 +420,7 @@ impl Hot {
     /// [`reshape`](Self::reshape) for an extent in a list or the long order.
     fn reshape_listed(&mut self, id: u32, l0: u64, start: u64, len: u64) {
         let s0 = self.recs[id as usize].start;
-        if l0 <= EXACT_MAX || len <= EXACT_MAX {
+        if l0 <= LISTED || len <= LISTED {
             self.unlink(id, l0);
             self.recs[id as usize].start = start;
             self.link(id, len);
@@ -634,22 +690,23 @@ impl Hot {
     #[inline]
     pub(crate) fn best_fit(&mut self, need: u64) -> Option<u64> {
         debug_assert!(need > 0);
-        if need <= EXACT_MAX {
-            let fits = self.nonempty >> (need - 1);
-            if fits != 0 {
-                let len = need + u64::from(fits.trailing_zeros());
-                let id = self.lists[len as usize - 1].head;
-                let start = self.recs[id as usize].start;
-                self.chosen = Cache(Some((start, id, len)));
-                return Some(start);
-            }
+        if let Some(len) = self.shortest_listed(need) {
+            let id = self.lists[len as usize - 1].head;
+            let start = self.recs[id as usize].start;
+            self.chosen = Cache(Some((start, id, len)));
+            return Some(start);
         }
         let top = (self.top != NIL && self.top_len >= need)
             .then(|| (self.top, self.recs[self.top as usize].start, self.top_len));
-        let found = self.long.ceil(size_key(need, 0), false).map(|p| {
-            let (k, id) = self.long.get(p);
-            (p, k, id)
-        });
+        // The long order holds nothing this long when its longest falls short: no
+        // descent then, as on an empty space where only the top extent is free.
+        let found = (self.long_max >= need)
+            .then(|| self.long.ceil(size_key(need, 0), false))
+            .flatten()
+            .map(|p| {
+                let (k, id) = self.long.get(p);
+                (p, k, id)
+            });
         match (found, top) {
             (Some((p, k, id)), top) if top.is_none_or(|(.., tl)| size_of_key(k).0 <= tl) => {
                 let (len, start) = size_of_key(k);
@@ -683,12 +740,9 @@ impl Hot {
         {
             return Some(e);
         }
-        if self.nonempty == 0 {
-            return None;
-        }
-        let c = 127 - self.nonempty.leading_zeros();
-        let r = &self.recs[self.lists[c as usize].head as usize];
-        Some(Extent::new(r.start, u64::from(c) + 1))
+        let len = self.longest_listed();
+        let r = &self.recs[self.lists.get(len.checked_sub(1)? as usize)?.head as usize];
+        Some(Extent::new(r.start, len))
     }
 
     /// The longest free extent's length: O(1), which a shared group's publish on every
@@ -697,10 +751,8 @@ impl Hot {
         let top = if self.top == NIL { 0 } else { self.top_len };
         let long = if self.long_max > 0 {
             self.long_max
-        } else if self.nonempty == 0 {
-            0
         } else {
-            128 - u64::from(self.nonempty.leading_zeros())
+            self.longest_listed()
         };
         top.max(long)
     }
@@ -726,9 +778,9 @@ impl Hot {
         }
         (need..=largest).any(|len| {
             let room = residues_with_room(align, len - need);
-            if len <= EXACT_MAX {
+            if len <= LISTED {
                 let c = len as usize - 1;
-                return self.nonempty & (1 << c) != 0 && self.list_has(c, room);
+                return self.is_listed(c) && self.list_has(c, room);
             }
             let sub = |r: &Residues| r.0 & room != 0;
             let entry = |k: &u128, _: &u32| room & (1 << (*k as u64 % 64)) != 0;
@@ -782,7 +834,7 @@ impl Hot {
 
     /// The free extents `(start, len)` with `lo <= len <= hi`, by length.
     fn lengths(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let short = (lo..=hi.min(EXACT_MAX)).flat_map(move |len| {
+        let short = (lo..=hi.min(LISTED)).flat_map(move |len| {
             let mut id = self.lists[len as usize - 1].head;
             core::iter::from_fn(move || {
                 (id != NIL).then(|| {
@@ -792,8 +844,8 @@ impl Hot {
                 })
             })
         });
-        let mut at = if hi > EXACT_MAX {
-            self.long.ceil(size_key(lo.max(EXACT_MAX + 1), 0), false)
+        let mut at = if hi > LISTED {
+            self.long.ceil(size_key(lo.max(LISTED + 1), 0), false)
         } else {
             None
         };
@@ -850,10 +902,10 @@ impl Hot {
             }
             let l = last - s + 1;
             len_of[id as usize] = l;
-            if l > EXACT_MAX && id != self.top && self.long_pos(l, s, id).is_none() {
+            if l > LISTED && id != self.top && self.long_pos(l, s, id).is_none() {
                 return Err((3, format!("size order misses [{s}, +{l})")));
             }
-            short += usize::from(l <= EXACT_MAX);
+            short += usize::from(l <= LISTED);
         }
         if self.top != NIL {
             let r = self
@@ -862,7 +914,7 @@ impl Hot {
                 .filter(|_| seen[self.top as usize]);
             let l = len_of.get(self.top as usize).copied().unwrap_or(0);
             if r.is_none_or(|r| {
-                l != self.top_len || l <= EXACT_MAX || self.long_pos(l, r.start, self.top).is_some()
+                l != self.top_len || l <= LISTED || self.long_pos(l, r.start, self.top).is_some()
             }) {
                 return Err((
                     3,
@@ -876,10 +928,14 @@ impl Hot {
                 "the size order lists extents the address order does not".into(),
             ));
         }
+        let words = (0..WORDS).fold(0u8, |m, i| m | u8::from(self.nonempty[i] != 0) << i);
+        if words != self.words {
+            return Err((3, "the summary of non-empty words is wrong".into()));
+        }
         let mut listed = 0usize;
-        for c in 0..EXACT_MAX as usize {
+        for c in 0..LISTED as usize {
             let head = self.lists[c].head;
-            if (head != NIL) != (self.nonempty & (1 << c) != 0) {
+            if (head != NIL) != self.is_listed(c) {
                 return Err((3, format!("length {}: its non-empty bit is wrong", c + 1)));
             }
             let mut prev = NIL;
@@ -914,7 +970,7 @@ impl Hot {
         if let Some(used) = row_used.first_mut() {
             *used = true;
         }
-        for c in 0..EXACT_MAX as usize {
+        for c in 0..LISTED as usize {
             let mut n = 0u32;
             let mut counts = [0u32; 64];
             let mut id = self.lists[c].head;
@@ -1072,6 +1128,37 @@ mod tests {
         ix.check(500).unwrap();
     }
 
+    /// The lists' non-empty bits span four words: best fit, the longest extent and the
+    /// check agree with a brute force for every request length, whichever words hold
+    /// the lengths (each boundary of a word, in and out of the lists, among them).
+    #[test]
+    fn best_fit_across_the_words_of_lengths() {
+        let edges = [
+            1, 2, 63, 64, 65, 127, 128, 129, 191, 192, 193, 255, 256, 257, 300,
+        ];
+        for mask in [
+            0u32, 1, 0x7fff, 0x5555, 0x2aaa, 0x4210, 0x0888, 0x1000, 0x6000,
+        ] {
+            let lens: Vec<u64> = (0..edges.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| edges[i])
+                .collect();
+            let mut ix = Hot::new();
+            for (i, &l) in lens.iter().enumerate() {
+                ix.insert(1000 * i as u64, l);
+            }
+            ix.check(1000 * 16).unwrap();
+            for need in 1..=301 {
+                let want = lens.iter().copied().filter(|&l| l >= need).min();
+                let got = ix.best_fit(need).map(|s| ix.containing(s).unwrap().len);
+                assert_eq!(got, want, "need {need} among {lens:?}");
+            }
+            let longest = lens.iter().copied().max();
+            assert_eq!(ix.largest_len(), longest.unwrap_or(0), "{lens:?}");
+            assert_eq!(ix.largest().map(|e| e.len), longest, "{lens:?}");
+        }
+    }
+
     /// Random takes and inserts against a plain sorted list, with every search and the
     /// whole check after each change.
     #[test]
@@ -1213,19 +1300,19 @@ mod tests {
             (&by_last, &long),
             "no tree changed"
         );
-        ix.insert(2000, 300);
-        ix.insert(3000, 200);
+        ix.insert(2000, 400);
+        ix.insert(3000, 300);
         assert_eq!(ix.long.len(), 2, "later long extents go to the long order");
         assert_eq!(
-            ix.best_fit(250),
+            ix.best_fit(350),
             Some(2000),
             "the shorter fit, not the kept one"
         );
-        assert_eq!(ix.best_fit(301), Some(10));
+        assert_eq!(ix.best_fit(401), Some(10));
         assert_eq!(ix.largest(), Some(Extent::new(10, 990)));
         ix.take(10, 990);
         assert_eq!(ix.top, NIL);
-        assert_eq!(ix.largest_len(), 300);
+        assert_eq!(ix.largest_len(), 400);
         ix.insert(10, 990);
         assert_ne!(ix.top, NIL);
         ix.check(4000).unwrap();
@@ -1253,8 +1340,11 @@ mod tests {
             "the kept long extent's length is wrong"
         );
         let mut bad = ix.clone();
-        bad.nonempty = 0;
+        bad.nonempty = [0; WORDS];
         assert!(bad.check(20).is_err(), "a wrong non-empty bit");
+        let mut bad = ix.clone();
+        bad.words ^= 0b10;
+        assert!(bad.check(20).is_err(), "a wrong summary word");
         let mut bad = ix.clone();
         bad.lists[2].head = NIL;
         assert!(bad.check(20).is_err(), "an extent missing from its list");
