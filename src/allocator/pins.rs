@@ -476,7 +476,7 @@ impl PinTable {
     }
 
     /// Whether any block of `r` is pinned or Deferred.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn holds_any(&self, r: &Range<u64>) -> bool {
         if self.cover.is_empty() && self.fresh.len() == 0 {
             return false;

@@ -519,6 +519,13 @@ impl Coverage {
     /// meets `r` (the common answer), else the counts decide.
     #[inline]
     pub(crate) fn any(&self, r: &Range<u64>) -> bool {
+        !self.is_empty() && self.any_held(r)
+    }
+
+    /// [`any`](Self::any) once some run is held: out of line, so that a pin while
+    /// no run is (the common case) pays one test.
+    #[inline(never)]
+    fn any_held(&self, r: &Range<u64>) -> bool {
         if self.clear.0 == Some((r.start, r.end)) {
             return false;
         }
