@@ -1,8 +1,9 @@
 //! A filter of the regions of the block space that a set of ranges may meet, so that
 //! a lookup far from every range learns so from one or two words, without a descent.
 //!
-//! The space the ranges reach, from the lowest start to the highest end seen at the
-//! last rebuild, is cut into a power of two of equal regions, about four per range.
+//! The space the ranges reach at the last rebuild, from the lowest start to the
+//! highest end with room on either side, is cut into a power of two of equal
+//! regions, about four per range.
 //! Each region has a bit (some range meets it) and a byte: the hull of the sixteenths
 //! of the region that ranges meet there, the lowest in one half and the highest in
 //! the other. A range sets the bit of every region it meets and widens the hulls of
@@ -336,6 +337,18 @@ mod tests {
     use super::*;
     use crate::tree::bplus::tests::Rng;
 
+    /// Adds `r` to `ranges` and tells `f`.
+    fn add(f: &mut RegionFilter, ranges: &mut Vec<Range<u64>>, r: Range<u64>) {
+        ranges.push(r.clone());
+        f.add(&r, ranges.len(), || ranges.iter().cloned());
+    }
+
+    /// Drops a random one of `ranges` and tells `f`.
+    fn drop_one(f: &mut RegionFilter, ranges: &mut Vec<Range<u64>>, rng: &mut Rng) {
+        ranges.swap_remove(rng.below(ranges.len() as u64) as usize);
+        f.gone(ranges.len(), || ranges.iter().cloned());
+    }
+
     /// Against a plain list of ranges: never "clear" where a range lies, and mostly
     /// "clear" elsewhere once sized.
     #[test]
@@ -347,13 +360,10 @@ mod tests {
         for step in 0..4000 {
             if ranges.is_empty() || rng.below(3) > 0 {
                 let s = (1 << 40) + rng.below(1 << 20);
-                let r = s..s + 1 + rng.below(4);
-                ranges.push(r.clone());
-                f.add(&r, ranges.len(), || ranges.iter().cloned());
+                let len = 1 + rng.below(4);
+                add(&mut f, &mut ranges, s..s + len);
             } else {
-                let i = rng.below(ranges.len() as u64) as usize;
-                ranges.swap_remove(i);
-                f.gone(ranges.len(), || ranges.iter().cloned());
+                drop_one(&mut f, &mut ranges, &mut rng);
             }
             f.check(ranges.iter().cloned()).unwrap();
             if step % 97 == 0 {
@@ -395,12 +405,9 @@ mod tests {
                 if ranges.iter().any(|q| q.start < r.end && r.start < q.end) {
                     continue;
                 }
-                ranges.push(r.clone());
-                f.add(&r, ranges.len(), || ranges.iter().cloned());
+                add(&mut f, &mut ranges, r);
             } else {
-                let i = rng.below(ranges.len() as u64) as usize;
-                ranges.swap_remove(i);
-                f.gone(ranges.len(), || ranges.iter().cloned());
+                drop_one(&mut f, &mut ranges, &mut rng);
             }
             long_seen |= f.any_full;
             f.check(ranges.iter().cloned()).unwrap();
@@ -429,8 +436,7 @@ mod tests {
             let (mut f, mut ranges) = (RegionFilter::new(), Vec::new());
             for i in 0..4000u64 {
                 let s = (1 << 40) - i * (step + 1);
-                ranges.push(s..s + step);
-                f.add(&(s..s + step), ranges.len(), || ranges.iter().cloned());
+                add(&mut f, &mut ranges, s..s + step);
             }
             f.check(ranges.iter().cloned()).unwrap();
             assert!(f.rebuilds < 200, "step {step}: {} rebuilds", f.rebuilds);
@@ -452,8 +458,7 @@ mod tests {
                 // Ranges of 1 to 4 blocks, gaps of 1 to 60: an Allocated extent between.
                 let r = at..at + 1 + rng.below(4);
                 at = r.end + 1 + rng.below(60);
-                ranges.push(r.clone());
-                f.add(&r, ranges.len(), || ranges.iter().cloned());
+                add(&mut f, &mut ranges, r);
             }
             f.check(ranges.iter().cloned()).unwrap();
             // The ranges are in order: the last to start at or before `x` holds it or none.
