@@ -92,7 +92,9 @@ use parking_lot::Mutex;
 use pinalloc::{Extent, PinOptions, Request, SharedAllocator, SharedPinId};
 use rangemap::RangeMap;
 
-use common::{Op, RunMode, SEED, SplitMix64, Trace, TruncatedGeometric, Workload, env_u64, median};
+use common::{
+    Op, RunMode, SEED, Source, SplitMix, Trace, TruncatedGeometric, Workload, env_u64, median,
+};
 
 /// Extents the pinner allocates for itself before the fill.
 const OWN_EXTENTS: usize = 256;
@@ -403,7 +405,7 @@ impl Handoff {
 
     /// A random published extent, if that slot has one yet.
     #[inline]
-    fn pick(&self, rng: &mut SplitMix64) -> Option<Extent> {
+    fn pick(&self, rng: &mut SplitMix) -> Option<Extent> {
         let v = self.slots[rng.below(HANDOFF_SLOTS as u64) as usize].load(Ordering::Relaxed);
         (v != 0).then(|| Extent::new(v >> 32, v & 0xFFFF_FFFF))
     }
@@ -512,7 +514,7 @@ fn pinner_thread<S: Space>(
     barrier: &Barrier,
     stop: &AtomicBool,
 ) -> (Vec<Extent>, u64) {
-    let mut rng = SplitMix64::new(SEED ^ 0xD3A_F00D);
+    let mut rng = SplitMix::new(SEED ^ 0xD3A_F00D);
     let lens = TruncatedGeometric::new(1.0 / 32.0, 256);
     let own: Vec<Extent> = (0..OWN_EXTENTS)
         .map(|_| {

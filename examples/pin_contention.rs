@@ -44,6 +44,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{AllocError, Extent, PinOptions, Request, SharedAllocator, SharedPinId, Stats};
 
 const USAGE: &str = "\
@@ -210,29 +211,6 @@ fn build_allocator(o: &Options) -> SharedAllocator {
 // Small tools
 // ---------------------------------------------------------------------------------
 
-/// splitmix64: a tiny seeded generator, enough to drive the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..n`, `n > 0`.
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// Per-call durations in nanoseconds. Memory stays bounded: once the log holds
 /// `LATENCY_CAP` samples it drops every other one and from then on keeps every other
 /// call (then every fourth, and so on), an even thinning over the run.
@@ -319,7 +297,7 @@ struct WorkerReport {
 struct Worker<'a> {
     shared: &'a Shared<'a>,
     device: Sender<InFlight>,
-    rng: Rng,
+    rng: SplitMix,
     /// The blocks this thread aims to own.
     target_blocks: u64,
     live_blocks: u64,
@@ -334,7 +312,7 @@ impl<'a> Worker<'a> {
         Worker {
             shared,
             device,
-            rng: Rng(0x5EED_0000 + index as u64),
+            rng: SplitMix::new(0x5EED_0000 + index as u64),
             target_blocks: total / o.threads as u64,
             live_blocks: 0,
             pending_ops: 0,
@@ -389,7 +367,7 @@ impl<'a> Worker<'a> {
         } else {
             0.25
         };
-        if self.report.live.is_empty() || self.rng.unit() < alloc_probability {
+        if self.report.live.is_empty() || self.rng.next_f64() < alloc_probability {
             self.allocate_one();
         } else {
             self.free_one();
@@ -411,7 +389,7 @@ impl<'a> Worker<'a> {
                 self.report.allocations += 1;
                 self.live_blocks += e.len;
                 self.report.live.push(e);
-                if self.rng.unit() < self.shared.options.pin_rate {
+                if self.rng.next_f64() < self.shared.options.pin_rate {
                     self.submit_io(e);
                 }
             }

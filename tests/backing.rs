@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
     AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, FileBacking,
     HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region, RegionError,
@@ -60,26 +61,9 @@ impl Drop for TempDir {
     }
 }
 
-/// SplitMix64: small, seeded, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// True `percent` times in a hundred.
+fn chance(rng: &mut SplitMix, percent: u64) -> bool {
+    rng.below(100) < percent
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -394,7 +378,7 @@ fn overlaps(a: Extent, b: Extent) -> bool {
 fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
     let region = Region::new(backing, BLOCK).unwrap();
     let capacity = region.capacity_blocks();
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix::new(seed);
     let mut next_id = 0u64;
     let mut pinned: Vec<(Guard<B>, Vec<u8>)> = Vec::new();
     let mut keep: Vec<(Allocation<B>, u64)> = Vec::new();
@@ -404,7 +388,7 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
         let id = next_id;
         next_id += 1;
         fill(&mut a, id);
-        let (guard, expect) = if rng.chance(50) {
+        let (guard, expect) = if chance(&mut rng, 50) {
             // A device that writes: its bytes, not the allocation's, must survive.
             let mut g = a.pin_mut().unwrap();
             let mine = pattern(id + 1_000_000, g.len_bytes());
@@ -413,7 +397,7 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
         } else {
             (Guard::Shared(a.pin().unwrap()), pattern(id, a.len_bytes()))
         };
-        if a.extent().len > 1 && rng.chance(50) {
+        if a.extent().len > 1 && chance(&mut rng, 50) {
             a.truncate(1).unwrap();
             keep.push((a, id)); // the head stays allocated, the tail is Deferred
         } else {
@@ -467,9 +451,9 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
         }
         let mut kept = Vec::new();
         for (mut a, id) in live {
-            if rng.chance(50) {
+            if chance(&mut rng, 50) {
                 kept.push((a, id));
-            } else if a.extent().len > 1 && rng.chance(30) {
+            } else if a.extent().len > 1 && chance(&mut rng, 30) {
                 a.truncate(1 + rng.below(a.extent().len - 1)).unwrap();
                 let expect = pattern(id, a.extent().len * BLOCK);
                 assert_eq!(contents(&a), expect, "{kind}: truncated {id}");
@@ -586,9 +570,9 @@ impl<B: Backing> Walk<B> {
     fn step(
         &mut self,
         region: &Region<B>,
-        rng: &mut Rng,
+        rng: &mut SplitMix,
     ) -> (&'static str, Result<(), RegionError>) {
-        let pick = |rng: &mut Rng, n: usize| rng.below(n as u64) as usize;
+        let pick = |rng: &mut SplitMix, n: usize| rng.below(n as u64) as usize;
         match rng.below(10) {
             0 | 1 => {
                 let req = Request::new(1 + rng.below(6)).policy(Policy::FirstFit);
@@ -619,7 +603,7 @@ impl<B: Backing> Walk<B> {
             4 if !self.allocations.is_empty() => {
                 let i = pick(rng, self.allocations.len());
                 let (a, _) = &mut self.allocations[i];
-                if rng.chance(50) {
+                if chance(rng, 50) {
                     match a.pin() {
                         Ok(p) => self.shared.push(p),
                         Err(RegionError::Lent { .. }) => {}
@@ -646,7 +630,7 @@ impl<B: Backing> Walk<B> {
             6 if !self.allocations.is_empty() => {
                 let i = pick(rng, self.allocations.len());
                 let (a, id) = self.allocations.swap_remove(i);
-                if rng.chance(20) {
+                if chance(rng, 20) {
                     drop(a); // frees, discarding as well as it can
                     return ("drop allocation", Ok(()));
                 }
@@ -667,7 +651,7 @@ impl<B: Backing> Walk<B> {
             }
             7 if !self.shared.is_empty() => {
                 let p = self.shared.swap_remove(pick(rng, self.shared.len()));
-                if rng.chance(50) {
+                if chance(rng, 50) {
                     drop(p);
                     return ("drop pin", Ok(()));
                 }
@@ -681,9 +665,9 @@ impl<B: Backing> Walk<B> {
             }
             8 if !self.exclusive.is_empty() => {
                 let i = pick(rng, self.exclusive.len());
-                if rng.chance(50) {
+                if chance(rng, 50) {
                     let p = &mut self.exclusive[i];
-                    let bytes = pattern(rng.next(), p.len_bytes());
+                    let bytes = pattern(rng.next_u64(), p.len_bytes());
                     return ("device write", p.write_at(0, &bytes));
                 }
                 let p = self.exclusive.swap_remove(i);
@@ -718,7 +702,7 @@ fn discards_match_releases<B: Backing>(kind: &str, backing: B, seed: u64) {
         discards: Arc::clone(&discards),
     };
     let region = Region::builder(recording, BLOCK).groups(2).build().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix::new(seed);
     let mut walk = Walk::new();
     let mut before = states(&region);
     for step in 0..env_or("REGION_STEPS", 600) {
@@ -890,7 +874,7 @@ impl<B: Backing> Faulty<B> {
         if self.countdown.fetch_sub(1, Ordering::Relaxed) > 1 {
             return Ok(());
         }
-        let mut rng = Rng(self.seed.fetch_add(1, Ordering::Relaxed));
+        let mut rng = SplitMix::new(self.seed.fetch_add(1, Ordering::Relaxed));
         self.countdown.store(1 + rng.below(12), Ordering::Relaxed);
         self.injected.fetch_add(1, Ordering::Relaxed);
         Err(BackingError::new(
@@ -943,7 +927,7 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
     let injected = Arc::new(AtomicU64::new(0));
     let faulty = Faulty::new(backing, seed, Arc::clone(&injected));
     let region = Region::builder(faulty, BLOCK).groups(2).build().unwrap();
-    let mut rng = Rng(seed ^ 0xFA17);
+    let mut rng = SplitMix::new(seed ^ 0xFA17);
     let mut walk = Walk::new();
     let mut reported = 0u64;
     let mut kinds = BTreeMap::new();
@@ -1020,7 +1004,7 @@ fn injected_faults_all_reach_a_caller_and_lose_nothing() {
 /// everything; reopens from the list. The free space is the same, and the detached
 /// extents attach again with their bytes.
 fn reopen_restores_free_space<B: Backing>(kind: &str, open: impl Fn() -> B) {
-    let mut rng = Rng(11);
+    let mut rng = SplitMix::new(11);
     let (saved, recorded) = {
         let region = Region::builder(open(), BLOCK).groups(3).build().unwrap();
         let mut recorded = Vec::new();
@@ -1161,7 +1145,7 @@ fn threads_never_share_bytes() {
             let region = region.clone();
             let tx = tx.clone();
             s.spawn(move || {
-                let mut rng = Rng(t);
+                let mut rng = SplitMix::new(t);
                 let mut live: Vec<(Allocation<HeapBacking>, u64)> = Vec::new();
                 for i in 0..env_or("REGION_STEPS", 600) * 2 {
                     let id = t << 32 | i;
@@ -1174,7 +1158,7 @@ fn threads_never_share_bytes() {
                     }
                     let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
                     assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
-                    if rng.chance(30) {
+                    if chance(&mut rng, 30) {
                         let pin = a.pin().unwrap();
                         let expect = pin.as_slice().to_vec();
                         drop(a); // freed while the "device" still reads it

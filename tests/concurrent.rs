@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
     AllocError, Extent, FreeError, LimitError, PinError, PinMode, PinOptions, Policy, ReaderId,
     Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId, WaitError,
@@ -25,23 +26,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small deterministic generator, one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// The oracle's shared words.
@@ -136,7 +120,7 @@ struct Worker<'a> {
     alloc: &'a SharedAllocator,
     shadow: &'a Shadow,
     me: u32,
-    rng: Rng,
+    rng: SplitMix,
     owned: Vec<Extent>,
     pins: Vec<(SharedPinId, Extent)>,
     readers: Vec<ReaderId>,
@@ -319,7 +303,7 @@ fn stress_with_a_shadow_ownership_oracle() {
                     alloc,
                     shadow,
                     me: t as u32 + 1,
-                    rng: Rng(0x5eed + t as u64),
+                    rng: SplitMix::new(0x5eed + t as u64),
                     owned: Vec::new(),
                     pins: Vec::new(),
                     readers: Vec::new(),

@@ -27,36 +27,9 @@ pub mod sketch;
 /// The fixed seed of the benchmark traces.
 pub const SEED: u64 = 0x0070_1A11_0C5E_ED01;
 
-/// splitmix64: tiny, fast, and good enough to drive a workload generator.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`, with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `0..n` (multiply-high; the bias is below 2^-32 for any `n` used here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
+/// The testing kit's seeded generator drives every workload: one SplitMix, the same
+/// sequence on every machine.
+pub use pinalloc::testing::{Source, SplitMix};
 
 /// Geometric lengths `P(k) ∝ (1-p)^(k-1) p` for `k` in `1..=max`, truncated by
 /// rejection-resampling (never clamping).
@@ -79,7 +52,7 @@ impl TruncatedGeometric {
     /// Inversion: with `U` uniform in `(0, 1]`, `floor(ln U / ln(1-p)) + 1` is
     /// geometric, since `P(K > k) = P(U <= (1-p)^k) = (1-p)^k`. Draws above `max` are
     /// rejected and drawn again.
-    pub fn sample(&self, rng: &mut SplitMix64) -> u64 {
+    pub fn sample(&self, rng: &mut SplitMix) -> u64 {
         loop {
             let u = 1.0 - rng.next_f64(); // (0, 1]
             let k = (u.ln() / self.ln_q).floor() as u64 + 1; // saturating cast
@@ -171,7 +144,7 @@ pub struct Trace {
 impl Trace {
     pub fn generate(w: &Workload) -> Self {
         assert!(w.max_len <= u64::from(u32::MAX) && w.max_len <= w.capacity);
-        let mut rng = SplitMix64::new(w.seed);
+        let mut rng = SplitMix::new(w.seed);
         let lens = TruncatedGeometric::new(w.p, w.max_len);
 
         let mut live: Vec<u32> = Vec::new();
@@ -598,7 +571,7 @@ pub struct HeldSetup {
 pub fn held_setup(trace: &Trace, held: usize, with_pins: bool) -> HeldSetup {
     let mut peer = PinallocPeer::new(trace.capacity);
     let live = fill(&mut peer, trace);
-    let mut rng = SplitMix64::new(SEED ^ 0x9196_0C4E);
+    let mut rng = SplitMix::new(SEED ^ 0x9196_0C4E);
     let mut pins = Vec::with_capacity(held);
     for _ in 0..held {
         let len = 1 + rng.below(4);

@@ -42,6 +42,17 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
+
+    /// Uniform in `[0, 1)`, from 53 random bits.
+    ///
+    /// ```
+    /// use pinalloc::testing::SplitMix;
+    /// let u = SplitMix::new(7).next_f64();
+    /// assert!((0.0..1.0).contains(&u));
+    /// ```
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
 }
 
 impl Source for SplitMix {
