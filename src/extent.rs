@@ -85,6 +85,24 @@ impl Extent {
         self.start.checked_add(self.len)
     }
 
+    /// The first block past the extent: `start + len`.
+    ///
+    /// An extent that any space holds ends at or below `u64::MAX`, so for those this is
+    /// exact. For one that would run past it (which every call refuses as
+    /// `Overflow`), the sum saturates at `u64::MAX`; [`checked_end`](Self::checked_end)
+    /// tells that case apart.
+    ///
+    /// ```
+    /// use pinalloc::Extent;
+    /// assert_eq!(Extent::new(3, 2).end(), 5);
+    /// assert_eq!(Extent::new(u64::MAX, 1).end(), u64::MAX);
+    /// ```
+    #[inline]
+    #[must_use]
+    pub const fn end(&self) -> u64 {
+        self.start.saturating_add(self.len)
+    }
+
     /// Whether the extent has no blocks.
     ///
     /// ```

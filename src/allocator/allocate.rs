@@ -211,7 +211,8 @@ impl ExtentAllocator {
         let max_len = request.max_len.min(budget);
         match self.place(request, max_len) {
             Ok(extent) => {
-                debug_assert!(extent.len >= min && extent.len <= max_len);
+                debug_assert!(extent.len >= min, "placed shorter than asked");
+                debug_assert!(extent.len <= max_len, "placed longer than allowed");
                 debug_assert_eq!(extent.start & (align - 1), 0);
                 Ok(extent)
             }
@@ -278,6 +279,9 @@ impl ExtentAllocator {
         self.debug_check();
     }
 
+    /// The [`AllocError::NoSpace`] for `requested` blocks, with what holds the space:
+    /// the failing path only, so kept out of the callers' code.
+    #[cold]
     pub(super) fn no_space(&self, requested: u64) -> AllocError {
         AllocError::NoSpace {
             requested,

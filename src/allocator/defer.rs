@@ -525,7 +525,9 @@ impl Runs {
         let at: Vec<Pos> = self.places(r).collect();
         for p in at {
             let (s, run) = self.tree.get(p);
-            debug_assert!(run.tag & PENDING != 0 && r.start <= s && run.end <= r.end);
+            debug_assert!(run.tag & PENDING != 0, "a run in the range is pending");
+            debug_assert!(r.start <= s, "a pending run starts inside the range");
+            debug_assert!(run.end <= r.end, "a pending run ends inside the range");
             self.tree.set(
                 p,
                 s,

@@ -143,7 +143,11 @@ impl ExtentAllocator {
     /// the lookups ahead are made.
     fn free_checked(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
         let (r, pinned) = self.check_free(extent)?;
-        debug_assert!(r.start < r.end && r.end <= self.capacity);
+        debug_assert!(r.start < r.end, "a checked free is not empty");
+        debug_assert!(
+            r.end <= self.capacity,
+            "a checked free lies inside the space"
+        );
         // The fresh pins inside `r` (their blocks become Deferred, unmarked) go into
         // their runs below; those reaching out of it enter the coverage now.
         let inside = if pinned {

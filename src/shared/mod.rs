@@ -584,7 +584,8 @@ impl SharedAllocator {
     /// The groups a range inside the space touches.
     #[inline]
     fn groups_of(&self, r: &Range<u64>) -> Range<usize> {
-        debug_assert!(r.start < r.end && r.end <= self.capacity);
+        debug_assert!(r.start < r.end, "an empty range touches no group");
+        debug_assert!(r.end <= self.capacity, "a range past the space");
         self.group_of(r.start)..self.group_of(r.end - 1) + 1
     }
 
