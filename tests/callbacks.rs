@@ -504,3 +504,69 @@ fn pressure_rounds_keep_asking_across_the_wrap_and_at_a_full_range() {
     s.free(Extent::new(20, 2)).unwrap();
     assert_eq!(asks_per_round(&s, Request::new(2), 3), [64; 3]);
 }
+
+// ---- revoke callbacks across groups --------------------------------------------
+
+#[test]
+fn a_guard_whose_pin_a_revoke_callback_released_drops_quietly() {
+    let alloc = Arc::new(SharedAllocator::new(64));
+    let a = Arc::clone(&alloc);
+    let opts = PinOptions::new().on_revoke(move |r| {
+        a.unpin(r.id).unwrap();
+    });
+    let e = Extent::new(0, 8);
+    let guard = alloc.pin_with(e, opts.clone()).unwrap();
+    assert!(alloc.revoke(e, Duration::from_secs(5)).all_released());
+    assert_eq!(guard.unpin().released_blocks, 0);
+    let guard = alloc.pin_with(e, opts).unwrap();
+    assert!(alloc.revoke(e, Duration::from_secs(5)).all_released());
+    drop(guard);
+    assert_eq!(alloc.pin_count(0), 0);
+    alloc.check_invariants().unwrap();
+}
+
+/// `revoke` asks exactly the leases that share a block with its range, oldest first,
+/// as leases come and go: against a plain list of the live leases.
+#[test]
+fn revoke_asks_exactly_the_leases_over_its_range() {
+    use std::sync::Mutex;
+    let a = SharedAllocator::builder(4096).groups(4).build();
+    let asked: Arc<Mutex<Vec<Extent>>> = Arc::default();
+    // (made, id, extent): `made` counts pins in the order they were made.
+    let mut live: Vec<(u32, pinalloc::SharedPinId, Extent)> = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..400 {
+        if live.len() > 20 && next(3) == 0 {
+            let (_, id, _) = live.swap_remove(next(live.len() as u64) as usize);
+            a.unpin(id).unwrap();
+        } else {
+            let e = Extent::new(next(4000), 1 + next(90));
+            let log = Arc::clone(&asked);
+            let opts = PinOptions::new().on_revoke(move |r| log.lock().unwrap().push(r.extent));
+            live.push((round, a.pin_owned(e, opts).unwrap(), e));
+        }
+        let r = Extent::new(next(4000), 1 + next(96)); // inside the space
+        let mut want: Vec<(u32, pinalloc::SharedPinId, Extent)> = live
+            .iter()
+            .copied()
+            .filter(|(_, _, e)| e.overlaps(&r))
+            .collect();
+        want.sort_by_key(|(made, _, _)| *made); // oldest first
+        asked.lock().unwrap().clear();
+        let report = a.revoke(r, Duration::ZERO);
+        assert_eq!(report.asked, want.len(), "round {round}, {r}");
+        let got = std::mem::take(&mut *asked.lock().unwrap());
+        let want_extents: Vec<Extent> = want.iter().map(|(_, _, e)| *e).collect();
+        assert_eq!(got, want_extents, "round {round}, {r}: asked, oldest first");
+        let want_pinned: Vec<(pinalloc::SharedPinId, Extent)> =
+            want.iter().map(|(_, id, e)| (*id, *e)).collect();
+        assert_eq!(report.still_pinned, want_pinned, "round {round}, {r}");
+    }
+    a.check_invariants().unwrap();
+}

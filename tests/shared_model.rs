@@ -12,10 +12,13 @@
 //! longest run one group can hand out): results, each block's state and pin count,
 //! free and durable extents, stats and invariants. `PROPTEST_CASES` scales the case
 //! count (default 256).
+//!
+//! After it, case by case: requests that must work across groups while another group
+//! holds a reservation, and the `Busy` a free across groups reports.
 
 use pinalloc::testing::Model;
 use pinalloc::{
-    AllocError, BlockState, Extent, FreeError, PinError, Policy, ReaderId, Request,
+    AllocError, BlockState, Extent, FreeError, PinError, PinOptions, Policy, ReaderId, Request,
     SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
 };
 use proptest::prelude::*;
@@ -529,4 +532,131 @@ proptest! {
         }
         h.finish();
     }
+}
+
+// ---- placement and Busy errors across groups, case by case --------------------
+
+#[test]
+fn allocate_many_steps_around_another_groups_reservation() {
+    let alloc = SharedAllocator::builder(200).groups(2).build();
+    let res = alloc.reserve(90).unwrap(); // all of it from group 0, the first of equals
+    let got = alloc.allocate_many(20).unwrap();
+    assert_eq!(got.iter().map(|e| e.len).sum::<u64>(), 20);
+    let s = alloc.stats().space;
+    assert_eq!((s.reserved_blocks, s.allocated_blocks), (90, 20));
+    alloc.check_invariants().unwrap();
+    assert_eq!(alloc.release(res), 90);
+}
+
+#[test]
+fn allocate_reserved_places_goals_and_exact_starts_in_their_own_group() {
+    let alloc = SharedAllocator::builder(200).groups(2).build();
+    let mut res = alloc.reserve(150).unwrap(); // 100 in one group, 50 in the other
+    let near = alloc
+        .allocate_reserved(&mut res, Request::new(4).policy(Policy::Near(150)))
+        .unwrap();
+    assert_eq!(
+        near,
+        Extent::new(150, 4),
+        "the free block at the goal itself"
+    );
+    let exact = alloc
+        .allocate_reserved(&mut res, Request::new(4).policy(Policy::Exact(120)))
+        .unwrap();
+    assert_eq!(exact, Extent::new(120, 4));
+    assert_eq!(res.remaining_blocks(), 142);
+    alloc.check_invariants().unwrap();
+    assert_eq!(alloc.release(res), 142);
+}
+
+/// A blocking pin across a group boundary blocks a free as one pin, as one core
+/// would say: all the blocks of the extent it covers, named by the pin's own id.
+///
+/// ```text
+///   group 0 | group 1        boundary at 512
+///   AAAAAAAAAAAAAAAAAAAAAAAA  [500, 524) Allocated at mount
+///             ^^^^            a blocking pin on [510, 514)
+/// ```
+#[test]
+fn busy_names_a_pin_across_groups_whole() {
+    use pinalloc::{FreeError, PinMode, SharedFreeError};
+    let a = SharedAllocator::builder(1024)
+        .groups(2)
+        .from_allocated_extents([Extent::new(500, 24)])
+        .unwrap();
+    let p = a
+        .pin_with(
+            Extent::new(510, 4),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
+        .unwrap();
+    for (freed, blocked) in [
+        (Extent::new(500, 24), Extent::new(510, 4)), // both groups
+        (Extent::new(512, 12), Extent::new(512, 2)), // group 1 only
+        (Extent::new(500, 12), Extent::new(510, 2)), // group 0 only
+    ] {
+        assert_eq!(
+            a.free(freed),
+            Err(SharedFreeError::Core(FreeError::Busy {
+                extent: freed,
+                pin: p.id().core_pin(),
+                blocked,
+            })),
+            "free({freed})"
+        );
+    }
+    // Of two blocking pins, the one over the first blocked block is named, though
+    // younger.
+    let younger = a
+        .pin_with(
+            Extent::new(505, 2),
+            PinOptions::new().mode(PinMode::Blocking),
+        )
+        .unwrap();
+    assert!(matches!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy { pin, blocked, .. }))
+            if pin == younger.id().core_pin() && blocked == Extent::new(505, 2)
+    ));
+    drop(younger);
+    assert!(matches!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy { pin, blocked, .. }))
+            if pin == p.id().core_pin() && blocked == Extent::new(510, 4)
+    ));
+    drop(p);
+    a.free(Extent::new(500, 24)).unwrap();
+    a.check_invariants().unwrap();
+}
+
+/// Of the blocking pins over the first blocked block, the oldest is named, even when it
+/// reaches that block from an earlier group; a younger pin in an earlier group that
+/// blocks an earlier block is named before both.
+#[test]
+fn busy_names_the_oldest_pin_over_the_first_blocked_block() {
+    use pinalloc::{FreeError, PinMode, SharedFreeError};
+    let a = SharedAllocator::builder(1024)
+        .groups(2)
+        .from_allocated_extents([Extent::new(500, 24)])
+        .unwrap();
+    let blocking = PinOptions::new().mode(PinMode::Blocking);
+    let older = a.pin_with(Extent::new(510, 10), blocking.clone()).unwrap(); // both groups
+    let _younger = a.pin_with(Extent::new(512, 2), blocking.clone()).unwrap(); // group 1
+    assert_eq!(
+        a.free(Extent::new(512, 12)),
+        Err(SharedFreeError::Core(FreeError::Busy {
+            extent: Extent::new(512, 12),
+            pin: older.id().core_pin(),
+            blocked: Extent::new(512, 8),
+        }))
+    );
+    let earliest = a.pin_with(Extent::new(505, 2), blocking).unwrap(); // group 0
+    assert_eq!(
+        a.free(Extent::new(500, 24)),
+        Err(SharedFreeError::Core(FreeError::Busy {
+            extent: Extent::new(500, 24),
+            pin: earliest.id().core_pin(),
+            blocked: Extent::new(505, 2),
+        }))
+    );
 }
