@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,32 +32,12 @@ const BLOCK: u64 = 512;
 // ---------------------------------------------------------------------------------------
 // Helpers: temporary directories, a seeded generator, fill patterns.
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-/// A fresh directory under the system temp dir, which the caller removes.
-fn make_temp_dir(tag: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("pinalloc-test-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&path).expect("create a temp dir");
-    path
-}
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        Self(make_temp_dir(tag))
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under the system temp dir, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pinalloc-test-{tag}-"))
+        .tempdir()
+        .expect("create a temp dir")
 }
 
 /// True `percent` times in a hundred.
@@ -91,20 +70,23 @@ fn contents<B: Backing>(a: &Allocation<B>) -> Vec<u8> {
     out
 }
 
-fn backings(dir: &TempDir, len_bytes: u64) -> (HeapBacking, MmapBacking, MmapBacking, FileBacking) {
+fn backings(
+    dir: &tempfile::TempDir,
+    len_bytes: u64,
+) -> (HeapBacking, MmapBacking, MmapBacking, FileBacking) {
     (
         HeapBacking::new(len_bytes).unwrap(),
         MmapBacking::anonymous(len_bytes).unwrap(),
         // SAFETY: the file is this test's own; nothing else opens it while mapped.
-        unsafe { MmapBacking::open(dir.file("mapped"), len_bytes).unwrap() },
-        FileBacking::open(dir.file("plain"), len_bytes).unwrap(),
+        unsafe { MmapBacking::open(dir.path().join("mapped"), len_bytes).unwrap() },
+        FileBacking::open(dir.path().join("plain"), len_bytes).unwrap(),
     )
 }
 
 /// Runs `$f` (a generic fn taking a region) once per kind of backing.
 macro_rules! for_each_backing {
     ($len_bytes:expr, $f:ident $(, $arg:expr)*) => {{
-        let dir = TempDir::new(stringify!($f));
+        let dir = temp_dir(stringify!($f));
         let (heap, anon, mapped, plain) = backings(&dir, $len_bytes);
         $f("heap", heap $(, $arg)*);
         $f("anonymous mmap", anon $(, $arg)*);
@@ -207,7 +189,7 @@ fn slices_and_pointers<B: MemoryBacking>(kind: &str, backing: B) {
 
 #[test]
 fn memory_backings_give_slices_and_device_pointers() {
-    let dir = TempDir::new("slices");
+    let dir = temp_dir("slices");
     let (heap, anon, mapped, _) = backings(&dir, 16 * BLOCK);
     slices_and_pointers("heap", heap);
     slices_and_pointers("anonymous mmap", anon);
@@ -216,8 +198,12 @@ fn memory_backings_give_slices_and_device_pointers() {
 
 #[test]
 fn file_guards_have_no_address_but_read_and_write() {
-    let dir = TempDir::new("file-guard");
-    let region = Region::new(FileBacking::open(dir.file("f"), 16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let dir = temp_dir("file-guard");
+    let region = Region::new(
+        FileBacking::open(dir.path().join("f"), 16 * BLOCK).unwrap(),
+        BLOCK,
+    )
+    .unwrap();
     let mut a = region.allocate(Request::new(1)).unwrap();
     let mut dma = a.pin_mut().unwrap();
     assert!(dma.as_ptr().is_none());
@@ -230,20 +216,22 @@ fn file_guards_have_no_address_but_read_and_write() {
 
 #[test]
 fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
-    let dir = TempDir::new("sizes");
+    let dir = temp_dir("sizes");
     assert_eq!(HeapBacking::new(0).unwrap_err().op, BackingOp::Open);
     assert!(MmapBacking::anonymous(0).is_err());
-    assert!(FileBacking::open(dir.file("z"), 0).is_err());
-    let f = FileBacking::open(dir.file("f"), 8192).unwrap();
+    assert!(FileBacking::open(dir.path().join("z"), 0).is_err());
+    let f = FileBacking::open(dir.path().join("f"), 8192).unwrap();
     drop(f);
-    let err = FileBacking::open(dir.file("f"), 4096).unwrap_err();
+    let err = FileBacking::open(dir.path().join("f"), 4096).unwrap_err();
     assert_eq!(err.source.kind(), io::ErrorKind::InvalidInput);
-    assert_eq!(std::fs::metadata(dir.file("f")).unwrap().len(), 8192);
+    assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len(), 8192);
     // SAFETY: the file is this test's own.
-    assert!(unsafe { MmapBacking::open(dir.file("f"), 4096) }.is_err());
+    assert!(unsafe { MmapBacking::open(dir.path().join("f"), 4096) }.is_err());
     // Growing is fine.
     assert_eq!(
-        FileBacking::open(dir.file("f"), 16384).unwrap().len_bytes(),
+        FileBacking::open(dir.path().join("f"), 16384)
+            .unwrap()
+            .len_bytes(),
         16384
     );
     assert!(matches!(
@@ -262,7 +250,7 @@ fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
 #[test]
 fn backings_refuse_lengths_and_files_that_cannot_work() {
     use std::fs::OpenOptions;
-    let dir = TempDir::new("lengths");
+    let dir = temp_dir("lengths");
     let invalid = |what: &str, len: u64, result: Result<(), BackingError>| {
         let err = result.expect_err(what);
         assert_eq!(err.op, BackingOp::Open, "{what}");
@@ -276,7 +264,7 @@ fn backings_refuse_lengths_and_files_that_cannot_work() {
     let past_offsets = i64::MAX as u64 + 1;
     let past_slices = isize::MAX as u64 + 1;
 
-    let path = dir.file("f");
+    let path = dir.path().join("f");
     let rw = || {
         OpenOptions::new()
             .read(true)
@@ -323,12 +311,15 @@ fn backings_refuse_lengths_and_files_that_cannot_work() {
         invalid(
             "FileBacking::open",
             len,
-            FileBacking::open(dir.file(&name), len).map(drop),
+            FileBacking::open(dir.path().join(&name), len).map(drop),
         );
         // SAFETY: the file is this test's own (and is refused before it is made).
-        let mapped = unsafe { MmapBacking::open(dir.file(&name), len) };
+        let mapped = unsafe { MmapBacking::open(dir.path().join(&name), len) };
         invalid("MmapBacking::open", len, mapped.map(drop));
-        assert!(!dir.file(&name).exists(), "nothing created for {len} bytes");
+        assert!(
+            !dir.path().join(&name).exists(),
+            "nothing created for {len} bytes"
+        );
     }
     for len in [0, past_slices, u64::MAX] {
         invalid(
@@ -804,8 +795,8 @@ fn released_space_reads_as_zeros() {
 fn a_file_region_gives_released_space_back_to_the_filesystem() {
     // ext4, xfs, btrfs and tmpfs punch holes; elsewhere the fallback writes zeros and
     // `punches_holes` says so.
-    let dir = TempDir::new("holes");
-    let path = dir.file("data");
+    let dir = temp_dir("holes");
+    let path = dir.path().join("data");
     let len = 4 << 20;
     let region = Region::new(FileBacking::open(&path, len).unwrap(), 64 * 1024).unwrap();
     let mut all = region.allocate(Request::new(64)).unwrap();
@@ -1063,14 +1054,14 @@ fn reopen_restores_free_space<B: Backing>(kind: &str, open: impl Fn() -> B) {
 
 #[test]
 fn reopening_from_the_durable_free_list_restores_free_space() {
-    let dir = TempDir::new("reopen");
+    let dir = temp_dir("reopen");
     let len = 128 * BLOCK;
     reopen_restores_free_space("file", || {
-        FileBacking::open(dir.file("plain"), len).unwrap()
+        FileBacking::open(dir.path().join("plain"), len).unwrap()
     });
     reopen_restores_free_space("file mmap", || {
         // SAFETY: the file is this test's own; one mapping at a time.
-        unsafe { MmapBacking::open(dir.file("mapped"), len).unwrap() }
+        unsafe { MmapBacking::open(dir.path().join("mapped"), len).unwrap() }
     });
 }
 
@@ -1284,7 +1275,7 @@ const FULL_FS_DIR: &str = "PINALLOC_TEST_FULL_FS_DIR";
 
 /// A tmpfs mounted for one test; unmounted, and its directory removed, on drop (so on
 /// a failure too).
-struct Tmpfs(PathBuf);
+struct Tmpfs(Option<tempfile::TempDir>);
 
 impl Tmpfs {
     /// A tmpfs of `size` (as `mount -o size=` takes it), or why there cannot be one.
@@ -1298,28 +1289,33 @@ impl Tmpfs {
         if euid.as_deref() != Some("0") {
             return Err("mounting a tmpfs needs root".into());
         }
-        let path = make_temp_dir(tag); // removed by `Tmpfs::drop`, after the unmount
+        let dir = temp_dir(tag); // removed by `Tmpfs::drop`, after the unmount
+        let path = dir.path().to_owned();
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&path)
             .status();
         match status {
-            Ok(s) if s.success() => Ok(Self(path)),
-            other => {
-                let _ = std::fs::remove_dir(&path);
-                Err(format!("mount -t tmpfs failed: {other:?}"))
-            }
+            Ok(s) if s.success() => Ok(Self(Some(dir))),
+            other => Err(format!("mount -t tmpfs failed: {other:?}")),
         }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("mounted until dropped").path()
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount").arg(&self.0).status();
-        if unmounted.as_ref().is_ok_and(|s| s.success()) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
-            eprintln!("could not unmount {}: {unmounted:?}", self.0.display());
+        let dir = self.0.take().expect("mounted until dropped");
+        let unmounted = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        if !unmounted.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("could not unmount {}: {unmounted:?}", dir.path().display());
+            // Still mounted: leave the directory, rather than empty the mount.
+            std::mem::forget(dir);
         }
     }
 }
@@ -1342,7 +1338,7 @@ fn on_a_small_tmpfs(test: &str, body: impl FnOnce(&std::path::Path)) {
     };
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(FULL_FS_DIR, &fs.0)
+        .env(FULL_FS_DIR, fs.path())
         .output()
         .expect("run the test binary again");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1512,8 +1508,8 @@ fn a_preallocated_file_mapping_raises_no_signal_on_a_full_filesystem() {
 #[test]
 fn a_preallocated_file_mapping_keeps_its_contents_and_its_blocks() {
     use std::os::unix::fs::MetadataExt;
-    let dir = TempDir::new("prealloc");
-    let path = dir.file("mapped");
+    let dir = temp_dir("prealloc");
+    let path = dir.path().join("mapped");
     let len = 1 << 20;
     {
         let plain = FileBacking::open(&path, len).unwrap();

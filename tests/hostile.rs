@@ -1000,8 +1000,11 @@ fn the_catalogue_of_bad_input() {
             ),
         ],
     );
-    let dir = std::env::temp_dir().join(format!("pinalloc-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("pinalloc-hostile-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let file = || {
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -1060,7 +1063,6 @@ fn the_catalogue_of_bad_input() {
             ),
         ],
     );
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(
         first_difference(&core_before, &core),
         None,
