@@ -25,7 +25,7 @@
 //! that uses an extent up also removes its entry from the address tree, found from the
 //! leaf it was last seen in. Among extents of the same length up to 256, best fit takes
 //! the most recently freed or split, not the lowest; for the churn's lengths that
-//! leaves no more free extents behind (the README's churn figures).
+//! leaves no more free extents behind (the churn figures in BENCHMARKS.md).
 //!
 //! What this form cannot answer in O(log n), first fit, near-goal placement and aligned
 //! requests, the ordered form ([`super::Ordered`]) does; [`super::FreeIndex`] moves to
