@@ -59,8 +59,9 @@ const GROUP: usize = 4;
 /// a prefix of them), in two branch-free steps: the groups of [`GROUP`] whose last key
 /// passes, then the keys of the next group. A scan stopping at the first failing key
 /// mispredicts its exit once per node, and a binary search chains dependent loads;
-/// this does neither (pin + unpin beside 10,000 pins, `examples/pin_unpin_profile.rs`:
-/// 145 ns with the binary search, 87 ns with the scan).
+/// this does neither (pin + unpin beside 10,000 pins, in a profiling program whose
+/// loop is now the instructions bench's `pin-unpin` measure: 145 ns with the binary
+/// search, 87 ns with the scan).
 #[inline(always)]
 fn rank<K: Key>(keys: &[K; B], pass: impl Fn(K) -> bool) -> usize {
     const { assert!(B % GROUP == 0) };
