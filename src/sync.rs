@@ -30,7 +30,7 @@
 //! allocation's handles.
 
 #[cfg(not(shuttle))]
-pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(shuttle))]
 pub(crate) use parking_lot::{Mutex, MutexGuard};
 
@@ -39,7 +39,7 @@ pub(crate) use parking_lot::{Mutex, MutexGuard};
 pub(crate) use std::thread_local;
 
 #[cfg(shuttle)]
-pub(crate) use shuttle::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(shuttle)]
 pub(crate) use shuttle::thread_local;
 #[cfg(shuttle)]

@@ -7,13 +7,13 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 use std::string::String;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::OFlags;
 
 use super::{
     Backing, BackingError, BackingOp, MAX_FILE_BYTES, checked_bytes, checked_discard, checked_len,
 };
+use crate::sync::{AtomicBool, Ordering};
 
 /// A file used through positional reads and writes (`pread`/`pwrite`): a data file, a
 /// block device image, anything too large or too remote to map.

@@ -5,7 +5,6 @@ use core::ptr::NonNull;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(target_os = "linux")]
 use memmap2::UncheckedAdvice;
@@ -17,6 +16,7 @@ use super::{
     Backing, BackingError, BackingOp, MAX_FILE_BYTES, MemoryBacking, checked_discard, checked_len,
     page_bytes, page_interior,
 };
+use crate::sync::{AtomicBool, Ordering};
 
 /// A memory mapping, anonymous or shared over a file: memory a device can DMA into,
 /// whose released pages go back to the kernel.

@@ -5,13 +5,12 @@
 
 use core::ops::Range;
 use std::format;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::vec::Vec;
 
 use rangemap::RangeSet;
 
 use super::Backing;
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::{Extent, InvariantViolation, SharedAllocator};
 
 /// A backing cut into blocks, with the allocator that hands them out.

@@ -144,6 +144,9 @@ pub struct SharedAllocator {
     pressure_hook: Mutex<Option<PressureHook>>,
     /// Pressure rounds running now, over all threads (see `reentry`).
     pressure_rounds: AtomicUsize,
+    /// Hands each thread that allocates here first its first group, spreading threads
+    /// over groups (see `place.rs`).
+    next_rotor: AtomicUsize,
     /// Where the last pressure round stopped: the next one goes on from there, so
     /// that bounded rounds reach every held range, and every lease on it, in turn.
     pressure_cursor: Mutex<pins::PressureCursor>,
@@ -393,6 +396,7 @@ impl SharedBuilder {
             count_pins_made: OwnLine(AtomicU64::new(0)),
             pressure_hook: Mutex::new(None),
             pressure_rounds: AtomicUsize::new(0),
+            next_rotor: AtomicUsize::new(0),
             pressure_cursor: Mutex::new(pins::PressureCursor::default()),
             deferred_cap_blocks: self.deferred_cap_blocks,
             count_deferred_blocks: AtomicU64::new(0),

@@ -2,7 +2,6 @@
 
 use alloc::vec::Vec;
 use core::cell::Cell;
-use core::sync::atomic::{self, AtomicUsize};
 use std::time::Duration;
 
 use super::SharedAllocator;
@@ -11,11 +10,7 @@ use super::signal::Deadline;
 use crate::sync::Ordering;
 use crate::{AllocError, Extent, Held, Policy, Request};
 
-/// Hands each new thread its first rotor position, spreading threads over groups.
-/// Only a placement hint, so a plain atomic rather than one from `sync`.
-static NEXT_ROTOR: AtomicUsize = AtomicUsize::new(0);
-
-std::thread_local! {
+crate::sync::thread_local! {
     /// The group this thread allocates from first; `usize::MAX` until first use.
     static ROTOR: Cell<usize> = const { Cell::new(usize::MAX) };
 }
@@ -243,7 +238,7 @@ impl SharedAllocator {
         if request.is_plain() && min <= self.capacity {
             // The common request, with nothing to check and nothing to build: each
             // group either places it or has no room for it.
-            let first = rotor(n);
+            let first = self.rotor();
             for g in (first..n).chain(0..first) {
                 if !every && !self.groups[g].might_fit(min) {
                     continue;
@@ -265,7 +260,7 @@ impl SharedAllocator {
             }
             Policy::Near(goal) => (self.group_of(goal), true),
             Policy::FirstFit => (0, false),
-            _ => (rotor(n), false),
+            _ => (self.rotor(), false),
         };
         // `None`: no room there, go on.
         let try_group = |g: usize| -> Option<Result<Extent, AllocError>> {
@@ -423,17 +418,21 @@ fn timed_out(no_space: AllocError) -> AllocError {
     }
 }
 
-/// This thread's rotor, first set when it first allocates.
-fn rotor(n: usize) -> usize {
-    ROTOR.with(|r| {
-        let mut g = r.get();
-        if g == usize::MAX {
-            g = NEXT_ROTOR.fetch_add(1, atomic::Ordering::Relaxed);
-            r.set(g);
-        }
-        // Usually a group index already: no division.
-        if g < n { g } else { g % n }
-    })
+impl SharedAllocator {
+    /// This thread's rotor: the group it allocates from first, handed out by this
+    /// allocator's counter when the thread first allocates.
+    fn rotor(&self) -> usize {
+        let n = self.groups.len();
+        ROTOR.with(|r| {
+            let mut g = r.get();
+            if g == usize::MAX {
+                g = self.next_rotor.fetch_add(1, Ordering::Relaxed);
+                r.set(g);
+            }
+            // Usually a group index already: no division.
+            if g < n { g } else { g % n }
+        })
+    }
 }
 
 /// Every group once, nearest to `first` first: `first`, one above, one below, two
