@@ -157,7 +157,9 @@ impl Request {
         self.min_len..=self.max_len
     }
 
-    /// The alignment, in blocks.
+    /// The alignment, in blocks: what [`align`](Self::align) set. Rust has no
+    /// overloading, so the builder's setter keeps the short name and the reader is
+    /// named apart.
     ///
     /// ```
     /// use pinalloc::Request;
@@ -169,7 +171,8 @@ impl Request {
         self.align
     }
 
-    /// The placement policy.
+    /// The placement policy: what [`policy`](Self::policy) set (named apart from it,
+    /// as [`alignment`](Self::alignment) is from `align`).
     ///
     /// ```
     /// use pinalloc::{Policy, Request};

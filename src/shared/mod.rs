@@ -491,6 +491,10 @@ impl SharedAllocator {
     /// The free extents that allocation can use, in address order, with neighbours in
     /// different groups joined. A snapshot: each group is read under its own lock.
     ///
+    /// A `Vec`, where [`ExtentAllocator::free_extents`] is an iterator: an iterator
+    /// here would hold a group's lock between calls to `next`, and the joins across
+    /// groups need the next group's first extent.
+    ///
     /// ```
     /// use pinalloc::{Request, SharedAllocator, Extent};
     /// let alloc = SharedAllocator::new(16);

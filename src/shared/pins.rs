@@ -217,6 +217,12 @@ impl PinOptions {
 
 /// A live pin that unpins when dropped. From [`SharedAllocator::pin`].
 ///
+/// It borrows its allocator, where a `Region`'s guards ([`Pinned`](crate::Pinned))
+/// are `'static`: a `Region` guard keeps memory valid for a device and so holds its
+/// region alive, while this guard only names blocks, and a borrow costs no reference
+/// count on the pin path. For a pin that must outlive the scope, or cross threads
+/// without the allocator, use [`SharedAllocator::pin_owned`] and its id.
+///
 /// ```
 /// use pinalloc::{Extent, SharedAllocator};
 /// let alloc = SharedAllocator::new(64);
