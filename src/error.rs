@@ -58,6 +58,47 @@ impl fmt::Display for Held {
     }
 }
 
+/// What kind of failure an error is, whatever its family: ask any error of this crate
+/// with its `kind()` method, instead of matching its variants (or its `Debug` text).
+///
+/// ```
+/// use pinalloc::{ErrorKind, Extent, ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// assert_eq!(alloc.allocate(Request::new(9)).unwrap_err().kind(), ErrorKind::NoSpace);
+/// assert_eq!(alloc.free(Extent::new(0, 0)).unwrap_err().kind(), ErrorKind::BadInput);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The call's input is malformed or does not fit the space's state: a zero length,
+    /// an overflow, a range out of bounds, a bad alignment, an exact extent across
+    /// groups, a free of blocks that are not Allocated, an extent list that is not a
+    /// free list. Retrying the same call fails again.
+    BadInput,
+    /// The space is held: too few Free blocks for the request, or the blocks asked for
+    /// are not Free, or reservations have promised them. Frees, unpins, commits and
+    /// ended readers may make room.
+    NoSpace,
+    /// A blocking pin, or a pin guard lending an allocation's bytes, refuses the call
+    /// until it lets go.
+    Busy,
+    /// A limit set on the allocator: a pin quota, the cap on Deferred blocks, what a
+    /// reservation has left.
+    Limit,
+    /// A wait ran its whole timeout.
+    Timeout,
+    /// A handle or epoch that is not live: a pin already unpinned, a reader already
+    /// ended, a reservation already released, an epoch already committed, or one of
+    /// another allocator.
+    Stale,
+    /// Bytes that do not decode: a persisted free list that is torn, corrupted or of
+    /// another version.
+    Corrupt,
+    /// The backing's I/O failed.
+    Io,
+}
+
 /// Why an allocation or a reservation failed.
 ///
 /// ```
@@ -417,4 +458,126 @@ pub struct InvariantViolation {
     pub number: u8,
     /// What was found, in words.
     pub detail: alloc::string::String,
+}
+
+impl AllocError {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use pinalloc::{AllocError, ErrorKind};
+    /// assert_eq!(AllocError::ZeroLength.kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            AllocError::ZeroLength
+            | AllocError::InvalidRange { .. }
+            | AllocError::BadAlignment { .. }
+            | AllocError::Misaligned { .. }
+            | AllocError::Overflow { .. }
+            | AllocError::OutOfBounds { .. }
+            | AllocError::CrossesGroup { .. } => ErrorKind::BadInput,
+            AllocError::NotFree { .. } | AllocError::NoSpace { .. } => ErrorKind::NoSpace,
+            AllocError::TimedOut { .. } => ErrorKind::Timeout,
+            AllocError::Overdrawn { .. } => ErrorKind::Limit,
+            AllocError::UnknownReservation { .. } => ErrorKind::Stale,
+        }
+    }
+}
+
+impl FreeError {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, FreeError};
+    /// let e = Extent::new(0, 1);
+    /// assert_eq!(FreeError::NotAllocated { extent: e, offending: e }.kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            FreeError::ZeroLength { .. }
+            | FreeError::Overflow { .. }
+            | FreeError::OutOfBounds { .. }
+            | FreeError::NotAllocated { .. }
+            | FreeError::PartlyAllocated { .. } => ErrorKind::BadInput,
+            FreeError::Busy { .. } => ErrorKind::Busy,
+        }
+    }
+}
+
+impl PinError {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, ExtentAllocator};
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let id = alloc.pin(Extent::new(0, 1))?;
+    /// alloc.unpin(id)?;
+    /// assert_eq!(alloc.unpin(id).unwrap_err().kind(), ErrorKind::Stale);
+    /// # Ok::<(), pinalloc::PinError>(())
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            PinError::ZeroLength { .. }
+            | PinError::Overflow { .. }
+            | PinError::OutOfBounds { .. } => ErrorKind::BadInput,
+            PinError::Unknown { .. } => ErrorKind::Stale,
+            PinError::Reserved { .. } => ErrorKind::NoSpace,
+        }
+    }
+}
+
+impl EpochError {
+    /// What kind of failure this is: always [`ErrorKind::Stale`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, ExtentAllocator};
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// assert_eq!(alloc.commit(7).unwrap_err().kind(), ErrorKind::Stale);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            EpochError::NotOpen { .. } | EpochError::UnknownReader { .. } => ErrorKind::Stale,
+        }
+    }
+}
+
+impl BuildError {
+    /// What kind of failure this is: always [`ErrorKind::BadInput`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, ExtentAllocator};
+    /// let err = ExtentAllocator::from_free_extents(8, [Extent::new(0, 9)]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            BuildError::ZeroLength { .. }
+            | BuildError::Overflow { .. }
+            | BuildError::OutOfBounds { .. }
+            | BuildError::Overlap { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
+impl ReservationError {
+    /// What kind of failure this is: always [`ErrorKind::Stale`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, ExtentAllocator};
+    /// let (mut alloc, mut other) = (ExtentAllocator::new(8), ExtentAllocator::new(8));
+    /// let theirs = other.reserve(2)?;
+    /// assert_eq!(alloc.release(theirs).unwrap_err().kind(), ErrorKind::Stale);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            ReservationError::Unknown { .. } => ErrorKind::Stale,
+        }
+    }
 }

@@ -58,6 +58,23 @@ pub enum ExtentError {
     },
 }
 
+impl ExtentError {
+    /// What kind of failure this is: always [`ErrorKind::BadInput`](crate::ErrorKind::BadInput).
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent};
+    /// assert_eq!(Extent::try_from(9..3).unwrap_err().kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ExtentError::Overflow { .. } | ExtentError::Reversed { .. } => {
+                crate::ErrorKind::BadInput
+            }
+        }
+    }
+}
+
 impl Extent {
     /// An extent of `len` blocks starting at `start`. Nothing is checked here; the
     /// allocator checks every extent it is given.

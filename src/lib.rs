@@ -118,7 +118,7 @@ pub use backing::{
     Backing, BackingError, BackingOp, FileBacking, HeapBacking, MemoryBacking, MmapBacking,
 };
 pub use error::{
-    AllocError, BuildError, EpochError, FreeError, Held, InvariantViolation, PinError,
+    AllocError, BuildError, EpochError, ErrorKind, FreeError, Held, InvariantViolation, PinError,
     ReservationError,
 };
 pub use extent::{Extent, ExtentError};

@@ -205,6 +205,36 @@ pub enum PersistError {
     },
 }
 
+impl PersistError {
+    /// What kind of failure this is: [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)
+    /// for bytes that do not decode, [`ErrorKind::BadInput`](crate::ErrorKind::BadInput)
+    /// for a list that is not a free list (given to encode, or decoded from a
+    /// writer's bug behind a matching checksum).
+    ///
+    /// ```
+    /// use pinalloc::ErrorKind;
+    /// use pinalloc::persist::decode;
+    /// assert_eq!(decode(b"nope").unwrap_err().kind(), ErrorKind::Corrupt);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
+        match self {
+            PersistError::Truncated { .. }
+            | PersistError::TrailingBytes { .. }
+            | PersistError::BadMagic { .. }
+            | PersistError::UnsupportedVersion { .. }
+            | PersistError::Corrupted { .. }
+            | PersistError::Malformed { .. } => ErrorKind::Corrupt,
+            PersistError::ZeroLength { .. }
+            | PersistError::Overlap { .. }
+            | PersistError::Touching { .. }
+            | PersistError::Unsorted { .. }
+            | PersistError::OutOfRange { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
 /// Checks the `index`th extent against the one before it and the space.
 fn check_extent(
     index: usize,

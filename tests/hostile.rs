@@ -1237,3 +1237,192 @@ fn a_failed_aligned_request_changes_no_stats() {
     assert_eq!(e.start % 256, 0);
     a.check_invariants().unwrap();
 }
+
+/// Every family's `kind()`, on errors the calls really return: the question a caller
+/// asks ("retry later, or fix the input?") without matching variants.
+#[test]
+fn every_error_tells_its_kind() {
+    use pinalloc::persist::{FreeList, decode, encode};
+    use pinalloc::{
+        ErrorKind as K, HeapBacking, PinOptions, Region, SharedAllocator, SharedPinError,
+    };
+    use std::time::Duration;
+
+    let mut core = ExtentAllocator::new(16);
+    let a = core.allocate(Request::new(8)).unwrap();
+    let blocking = core.pin_with(Extent::new(0, 1), PinMode::Blocking).unwrap();
+    let stale = {
+        let id = core.pin(Extent::new(1, 1)).unwrap();
+        core.unpin(id).unwrap();
+        id
+    };
+    let mut other = ExtentAllocator::new(16);
+    let theirs = other.reserve(1).unwrap();
+    let reader = core.begin_read();
+    core.end_read(reader).unwrap();
+    let mut res = core.reserve(2).unwrap();
+    let core_kinds = [
+        (
+            "zero length",
+            core.allocate(Request::new(0)).unwrap_err().kind(),
+            K::BadInput,
+        ),
+        (
+            "bad alignment",
+            core.allocate(Request::new(1).align(3)).unwrap_err().kind(),
+            K::BadInput,
+        ),
+        (
+            "no space",
+            core.allocate(Request::new(9)).unwrap_err().kind(),
+            K::NoSpace,
+        ),
+        (
+            "exact start not free",
+            core.allocate(Request::new(1).policy(Policy::Exact(0)))
+                .unwrap_err()
+                .kind(),
+            K::NoSpace,
+        ),
+        (
+            "overdrawn",
+            core.allocate_reserved(&mut res, Request::new(3))
+                .unwrap_err()
+                .kind(),
+            K::Limit,
+        ),
+        (
+            "double free",
+            core.free(Extent::new(12, 1)).unwrap_err().kind(),
+            K::BadInput,
+        ),
+        ("busy", core.free(a).unwrap_err().kind(), K::Busy),
+        (
+            "pin past the end",
+            core.pin(Extent::new(15, 2)).unwrap_err().kind(),
+            K::BadInput,
+        ),
+        (
+            "unpin twice",
+            core.unpin(stale).unwrap_err().kind(),
+            K::Stale,
+        ),
+        (
+            "ended reader",
+            core.end_read(reader).unwrap_err().kind(),
+            K::Stale,
+        ),
+        (
+            "committed epoch",
+            core.commit(0).unwrap_err().kind(),
+            K::Stale,
+        ),
+        (
+            "foreign reservation",
+            core.release(theirs).unwrap_err().kind(),
+            K::Stale,
+        ),
+        (
+            "overlapping build",
+            ExtentAllocator::from_free_extents(8, [Extent::new(0, 4), Extent::new(2, 4)])
+                .unwrap_err()
+                .kind(),
+            K::BadInput,
+        ),
+        (
+            "reversed range",
+            Extent::try_from(core::ops::Range { start: 9, end: 3 })
+                .unwrap_err()
+                .kind(),
+            K::BadInput,
+        ),
+    ];
+    core.unpin(blocking).unwrap();
+
+    let shared = SharedAllocator::builder(64)
+        .groups(2)
+        .pin_quota_blocks(4)
+        .build();
+    let shared_kinds = [
+        (
+            "shared double free",
+            shared.free(Extent::new(0, 4)).unwrap_err().kind(),
+            K::BadInput,
+        ),
+        (
+            "quota",
+            shared
+                .pin_owned(Extent::new(0, 8), PinOptions::new().owner(1))
+                .map_err(|e: SharedPinError| e.kind())
+                .unwrap_err(),
+            K::Limit,
+        ),
+        (
+            "exact across groups",
+            shared
+                .allocate(Request::new(4).policy(Policy::Exact(30)))
+                .unwrap_err()
+                .kind(),
+            K::BadInput,
+        ),
+        (
+            "wait for more than a group holds",
+            shared
+                .allocate_wait(Request::new(65), Duration::from_millis(1))
+                .unwrap_err()
+                .kind(),
+            K::NoSpace,
+        ),
+    ];
+    let full = [
+        shared.allocate(Request::new(32)).unwrap(),
+        shared.allocate(Request::new(32)).unwrap(),
+    ];
+    let timeout = shared
+        .allocate_wait(Request::new(1), Duration::from_millis(1))
+        .map(|_| ())
+        .unwrap_err()
+        .kind();
+    for e in full {
+        shared.free(e).unwrap();
+    }
+
+    let region = Region::new(HeapBacking::new(8 * 64).unwrap(), 64).unwrap();
+    let region_kinds = [
+        (
+            "region no space",
+            region.allocate(Request::new(9)).unwrap_err().kind(),
+            K::NoSpace,
+        ),
+        (
+            "truncate to zero",
+            region
+                .allocate(Request::new(2))
+                .unwrap()
+                .truncate(0)
+                .unwrap_err()
+                .kind(),
+            K::BadInput,
+        ),
+    ];
+
+    let bad_list = FreeList::new(8, 0, vec![Extent::new(4, 2), Extent::new(0, 2)]);
+    let persist_kinds = [
+        ("torn bytes", decode(b"pin").unwrap_err().kind(), K::Corrupt),
+        (
+            "unsorted list",
+            encode(&bad_list).unwrap_err().kind(),
+            K::BadInput,
+        ),
+    ];
+
+    for (what, got, want) in core_kinds
+        .into_iter()
+        .chain(shared_kinds)
+        .chain(region_kinds)
+        .chain(persist_kinds)
+        .chain([("allocate_wait", timeout, K::Timeout)])
+    {
+        assert_eq!(got, want, "{what}");
+    }
+}

@@ -213,6 +213,18 @@ pub struct BackingError {
 }
 
 impl BackingError {
+    /// What kind of failure this is: always [`ErrorKind::Io`](crate::ErrorKind::Io).
+    ///
+    /// ```
+    /// use pinalloc::{BackingError, BackingOp, ErrorKind};
+    /// let e = BackingError::new(BackingOp::Read, 0..8, std::io::ErrorKind::Other.into());
+    /// assert_eq!(e.kind(), ErrorKind::Io);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Io
+    }
+
     /// An error of `op` over `range`.
     ///
     /// ```

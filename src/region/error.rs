@@ -82,6 +82,34 @@ pub enum RegionError {
 }
 
 impl RegionError {
+    /// What kind of failure this is: a wrapped error's own kind, else by variant.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let err = region.allocate(Request::new(9)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NoSpace);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
+        match self {
+            RegionError::Alloc(e) => e.kind(),
+            RegionError::Build(e) => e.kind(),
+            RegionError::Backing(e) => e.kind(),
+            RegionError::Free(e) => e.kind(),
+            RegionError::Pin(e) => e.kind(),
+            RegionError::Lent { .. } => ErrorKind::Busy,
+            RegionError::BlockSize { .. }
+            | RegionError::OutOfBounds { .. }
+            | RegionError::Truncate { .. }
+            | RegionError::NotDetached { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
+impl RegionError {
     /// A span's refusal, told about the handle's extent.
     pub(crate) fn refused(refusal: Refusal, extent: Extent) -> Self {
         match refusal {
@@ -137,6 +165,21 @@ pub struct Refused<T> {
 impl<T> Refused<T> {
     pub(crate) fn new(error: RegionError, handle: T) -> Self {
         Self { error, handle }
+    }
+
+    /// What kind of failure this is: [`RegionError::kind`] of its error.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let mut a = region.allocate(Request::new(2))?;
+    /// let refused = a.truncate(0).unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::BadInput);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        self.error.kind()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Errors of the thread-safe layer: its limits, and waits that time out. The core's
 //! errors pass through unchanged inside them.
 
-use crate::{Extent, FreeError, PinError};
+use crate::{ErrorKind, Extent, FreeError, PinError};
 
 /// A limit of a [`SharedAllocator`](crate::SharedAllocator) that a call would go over.
 /// The call changed nothing.
@@ -139,4 +139,74 @@ pub enum WaitError {
         /// began: the ones it waited for (not blocks Deferred again since).
         deferred_blocks: u64,
     },
+}
+
+impl LimitError {
+    /// What kind of failure this is: always [`ErrorKind::Limit`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, PinOptions, SharedAllocator, SharedPinError};
+    /// let alloc = SharedAllocator::builder(64).pin_quota_blocks(4).build();
+    /// let err = alloc.pin_owned(Extent::new(0, 8), PinOptions::new().owner(1)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Limit);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            LimitError::PinQuota { .. } | LimitError::DeferredCap { .. } => ErrorKind::Limit,
+        }
+    }
+}
+
+impl SharedFreeError {
+    /// What kind of failure this is: the core error's, or [`ErrorKind::Limit`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// assert_eq!(alloc.free(Extent::new(0, 4)).unwrap_err().kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            SharedFreeError::Core(e) => e.kind(),
+            SharedFreeError::Limit(e) => e.kind(),
+        }
+    }
+}
+
+impl SharedPinError {
+    /// What kind of failure this is: the core error's, or [`ErrorKind::Limit`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// assert_eq!(alloc.pin(Extent::new(60, 8)).unwrap_err().kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            SharedPinError::Core(e) => e.kind(),
+            SharedPinError::Limit(e) => e.kind(),
+        }
+    }
+}
+
+impl WaitError {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Extent, SharedAllocator};
+    /// use std::time::Duration;
+    /// let alloc = SharedAllocator::new(64);
+    /// let err = alloc.wait_released(Extent::new(0, 0), Duration::ZERO).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            WaitError::ZeroLength { .. } | WaitError::OutOfBounds { .. } => ErrorKind::BadInput,
+            WaitError::TimedOut { .. } => ErrorKind::Timeout,
+        }
+    }
 }
