@@ -56,7 +56,7 @@ usage: cargo bench --bench pin_contention -- [options]
 options (defaults in brackets):
   --threads N         allocating threads [2]
   --capacity BLOCKS   blocks in the space [1048576]
-  --groups N          allocation groups [the allocator's default: 16 on a large space]
+  --groups N          allocation groups [the allocator's default: 64 on a large space]
   --min-len BLOCKS    shortest extent; lengths are uniform in min..=max [1]
   --max-len BLOCKS    longest extent; at most one group's blocks [64]
   --pin-rate F        fraction of new extents that the device pins, 0..=1 [0.1]

@@ -7,11 +7,11 @@
 //! frame by hand; here the allocator keeps it:
 //!
 //! - each frame is an epoch, and each submitted frame is a reader: `begin_read` when
-//!   it is submitted, `commit` to open the next frame's epoch, `end_read` when its
-//!   fence signals;
-//! - a buffer is freed the moment the renderer drops it. Its blocks stay Deferred
-//!   while any frame that could have used it is in flight, and become Free when the
-//!   last of those fences signals.
+//!   it is submitted, `end_read` when its fence signals;
+//! - a buffer is freed the moment the renderer drops it, in the epoch of the frame
+//!   that used it last, and then `commit` opens the next frame's epoch. Its blocks
+//!   stay Deferred while that frame or an earlier one is in flight, and become Free
+//!   when the last of those fences signals: later frames' fences do not hold them.
 //!
 //! The heap is 256 MiB in 64 KiB blocks. Each frame allocates transient buffers
 //! (uniforms, staging, vertex data), keeps a few resident ones for several frames,
@@ -58,41 +58,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for frame in 1..=FRAMES {
         // Record: transient buffers used only by this frame, and now and then a
         // resident one that later frames use too.
-        let mut transient = Vec::new();
-        for _ in 0..(4 + rng.below(8)) {
-            let blocks = 1 + rng.below(32);
-            let e = heap.allocate(Request::new(blocks))?;
+        // No frame still on the GPU may have used a block handed out again.
+        let mut fresh = |e: Extent| {
             for b in e.start..e.end() {
-                // No frame still on the GPU may have used a block handed out again.
                 let last = last_use[b as usize];
                 assert!(
                     last < done_before,
                     "frame {frame} got block {b}, which frame {last} may still read"
                 );
-                last_use[b as usize] = frame;
             }
             allocated += 1;
-            transient.push(e);
+            e
+        };
+        let mut transient = Vec::new();
+        for _ in 0..(4 + rng.below(8)) {
+            transient.push(fresh(heap.allocate(Request::new(1 + rng.below(32)))?));
         }
         if rng.below(4) == 0 {
-            let e = heap.allocate(Request::new(16 + rng.below(64)))?;
-            allocated += 1;
+            let e = fresh(heap.allocate(Request::new(16 + rng.below(64)))?);
             resident.push((e, frame + 5 + rng.below(40)));
         }
-        for (e, _) in &resident {
+        for e in transient.iter().chain(resident.iter().map(|(e, _)| e)) {
             for b in e.start..e.end() {
                 last_use[b as usize] = frame;
             }
         }
 
-        // Submit: the frame's fence is a reader, then the next frame's epoch opens.
+        // Submit: the frame's fence is a reader of this frame's epoch.
         let fence = heap.begin_read();
-        heap.commit(heap.epoch())?;
         gpu.push_back(InFlight { frame, fence });
 
         // The renderer is done with this frame's transient buffers, and with the
-        // resident ones past their last frame: freed now, reused only after the
-        // fences of every frame that used them.
+        // resident ones past their last frame: freed now, in this frame's epoch, so
+        // that the fences of this frame and the ones before it hold them, and no
+        // later one. Then the next frame's epoch opens.
         for e in transient {
             heap.free(e)?;
             freed += 1;
@@ -104,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             heap.free(e)?;
             freed += 1;
         }
+        heap.commit(heap.epoch())?;
 
         // The GPU: the oldest frame finishes now and then, and always when too many
         // are queued (the renderer would wait on its fence here).

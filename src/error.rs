@@ -58,8 +58,10 @@ impl fmt::Display for Held {
     }
 }
 
-/// What kind of failure an error is, whatever its family: ask any error of this crate
-/// with its `kind()` method, instead of matching its variants (or its `Debug` text).
+/// What kind of failure an error is, whatever its family: ask any error a call of this
+/// crate returns with its `kind()` method, instead of matching its variants (or its
+/// `Debug` text). ([`InvariantViolation`] has none: it reports a broken state, a bug,
+/// not a call's failure.)
 ///
 /// ```
 /// use pinalloc::{ErrorKind, Extent, ExtentAllocator, Request};
@@ -78,7 +80,9 @@ pub enum ErrorKind {
     BadInput,
     /// The space is held: too few Free blocks for the request, or the blocks asked for
     /// are not Free, or reservations have promised them. Frees, unpins, commits and
-    /// ended readers may make room.
+    /// ended readers may make room, unless the request is longer than the whole space
+    /// (or than a group of a [`SharedAllocator`](crate::SharedAllocator)), which no
+    /// release can make room for.
     NoSpace,
     /// A blocking pin, or a pin guard lending an allocation's bytes, refuses the call
     /// until it lets go.
@@ -89,8 +93,8 @@ pub enum ErrorKind {
     /// A wait ran its whole timeout.
     Timeout,
     /// A handle or epoch that is not live: a pin already unpinned, a reader already
-    /// ended, a reservation already released, an epoch already committed, or one of
-    /// another allocator.
+    /// ended, a reservation already released, an epoch that is not the open one
+    /// (committed, or not yet opened), or a handle of another allocator.
     Stale,
     /// Bytes that do not decode: a persisted free list that is torn, corrupted or of
     /// another version.

@@ -206,10 +206,13 @@ pub enum PersistError {
 }
 
 impl PersistError {
-    /// What kind of failure this is: [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)
-    /// for bytes that do not decode, [`ErrorKind::BadInput`](crate::ErrorKind::BadInput)
-    /// for a list that is not a free list (given to encode, or decoded from a
-    /// writer's bug behind a matching checksum).
+    /// What kind of failure this is, by variant: [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)
+    /// for bytes that do not decode as the format (torn, trailing, of another version,
+    /// failing the checksum, or a malformed field),
+    /// [`ErrorKind::BadInput`](crate::ErrorKind::BadInput) for a list that is not a
+    /// free list: given to [`encode`], or read by [`decode`] from a writer that broke
+    /// the format behind a matching checksum. Whatever the kind, a copy that
+    /// [`decode`] refuses cannot be mounted: read the other copy.
     ///
     /// ```
     /// use pinalloc::ErrorKind;

@@ -885,3 +885,33 @@ fn wait_released_waits_for_the_holds_it_saw_not_for_later_ones() {
     });
     alloc.check_invariants().unwrap();
 }
+
+/// Threads spread over a shared allocator's groups even when each first allocated
+/// from another allocator: a thread's first group comes from the allocator it is
+/// allocating from, not from whichever it used first.
+#[test]
+fn threads_spread_over_groups_whatever_they_used_first() {
+    let shared = Arc::new(SharedAllocator::builder(64 * 1024).groups(8).build());
+    let group_blocks = shared.group_blocks();
+    let groups: Vec<u64> = (0..4)
+        .map(|_| {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || {
+                let own = SharedAllocator::new(4096);
+                own.allocate(Request::new(1)).unwrap();
+                shared.allocate(Request::new(1)).unwrap().start / group_blocks
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let mut distinct = groups.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "the four threads started in groups {groups:?}"
+    );
+}

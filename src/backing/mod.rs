@@ -213,16 +213,24 @@ pub struct BackingError {
 }
 
 impl BackingError {
-    /// What kind of failure this is: always [`ErrorKind::Io`](crate::ErrorKind::Io).
+    /// What kind of failure this is: [`ErrorKind::BadInput`](crate::ErrorKind::BadInput)
+    /// when the backing was asked for bytes it does not have (its source's kind is
+    /// `InvalidInput`), else [`ErrorKind::Io`](crate::ErrorKind::Io).
     ///
     /// ```
     /// use pinalloc::{BackingError, BackingOp, ErrorKind};
     /// let e = BackingError::new(BackingOp::Read, 0..8, std::io::ErrorKind::Other.into());
     /// assert_eq!(e.kind(), ErrorKind::Io);
+    /// let e = BackingError::new(BackingOp::Read, 0..8, std::io::ErrorKind::InvalidInput.into());
+    /// assert_eq!(e.kind(), ErrorKind::BadInput);
     /// ```
     #[must_use]
-    pub const fn kind(&self) -> crate::ErrorKind {
-        crate::ErrorKind::Io
+    pub fn kind(&self) -> crate::ErrorKind {
+        if self.source.kind() == io::ErrorKind::InvalidInput {
+            crate::ErrorKind::BadInput
+        } else {
+            crate::ErrorKind::Io
+        }
     }
 
     /// An error of `op` over `range`.

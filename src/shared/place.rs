@@ -11,8 +11,9 @@ use crate::sync::Ordering;
 use crate::{AllocError, Extent, Held, Policy, Request};
 
 crate::sync::thread_local! {
-    /// The group this thread allocates from first; `usize::MAX` until first use.
-    static ROTOR: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The group this thread allocates from first, and the uid of the allocator that
+    /// handed it out; `usize::MAX` until first use. Another allocator hands out its own.
+    static ROTOR: Cell<(u64, usize)> = const { Cell::new((0, usize::MAX)) };
 }
 
 /// What the [pressure hook](SharedAllocator::set_pressure_hook) is told.
@@ -245,7 +246,7 @@ impl SharedAllocator {
                 }
                 if let Some(extent) = self.lock(g).allocate_plain(min) {
                     if g != first {
-                        ROTOR.with(|r| r.set(g));
+                        ROTOR.with(|r| r.set((self.uid, g)));
                     }
                     return Ok(extent);
                 }
@@ -282,7 +283,7 @@ impl SharedAllocator {
             for g in (first..n).chain(0..first) {
                 if let Some(done) = try_group(g) {
                     if done.is_ok() {
-                        ROTOR.with(|r| r.set(g));
+                        ROTOR.with(|r| r.set((self.uid, g)));
                     }
                     return done;
                 }
@@ -424,10 +425,10 @@ impl SharedAllocator {
     fn rotor(&self) -> usize {
         let n = self.groups.len();
         ROTOR.with(|r| {
-            let mut g = r.get();
-            if g == usize::MAX {
+            let (uid, mut g) = r.get();
+            if g == usize::MAX || uid != self.uid {
                 g = self.next_rotor.fetch_add(1, Ordering::Relaxed);
-                r.set(g);
+                r.set((self.uid, g));
             }
             // Usually a group index already: no division.
             if g < n { g } else { g % n }
