@@ -729,7 +729,9 @@ impl Deferrals {
         self.next_seq = (self.next_seq + 1).min(MAX_SEQ);
     }
 
-    /// Blocks of `within` still Deferred by a free numbered below `mark`.
+    /// Blocks of `within` still Deferred by a free numbered below `mark` (asked by the
+    /// shared layer only).
+    #[cfg(feature = "std")]
     pub(crate) fn count_deferred_before(&self, within: &Range<u64>, mark: u64) -> u64 {
         self.epoch_of
             .overlapping(within)

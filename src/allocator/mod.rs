@@ -8,6 +8,7 @@ mod epochs;
 mod free;
 mod hold;
 mod identity;
+#[cfg(feature = "std")]
 mod peek;
 mod pins;
 mod ranges;
@@ -182,18 +183,6 @@ impl BadExtent {
             },
             BadExtent::Overflow => FreeError::Overflow { extent },
             BadExtent::OutOfBounds => FreeError::OutOfBounds { extent, capacity },
-        }
-    }
-
-    /// As an [`AllocError`]: for calls that take blocks by extent, such as a region's
-    /// `attach`.
-    #[cfg(all(feature = "std", unix))]
-    pub(crate) fn into_alloc_error(self, extent: Extent, capacity: u64) -> crate::AllocError {
-        use crate::AllocError;
-        match self {
-            BadExtent::ZeroLength => AllocError::ZeroLength,
-            BadExtent::Overflow => AllocError::Overflow { extent },
-            BadExtent::OutOfBounds => AllocError::OutOfBounds { extent, capacity },
         }
     }
 

@@ -1,7 +1,6 @@
 //! Read-only questions the thread-safe layer asks a core, each cheap enough to ask under
 //! its lock on every call. Nothing here changes state.
-// Only `SharedAllocator` (feature `std`) asks these.
-#![cfg_attr(not(feature = "std"), allow(dead_code))]
+// Only `SharedAllocator` (feature `std`) asks these, so the module is built with it.
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -193,26 +192,6 @@ impl ExtentAllocator {
     /// The error [`pin_with`](Self::pin_with) of `extent` would return, if any.
     pub(crate) fn pin_preview(&self, extent: Extent) -> Result<(), PinError> {
         self.check_pin(extent).map(|_| ())
-    }
-
-    /// Checks a pin of `extent`: a valid range, and no more Free blocks in it than
-    /// reservations leave unpromised. Returns the range and the free extents in it.
-    #[inline]
-    pub(crate) fn check_pin(&self, extent: Extent) -> Result<(Range<u64>, Vec<Extent>), PinError> {
-        let r = self
-            .checked_range(extent)
-            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
-        let free_pieces = self.free.overlapping(r.start, r.end);
-        let free_blocks: u64 = free_pieces.iter().map(|p| p.len).sum();
-        let unreserved = self.unreserved_free();
-        if free_blocks > unreserved {
-            return Err(PinError::Reserved {
-                extent,
-                free_blocks,
-                unreserved,
-            });
-        }
-        Ok((r, free_pieces))
     }
 
     /// The extent of a live pin of this allocator.

@@ -749,6 +749,26 @@ impl ExtentAllocator {
         self.pin_numbered(extent, mode, || None)
     }
 
+    /// Checks a pin of `extent`: a valid range, and no more Free blocks in it than
+    /// reservations leave unpromised. Returns the range and the free extents in it.
+    #[inline]
+    pub(crate) fn check_pin(&self, extent: Extent) -> Result<(Range<u64>, Vec<Extent>), PinError> {
+        let r = self
+            .checked_range(extent)
+            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
+        let free_pieces = self.free.overlapping(r.start, r.end);
+        let free_blocks: u64 = free_pieces.iter().map(|p| p.len).sum();
+        let unreserved = self.unreserved_free();
+        if free_blocks > unreserved {
+            return Err(PinError::Reserved {
+                extent,
+                free_blocks,
+                unreserved,
+            });
+        }
+        Ok((r, free_pieces))
+    }
+
     /// [`pin_with`](Self::pin_with), with the pin's sequence number from `seq` (called
     /// once the pin is known to succeed), or this core's next if it gives `None`. The
     /// shared allocator numbers the pins of all its groups in one sequence, so that

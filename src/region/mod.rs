@@ -10,10 +10,11 @@ use core::time::Duration;
 use std::sync::Arc;
 use std::vec::Vec;
 
+use crate::allocator::BadExtent;
 use crate::backing::space::Space;
 use crate::backing::span::Span;
 use crate::backing::{Backing, BackingError};
-use crate::{Extent, Request, SharedAllocator, SharedStats};
+use crate::{AllocError, Extent, Request, SharedAllocator, SharedStats};
 
 mod allocation;
 mod error;
@@ -340,7 +341,13 @@ impl<B: Backing> Region<B> {
     pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
         let capacity = self.capacity_blocks();
         if let Err(bad) = crate::allocator::checked_range(extent, capacity) {
-            return Err(bad.into_alloc_error(extent, capacity).into());
+            // An extent taken back by its blocks is refused as an allocation would be.
+            let err = match bad {
+                BadExtent::ZeroLength => AllocError::ZeroLength,
+                BadExtent::Overflow => AllocError::Overflow { extent },
+                BadExtent::OutOfBounds => AllocError::OutOfBounds { extent, capacity },
+            };
+            return Err(err.into());
         }
         let span = Span::attach(&self.space, extent).ok_or(RegionError::NotDetached { extent })?;
         Ok(Allocation::new(span))
