@@ -2,13 +2,36 @@
 //!
 //! # Implementation
 //!
+//! ## Map of the crate
+//!
+//! Each folder has one job, and imports go one way only: down this table (a row may
+//! use the rows below it, never those above). The top-level files (`extent.rs`,
+//! `request.rs`, `error.rs`, `stats.rs`) are the vocabulary every row shares.
+//!
+//! | folder | its one job | `no_std` |
+//! |---|---|---|
+//! | `testing/` | the reference model, lockstep checker, strategies and walks that test pinalloc and code built on it (feature `testing`) | no |
+//! | `region/` | `Region`: owned allocations over a backing's bytes, pin guards that keep memory valid for a device | no |
+//! | `backing/` | the bytes: heap, mmap and file backings; also, for now, the spans and spaces that `Region` builds on, which use `shared/` (issue 17 moves them into `region/`) | no |
+//! | `shared/` | `SharedAllocator`: a core per allocation group under its own lock, summaries read without locks, waiting, pressure, leases, quotas | no |
+//! | `sync.rs` | every lock and atomic the layers above share, swapped for shuttle's in the interleaving tests | no |
+//! | `persist.rs` | the checksummed encoding of a durable free list | yes |
+//! | `allocator/` | `ExtentAllocator`, the core: the block-state contract, pins, Deferred runs, epochs, reservations, checks | yes |
+//! | `index/` | the free index: the unpinned Free extents, by size and by address, and every placement policy over them | yes |
+//! | `tree/` | generic structures: a B+ tree with summaries, the pin coverage, interval sets, a region filter | yes |
+//!
+//! The core (`allocator/` and what it uses) has no locks, no I/O and no `unsafe`;
+//! `unsafe` lives in `backing/` and in `sync.rs` (the group lock's `RawMutex`) alone.
+//!
+//! ## How it works
+//!
 //! The free space is a set of fully coalesced free extents, in one of two forms.
 //!
 //! **The fast form**, which every allocator starts in and keeps while its requests are
 //! unaligned best fit, exact starts and ranges of lengths (the common case). Each free
-//! extent is a record in an arena. Every length up to 128 blocks has a list of its
-//! extents, linked through the records, and a bit in one `u128` saying whether it is
-//! empty; longer extents are in a B+ tree ordered by `(len, start)`, but for one kept
+//! extent is a record in an arena. Every length up to 256 blocks has a list of its
+//! extents, linked through the records, and a bit in four words saying whether it is
+//! empty (with a byte saying which words are not zero); longer extents are in a B+ tree ordered by `(len, start)`, but for one kept
 //! aside (on a space being filled, its tail), so that carving it touches no tree. Best
 //! fit is the
 //! lowest set bit at or above the length asked for and the head of that list. By
@@ -43,7 +66,7 @@
 //!   alignment, with their room from it, so every aligned policy is a descent or three.
 //!
 //! Both forms take a smallest fitting extent for best fit; among equally small ones the
-//! fast form takes the most recently freed or split (for lengths up to 128), the
+//! fast form takes the most recently freed or split (for lengths up to 256), the
 //! ordered form the lowest.
 //!
 //! Only unpinned Free blocks are in that index, so allocation never looks at pins.
