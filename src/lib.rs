@@ -11,8 +11,8 @@
 //! | folder | its one job | `no_std` |
 //! |---|---|---|
 //! | `testing/` | the reference model, lockstep checker, strategies and walks that test pinalloc and code built on it (feature `testing`) | no |
-//! | `region/` | `Region`: owned allocations over a backing's bytes, pin guards that keep memory valid for a device | no |
-//! | `backing/` | the bytes: heap, mmap and file backings; also, for now, the spans and spaces that `Region` builds on, which use `shared/` (issue 17 moves them into `region/`) | no |
+//! | `region/` | `Region`: owned allocations over a backing's bytes, pin guards that keep memory valid for a device; every block-state change and byte access in `span.rs` | no |
+//! | `backing/` | the bytes: heap, mmap and file backings, which know nothing of blocks or allocators | no |
 //! | `shared/` | `SharedAllocator`: a core per allocation group under its own lock, summaries read without locks, waiting, pressure, leases, quotas | no |
 //! | `sync.rs` | every lock and atomic the layers above share, swapped for shuttle's in the interleaving tests | no |
 //! | `persist.rs` | the checksummed encoding of a durable free list | yes |
@@ -21,7 +21,8 @@
 //! | `tree/` | generic structures: a B+ tree with summaries, the pin coverage, interval sets, a region filter | yes |
 //!
 //! The core (`allocator/` and what it uses) has no locks, no I/O and no `unsafe`;
-//! `unsafe` lives in `backing/` and in `sync.rs` (the group lock's `RawMutex`) alone.
+//! `unsafe` lives in `backing/`, `region/span.rs` and `sync.rs` (the group lock's
+//! `RawMutex`) alone.
 //!
 //! ## How it works
 //!
@@ -94,7 +95,7 @@
 //! tests swap for shuttle's.
 //!
 //! `Region` gives each allocated extent one `Span`: the right to its bytes, kept in
-//! `backing/span.rs`, the only module (with the backings) allowed `unsafe`. A pin guard
+//! `region/span.rs`, the only module (with the backings) allowed `unsafe`. A pin guard
 //! borrows a span's bytes like a read-write lock guard that may outlive the owner; each
 //! lend covers the bytes the owner held when it was made, and bytes the owner gives up
 //! while lent go to the last lend covering them, which discards them before its pin is

@@ -11,7 +11,7 @@
 //!
 //! | level | lock | held for |
 //! |---|---|---|
-//! | 0 | `Lends::state` (one allocation's lends, `backing/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
+//! | 0 | `Lends::state` (one allocation's lends, `region/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
 //! | 1 | `SharedAllocator::epochs` | commit, begin/end read (then takes every group, ascending) |
 //! | 1 | `SharedAllocator::tracked` | pins with an owner, a revoke callback or several groups; `stats` (then takes every group, ascending) |
 //! | 2 | `Group::core`, ascending index | one core operation |

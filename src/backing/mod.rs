@@ -11,10 +11,11 @@
 //! | [`MmapBacking`] (preallocated) | yes | zeros in place (`fallocate(ZERO_RANGE)` or `pwrite`): the blocks stay allocated |
 //! | [`FileBacking`] | no | `fallocate(PUNCH_HOLE)`; zeros where the filesystem cannot |
 //!
-//! This is the only module, with its children, that holds `unsafe` code. The contract
-//! that makes it sound is the [`Backing`] trait's: its byte-touching methods are
-//! `unsafe fn`s whose callers promise that nothing else touches those bytes during the
-//! call. The one caller inside the crate is `span.rs`, which hands out byte access only
+//! This module knows bytes only: nothing here knows blocks, allocators or owners. It
+//! holds `unsafe` code, as does `region/span.rs`. The contract that makes it sound is
+//! the [`Backing`] trait's: its byte-touching methods are `unsafe fn`s whose callers
+//! promise that nothing else touches those bytes during the call. The one caller
+//! inside the crate is `region/span.rs`, which hands out byte access only
 //! for extents the allocator gave to exactly one owner; its `// SAFETY:` comments
 //! explain why no safe caller can obtain two `&mut` to the same bytes.
 
@@ -28,8 +29,6 @@ mod file;
 mod heap;
 mod memory;
 mod mmap;
-pub(crate) mod space;
-pub(crate) mod span;
 
 pub use file::FileBacking;
 pub use heap::HeapBacking;

@@ -2,9 +2,9 @@
 
 use core::fmt;
 
+use super::span::Span;
 use super::{Pinned, PinnedMut, Refused, RegionError};
 use crate::Extent;
-use crate::backing::span::Span;
 use crate::backing::{Backing, MemoryBacking};
 
 /// Blocks of a [`Region`](crate::Region), owned: reads and writes their bytes, pins

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::backing::span::Refusal;
+use super::span::Refusal;
 use crate::{AllocError, BackingError, BuildError, Extent, SharedFreeError, SharedPinError};
 
 /// Why a [`Region`](crate::Region) call failed. The region and its allocator are

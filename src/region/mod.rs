@@ -1,24 +1,28 @@
 //! [`Region`]: a backing, a block size and a [`SharedAllocator`] over the backing's
 //! blocks, with owned allocations and pin guards that give access to the memory.
 //!
-//! This layer holds no `unsafe` code and changes no block's state itself: allocation,
-//! byte access, pins and frees go through `backing::span`, whose rules (one span per
-//! allocated extent, lends that outlive their owner) make them safe whatever this
-//! layer does.
+//! Every block-state change and byte access of this layer goes through `span.rs`, the
+//! one module here allowed `unsafe`, whose rules (one span per allocated extent, lends
+//! that outlive their owner) make them safe whatever the rest of the layer does. The
+//! rest holds no `unsafe` code. `space.rs` keeps the backing, its allocator and who
+//! holds which blocks.
 
 use core::time::Duration;
 use std::sync::Arc;
 use std::vec::Vec;
 
 use crate::allocator::BadExtent;
-use crate::backing::space::Space;
-use crate::backing::span::Span;
 use crate::backing::{Backing, BackingError};
 use crate::{AllocError, Extent, Request, SharedAllocator, SharedStats};
+use space::Space;
+use span::Span;
 
 mod allocation;
 mod error;
 mod pinned;
+pub(crate) mod space;
+#[allow(unsafe_code)] // the one module of this layer that may: see its docs
+pub(crate) mod span;
 
 pub use allocation::Allocation;
 pub use error::{Refused, RegionError};

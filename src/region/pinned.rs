@@ -5,9 +5,9 @@
 use core::fmt;
 use core::ptr::NonNull;
 
+use super::span::Lent;
 use super::{Refused, RegionError};
 use crate::Extent;
-use crate::backing::span::Lent;
 use crate::backing::{Backing, MemoryBacking};
 
 /// Accessors both guards share. A guard is a `Lent`: the lent bytes and the allocator

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use super::space::Space;
-use super::{Backing, BackingError, MemoryBacking};
+use crate::backing::{Backing, BackingError, MemoryBacking};
 use crate::sync::Mutex;
 use crate::{
     AllocError, Extent, PinOptions, Request, SharedFreeError, SharedPinError, SharedPinId,

@@ -9,7 +9,7 @@ use std::vec::Vec;
 
 use rangemap::RangeSet;
 
-use super::Backing;
+use crate::backing::Backing;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::{Extent, InvariantViolation, SharedAllocator};
 
