@@ -95,7 +95,8 @@
 //! tests swap for shuttle's.
 //!
 //! `Region` gives each allocated extent one `Span`: the right to its bytes, kept in
-//! `region/span.rs`, the only module (with the backings) allowed `unsafe`. A pin guard
+//! `region/span.rs`, the only module (with the backings and `sync.rs`'s group lock)
+//! allowed `unsafe`. A pin guard
 //! borrows a span's bytes like a read-write lock guard that may outlive the owner; each
 //! lend covers the bytes the owner held when it was made, and bytes the owner gives up
 //! while lent go to the last lend covering them, which discards them before its pin is
