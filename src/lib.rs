@@ -117,7 +117,7 @@ extern crate std;
 
 mod allocator;
 #[cfg(all(feature = "std", unix))]
-#[allow(unsafe_code)] // the one place that may: see the module docs
+#[allow(unsafe_code)] // the bytes: see the module docs (and region/span.rs, its one caller)
 pub mod backing;
 mod error;
 mod extent;
