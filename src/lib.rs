@@ -16,7 +16,7 @@
 //! | `shared/` | `SharedAllocator`: a core per allocation group under its own lock, summaries read without locks, waiting, pressure, leases, quotas | no |
 //! | `sync.rs` | every lock and atomic the layers above share, swapped for shuttle's in the interleaving tests | no |
 //! | `persist.rs` | the checksummed encoding of a durable free list | yes |
-//! | `allocator/` | `ExtentAllocator`, the core: the block-state contract, pins, Deferred runs, epochs, reservations, checks | yes |
+//! | `allocator/` | `ExtentAllocator`, the core: the block-state contract, pins, Deferred runs, epochs, reservations, checks; every block-state change in `transition.rs` | yes |
 //! | `index/` | the free index: the unpinned Free extents, by size and by address, and every placement policy over them | yes |
 //! | `tree/` | generic structures: a B+ tree with summaries, the pin coverage, interval sets, a region filter | yes |
 //!

@@ -45,7 +45,7 @@ impl ExtentAllocator {
             }
         }
         let extent = self.place_checked(&request, budget)?;
-        self.commit_allocation(extent, None);
+        self.allocated(extent, None);
         Ok(extent)
     }
 
@@ -59,7 +59,7 @@ impl ExtentAllocator {
         }
         let start = self.free.best_fit(len, 1)?;
         let extent = Extent::new(start, len);
-        self.commit_allocation(extent, None);
+        self.allocated(extent, None);
         Some(extent)
     }
 
@@ -98,7 +98,7 @@ impl ExtentAllocator {
         self.validate(&request)?;
         let remaining = self.reservation_budget(reservation, request.min_len)?;
         let extent = self.place_checked(&request, remaining)?;
-        self.commit_allocation(extent, Some(reservation));
+        self.allocated(extent, Some(reservation));
         Ok(extent)
     }
 
@@ -188,7 +188,7 @@ impl ExtentAllocator {
             } else {
                 largest
             };
-            self.commit_allocation(extent, res.as_deref_mut());
+            self.allocated(extent, res.as_deref_mut());
             left -= extent.len;
             out.push(extent);
         }
@@ -264,16 +264,9 @@ impl ExtentAllocator {
         }
     }
 
-    /// Free → Allocated for a placed extent, charging the reservation if any.
-    fn commit_allocation(&mut self, extent: Extent, reservation: Option<&mut Reservation>) {
-        self.free.take(extent.start, extent.len);
-        self.epochs
-            .note_allocated(extent.start..extent.start + extent.len);
-        if let Some(res) = reservation {
-            self.charge_reservation(res, extent.len);
-        } else {
-            debug_assert!(self.free.free_blocks() >= self.count_reserved_blocks);
-        }
+    /// Free → Allocated for a placed extent ([`claim`](Self::claim)), counted.
+    fn allocated(&mut self, extent: Extent, reservation: Option<&mut Reservation>) {
+        self.claim(extent, reservation);
         self.counters.allocations = self.counters.allocations.saturating_add(1);
         self.counters.blocks_allocated = self.counters.blocks_allocated.saturating_add(extent.len);
         self.debug_check();

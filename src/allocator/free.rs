@@ -128,8 +128,7 @@ impl ExtentAllocator {
         {
             return None;
         }
-        self.epochs.note_freed(&r);
-        self.free.insert(r.start, extent.len);
+        self.free_unheld(&r);
         self.counters.frees = self.counters.frees.saturating_add(1);
         self.counters.blocks_freed = self.counters.blocks_freed.saturating_add(extent.len);
         self.debug_check();
@@ -155,7 +154,8 @@ impl ExtentAllocator {
         } else {
             Vec::new()
         };
-        let out = self.release_allocated(r, on_commit, pinned);
+        let plan = self.plan_free(r, on_commit, pinned);
+        let out = self.apply_free(plan);
         for (p, slot) in inside {
             if self.deferrals.epoch_of.keep_pin(&p) {
                 self.pins.give_to_run(&p, slot);

@@ -6,13 +6,13 @@ mod check;
 mod defer;
 mod epochs;
 mod free;
-mod hold;
 mod identity;
 #[cfg(feature = "std")]
 mod peek;
 mod pins;
 mod ranges;
 mod reserve;
+mod transition;
 
 use alloc::collections::BTreeMap;
 use core::ops::Range;

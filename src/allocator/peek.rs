@@ -161,32 +161,15 @@ impl ExtentAllocator {
 
     /// How many blocks [`free`](Self::free) (or
     /// [`free_on_commit`](Self::free_on_commit) when `on_commit`) of `extent` would
-    /// leave Deferred, or the error it would return. Mirrors `release_allocated`.
+    /// leave Deferred, or the error it would return: the free's own checks and plan,
+    /// not applied.
     pub(crate) fn deferral_preview(
         &self,
         extent: Extent,
         on_commit: bool,
     ) -> Result<u64, FreeError> {
-        let (r, any_pinned) = self.check_free(extent)?;
-        let pinned = |piece: &Range<u64>| -> u64 {
-            let unpinned: u64 = self
-                .pins
-                .zero_pieces(piece)
-                .iter()
-                .map(|p| p.end - p.start)
-                .sum();
-            piece.end - piece.start - unpinned
-        };
-        if !on_commit {
-            if self.epochs.oldest_reader().is_some() {
-                return Ok(extent.len);
-            }
-            return Ok(if any_pinned { pinned(&r) } else { 0 });
-        }
-        let (pending, never_durable) = self.epochs.split_durable(&r);
-        let waiting: u64 = pending.iter().map(|p| p.end - p.start).sum();
-        let pinned_new: u64 = never_durable.iter().map(pinned).sum();
-        Ok(waiting + pinned_new)
+        let (r, pinned) = self.check_free(extent)?;
+        Ok(self.deferred_by_plan(&self.plan_free(r, on_commit, pinned)))
     }
 
     /// The error [`pin_with`](Self::pin_with) of `extent` would return, if any.

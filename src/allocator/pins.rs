@@ -689,7 +689,6 @@ impl PinTable {
 
 use super::ExtentAllocator;
 use super::epochs::ReleaseOutcome;
-use super::ranges::set_pieces;
 use crate::PinError;
 
 impl ExtentAllocator {
@@ -810,10 +809,8 @@ impl ExtentAllocator {
                 self.pins.take_from_run(&kept);
             }
         }
-        for p in free_pieces {
-            self.free.take(p.start, p.len);
-            self.pinned_free.insert(p.start..p.start + p.len);
-            self.count_pinned_free_blocks += p.len;
+        if !free_pieces.is_empty() {
+            self.pin_free(free_pieces);
         }
         self.counters.pins = self.counters.pins.saturating_add(1);
         self.debug_check();
@@ -853,7 +850,6 @@ impl ExtentAllocator {
         let Some((record, removed)) = self.pins.remove(id.seq, id.slot, in_run) else {
             return Err(PinError::Unknown { id });
         };
-        let mut out = ReleaseOutcome::default();
         let r = to_range(record.extent);
         // Only pinned Free and Deferred blocks change when their count reaches zero; a
         // pin of Allocated blocks is done here, however many pins it overlapped.
@@ -872,16 +868,11 @@ impl ExtentAllocator {
             }
             Removed::Counted => Vec::new(),
         };
-        for z in &zeroed {
-            for p in set_pieces(&self.pinned_free, z) {
-                let len = p.end - p.start;
-                self.pinned_free.remove(p.clone());
-                self.count_pinned_free_blocks -= len;
-                self.free.insert(p.start, len);
-                out.unpinned_free_blocks += len;
-            }
-            out.released_blocks += self.release_unheld(z);
-        }
+        let out = if zeroed.is_empty() {
+            ReleaseOutcome::default()
+        } else {
+            self.unpin_zeroed(&zeroed)
+        };
         self.count_released(out.released_blocks);
         self.counters.unpins = self.counters.unpins.saturating_add(1);
         self.debug_check();
