@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::{Extent, PinId, ReaderId};
+use crate::{Extent, ExtentError, PinId, ReaderId};
 
 /// Deferred blocks split by what holds them, as carried by [`AllocError::NoSpace`].
 ///
@@ -116,7 +116,8 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AllocError {
-    /// The request asked for zero blocks.
+    /// The request asked for zero blocks. (A request is a length, not yet an extent:
+    /// it has no start to report, so it is not [`ExtentError::ZeroLength`].)
     #[error("zero-length request")]
     ZeroLength,
     /// A range request whose minimum exceeds its maximum.
@@ -141,20 +142,10 @@ pub enum AllocError {
         /// The alignment asked for.
         align: u64,
     },
-    /// `start + len` of an exact request overflows `u64`.
-    #[error("extent {extent} overflows u64")]
-    Overflow {
-        /// The extent that would wrap.
-        extent: Extent,
-    },
-    /// An exact start or goal block outside the managed space.
-    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
-    OutOfBounds {
-        /// The offending extent (a goal block is reported as a one-block extent).
-        extent: Extent,
-        /// The managed space, in blocks.
-        capacity: u64,
-    },
+    /// An exact request's extent (its start, at its minimum length) or a goal block
+    /// (a one-block extent) that is not inside the managed space.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// An exact request whose blocks are not all Free.
     #[error("exact extent {extent} is not free")]
     NotFree {
@@ -246,26 +237,9 @@ pub enum AllocError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FreeError {
-    /// The extent has no blocks.
-    #[error("zero-length free at block {start}")]
-    ZeroLength {
-        /// The start block given.
-        start: u64,
-    },
-    /// `start + len` overflows `u64`.
-    #[error("extent {extent} overflows u64")]
-    Overflow {
-        /// The extent that would wrap.
-        extent: Extent,
-    },
-    /// The extent reaches past the managed space.
-    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
-    OutOfBounds {
-        /// The offending extent.
-        extent: Extent,
-        /// The managed space, in blocks.
-        capacity: u64,
-    },
+    /// The extent has no blocks, overflows `u64` or reaches past the managed space.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// None of the blocks are Allocated: a double free, or blocks never allocated.
     #[error("extent {extent} is not allocated (double free?): {offending} is already free")]
     NotAllocated {
@@ -308,26 +282,9 @@ pub enum FreeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinError {
-    /// The extent has no blocks.
-    #[error("zero-length pin at block {start}")]
-    ZeroLength {
-        /// The start block given.
-        start: u64,
-    },
-    /// `start + len` overflows `u64`.
-    #[error("extent {extent} overflows u64")]
-    Overflow {
-        /// The extent that would wrap.
-        extent: Extent,
-    },
-    /// The extent reaches past the managed space.
-    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
-    OutOfBounds {
-        /// The offending extent.
-        extent: Extent,
-        /// The managed space, in blocks.
-        capacity: u64,
-    },
+    /// The extent has no blocks, overflows `u64` or reaches past the managed space.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// A pin this allocator did not make, or one already unpinned.
     #[error("{id} is not a live pin of this allocator")]
     Unknown {
@@ -391,26 +348,9 @@ pub enum EpochError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// An extent with no blocks.
-    #[error("zero-length extent at block {start}")]
-    ZeroLength {
-        /// The start block given.
-        start: u64,
-    },
-    /// `start + len` overflows `u64`.
-    #[error("extent {extent} overflows u64")]
-    Overflow {
-        /// The extent that would wrap.
-        extent: Extent,
-    },
-    /// An extent reaching past the managed space.
-    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
-    OutOfBounds {
-        /// The offending extent.
-        extent: Extent,
-        /// The managed space, in blocks.
-        capacity: u64,
-    },
+    /// The extent has no blocks, overflows `u64` or reaches past the managed space.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// Two extents share blocks (for allocated extents, a cross-linked block).
     #[error("extents {first} and {second} overlap")]
     Overlap {
@@ -474,12 +414,11 @@ impl AllocError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
+            AllocError::BadExtent(e) => e.kind(),
             AllocError::ZeroLength
             | AllocError::InvalidRange { .. }
             | AllocError::BadAlignment { .. }
             | AllocError::Misaligned { .. }
-            | AllocError::Overflow { .. }
-            | AllocError::OutOfBounds { .. }
             | AllocError::CrossesGroup { .. } => ErrorKind::BadInput,
             AllocError::NotFree { .. } | AllocError::NoSpace { .. } => ErrorKind::NoSpace,
             AllocError::TimedOut { .. } => ErrorKind::Timeout,
@@ -500,11 +439,10 @@ impl FreeError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
-            FreeError::ZeroLength { .. }
-            | FreeError::Overflow { .. }
-            | FreeError::OutOfBounds { .. }
-            | FreeError::NotAllocated { .. }
-            | FreeError::PartlyAllocated { .. } => ErrorKind::BadInput,
+            FreeError::BadExtent(e) => e.kind(),
+            FreeError::NotAllocated { .. } | FreeError::PartlyAllocated { .. } => {
+                ErrorKind::BadInput
+            }
             FreeError::Busy { .. } => ErrorKind::Busy,
         }
     }
@@ -524,9 +462,7 @@ impl PinError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
-            PinError::ZeroLength { .. }
-            | PinError::Overflow { .. }
-            | PinError::OutOfBounds { .. } => ErrorKind::BadInput,
+            PinError::BadExtent(e) => e.kind(),
             PinError::Unknown { .. } => ErrorKind::Stale,
             PinError::Reserved { .. } => ErrorKind::NoSpace,
         }
@@ -560,10 +496,8 @@ impl BuildError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
-            BuildError::ZeroLength { .. }
-            | BuildError::Overflow { .. }
-            | BuildError::OutOfBounds { .. }
-            | BuildError::Overlap { .. } => ErrorKind::BadInput,
+            BuildError::BadExtent(e) => e.kind(),
+            BuildError::Overlap { .. } => ErrorKind::BadInput,
         }
     }
 }

@@ -32,21 +32,45 @@ pub struct Extent {
     pub len: u64,
 }
 
-/// Why a value could not be turned into an [`Extent`] or a [`Range`].
+/// An extent that names no run of blocks of the space: the one reason shared by every
+/// call that takes an extent. Each error family nests it as its `BadExtent` variant
+/// ([`FreeError::BadExtent`](crate::FreeError::BadExtent),
+/// [`PinError::BadExtent`](crate::PinError::BadExtent), and so on), and
+/// [`Extent::within`] and the conversions to and from [`Range`] return it on its own.
 ///
 /// ```
-/// use pinalloc::{Extent, ExtentError};
+/// use pinalloc::{Extent, ExtentAllocator, ExtentError, FreeError};
 ///
 /// assert_eq!(Extent::try_from(9..3), Err(ExtentError::Reversed { start: 9, end: 3 }));
+/// let mut alloc = ExtentAllocator::new(8);
+/// assert_eq!(
+///     alloc.free(Extent::new(6, 4)),
+///     Err(FreeError::BadExtent(ExtentError::OutOfBounds { extent: Extent::new(6, 4), capacity: 8 }))
+/// );
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExtentError {
+    /// An extent of no blocks.
+    #[error("zero-length extent at block {start}")]
+    ZeroLength {
+        /// Its start block.
+        start: u64,
+    },
     /// `start + len` does not fit in a `u64`.
     #[error("extent {extent} overflows u64: start + len > u64::MAX")]
     Overflow {
         /// The offending extent.
         extent: Extent,
+    },
+    /// An extent that reaches past the managed space (a goal block outside it is
+    /// reported as a one-block extent).
+    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
+    OutOfBounds {
+        /// The offending extent.
+        extent: Extent,
+        /// The managed space, in blocks.
+        capacity: u64,
     },
     /// A range whose end lies before its start.
     #[error("range {start}..{end} ends before it starts")]
@@ -68,9 +92,33 @@ impl ExtentError {
     #[must_use]
     pub const fn kind(&self) -> crate::ErrorKind {
         match self {
-            ExtentError::Overflow { .. } | ExtentError::Reversed { .. } => {
-                crate::ErrorKind::BadInput
-            }
+            ExtentError::ZeroLength { .. }
+            | ExtentError::Overflow { .. }
+            | ExtentError::OutOfBounds { .. }
+            | ExtentError::Reversed { .. } => crate::ErrorKind::BadInput,
+        }
+    }
+}
+
+/// Why an extent is not a run of blocks of a space, without its payload: what the hot
+/// paths carry, turned into an [`ExtentError`] on the way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    ZeroLength,
+    Overflow,
+    OutOfBounds,
+}
+
+impl Fault {
+    /// The error for `extent` in a space of `capacity` blocks.
+    #[cold]
+    pub(crate) fn error(self, extent: Extent, capacity: u64) -> ExtentError {
+        match self {
+            Fault::ZeroLength => ExtentError::ZeroLength {
+                start: extent.start,
+            },
+            Fault::Overflow => ExtentError::Overflow { extent },
+            Fault::OutOfBounds => ExtentError::OutOfBounds { extent, capacity },
         }
     }
 }
@@ -130,6 +178,36 @@ impl Extent {
     #[must_use]
     pub const fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The extent as a range of a space of `capacity` blocks: `start..start + len`,
+    /// or why it is not one (no blocks, past `u64::MAX`, or past the space). Every
+    /// call that takes an extent checks it so.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentError};
+    /// assert_eq!(Extent::new(2, 3).within(8), Ok(2..5));
+    /// assert_eq!(Extent::new(2, 0).within(8), Err(ExtentError::ZeroLength { start: 2 }));
+    /// assert!(matches!(Extent::new(6, 4).within(8), Err(ExtentError::OutOfBounds { .. })));
+    /// assert!(matches!(Extent::new(u64::MAX, 2).within(u64::MAX), Err(ExtentError::Overflow { .. })));
+    /// ```
+    #[inline]
+    pub fn within(&self, capacity: u64) -> Result<Range<u64>, ExtentError> {
+        self.range_in(capacity)
+            .map_err(|fault| fault.error(*self, capacity))
+    }
+
+    /// [`within`](Self::within), with the reason only.
+    #[inline]
+    pub(crate) fn range_in(&self, capacity: u64) -> Result<Range<u64>, Fault> {
+        if self.len == 0 {
+            return Err(Fault::ZeroLength);
+        }
+        let end = self.checked_end().ok_or(Fault::Overflow)?;
+        if end > capacity {
+            return Err(Fault::OutOfBounds);
+        }
+        Ok(self.start..end)
     }
 
     /// Whether `block` lies inside the extent. Correct even for extents that would wrap.

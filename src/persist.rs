@@ -36,7 +36,7 @@
 
 use alloc::vec::Vec;
 
-use crate::Extent;
+use crate::{Extent, ExtentError};
 
 /// The encoding's first four bytes.
 pub const MAGIC: [u8; 4] = *b"PAFL";
@@ -152,13 +152,13 @@ pub enum PersistError {
         /// What is wrong.
         what: &'static str,
     },
-    /// An extent of no blocks.
-    #[error("extent #{index} at block {start} is empty")]
-    ZeroLength {
+    /// An extent of no blocks, or one that ends past the space or past `u64::MAX`.
+    #[error("extent #{index}: {error}")]
+    BadExtent {
         /// Its position in the list.
         index: usize,
-        /// Its start.
-        start: u64,
+        /// What is wrong with it.
+        error: ExtentError,
     },
     /// An extent that starts before the previous one ends.
     #[error("extent #{index} {extent} overlaps the one before it, {previous}")]
@@ -193,16 +193,6 @@ pub enum PersistError {
         /// The extent.
         extent: Extent,
     },
-    /// An extent that ends past the space, or past `u64::MAX`.
-    #[error("extent #{index} {extent} leaves the space of {capacity} blocks")]
-    OutOfRange {
-        /// Its position in the list.
-        index: usize,
-        /// The extent.
-        extent: Extent,
-        /// Blocks in the space.
-        capacity: u64,
-    },
 }
 
 impl PersistError {
@@ -229,11 +219,10 @@ impl PersistError {
             | PersistError::UnsupportedVersion { .. }
             | PersistError::Corrupted { .. }
             | PersistError::Malformed { .. } => ErrorKind::Corrupt,
-            PersistError::ZeroLength { .. }
+            PersistError::BadExtent { .. }
             | PersistError::Overlap { .. }
             | PersistError::Touching { .. }
-            | PersistError::Unsorted { .. }
-            | PersistError::OutOfRange { .. } => ErrorKind::BadInput,
+            | PersistError::Unsorted { .. } => ErrorKind::BadInput,
         }
     }
 }
@@ -246,9 +235,9 @@ fn check_extent(
     capacity: u64,
 ) -> Result<(), PersistError> {
     if e.len == 0 {
-        return Err(PersistError::ZeroLength {
+        return Err(PersistError::BadExtent {
             index,
-            start: e.start,
+            error: ExtentError::ZeroLength { start: e.start },
         });
     }
     if let Some(p) = previous {
@@ -274,13 +263,8 @@ fn check_extent(
             });
         }
     }
-    if e.start.checked_add(e.len).is_none_or(|end| end > capacity) {
-        return Err(PersistError::OutOfRange {
-            index,
-            extent: e,
-            capacity,
-        });
-    }
+    e.within(capacity)
+        .map_err(|error| PersistError::BadExtent { index, error })?;
     Ok(())
 }
 
@@ -288,15 +272,14 @@ fn check_extent(
 ///
 /// # Errors
 ///
-/// [`PersistError::ZeroLength`], [`Unsorted`](PersistError::Unsorted),
-/// [`Overlap`](PersistError::Overlap), [`Touching`](PersistError::Touching) or
-/// [`OutOfRange`](PersistError::OutOfRange)
+/// [`PersistError::BadExtent`], [`Unsorted`](PersistError::Unsorted),
+/// [`Overlap`](PersistError::Overlap) or [`Touching`](PersistError::Touching)
 /// for an extent list that could not be decoded again. Nothing is written.
 ///
 /// ```
 /// use pinalloc::{Extent, persist::{self, FreeList, PersistError}};
 /// let bad = FreeList::new(8, 0, vec![Extent::new(4, 8)]);
-/// assert!(matches!(persist::encode(&bad), Err(PersistError::OutOfRange { index: 0, .. })));
+/// assert!(matches!(persist::encode(&bad), Err(PersistError::BadExtent { index: 0, .. })));
 /// ```
 pub fn encode(list: &FreeList) -> Result<Vec<u8>, PersistError> {
     let mut previous = None;
@@ -401,10 +384,11 @@ pub fn decode(bytes: &[u8]) -> Result<FreeList, PersistError> {
         let len = r.varint()?;
         let base = previous.map_or(0, |p| p.start);
         let Some(start) = base.checked_add(delta) else {
-            return Err(PersistError::OutOfRange {
+            return Err(PersistError::BadExtent {
                 index,
-                extent: Extent::new(u64::MAX, len),
-                capacity,
+                error: ExtentError::Overflow {
+                    extent: Extent::new(u64::MAX, len),
+                },
             });
         };
         let e = Extent::new(start, len);

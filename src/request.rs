@@ -2,7 +2,7 @@
 
 use core::ops::RangeInclusive;
 
-use crate::{AllocError, Extent};
+use crate::{AllocError, Extent, ExtentError};
 
 /// Where an allocation is placed among the free extents that can hold it.
 ///
@@ -212,20 +212,15 @@ impl Request {
                 if start & (align - 1) != 0 {
                     return Err(AllocError::Misaligned { start, align });
                 }
-                let extent = Extent::new(start, min);
-                match extent.checked_end() {
-                    None => return Err(AllocError::Overflow { extent }),
-                    Some(end) if end > capacity => {
-                        return Err(AllocError::OutOfBounds { extent, capacity });
-                    }
-                    Some(_) => {}
-                }
+                Extent::new(start, min)
+                    .within(capacity)
+                    .map_err(AllocError::BadExtent)?;
             }
             Policy::Near(goal) if goal >= capacity => {
-                return Err(AllocError::OutOfBounds {
+                return Err(AllocError::BadExtent(ExtentError::OutOfBounds {
                     extent: Extent::new(goal, 1),
                     capacity,
-                });
+                }));
             }
             _ => {}
         }

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
-    AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, FileBacking,
-    HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region, RegionError,
-    Request,
+    AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, ExtentError,
+    FileBacking, HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region,
+    RegionError, Request,
 };
 
 const BLOCK: u64 = 512;
@@ -1081,21 +1081,21 @@ fn attach_refuses_blocks_that_are_not_detached() {
     for (bad, want) in [
         (
             Extent::new(cap - 1, 2),
-            AllocError::OutOfBounds {
+            ExtentError::OutOfBounds {
                 extent: Extent::new(cap - 1, 2),
                 capacity: cap,
             },
         ),
-        (Extent::new(0, 0), AllocError::ZeroLength),
+        (Extent::new(7, 0), ExtentError::ZeroLength { start: 7 }),
         (
             Extent::new(u64::MAX, 2),
-            AllocError::Overflow {
+            ExtentError::Overflow {
                 extent: Extent::new(u64::MAX, 2),
             },
         ),
     ] {
         assert!(
-            matches!(region.attach(bad), Err(RegionError::Alloc(got)) if got == want),
+            matches!(region.attach(bad), Err(RegionError::Alloc(AllocError::BadExtent(got))) if got == want),
             "{bad}"
         );
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
-    AllocError, Extent, FreeError, LimitError, PinError, PinMode, PinOptions, Policy, ReaderId,
-    Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId, WaitError,
+    AllocError, Extent, ExtentError, FreeError, LimitError, PinError, PinMode, PinOptions, Policy,
+    ReaderId, Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId, WaitError,
 };
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -410,14 +410,14 @@ fn wait_released_waits_for_the_last_pin_and_times_out_without_it() {
     assert_eq!(alloc.stats().space.free_blocks, 64);
     assert_eq!(
         alloc.wait_released(Extent::new(60, 8), Duration::ZERO),
-        Err(WaitError::OutOfBounds {
+        Err(WaitError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(60, 8),
             capacity: 64
-        })
+        }))
     );
     assert_eq!(
         alloc.wait_released(Extent::new(3, 0), Duration::ZERO),
-        Err(WaitError::ZeroLength { start: 3 })
+        Err(WaitError::BadExtent(ExtentError::ZeroLength { start: 3 }))
     );
 }
 

@@ -85,17 +85,17 @@ fn bad_exact_starts_and_goals() {
     );
     refused(
         &mut a,
-        AllocError::OutOfBounds {
+        AllocError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(99, 2),
             capacity: 100,
-        },
+        }),
         |a| a.allocate(Request::new(2).policy(Policy::Exact(99))),
     );
     refused(
         &mut a,
-        AllocError::Overflow {
+        AllocError::BadExtent(ExtentError::Overflow {
             extent: Extent::new(TOP, 1),
-        },
+        }),
         |a| a.allocate(Request::new(1).policy(Policy::Exact(TOP))),
     );
     refused(
@@ -107,18 +107,18 @@ fn bad_exact_starts_and_goals() {
     );
     refused(
         &mut a,
-        AllocError::OutOfBounds {
+        AllocError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(100, 1),
             capacity: 100,
-        },
+        }),
         |a| a.allocate(Request::new(1).policy(Policy::Near(100))),
     );
     refused(
         &mut a,
-        AllocError::OutOfBounds {
+        AllocError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(TOP, 1),
             capacity: 100,
-        },
+        }),
         |a| a.allocate(Request::new(1).policy(Policy::Near(TOP))),
     );
 }
@@ -147,37 +147,39 @@ fn no_space_tells_full_from_fragmented_from_reserved() {
 #[test]
 fn bad_frees() {
     let mut a = fixture();
-    refused(&mut a, FreeError::ZeroLength { start: 3 }, |a| {
-        a.free(Extent::new(3, 0))
-    });
     refused(
         &mut a,
-        FreeError::Overflow {
+        FreeError::BadExtent(ExtentError::ZeroLength { start: 3 }),
+        |a| a.free(Extent::new(3, 0)),
+    );
+    refused(
+        &mut a,
+        FreeError::BadExtent(ExtentError::Overflow {
             extent: Extent::new(TOP, 1),
-        },
+        }),
         |a| a.free(Extent::new(TOP, 1)),
     );
     refused(
         &mut a,
-        FreeError::Overflow {
+        FreeError::BadExtent(ExtentError::Overflow {
             extent: Extent::new(2, TOP),
-        },
+        }),
         |a| a.free(Extent::new(2, TOP)),
     );
     refused(
         &mut a,
-        FreeError::OutOfBounds {
+        FreeError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(90, 11),
             capacity: 100,
-        },
+        }),
         |a| a.free(Extent::new(90, 11)),
     );
     refused(
         &mut a,
-        FreeError::OutOfBounds {
+        FreeError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(100, 1),
             capacity: 100,
-        },
+        }),
         |a| a.free(Extent::new(100, 1)),
     );
     // Never allocated.
@@ -338,22 +340,24 @@ fn no_space_tells_held_space_from_a_leak() {
 #[test]
 fn bad_pins_and_unpins() {
     let mut a = fixture();
-    refused(&mut a, PinError::ZeroLength { start: 5 }, |a| {
-        a.pin(Extent::new(5, 0))
-    });
     refused(
         &mut a,
-        PinError::Overflow {
+        PinError::BadExtent(ExtentError::ZeroLength { start: 5 }),
+        |a| a.pin(Extent::new(5, 0)),
+    );
+    refused(
+        &mut a,
+        PinError::BadExtent(ExtentError::Overflow {
             extent: Extent::new(TOP, 2),
-        },
+        }),
         |a| a.pin(Extent::new(TOP, 2)),
     );
     refused(
         &mut a,
-        PinError::OutOfBounds {
+        PinError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(99, 2),
             capacity: 100,
-        },
+        }),
         |a| a.pin_with(Extent::new(99, 2), PinMode::Blocking),
     );
     // Pinning Free blocks that reservations promised is refused.
@@ -452,20 +456,20 @@ fn bad_build_input() {
     for build in [build_free, build_alloc] {
         assert_eq!(
             build(&[Extent::new(5, 0)]),
-            Err(BuildError::ZeroLength { start: 5 })
+            Err(BuildError::BadExtent(ExtentError::ZeroLength { start: 5 }))
         );
         assert_eq!(
             build(&[Extent::new(TOP, 2)]),
-            Err(BuildError::Overflow {
+            Err(BuildError::BadExtent(ExtentError::Overflow {
                 extent: Extent::new(TOP, 2)
-            })
+            }))
         );
         assert_eq!(
             build(&[Extent::new(95, 6)]),
-            Err(BuildError::OutOfBounds {
+            Err(BuildError::BadExtent(ExtentError::OutOfBounds {
                 extent: Extent::new(95, 6),
                 capacity: 100
-            })
+            }))
         );
         // A long extent swallowing two later ones reports the long one.
         assert_eq!(
@@ -547,18 +551,18 @@ fn capacity_near_two_to_the_63() {
         assert_eq!(e.checked_end(), Some(capacity));
         refused(
             &mut a,
-            FreeError::OutOfBounds {
+            FreeError::BadExtent(ExtentError::OutOfBounds {
                 extent: Extent::new(capacity - 1, 2),
                 capacity,
-            },
+            }),
             |a| a.free(Extent::new(capacity - 1, 2)),
         );
         refused(
             &mut a,
-            AllocError::OutOfBounds {
+            AllocError::BadExtent(ExtentError::OutOfBounds {
                 extent: Extent::new(capacity - 1, 2),
                 capacity,
-            },
+            }),
             |a| a.allocate(Request::new(2).policy(Policy::Exact(capacity - 1))),
         );
         let many = a.allocate_many(capacity - 2).unwrap();
@@ -600,18 +604,18 @@ fn an_empty_space_refuses_everything_cleanly() {
     });
     refused(
         &mut a,
-        AllocError::OutOfBounds {
+        AllocError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(0, 1),
             capacity: 0,
-        },
+        }),
         |a| a.allocate(Request::new(1).policy(Policy::Near(0))),
     );
     refused(
         &mut a,
-        FreeError::OutOfBounds {
+        FreeError::BadExtent(ExtentError::OutOfBounds {
             extent: Extent::new(0, 1),
             capacity: 0,
-        },
+        }),
         |a| a.free(Extent::new(0, 1)),
     );
     assert_eq!(a.free_extents().count(), 0);

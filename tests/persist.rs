@@ -13,7 +13,7 @@
 
 use pinalloc::persist::{self, FreeList, MAGIC, PersistError, VERSION};
 use pinalloc::testing::{Checked, Op, Runner, Source, SplitMix, Weights};
-use pinalloc::{Extent, ExtentAllocator};
+use pinalloc::{Extent, ExtentAllocator, ExtentError};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -209,24 +209,31 @@ fn each_kind_of_damage_has_its_own_error() {
         ("out of range", sealed(&[100, 7, 2, 10, 5, 85, 6]), |e| {
             matches!(
                 e,
-                PersistError::OutOfRange {
+                PersistError::BadExtent {
                     index: 1,
-                    capacity: 100,
-                    ..
+                    error: ExtentError::OutOfBounds { capacity: 100, .. },
                 }
             )
         }),
         (
             "past u64::MAX",
             sealed(&[u64::MAX, 0, 2, u64::MAX - 1, 1, 5, 1]),
-            |e| matches!(e, PersistError::OutOfRange { index: 1, .. }),
+            |e| {
+                matches!(
+                    e,
+                    PersistError::BadExtent {
+                        index: 1,
+                        error: ExtentError::Overflow { .. }
+                    }
+                )
+            },
         ),
         ("zero length", sealed(&[100, 7, 2, 10, 0, 10, 1]), |e| {
             matches!(
                 e,
-                PersistError::ZeroLength {
+                PersistError::BadExtent {
                     index: 0,
-                    start: 10
+                    error: ExtentError::ZeroLength { start: 10 }
                 }
             )
         }),
@@ -255,7 +262,10 @@ fn each_kind_of_damage_has_its_own_error() {
     let refused = |extents: Vec<Extent>| persist::encode(&FreeList::new(100, 0, extents));
     assert!(matches!(
         refused(vec![Extent::new(5, 0)]),
-        Err(PersistError::ZeroLength { .. })
+        Err(PersistError::BadExtent {
+            error: ExtentError::ZeroLength { start: 5 },
+            ..
+        })
     ));
     assert!(matches!(
         refused(vec![Extent::new(5, 5), Extent::new(0, 1)]),
@@ -271,11 +281,17 @@ fn each_kind_of_damage_has_its_own_error() {
     ));
     assert!(matches!(
         refused(vec![Extent::new(99, 2)]),
-        Err(PersistError::OutOfRange { .. })
+        Err(PersistError::BadExtent {
+            error: ExtentError::OutOfBounds { .. },
+            ..
+        })
     ));
     assert!(matches!(
         refused(vec![Extent::new(u64::MAX, 2)]),
-        Err(PersistError::OutOfRange { .. })
+        Err(PersistError::BadExtent {
+            error: ExtentError::Overflow { .. },
+            ..
+        })
     ));
 }
 

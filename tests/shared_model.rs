@@ -18,8 +18,8 @@
 
 use pinalloc::testing::Model;
 use pinalloc::{
-    AllocError, BlockState, Extent, FreeError, PinError, PinOptions, Policy, ReaderId, Request,
-    SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
+    AllocError, BlockState, Extent, ExtentError, FreeError, PinError, PinOptions, Policy, ReaderId,
+    Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
 };
 use proptest::prelude::*;
 
@@ -121,21 +121,28 @@ impl Harness {
         (block + self.base) / self.alloc.group_blocks()
     }
 
-    /// A free error in the model's terms. Past the top of the `u64` space, the
+    /// An extent error in the model's terms. Past the top of the `u64` space, the
     /// allocator says `Overflow` where the model, whose window ends there, says
     /// `OutOfBounds`: the same refusal.
-    fn local_free_error(&self, e: FreeError) -> FreeError {
-        let cap = self.model.capacity();
+    fn local_extent_error(&self, e: ExtentError) -> ExtentError {
         match e {
-            FreeError::ZeroLength { start } => FreeError::ZeroLength {
+            ExtentError::ZeroLength { start } => ExtentError::ZeroLength {
                 start: start.wrapping_sub(self.base),
             },
-            FreeError::Overflow { extent } | FreeError::OutOfBounds { extent, .. } => {
-                FreeError::OutOfBounds {
+            ExtentError::Overflow { extent } | ExtentError::OutOfBounds { extent, .. } => {
+                ExtentError::OutOfBounds {
                     extent: self.local(extent),
-                    capacity: cap,
+                    capacity: self.model.capacity(),
                 }
             }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A free error in the model's terms (see `local_extent_error`).
+    fn local_free_error(&self, e: FreeError) -> FreeError {
+        match e {
+            FreeError::BadExtent(e) => FreeError::BadExtent(self.local_extent_error(e)),
             FreeError::NotAllocated { extent, offending } => FreeError::NotAllocated {
                 extent: self.local(extent),
                 offending: self.local(offending),
@@ -160,15 +167,7 @@ impl Harness {
     /// A pin error in the model's terms (see `local_free_error`).
     fn local_pin_error(&self, e: PinError) -> PinError {
         match e {
-            PinError::ZeroLength { start } => PinError::ZeroLength {
-                start: start.wrapping_sub(self.base),
-            },
-            PinError::Overflow { extent } | PinError::OutOfBounds { extent, .. } => {
-                PinError::OutOfBounds {
-                    extent: self.local(extent),
-                    capacity: self.model.capacity(),
-                }
-            }
+            PinError::BadExtent(e) => PinError::BadExtent(self.local_extent_error(e)),
             other => other,
         }
     }

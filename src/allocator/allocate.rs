@@ -16,8 +16,8 @@ impl ExtentAllocator {
     ///
     /// - [`AllocError::ZeroLength`], [`AllocError::InvalidRange`],
     ///   [`AllocError::BadAlignment`]: a malformed request.
-    /// - [`AllocError::Misaligned`], [`AllocError::Overflow`],
-    ///   [`AllocError::OutOfBounds`]: a bad exact start or goal block.
+    /// - [`AllocError::Misaligned`], [`AllocError::BadExtent`]: a bad exact start or
+    ///   goal block.
     /// - [`AllocError::NotFree`]: an exact request whose blocks are not all Free.
     /// - [`AllocError::NoSpace`]: no placement exists. Its fields tell a full space
     ///   (`free` below `requested`) from a fragmented one (`largest_free` below

@@ -16,8 +16,7 @@ impl ExtentAllocator {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroLength`], [`BuildError::Overflow`] or
-    /// [`BuildError::OutOfBounds`] for a malformed extent, and [`BuildError::Overlap`]
+    /// [`BuildError::BadExtent`] for a malformed extent, and [`BuildError::Overlap`]
     /// when two extents share a block.
     ///
     /// ```
@@ -55,8 +54,7 @@ impl ExtentAllocator {
     ///
     /// # Errors
     ///
-    /// [`BuildError::ZeroLength`], [`BuildError::Overflow`] or
-    /// [`BuildError::OutOfBounds`] for a malformed extent, and [`BuildError::Overlap`]
+    /// [`BuildError::BadExtent`] for a malformed extent, and [`BuildError::Overlap`]
     /// when two extents claim the same block.
     ///
     /// ```
@@ -110,18 +108,7 @@ fn sorted_disjoint(
 ) -> Result<Vec<Extent>, BuildError> {
     let mut sorted: Vec<Extent> = extents.into_iter().collect();
     for &extent in &sorted {
-        if extent.len == 0 {
-            return Err(BuildError::ZeroLength {
-                start: extent.start,
-            });
-        }
-        match extent.checked_end() {
-            None => return Err(BuildError::Overflow { extent }),
-            Some(end) if end > capacity => {
-                return Err(BuildError::OutOfBounds { extent, capacity });
-            }
-            Some(_) => {}
-        }
+        extent.within(capacity).map_err(BuildError::BadExtent)?;
     }
     sorted.sort_unstable();
     // The extent reaching furthest so far: anything starting before its end overlaps it.

@@ -38,8 +38,7 @@ impl ExtentAllocator {
     ///
     /// # Errors
     ///
-    /// - [`FreeError::ZeroLength`], [`FreeError::Overflow`], [`FreeError::OutOfBounds`]:
-    ///   a malformed extent.
+    /// - [`FreeError::BadExtent`]: a malformed extent.
     /// - [`FreeError::NotAllocated`]: no block of `extent` is Allocated (a double free).
     /// - [`FreeError::PartlyAllocated`]: some blocks are Allocated and some are not.
     /// - [`FreeError::Busy`]: a [blocking pin](crate::PinMode::Blocking) covers part of
@@ -176,7 +175,7 @@ impl ExtentAllocator {
     pub(super) fn check_free(&self, extent: Extent) -> Result<(Range<u64>, bool), FreeError> {
         let r = self
             .checked_range(extent)
-            .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
+            .map_err(|fault| FreeError::BadExtent(fault.error(extent, self.capacity)))?;
         // The common case, in one lookup: nothing pinned or Deferred here (pinned Free
         // blocks are pinned), so only a free extent could make the range invalid.
         if !self.pins.holds_any(&r)

@@ -19,8 +19,9 @@ use core::ops::Range;
 
 use rangemap::RangeSet;
 
+use crate::extent::Fault;
 use crate::index::FreeIndex;
-use crate::{Counters, Extent, FreeError, Held, PinError, Stats};
+use crate::{Counters, Extent, Held, Stats};
 use defer::Deferrals;
 use epochs::Epochs;
 use pins::PinTable;
@@ -84,7 +85,7 @@ pub enum BlockState {
 /// | [`reserve`](Self::reserve) | no block changes state; other callers may take that many fewer Free blocks |
 ///
 /// With a [`PinMode::Blocking`] pin, a free that overlaps it fails with
-/// [`FreeError::Busy`] instead of deferring.
+/// [`FreeError::Busy`](crate::FreeError::Busy) instead of deferring.
 ///
 /// # Invariants
 ///
@@ -166,36 +167,6 @@ pub struct ExtentAllocator {
 /// that tests on large spaces stay fast.
 #[cfg(debug_assertions)]
 const DEBUG_CHECK_MAX_EXTENTS: usize = 64;
-
-/// Why an extent given to `free`, `pin` or a constructor is malformed.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum BadExtent {
-    ZeroLength,
-    Overflow,
-    OutOfBounds,
-}
-
-impl BadExtent {
-    pub(crate) fn into_free_error(self, extent: Extent, capacity: u64) -> FreeError {
-        match self {
-            BadExtent::ZeroLength => FreeError::ZeroLength {
-                start: extent.start,
-            },
-            BadExtent::Overflow => FreeError::Overflow { extent },
-            BadExtent::OutOfBounds => FreeError::OutOfBounds { extent, capacity },
-        }
-    }
-
-    pub(crate) fn into_pin_error(self, extent: Extent, capacity: u64) -> PinError {
-        match self {
-            BadExtent::ZeroLength => PinError::ZeroLength {
-                start: extent.start,
-            },
-            BadExtent::Overflow => PinError::Overflow { extent },
-            BadExtent::OutOfBounds => PinError::OutOfBounds { extent, capacity },
-        }
-    }
-}
 
 impl ExtentAllocator {
     /// An allocator over blocks `0..capacity_blocks`, all Free.
@@ -407,8 +378,8 @@ impl ExtentAllocator {
 
     /// The extent as a range inside the space.
     #[inline]
-    fn checked_range(&self, extent: Extent) -> Result<Range<u64>, BadExtent> {
-        checked_range(extent, self.capacity)
+    fn checked_range(&self, extent: Extent) -> Result<Range<u64>, Fault> {
+        extent.range_in(self.capacity)
     }
 
     /// Runs [`check_invariants`](Self::check_invariants) after a mutation, in debug
@@ -424,19 +395,6 @@ impl ExtentAllocator {
             }
         }
     }
-}
-
-/// `extent` as a range inside a space of `capacity` blocks.
-#[inline]
-pub(crate) fn checked_range(extent: Extent, capacity: u64) -> Result<Range<u64>, BadExtent> {
-    if extent.len == 0 {
-        return Err(BadExtent::ZeroLength);
-    }
-    let end = extent.checked_end().ok_or(BadExtent::Overflow)?;
-    if end > capacity {
-        return Err(BadExtent::OutOfBounds);
-    }
-    Ok(extent.start..end)
 }
 
 impl Clone for ExtentAllocator {

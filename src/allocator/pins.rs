@@ -704,8 +704,7 @@ impl ExtentAllocator {
     ///
     /// # Errors
     ///
-    /// [`PinError::ZeroLength`], [`PinError::Overflow`] or [`PinError::OutOfBounds`] for
-    /// a malformed extent; [`PinError::Reserved`] when pinning Free blocks would take
+    /// [`PinError::BadExtent`] for a malformed extent; [`PinError::Reserved`] when pinning Free blocks would take
     /// blocks that reservations promised.
     ///
     /// ```
@@ -754,7 +753,7 @@ impl ExtentAllocator {
     pub(crate) fn check_pin(&self, extent: Extent) -> Result<(Range<u64>, Vec<Extent>), PinError> {
         let r = self
             .checked_range(extent)
-            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
+            .map_err(|fault| PinError::BadExtent(fault.error(extent, self.capacity)))?;
         let free_pieces = self.free.overlapping(r.start, r.end);
         let free_blocks: u64 = free_pieces.iter().map(|p| p.len).sum();
         let unreserved = self.unreserved_free();

@@ -11,7 +11,6 @@ use core::time::Duration;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use crate::allocator::BadExtent;
 use crate::backing::{Backing, BackingError};
 use crate::{AllocError, Extent, Request, SharedAllocator, SharedStats};
 use space::Space;
@@ -324,8 +323,7 @@ impl<B: Backing> Region<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::Alloc`] with [`AllocError::ZeroLength`](crate::AllocError),
-    /// `Overflow` or `OutOfBounds` for a malformed extent, and
+    /// [`RegionError::Alloc`] with [`AllocError::BadExtent`] for a malformed extent, and
     /// [`RegionError::NotDetached`] when any block of `extent` is not detached;
     /// nothing changes.
     ///
@@ -343,16 +341,10 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
-        let capacity = self.capacity_blocks();
-        if let Err(bad) = crate::allocator::checked_range(extent, capacity) {
-            // An extent taken back by its blocks is refused as an allocation would be.
-            let err = match bad {
-                BadExtent::ZeroLength => AllocError::ZeroLength,
-                BadExtent::Overflow => AllocError::Overflow { extent },
-                BadExtent::OutOfBounds => AllocError::OutOfBounds { extent, capacity },
-            };
-            return Err(err.into());
-        }
+        // An extent taken back by its blocks is refused as an allocation would be.
+        extent
+            .within(self.capacity_blocks())
+            .map_err(AllocError::BadExtent)?;
         let span = Span::attach(&self.space, extent).ok_or(RegionError::NotDetached { extent })?;
         Ok(Allocation::new(span))
     }

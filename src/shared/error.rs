@@ -1,7 +1,7 @@
 //! Errors of the thread-safe layer: its limits, and waits that time out. The core's
 //! errors pass through unchanged inside them.
 
-use crate::{ErrorKind, Extent, FreeError, PinError};
+use crate::{ErrorKind, Extent, ExtentError, FreeError, PinError};
 
 /// A limit of a [`SharedAllocator`](crate::SharedAllocator) that a call would go over.
 /// The call changed nothing.
@@ -78,11 +78,11 @@ pub enum SharedFreeError {
 /// a limit.
 ///
 /// ```
-/// use pinalloc::{Extent, PinError, SharedAllocator, SharedPinError};
+/// use pinalloc::{Extent, ExtentError, PinError, SharedAllocator, SharedPinError};
 ///
 /// let alloc = SharedAllocator::new(64);
 /// let err = alloc.pin(Extent::new(60, 8)).unwrap_err();
-/// assert!(matches!(err, SharedPinError::Core(PinError::OutOfBounds { .. })));
+/// assert!(matches!(err, SharedPinError::Core(PinError::BadExtent(ExtentError::OutOfBounds { .. }))));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -115,20 +115,9 @@ pub enum SharedPinError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
-    /// A zero-length extent.
-    #[error("zero-length wait at block {start}")]
-    ZeroLength {
-        /// Where it started.
-        start: u64,
-    },
-    /// An extent that overflows `u64` or lies outside the space.
-    #[error("extent {extent} lies outside the managed space of {capacity} blocks")]
-    OutOfBounds {
-        /// The offending extent.
-        extent: Extent,
-        /// The managed space, in blocks.
-        capacity: u64,
-    },
+    /// The extent has no blocks, overflows `u64` or reaches past the managed space.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// The timeout passed with blocks of the extent still Deferred by the holds the
     /// wait began with.
     #[error("timed out with {deferred_blocks} blocks of {extent} still deferred")]
@@ -205,7 +194,7 @@ impl WaitError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
-            WaitError::ZeroLength { .. } | WaitError::OutOfBounds { .. } => ErrorKind::BadInput,
+            WaitError::BadExtent(e) => e.kind(),
             WaitError::TimedOut { .. } => ErrorKind::Timeout,
         }
     }

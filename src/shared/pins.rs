@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use super::SharedAllocator;
 use super::signal::Deadline;
-use crate::allocator::checked_range;
 use crate::sync::Ordering;
 use crate::tree::intervals::Intervals;
 use crate::{
@@ -437,10 +436,8 @@ impl Tracked {
             }
         };
         self.lease_keys[slot as usize] = key;
-        self.leases.insert(
-            &checked_range(extent, u64::MAX).expect("a pinned extent"),
-            slot,
-        );
+        self.leases
+            .insert(&extent.range_in(u64::MAX).expect("a pinned extent"), slot);
         slot
     }
 
@@ -631,8 +628,7 @@ impl SharedAllocator {
         extent: Extent,
         options: PinOptions,
     ) -> Result<SharedPinId, SharedPinError> {
-        let r = checked_range(extent, self.capacity)
-            .map_err(|bad| bad.into_pin_error(extent, self.capacity))?;
+        let r = extent.within(self.capacity).map_err(PinError::BadExtent)?;
         let gs = self.groups_of(&r);
         if gs.len() == 1 && !options.is_tracked() {
             let core = self
@@ -840,7 +836,7 @@ impl SharedAllocator {
     /// ```
     pub fn revoke(&self, extent: Extent, timeout: Duration) -> RevokeReport {
         let deadline = Deadline::after(timeout);
-        let Ok(r) = checked_range(extent, self.capacity) else {
+        let Ok(r) = extent.range_in(self.capacity) else {
             return RevokeReport::default();
         };
         let asked = self.leases_over(&r);

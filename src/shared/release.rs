@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::SharedAllocator;
 use super::group::Locked;
 use super::signal::Deadline;
-use crate::allocator::checked_range;
 use crate::sync::Ordering;
 use crate::{Extent, FreeError, FreeOutcome, LimitError, SharedFreeError, WaitError};
 
@@ -61,8 +60,7 @@ impl SharedAllocator {
     }
 
     fn free_as(&self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, SharedFreeError> {
-        let r = checked_range(extent, self.capacity)
-            .map_err(|bad| bad.into_free_error(extent, self.capacity))?;
+        let r = extent.within(self.capacity).map_err(FreeError::BadExtent)?;
         let gs = self.groups_of(&r);
         if gs.len() == 1 && !on_commit {
             // The common free, nothing holding its blocks: nothing to check or build.
@@ -170,7 +168,7 @@ impl SharedAllocator {
     ///
     /// # Errors
     ///
-    /// [`WaitError::ZeroLength`] or [`WaitError::OutOfBounds`] for a bad extent;
+    /// [`WaitError::BadExtent`] for a bad extent;
     /// [`WaitError::TimedOut`], with the blocks still Deferred, after the timeout.
     ///
     /// ```
@@ -189,18 +187,7 @@ impl SharedAllocator {
     /// ```
     pub fn wait_released(&self, extent: Extent, timeout: Duration) -> Result<(), WaitError> {
         let deadline = Deadline::after(timeout);
-        let r = checked_range(extent, self.capacity).map_err(|_| {
-            if extent.len == 0 {
-                WaitError::ZeroLength {
-                    start: extent.start,
-                }
-            } else {
-                WaitError::OutOfBounds {
-                    extent,
-                    capacity: self.capacity,
-                }
-            }
-        })?;
+        let r = extent.within(self.capacity).map_err(WaitError::BadExtent)?;
         // Each group's deferral mark as the wait begins: only blocks deferred before
         // it are waited for (see `ExtentAllocator::count_deferred_before`).
         // Taken under all the extent's group locks at once, so that a free over several

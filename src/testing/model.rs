@@ -8,8 +8,8 @@ use std::vec;
 use std::vec::Vec;
 
 use crate::{
-    AllocError, BlockState, EpochError, Extent, FreeError, HISTOGRAM_BUCKETS, Held, PinError,
-    PinId, Policy, ReaderId, Request,
+    AllocError, BlockState, EpochError, Extent, ExtentError, FreeError, HISTOGRAM_BUCKETS, Held,
+    PinError, PinId, Policy, ReaderId, Request,
 };
 
 /// One block of the [`Model`].
@@ -314,21 +314,23 @@ impl Model {
                 }
                 let extent = Extent::new(start, r.min_len);
                 match start.checked_add(r.min_len) {
-                    None => return Err(AllocError::Overflow { extent }),
+                    None => {
+                        return Err(AllocError::BadExtent(ExtentError::Overflow { extent }));
+                    }
                     Some(end) if end > self.capacity() => {
-                        return Err(AllocError::OutOfBounds {
+                        return Err(AllocError::BadExtent(ExtentError::OutOfBounds {
                             extent,
                             capacity: self.capacity(),
-                        });
+                        }));
                     }
                     _ => {}
                 }
             }
             Policy::Near(goal) if goal >= self.capacity() => {
-                return Err(AllocError::OutOfBounds {
+                return Err(AllocError::BadExtent(ExtentError::OutOfBounds {
                     extent: Extent::new(goal, 1),
                     capacity: self.capacity(),
-                });
+                }));
             }
             _ => {}
         }
@@ -541,15 +543,18 @@ impl Model {
         released
     }
 
-    /// Checks an extent's shape: `Err(kind)` is 0 zero length, 1 overflow, 2 out of
-    /// bounds.
-    fn shape(&self, e: Extent) -> Result<(), u8> {
+    /// Checks an extent's shape, written apart from the allocator's own check: the
+    /// error every call taking `e` must give, if any.
+    fn shape(&self, e: Extent) -> Result<(), ExtentError> {
         if e.len == 0 {
-            return Err(0);
+            return Err(ExtentError::ZeroLength { start: e.start });
         }
         match e.start.checked_add(e.len) {
-            None => Err(1),
-            Some(end) if end > self.capacity() => Err(2),
+            None => Err(ExtentError::Overflow { extent: e }),
+            Some(end) if end > self.capacity() => Err(ExtentError::OutOfBounds {
+                extent: e,
+                capacity: self.capacity(),
+            }),
             Some(_) => Ok(()),
         }
     }
@@ -560,15 +565,7 @@ impl Model {
     ///
     /// Those the allocator must give.
     pub fn free(&mut self, e: Extent, on_commit: bool) -> Result<Freed, FreeError> {
-        let cap = self.capacity();
-        self.shape(e).map_err(|k| match k {
-            0 => FreeError::ZeroLength { start: e.start },
-            1 => FreeError::Overflow { extent: e },
-            _ => FreeError::OutOfBounds {
-                extent: e,
-                capacity: cap,
-            },
-        })?;
+        self.shape(e).map_err(FreeError::BadExtent)?;
         let range = e.start as usize..(e.start + e.len) as usize;
         let blocks = &self.blocks[range.clone()];
         let allocated = |b: &ModelBlock| b.state == BlockState::Allocated;
@@ -634,15 +631,7 @@ impl Model {
     ///
     /// Those the allocator must give.
     pub fn check_pin(&self, e: Extent) -> Result<(), PinError> {
-        let cap = self.capacity();
-        self.shape(e).map_err(|k| match k {
-            0 => PinError::ZeroLength { start: e.start },
-            1 => PinError::Overflow { extent: e },
-            _ => PinError::OutOfBounds {
-                extent: e,
-                capacity: cap,
-            },
-        })?;
+        self.shape(e).map_err(PinError::BadExtent)?;
         let range = e.start as usize..(e.start + e.len) as usize;
         let free_blocks = self.blocks[range]
             .iter()
