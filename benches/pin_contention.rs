@@ -44,6 +44,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pinalloc::SharedAllocError;
 use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{AllocError, Extent, PinOptions, Request, SharedAllocator, SharedPinId, Stats};
 
@@ -343,7 +344,7 @@ impl<'a> Worker<'a> {
                     self.live_blocks += e.len;
                     self.report.live.push(e);
                 }
-                Err(AllocError::NoSpace { .. }) => break,
+                Err(SharedAllocError::Core(AllocError::NoSpace { .. })) => break,
                 Err(e) => panic!("fill: {e}"),
             }
         }
@@ -393,7 +394,7 @@ impl<'a> Worker<'a> {
                     self.submit_io(e);
                 }
             }
-            Err(AllocError::NoSpace { .. }) => self.report.failures += 1,
+            Err(SharedAllocError::Core(AllocError::NoSpace { .. })) => self.report.failures += 1,
             Err(e) => panic!("allocate: {e}"),
         }
     }

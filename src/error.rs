@@ -152,16 +152,6 @@ pub enum AllocError {
         /// The exact extent that was asked for, at its minimum length.
         extent: Extent,
     },
-    /// An exact request that would span two allocation groups of a
-    /// [`SharedAllocator`](crate::SharedAllocator), where no extent may lie. Only the
-    /// shared allocator returns it.
-    #[error("exact extent {extent} crosses the allocation group boundary at block {boundary}")]
-    CrossesGroup {
-        /// The exact extent that was asked for, at its minimum length.
-        extent: Extent,
-        /// The first block of the next group.
-        boundary: u64,
-    },
     /// Not enough space. The fields tell a full space from one that is fragmented
     /// (`largest_free` below `requested`), reserved, or only held: `deferred` blocks
     /// come back when their pins, epochs or readers let go, and `pinned_free` blocks
@@ -171,27 +161,6 @@ pub enum AllocError {
          {pinned_free} pinned, {reserved} reserved), {deferred}"
     )]
     NoSpace {
-        /// The (minimum) number of blocks asked for.
-        requested: u64,
-        /// Free blocks, including the reserved and the pinned ones.
-        free: u64,
-        /// The largest free extent that can be allocated, in blocks.
-        largest_free: u64,
-        /// Free blocks set aside by reservations.
-        reserved: u64,
-        /// Deferred blocks, by what holds them.
-        deferred: Held,
-        /// Free blocks that pins keep out of reach.
-        pinned_free: u64,
-    },
-    /// [`SharedAllocator::allocate_wait`](crate::SharedAllocator::allocate_wait) waited
-    /// its whole timeout and the request still did not fit. The fields are those of
-    /// the last [`NoSpace`](Self::NoSpace): what stood in the way when it gave up.
-    #[error(
-        "timed out waiting for {requested} blocks: {free} free (largest free extent \
-         {largest_free}, {pinned_free} pinned, {reserved} reserved), {deferred}"
-    )]
-    TimedOut {
         /// The (minimum) number of blocks asked for.
         requested: u64,
         /// Free blocks, including the reserved and the pinned ones.
@@ -418,10 +387,8 @@ impl AllocError {
             AllocError::ZeroLength
             | AllocError::InvalidRange { .. }
             | AllocError::BadAlignment { .. }
-            | AllocError::Misaligned { .. }
-            | AllocError::CrossesGroup { .. } => ErrorKind::BadInput,
+            | AllocError::Misaligned { .. } => ErrorKind::BadInput,
             AllocError::NotFree { .. } | AllocError::NoSpace { .. } => ErrorKind::NoSpace,
-            AllocError::TimedOut { .. } => ErrorKind::Timeout,
             AllocError::Overdrawn { .. } => ErrorKind::Limit,
             AllocError::UnknownReservation { .. } => ErrorKind::Stale,
         }

@@ -155,8 +155,8 @@ pub use region::{
 pub use request::{Policy, Request};
 #[cfg(feature = "std")]
 pub use shared::{
-    LimitError, PinGuard, PinOptions, Pressure, Revocation, RevokeReport, SharedAllocator,
-    SharedBuilder, SharedCounters, SharedFreeError, SharedPinError, SharedPinId, SharedReservation,
-    SharedStats, WaitError,
+    LimitError, PinGuard, PinOptions, Pressure, Revocation, RevokeReport, SharedAllocError,
+    SharedAllocator, SharedBuilder, SharedCounters, SharedFreeError, SharedPinError, SharedPinId,
+    SharedReservation, SharedStats, WaitError,
 };
 pub use stats::{Counters, Stats};

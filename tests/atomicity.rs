@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pinalloc::SharedAllocError;
 use pinalloc::testing::{SharedSnapshot, err_names, first_difference};
 use pinalloc::{
     AllocError, Extent, ExtentAllocator, PinMode, PinOptions, Policy, ReaderId, Request,
@@ -558,7 +559,7 @@ fn held_back() -> Arc<SharedAllocator> {
 /// stays consistent and usable.
 #[test]
 fn panicking_callbacks_anywhere_leave_the_allocator_consistent_and_usable() {
-    type Entry = fn(&SharedAllocator) -> Result<Extent, AllocError>;
+    type Entry = fn(&SharedAllocator) -> Result<Extent, SharedAllocError>;
     let entries: [(&str, Entry); 2] = [
         ("allocate", |a| a.allocate(Request::new(8))),
         ("allocate_wait", |a| {
@@ -592,8 +593,10 @@ fn panicking_callbacks_anywhere_leave_the_allocator_consistent_and_usable() {
                 assert!(
                     matches!(
                         (entry, got),
-                        ("allocate", Err(AllocError::NoSpace { .. }))
-                            | ("allocate_wait", Err(AllocError::TimedOut { .. }))
+                        (
+                            "allocate",
+                            Err(SharedAllocError::Core(AllocError::NoSpace { .. }))
+                        ) | ("allocate_wait", Err(SharedAllocError::TimedOut { .. }))
                     ),
                     "{entry}: {got:?}"
                 );

@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pinalloc::SharedAllocError;
 use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
     AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, ExtentError,
@@ -418,8 +419,14 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
                     live.push((a, id));
                     want = 1 + rng.below(16);
                 }
-                Err(RegionError::Alloc(AllocError::NoSpace { .. })) if want > 1 => want /= 2,
-                Err(RegionError::Alloc(AllocError::NoSpace { .. })) => break,
+                Err(RegionError::Alloc(SharedAllocError::Core(AllocError::NoSpace { .. })))
+                    if want > 1 =>
+                {
+                    want /= 2
+                }
+                Err(RegionError::Alloc(SharedAllocError::Core(AllocError::NoSpace { .. }))) => {
+                    break;
+                }
                 Err(e) => panic!("{kind}: {e}"),
             }
         }
@@ -573,9 +580,9 @@ impl<B: Backing> Walk<B> {
                         self.next_id += 1;
                         ("allocate", Ok(()))
                     }
-                    Err(RegionError::Alloc(AllocError::NoSpace { .. })) => {
-                        ("allocate (full)", Ok(()))
-                    }
+                    Err(RegionError::Alloc(SharedAllocError::Core(AllocError::NoSpace {
+                        ..
+                    }))) => ("allocate (full)", Ok(())),
                     Err(e) => ("allocate", Err(e)),
                 }
             }
@@ -1095,7 +1102,7 @@ fn attach_refuses_blocks_that_are_not_detached() {
         ),
     ] {
         assert!(
-            matches!(region.attach(bad), Err(RegionError::Alloc(AllocError::BadExtent(got))) if got == want),
+            matches!(region.attach(bad), Err(RegionError::BadExtent(got)) if got == want),
             "{bad}"
         );
     }
@@ -1192,11 +1199,15 @@ fn bad_input_is_an_error_that_changes_nothing() {
     }
     assert!(matches!(
         region.allocate(Request::new(0)),
-        Err(RegionError::Alloc(AllocError::ZeroLength))
+        Err(RegionError::Alloc(SharedAllocError::Core(
+            AllocError::ZeroLength
+        )))
     ));
     assert!(matches!(
         region.allocate(Request::new(17)),
-        Err(RegionError::Alloc(AllocError::NoSpace { .. }))
+        Err(RegionError::Alloc(SharedAllocError::Core(
+            AllocError::NoSpace { .. }
+        )))
     ));
     assert!(region.attach(Extent::new(u64::MAX, u64::MAX)).is_err());
     let pin = a.pin().unwrap();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use pinalloc::SharedAllocError;
 use pinalloc::{AllocError, Extent, PinOptions, Policy, Request, SharedAllocator};
 
 /// What a callback does with its allocator before it lets go.
@@ -43,12 +44,18 @@ fn reenter(a: &SharedAllocator, what: Reentry) {
     match what {
         Reentry::Allocate => {
             let got = a.allocate(Request::new(1).policy(Policy::Exact(HELD.start)));
-            assert!(matches!(got, Err(AllocError::NoSpace { .. })), "{got:?}");
+            assert!(
+                matches!(got, Err(SharedAllocError::Core(AllocError::NoSpace { .. }))),
+                "{got:?}"
+            );
         }
         Reentry::AllocateWait => {
             let t = Instant::now();
             let got = a.allocate_wait(Request::new(1).policy(Policy::Exact(HELD.start)), LONG);
-            assert!(matches!(got, Err(AllocError::NoSpace { .. })), "{got:?}");
+            assert!(
+                matches!(got, Err(SharedAllocError::Core(AllocError::NoSpace { .. }))),
+                "{got:?}"
+            );
             assert!(t.elapsed() < LONG / 2, "it waited inside a callback");
         }
         Reentry::Free => {
@@ -85,7 +92,7 @@ fn fixture() -> Arc<SharedAllocator> {
 }
 
 /// An outer call that can run callbacks under pressure.
-type Outer = fn(&SharedAllocator) -> Result<Extent, AllocError>;
+type Outer = fn(&SharedAllocator) -> Result<Extent, SharedAllocError>;
 
 /// The outer calls that can run callbacks under pressure.
 fn outer_allocations() -> [(&'static str, Outer); 2] {
@@ -216,7 +223,7 @@ fn a_hook_that_allocates_from_another_thread_ends() {
     });
     assert!(matches!(
         a.allocate(Request::new(8)),
-        Err(AllocError::NoSpace { .. })
+        Err(SharedAllocError::Core(AllocError::NoSpace { .. }))
     ));
     let n = calls.load(Ordering::SeqCst);
     assert!((1..=64).contains(&n), "the hook ran {n} times");

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use pinalloc::SharedAllocError;
 use pinalloc::testing::{Source, SplitMix};
 use pinalloc::{
     AllocError, Extent, ExtentError, FreeError, LimitError, PinError, PinMode, PinOptions, Policy,
@@ -170,13 +171,22 @@ impl Worker<'_> {
     }
 
     /// Claims what an allocation returned; running out of space is fine.
-    fn claim(&mut self, got: Result<Extent, AllocError>, since: u64, call: &str, request: Request) {
+    fn claim(
+        &mut self,
+        got: Result<Extent, SharedAllocError>,
+        since: u64,
+        call: &str,
+        request: Request,
+    ) {
         match got {
             Ok(e) => {
                 self.shadow.claim(e, self.me, since);
                 self.owned.push(e);
             }
-            Err(AllocError::NoSpace { .. } | AllocError::TimedOut { .. }) => {}
+            Err(
+                SharedAllocError::Core(AllocError::NoSpace { .. })
+                | SharedAllocError::TimedOut { .. },
+            ) => {}
             Err(other) => panic!("{call}({request:?}): {other}"),
         }
     }
@@ -338,7 +348,7 @@ fn allocate_wait_times_out_with_the_last_no_space() {
     assert!(
         matches!(
             err,
-            AllocError::TimedOut {
+            SharedAllocError::TimedOut {
                 requested: 1,
                 free: 0,
                 ..
@@ -376,10 +386,10 @@ fn a_request_longer_than_a_group_does_not_wait() {
     assert!(
         matches!(
             err,
-            AllocError::NoSpace {
+            SharedAllocError::Core(AllocError::NoSpace {
                 largest_free: 16,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -430,7 +440,7 @@ fn a_pressure_hook_that_commits_lets_the_allocation_through() {
     // No hook: the failure says the space is only held.
     let err = alloc.allocate(Request::new(8)).unwrap_err();
     assert!(
-        matches!(err, AllocError::NoSpace { deferred, .. } if deferred.epochs == 32),
+        matches!(err, SharedAllocError::Core(AllocError::NoSpace { deferred, .. }) if deferred.epochs == 32),
         "{err}"
     );
     assert_eq!(alloc.stats().counters.pressure_calls, 0);
@@ -537,7 +547,10 @@ fn panicking_callbacks_leave_the_allocator_consistent_and_usable() {
     alloc.free_on_commit(e).unwrap();
     alloc.set_pressure_hook(|_| panic!("the hook fails"));
     let err = alloc.allocate(Request::new(4)).unwrap_err();
-    assert!(matches!(err, AllocError::NoSpace { .. }));
+    assert!(matches!(
+        err,
+        SharedAllocError::Core(AllocError::NoSpace { .. })
+    ));
     assert_eq!(alloc.stats().counters.callback_panics, 1);
     alloc.check_invariants().unwrap();
 
@@ -771,7 +784,7 @@ fn extents_across_groups_free_and_pin_as_one() {
     drop(deferring);
     assert_eq!(
         alloc.allocate(Request::new(10).policy(Policy::Exact(45))),
-        Err(AllocError::CrossesGroup {
+        Err(SharedAllocError::CrossesGroup {
             extent: Extent::new(45, 10),
             boundary: 50
         })
@@ -792,7 +805,9 @@ fn handles_of_another_allocator_are_refused() {
     let mut res = a.reserve(8).unwrap();
     assert!(matches!(
         b.allocate_reserved(&mut res, Request::new(1)),
-        Err(AllocError::UnknownReservation { .. })
+        Err(SharedAllocError::Core(
+            AllocError::UnknownReservation { .. }
+        ))
     ));
     a.unpin(id).unwrap();
     a.end_read(reader).unwrap();

@@ -16,6 +16,7 @@
 //! After it, case by case: requests that must work across groups while another group
 //! holds a reservation, and the `Busy` a free across groups reports.
 
+use pinalloc::SharedAllocError;
 use pinalloc::testing::Model;
 use pinalloc::{
     AllocError, BlockState, Extent, ExtentError, FreeError, PinError, PinOptions, Policy, ReaderId,
@@ -262,7 +263,7 @@ impl Harness {
                 self.model.take(e); // asserts each block is Free and unpinned
                 self.owned.push(e);
             }
-            Err(AllocError::NoSpace { requested, .. }) => {
+            Err(SharedAllocError::Core(AllocError::NoSpace { requested, .. })) => {
                 assert_eq!(requested, len);
                 assert_eq!(
                     self.fitting_runs(len),
@@ -295,7 +296,7 @@ impl Harness {
                         },
                         other => panic!("{other:?}"),
                     };
-                    assert_eq!(self.alloc.allocate(request), Err(want));
+                    assert_eq!(self.alloc.allocate(request), Err(want.into()));
                 }
             }
             Err(other) => panic!("allocate({request:?}): {other}"),

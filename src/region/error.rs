@@ -3,7 +3,10 @@
 use core::fmt;
 
 use super::span::Refusal;
-use crate::{AllocError, BackingError, BuildError, Extent, SharedFreeError, SharedPinError};
+use crate::{
+    BackingError, BuildError, Extent, ExtentError, SharedAllocError, SharedFreeError,
+    SharedPinError,
+};
 
 /// Why a [`Region`](crate::Region) call failed. The region and its allocator are
 /// unchanged (a failed write or discard may have changed the bytes it was given).
@@ -30,7 +33,11 @@ pub enum RegionError {
     },
     /// The allocator could not place the request.
     #[error(transparent)]
-    Alloc(#[from] AllocError),
+    Alloc(#[from] SharedAllocError),
+    /// An extent given to [`Region::attach`](crate::Region::attach) that is not a run
+    /// of blocks of the region.
+    #[error(transparent)]
+    BadExtent(#[from] ExtentError),
     /// A free list given at open time is not valid.
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -96,6 +103,7 @@ impl RegionError {
         use crate::ErrorKind;
         match self {
             RegionError::Alloc(e) => e.kind(),
+            RegionError::BadExtent(e) => e.kind(),
             RegionError::Build(e) => e.kind(),
             RegionError::Backing(e) => e.kind(),
             RegionError::Free(e) => e.kind(),

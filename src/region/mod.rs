@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use crate::backing::{Backing, BackingError};
-use crate::{AllocError, Extent, Request, SharedAllocator, SharedStats};
+use crate::{Extent, Request, SharedAllocator, SharedStats};
 use space::Space;
 use span::Span;
 
@@ -323,7 +323,7 @@ impl<B: Backing> Region<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::Alloc`] with [`AllocError::BadExtent`] for a malformed extent, and
+    /// [`RegionError::BadExtent`] for a malformed extent, and
     /// [`RegionError::NotDetached`] when any block of `extent` is not detached;
     /// nothing changes.
     ///
@@ -341,10 +341,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn attach(&self, extent: Extent) -> Result<Allocation<B>, RegionError> {
-        // An extent taken back by its blocks is refused as an allocation would be.
-        extent
-            .within(self.capacity_blocks())
-            .map_err(AllocError::BadExtent)?;
+        extent.within(self.capacity_blocks())?;
         let span = Span::attach(&self.space, extent).ok_or(RegionError::NotDetached { extent })?;
         Ok(Allocation::new(span))
     }

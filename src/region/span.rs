@@ -42,7 +42,7 @@ use super::space::Space;
 use crate::backing::{Backing, BackingError, MemoryBacking};
 use crate::sync::Mutex;
 use crate::{
-    AllocError, Extent, PinOptions, Request, SharedFreeError, SharedPinError, SharedPinId,
+    Extent, PinOptions, Request, SharedAllocError, SharedFreeError, SharedPinError, SharedPinId,
 };
 
 /// Why a span or lend refused a call. Nothing changed (a failed write or discard may
@@ -154,7 +154,10 @@ impl Ends {
 
 impl<B: Backing> Span<B> {
     /// Allocates blocks and takes the right to their bytes.
-    pub(crate) fn allocate(space: &Arc<Space<B>>, request: Request) -> Result<Self, AllocError> {
+    pub(crate) fn allocate(
+        space: &Arc<Space<B>>,
+        request: Request,
+    ) -> Result<Self, SharedAllocError> {
         let extent = space.allocator.allocate(request)?;
         Ok(Self::handed_out(space, extent))
     }
@@ -164,7 +167,7 @@ impl<B: Backing> Span<B> {
         space: &Arc<Space<B>>,
         request: Request,
         timeout: Duration,
-    ) -> Result<Self, AllocError> {
+    ) -> Result<Self, SharedAllocError> {
         let extent = space.allocator.allocate_wait(request, timeout)?;
         Ok(Self::handed_out(space, extent))
     }

@@ -1,7 +1,7 @@
 //! Errors of the thread-safe layer: its limits, and waits that time out. The core's
 //! errors pass through unchanged inside them.
 
-use crate::{ErrorKind, Extent, ExtentError, FreeError, PinError};
+use crate::{AllocError, ErrorKind, Extent, ExtentError, FreeError, Held, PinError};
 
 /// A limit of a [`SharedAllocator`](crate::SharedAllocator) that a call would go over.
 /// The call changed nothing.
@@ -50,6 +50,56 @@ pub enum LimitError {
         deferred_blocks: u64,
         /// Blocks of `extent` that the free would have deferred.
         would_defer_blocks: u64,
+    },
+}
+
+/// Why a [`SharedAllocator`](crate::SharedAllocator) allocation or reservation failed:
+/// the core's reason, or one that only the groups and the waits of the shared layer
+/// give.
+///
+/// ```
+/// use pinalloc::{Extent, Policy, Request, SharedAllocError, SharedAllocator};
+///
+/// let alloc = SharedAllocator::builder(64).groups(2).build();
+/// let err = alloc.allocate(Request::new(4).policy(Policy::Exact(30))).unwrap_err();
+/// assert_eq!(err, SharedAllocError::CrossesGroup { extent: Extent::new(30, 4), boundary: 32 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedAllocError {
+    /// What the core allocator refuses: see [`AllocError`]. Its
+    /// [`NoSpace`](AllocError::NoSpace) totals every group.
+    #[error(transparent)]
+    Core(#[from] AllocError),
+    /// An exact request that would span two allocation groups, where no extent may
+    /// lie.
+    #[error("exact extent {extent} crosses the allocation group boundary at block {boundary}")]
+    CrossesGroup {
+        /// The exact extent that was asked for, at its minimum length.
+        extent: Extent,
+        /// The first block of the next group.
+        boundary: u64,
+    },
+    /// [`allocate_wait`](crate::SharedAllocator::allocate_wait) waited its whole
+    /// timeout and the request still did not fit. The fields are those of the last
+    /// [`NoSpace`](AllocError::NoSpace): what stood in the way when it gave up.
+    #[error(
+        "timed out waiting for {requested} blocks: {free} free (largest free extent \
+         {largest_free}, {pinned_free} pinned, {reserved} reserved), {deferred}"
+    )]
+    TimedOut {
+        /// The (minimum) number of blocks asked for.
+        requested: u64,
+        /// Free blocks, including the reserved and the pinned ones.
+        free: u64,
+        /// The largest free extent that can be allocated, in blocks.
+        largest_free: u64,
+        /// Free blocks set aside by reservations.
+        reserved: u64,
+        /// Deferred blocks, by what holds them.
+        deferred: Held,
+        /// Free blocks that pins keep out of reach.
+        pinned_free: u64,
     },
 }
 
@@ -144,6 +194,30 @@ impl LimitError {
         match self {
             LimitError::PinQuota { .. } | LimitError::DeferredCap { .. } => ErrorKind::Limit,
         }
+    }
+}
+
+impl SharedAllocError {
+    /// What kind of failure this is: the core error's, [`ErrorKind::BadInput`] for an
+    /// extent across groups, or [`ErrorKind::Timeout`].
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// assert_eq!(alloc.allocate(Request::new(65)).unwrap_err().kind(), ErrorKind::NoSpace);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            SharedAllocError::Core(e) => e.kind(),
+            SharedAllocError::CrossesGroup { .. } => ErrorKind::BadInput,
+            SharedAllocError::TimedOut { .. } => ErrorKind::Timeout,
+        }
+    }
+
+    /// The core's [`AllocError::NoSpace`], if this is one.
+    pub(crate) fn is_no_space(&self) -> bool {
+        matches!(self, SharedAllocError::Core(AllocError::NoSpace { .. }))
     }
 }
 

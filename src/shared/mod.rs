@@ -25,7 +25,7 @@ use group::{Group, Locked};
 use pins::Tracked;
 use signal::Signal;
 
-pub use error::{LimitError, SharedFreeError, SharedPinError, WaitError};
+pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
 pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId};
 pub use place::Pressure;
 pub use reserve::SharedReservation;
@@ -500,7 +500,7 @@ impl SharedAllocator {
     /// let alloc = SharedAllocator::new(16);
     /// alloc.allocate(Request::new(4))?;
     /// assert_eq!(alloc.free_extents(), [Extent::new(4, 12)]);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     #[must_use]
     pub fn free_extents(&self) -> Vec<Extent> {
@@ -550,7 +550,7 @@ impl SharedAllocator {
     /// alloc.allocate(Request::new(2))?;
     /// assert_eq!(alloc.state_of(1), Some(BlockState::Allocated));
     /// assert_eq!(alloc.state_of(8), None);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     #[must_use]
     pub fn state_of(&self, block: u64) -> Option<crate::BlockState> {

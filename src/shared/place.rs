@@ -8,7 +8,7 @@ use super::SharedAllocator;
 use super::group::Locked;
 use super::signal::Deadline;
 use crate::sync::Ordering;
-use crate::{AllocError, Extent, Held, Policy, Request};
+use crate::{AllocError, Extent, Held, Policy, Request, SharedAllocError};
 
 crate::sync::thread_local! {
     /// The group this thread allocates from first, and the uid of the allocator that
@@ -54,7 +54,8 @@ impl SharedAllocator {
     ///
     /// # Errors
     ///
-    /// As the core's, plus [`AllocError::CrossesGroup`] for an exact extent that would
+    /// As the core's, in [`SharedAllocError::Core`], plus
+    /// [`SharedAllocError::CrossesGroup`] for an exact extent that would
     /// span two groups. [`AllocError::NoSpace`] totals the whole space. Nothing
     /// changes.
     ///
@@ -64,11 +65,13 @@ impl SharedAllocator {
     /// let e = alloc.allocate(Request::new(8).policy(Policy::Near(40_000)))?;
     /// assert_eq!(e, Extent::new(40_000, 8));
     /// assert_eq!(alloc.allocate(Request::new(8).policy(Policy::FirstFit))?.start, 0);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
-    pub fn allocate(&self, request: Request) -> Result<Extent, AllocError> {
+    pub fn allocate(&self, request: Request) -> Result<Extent, SharedAllocError> {
         match self.place(&request, false) {
-            Err(err @ AllocError::NoSpace { .. }) => self.under_pressure(&request, err),
+            Err(SharedAllocError::Core(err @ AllocError::NoSpace { .. })) => {
+                self.under_pressure(&request, err)
+            }
             done => done,
         }
     }
@@ -85,7 +88,7 @@ impl SharedAllocator {
     ///
     /// # Errors
     ///
-    /// As [`allocate`](Self::allocate). [`AllocError::TimedOut`], with the figures of
+    /// As [`allocate`](Self::allocate). [`SharedAllocError::TimedOut`], with the figures of
     /// the last `NoSpace`, when the timeout passes. [`AllocError::NoSpace`] at once,
     /// without waiting, for a request longer than a group (no release can make it
     /// fit) and from inside a callback.
@@ -104,18 +107,22 @@ impl SharedAllocator {
     ///     let again = alloc.allocate_wait(Request::new(16), Duration::from_secs(10));
     ///     assert_eq!(again, Ok(e));
     /// });
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
-    pub fn allocate_wait(&self, request: Request, timeout: Duration) -> Result<Extent, AllocError> {
+    pub fn allocate_wait(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Extent, SharedAllocError> {
         let deadline = Deadline::after(timeout);
         // One pressure round per call, on the first try: later tries follow releases,
         // and the callbacks run a bounded number of times per call.
         let err = match self.allocate(request) {
-            Err(err @ AllocError::NoSpace { .. }) => err,
+            Err(SharedAllocError::Core(err @ AllocError::NoSpace { .. })) => err,
             done => return done,
         };
         if request.min_len > self.group_blocks || super::reentry::inside(self.uid) {
-            return Err(err);
+            return Err(err.into());
         }
         if deadline.passed() {
             self.counters.wait_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +134,7 @@ impl SharedAllocator {
         loop {
             let seen = self.signal.generation();
             let err = match self.place(&request, true) {
-                Err(err @ AllocError::NoSpace { .. }) => err,
+                Err(SharedAllocError::Core(err @ AllocError::NoSpace { .. })) => err,
                 done => return done,
             };
             if deadline.passed() {
@@ -155,9 +162,9 @@ impl SharedAllocator {
     /// let got = alloc.allocate_many(60)?;
     /// assert_eq!(got.len(), 3); // groups are 25 blocks long
     /// assert_eq!(got.iter().map(|e| e.len).sum::<u64>(), 60);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
-    pub fn allocate_many(&self, total_blocks: u64) -> Result<Vec<Extent>, AllocError> {
+    pub fn allocate_many(&self, total_blocks: u64) -> Result<Vec<Extent>, SharedAllocError> {
         let mut locked = self.lock_all_with_room(total_blocks)?;
         let mut out = Vec::new();
         let mut left = total_blocks;
@@ -233,7 +240,7 @@ impl SharedAllocator {
     /// group that can, from the rotor's (or the goal's). `every`: tries every group
     /// under its lock, not skipping one by its summary, as a waiter must (see
     /// `signal`).
-    fn place(&self, request: &Request, every: bool) -> Result<Extent, AllocError> {
+    fn place(&self, request: &Request, every: bool) -> Result<Extent, SharedAllocError> {
         let n = self.groups.len();
         let min = request.min_len;
         if request.is_plain() && min <= self.capacity {
@@ -251,26 +258,26 @@ impl SharedAllocator {
                     return Ok(extent);
                 }
             }
-            return Err(self.no_space(min));
+            return Err(self.no_space(min).into());
         }
         request.check(self.capacity)?;
         let (first, near) = match request.policy {
             Policy::Exact(start) => {
                 let g = self.exact_group(start, min)?;
-                return self.lock(g).allocate(*request);
+                return Ok(self.lock(g).allocate(*request)?);
             }
             Policy::Near(goal) => (self.group_of(goal), true),
             Policy::FirstFit => (0, false),
             _ => (self.rotor(), false),
         };
         // `None`: no room there, go on.
-        let try_group = |g: usize| -> Option<Result<Extent, AllocError>> {
+        let try_group = |g: usize| -> Option<Result<Extent, SharedAllocError>> {
             if !every && !self.groups[g].might_fit(min) {
                 return None;
             }
             match self.lock(g).allocate(self.local_request(g, request)) {
                 Err(AllocError::NoSpace { .. }) => None,
-                done => Some(done),
+                done => Some(done.map_err(SharedAllocError::Core)),
             }
         };
         if near {
@@ -289,16 +296,16 @@ impl SharedAllocator {
                 }
             }
         }
-        Err(self.no_space(min))
+        Err(self.no_space(min).into())
     }
 
     /// The group an exact request at `start` for `min` blocks goes to, or
-    /// [`AllocError::CrossesGroup`] when those blocks do not lie in one group.
-    pub(crate) fn exact_group(&self, start: u64, min: u64) -> Result<usize, AllocError> {
+    /// [`SharedAllocError::CrossesGroup`] when those blocks do not lie in one group.
+    pub(crate) fn exact_group(&self, start: u64, min: u64) -> Result<usize, SharedAllocError> {
         let g = self.group_of(start);
         let boundary = self.groups[g].range.end;
         if start + min > boundary {
-            return Err(AllocError::CrossesGroup {
+            return Err(SharedAllocError::CrossesGroup {
                 extent: Extent::new(start, min),
                 boundary,
             });
@@ -347,7 +354,11 @@ impl SharedAllocator {
     /// Runs the pressure hook and the revoke callbacks of leases whose release could
     /// let the request fit, if held space would satisfy it, then retries once.
     #[cold]
-    fn under_pressure(&self, request: &Request, err: AllocError) -> Result<Extent, AllocError> {
+    fn under_pressure(
+        &self,
+        request: &Request,
+        err: AllocError,
+    ) -> Result<Extent, SharedAllocError> {
         let AllocError::NoSpace {
             requested,
             free,
@@ -357,23 +368,23 @@ impl SharedAllocator {
             ..
         } = err
         else {
-            return Err(err);
+            return Err(err.into());
         };
         let available = free.saturating_sub(reserved).saturating_sub(pinned_free);
         let held = deferred.total() + pinned_free;
         if held == 0 || available.saturating_add(held) < requested || requested > self.group_blocks
         {
-            return Err(err);
+            return Err(err.into());
         }
         // Not from inside one of this allocator's callbacks, and not past the
         // allowed number of rounds at once (see `reentry`): then it fails plainly.
         let Some(_round) = super::reentry::Round::start(self.uid, &self.pressure_rounds) else {
-            return Err(err);
+            return Err(err.into());
         };
         let hook = self.pressure_hook.lock().clone();
         let leases = self.leases_that_could_help(requested, request.align);
         if hook.is_none() && leases.is_empty() {
-            return Err(err);
+            return Err(err.into());
         }
         self.counters.pressure_calls.fetch_add(1, Ordering::Relaxed);
         // One scope for the hook and the revokes: a revoke the hook makes does not ask
@@ -391,14 +402,15 @@ impl SharedAllocator {
         let _asked = self.call_revokes(leases);
         drop(scope);
         match self.place(request, false) {
-            Err(AllocError::NoSpace { .. }) => Err(self.no_space(requested)),
+            Err(e) if e.is_no_space() => Err(self.no_space(requested).into()),
             done => done,
         }
     }
 }
 
-/// The [`AllocError::TimedOut`] for a wait whose last try failed with `no_space`.
-fn timed_out(no_space: AllocError) -> AllocError {
+/// The [`SharedAllocError::TimedOut`] for a wait whose last try failed with
+/// `no_space`.
+fn timed_out(no_space: AllocError) -> SharedAllocError {
     match no_space {
         AllocError::NoSpace {
             requested,
@@ -407,7 +419,7 @@ fn timed_out(no_space: AllocError) -> AllocError {
             reserved,
             deferred,
             pinned_free,
-        } => AllocError::TimedOut {
+        } => SharedAllocError::TimedOut {
             requested,
             free,
             largest_free,
@@ -415,7 +427,7 @@ fn timed_out(no_space: AllocError) -> AllocError {
             deferred,
             pinned_free,
         },
-        other => other,
+        other => other.into(),
     }
 }
 

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use super::SharedAllocator;
-use crate::{AllocError, Extent, Policy, Request, Reservation};
+use crate::{AllocError, Extent, Policy, Request, Reservation, SharedAllocError};
 
 /// Blocks set aside for one caller, spread over one or more groups; from
 /// [`SharedAllocator::reserve`]. Dropping it releases what is left.
@@ -18,7 +18,7 @@ use crate::{AllocError, Extent, Policy, Request, Reservation};
 ///     assert_eq!(res.remaining_blocks(), 10);
 /// } // the 10 left go back
 /// assert_eq!(alloc.stats().space.reserved_blocks, 0);
-/// # Ok::<(), pinalloc::AllocError>(())
+/// # Ok::<(), pinalloc::SharedAllocError>(())
 /// ```
 #[derive(Debug)]
 #[must_use = "dropping a reservation releases it at once"]
@@ -34,7 +34,7 @@ impl SharedReservation<'_> {
     /// ```
     /// let alloc = pinalloc::SharedAllocator::new(8);
     /// assert_eq!(alloc.reserve(3)?.remaining_blocks(), 3);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     #[must_use]
     pub fn remaining_blocks(&self) -> u64 {
@@ -65,7 +65,7 @@ impl SharedAllocator {
     /// # Errors
     ///
     /// [`AllocError::ZeroLength`], or [`AllocError::NoSpace`] when fewer unreserved
-    /// Free blocks exist. Nothing changes.
+    /// Free blocks exist, in [`SharedAllocError::Core`]. Nothing changes.
     ///
     /// ```
     /// let alloc = pinalloc::SharedAllocator::builder(100).groups(4).build();
@@ -73,9 +73,9 @@ impl SharedAllocator {
     /// assert_eq!(alloc.stats().space.reserved_blocks, 60);
     /// drop(res);
     /// assert_eq!(alloc.stats().space.reserved_blocks, 0);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
-    pub fn reserve(&self, len_blocks: u64) -> Result<SharedReservation<'_>, AllocError> {
+    pub fn reserve(&self, len_blocks: u64) -> Result<SharedReservation<'_>, SharedAllocError> {
         let mut locked = self.lock_all_with_room(len_blocks)?;
         let mut order: Vec<usize> = (0..locked.len()).collect();
         order.sort_by_key(|&g| core::cmp::Reverse(locked[g].count_unreserved_free_blocks()));
@@ -115,13 +115,13 @@ impl SharedAllocator {
     /// let mut res = alloc.reserve(8)?;
     /// assert_eq!(alloc.allocate_reserved(&mut res, Request::new(8))?.len, 8);
     /// assert!(alloc.allocate_reserved(&mut res, Request::new(1)).is_err());
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     pub fn allocate_reserved(
         &self,
         reservation: &mut SharedReservation<'_>,
         request: Request,
-    ) -> Result<Extent, AllocError> {
+    ) -> Result<Extent, SharedAllocError> {
         self.owns(reservation)?;
         request.check(self.capacity)?;
         // An exact request can only be placed in its own group's part.
@@ -150,17 +150,18 @@ impl SharedAllocator {
                 .allocate_reserved(part, self.local_request(*g, &request))
             {
                 Err(AllocError::NoSpace { .. }) => {}
-                done => return done,
+                done => return Ok(done?),
             }
         }
         Err(if tried {
-            self.no_space(request.min_len)
+            self.no_space(request.min_len).into()
         } else {
             AllocError::Overdrawn {
                 id: reservation.id(),
                 requested: request.min_len,
                 remaining: reservation.remaining_blocks(),
             }
+            .into()
         })
     }
 
@@ -177,16 +178,16 @@ impl SharedAllocator {
     /// let mut res = alloc.reserve(60)?;
     /// let got = alloc.allocate_many_reserved(&mut res, 60)?;
     /// assert_eq!(got.iter().map(|e| e.len).sum::<u64>(), 60);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     pub fn allocate_many_reserved(
         &self,
         reservation: &mut SharedReservation<'_>,
         total_blocks: u64,
-    ) -> Result<Vec<Extent>, AllocError> {
+    ) -> Result<Vec<Extent>, SharedAllocError> {
         self.owns(reservation)?;
         if total_blocks == 0 {
-            return Err(AllocError::ZeroLength);
+            return Err(AllocError::ZeroLength.into());
         }
         let remaining = reservation.remaining_blocks();
         if total_blocks > remaining {
@@ -194,7 +195,8 @@ impl SharedAllocator {
                 id: reservation.id(),
                 requested: total_blocks,
                 remaining,
-            });
+            }
+            .into());
         }
         let mut out = Vec::new();
         let mut left = total_blocks;
@@ -234,7 +236,7 @@ impl SharedAllocator {
     /// let alloc = pinalloc::SharedAllocator::new(64);
     /// let res = alloc.reserve(8)?;
     /// assert_eq!(alloc.release(res), 8);
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     pub fn release(&self, reservation: SharedReservation<'_>) -> u64 {
         let left = reservation.remaining_blocks();

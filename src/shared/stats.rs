@@ -67,7 +67,7 @@ impl SharedAllocator {
     /// alloc.allocate(Request::new(10))?;
     /// let s = alloc.stats();
     /// assert_eq!((s.space.allocated_blocks, s.space.free_blocks), (10, 54));
-    /// # Ok::<(), pinalloc::AllocError>(())
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
     #[must_use]
     pub fn stats(&self) -> SharedStats {
