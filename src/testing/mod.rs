@@ -33,9 +33,11 @@ mod model;
 mod ops;
 mod snapshot;
 pub mod strategy;
+mod variant;
 
 pub use checked::Checked;
 pub use draw::{OP_KINDS, Source, SplitMix, Weights};
 pub use model::{Freed, Model, ModelBlock};
 pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};
-pub use snapshot::{SharedSnapshot, err_names, first_difference};
+pub use snapshot::{SharedSnapshot, first_difference};
+pub use variant::{Variant, err_variant};

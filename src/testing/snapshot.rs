@@ -56,27 +56,3 @@ impl SharedSnapshot {
         self.0.first_difference(&other.0)
     }
 }
-
-/// Whether `debug`, the `Debug` text of a `Result`, is an `Err` that names `variant`
-/// as a whole word: `Unknown` does not match `UnknownReader`. For tables of failing
-/// calls whose error types differ.
-///
-/// ```
-/// use pinalloc::{AllocError, ExtentAllocator, Request};
-/// use pinalloc::testing::err_names;
-///
-/// let got = format!("{:?}", ExtentAllocator::new(8).allocate(Request::new(0)));
-/// assert!(err_names(&got, "ZeroLength"));
-/// assert!(!err_names(&got, "Zero"));
-/// assert!(!err_names("Ok(())", "Ok"));
-/// # let _ = AllocError::ZeroLength;
-/// ```
-#[must_use]
-pub fn err_names(debug: &str, variant: &str) -> bool {
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-    debug.starts_with("Err(")
-        && debug.match_indices(variant).any(|(at, _)| {
-            !word(debug[..at].chars().next_back())
-                && !word(debug[at + variant.len()..].chars().next())
-        })
-}
