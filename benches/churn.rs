@@ -439,8 +439,8 @@ fn policy_pass(trace: &Trace, rounds: usize) {
             }
             ns.push(started.elapsed().as_nanos() as f64 / ops);
             let s = a.stats();
-            let per_extent = s.metadata_bytes as f64 / s.count_free_extents.max(1) as f64;
-            last = (s.count_free_extents, failures, per_extent);
+            let per_extent = s.metadata_bytes as f64 / s.free_extents.max(1) as f64;
+            last = (s.free_extents, failures, per_extent);
             black_box(live.len());
         }
         println!(

@@ -157,7 +157,7 @@ impl Space for SharedAllocator {
 
     fn check_all_free(&self) {
         let s = self.stats().space;
-        assert_eq!(s.count_pins, 0, "pins left");
+        assert_eq!(s.live_pins, 0, "pins left");
         assert_eq!(s.deferred_blocks, 0, "Deferred blocks left");
         assert_eq!(s.free_blocks, s.capacity_blocks, "blocks leaked");
         self.check_invariants().expect("SharedAllocator invariants");

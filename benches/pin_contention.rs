@@ -539,7 +539,7 @@ fn watch(shared: &Shared<'_>) -> (Duration, Vec<Sample>) {
             at: started.elapsed(),
             ops: shared.ops.load(Ordering::Relaxed),
             deferred_blocks: s.deferred_blocks,
-            pins: s.count_pins,
+            pins: s.live_pins,
         };
         samples.push(sample);
         if sample.at >= next_print {
@@ -568,7 +568,7 @@ fn release_and_check(alloc: &SharedAllocator, workers: &[WorkerReport]) {
         assert_eq!(out.deferred_blocks, 0, "no pin is left to defer {e}");
     }
     let s = alloc.stats().space;
-    assert_eq!(s.count_pins, 0, "pins leaked");
+    assert_eq!(s.live_pins, 0, "pins leaked");
     assert_eq!(s.deferred_blocks, 0, "Deferred blocks leaked");
     assert_eq!(s.free_blocks, alloc.capacity_blocks(), "blocks leaked");
     alloc
@@ -706,7 +706,7 @@ fn print_fragmentation(s: &Stats) {
     println!(
         "  {} free blocks in {} free extents (counted per group); the largest is {} blocks",
         grouped(s.free_blocks),
-        grouped(s.count_free_extents),
+        grouped(s.free_extents),
         grouped(s.largest_free_blocks),
     );
     let last = s.free_histogram.iter().rposition(|&n| n > 0).unwrap_or(0);

@@ -112,7 +112,7 @@ fn metadata_per_free_extent(trace: &Trace, n: usize) -> f64 {
     for i in (1..odd.len()).rev() {
         odd.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let count = |a: &pinalloc::ExtentAllocator| a.stats().count_free_extents;
+    let count = |a: &pinalloc::ExtentAllocator| a.stats().free_extents;
     let (before, extents_before) = (HELD_BYTES.load(Ordering::Relaxed), count(&a));
     for &e in &odd {
         a.free(e).expect("free an allocated extent");

@@ -228,9 +228,9 @@ fn core_rows() {
             a.allocate(Request::new(1).policy(Policy::Exact(1)))
                 .unwrap();
         }),
-        ("reserve(1)+release", |a, _| {
+        ("reserve(1)+unreserve", |a, _| {
             let r = a.reserve(1).unwrap();
-            a.release(r).unwrap();
+            a.unreserve(r).unwrap();
         }),
         (
             "alignments 128..2048 in turn, failing, n free extents",

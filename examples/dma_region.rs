@@ -114,12 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     } else {
                         file.free()?;
                     }
-                    report.deferred(
-                        id,
-                        extent,
-                        region.stats().space.space.deferred_blocks,
-                        start,
-                    );
+                    report.deferred(id, extent, region.stats().space.deferred_blocks, start);
                     submit.send(Io {
                         id,
                         buf,
@@ -180,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 id,
                 extent,
                 held,
-                region.stats().space.space.deferred_blocks,
+                region.stats().space.deferred_blocks,
                 start,
             );
             in_flight -= 1;
@@ -195,16 +190,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report.summary(jobs, start.elapsed());
     println!(
         "discards: {} covering {} MiB; failed discards: {}",
-        stats.count_discards,
+        stats.discards,
         stats.discarded_bytes >> 20,
-        stats.count_discard_failures
+        stats.discard_failures
     );
     assert_eq!(
-        stats.space.space.free_blocks,
+        stats.space.free_blocks,
         region.capacity_blocks(),
         "blocks leaked"
     );
-    assert_eq!(stats.space.space.deferred_blocks, 0);
+    assert_eq!(stats.space.deferred_blocks, 0);
     region.check_invariants()?;
     println!("all {jobs} buffers verified; nothing leaked; invariants hold");
     drop(region);

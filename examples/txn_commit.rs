@@ -21,7 +21,7 @@ fn show(step: &str, alloc: &ExtentAllocator, live: &[(char, Extent)]) {
     println!(
         "  open epoch {}, readers {}, deferred by epochs {}; durable free: {:?}",
         s.open_epoch,
-        s.count_readers,
+        s.live_readers,
         s.deferred_by.epochs,
         alloc.durable_free_extents()
     );

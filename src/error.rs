@@ -93,7 +93,7 @@ pub enum ErrorKind {
     /// A wait ran its whole timeout.
     Timeout,
     /// A handle or epoch that is not live: a pin already unpinned, a reader already
-    /// ended, a reservation already released, an epoch that is not the open one
+    /// ended, a reservation already unreserved, an epoch that is not the open one
     /// (committed, or not yet opened), or a handle of another allocator.
     Stale,
     /// Bytes that do not decode: a persisted free list that is torn, corrupted or of
@@ -184,7 +184,7 @@ pub enum AllocError {
         /// Blocks left in the reservation.
         remaining: u64,
     },
-    /// A reservation that this allocator did not make, or that was already released.
+    /// A reservation that this allocator did not make, or that was already unreserved.
     #[error("reservation {id} is not known to this allocator")]
     UnknownReservation {
         /// The reservation's id.
@@ -330,7 +330,7 @@ pub enum BuildError {
     },
 }
 
-/// Why a reservation could not be released.
+/// Why a reservation could not be unreserved.
 ///
 /// ```
 /// use pinalloc::{ExtentAllocator, ReservationError};
@@ -339,8 +339,8 @@ pub enum BuildError {
 /// let mut b = ExtentAllocator::new(8);
 /// let r = a.reserve(2)?;
 /// // `b` did not make `r`: the error hands it back, so `a` can still release it.
-/// let Err(ReservationError::Unknown { reservation }) = b.release(r) else { panic!() };
-/// assert_eq!(a.release(reservation).unwrap(), 2);
+/// let Err(ReservationError::Unknown { reservation }) = b.unreserve(r) else { panic!() };
+/// assert_eq!(a.unreserve(reservation).unwrap(), 2);
 /// # Ok::<(), pinalloc::AllocError>(())
 /// ```
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -476,7 +476,7 @@ impl ReservationError {
     /// use pinalloc::{ErrorKind, ExtentAllocator};
     /// let (mut alloc, mut other) = (ExtentAllocator::new(8), ExtentAllocator::new(8));
     /// let theirs = other.reserve(2)?;
-    /// assert_eq!(alloc.release(theirs).unwrap_err().kind(), ErrorKind::Stale);
+    /// assert_eq!(alloc.unreserve(theirs).unwrap_err().kind(), ErrorKind::Stale);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]

@@ -17,7 +17,7 @@ use crate::index::HISTOGRAM_BUCKETS;
 /// let s = alloc.stats();
 /// assert_eq!(s.capacity_blocks, 1000);
 /// assert_eq!(s.free_blocks + s.allocated_blocks + s.deferred_blocks, 1000);
-/// assert_eq!(s.count_free_extents, 1);
+/// assert_eq!(s.free_extents, 1);
 /// assert_eq!(s.largest_free_blocks, 990);
 /// assert_eq!(s.free_histogram[9], 1); // 990 lies in 512..=1023
 /// assert_eq!(s.counters.allocations, 1);
@@ -41,17 +41,17 @@ pub struct Stats {
     /// Blocks with a pin count above zero, in any state.
     pub pinned_blocks: u64,
     /// Live pins.
-    pub count_pins: u64,
+    pub live_pins: u64,
     /// Live snapshot readers.
-    pub count_readers: u64,
+    pub live_readers: u64,
     /// The open epoch.
     pub open_epoch: u64,
     /// Free blocks set aside by outstanding reservations.
     pub reserved_blocks: u64,
     /// Outstanding reservations.
-    pub count_reservations: u64,
+    pub live_reservations: u64,
     /// Free extents that can be allocated (maximal runs of unpinned free blocks).
-    pub count_free_extents: u64,
+    pub free_extents: u64,
     /// The length of the largest free extent that can be allocated; 0 if none.
     pub largest_free_blocks: u64,
     /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
@@ -94,8 +94,8 @@ pub struct Counters {
     pub blocks_freed: u64,
     /// Reservations made.
     pub reservations: u64,
-    /// Reservations released.
-    pub releases: u64,
+    /// Reservations handed back (`unreserve`, or a dropped `SharedReservation`).
+    pub unreserves: u64,
     /// Blocks that became Deferred when freed.
     pub blocks_deferred: u64,
     /// Deferred blocks that later became Free (on unpin, commit or a reader's end).
@@ -120,12 +120,12 @@ impl Stats {
             deferred_by: Held::default(),
             pinned_free_blocks: 0,
             pinned_blocks: 0,
-            count_pins: 0,
-            count_readers: 0,
+            live_pins: 0,
+            live_readers: 0,
             open_epoch: 0,
             reserved_blocks: 0,
-            count_reservations: 0,
-            count_free_extents: 0,
+            live_reservations: 0,
+            free_extents: 0,
             largest_free_blocks: 0,
             free_histogram: [0; HISTOGRAM_BUCKETS],
             metadata_bytes: 0,
@@ -144,7 +144,7 @@ impl Counters {
             (&mut self.frees, other.frees),
             (&mut self.blocks_freed, other.blocks_freed),
             (&mut self.reservations, other.reservations),
-            (&mut self.releases, other.releases),
+            (&mut self.unreserves, other.unreserves),
             (&mut self.blocks_deferred, other.blocks_deferred),
             (&mut self.blocks_released, other.blocks_released),
             (&mut self.pins, other.pins),

@@ -289,11 +289,15 @@ const CORE: &[(&str, &str, CoreCall)] = &[
         "reserve: more than the unreserved free blocks",
         |f| got(&f.a.reserve(159)),
     ),
-    ("Unknown", "release: another allocator's reservation", |f| {
-        let mut other = ExtentAllocator::new(4);
-        let theirs = other.reserve(1).unwrap();
-        got(&f.a.release(theirs))
-    }),
+    (
+        "Unknown",
+        "unreserve: another allocator's reservation",
+        |f| {
+            let mut other = ExtentAllocator::new(4);
+            let theirs = other.reserve(1).unwrap();
+            got(&f.a.unreserve(theirs))
+        },
+    ),
 ];
 
 #[test]

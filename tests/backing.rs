@@ -153,7 +153,7 @@ fn round_trip<B: Backing>(kind: &str, backing: B) {
     region.sync().unwrap();
     drop(live);
     assert_eq!(
-        region.stats().space.space.free_blocks,
+        region.stats().space.free_blocks,
         region.capacity_blocks(),
         "{kind}"
     );
@@ -430,7 +430,7 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
                 Err(e) => panic!("{kind}: {e}"),
             }
         }
-        let s = region.stats().space.space;
+        let s = region.stats().space;
         assert_eq!(s.free_blocks, 0, "{kind}: round {round} left space");
         for (g, expect) in &pinned {
             assert_eq!(
@@ -489,11 +489,7 @@ fn pinned_survive_pressure<B: Backing>(kind: &str, backing: B, seed: u64) {
         );
     }
     drop(keep);
-    assert_eq!(
-        region.stats().space.space.free_blocks,
-        capacity,
-        "{kind}: leaked"
-    );
+    assert_eq!(region.stats().space.free_blocks, capacity, "{kind}: leaked");
     region.check_invariants().unwrap();
 }
 
@@ -728,10 +724,7 @@ fn discards_match_releases<B: Backing>(kind: &str, backing: B, seed: u64) {
     }
     drop(walk);
     region.check_invariants().unwrap();
-    assert_eq!(
-        region.stats().space.space.free_blocks,
-        region.capacity_blocks()
-    );
+    assert_eq!(region.stats().space.free_blocks, region.capacity_blocks());
 }
 
 #[test]
@@ -843,7 +836,7 @@ fn discard_can_be_turned_off() {
         pattern(3, 8 * BLOCK),
         "old bytes stay when not discarding"
     );
-    assert_eq!(region.stats().count_discards, 0);
+    assert_eq!(region.stats().discards, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -958,7 +951,7 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
                 );
             }
         }
-        let swallowed = region.stats().count_discard_failures;
+        let swallowed = region.stats().discard_failures;
         assert_eq!(
             injected.load(Ordering::Relaxed),
             reported + swallowed,
@@ -969,7 +962,7 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
         }
     }
     drop(walk);
-    let swallowed = region.stats().count_discard_failures;
+    let swallowed = region.stats().discard_failures;
     assert_eq!(
         injected.load(Ordering::Relaxed),
         reported + swallowed,
@@ -981,7 +974,7 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
     );
     region.check_invariants().unwrap();
     assert_eq!(
-        region.stats().space.space.free_blocks,
+        region.stats().space.free_blocks,
         region.capacity_blocks(),
         "{kind}: blocks were lost"
     );
@@ -1168,7 +1161,7 @@ fn threads_never_share_bytes() {
         drop(tx);
         assert!(device.join().unwrap() > 0);
     });
-    assert_eq!(region.stats().space.space.free_blocks, 256);
+    assert_eq!(region.stats().space.free_blocks, 256);
     region.check_invariants().unwrap();
 }
 
@@ -1441,8 +1434,8 @@ fn releasing_file_mapped_blocks_on_a_full_filesystem_raises_no_signal() {
             unsafe { region.backing().discard(40 * BLOCK..41 * BLOCK) }.unwrap();
 
             let s = region.stats();
-            assert_eq!(s.space.space.free_blocks, region.capacity_blocks());
-            assert_eq!((s.count_discards, s.count_discard_failures), (8, 0));
+            assert_eq!(s.space.free_blocks, region.capacity_blocks());
+            assert_eq!((s.discards, s.discard_failures), (8, 0));
             // What was discarded reads as zeros (through the file, never the mapping).
             for block in [0, 9, 17, 18, 25, 33, 47, 50, 56, 60] {
                 assert_eq!(
@@ -1504,7 +1497,7 @@ fn a_preallocated_file_mapping_raises_no_signal_on_a_full_filesystem() {
             all.as_mut_slice().unwrap().fill(0xA5);
             drop(all);
             let s = region.stats();
-            assert_eq!((s.count_discards, s.count_discard_failures), (3, 0));
+            assert_eq!((s.discards, s.discard_failures), (3, 0));
             assert_eq!(s.discarded_bytes, (3 + 40 + 512) * BLOCK);
             use std::os::unix::fs::MetadataExt;
             let used = std::fs::metadata(&path).unwrap().blocks() * 512;
@@ -1549,5 +1542,5 @@ fn a_preallocated_file_mapping_keeps_its_contents_and_its_blocks() {
     assert!(used() >= len, "discards keep the blocks: {} bytes", used());
     assert_eq!(file_bytes(&path, 0..len), vec![0; len as usize]);
     let s = region.stats();
-    assert_eq!((s.discarded_bytes, s.count_discard_failures), (len, 0));
+    assert_eq!((s.discarded_bytes, s.discard_failures), (len, 0));
 }

@@ -330,7 +330,7 @@ fn stress_with_a_shadow_ownership_oracle() {
     alloc.commit(alloc.epoch()).unwrap();
     let s = alloc.stats();
     assert_eq!(s.space.free_blocks, capacity, "nothing leaked: {s:?}");
-    assert_eq!(s.space.count_pins, 0);
+    assert_eq!(s.space.live_pins, 0);
     assert_eq!(s.space.deferred_blocks, 0);
     assert_eq!(alloc.free_extents(), [Extent::new(0, capacity)]);
     assert!(s.space.counters.allocations > 0 && s.space.counters.pins > 0);
@@ -513,7 +513,7 @@ fn revoke_calls_the_overlapping_leases_and_reports_who_held_on() {
     drop(plain);
     alloc.unpin(stubborn).unwrap();
     alloc.unpin(elsewhere).unwrap();
-    assert_eq!(alloc.stats().space.count_pins, 0);
+    assert_eq!(alloc.stats().space.live_pins, 0);
     alloc.check_invariants().unwrap();
 }
 
@@ -769,7 +769,7 @@ fn extents_across_groups_free_and_pin_as_one() {
             PinOptions::new().mode(PinMode::Blocking),
         )
         .unwrap();
-    assert_eq!(alloc.stats().space.count_pins, 1);
+    assert_eq!(alloc.stats().space.live_pins, 1);
     match alloc.free(Extent::new(45, 10)) {
         Err(SharedFreeError::Core(FreeError::Busy { extent, pin: p, .. })) => {
             assert_eq!(extent, Extent::new(45, 10));
@@ -811,7 +811,7 @@ fn handles_of_another_allocator_are_refused() {
     ));
     a.unpin(id).unwrap();
     a.end_read(reader).unwrap();
-    assert_eq!(a.release(res), 8);
+    assert_eq!(a.unreserve(res), 8);
     a.check_invariants().unwrap();
     b.check_invariants().unwrap();
 }
@@ -831,7 +831,7 @@ fn readers_hold_every_group_and_commit_is_global() {
     assert_eq!(alloc.free(y).unwrap().deferred_blocks, 8);
     assert_eq!(alloc.end_read(r1).unwrap().released_blocks, 0);
     assert_eq!(alloc.end_read(r2).unwrap().released_blocks, 16);
-    assert_eq!(alloc.stats().space.count_readers, 0);
+    assert_eq!(alloc.stats().space.live_readers, 0);
     assert_eq!(alloc.commit(1).unwrap().released_blocks, 0);
     assert!(alloc.commit(1).is_err());
     assert_eq!(alloc.epoch(), 2);

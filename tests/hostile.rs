@@ -138,7 +138,7 @@ fn no_space_tells_full_from_fragmented_from_reserved() {
     refused(&mut a, reserved, |a| a.allocate(Request::new(6)));
     refused(&mut a, reserved, |a| a.allocate_many(6));
     refused(&mut a, reserved, |a| a.reserve(6));
-    assert_eq!(a.release(res).unwrap(), 75);
+    assert_eq!(a.unreserve(res).unwrap(), 75);
     // An unplaceable aligned request on plenty of space is also NoSpace.
     let aligned = no_space(60, 80, 60, 0);
     refused(&mut a, aligned, |a| a.allocate(Request::new(60).align(64)));
@@ -266,12 +266,12 @@ fn bad_reservations() {
         a.allocate_reserved(&mut foreign, Request::new(1))
     });
     let stats = a.stats();
-    let Err(ReservationError::Unknown { reservation }) = a.release(foreign) else {
+    let Err(ReservationError::Unknown { reservation }) = a.unreserve(foreign) else {
         panic!("foreign release accepted")
     };
     assert_eq!(a.stats(), stats);
-    assert_eq!(other.release(reservation).unwrap(), 1);
-    assert_eq!(a.release(res).unwrap(), 0);
+    assert_eq!(other.unreserve(reservation).unwrap(), 1);
+    assert_eq!(a.unreserve(res).unwrap(), 0);
 }
 
 #[test]
@@ -289,10 +289,10 @@ fn a_clone_refuses_the_originals_reservations() {
     refused(&mut b, AllocError::UnknownReservation { id }, |b| {
         b.allocate_reserved(&mut res, Request::new(1))
     });
-    let Err(ReservationError::Unknown { reservation }) = b.release(res) else {
+    let Err(ReservationError::Unknown { reservation }) = b.unreserve(res) else {
         panic!("a clone accepted the original's reservation")
     };
-    assert_eq!(a.release(reservation).unwrap(), 10);
+    assert_eq!(a.unreserve(reservation).unwrap(), 10);
     assert_eq!(
         b.stats().reserved_blocks,
         10,
@@ -373,7 +373,7 @@ fn bad_pins_and_unpins() {
     );
     // Pinning Allocated blocks takes nothing from reservations.
     let ok = a.pin(Extent::new(0, 40)).unwrap();
-    assert_eq!(a.release(res).unwrap(), 55);
+    assert_eq!(a.unreserve(res).unwrap(), 55);
     a.unpin(ok).unwrap();
     refused(&mut a, PinError::Unknown { id: ok }, |a| a.unpin(ok));
     // A stale id stays refused once a newer pin has taken its place.
@@ -588,7 +588,7 @@ fn metadata_does_not_grow_with_capacity() {
         }
         let s = a.stats();
         a.check_invariants().unwrap();
-        (s.count_free_extents, s.metadata_bytes)
+        (s.free_extents, s.metadata_bytes)
     };
     let small = run(1 << 20);
     let huge = run(1 << 62);
@@ -943,7 +943,7 @@ fn the_catalogue_of_bad_input() {
             ),
             (
                 "release",
-                got(&core.release(other.reserve(1).unwrap())),
+                got(&core.unreserve(other.reserve(1).unwrap())),
                 "Unknown",
             ),
             (
@@ -1207,7 +1207,7 @@ fn a_region_over_the_whole_byte_space() {
             .build()
             .unwrap();
         assert_eq!(r.capacity_blocks(), TOP);
-        assert_eq!(r.stats().space.space.free_blocks, TOP, "groups {groups}");
+        assert_eq!(r.stats().space.free_blocks, TOP, "groups {groups}");
         let top = r
             .allocate(Request::new(1).policy(Policy::Exact(TOP - 1)))
             .unwrap();
@@ -1343,7 +1343,7 @@ fn every_error_tells_its_kind() {
         ),
         (
             "foreign reservation",
-            core.release(theirs).unwrap_err().kind(),
+            core.unreserve(theirs).unwrap_err().kind(),
             K::Stale,
         ),
         (

@@ -399,8 +399,8 @@ impl Harness {
         assert_eq!(s.deferred_by, self.model.deferred());
         assert_eq!(s.pinned_free_blocks, self.model.pinned_free());
         assert_eq!(s.pinned_blocks, self.model.pinned_blocks());
-        assert_eq!(s.count_pins, self.model.pins.len() as u64);
-        assert_eq!(s.count_readers, self.model.readers.len() as u64);
+        assert_eq!(s.live_pins, self.model.pins.len() as u64);
+        assert_eq!(s.live_readers, self.model.readers.len() as u64);
         assert_eq!(s.open_epoch, self.model.open);
         self.alloc.check_invariants().unwrap();
     }
@@ -545,7 +545,7 @@ fn allocate_many_steps_around_another_groups_reservation() {
     let s = alloc.stats().space;
     assert_eq!((s.reserved_blocks, s.allocated_blocks), (90, 20));
     alloc.check_invariants().unwrap();
-    assert_eq!(alloc.release(res), 90);
+    assert_eq!(alloc.unreserve(res), 90);
 }
 
 #[test]
@@ -566,7 +566,7 @@ fn allocate_reserved_places_goals_and_exact_starts_in_their_own_group() {
     assert_eq!(exact, Extent::new(120, 4));
     assert_eq!(res.remaining_blocks(), 142);
     alloc.check_invariants().unwrap();
-    assert_eq!(alloc.release(res), 142);
+    assert_eq!(alloc.unreserve(res), 142);
 }
 
 /// A blocking pin across a group boundary blocks a free as one pin, as one core

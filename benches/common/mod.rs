@@ -257,7 +257,7 @@ impl Peer for PinallocPeer {
     }
 
     fn reported_free_extents(&self) -> Option<u64> {
-        Some(self.0.stats().count_free_extents)
+        Some(self.0.stats().free_extents)
     }
 
     fn metadata_bytes(&self) -> Option<u64> {
@@ -595,7 +595,7 @@ pub fn held_setup(trace: &Trace, held: usize, with_pins: bool) -> HeldSetup {
     }
     if with_pins {
         let s = peer.0.stats();
-        assert_eq!(s.count_pins, held as u64);
+        assert_eq!(s.live_pins, held as u64);
         assert!(s.deferred_blocks > 0);
     }
     HeldSetup { peer, live, pins }

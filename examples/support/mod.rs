@@ -39,9 +39,9 @@ pub fn show(step: &str, alloc: &ExtentAllocator, live: &[(char, Extent)]) {
     }
     println!(
         "  |{cells}|  free {:>2} ({} extent(s), largest {}), deferred {}",
-        s.free_blocks, s.count_free_extents, s.largest_free_blocks, s.deferred_blocks
+        s.free_blocks, s.free_extents, s.largest_free_blocks, s.deferred_blocks
     );
     if !pins.trim().is_empty() {
-        println!("  |{pins}|  pins: {}", s.count_pins);
+        println!("  |{pins}|  pins: {}", s.live_pins);
     }
 }

@@ -119,7 +119,7 @@ fuzz_target!(|input: Input| {
             }
             Call::Release(i) => {
                 if let Some(i) = pick(reservations.len(), *i) {
-                    let _ = a.release(reservations.swap_remove(i));
+                    let _ = a.unreserve(reservations.swap_remove(i));
                 }
             }
             Call::Query(block) => {
@@ -141,7 +141,7 @@ fuzz_target!(|input: Input| {
     a.check_invariants().expect("the invariants hold after any calls");
     shared.check_invariants().expect("the shared invariants hold after any calls");
     for r in reservations {
-        let _ = a.release(r);
+        let _ = a.unreserve(r);
     }
     if let Ok(list) = persist::decode(&input.encoded) {
         let _ = ExtentAllocator::from_free_extents(list.capacity, list.extents);

@@ -87,7 +87,7 @@ impl ExtentAllocator {
     /// // ...but the reservation's holder can.
     /// let e = alloc.allocate_reserved(&mut res, Request::new(50))?;
     /// assert_eq!((e.len, res.remaining_blocks()), (50, 10));
-    /// assert_eq!(alloc.release(res).unwrap(), 10);
+    /// assert_eq!(alloc.unreserve(res).unwrap(), 10);
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     pub fn allocate_reserved(

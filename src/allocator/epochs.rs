@@ -34,7 +34,7 @@ use crate::{EpochError, Extent};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReaderId {
-    pub(crate) owner: u64,
+    pub(crate) allocator: u64,
     pub(crate) seq: u64,
     pub(crate) epoch: u64,
 }
@@ -240,7 +240,7 @@ impl ExtentAllocator {
             .set_oldest_reader(self.epochs.oldest_reader());
         self.debug_check();
         ReaderId {
-            owner: self.uid,
+            allocator: self.uid,
             seq,
             epoch,
         }
@@ -264,8 +264,8 @@ impl ExtentAllocator {
     /// # Ok::<(), EpochError>(())
     /// ```
     pub fn end_read(&mut self, reader: ReaderId) -> Result<ReleaseOutcome, EpochError> {
-        let known =
-            reader.owner == self.uid && self.epochs.readers.get(&reader.seq) == Some(&reader.epoch);
+        let known = reader.allocator == self.uid
+            && self.epochs.readers.get(&reader.seq) == Some(&reader.epoch);
         if !known {
             return Err(EpochError::UnknownReader { id: reader });
         }

@@ -197,7 +197,7 @@ impl ExtentAllocator {
             return Err(FreeError::Busy {
                 extent,
                 pin: PinId {
-                    owner: self.uid,
+                    allocator: self.uid,
                     seq,
                     slot,
                 },

@@ -100,9 +100,9 @@ pub enum BlockState {
 /// 4. The free index is fully coalesced: no two free extents touch.
 /// 5. Every Deferred block has at least one live hold.
 /// 6. A call that returns `Err` leaves the state exactly as it was.
-/// 7. Once every pin, reader, epoch and reservation is released and every allocation
-///    freed, the free space is the whole space: nothing leaked (the model tests end
-///    every case this way).
+/// 7. Once every pin, reader and reservation is let go of, every epoch committed and
+///    every allocation freed, the free space is the whole space: nothing leaked (the
+///    model tests end every case this way).
 ///
 /// # Cloning
 ///
@@ -331,7 +331,7 @@ impl ExtentAllocator {
     /// ```
     /// use pinalloc::ExtentAllocator;
     /// let s = ExtentAllocator::new(8).stats();
-    /// assert_eq!((s.free_blocks, s.allocated_blocks, s.count_free_extents), (8, 0, 1));
+    /// assert_eq!((s.free_blocks, s.allocated_blocks, s.free_extents), (8, 0, 1));
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
@@ -345,12 +345,12 @@ impl ExtentAllocator {
             deferred_by: deferred,
             pinned_free_blocks: self.count_pinned_free_blocks,
             pinned_blocks: self.pins.blocks(),
-            count_pins: self.pins.len() as u64,
-            count_readers: self.epochs.readers.len() as u64,
+            live_pins: self.pins.len() as u64,
+            live_readers: self.epochs.readers.len() as u64,
             open_epoch: self.epochs.open,
             reserved_blocks: self.count_reserved_blocks,
-            count_reservations: self.reservations.len() as u64,
-            count_free_extents: self.free.extent_count() as u64,
+            live_reservations: self.reservations.len() as u64,
+            free_extents: self.free.extent_count() as u64,
             largest_free_blocks: self.free.largest_len(),
             free_histogram: self.free.histogram(),
             metadata_bytes: self.free.metadata_bytes()

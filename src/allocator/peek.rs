@@ -179,7 +179,7 @@ impl ExtentAllocator {
 
     /// The extent of a live pin of this allocator.
     pub(crate) fn pin_extent(&self, id: PinId) -> Option<Extent> {
-        if id.owner != self.uid {
+        if id.allocator != self.uid {
             return None;
         }
         self.pins.get(id.seq, id.slot).map(|rec| rec.extent)

@@ -29,7 +29,7 @@ use crate::tree::intervals::Intervals;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PinId {
-    pub(crate) owner: u64,
+    pub(crate) allocator: u64,
     pub(crate) seq: u64,
     /// Where the pin's record lives; `seq` tells a live pin from an earlier one there.
     pub(crate) slot: u32,
@@ -814,7 +814,7 @@ impl ExtentAllocator {
         self.counters.pins = self.counters.pins.saturating_add(1);
         self.debug_check();
         Ok(PinId {
-            owner: self.uid,
+            allocator: self.uid,
             seq,
             slot,
         })
@@ -839,7 +839,7 @@ impl ExtentAllocator {
     /// # Ok::<(), pinalloc::PinError>(())
     /// ```
     pub fn unpin(&mut self, id: PinId) -> Result<ReleaseOutcome, PinError> {
-        if id.owner != self.uid {
+        if id.allocator != self.uid {
             return Err(PinError::Unknown { id });
         }
         let in_run = self.pins.went_to_run(id.seq, id.slot) && {

@@ -6,8 +6,8 @@ use crate::{AllocError, ReservationError};
 /// Blocks set aside by [`ExtentAllocator::reserve`]: allocations drawn against it
 /// cannot fail for lack of space.
 ///
-/// The core has no locks and no back-references, so a reservation does not release
-/// itself on drop: hand it back with [`ExtentAllocator::release`]. A dropped
+/// The core has no locks and no back-references, so a reservation does not unreserve
+/// itself on drop: hand it back with [`ExtentAllocator::unreserve`]. A dropped
 /// reservation keeps its blocks set aside, and shows in
 /// [`Stats::reserved_blocks`](crate::Stats::reserved_blocks).
 ///
@@ -18,15 +18,15 @@ use crate::{AllocError, ReservationError};
 /// let res = alloc.reserve(4)?;
 /// assert_eq!(res.remaining_blocks(), 4);
 /// assert_eq!(alloc.stats().reserved_blocks, 4);
-/// assert_eq!(alloc.release(res).unwrap(), 4);
+/// assert_eq!(alloc.unreserve(res).unwrap(), 4);
 /// assert_eq!(alloc.stats().reserved_blocks, 0);
 /// # Ok::<(), pinalloc::AllocError>(())
 /// ```
 #[derive(Debug, PartialEq, Eq)]
-#[must_use = "a reservation holds its blocks until it is released"]
+#[must_use = "a reservation holds its blocks until it is unreserved"]
 pub struct Reservation {
     /// The allocator that made it.
-    owner: u64,
+    allocator: u64,
     /// Its id within that allocator; never 0.
     id: u64,
     /// A copy of what the allocator records as left.
@@ -41,7 +41,7 @@ impl Reservation {
     /// let mut alloc = ExtentAllocator::new(10);
     /// let (a, b) = (alloc.reserve(1)?, alloc.reserve(1)?);
     /// assert_ne!(a.id(), b.id());
-    /// # alloc.release(a).unwrap(); alloc.release(b).unwrap();
+    /// # alloc.unreserve(a).unwrap(); alloc.unreserve(b).unwrap();
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     #[must_use]
@@ -57,7 +57,7 @@ impl Reservation {
     /// let mut res = alloc.reserve(5)?;
     /// alloc.allocate_reserved(&mut res, Request::new(2))?;
     /// assert_eq!(res.remaining_blocks(), 3);
-    /// # alloc.release(res).unwrap();
+    /// # alloc.unreserve(res).unwrap();
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
     #[must_use]
@@ -81,7 +81,7 @@ impl ExtentAllocator {
     /// let mut alloc = ExtentAllocator::new(10);
     /// let res = alloc.reserve(8)?;
     /// assert!(matches!(alloc.reserve(3), Err(AllocError::NoSpace { requested: 3, reserved: 8, .. })));
-    /// # alloc.release(res).unwrap();
+    /// # alloc.unreserve(res).unwrap();
     /// # Ok::<(), AllocError>(())
     /// ```
     pub fn reserve(&mut self, len_blocks: u64) -> Result<Reservation, AllocError> {
@@ -98,7 +98,7 @@ impl ExtentAllocator {
         self.counters.reservations = self.counters.reservations.saturating_add(1);
         self.debug_check();
         Ok(Reservation {
-            owner: self.uid,
+            allocator: self.uid,
             id,
             remaining_blocks: len_blocks,
         })
@@ -117,10 +117,10 @@ impl ExtentAllocator {
     /// let mut alloc = ExtentAllocator::new(10);
     /// let mut res = alloc.reserve(6)?;
     /// alloc.allocate_reserved(&mut res, Request::new(4))?;
-    /// assert_eq!(alloc.release(res).unwrap(), 2);
+    /// assert_eq!(alloc.unreserve(res).unwrap(), 2);
     /// # Ok::<(), pinalloc::AllocError>(())
     /// ```
-    pub fn release(&mut self, reservation: Reservation) -> Result<u64, ReservationError> {
+    pub fn unreserve(&mut self, reservation: Reservation) -> Result<u64, ReservationError> {
         if !self.owns(&reservation) {
             return Err(ReservationError::Unknown { reservation });
         }
@@ -129,7 +129,7 @@ impl ExtentAllocator {
             .remove(&reservation.id)
             .expect("owned reservations are recorded");
         self.count_reserved_blocks -= left;
-        self.counters.releases = self.counters.releases.saturating_add(1);
+        self.counters.unreserves = self.counters.unreserves.saturating_add(1);
         self.debug_check();
         Ok(left)
     }
@@ -137,11 +137,11 @@ impl ExtentAllocator {
     /// Whether `reservation` was made by this allocator (live or not).
     #[cfg(feature = "testing")]
     pub(crate) fn made(&self, reservation: &Reservation) -> bool {
-        reservation.owner == self.uid
+        reservation.allocator == self.uid
     }
 
     fn owns(&self, reservation: &Reservation) -> bool {
-        reservation.owner == self.uid && self.reservations.contains_key(&reservation.id)
+        reservation.allocator == self.uid && self.reservations.contains_key(&reservation.id)
     }
 
     /// What `reservation` has left, if it belongs here and covers `min_len`.

@@ -35,7 +35,7 @@ use crate::sync::{AtomicBool, Ordering};
 ///
 /// A discard never writes through a file mapping, so it cannot fault; a failure
 /// (`ENOSPC` from `pwrite`, an I/O error) is returned as an error, and from a drop
-/// counted in [`RegionStats::count_discard_failures`](crate::RegionStats). On Unix
+/// counted in [`RegionStats::discard_failures`](crate::RegionStats). On Unix
 /// systems other than Linux, every discard writes zeros.
 ///
 /// # A full filesystem

@@ -36,7 +36,7 @@ use crate::backing::{Backing, MemoryBacking};
 /// a.truncate(1)?;                      // blocks 1..4 go back (a hole is punched)
 /// assert_eq!(a.len_bytes(), 4096);
 /// drop(a);                             // frees the rest
-/// assert_eq!(region.stats().space.space.free_blocks, 256);
+/// assert_eq!(region.stats().space.free_blocks, 256);
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -238,7 +238,7 @@ impl<B: Backing> Allocation<B> {
     /// # let region = Region::new(HeapBacking::new(4096)?, 512)?;
     /// let a = region.allocate(Request::new(8))?;
     /// a.free()?;
-    /// assert_eq!(region.stats().space.space.free_blocks, 8);
+    /// assert_eq!(region.stats().space.free_blocks, 8);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path

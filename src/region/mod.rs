@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use crate::backing::{Backing, BackingError};
-use crate::{Extent, Request, SharedAllocator, SharedStats};
+use crate::{Extent, Request, SharedAllocator, SharedCounters, Stats};
 use space::Space;
 use span::Span;
 
@@ -60,10 +60,10 @@ pub use pinned::{Pinned, PinnedMut};
 /// let mut dma = buf.pin_mut()?;          // hand the buffer to a "device"
 /// dma.as_mut_slice()[0] = 1;             // the device writes
 /// buf.free()?;                           // truncate the file: the blocks stay Deferred
-/// assert_eq!(region.stats().space.space.deferred_blocks, 2);
+/// assert_eq!(region.stats().space.deferred_blocks, 2);
 /// assert_eq!(dma.as_slice()[..2], [1, 0xAB]); // still the device's memory
 /// drop(dma);                             // I/O done: Free (and discarded) now
-/// assert_eq!(region.stats().space.space.free_blocks, 256);
+/// assert_eq!(region.stats().space.free_blocks, 256);
 /// region.check_invariants()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -114,7 +114,7 @@ impl<B: Backing> RegionBuilder<B> {
     /// ```
     /// # use pinalloc::{HeapBacking, Region};
     /// let r = Region::builder(HeapBacking::new(1 << 20)?, 4096).groups(2).build()?;
-    /// assert_eq!(r.stats().space.space.capacity_blocks, 256);
+    /// assert_eq!(r.stats().space.capacity_blocks, 256);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn groups(mut self, count: u64) -> Self {
@@ -132,7 +132,7 @@ impl<B: Backing> RegionBuilder<B> {
     /// # use pinalloc::{HeapBacking, Region, Request};
     /// let r = Region::builder(HeapBacking::new(4096)?, 512).discard_released(false).build()?;
     /// r.allocate(Request::new(1))?.free()?;
-    /// assert_eq!(r.stats().count_discards, 0);
+    /// assert_eq!(r.stats().discards, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn discard_released(mut self, discard: bool) -> Self {
@@ -214,23 +214,29 @@ impl<B: Backing> RegionBuilder<B> {
 /// let r = Region::new(HeapBacking::new(8 * 512)?, 512)?;
 /// r.allocate(Request::new(3))?.free()?;
 /// let s = r.stats();
-/// assert_eq!((s.count_discards, s.discarded_bytes), (1, 3 * 512));
+/// assert_eq!((s.discards, s.discarded_bytes), (1, 3 * 512));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegionStats {
-    /// The allocator's view.
-    pub space: SharedStats,
+    /// The whole space, as [`SharedStats::space`](crate::SharedStats::space) gives
+    /// it: the same field, one level deep, as on the other layers.
+    pub space: Stats,
+    /// The number of allocation groups.
+    pub groups: u64,
+    /// The allocator's own counters
+    /// ([`SharedStats::counters`](crate::SharedStats::counters)).
+    pub counters: SharedCounters,
     /// Allocated blocks no handle owns (see [`Region::attach`]).
     pub detached_blocks: u64,
     /// Discards issued to the backing.
-    pub count_discards: u64,
+    pub discards: u64,
     /// Bytes those discards covered.
     pub discarded_bytes: u64,
     /// Discards that failed where no caller could be told (in a `Drop`); their blocks
     /// were released anyway, with unspecified contents.
-    pub count_discard_failures: u64,
+    pub discard_failures: u64,
 }
 
 impl<B: Backing> Region<B> {
@@ -470,17 +476,20 @@ impl<B: Backing> Region<B> {
     /// ```
     /// # use pinalloc::{HeapBacking, Region};
     /// let s = Region::new(HeapBacking::new(4096)?, 512)?.stats();
-    /// assert_eq!((s.space.space.free_blocks, s.detached_blocks), (8, 0));
+    /// assert_eq!((s.space.free_blocks, s.detached_blocks), (8, 0));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> RegionStats {
         let c = self.space.counts();
+        let shared = self.space.allocator.stats();
         RegionStats {
-            space: self.space.allocator.stats(),
+            space: shared.space,
+            groups: shared.groups,
+            counters: shared.counters,
             detached_blocks: c.detached_blocks,
-            count_discards: c.discards,
+            discards: c.discards,
             discarded_bytes: c.discarded_bytes,
-            count_discard_failures: c.discard_failures,
+            discard_failures: c.discard_failures,
         }
     }
 

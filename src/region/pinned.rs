@@ -124,7 +124,7 @@ let mut a = region.allocate(Request::new(2))?;
 let guard = a.", $make, "()?;
 a.free()?;                        // Deferred under the guard
 guard.unpin()?;                   // discarded, then Free
-assert_eq!(region.stats().space.space.free_blocks, 8);
+assert_eq!(region.stats().space.free_blocks, 8);
 # Ok::<(), Box<dyn std::error::Error>>(())
 ```")]
             #[allow(clippy::result_large_err)] // the guard comes back by value; a cold path
@@ -186,7 +186,7 @@ assert_eq!(guard.as_slice(), [0; 1024]);
 ///     assert!(pin.as_ptr().is_some());
 /// });
 /// device.join().unwrap();                    // guard dropped: the block is Free
-/// assert_eq!(region.stats().space.space.free_blocks, 64);
+/// assert_eq!(region.stats().space.free_blocks, 64);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Pinned<B: Backing>(Lent<B>);
@@ -211,9 +211,9 @@ impl<B: Backing> Pinned<B> {
     /// let p = a.pin()?;
     /// let q = p.try_clone()?;
     /// drop((a, p));
-    /// assert_eq!(region.stats().space.space.deferred_blocks, 2); // q still holds them
+    /// assert_eq!(region.stats().space.deferred_blocks, 2); // q still holds them
     /// drop(q);
-    /// assert_eq!(region.stats().space.space.free_blocks, 8);
+    /// assert_eq!(region.stats().space.free_blocks, 8);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_clone(&self) -> Result<Self, RegionError> {
@@ -242,7 +242,7 @@ impl<B: Backing> Pinned<B> {
 /// dma.read_at(8190, &mut out)?;
 /// assert_eq!(out, [9, 9]);
 /// drop(dma);
-/// assert_eq!(region.stats().space.space.free_blocks, 63);
+/// assert_eq!(region.stats().space.free_blocks, 63);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PinnedMut<B: Backing>(Lent<B>);

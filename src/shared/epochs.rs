@@ -52,7 +52,7 @@ impl EpochState {
         self.open
     }
 
-    pub(crate) fn count_readers(&self) -> u64 {
+    pub(crate) fn live_readers(&self) -> u64 {
         self.readers.len() as u64
     }
 }
@@ -138,7 +138,7 @@ impl SharedAllocator {
             state.proxies.insert(epoch, (1, ids));
         }
         ReaderId {
-            owner: self.uid,
+            allocator: self.uid,
             seq,
             epoch,
         }
@@ -160,7 +160,7 @@ impl SharedAllocator {
     /// ```
     pub fn end_read(&self, reader: ReaderId) -> Result<ReleaseOutcome, EpochError> {
         let mut state = self.epochs.lock();
-        if reader.owner != self.uid || state.readers.remove(&reader.seq).is_none() {
+        if reader.allocator != self.uid || state.readers.remove(&reader.seq).is_none() {
             return Err(EpochError::UnknownReader { id: reader });
         }
         let proxy = state

@@ -1,12 +1,12 @@
 //! [`SharedAllocator`]: the core made safe and fast for many threads.
 
+mod allocate;
 mod epochs;
 mod error;
+mod free;
 mod group;
 mod pins;
-mod place;
 mod reentry;
-mod release;
 mod reserve;
 mod signal;
 mod stats;
@@ -25,9 +25,9 @@ use group::{Group, Locked};
 use pins::Tracked;
 use signal::Signal;
 
+pub use allocate::Pressure;
 pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
 pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId};
-pub use place::Pressure;
 pub use reserve::SharedReservation;
 pub use stats::{SharedCounters, SharedStats};
 
@@ -145,7 +145,7 @@ pub struct SharedAllocator {
     /// Pressure rounds running now, over all threads (see `reentry`).
     pressure_rounds: AtomicUsize,
     /// Hands each thread that allocates here first its first group, spreading threads
-    /// over groups (see `place.rs`).
+    /// over groups (see `allocate.rs`).
     next_rotor: AtomicUsize,
     /// Where the last pressure round stopped: the next one goes on from there, so
     /// that bounded rounds reach every held range, and every lease on it, in turn.

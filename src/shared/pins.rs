@@ -38,7 +38,7 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SharedPinId {
     /// The allocator that made it.
-    owner: u64,
+    allocator: u64,
     /// The group of the pin's first block.
     group: u32,
     /// The pin in that group's core: the id a [`FreeError::Busy`](crate::FreeError)
@@ -619,7 +619,7 @@ impl SharedAllocator {
     /// use pinalloc::{Extent, PinOptions, SharedAllocator};
     /// let alloc = SharedAllocator::new(64);
     /// let id = alloc.pin_owned(Extent::new(0, 4), PinOptions::new().owner(3))?;
-    /// assert_eq!(alloc.stats().space.count_pins, 1);
+    /// assert_eq!(alloc.stats().space.live_pins, 1);
     /// alloc.unpin(id)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -689,7 +689,7 @@ impl SharedAllocator {
 
     fn pin_id(&self, group: usize, core: PinId, tracked: u64) -> SharedPinId {
         SharedPinId {
-            owner: self.uid,
+            allocator: self.uid,
             group: group as u32,
             core,
             tracked,
@@ -730,7 +730,7 @@ impl SharedAllocator {
     /// ```
     pub fn unpin(&self, id: SharedPinId) -> Result<ReleaseOutcome, PinError> {
         let unknown = PinError::Unknown { id: id.core };
-        if id.owner != self.uid || id.group as usize >= self.groups.len() {
+        if id.allocator != self.uid || id.group as usize >= self.groups.len() {
             return Err(unknown);
         }
         let out = if id.tracked == 0 {

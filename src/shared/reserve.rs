@@ -6,7 +6,7 @@ use super::SharedAllocator;
 use crate::{AllocError, Extent, Policy, Request, Reservation, SharedAllocError};
 
 /// Blocks set aside for one caller, spread over one or more groups; from
-/// [`SharedAllocator::reserve`]. Dropping it releases what is left.
+/// [`SharedAllocator::reserve`]. Dropping it unreserves what is left.
 ///
 /// ```
 /// use pinalloc::{Request, SharedAllocator};
@@ -21,7 +21,7 @@ use crate::{AllocError, Extent, Policy, Request, Reservation, SharedAllocError};
 /// # Ok::<(), pinalloc::SharedAllocError>(())
 /// ```
 #[derive(Debug)]
-#[must_use = "dropping a reservation releases it at once"]
+#[must_use = "dropping a reservation unreserves it at once"]
 pub struct SharedReservation<'a> {
     alloc: &'a SharedAllocator,
     /// One core reservation per group it draws on, in ascending group order.
@@ -50,8 +50,8 @@ impl SharedReservation<'_> {
 impl Drop for SharedReservation<'_> {
     fn drop(&mut self) {
         for (g, part) in self.parts.drain(..) {
-            let released = self.alloc.lock(g).release(part);
-            debug_assert!(released.is_ok(), "a guard's reservation is live");
+            let unreserved = self.alloc.lock(g).unreserve(part);
+            debug_assert!(unreserved.is_ok(), "a guard's reservation is live");
         }
         self.alloc.signal.bump();
     }
@@ -235,10 +235,10 @@ impl SharedAllocator {
     /// ```
     /// let alloc = pinalloc::SharedAllocator::new(64);
     /// let res = alloc.reserve(8)?;
-    /// assert_eq!(alloc.release(res), 8);
+    /// assert_eq!(alloc.unreserve(res), 8);
     /// # Ok::<(), pinalloc::SharedAllocError>(())
     /// ```
-    pub fn release(&self, reservation: SharedReservation<'_>) -> u64 {
+    pub fn unreserve(&self, reservation: SharedReservation<'_>) -> u64 {
         let left = reservation.remaining_blocks();
         drop(reservation);
         left

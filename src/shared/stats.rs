@@ -39,7 +39,7 @@ pub(crate) struct AtomicCounters {
 ///
 /// ```
 /// let s = pinalloc::SharedAllocator::new(1 << 20).stats();
-/// assert_eq!((s.space.free_blocks, s.count_groups), (1 << 20, 64));
+/// assert_eq!((s.space.free_blocks, s.groups), (1 << 20, 64));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -50,7 +50,7 @@ pub struct SharedStats {
     /// counts commits of the whole space.
     pub space: Stats,
     /// The number of allocation groups.
-    pub count_groups: u64,
+    pub groups: u64,
     /// The shared layer's own counters.
     pub counters: SharedCounters,
 }
@@ -84,10 +84,10 @@ impl SharedAllocator {
             t.deferred_by.epochs += s.deferred_by.epochs;
             t.pinned_free_blocks += s.pinned_free_blocks;
             t.pinned_blocks += s.pinned_blocks;
-            t.count_pins += s.count_pins;
+            t.live_pins += s.live_pins;
             t.reserved_blocks += s.reserved_blocks;
-            t.count_reservations += s.count_reservations;
-            t.count_free_extents += s.count_free_extents;
+            t.live_reservations += s.live_reservations;
+            t.free_extents += s.free_extents;
             t.largest_free_blocks = t.largest_free_blocks.max(s.largest_free_blocks);
             for (sum, n) in t.free_histogram.iter_mut().zip(s.free_histogram) {
                 *sum += n;
@@ -95,19 +95,19 @@ impl SharedAllocator {
             t.metadata_bytes += s.metadata_bytes;
             c.add(&s.counters);
         }
-        t.count_pins -= tracked.count_extra_pieces();
+        t.live_pins -= tracked.count_extra_pieces();
         drop(tracked);
         t.allocated_blocks = self.capacity - t.free_blocks - t.deferred_blocks;
         {
             let state = self.epochs.lock();
-            t.count_readers = state.count_readers();
+            t.live_readers = state.live_readers();
             t.open_epoch = state.open();
         }
         c.commits = t.open_epoch - 1;
         t.counters = c;
         SharedStats {
             space: t,
-            count_groups: self.groups.len() as u64,
+            groups: self.groups.len() as u64,
             counters: self.counters.snapshot(),
         }
     }

@@ -438,20 +438,20 @@ impl Checked {
         )
     }
 
-    /// `release`. A reservation of another allocator comes back in the error, as
+    /// `unreserve`. A reservation of another allocator comes back in the error, as
     /// from the allocator.
     ///
     /// # Errors
     ///
-    /// As [`ExtentAllocator::release`].
+    /// As [`ExtentAllocator::unreserve`].
     #[track_caller]
-    pub fn release(&mut self, reservation: Reservation) -> Result<u64, ReservationError> {
+    pub fn unreserve(&mut self, reservation: Reservation) -> Result<u64, ReservationError> {
         let id = reservation.id();
         let known = self.real.made(&reservation);
         self.step(
             &|| format!("release({id})"),
-            |a| a.release(reservation),
-            |m, _| if known { m.release(id) } else { None },
+            |a| a.unreserve(reservation),
+            |m, _| if known { m.unreserve(id) } else { None },
             |got, want| got.as_ref().ok() == want.as_ref(),
         )
     }
@@ -494,16 +494,16 @@ impl Checked {
             &m.pinned_free(),
         )?;
         same("pinned blocks", &s.pinned_blocks, &m.pinned_blocks())?;
-        same("pins", &s.count_pins, &(m.pins.len() as u64))?;
-        same("readers", &s.count_readers, &(m.readers.len() as u64))?;
+        same("pins", &s.live_pins, &(m.pins.len() as u64))?;
+        same("readers", &s.live_readers, &(m.readers.len() as u64))?;
         same("open epoch", &s.open_epoch, &m.open)?;
         same("reserved blocks", &s.reserved_blocks, &m.reserved())?;
         same(
             "reservations",
-            &s.count_reservations,
+            &s.live_reservations,
             &(m.reservations.len() as u64),
         )?;
-        same("free extents", &s.count_free_extents, &(runs.len() as u64))?;
+        same("free extents", &s.free_extents, &(runs.len() as u64))?;
         same(
             "largest free extent",
             &s.largest_free_blocks,

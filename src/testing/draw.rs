@@ -245,11 +245,11 @@ impl Op {
                 on_commit: s.one_in(2),
             },
             4 => Op::Reserve { len: draw_len(s) },
-            5 => Op::Release {
+            5 => Op::Unreserve {
                 index: s.below(8) as usize,
             },
             6 => Op::Foreign {
-                release: s.one_in(2),
+                unreserve: s.one_in(2),
             },
             7 => Op::Pin {
                 target: if s.below(5) < 3 {

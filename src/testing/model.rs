@@ -738,7 +738,7 @@ impl Model {
     }
 
     /// Releases a reservation; returns the blocks it had left.
-    pub fn release(&mut self, id: u64) -> Option<u64> {
+    pub fn unreserve(&mut self, id: u64) -> Option<u64> {
         self.reservations.remove(&id)
     }
 }

@@ -131,16 +131,16 @@ pub enum Op {
         /// Blocks.
         len: u64,
     },
-    /// `release` the `index`th reservation.
-    Release {
+    /// `unreserve` the `index`th reservation.
+    Unreserve {
         /// Which reservation.
         index: usize,
     },
-    /// Spend (`release` false) or release a reservation made by another allocator:
+    /// Spend (`unreserve` false) or unreserve a reservation made by another allocator:
     /// both must be refused.
     Foreign {
-        /// Release rather than spend.
-        release: bool,
+        /// Unreserve rather than spend.
+        unreserve: bool,
     },
     /// `pin_with`.
     Pin {
@@ -191,7 +191,7 @@ pub enum Op {
 /// run.apply(&Op::Reserve { len: 8 });
 /// run.apply(&Op::BeginRead);
 /// run.apply(&Op::Commit { offset: 0 });
-/// run.finish(); // rebuilds from the durable view, then releases everything
+/// run.finish(); // rebuilds from the durable view, then lets go of everything
 /// ```
 ///
 /// # Panics
@@ -398,31 +398,31 @@ impl Runner {
                     self.reservations.push(res);
                 }
             }
-            Op::Release { index } => {
+            Op::Unreserve { index } => {
                 if let Some(i) = pick(&self.reservations, index) {
                     let res = self.reservations.swap_remove(i);
-                    assert!(self.alloc.release(res).is_ok());
+                    assert!(self.alloc.unreserve(res).is_ok());
                 }
             }
-            Op::Foreign { release } => {
+            Op::Foreign { unreserve } => {
                 let Ok(mut res) = self.foreign.reserve(1) else {
                     return;
                 };
                 // Ids are per allocator, so a foreign id may equal a local one: only
                 // the owner check can tell them apart.
                 let id = res.id();
-                if release {
-                    match self.alloc.release(res) {
+                if unreserve {
+                    match self.alloc.unreserve(res) {
                         Err(ReservationError::Unknown { reservation }) => {
                             assert_eq!(reservation.id(), id);
-                            assert_eq!(self.foreign.release(reservation).ok(), Some(1));
+                            assert_eq!(self.foreign.unreserve(reservation).ok(), Some(1));
                         }
-                        other => panic!("a foreign release gave {other:?}"),
+                        other => panic!("a foreign unreserve gave {other:?}"),
                     }
                 } else {
                     let got = self.alloc.allocate_reserved(&mut res, Request::new(1));
                     assert_eq!(got, Err(AllocError::UnknownReservation { id }));
-                    assert!(self.foreign.release(res).is_ok());
+                    assert!(self.foreign.unreserve(res).is_ok());
                 }
             }
             Op::Pin { target, blocking } => {
@@ -550,8 +550,9 @@ impl Runner {
 
     /// Ends the run: rebuilds allocators from the durable view (what a crash would
     /// leave) and from the live allocations and checks them against the model, then
-    /// releases every pin, reader, epoch and reservation and frees everything. The
-    /// whole space must then be free (invariant 7: nothing leaked).
+    /// unpins every pin, ends every reader, commits, unreserves every reservation and
+    /// frees everything. The whole space must then be free (invariant 7: nothing
+    /// leaked).
     ///
     /// # Panics
     ///
@@ -567,7 +568,7 @@ impl Runner {
         let open = self.alloc.model().open;
         assert!(self.alloc.commit(open).is_ok());
         for res in core::mem::take(&mut self.reservations) {
-            assert!(self.alloc.release(res).is_ok());
+            assert!(self.alloc.unreserve(res).is_ok());
         }
         for e in core::mem::take(&mut self.live) {
             let freed = self.alloc.free(e).map(|o| o.freed_blocks);
