@@ -37,11 +37,11 @@ mod common;
 use std::hint::black_box;
 use std::process::Command;
 
-use pinalloc::{Extent, ExtentAllocator, Request, SharedAllocator};
+use pinalloc::{Extent, ExtentAllocator, Request};
 
 use common::{
-    Peer, PeerVisitor, RunMode, Trace, Workload, churn, env_u64, fill, held_setup, pair_1block,
-    visit_peers,
+    Peer, PeerVisitor, RunMode, SharedPeer, Trace, Workload, churn, env_u64, fill, held_setup,
+    pair_1block, visit_peers,
 };
 
 /// What one inner run does, after its setup.
@@ -126,35 +126,6 @@ fn held_churn(ops: usize, total: usize, with_pins: bool) {
     let mut s = held_setup(&trace, 10_000, with_pins);
     churn(&mut s.peer, &mut s.live, &trace.churn[..ops]);
     black_box((&s.live.slots, &s.pins));
-}
-
-/// A `SharedAllocator` (its default groups) as a churn peer, from one thread.
-struct SharedPeer(SharedAllocator);
-
-impl Peer for SharedPeer {
-    const NAME: &'static str = "pinalloc-shared";
-    type Handle = Extent;
-
-    fn new(capacity: u64) -> Self {
-        SharedPeer(SharedAllocator::new(capacity))
-    }
-
-    #[inline]
-    fn alloc(&mut self, len: u64) -> Option<Extent> {
-        self.0.allocate(Request::new(len)).ok()
-    }
-
-    #[inline]
-    fn free(&mut self, handle: Extent) {
-        self.0
-            .free(handle)
-            .expect("SharedAllocator: free of a live allocation");
-    }
-
-    #[inline]
-    fn offset(handle: &Extent) -> u64 {
-        handle.start
-    }
 }
 
 /// `ops` operations of the churn trace (`total` long) on a `SharedAllocator`.

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use pinalloc::{Extent, ExtentAllocator, Request};
+use pinalloc::{Extent, ExtentAllocator, Request, SharedAllocator};
 pub mod sketch;
 
 // ---------------------------------------------------------------------------------
@@ -228,34 +228,45 @@ pub trait Peer {
     }
 }
 
+/// The [`Peer`] impl of a pinalloc allocator. The core and the shared allocator take
+/// the same calls (`allocate(Request::new(len))`, `free(extent)`), so one body serves
+/// both; `{ ... }` adds the reports a peer can give.
+macro_rules! pinalloc_peer {
+    ($peer:ident, $alloc:ty, $name:literal $(, { $($reports:tt)* })?) => {
+        impl Peer for $peer {
+            const NAME: &'static str = $name;
+            type Handle = Extent;
+
+            fn new(capacity: u64) -> Self {
+                $peer(<$alloc>::new(capacity))
+            }
+
+            #[inline]
+            fn alloc(&mut self, len: u64) -> Option<Extent> {
+                self.0.allocate(Request::new(len)).ok()
+            }
+
+            #[inline]
+            fn free(&mut self, handle: Extent) {
+                self.0
+                    .free(handle)
+                    .expect(concat!($name, ": free of a live allocation"));
+            }
+
+            #[inline]
+            fn offset(handle: &Extent) -> u64 {
+                handle.start
+            }
+
+            $($($reports)*)?
+        }
+    };
+}
+
 /// pinalloc, best fit (its default policy).
 pub struct PinallocPeer(pub ExtentAllocator);
 
-impl Peer for PinallocPeer {
-    const NAME: &'static str = "pinalloc";
-    type Handle = Extent;
-
-    fn new(capacity: u64) -> Self {
-        PinallocPeer(ExtentAllocator::new(capacity))
-    }
-
-    #[inline]
-    fn alloc(&mut self, len: u64) -> Option<Extent> {
-        self.0.allocate(Request::new(len)).ok()
-    }
-
-    #[inline]
-    fn free(&mut self, handle: Extent) {
-        self.0
-            .free(handle)
-            .expect("pinalloc: free of a live allocation");
-    }
-
-    #[inline]
-    fn offset(handle: &Extent) -> u64 {
-        handle.start
-    }
-
+pinalloc_peer!(PinallocPeer, ExtentAllocator, "pinalloc", {
     fn reported_free_extents(&self) -> Option<u64> {
         Some(self.0.stats().free_extents)
     }
@@ -263,7 +274,13 @@ impl Peer for PinallocPeer {
     fn metadata_bytes(&self) -> Option<u64> {
         Some(self.0.stats().metadata_bytes as u64)
     }
-}
+});
+
+/// A `SharedAllocator` (its default groups) as a churn peer, from one thread. It
+/// reports no free-extent count: its groups count an extent across a boundary twice.
+pub struct SharedPeer(pub SharedAllocator);
+
+pinalloc_peer!(SharedPeer, SharedAllocator, "pinalloc-shared");
 
 /// [`sketch::Sketch`] freeing by the extent's start, as pinalloc is asked to. Run only
 /// when `BENCH_PEERS` names it.
