@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  with it, 6 blocks: {k}; {} left in the reservation",
         res.remaining_blocks()
     );
-    println!("  releasing it returns {} blocks", alloc.unreserve(res)?);
+    println!("  unreserving it returns {} blocks", alloc.unreserve(res)?);
 
     let spread = alloc.allocate_many(14)?;
     println!("\nallocate_many(14) takes the fewest extents: {spread:?}");

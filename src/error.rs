@@ -338,7 +338,7 @@ pub enum BuildError {
 /// let mut a = ExtentAllocator::new(8);
 /// let mut b = ExtentAllocator::new(8);
 /// let r = a.reserve(2)?;
-/// // `b` did not make `r`: the error hands it back, so `a` can still release it.
+/// // `b` did not make `r`: the error hands it back, so `a` can still unreserve it.
 /// let Err(ReservationError::Unknown { reservation }) = b.unreserve(r) else { panic!() };
 /// assert_eq!(a.unreserve(reservation).unwrap(), 2);
 /// # Ok::<(), pinalloc::AllocError>(())

@@ -384,10 +384,12 @@ pub fn decode(bytes: &[u8]) -> Result<FreeList, PersistError> {
         let len = r.varint()?;
         let base = previous.map_or(0, |p| p.start);
         let Some(start) = base.checked_add(delta) else {
+            // A start past u64::MAX lies past any space.
             return Err(PersistError::BadExtent {
                 index,
-                error: ExtentError::Overflow {
+                error: ExtentError::OutOfBounds {
                     extent: Extent::new(u64::MAX, len),
+                    capacity,
                 },
             });
         };

@@ -147,7 +147,7 @@ fn round_trip<B: Backing>(kind: &str, backing: B) {
     let e = a.extent();
     let err = a.write_at(a.len_bytes() - 1, &[1, 2]).unwrap_err();
     assert!(
-        matches!(err, RegionError::OutOfBounds { extent, len_bytes: 2, .. } if extent == e),
+        matches!(err, RegionError::AccessOutOfBounds { extent, len_bytes: 2, .. } if extent == e),
         "{kind}: {err}"
     );
     region.sync().unwrap();
@@ -1178,7 +1178,7 @@ fn bad_input_is_an_error_that_changes_nothing() {
     let e = a.extent();
     let snapshot = |a: &Allocation<HeapBacking>| (region.free_extents(), a.extent(), contents(a));
     let before = snapshot(&a);
-    let oob = |r: Result<(), RegionError>| matches!(r, Err(RegionError::OutOfBounds { .. }));
+    let oob = |r: Result<(), RegionError>| matches!(r, Err(RegionError::AccessOutOfBounds { .. }));
     let mut buf = [0u8; 8];
     assert!(oob(a.read_at(4 * BLOCK - 7, &mut buf)));
     assert!(oob(a.read_at(u64::MAX, &mut buf)));

@@ -267,7 +267,7 @@ fn bad_reservations() {
     });
     let stats = a.stats();
     let Err(ReservationError::Unknown { reservation }) = a.unreserve(foreign) else {
-        panic!("foreign release accepted")
+        panic!("foreign unreserve accepted")
     };
     assert_eq!(a.stats(), stats);
     assert_eq!(other.unreserve(reservation).unwrap(), 1);
@@ -942,7 +942,7 @@ fn the_catalogue_of_bad_input() {
                 "UnknownReservation",
             ),
             (
-                "release",
+                "unreserve",
                 got(&core.unreserve(other.reserve(1).unwrap())),
                 "Unknown",
             ),

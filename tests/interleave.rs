@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pinalloc::{
-    AllocError, BlockState, Extent, FreeError, PinOptions, Policy, Request, SharedAllocator,
-    SharedFreeError,
+    AllocError, BlockState, Extent, FreeError, PinOptions, Policy, Request, SharedAllocError,
+    SharedAllocator, SharedFreeError,
 };
 use shuttle::thread;
 
@@ -308,7 +308,7 @@ fn allocations_racing_never_share_a_block() {
             .map(|t| t.join().unwrap())
             .filter_map(|r| match r {
                 Ok(e) => Some(e),
-                Err(AllocError::NoSpace { .. }) => None,
+                Err(SharedAllocError::Core(AllocError::NoSpace { .. })) => None,
                 Err(other) => panic!("{other}"),
             })
             .collect();

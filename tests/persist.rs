@@ -223,7 +223,10 @@ fn each_kind_of_damage_has_its_own_error() {
                     e,
                     PersistError::BadExtent {
                         index: 1,
-                        error: ExtentError::Overflow { .. }
+                        error: ExtentError::OutOfBounds {
+                            capacity: u64::MAX,
+                            ..
+                        }
                     }
                 )
             },

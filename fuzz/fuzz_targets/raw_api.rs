@@ -30,7 +30,7 @@ enum Call {
     EndRead(u8),
     Reserve(u64),
     AllocateReserved { which: u8, min: u64, max: u64 },
-    Release(u8),
+    Unreserve(u8),
     Query(u64),
     Shared { call: u8, a: u64, b: u64 },
 }
@@ -117,7 +117,7 @@ fuzz_target!(|input: Input| {
                     let _ = a.allocate_reserved(&mut reservations[i], Request::range(*min..=*max));
                 }
             }
-            Call::Release(i) => {
+            Call::Unreserve(i) => {
                 if let Some(i) = pick(reservations.len(), *i) {
                     let _ = a.unreserve(reservations.swap_remove(i));
                 }

@@ -7,6 +7,7 @@ use rangemap::RangeSet;
 
 use super::ExtentAllocator;
 use super::ranges::{set_blocks, set_gaps, to_range};
+use super::transition::reader_holds;
 use crate::InvariantViolation;
 
 /// Returns early with a violation of invariant `$n` if `$cond` holds.
@@ -263,7 +264,7 @@ impl ExtentAllocator {
         let oldest_reader = self.epochs.oldest_reader();
         for (r, f, _, _, keeps_pin) in runs {
             let epoch = f.epoch;
-            if keeps_pin || oldest_reader.is_some_and(|oldest| oldest <= epoch) {
+            if keeps_pin || reader_holds(oldest_reader, epoch) {
                 continue;
             }
             let unheld: Option<Range<u64>> = self

@@ -17,6 +17,7 @@ use core::ops::Range;
 use rangemap::RangeSet;
 
 use super::ranges::clip;
+use super::transition::reader_holds;
 use crate::tree::Cache;
 use crate::tree::bplus::{BPlus, Pos, Summary, Value};
 use crate::tree::filter::RegionFilter;
@@ -671,7 +672,7 @@ impl Deferrals {
 
     fn count_by_epoch(&mut self, epoch: u64, len: u64) {
         *self.blocks_by_epoch.entry(epoch).or_default() += len;
-        if self.oldest_reader.is_some_and(|o| o <= epoch) {
+        if reader_holds(self.oldest_reader, epoch) {
             self.reader_held += len;
         }
     }
@@ -714,7 +715,7 @@ impl Deferrals {
             if *n == 0 {
                 self.blocks_by_epoch.remove(&epoch);
             }
-            if self.oldest_reader.is_some_and(|o| o <= epoch) {
+            if reader_holds(self.oldest_reader, epoch) {
                 self.reader_held -= len;
             }
             self.count_blocks -= len;

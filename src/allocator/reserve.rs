@@ -104,7 +104,7 @@ impl ExtentAllocator {
         })
     }
 
-    /// Releases a reservation, returning the blocks it had left to everyone.
+    /// Unreserves a reservation, returning the blocks it had left to everyone.
     ///
     /// # Errors
     ///

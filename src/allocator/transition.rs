@@ -8,14 +8,16 @@
 //! | pinned Free → Free, Deferred → Free | [`unpin_zeroed`](ExtentAllocator::unpin_zeroed) | `unpin` |
 //! | Allocated → Free | [`free_unheld`](ExtentAllocator::free_unheld) | the plain `free` |
 //! | Allocated → Free or Deferred | [`plan_free`](ExtentAllocator::plan_free), then [`apply_free`](ExtentAllocator::apply_free) | `free`, `free_on_commit` |
-//! | Deferred → Free | [`release_unheld`](ExtentAllocator::release_unheld) | the four above it, `commit`, `end_read` |
+//! | Deferred → Free | [`plan_release`](ExtentAllocator::plan_release), then [`apply_release`](ExtentAllocator::apply_release) (both in [`release_unheld`](ExtentAllocator::release_unheld)) | `unpin_zeroed`, `apply_free`, `commit`, `end_read` |
 //!
 //! The callers (`allocate.rs`, `free.rs`, `pins.rs`, `epochs.rs`) keep the API and the
-//! checks. A change with decisions to make is a pure plan, which changes nothing, and
-//! an apply step: a caller that only wants to know what a call would do (the shared
-//! layer's Deferred cap) asks for the plan. The one rule for when a Deferred block is
-//! held, [`holds_deferred`](ExtentAllocator::holds_deferred) with the pins' coverage,
-//! serves both the plan and the release.
+//! checks. A change with decisions to make (which blocks become Free, which stay
+//! Deferred) is a pure plan, which changes nothing, and an apply step: a caller that
+//! only wants to know what a call would do (the shared layer's Deferred cap) asks for
+//! the plan. `claim`, `pin_free` and `unpin_zeroed` decide nothing: they are told the
+//! exact blocks. The one rule for when a reader holds a Deferred block,
+//! [`reader_holds`], serves the plans, the Deferred runs' count of reader-held blocks
+//! (`defer.rs`) and the invariant check.
 //!
 //! The constructors (`build.rs`) set the first state of every block; they change none.
 
@@ -27,6 +29,14 @@ use super::free::FreeOutcome;
 use super::ranges::{set_gaps, set_pieces};
 use super::{ExtentAllocator, Reservation};
 use crate::Extent;
+
+/// Whether a live reader holds a Deferred block freed in epoch `freed_in`, when the
+/// oldest live reader began in `oldest_reader`: one began at or before that epoch.
+/// With its pins and a commit still to come, the only holds on a Deferred block.
+#[inline]
+pub(super) fn reader_holds(oldest_reader: Option<u64>, freed_in: u64) -> bool {
+    oldest_reader.is_some_and(|oldest| oldest <= freed_in)
+}
 
 /// What a free of checked Allocated blocks will do, decided by
 /// [`plan_free`](ExtentAllocator::plan_free) without changing anything.
@@ -191,40 +201,45 @@ impl ExtentAllocator {
         }
     }
 
-    /// Whether a live reader holds blocks freed in `epoch`: one that began at or
-    /// before it. With a pin and a commit still to come, the only holds on a
-    /// Deferred block.
-    #[inline]
-    fn holds_deferred(&self, epoch: u64) -> bool {
-        self.epochs
-            .oldest_reader()
-            .is_some_and(|oldest| oldest <= epoch)
-    }
-
     /// The pieces of `piece`, freed in `epoch`, that neither a reader nor a pin holds
     /// (a commit still to come aside), in order.
     fn unheld_pieces(&self, piece: &Range<u64>, epoch: u64) -> Vec<Range<u64>> {
-        if self.holds_deferred(epoch) {
+        if reader_holds(self.epochs.oldest_reader(), epoch) {
             return Vec::new();
         }
         self.pins.zero_pieces(piece)
     }
 
-    /// Deferred → Free for every block of `within` that nothing holds any more: no pin,
-    /// not waiting for a commit, and no live reader that began at or before the epoch
-    /// it was freed in. Returns the blocks released.
+    /// Deferred → Free for every block of `within` that nothing holds any more.
+    /// Returns the blocks released.
     pub(super) fn release_unheld(&mut self, within: &Range<u64>) -> u64 {
-        let mut released = 0;
+        let plan = self.plan_release(within);
+        self.apply_release(plan)
+    }
+
+    /// The Deferred blocks of `within` that nothing holds any more, as ranges in
+    /// order: no pin, not waiting for a commit, and no live reader that began at or
+    /// before the epoch they were freed in. Changes nothing.
+    fn plan_release(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+        let mut unheld = Vec::new();
         for (piece, epoch) in self.deferrals.pieces(within) {
             for unpinned in self.unheld_pieces(&piece, epoch) {
-                for free in set_gaps(&self.deferrals.pending, &unpinned) {
-                    let len = free.end - free.start;
-                    self.deferrals.remove(free.clone());
-                    self.pins.unmark_deferred(&free);
-                    self.free.insert(free.start, len);
-                    released += len;
-                }
+                unheld.extend(set_gaps(&self.deferrals.pending, &unpinned));
             }
+        }
+        unheld
+    }
+
+    /// Deferred → Free for the ranges [`plan_release`](Self::plan_release) found.
+    /// Returns the blocks released.
+    fn apply_release(&mut self, plan: Vec<Range<u64>>) -> u64 {
+        let mut released = 0;
+        for free in plan {
+            let len = free.end - free.start;
+            self.deferrals.remove(free.clone());
+            self.pins.unmark_deferred(&free);
+            self.free.insert(free.start, len);
+            released += len;
         }
         released
     }

@@ -93,7 +93,7 @@ impl<B: Backing> Allocation<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Lent`] while a
+    /// [`RegionError::AccessOutOfBounds`] past the end; [`RegionError::Lent`] while a
     /// [`PinnedMut`] of this allocation lives; [`RegionError::Backing`] when the I/O
     /// fails.
     ///
@@ -117,7 +117,7 @@ impl<B: Backing> Allocation<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Lent`] while any pin
+    /// [`RegionError::AccessOutOfBounds`] past the end; [`RegionError::Lent`] while any pin
     /// guard of this allocation lives; [`RegionError::Backing`] when the I/O fails
     /// (the bytes may then be partly written).
     ///

@@ -17,7 +17,7 @@ use crate::{
 /// let region = Region::new(HeapBacking::new(64 * 512)?, 512)?;
 /// let mut a = region.allocate(Request::new(2))?;
 /// let err = a.write_at(1000, &[0; 100]).unwrap_err();
-/// assert!(matches!(err, RegionError::OutOfBounds { offset_bytes: 1000, len_bytes: 100, .. }));
+/// assert!(matches!(err, RegionError::AccessOutOfBounds { offset_bytes: 1000, len_bytes: 100, .. }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub enum RegionError {
     #[error(
         "{len_bytes} bytes at offset {offset_bytes} do not fit the {extent_bytes} bytes of {extent}"
     )]
-    OutOfBounds {
+    AccessOutOfBounds {
         /// The handle's extent.
         extent: Extent,
         /// The offset asked for, in bytes from the start of the handle.
@@ -110,7 +110,7 @@ impl RegionError {
             RegionError::Pin(e) => e.kind(),
             RegionError::Lent { .. } => ErrorKind::Busy,
             RegionError::BlockSize { .. }
-            | RegionError::OutOfBounds { .. }
+            | RegionError::AccessOutOfBounds { .. }
             | RegionError::Truncate { .. }
             | RegionError::NotDetached { .. } => ErrorKind::BadInput,
         }
@@ -125,7 +125,7 @@ impl RegionError {
                 offset_bytes,
                 len,
                 len_bytes,
-            } => Self::OutOfBounds {
+            } => Self::AccessOutOfBounds {
                 extent,
                 offset_bytes,
                 len_bytes: len,

@@ -85,7 +85,7 @@ assert_eq!(device_address.as_ptr() as usize % 512, 0);
             ///
             /// # Errors
             ///
-            /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Backing`] when
+            /// [`RegionError::AccessOutOfBounds`] past the end; [`RegionError::Backing`] when
             /// the I/O fails.
             ///
             #[doc = concat!("
@@ -258,7 +258,7 @@ impl<B: Backing> PinnedMut<B> {
     ///
     /// # Errors
     ///
-    /// [`RegionError::OutOfBounds`] past the end; [`RegionError::Backing`] when the
+    /// [`RegionError::AccessOutOfBounds`] past the end; [`RegionError::Backing`] when the
     /// I/O fails (the bytes may then be partly written).
     ///
     /// ```

@@ -229,7 +229,7 @@ impl SharedAllocator {
         }
     }
 
-    /// Releases a reservation now and returns the blocks it still held (dropping it
+    /// Unreserves a reservation now and returns the blocks it still held (dropping it
     /// does the same).
     ///
     /// ```

@@ -449,7 +449,7 @@ impl Checked {
         let id = reservation.id();
         let known = self.real.made(&reservation);
         self.step(
-            &|| format!("release({id})"),
+            &|| format!("unreserve({id})"),
             |a| a.unreserve(reservation),
             |m, _| if known { m.unreserve(id) } else { None },
             |got, want| got.as_ref().ok() == want.as_ref(),

@@ -69,7 +69,7 @@ pub const OP_KINDS: [&str; 15] = [
     "free_live",
     "free_raw",
     "reserve",
-    "release",
+    "unreserve",
     "foreign",
     "pin",
     "unpin",

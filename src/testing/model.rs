@@ -737,7 +737,7 @@ impl Model {
         self.reservations.insert(id, n);
     }
 
-    /// Releases a reservation; returns the blocks it had left.
+    /// Unreserves a reservation; returns the blocks it had left.
     pub fn unreserve(&mut self, id: u64) -> Option<u64> {
         self.reservations.remove(&id)
     }

@@ -179,6 +179,7 @@ impl Variant for WaitError {
     }
 }
 
+#[cfg(unix)]
 impl Variant for RegionError {
     fn variant(&self) -> &'static str {
         match self {
@@ -190,7 +191,7 @@ impl Variant for RegionError {
             RegionError::Backing(e) => e.variant(),
             RegionError::BlockSize { .. } => "BlockSize",
             RegionError::Lent { .. } => "Lent",
-            RegionError::OutOfBounds { .. } => "OutOfBounds",
+            RegionError::AccessOutOfBounds { .. } => "AccessOutOfBounds",
             RegionError::Truncate { .. } => "Truncate",
             RegionError::NotDetached { .. } => "NotDetached",
         }
@@ -200,6 +201,7 @@ impl Variant for RegionError {
 /// A backing's failure names its I/O error's kind: `InvalidInput` for a length or
 /// range the backing cannot have, `Unsupported` for an operation it lacks, `Io` for
 /// any other.
+#[cfg(unix)]
 impl Variant for crate::BackingError {
     fn variant(&self) -> &'static str {
         match self.source.kind() {
@@ -210,6 +212,7 @@ impl Variant for crate::BackingError {
     }
 }
 
+#[cfg(unix)]
 impl<T> Variant for crate::Refused<T> {
     fn variant(&self) -> &'static str {
         self.error.variant()
