@@ -92,9 +92,7 @@ use parking_lot::Mutex;
 use pinalloc::{Extent, PinOptions, Request, SharedAllocator, SharedPinId};
 use rangemap::RangeMap;
 
-use common::{
-    Op, RunMode, SEED, Source, SplitMix, Trace, TruncatedGeometric, Workload, env_u64, median,
-};
+use common::{Op, RunMode, SEED, SplitMix, Trace, TruncatedGeometric, Workload, env_u64, median};
 
 /// Extents the pinner allocates for itself before the fill.
 const OWN_EXTENTS: usize = 256;

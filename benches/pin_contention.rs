@@ -45,7 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pinalloc::SharedAllocError;
-use pinalloc::testing::{Source, SplitMix};
+use pinalloc::testing::SplitMix;
 use pinalloc::{AllocError, Extent, PinOptions, Request, SharedAllocator, SharedPinId, Stats};
 
 const USAGE: &str = "\

@@ -107,7 +107,6 @@ fn metadata_per_free_extent(trace: &Trace, n: usize) -> f64 {
         })
         .collect();
     let mut odd: Vec<Extent> = extents.drain(..).skip(1).step_by(2).collect();
-    use common::Source;
     let mut rng = common::SplitMix::new(0x51A7_E5ED);
     for i in (1..odd.len()).rev() {
         odd.swap(i, rng.below(i as u64 + 1) as usize);

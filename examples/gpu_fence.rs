@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 
-use pinalloc::testing::{Source, SplitMix};
+use pinalloc::testing::SplitMix;
 use pinalloc::{Extent, ExtentAllocator, ReaderId, Request};
 
 /// 64 KiB blocks.

@@ -128,6 +128,8 @@ mod region;
 mod request;
 #[cfg(feature = "std")]
 mod shared;
+#[cfg(any(test, feature = "testing"))]
+mod splitmix;
 mod stats;
 #[cfg(feature = "std")]
 mod sync;

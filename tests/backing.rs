@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pinalloc::SharedAllocError;
-use pinalloc::testing::{Source, SplitMix};
+use pinalloc::testing::SplitMix;
 use pinalloc::{
     AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, ExtentError,
     FileBacking, HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region,

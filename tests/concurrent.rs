@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use pinalloc::SharedAllocError;
-use pinalloc::testing::{Source, SplitMix};
+use pinalloc::testing::SplitMix;
 use pinalloc::{
     AllocError, Extent, ExtentError, FreeError, LimitError, PinError, PinMode, PinOptions, Policy,
     ReaderId, Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId, WaitError,

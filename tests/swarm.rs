@@ -13,7 +13,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use pinalloc::testing::{Op, Runner, Source, SplitMix, Weights};
+use pinalloc::testing::{Op, Runner, SplitMix, Weights};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -885,7 +885,7 @@ mod tests {
     use alloc::vec::Vec;
     use core::ops::Range;
 
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
     use crate::{Extent, ExtentAllocator, Request};
 
     /// The blocks the pin coverage marks Deferred, one by one.
@@ -1000,7 +1000,7 @@ mod tests {
     /// block by block.
     #[test]
     fn zero_pieces_cut_out_fresh_pins() {
-        let mut rng = Rng(3);
+        let mut rng = SplitMix::new(3);
         for round in 0..40 {
             let mut a = ExtentAllocator::new(400);
             a.allocate(Request::new(400)).unwrap();

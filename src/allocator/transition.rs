@@ -274,10 +274,10 @@ mod tests {
     #[cfg(feature = "std")]
     #[test]
     fn the_plan_counts_what_the_free_defers() {
-        use crate::tree::bplus::tests::Rng;
+        use crate::splitmix::SplitMix;
         let mut compared = [0u64; 2];
         for seed in 0..40 {
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix::new(seed);
             let mut a = ExtentAllocator::new(64);
             let (mut live, mut pins, mut readers) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..200 {

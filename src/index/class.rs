@@ -210,12 +210,12 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::*;
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
 
     /// Every operation against a plain sorted list, through both forms and back.
     #[test]
     fn matches_a_sorted_list_in_both_forms() {
-        let mut rng = Rng(5);
+        let mut rng = SplitMix::new(5);
         let mut c = Class::default();
         let mut plain: Vec<u64> = Vec::new();
         let (mut grew, mut shrank) = (false, false);

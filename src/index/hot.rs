@@ -1088,7 +1088,7 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::*;
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
 
     fn extents(ix: &Hot) -> Vec<(u64, u64)> {
         ix.iter().map(|e| (e.start, e.len)).collect()
@@ -1183,7 +1183,7 @@ mod tests {
     fn matches_a_plain_list() {
         for seed in 0..4 {
             let cap = 50_000u64;
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix::new(seed);
             let mut ix = Hot::new();
             ix.insert(0, cap);
             let mut taken: Vec<(u64, u64)> = Vec::new();

@@ -459,9 +459,9 @@ mod tests {
     /// force over the extents, the counts checked at every step.
     #[test]
     fn remembered_failures_stay_exact() {
-        use crate::tree::bplus::tests::Rng;
+        use crate::splitmix::SplitMix;
         for seed in 0..8 {
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix::new(seed);
             let cap = 1 << 16;
             let mut ix = FreeIndex::new();
             let mut taken: Vec<(u64, u64)> = Vec::new();

@@ -324,7 +324,7 @@ mod tests {
     /// longer (the long order decides), so that padding picks the winner.
     #[test]
     fn largest_placeable_among_close_lengths() {
-        let mut rng = Rng(11);
+        let mut rng = SplitMix::new(11);
         for round in 0..400 {
             let mut ix = Ordered::new();
             let mut at = rng.below(64);
@@ -381,7 +381,7 @@ mod tests {
         }
     }
 
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
 
     /// Every search of `ix` answers as the plain list does.
     fn agrees(ix: &Ordered, plain: &Plain, need: u64, align: u64, goal: u64, what: &str) {
@@ -423,7 +423,7 @@ mod tests {
     fn matches_a_plain_list_with_many_extents() {
         for seed in 0..3 {
             let cap = 200_000u64;
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix::new(seed);
             let mut ix = Ordered::new();
             ix.insert(0, cap);
             let mut taken: Vec<(u64, u64)> = Vec::new();

@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn least_padding_matches_a_brute_force() {
-        let mut rng = super::bplus::tests::Rng(7);
+        let mut rng = crate::splitmix::SplitMix::new(7);
         for _ in 0..2_000 {
             let residues = rng.below(u64::MAX) & rng.below(u64::MAX);
             for align in [2u64, 4, 8, 16, 32, 64] {

@@ -1654,24 +1654,12 @@ pub(crate) mod tests {
     /// The largest value below, as the address order keeps it.
     use crate::tree::MaxValue as Longest;
 
-    /// SplitMix64, for the randomised tests of the index.
-    pub(crate) struct Rng(pub(crate) u64);
-
-    impl Rng {
-        /// Uniform in `0..n` (`n > 0`).
-        pub(crate) fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % n
-        }
-    }
+    use crate::splitmix::SplitMix;
 
     /// Random inserts, removes and in-place updates against a `BTreeMap`, checking
     /// every query and the whole shape as it goes.
     fn against_btreemap(seed: u64, keys: u64, steps: usize) {
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix::new(seed);
         let mut t: BPlus<u64, u64, Longest> = BPlus::new();
         let mut m: BTreeMap<u64, u64> = BTreeMap::new();
         for step in 0..steps {
@@ -1782,7 +1770,7 @@ pub(crate) mod tests {
     /// tree that grows and shrinks many times over (the directory is rebuilt).
     #[test]
     fn ceil_near_matches_a_btreemap_at_every_scale() {
-        let mut rng = Rng(7);
+        let mut rng = SplitMix::new(7);
         let cases = [
             (u64::MAX, 0),
             (1 << 12, u64::MAX - (1 << 12)),
@@ -1838,7 +1826,7 @@ pub(crate) mod tests {
 
     #[test]
     fn find_near_finds_each_key_whatever_the_hint() {
-        let mut rng = Rng(5);
+        let mut rng = SplitMix::new(5);
         let mut t: BPlus<u64, u64, ()> = BPlus::new();
         let mut hint = std::collections::BTreeMap::new();
         for round in 0..6_000 {

@@ -335,7 +335,7 @@ impl RegionFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
 
     /// Adds `r` to `ranges` and tells `f`.
     fn add(f: &mut RegionFilter, ranges: &mut Vec<Range<u64>>, r: Range<u64>) {
@@ -344,7 +344,7 @@ mod tests {
     }
 
     /// Drops a random one of `ranges` and tells `f`.
-    fn drop_one(f: &mut RegionFilter, ranges: &mut Vec<Range<u64>>, rng: &mut Rng) {
+    fn drop_one(f: &mut RegionFilter, ranges: &mut Vec<Range<u64>>, rng: &mut SplitMix) {
         ranges.swap_remove(rng.below(ranges.len() as u64) as usize);
         f.gone(ranges.len(), || ranges.iter().cloned());
     }
@@ -353,7 +353,7 @@ mod tests {
     /// "clear" elsewhere once sized.
     #[test]
     fn the_filter_never_misses_a_range() {
-        let mut rng = Rng(11);
+        let mut rng = SplitMix::new(11);
         let mut f = RegionFilter::new();
         let mut ranges: Vec<Range<u64>> = Vec::new();
         assert!(f.clear(&(0..u64::MAX)));
@@ -388,7 +388,7 @@ mod tests {
     /// block a live range holds, whatever stale bits and hulls the gone ones left.
     #[test]
     fn the_filter_never_misses_a_long_or_a_replaced_range() {
-        let mut rng = Rng(23);
+        let mut rng = SplitMix::new(23);
         let mut f = RegionFilter::new();
         let mut ranges: Vec<Range<u64>> = Vec::new();
         let mut long_seen = false;
@@ -449,7 +449,7 @@ mod tests {
     /// which a bit per region could not tell apart from one over it.
     #[test]
     fn the_filter_is_exact_beside_dense_ranges() {
-        let mut rng = Rng(5);
+        let mut rng = SplitMix::new(5);
         for round in 0..20 {
             let mut f = RegionFilter::new();
             let mut ranges: Vec<Range<u64>> = Vec::new();

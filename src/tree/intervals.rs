@@ -156,7 +156,7 @@ impl Intervals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::bplus::tests::Rng;
+    use crate::splitmix::SplitMix;
     use alloc::vec::Vec;
 
     const ANY: fn(u32) -> bool = |_| true;
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn matches_a_plain_list() {
         let n = 300u64;
-        let mut rng = Rng(11);
+        let mut rng = SplitMix::new(11);
         let mut ix = Intervals::new();
         let mut list: Vec<(Range<u64>, u32)> = Vec::new();
         let mut next_id = 0u32;
