@@ -138,7 +138,8 @@ pub mod testing;
 mod tree;
 
 pub use allocator::{
-    BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReleaseOutcome, Reservation,
+    BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReaderInfo, ReleaseOutcome,
+    Reservation,
 };
 #[cfg(all(feature = "std", unix))]
 pub use backing::{
@@ -157,8 +158,8 @@ pub use region::{
 pub use request::{Policy, Request};
 #[cfg(feature = "std")]
 pub use shared::{
-    LimitError, PinGuard, PinOptions, Pressure, Revocation, RevokeReport, SharedAllocError,
-    SharedAllocator, SharedBuilder, SharedCounters, SharedFreeError, SharedPinError, SharedPinId,
-    SharedReservation, SharedStats, WaitError,
+    LimitError, PinGuard, PinOptions, Pressure, ReadGuard, Revocation, RevokeReport,
+    SharedAllocError, SharedAllocator, SharedBuilder, SharedCounters, SharedFreeError,
+    SharedPinError, SharedPinId, SharedReservation, SharedStats, WaitError,
 };
 pub use stats::{Counters, Stats};

@@ -1450,3 +1450,29 @@ fn every_error_tells_its_kind() {
         assert_eq!(got, want, "{what}");
     }
 }
+
+/// A read guard whose reader was ended by hand: its `end` is refused as stale and
+/// changes nothing, and its drop after that changes nothing either.
+#[test]
+fn a_read_guard_ended_twice_is_refused_and_changes_nothing() {
+    use pinalloc::testing::SharedSnapshot;
+    use pinalloc::{EpochError, ErrorKind, SharedAllocator};
+
+    let alloc = SharedAllocator::builder(64).groups(2).build();
+    let e = alloc.allocate(Request::new(20)).unwrap();
+    let keeper = alloc.begin_read(); // an older reader that holds e throughout
+    let guard = alloc.read();
+    alloc.free(e).unwrap();
+    alloc.end_read(guard.id()).unwrap();
+    let before = SharedSnapshot::of(&alloc);
+    let id = guard.id();
+    let err = guard.end().unwrap_err();
+    assert_eq!(err, EpochError::UnknownReader { id });
+    assert_eq!(err.kind(), ErrorKind::Stale);
+    assert_eq!(before.first_difference(&SharedSnapshot::of(&alloc)), None);
+    drop(alloc.read()); // a fresh guard's drop still ends its own read only
+    assert_eq!(alloc.readers().len(), 1);
+    assert_eq!(alloc.readers()[0].held_alone_blocks, 20);
+    alloc.end_read(keeper).unwrap();
+    assert_eq!(alloc.stats().space.free_blocks, 64);
+}

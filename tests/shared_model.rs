@@ -401,6 +401,13 @@ impl Harness {
         assert_eq!(s.pinned_blocks, self.model.pinned_blocks());
         assert_eq!(s.live_pins, self.model.pins.len() as u64);
         assert_eq!(s.live_readers, self.model.readers.len() as u64);
+        let listed: Vec<(ReaderId, u64)> = self
+            .alloc
+            .readers()
+            .iter()
+            .map(|r| (r.id, r.held_alone_blocks))
+            .collect();
+        assert_eq!(listed, self.model.readers_held_alone(), "readers");
         assert_eq!(s.open_epoch, self.model.open);
         self.alloc.check_invariants().unwrap();
     }
@@ -659,4 +666,54 @@ fn busy_names_the_oldest_pin_over_the_first_blocked_block() {
             blocked: Extent::new(505, 2),
         }))
     );
+}
+
+/// A read guard ends its read when dropped, once: after `end`, after `into_id` (the
+/// id is then ended by hand) and after a read ended by hand through its id, the drop
+/// does nothing; the reader table says which reader holds what meanwhile.
+#[test]
+fn a_read_guard_ends_its_read_once() {
+    let alloc = SharedAllocator::builder(64).groups(4).build();
+    let a = alloc.allocate(Request::new(8)).unwrap();
+    let b = alloc.allocate(Request::new(8)).unwrap();
+    let c = alloc.allocate(Request::new(8)).unwrap();
+
+    // Dropped: the read ends and its blocks come back.
+    let guard = alloc.read();
+    alloc.free(a).unwrap();
+    assert_eq!(alloc.readers().len(), 1);
+    assert_eq!(alloc.readers()[0].held_alone_blocks, 8);
+    drop(guard);
+    assert!(alloc.readers().is_empty());
+    assert_eq!(alloc.stats().space.deferred_blocks, 0);
+
+    // Two readers in one epoch share their holds: neither holds anything alone.
+    let (g1, g2) = (alloc.read(), alloc.read());
+    alloc.free(b).unwrap();
+    let held: Vec<u64> = alloc
+        .readers()
+        .iter()
+        .map(|r| r.held_alone_blocks)
+        .collect();
+    assert_eq!(held, [0, 0]);
+    assert_eq!(g1.end().unwrap().released_blocks, 0);
+    assert_eq!(
+        alloc.readers()[0].held_alone_blocks,
+        8,
+        "g2 alone holds b now"
+    );
+
+    // Ended by hand through its id: the guard's drop finds nothing to end.
+    alloc.end_read(g2.id()).unwrap();
+    assert_eq!(alloc.stats().space.deferred_blocks, 0);
+    drop(g2);
+
+    // Kept past the guard: live until ended by hand.
+    let id = alloc.read().into_id();
+    alloc.free(c).unwrap();
+    assert_eq!(alloc.readers()[0].id, id);
+    assert_eq!(alloc.end_read(id).unwrap().released_blocks, 8);
+    assert!(alloc.readers().is_empty());
+    assert_eq!(alloc.stats().space.free_blocks, 64);
+    alloc.check_invariants().unwrap();
 }

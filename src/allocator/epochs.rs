@@ -54,6 +54,37 @@ impl ReaderId {
     }
 }
 
+/// A live snapshot reader and what it holds, as
+/// [`ExtentAllocator::readers`](crate::ExtentAllocator::readers) and
+/// [`SharedAllocator::readers`](crate::SharedAllocator::readers) list them: LMDB's
+/// reader table, so that a forgotten reader can be found.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// let e = alloc.allocate(Request::new(4))?;
+/// let reader = alloc.begin_read();
+/// alloc.free(e)?; // the reader may still see `e`
+/// let listed = alloc.readers();
+/// assert_eq!(listed.len(), 1);
+/// assert_eq!((listed[0].id, listed[0].epoch, listed[0].held_alone_blocks), (reader, 1, 4));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ReaderInfo {
+    /// The reader.
+    pub id: ReaderId,
+    /// The epoch it began in: it holds every block freed in this epoch or later.
+    pub epoch: u64,
+    /// Deferred blocks that it alone holds back: those that its end would make Free.
+    /// Only a reader alone in the oldest readers' epoch has any. A younger reader
+    /// holds only what an older one holds too, and readers that began in the same
+    /// epoch share their holds.
+    pub held_alone_blocks: u64,
+}
+
 impl fmt::Display for ReaderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "reader #{} (epoch {})", self.seq, self.epoch)
@@ -244,6 +275,53 @@ impl ExtentAllocator {
             seq,
             epoch,
         }
+    }
+
+    /// The live readers, in the order they began, each with its epoch and the blocks
+    /// it alone holds back. O(Deferred runs) to count those blocks, when a reader is
+    /// alone in the oldest epoch.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let (a, b) = (alloc.allocate(Request::new(4))?, alloc.allocate(Request::new(4))?);
+    /// let old = alloc.begin_read();
+    /// alloc.free(a)?;
+    /// alloc.commit(1)?;
+    /// let young = alloc.begin_read();
+    /// alloc.free(b)?;
+    /// // `old` alone holds `a`; both hold `b`, so neither alone.
+    /// let held: Vec<u64> = alloc.readers().iter().map(|r| r.held_alone_blocks).collect();
+    /// assert_eq!(held, [4, 0]);
+    /// alloc.end_read(old)?;
+    /// assert_eq!(alloc.readers()[0].held_alone_blocks, 4); // `young` alone holds `b` now
+    /// # alloc.end_read(young)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn readers(&self) -> Vec<ReaderInfo> {
+        let oldest = self.epochs.oldest_reader();
+        // Readers that began in the same epoch hold the same blocks: none alone.
+        let alone = oldest.filter(|o| self.epochs.begins.get(o) == Some(&1));
+        let held = if alone.is_some() {
+            self.held_by_oldest_readers()
+        } else {
+            0
+        };
+        self.epochs
+            .readers
+            .iter()
+            .map(|(&seq, &epoch)| ReaderInfo {
+                id: ReaderId {
+                    allocator: self.uid,
+                    seq,
+                    epoch,
+                },
+                epoch,
+                held_alone_blocks: if Some(epoch) == alone { held } else { 0 },
+            })
+            .collect()
     }
 
     /// Ends a reader. Deferred blocks that only it (and readers already gone) held

@@ -26,7 +26,7 @@ use defer::Deferrals;
 use epochs::Epochs;
 use pins::PinTable;
 
-pub use epochs::{ReaderId, ReleaseOutcome};
+pub use epochs::{ReaderId, ReaderInfo, ReleaseOutcome};
 pub use free::FreeOutcome;
 #[cfg(feature = "std")]
 pub(crate) use identity::next_uid;

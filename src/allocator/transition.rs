@@ -148,7 +148,11 @@ impl ExtentAllocator {
     pub(super) fn deferred_by_plan(&self, plan: &FreePlan) -> u64 {
         let blocks = |r: &Range<u64>| r.end - r.start;
         let held = |r: &Range<u64>, epoch: u64| -> u64 {
-            let unheld: u64 = self.unheld_pieces(r, epoch).iter().map(blocks).sum();
+            let unheld: u64 = self
+                .unheld_pieces(r, epoch, self.epochs.oldest_reader())
+                .iter()
+                .map(blocks)
+                .sum();
             blocks(r) - unheld
         };
         match &plan.fate {
@@ -201,10 +205,16 @@ impl ExtentAllocator {
         }
     }
 
-    /// The pieces of `piece`, freed in `epoch`, that neither a reader nor a pin holds
-    /// (a commit still to come aside), in order.
-    fn unheld_pieces(&self, piece: &Range<u64>, epoch: u64) -> Vec<Range<u64>> {
-        if reader_holds(self.epochs.oldest_reader(), epoch) {
+    /// The pieces of `piece`, freed in `epoch`, that neither a reader (the oldest
+    /// began in `oldest_reader`) nor a pin holds (a commit still to come aside), in
+    /// order.
+    fn unheld_pieces(
+        &self,
+        piece: &Range<u64>,
+        epoch: u64,
+        oldest_reader: Option<u64>,
+    ) -> Vec<Range<u64>> {
+        if reader_holds(oldest_reader, epoch) {
             return Vec::new();
         }
         self.pins.zero_pieces(piece)
@@ -213,17 +223,37 @@ impl ExtentAllocator {
     /// Deferred → Free for every block of `within` that nothing holds any more.
     /// Returns the blocks released.
     pub(super) fn release_unheld(&mut self, within: &Range<u64>) -> u64 {
-        let plan = self.plan_release(within);
+        let plan = self.plan_release(within, self.epochs.oldest_reader());
         self.apply_release(plan)
     }
 
-    /// The Deferred blocks of `within` that nothing holds any more, as ranges in
-    /// order: no pin, not waiting for a commit, and no live reader that began at or
-    /// before the epoch they were freed in. Changes nothing.
-    fn plan_release(&self, within: &Range<u64>) -> Vec<Range<u64>> {
+    /// The Deferred blocks that the readers of the oldest readers' epoch alone hold
+    /// back: those that their end would make Free, planned as if the oldest reader
+    /// were the next epoch's. Changes nothing.
+    pub(crate) fn held_by_oldest_readers(&self) -> u64 {
+        let Some(oldest) = self.epochs.oldest_reader() else {
+            return 0;
+        };
+        let next = self
+            .epochs
+            .begins
+            .range(oldest + 1..)
+            .next()
+            .map(|(&e, _)| e);
+        self.plan_release(&(0..self.capacity), next)
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum()
+    }
+
+    /// The Deferred blocks of `within` that nothing holds, as ranges in order, when
+    /// the oldest live reader began in `oldest_reader`: no pin, not waiting for a
+    /// commit, and no live reader that began at or before the epoch they were freed
+    /// in. Changes nothing.
+    fn plan_release(&self, within: &Range<u64>, oldest_reader: Option<u64>) -> Vec<Range<u64>> {
         let mut unheld = Vec::new();
         for (piece, epoch) in self.deferrals.pieces(within) {
-            for unpinned in self.unheld_pieces(&piece, epoch) {
+            for unpinned in self.unheld_pieces(&piece, epoch, oldest_reader) {
                 unheld.extend(set_gaps(&self.deferrals.pending, &unpinned));
             }
         }

@@ -11,7 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::SharedAllocator;
-use crate::{EpochError, ReaderId, ReleaseOutcome};
+use crate::{EpochError, ReaderId, ReaderInfo, ReleaseOutcome};
 
 #[derive(Debug)]
 pub(crate) struct EpochState {
@@ -144,6 +144,74 @@ impl SharedAllocator {
         }
     }
 
+    /// Starts a snapshot reader, as [`begin_read`](Self::begin_read), that ends when
+    /// its guard drops: a reader that cannot be forgotten. [`ReadGuard::into_id`]
+    /// keeps it live past the guard, for [`end_read`](Self::end_read) by hand.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// {
+    ///     let _snapshot = alloc.read();
+    ///     assert_eq!(alloc.free(e)?.deferred_blocks, 8); // the reader may still see e
+    /// } // the guard drops: the read ends
+    /// assert_eq!(alloc.stats().space.free_blocks, 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read(&self) -> ReadGuard<'_> {
+        ReadGuard {
+            alloc: self,
+            id: Some(self.begin_read()),
+        }
+    }
+
+    /// The live readers, in the order they began, each with its epoch and the blocks
+    /// it alone holds back (see [`ReaderInfo`]): which reader to end when Deferred
+    /// space does not come back. Reads every group under its lock when a reader is
+    /// alone in the oldest epoch.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let forgotten = alloc.begin_read();
+    /// alloc.free(e)?;
+    /// let listed = alloc.readers();
+    /// assert_eq!((listed[0].id, listed[0].held_alone_blocks), (forgotten, 8));
+    /// # alloc.end_read(forgotten)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn readers(&self) -> Vec<ReaderInfo> {
+        let state = self.epochs.lock();
+        let oldest = state.readers.values().copied().min();
+        // Readers that began in the same epoch hold the same blocks: none alone.
+        let alone = oldest.filter(|o| state.proxies.get(o).is_some_and(|p| p.0 == 1));
+        let held: u64 = if alone.is_some() {
+            // Each group's oldest reader is this epoch's proxy.
+            self.lock_all(0..self.groups.len())
+                .iter()
+                .map(|core| core.held_by_oldest_readers())
+                .sum()
+        } else {
+            0
+        };
+        state
+            .readers
+            .iter()
+            .map(|(&seq, &epoch)| ReaderInfo {
+                id: ReaderId {
+                    allocator: self.uid,
+                    seq,
+                    epoch,
+                },
+                epoch,
+                held_alone_blocks: if Some(epoch) == alone { held } else { 0 },
+            })
+            .collect()
+    }
+
     /// Ends a reader; blocks only it held become Free. Wakes waiters.
     ///
     /// # Errors
@@ -186,5 +254,88 @@ impl SharedAllocator {
             self.signal.bump();
         }
         Ok(out)
+    }
+}
+
+/// A snapshot reader of a [`SharedAllocator`] that ends when dropped; from
+/// [`SharedAllocator::read`]. It borrows the allocator, as a
+/// [`PinGuard`](crate::PinGuard) does.
+///
+/// ```
+/// let alloc = pinalloc::SharedAllocator::new(8);
+/// let guard = alloc.read();
+/// assert_eq!(alloc.readers()[0].id, guard.id());
+/// drop(guard);
+/// assert!(alloc.readers().is_empty());
+/// ```
+#[must_use = "dropping the guard ends the read at once"]
+#[derive(Debug)]
+pub struct ReadGuard<'a> {
+    alloc: &'a SharedAllocator,
+    /// `None` once ended or handed out.
+    id: Option<ReaderId>,
+}
+
+impl ReadGuard<'_> {
+    /// The reader.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// assert_eq!(alloc.read().id().epoch(), 1);
+    /// ```
+    #[must_use]
+    pub fn id(&self) -> ReaderId {
+        self.id
+            .expect("a guard holds its reader until it is consumed")
+    }
+
+    /// Ends the read now, with what it released.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::UnknownReader`] when the reader was already ended by hand (with
+    /// [`end_read`](SharedAllocator::end_read) of [`id`](Self::id)).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// let guard = alloc.read();
+    /// alloc.free(e)?;
+    /// assert_eq!(guard.end()?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn end(mut self) -> Result<ReleaseOutcome, EpochError> {
+        let id = self
+            .id
+            .take()
+            .expect("a guard holds its reader until it is consumed");
+        self.alloc.end_read(id)
+    }
+
+    /// Keeps the reader live past the guard: end it with
+    /// [`end_read`](SharedAllocator::end_read).
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// let id = alloc.read().into_id();
+    /// assert_eq!(alloc.readers().len(), 1);
+    /// alloc.end_read(id)?;
+    /// # Ok::<(), pinalloc::EpochError>(())
+    /// ```
+    #[must_use = "the reader stays live until `end_read`"]
+    pub fn into_id(mut self) -> ReaderId {
+        self.id
+            .take()
+            .expect("a guard holds its reader until it is consumed")
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            // Ended by hand already: nothing left to end.
+            let _ = self.alloc.end_read(id);
+        }
     }
 }

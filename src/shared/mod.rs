@@ -26,6 +26,7 @@ use pins::Tracked;
 use signal::Signal;
 
 pub use allocate::Pressure;
+pub use epochs::ReadGuard;
 pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
 pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId};
 pub use reserve::SharedReservation;

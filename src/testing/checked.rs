@@ -496,6 +496,16 @@ impl Checked {
         same("pinned blocks", &s.pinned_blocks, &m.pinned_blocks())?;
         same("pins", &s.live_pins, &(m.pins.len() as u64))?;
         same("readers", &s.live_readers, &(m.readers.len() as u64))?;
+        let listed: Vec<(ReaderId, u64)> = a
+            .readers()
+            .iter()
+            .map(|r| (r.id, r.held_alone_blocks))
+            .collect();
+        same(
+            "readers and the blocks each alone holds",
+            &listed,
+            &m.readers_held_alone(),
+        )?;
         same("open epoch", &s.open_epoch, &m.open)?;
         same("reserved blocks", &s.reserved_blocks, &m.reserved())?;
         same(

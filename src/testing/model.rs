@@ -163,6 +163,31 @@ impl Model {
         self.readers.values().copied().min()
     }
 
+    /// Each live reader, in the order it began (by id), with the Deferred blocks it
+    /// alone holds: by brute force, blocks with no pin, no commit to wait for, and
+    /// no live reader but it that began at or before their free.
+    #[must_use]
+    pub fn readers_held_alone(&self) -> Vec<(ReaderId, u64)> {
+        self.readers
+            .iter()
+            .map(|(&id, &epoch)| {
+                let alone = self.count(|b| {
+                    let holders = self
+                        .readers
+                        .values()
+                        .filter(|&&e| e <= b.freed_epoch)
+                        .count();
+                    b.state == BlockState::Deferred
+                        && b.pins == 0
+                        && !b.pending
+                        && epoch <= b.freed_epoch
+                        && holders == 1
+                });
+                (id, alone)
+            })
+            .collect()
+    }
+
     /// Deferred blocks by what holds them: an epoch or a reader, else only pins.
     #[must_use]
     pub fn deferred(&self) -> Held {
