@@ -138,8 +138,8 @@ pub mod testing;
 mod tree;
 
 pub use allocator::{
-    BlockState, ExtentAllocator, FreeOutcome, PinId, PinMode, ReaderId, ReaderInfo, ReleaseOutcome,
-    Reservation,
+    BlockState, ExtentAllocator, FreeOutcome, PinId, PinInfo, PinMode, ReaderId, ReaderInfo,
+    ReleaseOutcome, Reservation,
 };
 #[cfg(all(feature = "std", unix))]
 pub use backing::{
@@ -160,6 +160,6 @@ pub use request::{Policy, Request};
 pub use shared::{
     LimitError, PinGuard, PinOptions, Pressure, ReadGuard, Revocation, RevokeReport,
     SharedAllocError, SharedAllocator, SharedBuilder, SharedCounters, SharedFreeError,
-    SharedPinError, SharedPinId, SharedReservation, SharedStats, WaitError,
+    SharedPinError, SharedPinId, SharedPinInfo, SharedReservation, SharedStats, WaitError,
 };
 pub use stats::{Counters, Stats};

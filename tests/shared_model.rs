@@ -400,6 +400,23 @@ impl Harness {
         assert_eq!(s.pinned_free_blocks, self.model.pinned_free());
         assert_eq!(s.pinned_blocks, self.model.pinned_blocks());
         assert_eq!(s.live_pins, self.model.pins.len() as u64);
+        let mut listed: Vec<(pinalloc::PinId, Extent, bool)> = self
+            .alloc
+            .pins()
+            .iter()
+            .map(|p| {
+                let blocking = p.mode == pinalloc::PinMode::Blocking;
+                (p.id.core_pin(), self.local(p.extent), blocking)
+            })
+            .collect();
+        listed.sort_by_key(|p| p.0);
+        let want: Vec<(pinalloc::PinId, Extent, bool)> = self
+            .model
+            .pins
+            .iter()
+            .map(|(&id, &(e, b))| (id, e, b))
+            .collect();
+        assert_eq!(listed, want, "pins");
         assert_eq!(s.live_readers, self.model.readers.len() as u64);
         let listed: Vec<(ReaderId, u64)> = self
             .alloc
@@ -716,4 +733,39 @@ fn a_read_guard_ends_its_read_once() {
     assert!(alloc.readers().is_empty());
     assert_eq!(alloc.stats().space.free_blocks, 64);
     alloc.check_invariants().unwrap();
+}
+
+/// The pin table lists each pin once, oldest first, whole across groups, with the
+/// owner it names and whether it is a lease; an unpinned pin leaves it.
+#[test]
+fn the_pin_table_names_each_pin_once_with_its_owner() {
+    let alloc = SharedAllocator::builder(64).groups(4).build();
+    let plain = alloc
+        .pin_owned(Extent::new(1, 2), PinOptions::new())
+        .unwrap();
+    let across = alloc
+        .pin_owned(Extent::new(10, 30), PinOptions::new().owner(7))
+        .unwrap();
+    let lease = alloc
+        .pin_owned(Extent::new(50, 4), PinOptions::new().on_revoke(|_| {}))
+        .unwrap();
+    let listed: Vec<_> = alloc
+        .pins()
+        .iter()
+        .map(|p| (p.id, p.extent, p.owner, p.lease))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (plain, Extent::new(1, 2), None, false),
+            (across, Extent::new(10, 30), Some(7), false),
+            (lease, Extent::new(50, 4), None, true),
+        ]
+    );
+    alloc.unpin(across).unwrap();
+    let ids: Vec<_> = alloc.pins().iter().map(|p| p.id).collect();
+    assert_eq!(ids, [plain, lease]);
+    alloc.unpin(plain).unwrap();
+    alloc.unpin(lease).unwrap();
+    assert!(alloc.pins().is_empty());
 }

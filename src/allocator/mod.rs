@@ -30,7 +30,7 @@ pub use epochs::{ReaderId, ReaderInfo, ReleaseOutcome};
 pub use free::FreeOutcome;
 #[cfg(feature = "std")]
 pub(crate) use identity::next_uid;
-pub use pins::{PinId, PinMode};
+pub use pins::{PinId, PinInfo, PinMode};
 pub use reserve::Reservation;
 
 /// The state of one block: see the table on [`ExtentAllocator`].

@@ -691,7 +691,59 @@ use super::ExtentAllocator;
 use super::epochs::ReleaseOutcome;
 use crate::PinError;
 
+/// A live pin, as [`ExtentAllocator::pins`] lists it.
+///
+/// ```
+/// use pinalloc::{Extent, ExtentAllocator, PinMode};
+/// let mut alloc = ExtentAllocator::new(16);
+/// let id = alloc.pin(Extent::new(4, 2))?;
+/// let listed = alloc.pins();
+/// assert_eq!((listed[0].id, listed[0].extent, listed[0].mode), (id, Extent::new(4, 2), PinMode::Deferring));
+/// # Ok::<(), pinalloc::PinError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PinInfo {
+    /// The pin.
+    pub id: PinId,
+    /// The blocks it covers.
+    pub extent: Extent,
+    /// Whether it defers frees or refuses them.
+    pub mode: PinMode,
+}
+
 impl ExtentAllocator {
+    /// The live pins, oldest first, with their extents and modes: what holds pinned
+    /// space. O(pins).
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator};
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let old = alloc.pin(Extent::new(0, 4))?;
+    /// let young = alloc.pin(Extent::new(2, 4))?;
+    /// let ids: Vec<_> = alloc.pins().iter().map(|p| p.id).collect();
+    /// assert_eq!(ids, [old, young]);
+    /// # Ok::<(), pinalloc::PinError>(())
+    /// ```
+    #[must_use]
+    pub fn pins(&self) -> Vec<PinInfo> {
+        let mut pins: Vec<PinInfo> = self
+            .pins
+            .iter()
+            .map(|(seq, slot, rec)| PinInfo {
+                id: PinId {
+                    allocator: self.uid,
+                    seq,
+                    slot,
+                },
+                extent: rec.extent,
+                mode: rec.mode,
+            })
+            .collect();
+        pins.sort_by_key(|p| p.id.seq);
+        pins
+    }
+
     /// Pins `extent` (a deferring pin): until [`unpin`](Self::unpin), none of its
     /// blocks can be allocated. Any managed block may be pinned, whatever its state:
     ///

@@ -28,7 +28,7 @@ use signal::Signal;
 pub use allocate::Pressure;
 pub use epochs::ReadGuard;
 pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
-pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId};
+pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId, SharedPinInfo};
 pub use reserve::SharedReservation;
 pub use stats::{SharedCounters, SharedStats};
 

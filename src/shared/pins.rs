@@ -313,6 +313,22 @@ impl Drop for PinGuard<'_> {
     }
 }
 
+/// A live pin of a [`SharedAllocator`], as [`SharedAllocator::pins`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SharedPinInfo {
+    /// The pin.
+    pub id: SharedPinId,
+    /// The blocks it covers, across groups.
+    pub extent: Extent,
+    /// Whether it defers frees or refuses them.
+    pub mode: PinMode,
+    /// The owner it names ([`PinOptions::owner`]), if any.
+    pub owner: Option<u64>,
+    /// Whether it is a lease, with a revoke callback.
+    pub lease: bool,
+}
+
 /// A tracked pin's record.
 struct TrackedPin {
     extent: Extent,
@@ -784,6 +800,51 @@ impl SharedAllocator {
     /// ```
     pub fn set_pin_quota(&self, owner: u64, quota_blocks: u64) {
         self.tracked.lock().quotas.insert(owner, quota_blocks);
+    }
+
+    /// The live pins, oldest first, each whole (a pin across groups once), with its
+    /// extent, its mode, the owner it names and whether it is a lease: what holds
+    /// pinned space, and who. Takes the tracked table's lock, then every group's.
+    /// O(pins).
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinOptions, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(64).groups(2).build();
+    /// let across = alloc.pin_with(Extent::new(30, 4), PinOptions::new().owner(7))?;
+    /// let listed = alloc.pins();
+    /// assert_eq!(listed.len(), 1);
+    /// assert_eq!((listed[0].id, listed[0].extent, listed[0].owner), (across.id(), Extent::new(30, 4), Some(7)));
+    /// # Ok::<(), pinalloc::SharedPinError>(())
+    /// ```
+    #[must_use]
+    pub fn pins(&self) -> Vec<SharedPinInfo> {
+        let tracked = self.tracked.lock();
+        let mut pins = Vec::new();
+        for (g, core) in self.lock_all(0..self.groups.len()).iter().enumerate() {
+            for p in core.pins() {
+                let seq = p.id.seq;
+                match tracked.pins.get(&seq) {
+                    // A tracked pin, listed once, by its first piece.
+                    Some(t) if t.pieces[0].0 == g => pins.push(SharedPinInfo {
+                        id: self.pin_id(g, p.id, seq),
+                        extent: t.extent,
+                        mode: p.mode,
+                        owner: t.owner,
+                        lease: t.on_revoke.is_some(),
+                    }),
+                    Some(_) => {}
+                    None => pins.push(SharedPinInfo {
+                        id: self.pin_id(g, p.id, 0),
+                        extent: p.extent,
+                        mode: p.mode,
+                        owner: None,
+                        lease: false,
+                    }),
+                }
+            }
+        }
+        pins.sort_by_key(|p| p.id.core.seq);
+        pins
     }
 
     /// Blocks the live pins naming `owner` cover, counted per pin.

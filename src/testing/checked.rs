@@ -495,6 +495,14 @@ impl Checked {
         )?;
         same("pinned blocks", &s.pinned_blocks, &m.pinned_blocks())?;
         same("pins", &s.live_pins, &(m.pins.len() as u64))?;
+        let listed: Vec<(PinId, Extent, bool)> = a
+            .pins()
+            .iter()
+            .map(|p| (p.id, p.extent, p.mode == PinMode::Blocking))
+            .collect();
+        let want: Vec<(PinId, Extent, bool)> =
+            m.pins.iter().map(|(&id, &(e, b))| (id, e, b)).collect();
+        same("pins with their extents and modes", &listed, &want)?;
         same("readers", &s.live_readers, &(m.readers.len() as u64))?;
         let listed: Vec<(ReaderId, u64)> = a
             .readers()
