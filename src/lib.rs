@@ -158,7 +158,7 @@ pub use region::{
 pub use request::{Policy, Request};
 #[cfg(feature = "std")]
 pub use shared::{
-    LimitError, PinGuard, PinOptions, Pressure, ReadGuard, Revocation, RevokeReport,
+    GroupStats, LimitError, PinGuard, PinOptions, Pressure, ReadGuard, Revocation, RevokeReport,
     SharedAllocError, SharedAllocator, SharedBuilder, SharedCounters, SharedFreeError,
     SharedPinError, SharedPinId, SharedPinInfo, SharedReservation, SharedStats, WaitError,
 };

@@ -426,6 +426,34 @@ impl Harness {
             .collect();
         assert_eq!(listed, self.model.readers_held_alone(), "readers");
         assert_eq!(s.open_epoch, self.model.open);
+        // Group by group, the blocks in each state are the model's in that range.
+        let mut total_free = 0;
+        for g in self.alloc.group_stats() {
+            let range = g.first_block..g.first_block + g.stats.capacity_blocks;
+            let in_state = |state: BlockState| -> u64 {
+                let blocks = self.model.blocks.iter().enumerate();
+                blocks
+                    .filter(|(b, m)| range.contains(&(*b as u64 + self.base)) && m.state == state)
+                    .count() as u64
+            };
+            assert_eq!(
+                g.stats.free_blocks,
+                in_state(BlockState::Free),
+                "group at {range:?}"
+            );
+            assert_eq!(
+                g.stats.deferred_blocks,
+                in_state(BlockState::Deferred),
+                "group at {range:?}"
+            );
+            let len = g.stats.capacity_blocks;
+            assert_eq!(
+                g.stats.allocated_blocks + g.stats.free_blocks + g.stats.deferred_blocks,
+                len
+            );
+            total_free += g.stats.free_blocks;
+        }
+        assert_eq!(total_free, s.free_blocks);
         self.alloc.check_invariants().unwrap();
     }
 

@@ -30,7 +30,7 @@ pub use epochs::ReadGuard;
 pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
 pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId, SharedPinInfo};
 pub use reserve::SharedReservation;
-pub use stats::{SharedCounters, SharedStats};
+pub use stats::{GroupStats, SharedCounters, SharedStats};
 
 /// Groups never get smaller than this by default, so small spaces stay one group.
 const DEFAULT_MIN_GROUP_BLOCKS: u64 = 4096;

@@ -3,6 +3,7 @@
 use super::SharedAllocator;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Counters, Stats};
+use alloc::vec::Vec;
 
 /// What the shared layer counts beyond the core's [`Counters`]. Monotonic.
 ///
@@ -110,6 +111,63 @@ impl SharedAllocator {
             groups: self.groups.len() as u64,
             counters: self.counters.snapshot(),
         }
+    }
+}
+
+/// One allocation group's share of a [`SharedAllocator`]'s space, from
+/// [`SharedAllocator::group_stats`].
+///
+/// ```
+/// let alloc = pinalloc::SharedAllocator::builder(100).groups(4).build();
+/// let g = &alloc.group_stats()[1];
+/// assert_eq!((g.first_block, g.stats.capacity_blocks, g.stats.free_blocks), (25, 25, 25));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The group's first block.
+    pub first_block: u64,
+    /// The group's blocks, in its own terms: `capacity_blocks` is the group's length,
+    /// and the block counts add up to it. A pin across groups counts once in each
+    /// group it touches, and each group's readers and open epoch are the whole
+    /// allocator's (a reader holds every group).
+    pub stats: Stats,
+}
+
+impl SharedAllocator {
+    /// Each allocation group's stats, in address order: where the free, held and
+    /// fragmented space lies, group by group. Each group is read under its own lock,
+    /// one at a time (see [`stats`](Self::stats)). O(groups).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(64).groups(2).build();
+    /// alloc.allocate(Request::new(10).policy(pinalloc::Policy::Exact(40)))?;
+    /// let free: Vec<u64> = alloc.group_stats().iter().map(|g| g.stats.free_blocks).collect();
+    /// assert_eq!(free, [32, 22]);
+    /// # Ok::<(), pinalloc::SharedAllocError>(())
+    /// ```
+    #[must_use]
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        let (readers, open) = {
+            let state = self.epochs.lock();
+            (state.live_readers(), state.open())
+        };
+        (0..self.groups.len())
+            .map(|g| {
+                let range = self.groups[g].range.clone();
+                let mut stats = self.lock(g).stats();
+                let len = range.end - range.start;
+                stats.capacity_blocks = len;
+                stats.allocated_blocks = len - stats.free_blocks - stats.deferred_blocks;
+                stats.live_readers = readers;
+                stats.open_epoch = open;
+                GroupStats {
+                    first_block: range.start,
+                    stats,
+                }
+            })
+            .collect()
     }
 }
 
