@@ -1476,3 +1476,59 @@ fn a_read_guard_ended_twice_is_refused_and_changes_nothing() {
     alloc.end_read(keeper).unwrap();
     assert_eq!(alloc.stats().space.free_blocks, 64);
 }
+
+/// After `reset`, the allocator is as new and every handle of the old one is refused
+/// as unknown, on the core and on the shared allocator: none is mistaken for a new
+/// pin, reader or reservation, even once new ones with the same numbers exist.
+#[test]
+fn reset_leaves_every_old_handle_stale() {
+    use pinalloc::{EpochError, PinError, ReservationError, SharedAllocator};
+
+    let mut core = ExtentAllocator::new(64);
+    let e = core.allocate(Request::new(16)).unwrap();
+    let pin = core.pin(Extent::new(0, 4)).unwrap();
+    let reader = core.begin_read();
+    let res = core.reserve(8).unwrap();
+    core.free(e).unwrap(); // Deferred under the pin and the reader
+    assert!(!core.is_empty());
+    core.reset();
+    assert!(core.is_empty());
+    assert_eq!(core.stats(), ExtentAllocator::new(64).stats());
+    // New handles with the same numbers as the old ones.
+    let (pin2, reader2) = (core.pin(Extent::new(0, 4)).unwrap(), core.begin_read());
+    assert_eq!(core.unpin(pin), Err(PinError::Unknown { id: pin }));
+    assert_eq!(
+        core.end_read(reader),
+        Err(EpochError::UnknownReader { id: reader })
+    );
+    assert!(matches!(
+        core.unreserve(res),
+        Err(ReservationError::Unknown { .. })
+    ));
+    assert!(core.free(e).is_err(), "the old extent is Free now");
+    core.unpin(pin2).unwrap();
+    core.end_read(reader2).unwrap();
+    core.check_invariants().unwrap();
+
+    let mut shared = SharedAllocator::builder(64).groups(4).build();
+    let e = shared.allocate(Request::new(16)).unwrap();
+    let pin = shared.pin(Extent::new(10, 30)).unwrap().into_id();
+    let reader = shared.begin_read();
+    shared.free(e).unwrap();
+    shared.reset();
+    assert!(shared.is_empty());
+    let s = shared.stats();
+    assert_eq!(
+        (s.space.free_blocks, s.space.live_pins, s.space.live_readers),
+        (64, 0, 0)
+    );
+    let pin2 = shared.pin(Extent::new(10, 30)).unwrap().into_id();
+    assert!(matches!(shared.unpin(pin), Err(PinError::Unknown { .. })));
+    let reader2 = shared.begin_read();
+    assert!(shared.end_read(reader).is_err());
+    assert_eq!(shared.readers()[0].id, reader2, "the new reader is still live");
+    assert_eq!(shared.pins().len(), 1);
+    shared.unpin(pin2).unwrap();
+    shared.end_read(reader2).unwrap();
+    shared.check_invariants().unwrap();
+}

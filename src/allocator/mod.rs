@@ -264,6 +264,45 @@ impl ExtentAllocator {
         self.capacity
     }
 
+    /// Whether every block is Free: nothing Allocated, nothing Deferred. Pins on Free
+    /// blocks, readers and reservations may still be live. O(1).
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// assert!(alloc.is_empty());
+    /// let e = alloc.allocate(Request::new(2))?;
+    /// assert!(!alloc.is_empty());
+    /// alloc.free(e)?;
+    /// assert!(alloc.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.free.free_blocks() + self.count_pinned_free_blocks == self.capacity
+    }
+
+    /// Starts again, as [`new`](Self::new) of the same capacity: every block Free,
+    /// every pin, reader and reservation dropped, epoch 1 open, the counters at zero.
+    /// The old handles ([`PinId`], [`ReaderId`], [`Reservation`]) belong to the
+    /// allocator as it was: every call refuses them as unknown, and none can be
+    /// mistaken for a new one.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, PinError, Request};
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// alloc.allocate(Request::new(8))?;
+    /// let pin = alloc.pin(Extent::new(0, 2))?;
+    /// alloc.reset();
+    /// assert!(alloc.is_empty());
+    /// assert_eq!(alloc.unpin(pin), Err(PinError::Unknown { id: pin }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&mut self) {
+        *self = ExtentAllocator::new(self.capacity);
+    }
+
     /// The free extents that `allocate` can use (Free and unpinned), in address order.
     ///
     /// ```

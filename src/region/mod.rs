@@ -375,6 +375,23 @@ impl<B: Backing> Region<B> {
         self.space.block_bytes
     }
 
+    /// Whether every block is Free: nothing Allocated (by a handle or detached),
+    /// nothing Deferred. See [`SharedAllocator::is_empty`].
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(2))?;
+    /// assert!(!region.is_empty());
+    /// a.free()?;
+    /// assert!(region.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.space.allocator.is_empty()
+    }
+
     /// Blocks in the region: the backing's length over the block size, rounded down.
     ///
     /// ```

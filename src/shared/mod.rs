@@ -468,6 +468,64 @@ impl SharedAllocator {
         self.capacity
     }
 
+    /// Whether every block is Free: nothing Allocated, nothing Deferred (pins on Free
+    /// blocks, readers and reservations may still be live). Reads each group under
+    /// its own lock, one at a time: exact at a quiet point. O(groups).
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(64).groups(4).build();
+    /// assert!(alloc.is_empty());
+    /// let e = alloc.allocate(Request::new(2))?;
+    /// assert!(!alloc.is_empty());
+    /// alloc.free(e)?;
+    /// assert!(alloc.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        (0..self.groups.len()).all(|g| {
+            let range = &self.groups[g].range;
+            self.lock(g).space_totals().0 == range.end - range.start
+        })
+    }
+
+    /// Starts again, as the allocator was built, with its groups, quotas, Deferred
+    /// cap and pressure hook: every block Free, every pin, lease, reader and
+    /// reservation dropped, epoch 1 open, the counters at zero. It takes `&mut self`,
+    /// so no guard or reservation borrows it; the ids kept past their guards
+    /// ([`SharedPinId`], [`ReaderId`](crate::ReaderId)) belong to the allocator as it
+    /// was: every call refuses them as unknown.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, Request, SharedAllocator};
+    /// let mut alloc = SharedAllocator::builder(64).groups(4).build();
+    /// alloc.allocate(Request::new(16))?;
+    /// let pin = alloc.pin(Extent::new(0, 2))?.into_id();
+    /// alloc.reset();
+    /// assert!(alloc.is_empty());
+    /// assert!(alloc.unpin(pin).is_err());
+    /// assert_eq!(alloc.stats().space.live_pins, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&mut self) {
+        for g in 0..self.groups.len() {
+            let range = self.groups[g].range.clone();
+            let len = range.end - range.start;
+            // As `assemble` builds it: blocks below the group Allocated forever.
+            let fresh =
+                ExtentAllocator::from_free_extents(range.end, [Extent::new(range.start, len)])
+                    .expect("a group's own blocks are a valid free list");
+            *self.lock(g) = fresh; // the guard's drop publishes the new summaries
+        }
+        *self.epochs.lock() = EpochState::new();
+        self.tracked.lock().reset();
+        *self.pressure_cursor.lock() = pins::PressureCursor::default();
+        self.count_deferred_blocks.store(0, Ordering::Relaxed);
+        self.counters = stats::AtomicCounters::default();
+        self.uid = crate::allocator::next_uid();
+    }
+
     /// The number of allocation groups.
     ///
     /// ```

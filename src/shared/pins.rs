@@ -419,6 +419,13 @@ impl Tracked {
         )
     }
 
+    /// Drops every pin and lease, keeping the quotas.
+    pub(crate) fn reset(&mut self) {
+        let quotas = core::mem::take(&mut self.quotas);
+        *self = Tracked::new(self.default_quota);
+        self.quotas = quotas;
+    }
+
     pub(crate) fn new(default_quota: Option<u64>) -> Self {
         Tracked {
             pins: BTreeMap::new(),
