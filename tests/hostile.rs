@@ -1526,7 +1526,11 @@ fn reset_leaves_every_old_handle_stale() {
     assert!(matches!(shared.unpin(pin), Err(PinError::Unknown { .. })));
     let reader2 = shared.begin_read();
     assert!(shared.end_read(reader).is_err());
-    assert_eq!(shared.readers()[0].id, reader2, "the new reader is still live");
+    assert_eq!(
+        shared.readers()[0].id,
+        reader2,
+        "the new reader is still live"
+    );
     assert_eq!(shared.pins().len(), 1);
     shared.unpin(pin2).unwrap();
     shared.end_read(reader2).unwrap();

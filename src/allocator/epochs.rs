@@ -85,6 +85,29 @@ pub struct ReaderInfo {
     pub held_alone_blocks: u64,
 }
 
+/// The reader table of allocator `allocator`'s `readers` (sequence number → epoch
+/// begun in), where the readers of epoch `alone` hold `held` blocks alone: what
+/// `readers()` gives on the core and on the shared allocator.
+pub(crate) fn reader_table(
+    allocator: u64,
+    readers: &BTreeMap<u64, u64>,
+    alone: Option<u64>,
+    held: u64,
+) -> Vec<ReaderInfo> {
+    readers
+        .iter()
+        .map(|(&seq, &epoch)| ReaderInfo {
+            id: ReaderId {
+                allocator,
+                seq,
+                epoch,
+            },
+            epoch,
+            held_alone_blocks: if Some(epoch) == alone { held } else { 0 },
+        })
+        .collect()
+}
+
 impl fmt::Display for ReaderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "reader #{} (epoch {})", self.seq, self.epoch)
@@ -309,19 +332,7 @@ impl ExtentAllocator {
         } else {
             0
         };
-        self.epochs
-            .readers
-            .iter()
-            .map(|(&seq, &epoch)| ReaderInfo {
-                id: ReaderId {
-                    allocator: self.uid,
-                    seq,
-                    epoch,
-                },
-                epoch,
-                held_alone_blocks: if Some(epoch) == alone { held } else { 0 },
-            })
-            .collect()
+        reader_table(self.uid, &self.epochs.readers, alone, held)
     }
 
     /// Ends a reader. Deferred blocks that only it (and readers already gone) held

@@ -26,6 +26,8 @@ use defer::Deferrals;
 use epochs::Epochs;
 use pins::PinTable;
 
+#[cfg(feature = "std")]
+pub(crate) use epochs::reader_table;
 pub use epochs::{ReaderId, ReaderInfo, ReleaseOutcome};
 pub use free::FreeOutcome;
 #[cfg(feature = "std")]

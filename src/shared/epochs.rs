@@ -11,6 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::SharedAllocator;
+use crate::allocator::reader_table;
 use crate::{EpochError, ReaderId, ReaderInfo, ReleaseOutcome};
 
 #[derive(Debug)]
@@ -197,19 +198,7 @@ impl SharedAllocator {
         } else {
             0
         };
-        state
-            .readers
-            .iter()
-            .map(|(&seq, &epoch)| ReaderInfo {
-                id: ReaderId {
-                    allocator: self.uid,
-                    seq,
-                    epoch,
-                },
-                epoch,
-                held_alone_blocks: if Some(epoch) == alone { held } else { 0 },
-            })
-            .collect()
+        reader_table(self.uid, &state.readers, alone, held)
     }
 
     /// Ends a reader; blocks only it held become Free. Wakes waiters.
