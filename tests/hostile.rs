@@ -1536,3 +1536,20 @@ fn reset_leaves_every_old_handle_stale() {
     shared.end_read(reader2).unwrap();
     shared.check_invariants().unwrap();
 }
+
+/// A space of no blocks resets too, and is empty before and after.
+#[test]
+fn reset_of_a_space_of_no_blocks() {
+    use pinalloc::SharedAllocator;
+
+    let mut core = ExtentAllocator::new(0);
+    assert!(core.is_empty());
+    core.reset();
+    assert!(core.is_empty());
+    let mut shared = SharedAllocator::new(0);
+    assert!(shared.is_empty());
+    shared.reset();
+    assert!(shared.is_empty());
+    assert_eq!(shared.stats().space.capacity_blocks, 0);
+    shared.check_invariants().unwrap();
+}

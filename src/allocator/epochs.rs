@@ -76,7 +76,9 @@ impl ReaderId {
 pub struct ReaderInfo {
     /// The reader.
     pub id: ReaderId,
-    /// The epoch it began in: it holds every block freed in this epoch or later.
+    /// The epoch it began in: it holds every block freed in this epoch or later
+    /// (but for blocks allocated and freed on commit in one epoch, which no reader
+    /// saw).
     pub epoch: u64,
     /// Deferred blocks that it alone holds back: those that its end would make Free.
     /// Only a reader alone in the oldest readers' epoch has any. A younger reader

@@ -170,7 +170,7 @@ impl SharedAllocator {
     /// The live readers, in the order they began, each with its epoch and the blocks
     /// it alone holds back (see [`ReaderInfo`]): which reader to end when Deferred
     /// space does not come back. Reads every group under its lock when a reader is
-    /// alone in the oldest epoch.
+    /// alone in the oldest epoch, one at a time: exact at a quiet point.
     ///
     /// ```
     /// use pinalloc::{Request, SharedAllocator};
@@ -190,10 +190,10 @@ impl SharedAllocator {
         // Readers that began in the same epoch hold the same blocks: none alone.
         let alone = oldest.filter(|o| state.proxies.get(o).is_some_and(|p| p.0 == 1));
         let held: u64 = if alone.is_some() {
-            // Each group's oldest reader is this epoch's proxy.
-            self.lock_all(0..self.groups.len())
-                .iter()
-                .map(|core| core.held_by_oldest_readers())
+            // Each group's oldest reader is this epoch's proxy. One group at a time,
+            // as `stats`: exact at a quiet point.
+            (0..self.groups.len())
+                .map(|g| self.lock(g).held_by_oldest_readers())
                 .sum()
         } else {
             0

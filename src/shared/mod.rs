@@ -513,9 +513,9 @@ impl SharedAllocator {
             let range = self.groups[g].range.clone();
             let len = range.end - range.start;
             // As `assemble` builds it: blocks below the group Allocated forever.
-            let fresh =
-                ExtentAllocator::from_free_extents(range.end, [Extent::new(range.start, len)])
-                    .expect("a group's own blocks are a valid free list");
+            let own = (len > 0).then(|| Extent::new(range.start, len));
+            let fresh = ExtentAllocator::from_free_extents(range.end, own)
+                .expect("a group's own blocks are a valid free list");
             *self.lock(g) = fresh; // the guard's drop publishes the new summaries
         }
         *self.epochs.lock() = EpochState::new();

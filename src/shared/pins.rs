@@ -811,7 +811,8 @@ impl SharedAllocator {
 
     /// The live pins, oldest first, each whole (a pin across groups once), with its
     /// extent, its mode, the owner it names and whether it is a lease: what holds
-    /// pinned space, and who. Takes the tracked table's lock, then every group's.
+    /// pinned space, and who. Takes the tracked table's lock, then each group's in
+    /// turn: exact at a quiet point.
     /// O(pins).
     ///
     /// ```
@@ -827,8 +828,10 @@ impl SharedAllocator {
     pub fn pins(&self) -> Vec<SharedPinInfo> {
         let tracked = self.tracked.lock();
         let mut pins = Vec::new();
-        for (g, core) in self.lock_all(0..self.groups.len()).iter().enumerate() {
-            for p in core.pins() {
+        // One group at a time, as `stats`: the tracked lock keeps every tracked pin
+        // whole meanwhile.
+        for g in 0..self.groups.len() {
+            for p in self.lock(g).pins() {
                 let seq = p.id.seq;
                 match tracked.pins.get(&seq) {
                     // A tracked pin, listed once, by its first piece.
