@@ -402,7 +402,9 @@ impl SharedAllocator {
         let _asked = self.call_revokes(leases);
         drop(scope);
         match self.place(request, false) {
-            Err(e) if e.is_no_space() => Err(self.no_space(requested).into()),
+            Err(SharedAllocError::Core(AllocError::NoSpace { .. })) => {
+                Err(self.no_space(requested).into())
+            }
             done => done,
         }
     }

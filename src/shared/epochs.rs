@@ -186,7 +186,8 @@ impl SharedAllocator {
     #[must_use]
     pub fn readers(&self) -> Vec<ReaderInfo> {
         let state = self.epochs.lock();
-        let oldest = state.readers.values().copied().min();
+        // The proxies are keyed by epoch: the first is the oldest readers'.
+        let oldest = state.proxies.keys().next().copied();
         // Readers that began in the same epoch hold the same blocks: none alone.
         let alone = oldest.filter(|o| state.proxies.get(o).is_some_and(|p| p.0 == 1));
         let held: u64 = if alone.is_some() {

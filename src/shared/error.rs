@@ -214,11 +214,6 @@ impl SharedAllocError {
             SharedAllocError::TimedOut { .. } => ErrorKind::Timeout,
         }
     }
-
-    /// The core's [`AllocError::NoSpace`], if this is one.
-    pub(crate) fn is_no_space(&self) -> bool {
-        matches!(self, SharedAllocError::Core(AllocError::NoSpace { .. }))
-    }
 }
 
 impl SharedFreeError {
