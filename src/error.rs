@@ -301,6 +301,28 @@ pub enum EpochError {
         /// The id given.
         id: ReaderId,
     },
+    /// `finish_commit` of an epoch that is not prepared: only epochs after `durable`
+    /// and before `open` are.
+    #[error(
+        "epoch {epoch} is not prepared and unfinished (finished through {durable}, open {open})"
+    )]
+    NotPrepared {
+        /// The epoch given.
+        epoch: u64,
+        /// The newest epoch whose commit is finished (0 for none).
+        durable: u64,
+        /// The open epoch.
+        open: u64,
+    },
+    /// `abort_all` would free blocks that a blocking pin covers.
+    #[error("{pin} covers block {block}, which the abort would free")]
+    Busy {
+        /// Of the blocking pins over `block`, the oldest.
+        pin: PinId,
+        /// The first block, in address order, that the abort would free and a
+        /// blocking pin covers.
+        block: u64,
+    },
 }
 
 /// Why an allocator could not be built from a list of extents.
@@ -447,7 +469,10 @@ impl EpochError {
     #[must_use]
     pub const fn kind(&self) -> ErrorKind {
         match self {
-            EpochError::NotOpen { .. } | EpochError::UnknownReader { .. } => ErrorKind::Stale,
+            EpochError::NotOpen { .. }
+            | EpochError::UnknownReader { .. }
+            | EpochError::NotPrepared { .. } => ErrorKind::Stale,
+            EpochError::Busy { .. } => ErrorKind::Busy,
         }
     }
 }

@@ -138,8 +138,8 @@ pub mod testing;
 mod tree;
 
 pub use allocator::{
-    BlockState, ExtentAllocator, FreeOutcome, PinId, PinInfo, PinMode, ReaderId, ReaderInfo,
-    ReleaseOutcome, Reservation,
+    AbortOutcome, BlockState, ExtentAllocator, FreeOutcome, PinId, PinInfo, PinMode, ReaderId,
+    ReaderInfo, ReleaseOutcome, Reservation,
 };
 #[cfg(all(feature = "std", unix))]
 pub use backing::{

@@ -33,8 +33,8 @@ struct Fixture {
 }
 
 /// 256 blocks: [0, 32) freed under a pin on [8, 12) (Deferred there), [32, 64)
-/// Allocated with a blocking pin on [40, 44), [64, 80) allocated in epoch 2 and
-/// [80, 96) freed on commit (Deferred until epoch 2 commits), a live reader, a
+/// Allocated with a blocking pin on [40, 44), [64, 80) allocated in epoch 2 with a
+/// blocking pin on [72, 74), and [80, 96) freed on commit (Deferred until epoch 2 commits), a live reader, a
 /// reservation of 30 blocks, and the rest Free (188 blocks, 158 unreserved).
 fn fixture() -> Fixture {
     let mut a = ExtentAllocator::new(256);
@@ -51,6 +51,7 @@ fn fixture() -> Fixture {
     a.pin_with(Extent::new(second.start + 8, 4), PinMode::Blocking)
         .unwrap();
     a.free_on_commit(tail).unwrap();
+    a.pin_with(Extent::new(72, 2), PinMode::Blocking).unwrap();
     a.begin_read(); // live for the whole test
     let stale_reader = a.begin_read();
     a.end_read(stale_reader).unwrap();
@@ -273,6 +274,36 @@ const CORE: &[(&str, &str, CoreCall)] = &[
     ("NotOpen", "commit: u64::MAX", |f| {
         got(&f.a.commit(u64::MAX))
     }),
+    (
+        "NotOpen",
+        "prepare_commit: an epoch already committed",
+        |f| got(&f.a.prepare_commit(1)),
+    ),
+    ("NotOpen", "prepare_commit: u64::MAX", |f| {
+        got(&f.a.prepare_commit(u64::MAX))
+    }),
+    ("NotPrepared", "finish_commit: the open epoch", |f| {
+        got(&f.a.finish_commit(2))
+    }),
+    (
+        "NotPrepared",
+        "finish_commit: an epoch already finished",
+        |f| got(&f.a.finish_commit(1)),
+    ),
+    ("NotPrepared", "finish_commit: u64::MAX", |f| {
+        got(&f.a.finish_commit(u64::MAX))
+    }),
+    ("NotOpen", "abort: an epoch already committed", |f| {
+        got(&f.a.abort(1))
+    }),
+    ("NotOpen", "abort_all: a future epoch", |f| {
+        got(&f.a.abort_all(3))
+    }),
+    (
+        "Busy",
+        "abort_all: the epoch's blocks under a blocking pin",
+        |f| got(&f.a.abort_all(2)),
+    ),
     ("UnknownReader", "end_read: a reader already ended", |f| {
         got(&f.a.end_read(f.stale_reader))
     }),
@@ -474,6 +505,18 @@ const SHARED: &[(&str, &str, SharedCall)] = &[
     ("commit: not the open epoch", "NotOpen", |s| {
         got(&s.commit(5))
     }),
+    ("prepare_commit: not the open epoch", "NotOpen", |s| {
+        got(&s.prepare_commit(5))
+    }),
+    ("finish_commit: not prepared", "NotPrepared", |s| {
+        got(&s.finish_commit(1))
+    }),
+    ("abort: not the open epoch", "NotOpen", |s| got(&s.abort(0))),
+    (
+        "abort_all: the epoch's blocks under a blocking pin",
+        "Busy",
+        |s| got(&s.abort_all(1)),
+    ),
     (
         "end_read: another allocator's reader",
         "UnknownReader",

@@ -930,3 +930,89 @@ fn threads_spread_over_groups_whatever_they_used_first() {
         "the four threads started in groups {groups:?}"
     );
 }
+
+/// The durable commit under threads: between `prepare_commit` and `finish_commit`,
+/// no thread is handed a block that the prepared epoch freed on commit, however
+/// hard they allocate; after `finish_commit` the blocks come back. The space is
+/// tight (the trees take 64 of its 80 blocks) and the other threads hold what they
+/// get for a while, so a plain `commit` in place of `prepare_commit` fails this.
+#[test]
+fn no_thread_gets_a_sealed_block_before_finish_commit() {
+    let alloc = Arc::new(SharedAllocator::builder(80).groups(2).build());
+    // The epoch whose commit is prepared and not finished (0: none), and its blocks.
+    let window = Arc::new(AtomicU64::new(0));
+    let sealed: Arc<Mutex<Vec<Extent>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicU64::new(0));
+    let others: Vec<_> = (0..3)
+        .map(|t| {
+            let (alloc, window, sealed, stop, checked) = (
+                alloc.clone(),
+                window.clone(),
+                sealed.clone(),
+                stop.clone(),
+                checked.clone(),
+            );
+            thread::spawn(move || {
+                let mut rng = SplitMix::new(t);
+                let mut held: Vec<Extent> = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let before = window.load(Ordering::SeqCst);
+                    let got = alloc.allocate(Request::new(1 + rng.below(2)));
+                    let after = window.load(Ordering::SeqCst);
+                    match got {
+                        Ok(e) => {
+                            if before != 0 && before == after {
+                                // Made wholly inside epoch `before`'s window.
+                                let hit = sealed.lock().unwrap().iter().any(|s| s.overlaps(&e));
+                                assert!(!hit, "{e} was handed out before its list was durable");
+                                checked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            held.push(e);
+                        }
+                        Err(_) => thread::yield_now(),
+                    }
+                    if held.len() > 8 || rng.below(64) == 0 {
+                        for e in held.drain(..) {
+                            alloc.free(e).unwrap();
+                        }
+                    }
+                }
+                for e in held {
+                    alloc.free(e).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut tree: Vec<Extent> = Vec::new();
+    for _ in 0..200 {
+        let epoch = alloc.epoch();
+        let new: Vec<Extent> = (0..4)
+            .filter_map(|_| alloc.allocate(Request::new(8)).ok())
+            .collect();
+        // (Whatever the others hold, the tree gets what is left.)
+        for &old in &tree {
+            alloc.free_on_commit(old).unwrap();
+        }
+        alloc.prepare_commit(epoch).unwrap();
+        *sealed.lock().unwrap() = std::mem::replace(&mut tree, new);
+        window.store(epoch, Ordering::SeqCst);
+        thread::sleep(Duration::from_micros(200)); // the list is being written
+        window.store(0, Ordering::SeqCst);
+        alloc.finish_commit(epoch).unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in others {
+        t.join().unwrap();
+    }
+    assert!(
+        checked.load(Ordering::Relaxed) > 100,
+        "allocations inside the windows were checked"
+    );
+    for e in tree {
+        alloc.free(e).unwrap();
+    }
+    let open = alloc.epoch();
+    alloc.commit(open).unwrap();
+    assert_eq!(alloc.stats().space.free_blocks, 80);
+}

@@ -429,10 +429,39 @@ fn bad_commits_and_readers() {
             a.commit(epoch)
         });
     }
+    for epoch in [0, 2, TOP] {
+        refused(&mut a, EpochError::NotOpen { epoch, open: 1 }, |a| {
+            a.prepare_commit(epoch).map(|_| ())
+        });
+        refused(&mut a, EpochError::NotOpen { epoch, open: 1 }, |a| {
+            a.abort(epoch).map(|_| ())
+        });
+        refused(&mut a, EpochError::NotOpen { epoch, open: 1 }, |a| {
+            a.abort_all(epoch).map(|_| ())
+        });
+    }
+    for epoch in [0, 1, TOP] {
+        let want = EpochError::NotPrepared {
+            epoch,
+            durable: 0,
+            open: 1,
+        };
+        refused(&mut a, want, |a| a.finish_commit(epoch).map(|_| ()));
+    }
     a.commit(1).unwrap();
     refused(&mut a, EpochError::NotOpen { epoch: 1, open: 2 }, |a| {
         a.commit(1)
     });
+    a.prepare_commit(2).unwrap();
+    for epoch in [1, 3, TOP] {
+        let want = EpochError::NotPrepared {
+            epoch,
+            durable: 1,
+            open: 3,
+        };
+        refused(&mut a, want, |a| a.finish_commit(epoch).map(|_| ()));
+    }
+    a.finish_commit(2).unwrap();
     let r = a.begin_read();
     a.end_read(r).unwrap();
     let stats = a.stats();

@@ -47,6 +47,11 @@ enum Op {
         pick: usize,
     },
     Commit,
+    /// 0 prepare, 1 finish, 2 abort, 3 abort_all; `wrong` names a wrong epoch.
+    Txn {
+        step: u8,
+        wrong: bool,
+    },
     BeginRead,
     EndRead {
         pick: usize,
@@ -64,6 +69,7 @@ fn op(capacity: u64) -> impl Strategy<Value = Op> {
             .prop_map(|(start, len, blocking)| Op::Pin { start, len, blocking }),
         2 => any::<usize>().prop_map(|pick| Op::Unpin { pick }),
         1 => Just(Op::Commit),
+        2 => (0..4u8, prop::bool::weighted(0.15)).prop_map(|(step, wrong)| Op::Txn { step, wrong }),
         1 => Just(Op::BeginRead),
         1 => any::<usize>().prop_map(|pick| Op::EndRead { pick }),
     ]
@@ -219,6 +225,7 @@ impl Harness {
                 let got = self.alloc.commit(epoch).expect("open epoch");
                 assert_eq!(Ok(got.released_blocks), self.model.commit(epoch));
             }
+            Op::Txn { step, wrong } => self.txn(step, wrong),
             Op::BeginRead => {
                 let r = self.alloc.begin_read();
                 self.model.begin_read(r);
@@ -232,6 +239,63 @@ impl Harness {
                 }
             }
         }
+    }
+
+    /// A transaction step, compared with the model; errors field by field.
+    fn txn(&mut self, step: u8, wrong: bool) {
+        let open = self.alloc.epoch();
+        let shift = u64::from(wrong);
+        match step {
+            0 => {
+                let got = self.alloc.prepare_commit(open + shift);
+                let want = self.model.prepare_commit(open + shift);
+                assert_eq!(
+                    got.map(|list| self.local_list(list)),
+                    want,
+                    "prepare_commit"
+                );
+            }
+            1 => {
+                // The newest prepared epoch, or (wrong) the open one.
+                let epoch = open - 1 + shift;
+                let got = self.alloc.finish_commit(epoch).map(|o| o.released_blocks);
+                assert_eq!(
+                    got,
+                    self.model.finish_commit(epoch),
+                    "finish_commit({epoch})"
+                );
+            }
+            2 => {
+                let got = self.alloc.abort(open + shift).map(|o| o.restored_blocks);
+                assert_eq!(got, self.model.abort(open + shift), "abort");
+            }
+            _ => {
+                let got = self
+                    .alloc
+                    .abort_all(open + shift)
+                    .map(|o| (o.restored_blocks, o.freed_blocks, o.deferred_blocks));
+                let want = self
+                    .model
+                    .abort_all(open + shift)
+                    .map(|(restored, f)| (restored, f.now, f.deferred));
+                let got = got.map_err(|e| match e {
+                    pinalloc::EpochError::Busy { pin, block } => pinalloc::EpochError::Busy {
+                        pin,
+                        block: block - self.base,
+                    },
+                    other => other,
+                });
+                assert_eq!(got, want, "abort_all");
+            }
+        }
+        // Blocks came back or went: what is owned is what is Allocated.
+        self.owned = self.model.runs(|b| b.state == BlockState::Allocated);
+    }
+
+    /// A free list of the allocator in the model's terms: the blocks outside the
+    /// model's window are Allocated, so none are listed.
+    fn local_list(&self, list: Vec<Extent>) -> Vec<Extent> {
+        list.into_iter().map(|e| self.local(e)).collect()
     }
 
     fn allocate(&mut self, len: u64, policy: u8, goal: u64) {

@@ -6,7 +6,7 @@ use core::ops::Range;
 use rangemap::RangeSet;
 
 use super::ExtentAllocator;
-use super::ranges::{set_blocks, set_gaps, to_range};
+use super::ranges::{set_blocks, to_range};
 use super::transition::reader_holds;
 use crate::InvariantViolation;
 
@@ -174,14 +174,16 @@ impl ExtentAllocator {
             "deferred blocks by epoch {:?}, counted {by_epoch:?}",
             d.blocks_by_epoch
         );
+        let mut waiting = d.pending.clone();
+        waiting.extend(d.sealed.iter().cloned());
         ensure!(
-            pending != d.pending,
+            pending != waiting,
             3,
-            "the pending runs {:?} are not the pending blocks {:?}",
+            "the pending runs {:?} are not the pending and sealed blocks {:?}",
             pending,
-            d.pending
+            waiting
         );
-        let counted = by_epoch.values().sum::<u64>() + d.count_pending;
+        let counted = by_epoch.values().sum::<u64>() + d.count_pending + d.count_sealed;
         // The pin coverage marks exactly the Deferred blocks but the runs that keep
         // a pin; fresh pins cover Allocated blocks only; every run that keeps a pin
         // keeps a live one.
@@ -251,14 +253,50 @@ impl ExtentAllocator {
             d.count_pending,
             set_blocks(&d.pending)
         );
-        // The pending runs are the pending blocks (above), all freed in the open epoch.
-        for (r, f, is_pending, ..) in &runs {
+        let mut sealed: RangeSet<u64> = RangeSet::new();
+        for (&epoch, ranges) in &d.sealed_epochs {
             ensure!(
-                *is_pending && f.epoch != self.epochs.open,
+                epoch <= self.epochs.durable || epoch >= self.epochs.open,
                 3,
-                "pending {r:?} was freed in epoch {}, not the open epoch {}",
-                f.epoch,
+                "epoch {epoch} is sealed, but only those after {} and before {} can be",
+                self.epochs.durable,
                 self.epochs.open
+            );
+            for r in ranges {
+                ensure!(
+                    sealed.overlaps(r),
+                    3,
+                    "sealed blocks {r:?} are listed twice"
+                );
+                sealed.insert(r.clone());
+            }
+        }
+        ensure!(
+            sealed != d.sealed || set_blocks(&sealed) != d.count_sealed,
+            3,
+            "the sealed epochs' blocks {:?} are not the sealed blocks {:?} ({} cached)",
+            sealed,
+            d.sealed,
+            d.count_sealed
+        );
+        // The pending runs are the pending and sealed blocks (above): the pending ones
+        // freed in the open epoch, the sealed ones in the epoch that sealed them.
+        for (r, f, is_pending, ..) in &runs {
+            let sealed_in = d
+                .sealed_epochs
+                .iter()
+                .find(|(_, rs)| rs.iter().any(|s| s.start <= r.start && r.end <= s.end))
+                .map(|(&e, _)| e);
+            let want = if d.pending.overlaps(r) {
+                self.epochs.open
+            } else {
+                sealed_in.unwrap_or(u64::MAX)
+            };
+            ensure!(
+                *is_pending && f.epoch != want,
+                3,
+                "waiting {r:?} was freed in epoch {}, not the epoch it waits for, {want}",
+                f.epoch
             );
         }
         let oldest_reader = self.epochs.oldest_reader();
@@ -271,7 +309,7 @@ impl ExtentAllocator {
                 .pins
                 .zero_pieces(&r)
                 .iter()
-                .flat_map(|u| set_gaps(&d.pending, u))
+                .flat_map(|u| d.not_waiting(u))
                 .next();
             ensure!(
                 unheld.is_some(),
@@ -311,6 +349,13 @@ impl ExtentAllocator {
             e.open > 1 && !e.mount_durable.is_empty(),
             3,
             "mount-time durable blocks are still tracked after the first commit"
+        );
+        ensure!(
+            e.durable >= e.open,
+            3,
+            "epoch {} is finished, but {} is open",
+            e.durable,
+            e.open
         );
         ensure!(
             e.open == 1 && !e.allocated_since_commit.is_empty(),

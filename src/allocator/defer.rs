@@ -16,7 +16,7 @@ use core::ops::Range;
 
 use rangemap::RangeSet;
 
-use super::ranges::clip;
+use super::ranges::{clip, set_gaps};
 use super::transition::reader_holds;
 use crate::tree::Cache;
 use crate::tree::bplus::{BPlus, Pos, Summary, Value};
@@ -625,6 +625,13 @@ pub(crate) struct Deferrals {
     pub(crate) pending: RangeSet<u64>,
     /// Blocks in `pending`.
     pub(crate) count_pending: u64,
+    /// Deferred blocks of sealed epochs: closed by `prepare_commit`, whose free list
+    /// is not yet said to be durable. They wait as pending blocks do.
+    pub(crate) sealed: RangeSet<u64>,
+    /// Blocks in `sealed`.
+    pub(crate) count_sealed: u64,
+    /// The sealed epochs, oldest first, each with its blocks.
+    pub(crate) sealed_epochs: BTreeMap<u64, Vec<Range<u64>>>,
     /// The number the next deferring free gets ([`Freed::seq`]); starts at 0.
     pub(crate) next_seq: u64,
     /// The oldest live reader's epoch, as last told by
@@ -643,6 +650,9 @@ impl Default for Deferrals {
             count_blocks: 0,
             pending: RangeSet::new(),
             count_pending: 0,
+            sealed: RangeSet::new(),
+            count_sealed: 0,
+            sealed_epochs: BTreeMap::new(),
             next_seq: 0,
             oldest_reader: None,
             reader_held: 0,
@@ -699,7 +709,10 @@ impl Deferrals {
 
     /// Deferred → (about to be) Free for `r`, which holds no pending block.
     pub(crate) fn remove(&mut self, r: Range<u64>) {
-        debug_assert!(!self.pending.overlaps(&r), "releasing pending blocks");
+        debug_assert!(
+            !self.pending.overlaps(&r) && !self.sealed.overlaps(&r),
+            "releasing blocks that wait for a commit"
+        );
         let pieces: Vec<(Range<u64>, u64)> = self
             .epoch_of
             .overlapping(&r)
@@ -770,24 +783,73 @@ impl Deferrals {
             .collect()
     }
 
-    /// Takes every pending block off the commit wait of epoch `open`, in which they
-    /// were all freed, returning them.
-    pub(crate) fn take_pending(&mut self, open: u64) -> Vec<Range<u64>> {
+    /// Epoch `open` closes with its free list not yet durable: its pending blocks go
+    /// on waiting, sealed, until [`finish`](Self::finish).
+    pub(crate) fn seal(&mut self, open: u64) {
+        if self.count_pending == 0 {
+            return;
+        }
         let all: Vec<Range<u64>> = self.pending.iter().cloned().collect();
+        for r in &all {
+            self.sealed.insert(r.clone());
+        }
+        self.count_sealed += self.count_pending;
         self.pending = RangeSet::new();
         self.count_pending = 0;
+        self.sealed_epochs.insert(open, all);
+    }
+
+    /// The free lists of every sealed epoch up to `through` are durable: their blocks
+    /// stop waiting. Returns them.
+    pub(crate) fn finish(&mut self, through: u64) -> Vec<Range<u64>> {
+        let later = match through.checked_add(1) {
+            Some(next) => self.sealed_epochs.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let done = core::mem::replace(&mut self.sealed_epochs, later);
+        let mut out = Vec::new();
+        for (epoch, ranges) in done {
+            for r in ranges {
+                let len = r.end - r.start;
+                self.sealed.remove(r.clone());
+                self.count_sealed -= len;
+                self.epoch_of.commit(&r);
+                self.count_by_epoch(epoch, len);
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// An abort: every pending block leaves Deferred (the caller makes it Allocated
+    /// again, having let go of the pins its runs keep). Returns them.
+    pub(crate) fn unpend(&mut self) -> Vec<Range<u64>> {
+        let all: Vec<Range<u64>> = self.pending.iter().cloned().collect();
+        self.pending = RangeSet::new();
+        self.count_blocks -= self.count_pending;
+        self.count_pending = 0;
         for r in &all {
-            self.epoch_of.commit(r);
-            self.count_by_epoch(open, r.end - r.start);
+            self.epoch_of.cut(r);
         }
         all
+    }
+
+    /// The pieces of `r` that wait for no commit (open or sealed), in order.
+    pub(crate) fn not_waiting(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        let open = set_gaps(&self.pending, r);
+        if self.count_sealed == 0 {
+            return open;
+        }
+        open.iter()
+            .flat_map(|p| set_gaps(&self.sealed, p))
+            .collect()
     }
 
     /// Deferred blocks held by an epoch: pending, or freed at or after the oldest
     /// reader's epoch. O(1).
     pub(crate) fn epoch_held_blocks(&self) -> u64 {
-        // Pending blocks were freed in the open epoch, at or after any reader's.
-        self.reader_held + self.count_pending
+        // Pending and sealed blocks wait for a commit whatever the readers.
+        self.reader_held + self.count_pending + self.count_sealed
     }
 
     /// Ranges freed in epochs `from..to` (what readers leaving may release), once the
@@ -880,7 +942,9 @@ mod tests {
         // Pending runs join the walks when their epoch commits.
         d.add(20..24, 4, true);
         assert_eq!(d.freed_in(3, u64::MAX, 4), [10..14]);
-        assert_eq!(d.take_pending(4), [20..24]);
+        d.seal(4);
+        assert_eq!(d.freed_in(3, u64::MAX, 5), [], "sealed runs wait on");
+        assert_eq!(d.finish(4), [20..24]);
         assert_eq!(d.freed_in(4, u64::MAX, 5), [20..24]);
         assert_eq!(d.blocks_by_epoch.get(&4), Some(&4));
     }

@@ -138,10 +138,35 @@ pub struct ReleaseOutcome {
     pub unpinned_free_blocks: u64,
 }
 
+/// What [`abort`](crate::ExtentAllocator::abort) or
+/// [`abort_all`](crate::ExtentAllocator::abort_all) undid.
+///
+/// ```
+/// use pinalloc::{ExtentAllocator, Request};
+///
+/// let mut alloc = ExtentAllocator::new(8);
+/// alloc.allocate(Request::new(4))?; // allocated in epoch 1, never committed
+/// assert_eq!(alloc.abort_all(1)?.freed_blocks, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct AbortOutcome {
+    /// Blocks freed on commit in the epoch that are Allocated again.
+    pub restored_blocks: u64,
+    /// Blocks allocated in the epoch that are Free now (`abort_all` only).
+    pub freed_blocks: u64,
+    /// Blocks allocated in the epoch that pins keep Deferred (`abort_all` only).
+    pub deferred_blocks: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Epochs {
     /// The open epoch; starts at 1.
     pub(crate) open: u64,
+    /// The newest epoch whose commit is finished (0 for none): epochs after it and
+    /// before the open one are prepared, their frees sealed.
+    pub(crate) durable: u64,
     /// Live readers: sequence number → epoch begun in.
     pub(crate) readers: BTreeMap<u64, u64>,
     /// Live readers per epoch begun in (a multiset, for the oldest).
@@ -163,6 +188,7 @@ impl Epochs {
     pub(crate) fn new() -> Self {
         Epochs {
             open: 1,
+            durable: 0,
             readers: BTreeMap::new(),
             begins: BTreeMap::new(),
             next_reader: 1,
@@ -252,6 +278,83 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn commit(&mut self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        self.seal(epoch)?;
+        Ok(self.finish(epoch))
+    }
+
+    /// The first half of a durable commit: closes the open epoch `epoch`, opens the
+    /// next, and returns the free list as of `epoch`'s commit (what
+    /// [`durable_free_extents`](Self::durable_free_extents) returns now), to be
+    /// written to disk. The blocks freed on commit in `epoch` stay Deferred, so that
+    /// nothing reuses them before that list is durable; once it is,
+    /// [`finish_commit`](Self::finish_commit) releases them. Allocations and frees go
+    /// on meanwhile, in the next epoch.
+    ///
+    /// [`commit`](Self::commit) is both halves at once: right when the free list is
+    /// written before the commit, or never.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open epoch; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?;
+    /// let list = alloc.prepare_commit(2)?; // epoch 3 opens
+    /// assert_eq!(list, [Extent::new(0, 8)]); // e is free as of epoch 2...
+    /// assert!(alloc.allocate(Request::new(1)).is_err()); // ...but not reused yet
+    /// // write `list` to disk and sync it, then:
+    /// assert_eq!(alloc.finish_commit(2)?.released_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<Extent>, EpochError> {
+        self.seal(epoch)?;
+        self.debug_check();
+        Ok(self.durable_free_extents())
+    }
+
+    /// The second half of a durable commit: the free list that
+    /// [`prepare_commit`](Self::prepare_commit) returned for `epoch` is on disk. The
+    /// blocks freed on commit in `epoch`, and in every prepared epoch before it (a
+    /// later list holds an earlier one's frees), stop waiting; those with no other
+    /// hold become Free.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotPrepared`] unless `epoch` was prepared and not yet finished;
+    /// nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{EpochError, ExtentAllocator};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// alloc.prepare_commit(1)?;
+    /// alloc.prepare_commit(2)?;
+    /// alloc.finish_commit(2)?; // finishes epoch 1 too
+    /// assert_eq!(
+    ///     alloc.finish_commit(1),
+    ///     Err(EpochError::NotPrepared { epoch: 1, durable: 2, open: 3 })
+    /// );
+    /// # Ok::<(), EpochError>(())
+    /// ```
+    pub fn finish_commit(&mut self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        let (durable, open) = (self.epochs.durable, self.epochs.open);
+        if epoch <= durable || epoch >= open {
+            return Err(EpochError::NotPrepared {
+                epoch,
+                durable,
+                open,
+            });
+        }
+        Ok(self.finish(epoch))
+    }
+
+    /// Closes open epoch `epoch`: its pending blocks are sealed, and the next opens.
+    fn seal(&mut self, epoch: u64) -> Result<(), EpochError> {
         let open = self.epochs.open;
         if epoch != open {
             return Err(EpochError::NotOpen { epoch, open });
@@ -260,17 +363,165 @@ impl ExtentAllocator {
         self.epochs.mount_durable = RangeSet::new();
         self.epochs.mount_durable_end = 0;
         self.epochs.allocated_since_commit = RangeSet::new();
+        self.deferrals.seal(open);
+        self.counters.commits = self.counters.commits.saturating_add(1);
+        Ok(())
+    }
+
+    /// Every sealed epoch through `epoch` is durable: its blocks stop waiting.
+    fn finish(&mut self, epoch: u64) -> ReleaseOutcome {
+        self.epochs.durable = epoch;
         let mut released = 0;
-        for r in self.deferrals.take_pending(open) {
+        for r in self.deferrals.finish(epoch) {
             released += self.release_unheld(&r);
         }
         self.count_released(released);
-        self.counters.commits = self.counters.commits.saturating_add(1);
         self.debug_check();
-        Ok(ReleaseOutcome {
+        ReleaseOutcome {
             released_blocks: released,
             unpinned_free_blocks: 0,
+        }
+    }
+
+    /// Aborts the open epoch `epoch`'s frees: every block freed on commit in it and
+    /// still waiting for the commit is Allocated again, as before the free. The epoch
+    /// stays open. Blocks allocated in it stay Allocated (see
+    /// [`abort_all`](Self::abort_all)); plain frees are not undone (they never waited
+    /// for a commit). Pins over restored blocks stay, over Allocated blocks now;
+    /// readers lose nothing, as no block they may read is reused.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open epoch; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?; // the transaction frees e...
+    /// assert_eq!(alloc.abort(2)?.restored_blocks, 8); // ...and changes its mind
+    /// assert_eq!(alloc.stats().allocated_blocks, 8);
+    /// alloc.free_on_commit(e)?; // e is e again
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort(&mut self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        self.check_open(epoch)?;
+        let restored = self.unfree_pending();
+        self.debug_check();
+        Ok(AbortOutcome {
+            restored_blocks: restored,
+            ..AbortOutcome::default()
         })
+    }
+
+    /// Aborts the open epoch `epoch` whole: as [`abort`](Self::abort), and every
+    /// block allocated in it and still Allocated is freed on commit, which, as the
+    /// blocks were never durable, makes them Free at once, or Deferred while a pin
+    /// covers them. The allocator is then as the epoch found it, but for plain frees
+    /// and the pins and readers made since. Every allocation of the epoch is given
+    /// back, whoever made it: on a shared allocator the epoch is one transaction
+    /// for every thread.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open epoch, and
+    /// [`EpochError::Busy`] when a blocking pin covers a block to be freed; nothing
+    /// changes.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let old = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// let new = alloc.allocate(Request::new(4))?; // epoch 2's pages
+    /// alloc.free_on_commit(old)?;
+    /// let out = alloc.abort_all(2)?;
+    /// assert_eq!((out.restored_blocks, out.freed_blocks), (8, 4));
+    /// assert_eq!(alloc.stats().allocated_blocks, 8); // `old` only, as at epoch 2's start
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort_all(&mut self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        self.check_open(epoch)?;
+        let pieces = self.check_abort_all()?;
+        let out = self.apply_abort_all(pieces);
+        self.debug_check();
+        Ok(out)
+    }
+
+    fn check_open(&self, epoch: u64) -> Result<(), EpochError> {
+        let open = self.epochs.open;
+        if epoch == open {
+            Ok(())
+        } else {
+            Err(EpochError::NotOpen { epoch, open })
+        }
+    }
+
+    /// The blocks `abort_all` would free (Allocated, allocated in the open epoch), as
+    /// maximal extents in order, once no blocking pin is found over them.
+    pub(crate) fn check_abort_all(&self) -> Result<Vec<Extent>, EpochError> {
+        let candidates: Vec<Range<u64>> = if self.epochs.open == 1 {
+            set_gaps(&self.epochs.mount_durable, &(0..self.capacity))
+        } else {
+            self.epochs.allocated_since_commit.iter().cloned().collect()
+        };
+        let pieces: Vec<Extent> = candidates
+            .iter()
+            .flat_map(|c| self.allocated_pieces(c))
+            .map(|r| to_extent(&r))
+            .collect();
+        for &p in &pieces {
+            match self.check_free(p) {
+                Ok(_) => {}
+                // The pin's blocks in `p` start at the first blocked block: one
+                // before them would be blocked by the pin too.
+                Err(crate::FreeError::Busy { pin, blocked, .. }) => {
+                    return Err(EpochError::Busy {
+                        pin,
+                        block: blocked.start,
+                    });
+                }
+                Err(e) => unreachable!("an Allocated piece frees: {e}"),
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Makes the abort that [`check_abort_all`](Self::check_abort_all) checked.
+    pub(crate) fn apply_abort_all(&mut self, pieces: Vec<Extent>) -> AbortOutcome {
+        let mut out = AbortOutcome {
+            restored_blocks: self.unfree_pending(),
+            ..AbortOutcome::default()
+        };
+        for p in pieces {
+            let freed = self
+                .free_checked(p, true)
+                .expect("checked: Allocated and under no blocking pin");
+            out.freed_blocks += freed.freed_blocks;
+            out.deferred_blocks += freed.deferred_blocks;
+        }
+        out
+    }
+
+    /// The Allocated blocks of `r`, as maximal ranges in order.
+    fn allocated_pieces(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        if r.start >= r.end {
+            return Vec::new();
+        }
+        let mut other: RangeSet<u64> = RangeSet::new();
+        for e in self.free.overlapping(r.start, r.end) {
+            other.insert(to_range(e));
+        }
+        for p in set_pieces(&self.pinned_free, r) {
+            other.insert(p);
+        }
+        for d in self.deferrals.blocks_in(r) {
+            other.insert(d);
+        }
+        set_gaps(&other, r)
     }
 
     /// Begins a snapshot reader in the open epoch. Until it ends, every block freed in
@@ -393,7 +644,9 @@ impl ExtentAllocator {
 
     /// What would be free after a crash and remount, in address order: every block that
     /// is not Allocated and not waiting for the open epoch to commit. Pins and readers
-    /// vanish on reboot, and committed frees are on disk. Feed it back to
+    /// vanish on reboot, and committed frees are on disk (the frees of an epoch
+    /// prepared by [`prepare_commit`](Self::prepare_commit) count as committed: they
+    /// are in the list it returned). Feed it back to
     /// [`from_free_extents`](Self::from_free_extents) at mount.
     ///
     /// ```

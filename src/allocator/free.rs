@@ -139,7 +139,11 @@ impl ExtentAllocator {
 
     /// A free that is not plain (held blocks, a free on commit, or bad input), once
     /// the lookups ahead are made.
-    fn free_checked(&mut self, extent: Extent, on_commit: bool) -> Result<FreeOutcome, FreeError> {
+    pub(super) fn free_checked(
+        &mut self,
+        extent: Extent,
+        on_commit: bool,
+    ) -> Result<FreeOutcome, FreeError> {
         let (r, pinned) = self.check_free(extent)?;
         debug_assert!(r.start < r.end, "a checked free is not empty");
         debug_assert!(

@@ -28,7 +28,7 @@ use pins::PinTable;
 
 #[cfg(feature = "std")]
 pub(crate) use epochs::reader_table;
-pub use epochs::{ReaderId, ReaderInfo, ReleaseOutcome};
+pub use epochs::{AbortOutcome, ReaderId, ReaderInfo, ReleaseOutcome};
 pub use free::FreeOutcome;
 #[cfg(feature = "std")]
 pub(crate) use identity::next_uid;

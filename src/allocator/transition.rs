@@ -8,6 +8,7 @@
 //! | pinned Free → Free, Deferred → Free | [`unpin_zeroed`](ExtentAllocator::unpin_zeroed) | `unpin` |
 //! | Allocated → Free | [`free_unheld`](ExtentAllocator::free_unheld) | the plain `free` |
 //! | Allocated → Free or Deferred | [`plan_free`](ExtentAllocator::plan_free), then [`apply_free`](ExtentAllocator::apply_free) | `free`, `free_on_commit` |
+//! | Deferred → Allocated | [`unfree_pending`](ExtentAllocator::unfree_pending) | `abort`, `abort_all` |
 //! | Deferred → Free | [`plan_release`](ExtentAllocator::plan_release), then [`apply_release`](ExtentAllocator::apply_release) (both in [`release_unheld`](ExtentAllocator::release_unheld)) | `unpin_zeroed`, `apply_free`, `commit`, `end_read` |
 //!
 //! The callers (`allocate.rs`, `free.rs`, `pins.rs`, `epochs.rs`) keep the API and the
@@ -19,6 +20,9 @@
 //! [`reader_holds`], serves the plans, the Deferred runs' count of reader-held blocks
 //! (`defer.rs`) and the invariant check.
 //!
+//! A sealed epoch's blocks (`prepare_commit`) change no state: they stay Deferred,
+//! waiting as pending blocks do, until `finish_commit` lets the release plans see them.
+//!
 //! The constructors (`build.rs`) set the first state of every block; they change none.
 
 use alloc::vec::Vec;
@@ -26,7 +30,7 @@ use core::ops::Range;
 
 use super::epochs::ReleaseOutcome;
 use super::free::FreeOutcome;
-use super::ranges::{set_gaps, set_pieces};
+use super::ranges::set_pieces;
 use super::{ExtentAllocator, Reservation};
 use crate::Extent;
 
@@ -254,7 +258,7 @@ impl ExtentAllocator {
         let mut unheld = Vec::new();
         for (piece, epoch) in self.deferrals.pieces(within) {
             for unpinned in self.unheld_pieces(&piece, epoch, oldest_reader) {
-                unheld.extend(set_gaps(&self.deferrals.pending, &unpinned));
+                unheld.extend(self.deferrals.not_waiting(&unpinned));
             }
         }
         unheld
@@ -272,6 +276,27 @@ impl ExtentAllocator {
             released += len;
         }
         released
+    }
+
+    /// Deferred → Allocated for every block waiting for the open epoch's commit.
+    /// Returns how many.
+    pub(super) fn unfree_pending(&mut self) -> u64 {
+        let pending: Vec<Range<u64>> = self.deferrals.pending.iter().cloned().collect();
+        let mut restored = 0;
+        for r in &pending {
+            // A pin its run kept is one pin among others in the coverage, which then
+            // marks every block of `r` Deferred (no fresh pin covers Deferred blocks).
+            for kept in self.deferrals.epoch_of.let_go_over(r) {
+                self.pins.take_from_run(&kept);
+            }
+            self.pins.unmark_deferred(r);
+            if self.epochs.open == 1 {
+                self.epochs.note_mounted(r.clone());
+            }
+            restored += r.end - r.start;
+        }
+        self.deferrals.unpend();
+        restored
     }
 
     /// Allocated → Deferred for `r`, marking its blocks.

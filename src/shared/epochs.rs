@@ -10,14 +10,17 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use super::SharedAllocator;
+use super::{SharedAllocator, join_onto};
 use crate::allocator::reader_table;
-use crate::{EpochError, ReaderId, ReaderInfo, ReleaseOutcome};
+use crate::{AbortOutcome, EpochError, Extent, FreeError, ReaderId, ReaderInfo, ReleaseOutcome};
 
 #[derive(Debug)]
 pub(crate) struct EpochState {
     /// The open epoch, the same in every group's core; starts at 1.
     open: u64,
+    /// The newest epoch whose commit is finished (0 for none), the same in every
+    /// group's core.
+    durable: u64,
     /// Live readers: sequence number → epoch begun in.
     readers: BTreeMap<u64, u64>,
     /// Per epoch with live readers: how many, and the core readers (one per group)
@@ -32,8 +35,9 @@ impl EpochState {
     #[cfg(feature = "testing")]
     pub(crate) fn describe(&self) -> alloc::string::String {
         alloc::format!(
-            "open {}, readers {:?}, proxies {:?}, next {}",
+            "open {}, durable {}, readers {:?}, proxies {:?}, next {}",
             self.open,
+            self.durable,
             self.readers,
             self.proxies,
             self.next_reader
@@ -43,6 +47,7 @@ impl EpochState {
     pub(crate) fn new() -> Self {
         EpochState {
             open: 1,
+            durable: 0,
             readers: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_reader: 1,
@@ -55,6 +60,17 @@ impl EpochState {
 
     pub(crate) fn live_readers(&self) -> u64 {
         self.readers.len() as u64
+    }
+}
+
+fn check_open(state: &EpochState, epoch: u64) -> Result<(), EpochError> {
+    if epoch == state.open {
+        Ok(())
+    } else {
+        Err(EpochError::NotOpen {
+            epoch,
+            open: state.open,
+        })
     }
 }
 
@@ -89,12 +105,7 @@ impl SharedAllocator {
     /// ```
     pub fn commit(&self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
         let mut state = self.epochs.lock();
-        if epoch != state.open {
-            return Err(EpochError::NotOpen {
-                epoch,
-                open: state.open,
-            });
-        }
+        check_open(&state, epoch)?;
         let mut out = ReleaseOutcome::default();
         for mut core in self.lock_all(0..self.groups.len()) {
             let done = core
@@ -103,8 +114,185 @@ impl SharedAllocator {
             out.released_blocks += done.released_blocks;
         }
         state.open += 1;
+        state.durable = epoch;
         drop(state);
         self.signal.bump();
+        Ok(out)
+    }
+
+    /// The first half of a durable commit, in every group at once (see
+    /// [`ExtentAllocator::prepare_commit`](crate::ExtentAllocator::prepare_commit)):
+    /// closes the open epoch and returns the free list as of its commit, while the
+    /// blocks freed on commit in it stay Deferred until
+    /// [`finish_commit`](Self::finish_commit). Other threads allocate meanwhile, in
+    /// the next epoch, and none can be given a block that the list frees before the
+    /// list is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(64))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?;
+    /// let list = alloc.prepare_commit(2)?;
+    /// assert_eq!(list, [Extent::new(0, 64)]);
+    /// assert!(alloc.allocate(Request::new(1)).is_err()); // not before the list is durable
+    /// alloc.finish_commit(2)?;
+    /// assert!(alloc.allocate(Request::new(1)).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prepare_commit(&self, epoch: u64) -> Result<Vec<Extent>, EpochError> {
+        let mut state = self.epochs.lock();
+        check_open(&state, epoch)?;
+        let mut list = Vec::new();
+        for mut core in self.lock_all(0..self.groups.len()) {
+            let part = core
+                .prepare_commit(epoch)
+                .expect("every group has the same open epoch");
+            join_onto(&mut list, part);
+        }
+        state.open += 1;
+        Ok(list)
+    }
+
+    /// The second half of a durable commit: the list
+    /// [`prepare_commit`](Self::prepare_commit) returned for `epoch` is on disk (see
+    /// [`ExtentAllocator::finish_commit`](crate::ExtentAllocator::finish_commit)).
+    /// Wakes waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotPrepared`] unless `epoch` is prepared and unfinished; nothing
+    /// changes.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// alloc.prepare_commit(1)?;
+    /// alloc.finish_commit(1)?;
+    /// assert!(alloc.finish_commit(1).is_err());
+    /// # Ok::<(), pinalloc::EpochError>(())
+    /// ```
+    pub fn finish_commit(&self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        let mut state = self.epochs.lock();
+        if epoch <= state.durable || epoch >= state.open {
+            return Err(EpochError::NotPrepared {
+                epoch,
+                durable: state.durable,
+                open: state.open,
+            });
+        }
+        let mut out = ReleaseOutcome::default();
+        for mut core in self.lock_all(0..self.groups.len()) {
+            let done = core
+                .finish_commit(epoch)
+                .expect("every group has the same prepared epochs");
+            out.released_blocks += done.released_blocks;
+        }
+        state.durable = epoch;
+        drop(state);
+        self.signal.bump();
+        Ok(out)
+    }
+
+    /// Undoes the open epoch's frees on commit in every group (see
+    /// [`ExtentAllocator::abort`](crate::ExtentAllocator::abort)). The epoch is one
+    /// transaction for every thread: every thread's frees on commit are undone.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let e = alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// alloc.free_on_commit(e)?;
+    /// assert_eq!(alloc.abort(2)?.restored_blocks, 8);
+    /// alloc.free(e)?; // Allocated again: a plain free takes it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort(&self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        let state = self.epochs.lock();
+        check_open(&state, epoch)?;
+        let mut out = AbortOutcome::default();
+        for mut core in self.lock_all(0..self.groups.len()) {
+            let done = core
+                .abort(epoch)
+                .expect("every group has the same open epoch");
+            out.restored_blocks += done.restored_blocks;
+        }
+        Ok(out)
+    }
+
+    /// Aborts the open epoch whole in every group at once: its frees on commit are
+    /// undone and every block allocated in it is freed (see
+    /// [`ExtentAllocator::abort_all`](crate::ExtentAllocator::abort_all)), whichever
+    /// thread allocated it. The cap on Deferred blocks does not refuse it: blocks
+    /// that pins keep Deferred are counted, but an undo is never refused for them.
+    /// Wakes waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one, and
+    /// [`EpochError::Busy`] when a blocking pin covers a block to be freed; nothing
+    /// changes.
+    ///
+    /// ```
+    /// use pinalloc::{Request, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// alloc.allocate(Request::new(8))?;
+    /// alloc.commit(1)?;
+    /// alloc.allocate(Request::new(4))?;
+    /// assert_eq!(alloc.abort_all(2)?.freed_blocks, 4);
+    /// assert_eq!(alloc.stats().space.allocated_blocks, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort_all(&self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        let state = self.epochs.lock();
+        check_open(&state, epoch)?;
+        let mut locked = self.lock_all(0..self.groups.len());
+        let mut planned = Vec::with_capacity(locked.len());
+        for core in &locked {
+            match core.check_abort_all() {
+                Ok(pieces) => planned.push(pieces),
+                // Groups are checked in address order: this is the first blocked
+                // block of the whole space.
+                Err(EpochError::Busy { pin, block }) => {
+                    // No lock held: `tracked` is not taken under `epochs`.
+                    drop(locked);
+                    drop(state);
+                    // A pin over several groups is named as a free names it.
+                    let one = Extent::new(block, 1);
+                    let whole = self.whole_busy(FreeError::Busy {
+                        extent: one,
+                        pin,
+                        blocked: one,
+                    });
+                    let FreeError::Busy { pin, .. } = whole else {
+                        unreachable!("a busy error stays busy");
+                    };
+                    return Err(EpochError::Busy { pin, block });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = AbortOutcome::default();
+        for (core, pieces) in locked.iter_mut().zip(planned) {
+            let done = core.apply_abort_all(pieces);
+            out.restored_blocks += done.restored_blocks;
+            out.freed_blocks += done.freed_blocks;
+            out.deferred_blocks += done.deferred_blocks;
+        }
+        drop(locked);
+        drop(state);
+        if out.freed_blocks > 0 {
+            self.signal.bump();
+        }
         Ok(out)
     }
 

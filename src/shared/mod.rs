@@ -591,12 +591,7 @@ impl SharedAllocator {
         for g in 0..self.groups.len() {
             let mut part = Vec::new();
             collect(&self.lock(g), &mut part);
-            for e in part {
-                match out.last_mut() {
-                    Some(last) if last.start + last.len == e.start => last.len += e.len,
-                    _ => out.push(e),
-                }
-            }
+            join_onto(&mut out, part);
         }
         out
     }
@@ -813,5 +808,15 @@ impl SharedAllocator {
             )));
         }
         Ok(())
+    }
+}
+
+/// Appends `part`, in address order after `out`, joining extents that touch.
+pub(crate) fn join_onto(out: &mut Vec<Extent>, part: Vec<Extent>) {
+    for e in part {
+        match out.last_mut() {
+            Some(last) if last.start + last.len == e.start => last.len += e.len,
+            _ => out.push(e),
+        }
     }
 }

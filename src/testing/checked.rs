@@ -6,8 +6,9 @@ use std::vec::Vec;
 
 use super::Model;
 use crate::{
-    AllocError, BlockState, EpochError, Extent, ExtentAllocator, FreeError, FreeOutcome, PinError,
-    PinId, PinMode, ReaderId, ReleaseOutcome, Request, Reservation, ReservationError,
+    AbortOutcome, AllocError, BlockState, EpochError, Extent, ExtentAllocator, FreeError,
+    FreeOutcome, PinError, PinId, PinMode, ReaderId, ReleaseOutcome, Request, Reservation,
+    ReservationError,
 };
 
 /// An [`ExtentAllocator`] and the reference [`Model`] side by side: every call goes
@@ -381,6 +382,72 @@ impl Checked {
             |a| a.commit(epoch),
             |m, _| m.commit(epoch),
             |got, want| got.as_ref().map(|o| o.released_blocks) == want.as_ref().copied(),
+        )
+    }
+
+    /// `prepare_commit`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::prepare_commit`].
+    #[track_caller]
+    pub fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<Extent>, EpochError> {
+        self.step(
+            &|| format!("prepare_commit({epoch})"),
+            |a| a.prepare_commit(epoch),
+            |m, _| m.prepare_commit(epoch),
+            |got, want| got == want,
+        )
+    }
+
+    /// `finish_commit`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::finish_commit`].
+    #[track_caller]
+    pub fn finish_commit(&mut self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
+        self.step(
+            &|| format!("finish_commit({epoch})"),
+            |a| a.finish_commit(epoch),
+            |m, _| m.finish_commit(epoch),
+            |got, want| got.as_ref().map(|o| o.released_blocks) == want.as_ref().copied(),
+        )
+    }
+
+    /// `abort`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::abort`].
+    #[track_caller]
+    pub fn abort(&mut self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        self.step(
+            &|| format!("abort({epoch})"),
+            |a| a.abort(epoch),
+            |m, _| m.abort(epoch),
+            |got, want| got.as_ref().map(|o| o.restored_blocks) == want.as_ref().copied(),
+        )
+    }
+
+    /// `abort_all`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::abort_all`].
+    #[track_caller]
+    pub fn abort_all(&mut self, epoch: u64) -> Result<AbortOutcome, EpochError> {
+        self.step(
+            &|| format!("abort_all({epoch})"),
+            |a| a.abort_all(epoch),
+            |m, _| m.abort_all(epoch),
+            |got, want| {
+                got.as_ref()
+                    .map(|o| (o.restored_blocks, o.freed_blocks, o.deferred_blocks))
+                    == want
+                        .as_ref()
+                        .map(|(restored, f)| (*restored, f.now, f.deferred))
+            },
         )
     }
 

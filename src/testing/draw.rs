@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::{Extra, Op, PinTarget, PolicyOp, Pos};
+use super::{Extra, Op, PinTarget, PolicyOp, Pos, TxnStep};
 
 /// A source of numbers: `below(n)` is some value in `0..n` (`n > 0`).
 pub trait Source {
@@ -233,14 +233,34 @@ impl Op {
             9 => Op::UnpinStale {
                 foreign: s.one_in(2),
             },
-            10 => Op::Commit {
-                offset: match s.below(9) {
+            10 => {
+                let offset = match s.below(9) {
                     0..6 => 0,
                     6 => -1,
                     7 => 1,
                     _ => i64::MAX,
-                },
-            },
+                };
+                // Half plain commits, half the other steps of a transaction.
+                match s.below(8) {
+                    0..4 => Op::Commit { offset },
+                    4 => Op::Txn {
+                        step: TxnStep::Prepare,
+                        offset,
+                    },
+                    5 => Op::Txn {
+                        step: TxnStep::Finish,
+                        offset,
+                    },
+                    6 => Op::Txn {
+                        step: TxnStep::Abort,
+                        offset,
+                    },
+                    _ => Op::Txn {
+                        step: TxnStep::AbortAll,
+                        offset,
+                    },
+                }
+            }
             11 => Op::BeginRead,
             12 => Op::EndRead {
                 index: s.below(8) as usize,

@@ -38,6 +38,6 @@ mod variant;
 pub use checked::Checked;
 pub use draw::{OP_KINDS, Source, SplitMix, Weights};
 pub use model::{Freed, Model, ModelBlock};
-pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, run_ops};
+pub use ops::{Extra, Op, PinTarget, PolicyOp, Pos, Runner, TxnStep, run_ops};
 pub use snapshot::{SharedSnapshot, first_difference};
 pub use variant::{Variant, err_variant};

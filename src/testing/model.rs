@@ -21,7 +21,8 @@ pub struct ModelBlock {
     pub pins: u32,
     /// Blocking pins.
     pub blocking: u32,
-    /// Deferred by `free_on_commit`, waiting for the open epoch to commit.
+    /// Deferred by `free_on_commit`, waiting for the commit of the epoch it was freed
+    /// in (open, or prepared and not finished).
     pub pending: bool,
     /// The epoch of the free that made it Deferred.
     pub freed_epoch: u64,
@@ -66,6 +67,9 @@ pub struct Model {
     pub readers: BTreeMap<ReaderId, u64>,
     /// The open epoch.
     pub open: u64,
+    /// The newest epoch whose commit is finished (0 for none); epochs after it and
+    /// before `open` are prepared, their frees on commit still waiting.
+    pub durable: u64,
 }
 
 /// What a free did, per the model: blocks Free at once and blocks Deferred.
@@ -91,6 +95,7 @@ impl Model {
             pins: BTreeMap::new(),
             readers: BTreeMap::new(),
             open: 1,
+            durable: 0,
         }
     }
 
@@ -230,10 +235,12 @@ impl Model {
         self.runs(Self::allocatable)
     }
 
-    /// What a remount would find free: not Allocated and not waiting for a commit.
+    /// What a remount would find free: not Allocated and not waiting for the open
+    /// epoch's commit (blocks of prepared epochs are free in their lists).
     #[must_use]
     pub fn durable_runs(&self) -> Vec<Extent> {
-        self.runs(|b| b.state != BlockState::Allocated && !b.pending)
+        let open = self.open;
+        self.runs(|b| b.state != BlockState::Allocated && !(b.pending && b.freed_epoch == open))
     }
 
     /// The longest free run `allocate` may use.
@@ -612,24 +619,11 @@ impl Model {
                 }
             });
         }
-        // Of the blocking pins over the first blocked block, the oldest: pins are
-        // numbered in the order they were made (in one sequence across a shared
-        // allocator's groups too).
-        let blocking = || self.pins.iter().filter(|(_, (_, blocking))| *blocking);
-        let first = (e.start..e.start + e.len)
-            .find(|&b| blocking().any(|(_, (p, _))| p.start <= b && b - p.start < p.len));
-        let busy = first.and_then(|b| {
-            blocking()
-                .filter(|(_, (p, _))| p.start <= b && b - p.start < p.len)
-                .min_by_key(|(id, _)| id.seq)
-        });
-        if let Some((&pin, &(p, _))) = busy {
-            let start = p.start.max(e.start);
-            let end = (p.start + p.len).min(e.start + e.len);
+        if let Some((pin, blocked)) = self.busy(e) {
             return Err(FreeError::Busy {
                 extent: e,
                 pin,
-                blocked: Extent::new(start, end - start),
+                blocked,
             });
         }
         let open = self.open;
@@ -651,6 +645,23 @@ impl Model {
             now,
             deferred: e.len - now,
         })
+    }
+
+    /// Of the blocking pins over the first block of `e` that one covers, the oldest,
+    /// and the blocks of `e` it covers: what refuses a free of `e`.
+    fn busy(&self, e: Extent) -> Option<(PinId, Extent)> {
+        // Pins are numbered in the order they were made (in one sequence across a
+        // shared allocator's groups too).
+        let blocking = || self.pins.iter().filter(|(_, (_, blocking))| *blocking);
+        let covers = |p: &Extent, b: u64| p.start <= b && b - p.start < p.len;
+        let first =
+            (e.start..e.start + e.len).find(|&b| blocking().any(|(_, (p, _))| covers(p, b)))?;
+        let (&pin, &(p, _)) = blocking()
+            .filter(|(_, (p, _))| covers(p, first))
+            .min_by_key(|(id, _)| id.seq)?;
+        let start = p.start.max(e.start);
+        let end = (p.start + p.len).min(e.start + e.len);
+        Some((pin, Extent::new(start, end - start)))
     }
 
     /// Checks a pin of `e` as the allocator does: the error it must give, if any.
@@ -714,17 +725,105 @@ impl Model {
     ///
     /// [`EpochError::NotOpen`] unless `epoch` is the open one.
     pub fn commit(&mut self, epoch: u64) -> Result<u64, EpochError> {
-        if epoch != self.open {
-            return Err(EpochError::NotOpen {
+        self.prepare_commit(epoch)?;
+        self.finish_commit(epoch)
+    }
+
+    /// Closes the open epoch `epoch`; returns its free list, as
+    /// [`durable_runs`](Self::durable_runs) gives it then.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one.
+    pub fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<Extent>, EpochError> {
+        self.check_open(epoch)?;
+        self.open += 1;
+        Ok(self.durable_runs())
+    }
+
+    /// Finishes every prepared epoch through `epoch`; returns the blocks released.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotPrepared`] unless `epoch` is prepared and unfinished.
+    pub fn finish_commit(&mut self, epoch: u64) -> Result<u64, EpochError> {
+        if epoch <= self.durable || epoch >= self.open {
+            return Err(EpochError::NotPrepared {
                 epoch,
+                durable: self.durable,
                 open: self.open,
             });
         }
         for b in &mut self.blocks {
-            b.pending = false;
+            if b.pending && b.freed_epoch <= epoch {
+                b.pending = false;
+            }
         }
-        self.open += 1;
+        self.durable = epoch;
         Ok(self.settle())
+    }
+
+    fn check_open(&self, epoch: u64) -> Result<(), EpochError> {
+        if epoch == self.open {
+            Ok(())
+        } else {
+            Err(EpochError::NotOpen {
+                epoch,
+                open: self.open,
+            })
+        }
+    }
+
+    /// Aborts the open epoch's frees on commit; returns the blocks Allocated again.
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one.
+    pub fn abort(&mut self, epoch: u64) -> Result<u64, EpochError> {
+        self.check_open(epoch)?;
+        let mut restored = 0;
+        for b in &mut self.blocks {
+            if b.pending && b.freed_epoch == epoch {
+                *b = ModelBlock {
+                    state: BlockState::Allocated,
+                    pending: false,
+                    freed_epoch: 0,
+                    alloc_epoch: None,
+                    ..*b
+                };
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Aborts the open epoch whole: its frees on commit, and its allocations freed;
+    /// returns (blocks Allocated again, blocks freed: Free now, Deferred now).
+    ///
+    /// # Errors
+    ///
+    /// [`EpochError::NotOpen`] unless `epoch` is the open one;
+    /// [`EpochError::Busy`] for the first blocked run of the epoch's allocations.
+    pub fn abort_all(&mut self, epoch: u64) -> Result<(u64, Freed), EpochError> {
+        self.check_open(epoch)?;
+        let runs = self.runs(|b| b.state == BlockState::Allocated && b.alloc_epoch == Some(epoch));
+        if let Some((pin, blocked)) = runs.iter().find_map(|&r| self.busy(r)) {
+            return Err(EpochError::Busy {
+                pin,
+                block: blocked.start,
+            });
+        }
+        let restored = self.abort(epoch)?;
+        let mut freed = Freed {
+            now: 0,
+            deferred: 0,
+        };
+        for r in runs {
+            let f = self.free(r, true).expect("checked: Allocated, not blocked");
+            freed.now += f.now;
+            freed.deferred += f.deferred;
+        }
+        Ok((restored, freed))
     }
 
     /// Records a reader the allocator began, in the open epoch.

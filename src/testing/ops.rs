@@ -164,6 +164,14 @@ pub enum Op {
         /// Added to the open epoch.
         offset: i64,
     },
+    /// A step of a transaction other than a plain commit: prepare, finish or abort.
+    Txn {
+        /// Which step.
+        step: TxnStep,
+        /// Added to the open epoch (prepare, abort) or to the newest prepared one, the
+        /// open less one (finish): 0 is the right epoch, anything else may be refused.
+        offset: i64,
+    },
     /// `begin_read`.
     BeginRead,
     /// `end_read` the `index`th live reader.
@@ -176,6 +184,19 @@ pub enum Op {
         /// Another allocator's rather than an old one.
         foreign: bool,
     },
+}
+
+/// The transaction steps of [`Op::Txn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStep {
+    /// `prepare_commit`.
+    Prepare,
+    /// `finish_commit`.
+    Finish,
+    /// `abort`.
+    Abort,
+    /// `abort_all`.
+    AbortAll,
 }
 
 /// Plays [`Op`]s on a [`Checked`] allocator, keeping track of what the caller holds:
@@ -468,6 +489,28 @@ impl Runner {
             Op::Commit { offset } => {
                 let epoch = self.alloc.model().open.wrapping_add_signed(offset);
                 let _ = self.alloc.commit(epoch);
+            }
+            Op::Txn { step, offset } => {
+                let open = self.alloc.model().open;
+                let epoch = match step {
+                    TxnStep::Finish => open - 1,
+                    _ => open,
+                }
+                .wrapping_add_signed(offset);
+                let undone = match step {
+                    TxnStep::Prepare => self.alloc.prepare_commit(epoch).map(|_| false),
+                    TxnStep::Finish => self.alloc.finish_commit(epoch).map(|_| false),
+                    TxnStep::Abort => self.alloc.abort(epoch).map(|o| o.restored_blocks > 0),
+                    TxnStep::AbortAll => self.alloc.abort_all(epoch).map(|_| true),
+                };
+                if undone == Ok(true) {
+                    // Blocks came back or went: the caller holds what is Allocated,
+                    // in maximal runs (any Allocated run frees whole).
+                    self.live = self
+                        .alloc
+                        .model()
+                        .runs(|b| b.state == crate::BlockState::Allocated);
+                }
             }
             Op::BeginRead => {
                 let id = self.alloc.begin_read();

@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use std::vec;
 
-use super::{Extra, Op, PinTarget, PolicyOp, Pos};
+use super::{Extra, Op, PinTarget, PolicyOp, Pos, TxnStep};
 use crate::{Policy, Request};
 
 /// A block position: mostly inside the space, sometimes anywhere (near 0 or near
@@ -114,6 +114,15 @@ pub fn request(capacity: u64) -> impl Strategy<Value = Request> {
     })
 }
 
+fn txn_step() -> impl Strategy<Value = TxnStep> {
+    prop_oneof![
+        3 => Just(TxnStep::Prepare),
+        3 => Just(TxnStep::Finish),
+        2 => Just(TxnStep::Abort),
+        2 => Just(TxnStep::AbortAll),
+    ]
+}
+
 fn extra() -> impl Strategy<Value = Extra> {
     prop_oneof![
         30 => Just(Extra::None),
@@ -157,6 +166,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|foreign| Op::UnpinStale { foreign }),
         3 => prop_oneof![6 => Just(0i64), 1 => Just(-1i64), 1 => Just(1i64), 1 => Just(i64::MAX)]
             .prop_map(|offset| Op::Commit { offset }),
+        2 => (txn_step(), prop_oneof![6 => Just(0i64), 1 => Just(-1i64), 1 => Just(1i64), 1 => Just(i64::MIN)])
+            .prop_map(|(step, offset)| Op::Txn { step, offset }),
         2 => Just(Op::BeginRead),
         2 => (0usize..8).prop_map(|index| Op::EndRead { index }),
         1 => any::<bool>().prop_map(|foreign| Op::EndReadStale { foreign }),

@@ -95,6 +95,8 @@ impl Variant for EpochError {
         match self {
             EpochError::NotOpen { .. } => "NotOpen",
             EpochError::UnknownReader { .. } => "UnknownReader",
+            EpochError::NotPrepared { .. } => "NotPrepared",
+            EpochError::Busy { .. } => "Busy",
         }
     }
 }
