@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::{Extent, ExtentError, PinId, ReaderId};
+use crate::{BlockState, Extent, ExtentError, PinId, ReaderId};
 
 /// Deferred blocks split by what holds them, as carried by [`AllocError::NoSpace`].
 ///
@@ -376,6 +376,77 @@ pub enum ReservationError {
     },
 }
 
+/// Why a `grow` or `shrink` was refused; nothing changed.
+///
+/// ```
+/// use pinalloc::{BlockState, ExtentAllocator, Request, ResizeError};
+///
+/// let mut alloc = ExtentAllocator::new(16);
+/// alloc.allocate(pinalloc::Request::new(4).policy(pinalloc::Policy::Exact(12)))?;
+/// assert_eq!(
+///     alloc.shrink(8),
+///     Err(ResizeError::InUse { block: 12, state: BlockState::Allocated })
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResizeError {
+    /// `grow` to fewer blocks than the space has.
+    #[error("cannot grow a space of {capacity} blocks to {requested}")]
+    NotLarger {
+        /// The blocks the space has.
+        capacity: u64,
+        /// The capacity asked for.
+        requested: u64,
+    },
+    /// `shrink` to more blocks than the space has.
+    #[error("cannot shrink a space of {capacity} blocks to {requested}")]
+    NotSmaller {
+        /// The blocks the space has.
+        capacity: u64,
+        /// The capacity asked for.
+        requested: u64,
+    },
+    /// More blocks than this allocator can manage: a `SharedAllocator` past its
+    /// largest group count times its group size, or a `Region` past its backing's
+    /// byte addresses.
+    #[error("cannot grow to {requested} blocks: at most {max}")]
+    TooLarge {
+        /// The capacity asked for.
+        requested: u64,
+        /// The most this allocator can have.
+        max: u64,
+    },
+    /// A block of the tail that `shrink` would cut off is Allocated or Deferred: the
+    /// first such block, and its state. [`state_of`](crate::ExtentAllocator::state_of),
+    /// [`pins`](crate::ExtentAllocator::pins) and
+    /// [`readers`](crate::ExtentAllocator::readers) say what holds it.
+    #[error("block {block} of the tail is {state:?}")]
+    InUse {
+        /// The first such block.
+        block: u64,
+        /// Its state: Allocated or Deferred.
+        state: BlockState,
+    },
+    /// A Free block of the tail is pinned: the first such block, and its pin count.
+    #[error("block {block} of the tail is Free but {pins} pin(s) cover it")]
+    Pinned {
+        /// The first such block.
+        block: u64,
+        /// Pins over it ([`pins`](crate::ExtentAllocator::pins) lists them).
+        pins: u64,
+    },
+    /// Reservations hold more Free blocks than the smaller space would have.
+    #[error("reservations hold {reserved} blocks, but only {free} would be free")]
+    Reserved {
+        /// Blocks the reservations hold.
+        reserved: u64,
+        /// Free, unpinned blocks the smaller space would have.
+        free: u64,
+    },
+}
+
 /// A violated invariant, found by
 /// [`check_invariants`](crate::ExtentAllocator::check_invariants). This is always a bug
 /// in pinalloc, never in the caller.
@@ -490,6 +561,26 @@ impl BuildError {
         match self {
             BuildError::BadExtent(e) => e.kind(),
             BuildError::Overlap { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
+impl ResizeError {
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use pinalloc::{ErrorKind, ExtentAllocator};
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// assert_eq!(alloc.grow(4).unwrap_err().kind(), ErrorKind::BadInput);
+    /// ```
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            ResizeError::NotLarger { .. }
+            | ResizeError::NotSmaller { .. }
+            | ResizeError::TooLarge { .. } => ErrorKind::BadInput,
+            ResizeError::InUse { .. } | ResizeError::Pinned { .. } => ErrorKind::Busy,
+            ResizeError::Reserved { .. } => ErrorKind::Limit,
         }
     }
 }

@@ -147,7 +147,7 @@ pub use backing::{
 };
 pub use error::{
     AllocError, BuildError, EpochError, ErrorKind, FreeError, Held, InvariantViolation, PinError,
-    ReservationError,
+    ReservationError, ResizeError,
 };
 pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;

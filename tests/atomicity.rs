@@ -304,6 +304,18 @@ const CORE: &[(&str, &str, CoreCall)] = &[
         "abort_all: the epoch's blocks under a blocking pin",
         |f| got(&f.a.abort_all(2)),
     ),
+    ("NotLarger", "grow: below the capacity", |f| {
+        got(&f.a.grow(255))
+    }),
+    ("NotSmaller", "shrink: above the capacity", |f| {
+        got(&f.a.shrink(u64::MAX))
+    }),
+    ("InUse", "shrink: over Allocated blocks", |f| {
+        got(&f.a.shrink(40))
+    }),
+    ("Reserved", "shrink: past what the reservation needs", |f| {
+        got(&f.a.shrink(97))
+    }),
     ("UnknownReader", "end_read: a reader already ended", |f| {
         got(&f.a.end_read(f.stale_reader))
     }),
@@ -693,4 +705,48 @@ fn still_usable(alloc: &SharedAllocator, after: &str) {
     drop(pin);
     alloc.check_invariants().unwrap();
     assert_eq!(alloc.stats().space.deferred_blocks, 0, "after {after}");
+}
+
+/// `grow` and `shrink` take `&mut`, so they are not in the table above: each
+/// refusal, on the shared fixture, changes nothing.
+#[test]
+fn failing_shared_resizes_change_nothing() {
+    type Resize = fn(&mut SharedAllocator) -> Got;
+    let cases: [(&str, &str, Resize); 4] = [
+        (
+            "NotLarger",
+            "grow: below the capacity",
+            |s| got(&s.grow(10)),
+        ),
+        ("NotSmaller", "shrink: above the capacity", |s| {
+            got(&s.shrink(u64::MAX))
+        }),
+        ("InUse", "shrink: over Allocated blocks", |s| {
+            got(&s.shrink(140))
+        }),
+        ("Pinned", "shrink: over a pinned Free block", |s| {
+            let id = s.pin(Extent::new(180, 1)).unwrap().into_id();
+            let before = SharedSnapshot::of(s);
+            let got = got(&s.shrink(170));
+            assert_eq!(before.first_difference(&SharedSnapshot::of(s)), None);
+            s.unpin(id).unwrap();
+            got
+        }),
+    ];
+    for (expect, name, call) in cases {
+        let mut s = shared_fixture();
+        let before = SharedSnapshot::of(&s);
+        let got = call(&mut s);
+        assert!(
+            got.0 == Some(expect),
+            "{name}: expected {expect}, got {got}"
+        );
+        if expect != "Pinned" {
+            assert_eq!(
+                before.first_difference(&SharedSnapshot::of(&s)),
+                None,
+                "{name}"
+            );
+        }
+    }
 }

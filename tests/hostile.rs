@@ -4,8 +4,9 @@
 //! was: same stats, same free extents, invariants intact.
 
 use pinalloc::{
-    AllocError, BuildError, EpochError, Extent, ExtentAllocator, ExtentError, FreeError, Held,
-    PinError, PinMode, Policy, Request, ReservationError,
+    AllocError, BlockState, BuildError, EpochError, Extent, ExtentAllocator, ExtentError,
+    FreeError, Held, PinError, PinMode, Policy, Request, ReservationError, ResizeError,
+    SharedAllocator,
 };
 
 const TOP: u64 = u64::MAX;
@@ -1581,4 +1582,132 @@ fn reset_of_a_space_of_no_blocks() {
     assert!(shared.is_empty());
     assert_eq!(shared.stats().space.capacity_blocks, 0);
     shared.check_invariants().unwrap();
+}
+
+/// Growing to the top of the `u64` space and back, shrinking under every kind of
+/// hold, and a space of no blocks.
+#[test]
+fn resizes_at_the_edges() {
+    let mut a = fixture(); // [0, 40) Allocated of 100
+    a.grow(TOP).unwrap();
+    assert_eq!(
+        a.free_extents().collect::<Vec<_>>(),
+        [Extent::new(40, TOP - 40)]
+    );
+    assert_eq!(
+        a.allocate(Request::new(5).policy(Policy::Exact(TOP - 5)))
+            .unwrap()
+            .start,
+        TOP - 5
+    );
+    refused(
+        &mut a,
+        ResizeError::NotLarger {
+            capacity: TOP,
+            requested: 100,
+        },
+        |a| a.grow(100),
+    );
+    refused(
+        &mut a,
+        ResizeError::InUse {
+            block: TOP - 5,
+            state: BlockState::Allocated,
+        },
+        |a| a.shrink(100),
+    );
+    a.free(Extent::new(TOP - 5, 5)).unwrap();
+    a.shrink(100).unwrap();
+    // Under a pin of Free blocks, a Deferred block and a reservation.
+    let pin = a.pin(Extent::new(90, 2)).unwrap();
+    refused(&mut a, ResizeError::Pinned { block: 90, pins: 1 }, |a| {
+        a.shrink(50)
+    });
+    a.unpin(pin).unwrap();
+    let e = a
+        .allocate(Request::new(1).policy(Policy::Exact(70)))
+        .unwrap();
+    let reader = a.begin_read();
+    a.free(e).unwrap(); // Deferred: the reader may see it
+    refused(
+        &mut a,
+        ResizeError::InUse {
+            block: 70,
+            state: BlockState::Deferred,
+        },
+        |a| a.shrink(50),
+    );
+    a.end_read(reader).unwrap();
+    let r = a.reserve(50).unwrap();
+    refused(
+        &mut a,
+        ResizeError::Reserved {
+            reserved: 50,
+            free: 10,
+        },
+        |a| a.shrink(50),
+    );
+    a.unreserve(r).unwrap();
+    a.shrink(40).unwrap();
+    refused(
+        &mut a,
+        ResizeError::NotSmaller {
+            capacity: 40,
+            requested: TOP,
+        },
+        |a| a.shrink(TOP),
+    );
+    a.free(Extent::new(0, 40)).unwrap();
+    a.shrink(0).unwrap();
+    assert!(a.is_empty());
+    a.grow(3).unwrap();
+    assert_eq!(a.allocate(Request::new(3)).unwrap(), Extent::new(0, 3));
+    a.check_invariants().unwrap();
+
+    // Shared: past the most groups it can have, then the same edges.
+    let mut s = SharedAllocator::builder(1 << 16).groups(1 << 16).build();
+    assert_eq!(
+        s.grow(TOP),
+        Err(ResizeError::TooLarge {
+            requested: TOP,
+            max: 1 << 16
+        })
+    );
+    assert_eq!(s.capacity_blocks(), 1 << 16);
+    let mut s = SharedAllocator::builder(0).build();
+    s.grow(TOP).unwrap(); // one group: it grows
+    assert_eq!(s.free_extents(), [Extent::new(0, TOP)]);
+    s.shrink(0).unwrap();
+    assert!(s.free_extents().is_empty());
+    s.check_invariants().unwrap();
+}
+
+/// New groups join the epochs: a reader that began before the growth holds blocks
+/// freed in the new groups after it, and a prepared commit still waits there.
+#[test]
+fn grown_groups_join_readers_and_commits() {
+    let mut s = SharedAllocator::builder(64).groups(4).build();
+    let reader = s.begin_read();
+    s.commit(1).unwrap();
+    s.grow(128).unwrap();
+    assert_eq!(s.group_count(), 8);
+    let e = s
+        .allocate(Request::new(8).policy(Policy::Exact(100)))
+        .unwrap();
+    assert_eq!(
+        s.free(e).unwrap().deferred_blocks,
+        8,
+        "the old reader holds it"
+    );
+    assert_eq!(s.readers()[0].held_alone_blocks, 8);
+    assert_eq!(s.end_read(reader).unwrap().released_blocks, 8);
+    let e = s
+        .allocate(Request::new(8).policy(Policy::Exact(100)))
+        .unwrap();
+    s.commit(2).unwrap();
+    s.free_on_commit(e).unwrap();
+    s.prepare_commit(3).unwrap();
+    s.grow(200).unwrap();
+    assert_eq!(s.finish_commit(3).unwrap().released_blocks, 8);
+    s.check_invariants().unwrap();
 }

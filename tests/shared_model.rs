@@ -20,7 +20,7 @@ use pinalloc::SharedAllocError;
 use pinalloc::testing::Model;
 use pinalloc::{
     AllocError, BlockState, Extent, ExtentError, FreeError, PinError, PinOptions, Policy, ReaderId,
-    Request, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
+    Request, ResizeError, SharedAllocator, SharedFreeError, SharedPinError, SharedPinId,
 };
 use proptest::prelude::*;
 
@@ -52,6 +52,11 @@ enum Op {
         step: u8,
         wrong: bool,
     },
+    /// `shrink` or `grow` by `delta` blocks (the wrong way is refused).
+    Resize {
+        shrink: bool,
+        delta: i8,
+    },
     BeginRead,
     EndRead {
         pick: usize,
@@ -70,6 +75,7 @@ fn op(capacity: u64) -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|pick| Op::Unpin { pick }),
         1 => Just(Op::Commit),
         2 => (0..4u8, prop::bool::weighted(0.15)).prop_map(|(step, wrong)| Op::Txn { step, wrong }),
+        1 => (any::<bool>(), any::<i8>()).prop_map(|(shrink, delta)| Op::Resize { shrink, delta }),
         1 => Just(Op::BeginRead),
         1 => any::<usize>().prop_map(|pick| Op::EndRead { pick }),
     ]
@@ -226,6 +232,7 @@ impl Harness {
                 assert_eq!(Ok(got.released_blocks), self.model.commit(epoch));
             }
             Op::Txn { step, wrong } => self.txn(step, wrong),
+            Op::Resize { shrink, delta } => self.resize(shrink, delta),
             Op::BeginRead => {
                 let r = self.alloc.begin_read();
                 self.model.begin_read(r);
@@ -292,6 +299,59 @@ impl Harness {
         self.owned = self.model.runs(|b| b.state == BlockState::Allocated);
     }
 
+    /// `grow` or `shrink` in both, when the model's window reaches the end of the
+    /// space (blocks above it would stand between).
+    fn resize(&mut self, shrink: bool, delta: i8) {
+        if self.above() > 0 {
+            return;
+        }
+        let cap = self.model.capacity();
+        // Within the `u64` space as the allocator sees it.
+        let to = cap
+            .saturating_add_signed(i64::from(delta))
+            .min(u64::MAX - self.base);
+        let (got, want) = if shrink {
+            (self.alloc.shrink(self.base + to), self.model.shrink(to))
+        } else {
+            (self.alloc.grow(self.base + to), self.model.grow(to))
+        };
+        let local = |e: ResizeError| match e {
+            ResizeError::NotLarger {
+                capacity,
+                requested,
+            } => ResizeError::NotLarger {
+                capacity: capacity - self.base,
+                requested: requested - self.base,
+            },
+            ResizeError::NotSmaller {
+                capacity,
+                requested,
+            } => ResizeError::NotSmaller {
+                capacity: capacity - self.base,
+                requested: requested - self.base,
+            },
+            ResizeError::InUse { block, state } => ResizeError::InUse {
+                block: block - self.base,
+                state,
+            },
+            ResizeError::Pinned { block, pins } => ResizeError::Pinned {
+                block: block - self.base,
+                pins,
+            },
+            other => other,
+        };
+        assert_eq!(
+            got.map_err(local),
+            want,
+            "resize to {to} (shrink: {shrink})"
+        );
+        assert_eq!(
+            self.alloc.capacity_blocks(),
+            self.base + self.model.capacity()
+        );
+        self.alloc.check_invariants().unwrap();
+    }
+
     /// A free list of the allocator in the model's terms: the blocks outside the
     /// model's window are Allocated, so none are listed.
     fn local_list(&self, list: Vec<Extent>) -> Vec<Extent> {
@@ -303,7 +363,9 @@ impl Harness {
         let policy = match policy {
             0 => Policy::BestFit,
             1 => Policy::FirstFit,
-            _ => Policy::Near(goal.min(cap.saturating_sub(1)) + self.base),
+            // A goal needs a block to name (a space shrunk to nothing has none).
+            _ if cap == 0 => Policy::FirstFit,
+            _ => Policy::Near(goal.min(cap - 1) + self.base),
         };
         let request = Request::new(len).policy(policy);
         match self.alloc.allocate(request) {
@@ -569,7 +631,7 @@ impl Harness {
                 .free(Extent::new(self.base + cap, self.above()))
                 .unwrap();
         }
-        let whole: Vec<Extent> = if cap == 0 {
+        let whole: Vec<Extent> = if self.alloc.capacity_blocks() == 0 {
             vec![]
         } else {
             vec![Extent::new(0, self.alloc.capacity_blocks())]

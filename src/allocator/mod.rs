@@ -12,6 +12,7 @@ mod peek;
 mod pins;
 mod ranges;
 mod reserve;
+mod resize;
 mod transition;
 
 use alloc::collections::BTreeMap;

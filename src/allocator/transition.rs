@@ -24,6 +24,7 @@
 //! waiting as pending blocks do, until `finish_commit` lets the release plans see them.
 //!
 //! The constructors (`build.rs`) set the first state of every block; they change none.
+//! `grow` and `shrink` (`resize.rs`) add or cut off Free, unpinned blocks only.
 
 use alloc::vec::Vec;
 use core::ops::Range;

@@ -61,6 +61,31 @@ impl EpochState {
     pub(crate) fn live_readers(&self) -> u64 {
         self.readers.len() as u64
     }
+
+    /// The open epoch, the newest finished one, and the epochs that have proxy
+    /// readers (ascending): what a new group's core joins.
+    pub(crate) fn for_new_group(&self) -> (u64, u64, Vec<u64>) {
+        (
+            self.open,
+            self.durable,
+            self.proxies.keys().copied().collect(),
+        )
+    }
+
+    /// A new group's proxy readers, one per proxied epoch, ascending.
+    pub(crate) fn add_group(&mut self, ids: Vec<ReaderId>) {
+        debug_assert_eq!(ids.len(), self.proxies.len());
+        for ((_, group_ids), id) in self.proxies.values_mut().zip(ids) {
+            group_ids.push(id);
+        }
+    }
+
+    /// Groups from `groups` on are gone: their proxy readers with them.
+    pub(crate) fn drop_groups(&mut self, groups: usize) {
+        for (_, ids) in self.proxies.values_mut() {
+            ids.truncate(groups);
+        }
+    }
 }
 
 fn check_open(state: &EpochState, epoch: u64) -> Result<(), EpochError> {

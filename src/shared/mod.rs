@@ -8,6 +8,7 @@ mod group;
 mod pins;
 mod reentry;
 mod reserve;
+mod resize;
 mod signal;
 mod stats;
 

@@ -8,7 +8,7 @@ use super::Model;
 use crate::{
     AbortOutcome, AllocError, BlockState, EpochError, Extent, ExtentAllocator, FreeError,
     FreeOutcome, PinError, PinId, PinMode, ReaderId, ReleaseOutcome, Request, Reservation,
-    ReservationError,
+    ReservationError, ResizeError,
 };
 
 /// An [`ExtentAllocator`] and the reference [`Model`] side by side: every call goes
@@ -448,6 +448,36 @@ impl Checked {
                         .as_ref()
                         .map(|(restored, f)| (*restored, f.now, f.deferred))
             },
+        )
+    }
+
+    /// `grow`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::grow`].
+    #[track_caller]
+    pub fn grow(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        self.step(
+            &|| format!("grow({new_capacity})"),
+            |a| a.grow(new_capacity),
+            |m, _| m.grow(new_capacity),
+            |got, want| got == want,
+        )
+    }
+
+    /// `shrink`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::shrink`].
+    #[track_caller]
+    pub fn shrink(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        self.step(
+            &|| format!("shrink({new_capacity})"),
+            |a| a.shrink(new_capacity),
+            |m, _| m.shrink(new_capacity),
+            |got, want| got == want,
         )
     }
 

@@ -25,7 +25,7 @@ impl Source for SplitMix {
 }
 
 /// The kinds of [`Op`], in the order of [`Weights`].
-pub const OP_KINDS: [&str; 15] = [
+pub const OP_KINDS: [&str; 16] = [
     "allocate",
     "allocate_many",
     "free_live",
@@ -41,6 +41,7 @@ pub const OP_KINDS: [&str; 15] = [
     "end_read",
     "end_read_stale",
     "free_all_live",
+    "resize",
 ];
 
 /// How often each kind of [`Op`] is drawn, in the order of [`OP_KINDS`].
@@ -62,7 +63,7 @@ impl Weights {
     /// plus the rare free of everything live, which the strategy leaves out.
     #[must_use]
     pub fn standard() -> Self {
-        Weights([10, 2, 8, 2, 2, 2, 1, 5, 4, 1, 3, 2, 2, 1, 1])
+        Weights([10, 2, 8, 2, 2, 2, 1, 5, 4, 1, 3, 2, 2, 1, 1, 1])
     }
 
     /// Random weights from `source`: each kind 1 to 10, except that each is off one
@@ -267,6 +268,14 @@ impl Op {
             },
             13 => Op::EndReadStale {
                 foreign: s.one_in(2),
+            },
+            15 => Op::Resize {
+                shrink: s.one_in(2),
+                delta: match s.below(10) {
+                    0..8 => s.below(129) as i64 - 64,
+                    8 => i64::MIN,
+                    _ => i64::MAX,
+                },
             },
             _ => Op::FreeLive {
                 index: s.below(4096) as usize,

@@ -9,7 +9,7 @@ use std::vec::Vec;
 
 use crate::{
     AllocError, BlockState, EpochError, Extent, ExtentError, FreeError, HISTOGRAM_BUCKETS, Held,
-    PinError, PinId, Policy, ReaderId, Request,
+    PinError, PinId, Policy, ReaderId, Request, ResizeError,
 };
 
 /// One block of the [`Model`].
@@ -841,6 +841,72 @@ impl Model {
             .remove(&id)
             .ok_or(EpochError::UnknownReader { id })?;
         Ok(self.settle())
+    }
+
+    /// `grow`: Free blocks added at the end.
+    ///
+    /// # Errors
+    ///
+    /// [`ResizeError::NotLarger`] below the capacity.
+    ///
+    /// # Panics
+    ///
+    /// If the new capacity does not fit in memory as one record per block.
+    pub fn grow(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        let capacity = self.capacity();
+        if new_capacity < capacity {
+            return Err(ResizeError::NotLarger {
+                capacity,
+                requested: new_capacity,
+            });
+        }
+        let n = usize::try_from(new_capacity).expect("a model space fits in memory");
+        self.blocks.resize(n, FREE);
+        Ok(())
+    }
+
+    /// `shrink`: the tail cut off, if every block of it is Free and unpinned and the
+    /// reservations fit in what is left.
+    ///
+    /// # Errors
+    ///
+    /// Those the allocator must give.
+    pub fn shrink(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        let capacity = self.capacity();
+        if new_capacity > capacity {
+            return Err(ResizeError::NotSmaller {
+                capacity,
+                requested: new_capacity,
+            });
+        }
+        let cut = new_capacity as usize;
+        if let Some(i) = self.blocks[cut..]
+            .iter()
+            .position(|b| !Self::allocatable(b))
+        {
+            let block = (cut + i) as u64;
+            let b = self.blocks[cut + i];
+            return Err(if b.state == BlockState::Free {
+                ResizeError::Pinned {
+                    block,
+                    pins: u64::from(b.pins),
+                }
+            } else {
+                ResizeError::InUse {
+                    block,
+                    state: b.state,
+                }
+            });
+        }
+        let free = self.index_free() - (capacity - new_capacity);
+        if free < self.reserved() {
+            return Err(ResizeError::Reserved {
+                reserved: self.reserved(),
+                free,
+            });
+        }
+        self.blocks.truncate(cut);
+        Ok(())
     }
 
     /// Checks a reservation of `n` blocks as the allocator does.

@@ -172,6 +172,15 @@ pub enum Op {
         /// open less one (finish): 0 is the right epoch, anything else may be refused.
         offset: i64,
     },
+    /// `grow` (or `shrink`) to the capacity plus `delta`: the model holds a record
+    /// per block, so growth stops at twice the first capacity (at least 64 blocks);
+    /// the wrong direction must be refused.
+    Resize {
+        /// `shrink` rather than `grow`.
+        shrink: bool,
+        /// Added to the capacity (saturating at 0 and `u64::MAX`).
+        delta: i64,
+    },
     /// `begin_read`.
     BeginRead,
     /// `end_read` the `index`th live reader.
@@ -228,6 +237,8 @@ pub struct Runner {
     readers: Vec<ReaderId>,
     ended: Vec<ReaderId>,
     foreign: ExtentAllocator,
+    /// Where `Op::Resize` stops growing the space.
+    max_capacity: u64,
 }
 
 /// Plays `ops` on a space of `capacity` blocks, with `mount` (positions and lengths;
@@ -286,6 +297,7 @@ impl Runner {
             readers: Vec::new(),
             ended: Vec::new(),
             foreign: ExtentAllocator::new(capacity.max(1)),
+            max_capacity: capacity.saturating_mul(2).max(64),
         }
     }
 
@@ -510,6 +522,18 @@ impl Runner {
                         .alloc
                         .model()
                         .runs(|b| b.state == crate::BlockState::Allocated);
+                }
+            }
+            Op::Resize { shrink, delta } => {
+                let capacity = self.capacity();
+                let mut to = capacity.saturating_add_signed(delta);
+                if to > capacity {
+                    to = to.min(self.max_capacity.max(capacity));
+                }
+                if shrink {
+                    let _ = self.alloc.shrink(to);
+                } else {
+                    let _ = self.alloc.grow(to);
                 }
             }
             Op::BeginRead => {

@@ -5,7 +5,7 @@
 use crate::persist::PersistError;
 use crate::{
     AllocError, BuildError, EpochError, ExtentError, FreeError, LimitError, PinError, RegionError,
-    ReservationError, SharedAllocError, SharedFreeError, SharedPinError, WaitError,
+    ReservationError, ResizeError, SharedAllocError, SharedFreeError, SharedPinError, WaitError,
 };
 
 /// An error that names its variant. A variant that wraps another error (an
@@ -106,6 +106,19 @@ impl Variant for BuildError {
         match self {
             BuildError::BadExtent(e) => e.variant(),
             BuildError::Overlap { .. } => "Overlap",
+        }
+    }
+}
+
+impl Variant for ResizeError {
+    fn variant(&self) -> &'static str {
+        match self {
+            ResizeError::NotLarger { .. } => "NotLarger",
+            ResizeError::NotSmaller { .. } => "NotSmaller",
+            ResizeError::TooLarge { .. } => "TooLarge",
+            ResizeError::InUse { .. } => "InUse",
+            ResizeError::Pinned { .. } => "Pinned",
+            ResizeError::Reserved { .. } => "Reserved",
         }
     }
 }

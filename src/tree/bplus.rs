@@ -321,11 +321,20 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
         self.len
     }
 
-    /// Bytes held by both arenas.
+    /// Bytes held by both arenas, and by the directory at the size its entries call
+    /// for. The directory is a lookup cache, rebuilt by lookups (a failing call's
+    /// too) at sizes up to four times that: counted by what the tree holds, the
+    /// figure changes only when the tree does.
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.leaves.capacity() * core::mem::size_of::<Leaf<K, V>>()
             + self.inners.capacity() * core::mem::size_of::<Inner<K, S>>()
-            + self.dir.0.leaves.capacity() * core::mem::size_of::<u32>()
+            + Self::directory_size(self.len) * core::mem::size_of::<u32>()
+    }
+
+    /// The directory's buckets for a tree of `len` entries: one per eight, a power of
+    /// two, at least two (so that a bucket's width stays below 2^64).
+    fn directory_size(len: usize) -> usize {
+        (len / 8).max(2).next_power_of_two()
     }
 
     // ---- node plumbing ---------------------------------------------------------------
@@ -722,9 +731,7 @@ impl<K: Key, V: Value, S: Summary<K, V>> BPlus<K, V, S> {
     /// whose leaf the directory keeps for `x`'s bucket.
     #[cold]
     fn leaf_descending(&mut self, x: K) -> u32 {
-        // At least two buckets, so that a bucket's width (`1 << shift`) stays below
-        // 2^64.
-        let want = (self.len / 8).max(2).next_power_of_two();
+        let want = Self::directory_size(self.len);
         let d = &mut self.dir.0;
         d.misses += 1;
         let have = d.leaves.len();
@@ -1814,6 +1821,32 @@ pub(crate) mod tests {
                 }
                 t.check().unwrap();
             }
+        }
+    }
+
+    /// Lookups rebuild the directory (a cache) when it misses; the bytes the tree
+    /// reports must not move with them, or a failing call that only looked would
+    /// change `Stats::metadata_bytes`. The old count, of the directory's capacity,
+    /// fails this.
+    #[test]
+    fn lookups_alone_leave_the_byte_count_alone() {
+        let mut t: BPlus<u64, u64, ()> = BPlus::new();
+        let mut rng = SplitMix::new(11);
+        for k in 0..100u64 {
+            t.insert(k * 1_000, k);
+        }
+        for _ in 0..1_000 {
+            t.floor_near(rng.below(100_000)); // a directory for 100 entries
+        }
+        for k in 100..4_000u64 {
+            t.insert(k * 1_000, k); // inserts leave the directory as it is
+        }
+        let bytes = t.capacity_bytes();
+        for _ in 0..20_000 {
+            let x = rng.below(4_000_000);
+            t.floor_near(x);
+            t.ceil_near(x);
+            assert_eq!(t.capacity_bytes(), bytes, "a lookup changed the byte count");
         }
     }
 

@@ -1,0 +1,157 @@
+//! Growing and shrinking the space: new Free blocks at the end, or a Free, unpinned
+//! tail given up.
+
+use super::ExtentAllocator;
+use crate::{BlockState, ResizeError};
+
+impl ExtentAllocator {
+    /// Grows the space to `new_capacity` blocks: the new blocks, at the end, are Free
+    /// (joined to a free extent that ends where the space did). Pins, readers, epochs
+    /// and reservations carry on. O(log n).
+    ///
+    /// # Errors
+    ///
+    /// [`ResizeError::NotLarger`] below the capacity; nothing changes. Growing to
+    /// the capacity itself changes nothing and succeeds.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, Request};
+    ///
+    /// let mut alloc = ExtentAllocator::new(8);
+    /// alloc.allocate(Request::new(6))?;
+    /// alloc.grow(16)?; // growfs
+    /// assert_eq!(alloc.free_extents().collect::<Vec<_>>(), [Extent::new(6, 10)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn grow(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        let old = self.capacity;
+        if new_capacity < old {
+            return Err(ResizeError::NotLarger {
+                capacity: old,
+                requested: new_capacity,
+            });
+        }
+        if new_capacity > old {
+            self.free.insert(old, new_capacity - old);
+            self.capacity = new_capacity;
+        }
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Shrinks the space to `new_capacity` blocks, giving up the tail. Only a tail of
+    /// Free blocks that no pin covers can go, and only if the reservations still fit
+    /// in the Free blocks left. O(log n).
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes on any of them:
+    /// - [`ResizeError::NotSmaller`] above the capacity (to the capacity itself,
+    ///   nothing changes and it succeeds);
+    /// - [`ResizeError::InUse`] for the first Allocated or Deferred block of the tail;
+    /// - [`ResizeError::Pinned`] for the first pinned Free block of the tail, when it
+    ///   comes before any block in use;
+    /// - [`ResizeError::Reserved`] when reservations hold more blocks than would be
+    ///   left Free.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, ResizeError};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let pin = alloc.pin(Extent::new(12, 1))?;
+    /// assert_eq!(alloc.shrink(10), Err(ResizeError::Pinned { block: 12, pins: 1 }));
+    /// alloc.unpin(pin)?;
+    /// alloc.shrink(10)?;
+    /// assert_eq!(alloc.capacity_blocks(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shrink(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
+        let old = self.capacity;
+        if new_capacity > old {
+            return Err(ResizeError::NotSmaller {
+                capacity: old,
+                requested: new_capacity,
+            });
+        }
+        if new_capacity == old {
+            return Ok(());
+        }
+        self.check_tail(new_capacity)?;
+        self.cut_tail(new_capacity);
+        Ok(())
+    }
+
+    /// Whether blocks `from..capacity` (not empty) can be cut off: every one Free and
+    /// unpinned, and the reservations fitting in the Free blocks left. The error
+    /// `shrink(from)` gives, if any.
+    pub(crate) fn check_tail(&self, from: u64) -> Result<(), ResizeError> {
+        let end = self.capacity;
+        debug_assert!(from < end, "an empty tail");
+        // The tail is free and unpinned when one free extent reaches from its start to
+        // the end of the space; otherwise the first block past that extent is not.
+        let first_held = match self.free.containing(from) {
+            Some(e) if e.start + e.len == end => None,
+            Some(e) => Some(e.start + e.len),
+            None => Some(from),
+        };
+        if let Some(block) = first_held {
+            return Err(match self.state_of(block) {
+                Some(BlockState::Free) => ResizeError::Pinned {
+                    block,
+                    pins: self.pin_count(block),
+                },
+                state => ResizeError::InUse {
+                    block,
+                    state: state.expect("a block of the tail lies inside the space"),
+                },
+            });
+        }
+        let free = self.free.free_blocks() - (end - from);
+        if free < self.count_reserved_blocks {
+            return Err(ResizeError::Reserved {
+                reserved: self.count_reserved_blocks,
+                free,
+            });
+        }
+        Ok(())
+    }
+
+    /// Cuts off blocks `new_capacity..capacity`, checked by
+    /// [`check_tail`](Self::check_tail).
+    pub(crate) fn cut_tail(&mut self, new_capacity: u64) {
+        let old = self.capacity;
+        self.free.take(new_capacity, old - new_capacity);
+        self.capacity = new_capacity;
+        // Blocks past the end are asked about no more: the epochs' sets forget them.
+        self.epochs.allocated_since_commit.remove(new_capacity..old);
+        self.epochs.mount_durable.remove(new_capacity..old);
+        self.debug_check();
+    }
+
+    /// A fresh core joins a shared allocator's epochs: it opens at `open`, with the
+    /// commits through `durable` finished, and begins one reader in each epoch of
+    /// `readers` (ascending), as if begun then. It has no Deferred block, so no
+    /// commit or reader has anything to hold in it yet. Returns the readers.
+    #[cfg(feature = "std")]
+    pub(crate) fn join_epochs(
+        &mut self,
+        open: u64,
+        durable: u64,
+        readers: &[u64],
+    ) -> alloc::vec::Vec<crate::ReaderId> {
+        debug_assert!(self.deferrals.count_blocks == 0 && self.epochs.readers.is_empty());
+        if open > 1 {
+            self.epochs.mount_durable = rangemap::RangeSet::new();
+            self.epochs.mount_durable_end = 0;
+        }
+        let mut ids = alloc::vec::Vec::with_capacity(readers.len());
+        for &epoch in readers {
+            self.epochs.open = epoch;
+            ids.push(self.begin_read());
+        }
+        self.epochs.open = open;
+        self.epochs.durable = durable;
+        self.debug_check();
+        ids
+    }
+}
