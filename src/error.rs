@@ -260,6 +260,13 @@ pub enum PinError {
         /// The id given.
         id: PinId,
     },
+    /// A token that names no live pin of this allocator: its pin has gone, it is
+    /// another allocator's, or it was never given.
+    #[error("token {token} names no live pin of this allocator")]
+    UnknownToken {
+        /// The token given.
+        token: u64,
+    },
     /// Pinning would take Free blocks that reservations have promised.
     #[error(
         "pinning {extent} would take {free_blocks} free blocks, but only {unreserved} are \
@@ -409,8 +416,7 @@ pub enum ResizeError {
         requested: u64,
     },
     /// More blocks than this allocator can manage: a `SharedAllocator` past its
-    /// largest group count times its group size, or a `Region` past its backing's
-    /// byte addresses.
+    /// largest group count times its group size.
     #[error("cannot grow to {requested} blocks: at most {max}")]
     TooLarge {
         /// The capacity asked for.
@@ -523,7 +529,7 @@ impl PinError {
     pub const fn kind(&self) -> ErrorKind {
         match self {
             PinError::BadExtent(e) => e.kind(),
-            PinError::Unknown { .. } => ErrorKind::Stale,
+            PinError::Unknown { .. } | PinError::UnknownToken { .. } => ErrorKind::Stale,
             PinError::Reserved { .. } => ErrorKind::NoSpace,
         }
     }

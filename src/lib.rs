@@ -135,6 +135,7 @@ mod stats;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tokens;
 mod tree;
 
 pub use allocator::{

@@ -19,6 +19,7 @@
 //! | 3 | `SharedAllocator::pressure_hook` | cloning the callback out; nothing is taken under it |
 //! | 3 | `SharedAllocator::pressure_cursor` | reading or setting where pressure rounds go on; nothing is taken under it |
 //! | 3 | `Space::detached` | the detached set only; nothing is taken under it |
+//! | 3 | `SharedAllocator::tokens` | making, finding or forgetting a pin's token (made under the pin's group or `tracked`); nothing is taken under it |
 //!
 //! `SharedAllocator::tracked` is also taken, with nothing under it, to mark a lease
 //! as being asked before its revoke callback runs and to clear the mark after.

@@ -1016,3 +1016,25 @@ fn no_thread_gets_a_sealed_block_before_finish_commit() {
     alloc.commit(open).unwrap();
     assert_eq!(alloc.stats().space.free_blocks, 80);
 }
+
+/// An abort takes blocks out of Deferred: a `wait_released` of them returns then,
+/// not at its timeout (two minutes, against which a minute is a wide margin).
+#[test]
+fn an_abort_wakes_wait_released() {
+    let alloc = SharedAllocator::new(16);
+    let e = alloc.allocate(Request::new(8)).unwrap();
+    alloc.commit(1).unwrap();
+    alloc.free_on_commit(e).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            thread::sleep(Duration::from_millis(20));
+            assert_eq!(alloc.abort(2).unwrap().restored_blocks, 8);
+        });
+        let began = std::time::Instant::now();
+        assert_eq!(alloc.wait_released(e, Duration::from_secs(120)), Ok(()));
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "woken by the abort, not by the timeout"
+        );
+    });
+}

@@ -329,7 +329,12 @@ fn crash_and_remount(seed: u64) {
         if rng.one_in(8) {
             generation += 1;
             let alloc = run.checked().allocator();
-            let list = FreeList::new(capacity, generation, alloc.durable_free_extents());
+            // The space as it is now: the walk grows and shrinks it.
+            let list = FreeList::new(
+                alloc.capacity_blocks(),
+                generation,
+                alloc.durable_free_extents(),
+            );
             let bytes = persist::encode(&list).expect("the durable view encodes");
             slots[(generation % 2) as usize] = Some(bytes.clone());
             last = Some(Written {
@@ -342,7 +347,7 @@ fn crash_and_remount(seed: u64) {
     // The crash: the write in progress (of the state at the crash) is torn, lands
     // with a flipped bit, or lands whole.
     let at_crash = FreeList::new(
-        capacity,
+        run.checked().allocator().capacity_blocks(),
         generation + 1,
         run.checked().allocator().durable_free_extents(),
     );
@@ -382,6 +387,7 @@ fn crash_and_remount(seed: u64) {
         "seed {seed}: the mount took the wrong slot"
     );
     assert_eq!(persist::encode(&list).unwrap(), want.bytes);
+    let capacity = list.capacity;
     let remounted = ExtentAllocator::from_free_extents(capacity, list.extents.iter().copied())
         .unwrap_or_else(|e| panic!("seed {seed}: rebuild refused: {e}"));
     assert_eq!(

@@ -215,8 +215,18 @@ impl Harness {
             }
             Op::Unpin { pick } => {
                 if !self.pins.is_empty() {
-                    let id = self.pins.swap_remove(pick % self.pins.len());
+                    let mut id = self.pins.swap_remove(pick % self.pins.len());
+                    let token = (pick % 2 == 1).then(|| {
+                        // Through a token, as an I/O completion would: the same pin.
+                        let token = self.alloc.pin_token(id).expect("a live pin");
+                        id = self.alloc.pin_of_token(token).expect("a live pin's token");
+                        token
+                    });
                     let got = self.alloc.unpin(id).expect("a live pin");
+                    if let Some(token) = token {
+                        assert!(self.alloc.pin_of_token(token).is_err(), "a stale token");
+                        assert!(self.alloc.pin_token(id).is_err(), "a gone pin");
+                    }
                     let want = self.model.unpin(id.core_pin()).expect("model pin");
                     assert_eq!((got.released_blocks, got.unpinned_free_blocks), want);
                     assert!(self.alloc.unpin(id).is_err(), "a second unpin is refused");

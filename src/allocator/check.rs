@@ -174,6 +174,13 @@ impl ExtentAllocator {
             "deferred blocks by epoch {:?}, counted {by_epoch:?}",
             d.blocks_by_epoch
         );
+        ensure!(
+            d.sealed.iter().any(|r| d.pending.overlaps(r)),
+            3,
+            "blocks both pending and sealed: {:?}, {:?}",
+            d.pending,
+            d.sealed
+        );
         let mut waiting = d.pending.clone();
         waiting.extend(d.sealed.iter().cloned());
         ensure!(

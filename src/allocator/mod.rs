@@ -31,7 +31,6 @@ use pins::PinTable;
 pub(crate) use epochs::reader_table;
 pub use epochs::{AbortOutcome, ReaderId, ReaderInfo, ReleaseOutcome};
 pub use free::FreeOutcome;
-#[cfg(feature = "std")]
 pub(crate) use identity::next_uid;
 pub use pins::{PinId, PinInfo, PinMode};
 pub use reserve::Reservation;
@@ -164,6 +163,8 @@ pub struct ExtentAllocator {
     pinned_free: RangeSet<u64>,
     /// Outstanding reservations: id → blocks left.
     reservations: BTreeMap<u64, u64>,
+    /// The 64-bit tokens of live pins that were given one.
+    tokens: crate::tokens::Tokens<PinId>,
 }
 
 /// Only states this small are self-checked after every mutation in debug builds, so
@@ -205,6 +206,7 @@ impl ExtentAllocator {
             next_reservation_id: 1,
             uid,
             counters: Counters::default(),
+            tokens: Default::default(),
         }
     }
 
@@ -227,6 +229,7 @@ impl ExtentAllocator {
             next_reservation_id,
             uid: _,
             counters,
+            tokens,
         } = self;
         [
             ("capacity", *capacity == other.capacity),
@@ -249,6 +252,7 @@ impl ExtentAllocator {
                 *next_reservation_id == other.next_reservation_id,
             ),
             ("counters", *counters == other.counters),
+            ("tokens", *tokens == other.tokens),
         ]
         .into_iter()
         .find(|&(_, same)| !same)
@@ -398,7 +402,8 @@ impl ExtentAllocator {
             metadata_bytes: self.free.metadata_bytes()
                 + self.pins.metadata_bytes()
                 + self.deferrals.epoch_of.capacity_bytes()
-                + self.reservations.len() * 2 * core::mem::size_of::<(u64, u64)>(),
+                + self.reservations.len() * 2 * core::mem::size_of::<(u64, u64)>()
+                + self.tokens.bytes(),
             counters: self.counters,
         }
     }
@@ -455,6 +460,9 @@ impl Clone for ExtentAllocator {
             next_reservation_id: self.next_reservation_id,
             uid: identity::next_uid(),
             counters: self.counters,
+            // Copied, so that a snapshot compares equal; the clone refuses them, as
+            // its other handles (`pin_of_token` checks the identity).
+            tokens: self.tokens.clone(),
         }
     }
 }

@@ -872,6 +872,63 @@ impl ExtentAllocator {
         })
     }
 
+    /// A 64-bit token for live pin `id`, for an I/O descriptor's user data (an
+    /// io_uring `user_data`, a completion queue entry): [`pin_of_token`] gives the pin
+    /// back. The same pin always gets the same token. Tokens come from one
+    /// process-wide sequence, and a token is forgotten when its pin goes, so a stale
+    /// token, or another allocator's, is refused, never taken for a live pin.
+    ///
+    /// [`pin_of_token`]: Self::pin_of_token
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::Unknown`] for a pin that is not live here; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, ExtentAllocator, PinError};
+    ///
+    /// let mut alloc = ExtentAllocator::new(16);
+    /// let pin = alloc.pin(Extent::new(0, 4))?;
+    /// let user_data: u64 = alloc.pin_token(pin)?; // travels with the I/O
+    /// // ... the completion comes back with `user_data` ...
+    /// let done = alloc.pin_of_token(user_data)?;
+    /// alloc.unpin(done)?;
+    /// assert_eq!(alloc.pin_of_token(user_data), Err(PinError::UnknownToken { token: user_data }));
+    /// # Ok::<(), PinError>(())
+    /// ```
+    pub fn pin_token(&mut self, id: PinId) -> Result<u64, PinError> {
+        if id.allocator != self.uid || self.pins.get(id.seq, id.slot).is_none() {
+            return Err(PinError::Unknown { id });
+        }
+        Ok(self.tokens.token(id))
+    }
+
+    /// Whether `id` is a live pin of this allocator.
+    #[cfg(feature = "std")]
+    pub(crate) fn is_live_pin(&self, id: PinId) -> bool {
+        id.allocator == self.uid && self.pins.get(id.seq, id.slot).is_some()
+    }
+
+    /// The live pin that [`pin_token`](Self::pin_token) gave `token`. O(log n) in the
+    /// pins that have tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::UnknownToken`] for a token of a pin that has gone, of another
+    /// allocator (a clone's included), or never given.
+    ///
+    /// ```
+    /// use pinalloc::{ExtentAllocator, PinError};
+    /// let alloc = ExtentAllocator::new(8);
+    /// assert_eq!(alloc.pin_of_token(42), Err(PinError::UnknownToken { token: 42 }));
+    /// ```
+    pub fn pin_of_token(&self, token: u64) -> Result<PinId, PinError> {
+        self.tokens
+            .pin(token)
+            .filter(|id| id.allocator == self.uid)
+            .ok_or(PinError::UnknownToken { token })
+    }
+
     /// Drops a pin. Blocks whose last pin it was: Deferred ones with no other hold
     /// become Free, and pinned Free ones return to the free index.
     ///
@@ -901,6 +958,9 @@ impl ExtentAllocator {
         let Some((record, removed)) = self.pins.remove(id.seq, id.slot, in_run) else {
             return Err(PinError::Unknown { id });
         };
+        if !self.tokens.is_empty() {
+            self.tokens.forget(&id);
+        }
         let r = to_range(record.extent);
         // Only pinned Free and Deferred blocks change when their count reaches zero; a
         // pin of Allocated blocks is done here, however many pins it overlapped.

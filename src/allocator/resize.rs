@@ -76,15 +76,15 @@ impl ExtentAllocator {
         if new_capacity == old {
             return Ok(());
         }
-        self.check_tail(new_capacity)?;
+        self.check_tail_blocks(new_capacity)?;
+        self.check_tail_reserved(new_capacity)?;
         self.cut_tail(new_capacity);
         Ok(())
     }
 
-    /// Whether blocks `from..capacity` (not empty) can be cut off: every one Free and
-    /// unpinned, and the reservations fitting in the Free blocks left. The error
-    /// `shrink(from)` gives, if any.
-    pub(crate) fn check_tail(&self, from: u64) -> Result<(), ResizeError> {
+    /// Whether every block of `from..capacity` (not empty) is Free and unpinned; if
+    /// not, the first that is not.
+    pub(crate) fn check_tail_blocks(&self, from: u64) -> Result<(), ResizeError> {
         let end = self.capacity;
         debug_assert!(from < end, "an empty tail");
         // The tail is free and unpinned when one free extent reaches from its start to
@@ -106,7 +106,13 @@ impl ExtentAllocator {
                 },
             });
         }
-        let free = self.free.free_blocks() - (end - from);
+        Ok(())
+    }
+
+    /// Whether the reservations fit in the Free blocks left without
+    /// `from..capacity`, all Free and unpinned.
+    pub(crate) fn check_tail_reserved(&self, from: u64) -> Result<(), ResizeError> {
+        let free = self.free.free_blocks() - (self.capacity - from);
         if free < self.count_reserved_blocks {
             return Err(ResizeError::Reserved {
                 reserved: self.count_reserved_blocks,
@@ -117,7 +123,8 @@ impl ExtentAllocator {
     }
 
     /// Cuts off blocks `new_capacity..capacity`, checked by
-    /// [`check_tail`](Self::check_tail).
+    /// [`check_tail_blocks`](Self::check_tail_blocks) and
+    /// [`check_tail_reserved`](Self::check_tail_reserved).
     pub(crate) fn cut_tail(&mut self, new_capacity: u64) {
         let old = self.capacity;
         self.free.take(new_capacity, old - new_capacity);

@@ -225,7 +225,8 @@ impl SharedAllocator {
 
     /// Undoes the open epoch's frees on commit in every group (see
     /// [`ExtentAllocator::abort`](crate::ExtentAllocator::abort)). The epoch is one
-    /// transaction for every thread: every thread's frees on commit are undone.
+    /// transaction for every thread: every thread's frees on commit are undone. Wakes
+    /// waiters (a `wait_released` of a restored extent returns).
     ///
     /// # Errors
     ///
@@ -250,6 +251,11 @@ impl SharedAllocator {
                 .abort(epoch)
                 .expect("every group has the same open epoch");
             out.restored_blocks += done.restored_blocks;
+        }
+        drop(state);
+        if out.restored_blocks > 0 {
+            // Blocks left Deferred: `wait_released` waits for exactly that.
+            self.signal.bump();
         }
         Ok(out)
     }
@@ -315,7 +321,7 @@ impl SharedAllocator {
         }
         drop(locked);
         drop(state);
-        if out.freed_blocks > 0 {
+        if out.restored_blocks + out.freed_blocks + out.deferred_blocks > 0 {
             self.signal.bump();
         }
         Ok(out)

@@ -134,6 +134,8 @@ pub struct SharedAllocator {
     capacity: u64,
     /// Blocks per group; the last group may have fewer.
     group_blocks: u64,
+    /// Built with one group: `grow` grows it rather than adding groups.
+    one_group: bool,
     groups: Box<[Group]>,
     /// Wakes `allocate_wait`, `wait_released` and `revoke` after releases.
     signal: OwnLine<Signal>,
@@ -156,6 +158,10 @@ pub struct SharedAllocator {
     deferred_cap_blocks: Option<u64>,
     /// Sum of every group's published Deferred blocks.
     count_deferred_blocks: AtomicU64,
+    /// The 64-bit tokens of live pins that were given one.
+    tokens: Mutex<crate::tokens::Tokens<SharedPinId>>,
+    /// Pins with a token: unpins ask `tokens` only when some have.
+    live_tokens: AtomicU64,
     counters: stats::AtomicCounters,
     /// Tells this allocator's handles from another's.
     uid: u64,
@@ -184,6 +190,7 @@ impl Snapshot {
             ("group summaries", format!("{published:?}")),
             ("epochs", a.epochs.lock().describe()),
             ("tracked pins", a.tracked.lock().describe()),
+            ("tokens", format!("{:?}", a.tokens.lock())),
             (
                 "deferred blocks",
                 format!("{}", a.count_deferred_blocks.load(Ordering::Relaxed)),
@@ -391,6 +398,7 @@ impl SharedBuilder {
         let shared = SharedAllocator {
             capacity,
             group_blocks,
+            one_group: count == 1,
             groups,
             signal: OwnLine(Signal::new()),
             epochs: Mutex::new(EpochState::new()),
@@ -402,6 +410,8 @@ impl SharedBuilder {
             pressure_cursor: Mutex::new(pins::PressureCursor::default()),
             deferred_cap_blocks: self.deferred_cap_blocks,
             count_deferred_blocks: AtomicU64::new(0),
+            tokens: Mutex::new(Default::default()),
+            live_tokens: AtomicU64::new(0),
             counters: stats::AtomicCounters::default(),
             uid: crate::allocator::next_uid(),
         };
@@ -523,6 +533,8 @@ impl SharedAllocator {
         self.tracked.lock().reset();
         *self.pressure_cursor.lock() = pins::PressureCursor::default();
         self.count_deferred_blocks.store(0, Ordering::Relaxed);
+        *self.tokens.get_mut() = Default::default();
+        self.live_tokens.store(0, Ordering::Relaxed);
         self.counters = stats::AtomicCounters::default();
         self.uid = crate::allocator::next_uid();
     }

@@ -786,14 +786,95 @@ impl SharedAllocator {
             }
             drop(locked);
             drop(tracked);
+            self.forget_token(&id);
             // `revoke` waits for tracked pins to go, released blocks or not.
             self.signal.bump();
             return Ok(out);
         };
+        self.forget_token(&id);
         if out.released_blocks + out.unpinned_free_blocks > 0 {
             self.signal.bump();
         }
         Ok(out)
+    }
+
+    /// Pin `id` has gone: its token, if it had one, too. Asks the token table only
+    /// while some pin has a token.
+    #[inline]
+    fn forget_token(&self, id: &SharedPinId) {
+        if self.live_tokens.load(Ordering::Relaxed) > 0 && self.tokens.lock().forget(id) {
+            self.live_tokens.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A 64-bit token for live pin `id`, for an I/O descriptor's user data (see
+    /// [`ExtentAllocator::pin_token`](crate::ExtentAllocator::pin_token)):
+    /// [`pin_of_token`](Self::pin_of_token) gives the pin back. While any pin has a
+    /// token, every unpin also takes the token table's lock.
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::Unknown`] for a pin that is not live here; nothing changes.
+    ///
+    /// ```
+    /// use pinalloc::{Extent, PinError, SharedAllocator};
+    /// let alloc = SharedAllocator::new(64);
+    /// let pin = alloc.pin(Extent::new(0, 8))?.into_id();
+    /// let user_data = alloc.pin_token(pin)?;
+    /// assert_eq!(alloc.pin_of_token(user_data)?, pin);
+    /// alloc.unpin(pin)?;
+    /// assert_eq!(alloc.pin_of_token(user_data), Err(PinError::UnknownToken { token: user_data }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_token(&self, id: SharedPinId) -> Result<u64, PinError> {
+        let unknown = PinError::Unknown { id: id.core };
+        if id.allocator != self.uid || id.group as usize >= self.groups.len() {
+            return Err(unknown);
+        }
+        // The pin's own lock is held while its token is made, so that an unpin (which
+        // forgets tokens after that lock) cannot slip between.
+        let token = if id.tracked == 0 {
+            let core = self.lock(id.group as usize);
+            if !core.is_live_pin(id.core) {
+                return Err(unknown);
+            }
+            self.make_token(id)
+        } else {
+            let tracked = self.tracked.lock();
+            if !tracked.pins.contains_key(&id.tracked) {
+                return Err(unknown);
+            }
+            self.make_token(id)
+        };
+        Ok(token)
+    }
+
+    fn make_token(&self, id: SharedPinId) -> u64 {
+        let mut tokens = self.tokens.lock();
+        let before = tokens.len();
+        let t = tokens.token(id);
+        if tokens.len() > before {
+            self.live_tokens.fetch_add(1, Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// The live pin that [`pin_token`](Self::pin_token) gave `token`.
+    ///
+    /// # Errors
+    ///
+    /// [`PinError::UnknownToken`] for a token of a pin that has gone, of another
+    /// allocator, or never given.
+    ///
+    /// ```
+    /// let alloc = pinalloc::SharedAllocator::new(8);
+    /// assert!(alloc.pin_of_token(7).is_err());
+    /// ```
+    pub fn pin_of_token(&self, token: u64) -> Result<SharedPinId, PinError> {
+        self.tokens
+            .lock()
+            .pin(token)
+            .ok_or(PinError::UnknownToken { token })
     }
 
     /// Sets `owner`'s quota of pinned blocks, overriding the builder's default. Pins

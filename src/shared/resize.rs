@@ -11,8 +11,8 @@ use crate::{Extent, ExtentAllocator, ResizeError};
 impl SharedAllocator {
     /// Grows the space to `new_capacity` blocks, Free (see
     /// [`ExtentAllocator::grow`]): the last group grows to the group size, and groups
-    /// of that size are added after it. A space of one group keeps one group, which
-    /// grows. Pins, readers, epochs and reservations carry on; new groups join the
+    /// of that size are added after it. A space built with one group keeps one group,
+    /// which grows. Pins, readers, epochs and reservations carry on; new groups join the
     /// open epoch, and the live readers hold in them what they hold elsewhere.
     ///
     /// # Errors
@@ -41,8 +41,8 @@ impl SharedAllocator {
         if new_capacity == old {
             return Ok(());
         }
-        if self.groups.len() == 1 {
-            // One group: it grows, and it is as large as the space.
+        if self.one_group {
+            // Built with one group: it grows, and it is as large as the space.
             self.lock(0).grow(new_capacity)?;
             self.groups[0].range.end = new_capacity;
             self.group_blocks = new_capacity;
@@ -121,10 +121,14 @@ impl SharedAllocator {
         }
         // The groups the tail touches, in address order: the one it starts in, and
         // every one after; each is checked before any is cut.
+        // Blocks first, as one core checks them, then the reservations.
         let first = self.group_of(new_capacity);
+        let from = |g: usize| new_capacity.max(self.groups[g].range.start);
         for g in first..self.groups.len() {
-            let from = new_capacity.max(self.groups[g].range.start);
-            self.lock(g).check_tail(from)?;
+            self.lock(g).check_tail_blocks(from(g))?;
+        }
+        for g in first..self.groups.len() {
+            self.lock(g).check_tail_reserved(from(g))?;
         }
         // The groups with blocks below the new end stay (group 0 always), and the
         // last of them is cut at it.

@@ -351,6 +351,30 @@ impl Checked {
         )
     }
 
+    /// `pin_token`: refused exactly when the model has no such live pin.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::pin_token`].
+    #[track_caller]
+    pub fn pin_token(&mut self, id: PinId) -> Result<u64, PinError> {
+        self.step(
+            &|| format!("pin_token({id})"),
+            |a| a.pin_token(id),
+            |m, _| m.pins.contains_key(&id),
+            |got, live| got.is_ok() == *live,
+        )
+    }
+
+    /// `pin_of_token`: changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtentAllocator::pin_of_token`].
+    pub fn pin_of_token(&self, token: u64) -> Result<PinId, PinError> {
+        self.real.pin_of_token(token)
+    }
+
     /// `unpin`.
     ///
     /// # Errors

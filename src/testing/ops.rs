@@ -239,6 +239,8 @@ pub struct Runner {
     foreign: ExtentAllocator,
     /// Where `Op::Resize` stops growing the space.
     max_capacity: u64,
+    /// Tokens of pins since unpinned.
+    stale_tokens: Vec<u64>,
 }
 
 /// Plays `ops` on a space of `capacity` blocks, with `mount` (positions and lengths;
@@ -298,6 +300,7 @@ impl Runner {
             ended: Vec::new(),
             foreign: ExtentAllocator::new(capacity.max(1)),
             max_capacity: capacity.saturating_mul(2).max(64),
+            stale_tokens: Vec::new(),
         }
     }
 
@@ -481,7 +484,14 @@ impl Runner {
             }
             Op::Unpin { index } => {
                 if let Some(i) = pick(&self.pins, index) {
-                    let id = self.pins.swap_remove(i);
+                    let mut id = self.pins.swap_remove(i);
+                    if index % 2 == 1 {
+                        // Through a token, as an I/O completion would: the same pin.
+                        let token = self.alloc.pin_token(id).expect("a live pin");
+                        assert_eq!(self.alloc.pin_token(id), Ok(token), "one token per pin");
+                        id = self.alloc.pin_of_token(token).expect("a live pin's token");
+                        self.stale_tokens.push(token);
+                    }
                     assert!(self.alloc.unpin(id).is_ok());
                     self.unpinned.push(id);
                 }
@@ -497,6 +507,21 @@ impl Runner {
                     return;
                 };
                 assert_eq!(self.alloc.unpin(id).err(), Some(PinError::Unknown { id }));
+                assert_eq!(self.alloc.pin_token(id), Err(PinError::Unknown { id }));
+                // A gone pin's token, or another allocator's: refused.
+                let token = if foreign {
+                    let mut other = ExtentAllocator::new(1);
+                    let theirs = other.pin(Extent::new(0, 1)).expect("a pin of a free block");
+                    other.pin_token(theirs).expect("a live pin")
+                } else if let Some(&t) = self.stale_tokens.last() {
+                    t
+                } else {
+                    return;
+                };
+                assert_eq!(
+                    self.alloc.pin_of_token(token),
+                    Err(PinError::UnknownToken { token })
+                );
             }
             Op::Commit { offset } => {
                 let epoch = self.alloc.model().open.wrapping_add_signed(offset);

@@ -85,6 +85,7 @@ impl Variant for PinError {
         match self {
             PinError::BadExtent(e) => e.variant(),
             PinError::Unknown { .. } => "Unknown",
+            PinError::UnknownToken { .. } => "UnknownToken",
             PinError::Reserved { .. } => "Reserved",
         }
     }
