@@ -251,6 +251,26 @@ fn core_rows() {
             call,
         });
     }
+    // `runs`: a small window costs its own runs and a descent; the whole space costs
+    // its runs, however many blocks they span.
+    report(Row {
+        name: "runs(a window of 64 blocks), n free extents",
+        setup: fragmented,
+        call: |a, i| {
+            let s = (i * 997) % (a.capacity_blocks() - 64);
+            black_box(a.runs(s..s + 64).count());
+        },
+    });
+    report(Row {
+        name: "runs(the whole space), n one-block allocations 2^20 apart in 2^60 blocks",
+        setup: |n| {
+            let allocated = (0..n).map(|i| Extent::new(i << 20, 1));
+            ExtentAllocator::from_allocated_extents(1 << 60, allocated).unwrap()
+        },
+        call: |a, _| {
+            black_box(a.runs(0..u64::MAX).count());
+        },
+    });
     // A refused aligned request in the fast form: n extents of `a` blocks, each one
     // block past a multiple of `a`, so none holds `a` blocks aligned to `a`. Up to 64
     // the residues of the starts decide it; above, each such extent is looked at.

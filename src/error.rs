@@ -15,6 +15,7 @@ use crate::{BlockState, Extent, ExtentError, PinId, ReaderId};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Held {
     /// Deferred blocks held only by range pins.
     pub pins: u64,

@@ -25,6 +25,7 @@ use core::ops::Range;
 /// assert_eq!(wraps.checked_end(), None);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Extent {
     /// The first block.
     pub start: u64,

@@ -139,8 +139,8 @@ mod tokens;
 mod tree;
 
 pub use allocator::{
-    AbortOutcome, BlockState, ExtentAllocator, FreeOutcome, PinId, PinInfo, PinMode, ReaderId,
-    ReaderInfo, ReleaseOutcome, Reservation,
+    AbortOutcome, BlockRun, BlockState, ExtentAllocator, FreeOutcome, PinId, PinInfo, PinMode,
+    ReaderId, ReaderInfo, ReleaseOutcome, Reservation,
 };
 #[cfg(all(feature = "std", unix))]
 pub use backing::{

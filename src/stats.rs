@@ -25,6 +25,7 @@ use crate::index::HISTOGRAM_BUCKETS;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Blocks under management.
     pub capacity_blocks: u64,
@@ -55,6 +56,7 @@ pub struct Stats {
     /// The length of the largest free extent that can be allocated; 0 if none.
     pub largest_free_blocks: u64,
     /// `free_histogram[i]` counts free extents of `2^i ..= 2^(i+1) - 1` blocks.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "histogram"))]
     pub free_histogram: [u64; HISTOGRAM_BUCKETS],
     /// Approximate heap bytes held by the free-space index (with its alignment views),
     /// the pin registry (including the marks of Deferred blocks no pin covers), the
@@ -83,6 +85,7 @@ pub struct Stats {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Counters {
     /// Extents handed out (each extent of an `allocate_many` counts).
     pub allocations: u64,
@@ -155,4 +158,13 @@ impl Counters {
             *sum = sum.saturating_add(n);
         }
     }
+}
+
+/// The histogram as a sequence: serde derives arrays up to 32 long only.
+#[cfg(feature = "serde")]
+fn histogram<S: serde::Serializer>(
+    h: &[u64; crate::HISTOGRAM_BUCKETS],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter())
 }

@@ -506,6 +506,16 @@ impl Harness {
     /// Everything observable equals the model.
     fn check(&self) {
         let cap = self.model.capacity();
+        // The runs of the window, joined across groups, in the model's terms.
+        let runs: Vec<_> = self
+            .alloc
+            .runs(self.base..self.base.saturating_add(cap))
+            .map(|mut r| {
+                r.extent = self.local(r.extent);
+                r
+            })
+            .collect();
+        assert_eq!(runs, self.model.block_runs(), "runs");
         for b in 0..cap {
             let want = self.model.blocks[b as usize].state;
             assert_eq!(self.alloc.state_of(b + self.base), Some(want), "block {b}");

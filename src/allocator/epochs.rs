@@ -33,6 +33,7 @@ use crate::{EpochError, Extent};
 /// # Ok::<(), pinalloc::EpochError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReaderId {
     pub(crate) allocator: u64,
     pub(crate) seq: u64,
@@ -73,6 +74,7 @@ impl ReaderId {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReaderInfo {
     /// The reader.
     pub id: ReaderId,

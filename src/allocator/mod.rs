@@ -13,6 +13,7 @@ mod pins;
 mod ranges;
 mod reserve;
 mod resize;
+mod runs;
 mod transition;
 
 use alloc::collections::BTreeMap;
@@ -34,6 +35,9 @@ pub use free::FreeOutcome;
 pub(crate) use identity::next_uid;
 pub use pins::{PinId, PinInfo, PinMode};
 pub use reserve::Reservation;
+pub use runs::BlockRun;
+#[cfg(feature = "std")]
+pub(crate) use runs::push_run;
 
 /// The state of one block: see the table on [`ExtentAllocator`].
 ///
@@ -48,6 +52,7 @@ pub use reserve::Reservation;
 /// # Ok::<(), pinalloc::AllocError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum BlockState {
     /// Not owned by anyone; allocatable unless pinned.
     Free,

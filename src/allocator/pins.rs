@@ -28,6 +28,7 @@ use crate::tree::intervals::Intervals;
 /// # Ok::<(), pinalloc::PinError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PinId {
     pub(crate) allocator: u64,
     pub(crate) seq: u64,
@@ -49,6 +50,7 @@ impl fmt::Display for PinId {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum PinMode {
     /// The free goes ahead; the pinned blocks become Deferred until unpinned.
     #[default]
@@ -515,6 +517,28 @@ impl PinTable {
         self.cover.marked()
     }
 
+    /// The pin count over `r` (non-empty) as a step function: the count at
+    /// `r.start`, then each change inside `r` (block, difference), in order; fresh
+    /// pins counted, pins kept by Deferred runs not (the runs know them). O(log n +
+    /// the changes).
+    pub(crate) fn count_steps(&self, r: &Range<u64>) -> (u64, Vec<(u64, i64)>) {
+        let (mut at, mut steps) = self.cover.pin_steps_in(r);
+        if self.first_fresh(r).is_some() {
+            for f in self.fresh_over(r) {
+                if f.start <= r.start {
+                    at += 1;
+                } else {
+                    steps.push((f.start, 1));
+                }
+                if f.end < r.end {
+                    steps.push((f.end, -1));
+                }
+            }
+            steps.sort_by_key(|&(k, _)| k);
+        }
+        (at, steps)
+    }
+
     /// How many pins cover `block`.
     pub(crate) fn count_at(&self, block: u64) -> u64 {
         let fresh = block
@@ -703,6 +727,7 @@ use crate::PinError;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PinInfo {
     /// The pin.
     pub id: PinId,

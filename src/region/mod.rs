@@ -219,6 +219,7 @@ impl<B: Backing> RegionBuilder<B> {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RegionStats {
     /// The whole space, as [`SharedStats::space`](crate::SharedStats::space) gives
     /// it: the same field, one level deep, as on the other layers.

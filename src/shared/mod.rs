@@ -598,6 +598,35 @@ impl SharedAllocator {
         self.joined(|core, out| out.extend(core.durable_free_extents()))
     }
 
+    /// The maximal runs of `range` (clipped to the space), in address order, with
+    /// their states and holds (see [`ExtentAllocator::runs`]); runs that continue
+    /// across a group boundary are one. Each group is read under its own lock, one
+    /// at a time: exact at a quiet point.
+    ///
+    /// ```
+    /// use pinalloc::{BlockState, Request, SharedAllocator};
+    /// let alloc = SharedAllocator::builder(64).groups(4).build();
+    /// alloc.allocate(Request::new(16))?;
+    /// let runs: Vec<_> = alloc.runs(0..64).collect();
+    /// assert_eq!(runs.len(), 2);
+    /// assert_eq!((runs[1].extent.start, runs[1].extent.len, runs[1].state), (16, 48, BlockState::Free));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn runs(&self, range: Range<u64>) -> impl Iterator<Item = crate::BlockRun> + use<> {
+        let mut out = Vec::new();
+        let r = range.start..range.end.min(self.capacity);
+        if r.start < r.end {
+            for g in self.groups_of(&r) {
+                let own = &self.groups[g].range;
+                let part = r.start.max(own.start)..r.end.min(own.end);
+                for run in self.lock(g).runs_vec(part) {
+                    crate::allocator::push_run(&mut out, run);
+                }
+            }
+        }
+        out.into_iter()
+    }
+
     /// Collects extents group by group and joins the ones that touch.
     fn joined(&self, collect: impl Fn(&ExtentAllocator, &mut Vec<Extent>)) -> Vec<Extent> {
         let mut out: Vec<Extent> = Vec::new();

@@ -36,6 +36,7 @@ use crate::{
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SharedPinId {
     /// The allocator that made it.
     allocator: u64,
@@ -316,6 +317,7 @@ impl Drop for PinGuard<'_> {
 /// A live pin of a [`SharedAllocator`], as [`SharedAllocator::pins`] lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SharedPinInfo {
     /// The pin.
     pub id: SharedPinId,

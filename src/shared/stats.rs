@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SharedCounters {
     /// Times a waiting call went to sleep for releases.
     pub waits: u64,
@@ -44,6 +45,7 @@ pub(crate) struct AtomicCounters {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SharedStats {
     /// The whole space, totalled over groups. Free extents are counted per group (two
     /// that touch across a group boundary count twice), a pin across groups counts
@@ -124,6 +126,7 @@ impl SharedAllocator {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupStats {
     /// The group's first block.
     pub first_block: u64,

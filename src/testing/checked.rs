@@ -664,6 +664,8 @@ impl Checked {
                 )?;
             }
             same::<Option<BlockState>>("state past the end", &a.state_of(m.capacity()), &None)?;
+            let runs: Vec<crate::BlockRun> = a.runs(0..u64::MAX).collect();
+            same("runs", &runs, &m.block_runs())?;
         }
         a.check_invariants().map_err(|v| format!("{v}"))
     }

@@ -229,6 +229,28 @@ impl Model {
         runs
     }
 
+    /// Every block's state and holds, in maximal runs: what
+    /// [`ExtentAllocator::runs`](crate::ExtentAllocator::runs) must list, worked out
+    /// block by block.
+    #[must_use]
+    pub fn block_runs(&self) -> Vec<crate::BlockRun> {
+        let oldest = self.oldest_reader();
+        let mut out: Vec<crate::BlockRun> = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let deferred = b.state == BlockState::Deferred;
+            let run = crate::BlockRun {
+                extent: Extent::new(i as u64, 1),
+                state: b.state,
+                pins: u64::from(b.pins),
+                freed_in: deferred.then_some(b.freed_epoch),
+                awaiting_commit: deferred && b.pending,
+                reader_held: deferred && oldest.is_some_and(|o| o <= b.freed_epoch),
+            };
+            crate::allocator::push_run(&mut out, run);
+        }
+        out
+    }
+
     /// The free index: maximal runs of Free, unpinned blocks.
     #[must_use]
     pub fn free_runs(&self) -> Vec<Extent> {

@@ -636,6 +636,25 @@ impl Coverage {
         out
     }
 
+    /// The pin count at `r.start`, then each change of it inside `r` (key and
+    /// difference), in order: O(log n + the keys in `r`).
+    pub(crate) fn pin_steps_in(&self, r: &Range<u64>) -> (u64, Vec<(u64, i64)>) {
+        let at = self.pins_at(r.start);
+        let mut steps = Vec::new();
+        let mut p = self.tree.ceil(r.start, true);
+        while let Some(pos) = p {
+            let (k, v) = self.tree.get(pos);
+            if k >= r.end {
+                break;
+            }
+            if v.pins() != 0 {
+                steps.push((k, v.pins()));
+            }
+            p = self.tree.next(pos);
+        }
+        (at, steps)
+    }
+
     /// The pin differences, by key, in order.
     pub(crate) fn pin_steps(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
         self.tree
