@@ -475,6 +475,14 @@ impl Checked {
         )
     }
 
+    /// `reset`.
+    #[track_caller]
+    pub fn reset(&mut self) {
+        self.real.reset();
+        self.model.reset();
+        self.compare("reset");
+    }
+
     /// `grow`.
     ///
     /// # Errors

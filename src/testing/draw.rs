@@ -269,6 +269,7 @@ impl Op {
             13 => Op::EndReadStale {
                 foreign: s.one_in(2),
             },
+            15 if s.one_in(16) => Op::Reset,
             15 => Op::Resize {
                 shrink: s.one_in(2),
                 delta: match s.below(10) {

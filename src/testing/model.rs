@@ -865,6 +865,11 @@ impl Model {
         Ok(self.settle())
     }
 
+    /// `reset`: every block Free, no pin, reader or reservation, epoch 1 open.
+    pub fn reset(&mut self) {
+        *self = Model::new(self.capacity());
+    }
+
     /// `grow`: Free blocks added at the end.
     ///
     /// # Errors

@@ -181,6 +181,8 @@ pub enum Op {
         /// Added to the capacity (saturating at 0 and `u64::MAX`).
         delta: i64,
     },
+    /// `reset`: every handle the caller held goes stale.
+    Reset,
     /// `begin_read`.
     BeginRead,
     /// `end_read` the `index`th live reader.
@@ -560,6 +562,13 @@ impl Runner {
                 } else {
                     let _ = self.alloc.grow(to);
                 }
+            }
+            Op::Reset => {
+                self.alloc.reset();
+                self.live.clear();
+                self.reservations.clear();
+                self.unpinned.append(&mut self.pins);
+                self.ended.append(&mut self.readers);
             }
             Op::BeginRead => {
                 let id = self.alloc.begin_read();

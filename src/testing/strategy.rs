@@ -168,8 +168,11 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|offset| Op::Commit { offset }),
         2 => (txn_step(), prop_oneof![6 => Just(0i64), 1 => Just(-1i64), 1 => Just(1i64), 1 => Just(i64::MIN)])
             .prop_map(|(step, offset)| Op::Txn { step, offset }),
-        1 => (any::<bool>(), prop_oneof![4 => -64i64..64, 1 => Just(i64::MIN), 1 => Just(i64::MAX)])
-            .prop_map(|(shrink, delta)| Op::Resize { shrink, delta }),
+        1 => prop_oneof![
+            5 => (any::<bool>(), prop_oneof![4 => -64i64..64, 1 => Just(i64::MIN), 1 => Just(i64::MAX)])
+                .prop_map(|(shrink, delta)| Op::Resize { shrink, delta }),
+            1 => Just(Op::Reset),
+        ],
         2 => Just(Op::BeginRead),
         2 => (0usize..8).prop_map(|index| Op::EndRead { index }),
         1 => any::<bool>().prop_map(|foreign| Op::EndReadStale { foreign }),
