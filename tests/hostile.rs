@@ -1789,3 +1789,49 @@ fn shared_shrink_names_blocks_first_and_grows_groups_back() {
     assert_eq!(t.group_count(), 4, "the groups come back");
     t.check_invariants().unwrap();
 }
+
+/// A region resets only when nothing shares it: a clone, an allocation or a pin
+/// guard refuses it and changes nothing; alone, every block is Free and discarded.
+#[cfg(unix)]
+#[test]
+fn a_region_resets_only_alone() {
+    use pinalloc::{HeapBacking, Region, RegionError};
+    let mut region = Region::new(HeapBacking::new(8192).unwrap(), 512).unwrap();
+    let mut a = region.allocate(Request::new(4)).unwrap();
+    a.as_mut_slice().unwrap().fill(7);
+    let guard = a.pin().unwrap();
+    let before = region.stats();
+    assert!(matches!(
+        region.reset(),
+        Err(RegionError::Shared { holders: 2 })
+    ));
+    let clone = region.clone();
+    assert!(matches!(
+        region.reset(),
+        Err(RegionError::Shared { holders: 3 })
+    ));
+    assert_eq!(
+        region.stats().space,
+        before.space,
+        "a refused reset changes nothing"
+    );
+    drop((clone, guard));
+    let e = a.into_extent().unwrap(); // detached: Allocated, no handle
+    region.reset().unwrap();
+    assert!(region.is_empty());
+    assert!(region.detached_extents().is_empty());
+    assert!(
+        region.stats().discarded_bytes >= 8192,
+        "every block discarded"
+    );
+    assert!(
+        matches!(region.attach(e), Err(RegionError::NotDetached { .. })),
+        "the detached blocks went with the reset"
+    );
+    let b = region.allocate(Request::new(16)).unwrap();
+    assert!(
+        b.as_slice().unwrap().iter().all(|&x| x == 0),
+        "discarded bytes read zero"
+    );
+    region.check_invariants().unwrap();
+}

@@ -928,6 +928,13 @@ impl ExtentAllocator {
         Ok(self.tokens.token(id))
     }
 
+    /// Pin `id` went: its token too. Out of line: most unpins have no token to forget.
+    #[cold]
+    #[inline(never)]
+    fn forget_token(&mut self, id: PinId) {
+        self.tokens.forget(&id);
+    }
+
     /// Whether `id` is a live pin of this allocator.
     #[cfg(feature = "std")]
     pub(crate) fn is_live_pin(&self, id: PinId) -> bool {
@@ -984,7 +991,7 @@ impl ExtentAllocator {
             return Err(PinError::Unknown { id });
         };
         if !self.tokens.is_empty() {
-            self.tokens.forget(&id);
+            self.forget_token(id);
         }
         let r = to_range(record.extent);
         // Only pinned Free and Deferred blocks change when their count reaches zero; a

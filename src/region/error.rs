@@ -86,6 +86,13 @@ pub enum RegionError {
         /// The extent asked for.
         extent: Extent,
     },
+    /// [`Region::reset`](crate::Region::reset) while something else shares the region:
+    /// a clone, an allocation or a pin guard.
+    #[error("the region is shared by {holders} other holder(s): clones, allocations or guards")]
+    Shared {
+        /// Clones, allocations and guards alive.
+        holders: usize,
+    },
 }
 
 impl RegionError {
@@ -108,7 +115,7 @@ impl RegionError {
             RegionError::Backing(e) => e.kind(),
             RegionError::Free(e) => e.kind(),
             RegionError::Pin(e) => e.kind(),
-            RegionError::Lent { .. } => ErrorKind::Busy,
+            RegionError::Lent { .. } | RegionError::Shared { .. } => ErrorKind::Busy,
             RegionError::BlockSize { .. }
             | RegionError::AccessOutOfBounds { .. }
             | RegionError::Truncate { .. }

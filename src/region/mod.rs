@@ -376,6 +376,36 @@ impl<B: Backing> Region<B> {
         self.space.block_bytes
     }
 
+    /// Makes every block Free again, as a new region over the same backing: the
+    /// allocator reset (see [`SharedAllocator::reset`]), the detached blocks
+    /// forgotten, and, with discards on, every block's bytes discarded. Only a
+    /// region that nothing else shares can be reset: no clone, allocation or pin
+    /// guard alive, as each holds the blocks it may touch. The discard counters go on
+    /// counting.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Shared`] while anything shares the region, and
+    /// [`RegionError::Backing`] when the discard fails; the allocator is unchanged
+    /// on either (a failed discard may have changed the bytes).
+    ///
+    /// ```
+    /// use pinalloc::{HeapBacking, Region, RegionError, Request};
+    ///
+    /// let mut region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let a = region.allocate(Request::new(2))?;
+    /// assert!(matches!(region.reset(), Err(RegionError::Shared { holders: 1 })));
+    /// a.into_extent()?; // blocks stay Allocated, owned by no handle
+    /// region.reset()?;
+    /// assert!(region.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&mut self) -> Result<(), RegionError> {
+        let holders = Arc::strong_count(&self.space) - 1;
+        let space = Arc::get_mut(&mut self.space).ok_or(RegionError::Shared { holders })?;
+        space.reset().map_err(RegionError::Backing)
+    }
+
     /// Whether every block is Free: nothing Allocated (by a handle or detached),
     /// nothing Deferred. See [`SharedAllocator::is_empty`].
     ///

@@ -158,6 +158,22 @@ impl<B: Backing> Space<B> {
         }
     }
 
+    /// Every block Free again, as a new space: discarded first (when discards are on),
+    /// then the allocator reset and the detached set emptied. `&mut` is the proof
+    /// that no handle is alive.
+    ///
+    /// # Errors
+    ///
+    /// The discard's; then nothing else changed.
+    pub(crate) fn reset(&mut self) -> Result<(), crate::backing::BackingError> {
+        if self.discard {
+            super::span::discard_all(self)?;
+        }
+        self.allocator.reset();
+        *self.detached.get_mut() = RangeSet::new();
+        Ok(())
+    }
+
     /// The allocator's invariants, and no detached block Free.
     pub(crate) fn check_invariants(&self) -> Result<(), InvariantViolation> {
         self.allocator.check_invariants()?;

@@ -380,6 +380,26 @@ impl<B: Backing> Span<B> {
     }
 }
 
+/// Discards every byte of the space's blocks, for a reset. The `&mut Space` proves
+/// that nothing else can reach them: every span and lend holds an `Arc` of it.
+///
+/// # Errors
+///
+/// The backing's; then the bytes' contents are unspecified.
+pub(crate) fn discard_all<B: Backing>(space: &mut Space<B>) -> Result<(), BackingError> {
+    let bytes = 0..space.allocator.capacity_blocks() * space.block_bytes;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: the caller holds the only reference to the space (it came from
+    // `Arc::get_mut`), so no span, lend or reference made from one exists: nobody
+    // else can read or write these bytes during the call. They lie inside the
+    // backing (`Space::new` checked `capacity * block_bytes` against its length).
+    unsafe { space.backing.discard(bytes.clone()) }?;
+    space.count_discard(&bytes);
+    Ok(())
+}
+
 impl<B: MemoryBacking> Span<B> {
     /// The owner's bytes as a slice.
     pub(crate) fn as_slice(&self) -> Result<&[u8], Refusal> {

@@ -210,6 +210,7 @@ impl Variant for RegionError {
             RegionError::AccessOutOfBounds { .. } => "AccessOutOfBounds",
             RegionError::Truncate { .. } => "Truncate",
             RegionError::NotDetached { .. } => "NotDetached",
+            RegionError::Shared { .. } => "Shared",
         }
     }
 }
