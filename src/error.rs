@@ -573,6 +573,30 @@ impl BuildError {
 }
 
 impl ResizeError {
+    /// For `grow` from `capacity` blocks to `requested`: whether it adds any, or
+    /// [`NotLarger`](Self::NotLarger).
+    pub(crate) fn growing(capacity: u64, requested: u64) -> Result<bool, Self> {
+        if requested < capacity {
+            return Err(ResizeError::NotLarger {
+                capacity,
+                requested,
+            });
+        }
+        Ok(requested > capacity)
+    }
+
+    /// For `shrink` from `capacity` blocks to `requested`: whether it cuts any, or
+    /// [`NotSmaller`](Self::NotSmaller).
+    pub(crate) fn shrinking(capacity: u64, requested: u64) -> Result<bool, Self> {
+        if requested > capacity {
+            return Err(ResizeError::NotSmaller {
+                capacity,
+                requested,
+            });
+        }
+        Ok(requested < capacity)
+    }
+
     /// What kind of failure this is.
     ///
     /// ```

@@ -25,13 +25,7 @@ impl ExtentAllocator {
     /// ```
     pub fn grow(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
         let old = self.capacity;
-        if new_capacity < old {
-            return Err(ResizeError::NotLarger {
-                capacity: old,
-                requested: new_capacity,
-            });
-        }
-        if new_capacity > old {
+        if ResizeError::growing(old, new_capacity)? {
             self.free.insert(old, new_capacity - old);
             self.capacity = new_capacity;
         }
@@ -66,14 +60,7 @@ impl ExtentAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shrink(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
-        let old = self.capacity;
-        if new_capacity > old {
-            return Err(ResizeError::NotSmaller {
-                capacity: old,
-                requested: new_capacity,
-            });
-        }
-        if new_capacity == old {
+        if !ResizeError::shrinking(self.capacity, new_capacity)? {
             return Ok(());
         }
         self.check_tail_blocks(new_capacity)?;

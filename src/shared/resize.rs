@@ -31,14 +31,7 @@ impl SharedAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn grow(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
-        let old = self.capacity;
-        if new_capacity < old {
-            return Err(ResizeError::NotLarger {
-                capacity: old,
-                requested: new_capacity,
-            });
-        }
-        if new_capacity == old {
+        if !ResizeError::growing(self.capacity, new_capacity)? {
             return Ok(());
         }
         if self.one_group {
@@ -109,19 +102,12 @@ impl SharedAllocator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shrink(&mut self, new_capacity: u64) -> Result<(), ResizeError> {
-        let old = self.capacity;
-        if new_capacity > old {
-            return Err(ResizeError::NotSmaller {
-                capacity: old,
-                requested: new_capacity,
-            });
-        }
-        if new_capacity == old {
+        if !ResizeError::shrinking(self.capacity, new_capacity)? {
             return Ok(());
         }
         // The groups the tail touches, in address order: the one it starts in, and
-        // every one after; each is checked before any is cut.
-        // Blocks first, as one core checks them, then the reservations.
+        // every one after. Each is checked before any is cut: the blocks first, as
+        // one core checks them, then the reservations.
         let first = self.group_of(new_capacity);
         let from = |g: usize| new_capacity.max(self.groups[g].range.start);
         for g in first..self.groups.len() {
