@@ -492,6 +492,41 @@ impl<B: Backing> Region<B> {
         self.space.allocator.durable_free_extents()
     }
 
+    /// The maximal runs of `range` with their states and holds:
+    /// [`SharedAllocator::runs`]. O(runs), never O(blocks).
+    ///
+    /// ```
+    /// # use pinalloc::{BlockState, HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let buf = region.allocate(Request::new(2))?;
+    /// let _dma = buf.pin()?;
+    /// let runs: Vec<_> = region.runs(0..8).collect();
+    /// assert_eq!((runs[0].state, runs[0].pins, runs[1].state), (BlockState::Allocated, 1, BlockState::Free));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn runs(
+        &self,
+        range: core::ops::Range<u64>,
+    ) -> impl Iterator<Item = crate::BlockRun> + use<B> {
+        self.space.allocator.runs(range)
+    }
+
+    /// The live pins (the pin guards' and the lends'), whole:
+    /// [`SharedAllocator::pins`].
+    ///
+    /// ```
+    /// # use pinalloc::{Extent, HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// let buf = region.allocate(Request::new(2))?;
+    /// let _dma = buf.pin()?;
+    /// assert_eq!(region.pins()[0].extent, Extent::new(0, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn pins(&self) -> Vec<crate::SharedPinInfo> {
+        self.space.allocator.pins()
+    }
+
     /// A block's state: [`SharedAllocator::state_of`].
     ///
     /// ```
