@@ -537,6 +537,29 @@ impl PinError {
 }
 
 impl EpochError {
+    /// `epoch` is the open epoch `open`, or [`NotOpen`](Self::NotOpen).
+    pub(crate) fn check_open(epoch: u64, open: u64) -> Result<(), Self> {
+        if epoch == open {
+            Ok(())
+        } else {
+            Err(EpochError::NotOpen { epoch, open })
+        }
+    }
+
+    /// `epoch` is prepared and unfinished (after `durable`, before `open`), or
+    /// [`NotPrepared`](Self::NotPrepared).
+    pub(crate) fn check_prepared(epoch: u64, durable: u64, open: u64) -> Result<(), Self> {
+        if durable < epoch && epoch < open {
+            Ok(())
+        } else {
+            Err(EpochError::NotPrepared {
+                epoch,
+                durable,
+                open,
+            })
+        }
+    }
+
     /// What kind of failure this is: always [`ErrorKind::Stale`].
     ///
     /// ```

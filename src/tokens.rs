@@ -7,7 +7,7 @@
 //! tokens and allocators). An allocator keeps the tokens of its live pins in a map,
 //! and forgets a token when its pin goes, so a stale token, or another allocator's,
 //! is found in no map and refused: never taken for a live pin. Pins that never get a
-//! token cost nothing: the map is asked on unpin only when it is not empty.
+//! token pay one test on unpin: the map is asked only when it is not empty.
 
 use alloc::collections::BTreeMap;
 

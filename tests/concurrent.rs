@@ -985,14 +985,7 @@ fn no_thread_gets_a_sealed_block_before_finish_commit() {
         })
         .collect();
     let mut tree: Vec<Extent> = Vec::new();
-    // 200 epochs, and on until 100 allocations were made inside windows (at most
-    // 5,000 epochs): under valgrind, which runs one thread at a time, a window waits
-    // for the others.
-    for round in 0..5_000 {
-        let failed = others.iter().any(|t| t.is_finished()); // a thread's assert
-        if failed || (round >= 200 && checked.load(Ordering::Relaxed) >= 100) {
-            break;
-        }
+    for _ in 0..200 {
         let epoch = alloc.epoch();
         let new: Vec<Extent> = (0..4)
             .filter_map(|_| alloc.allocate(Request::new(8)).ok())
@@ -1004,15 +997,7 @@ fn no_thread_gets_a_sealed_block_before_finish_commit() {
         alloc.prepare_commit(epoch).unwrap();
         *sealed.lock().unwrap() = std::mem::replace(&mut tree, new);
         window.store(epoch, Ordering::SeqCst);
-        // The list is being written: until the others allocated a few times (past
-        // the spare blocks), or 20 ms.
-        let seen = checked.load(Ordering::Relaxed);
-        let opened = std::time::Instant::now();
-        while checked.load(Ordering::Relaxed) < seen + 8
-            && opened.elapsed() < Duration::from_millis(20)
-        {
-            thread::sleep(Duration::from_micros(100));
-        }
+        thread::sleep(Duration::from_micros(200)); // the list is being written
         window.store(0, Ordering::SeqCst);
         alloc.finish_commit(epoch).unwrap();
     }
@@ -1021,7 +1006,7 @@ fn no_thread_gets_a_sealed_block_before_finish_commit() {
         t.join().unwrap();
     }
     assert!(
-        checked.load(Ordering::Relaxed) >= 100,
+        checked.load(Ordering::Relaxed) > 100,
         "allocations inside the windows were checked"
     );
     for e in tree {

@@ -344,23 +344,14 @@ impl ExtentAllocator {
     /// # Ok::<(), EpochError>(())
     /// ```
     pub fn finish_commit(&mut self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
-        let (durable, open) = (self.epochs.durable, self.epochs.open);
-        if epoch <= durable || epoch >= open {
-            return Err(EpochError::NotPrepared {
-                epoch,
-                durable,
-                open,
-            });
-        }
+        EpochError::check_prepared(epoch, self.epochs.durable, self.epochs.open)?;
         Ok(self.finish(epoch))
     }
 
     /// Closes open epoch `epoch`: its pending blocks are sealed, and the next opens.
     fn seal(&mut self, epoch: u64) -> Result<(), EpochError> {
+        self.check_open(epoch)?;
         let open = self.epochs.open;
-        if epoch != open {
-            return Err(EpochError::NotOpen { epoch, open });
-        }
         self.epochs.open += 1;
         self.epochs.mount_durable = RangeSet::new();
         self.epochs.mount_durable_end = 0;
@@ -454,12 +445,7 @@ impl ExtentAllocator {
     }
 
     fn check_open(&self, epoch: u64) -> Result<(), EpochError> {
-        let open = self.epochs.open;
-        if epoch == open {
-            Ok(())
-        } else {
-            Err(EpochError::NotOpen { epoch, open })
-        }
+        EpochError::check_open(epoch, self.epochs.open)
     }
 
     /// The blocks `abort_all` would free (Allocated, allocated in the open epoch), as

@@ -89,14 +89,7 @@ impl EpochState {
 }
 
 fn check_open(state: &EpochState, epoch: u64) -> Result<(), EpochError> {
-    if epoch == state.open {
-        Ok(())
-    } else {
-        Err(EpochError::NotOpen {
-            epoch,
-            open: state.open,
-        })
-    }
+    EpochError::check_open(epoch, state.open)
 }
 
 impl SharedAllocator {
@@ -203,13 +196,7 @@ impl SharedAllocator {
     /// ```
     pub fn finish_commit(&self, epoch: u64) -> Result<ReleaseOutcome, EpochError> {
         let mut state = self.epochs.lock();
-        if epoch <= state.durable || epoch >= state.open {
-            return Err(EpochError::NotPrepared {
-                epoch,
-                durable: state.durable,
-                open: state.open,
-            });
-        }
+        EpochError::check_prepared(epoch, state.durable, state.open)?;
         let mut out = ReleaseOutcome::default();
         for mut core in self.lock_all(0..self.groups.len()) {
             let done = core
