@@ -962,17 +962,14 @@ fn no_thread_gets_a_sealed_block_before_finish_commit() {
                     let before = window.load(Ordering::SeqCst);
                     let got = alloc.allocate(Request::new(1 + rng.below(2)));
                     let after = window.load(Ordering::SeqCst);
-                    match got {
-                        Ok(e) => {
-                            if before != 0 && before == after {
-                                // Made wholly inside epoch `before`'s window.
-                                let hit = sealed.lock().unwrap().iter().any(|s| s.overlaps(&e));
-                                assert!(!hit, "{e} was handed out before its list was durable");
-                                checked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            held.push(e);
+                    if let Ok(e) = got {
+                        if before != 0 && before == after {
+                            // Made wholly inside epoch `before`'s window.
+                            let hit = sealed.lock().unwrap().iter().any(|s| s.overlaps(&e));
+                            assert!(!hit, "{e} was handed out before its list was durable");
+                            checked.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {}
+                        held.push(e);
                     }
                     if held.len() > 8 || rng.below(64) == 0 {
                         for e in held.drain(..) {
