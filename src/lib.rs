@@ -154,7 +154,8 @@ pub use extent::{Extent, ExtentError};
 pub use index::HISTOGRAM_BUCKETS;
 #[cfg(all(feature = "std", unix))]
 pub use region::{
-    Allocation, Pinned, PinnedMut, Refused, Region, RegionBuilder, RegionError, RegionStats,
+    Allocation, Pinned, PinnedMut, Refused, Region, RegionBuilder, RegionError, RegionReadGuard,
+    RegionStats,
 };
 pub use request::{Policy, Request};
 #[cfg(feature = "std")]

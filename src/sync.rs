@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | 0 | `Lends::state` (one allocation's lends, `region/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
 //! | 1 | `SharedAllocator::epochs` | commit and its halves, abort, begin/end read (then takes every group, ascending); `readers` (then each group in turn) |
+//! | 1 | `Space::gates` (a region's blocks freed on commit, `region/span.rs`) | registering a gate; a sweep's look at each gate's runs (then each group in turn); the discard and unpin come after it |
 //! | 1 | `SharedAllocator::tracked` | pins with an owner, a revoke callback or several groups; `stats` and `pins` (then each group in turn) |
 //! | 2 | `Group::core`, ascending index | one core operation |
 //! | 3 | `Signal::lock` | the condvar handshake only; nothing is taken under it |

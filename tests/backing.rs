@@ -25,7 +25,7 @@ use pinalloc::testing::SplitMix;
 use pinalloc::{
     AllocError, Allocation, Backing, BackingError, BackingOp, BlockState, Extent, ExtentError,
     FileBacking, HeapBacking, MemoryBacking, MmapBacking, Pinned, PinnedMut, Policy, Region,
-    RegionError, Request,
+    RegionError, RegionReadGuard, Request,
 };
 
 const BLOCK: u64 = 512;
@@ -548,6 +548,14 @@ struct Walk<B: Backing> {
     shared: Vec<Pinned<B>>,
     exclusive: Vec<PinnedMut<B>>,
     next_id: u64,
+    readers: Vec<RegionReadGuard<B>>,
+    /// The epoch prepared and not finished, if any.
+    prepared: Option<u64>,
+    /// The open epoch's frees on commit: extent, id, and the bytes when they could
+    /// be read, which an abort must give back unchanged.
+    txn: Vec<(Extent, u64, Option<Vec<u8>>)>,
+    /// Aborted frees whose blocks a pin guard still held: attached once detached.
+    aborted: Vec<(Extent, u64, Option<Vec<u8>>)>,
 }
 
 impl<B: Backing> Walk<B> {
@@ -557,7 +565,63 @@ impl<B: Backing> Walk<B> {
             shared: Vec::new(),
             exclusive: Vec::new(),
             next_id: 0,
+            readers: Vec::new(),
+            prepared: None,
+            txn: Vec::new(),
+            aborted: Vec::new(),
         }
+    }
+
+    /// Takes back the aborted frees whose blocks are detached now, checking that
+    /// their bytes are as they were. Stops at the first read that fails (the rest
+    /// wait for the next call), with its error; `verify` off reads nothing.
+    fn attach_aborted(&mut self, region: &Region<B>, verify: bool) -> Result<(), RegionError> {
+        let mut waiting = Vec::new();
+        let mut failed = Ok(());
+        for (e, id, bytes) in self.aborted.drain(..) {
+            if failed.is_err() {
+                waiting.push((e, id, bytes));
+                continue;
+            }
+            match region.attach(e) {
+                Ok(a) => {
+                    if let Some(bytes) = bytes.filter(|_| verify) {
+                        let mut now = vec![0; a.len_bytes() as usize];
+                        match a.read_at(0, &mut now) {
+                            Ok(()) => assert!(now == bytes, "aborted {e} came back changed"),
+                            Err(err) => failed = Err(err),
+                        }
+                    }
+                    self.allocations.push((a, id));
+                }
+                Err(RegionError::NotDetached { .. }) => {
+                    assert!(
+                        region.pin_count(e.start) > 0,
+                        "aborted {e} neither detached nor pinned: {:?}",
+                        region.runs(e.start..e.start + e.len).collect::<Vec<_>>()
+                    );
+                    waiting.push((e, id, bytes));
+                }
+                Err(other) => panic!("attach {e}: {other}"),
+            }
+        }
+        self.aborted = waiting;
+        failed
+    }
+
+    /// Ends everything: guards, readers, the epochs' frees, the handles. Afterwards
+    /// every block is Free.
+    fn settle(mut self, region: &Region<B>) {
+        self.shared.clear();
+        self.exclusive.clear();
+        self.readers.clear();
+        self.attach_aborted(region, false).unwrap();
+        assert!(self.aborted.is_empty(), "no guard holds them now");
+        self.allocations.clear();
+        if let Some(p) = self.prepared.take() {
+            region.finish_commit(p).unwrap();
+        }
+        region.commit(region.epoch()).unwrap();
     }
 
     /// Does one random thing. `Err` is a backing failure the caller was told of.
@@ -567,7 +631,7 @@ impl<B: Backing> Walk<B> {
         rng: &mut SplitMix,
     ) -> (&'static str, Result<(), RegionError>) {
         let pick = |rng: &mut SplitMix, n: usize| rng.below(n as u64) as usize;
-        match rng.below(10) {
+        match rng.below(14) {
             0 | 1 => {
                 let req = Request::new(1 + rng.below(6)).policy(Policy::FirstFit);
                 match region.allocate(req) {
@@ -674,6 +738,71 @@ impl<B: Backing> Walk<B> {
                 }
             }
             9 => ("sync", region.sync().map_err(RegionError::from)),
+            10 if !self.allocations.is_empty() => {
+                let i = pick(rng, self.allocations.len());
+                let (a, _) = &self.allocations[i];
+                let mut bytes = vec![0; a.len_bytes() as usize];
+                let bytes = match a.read_at(0, &mut bytes) {
+                    Ok(()) => Some(bytes),
+                    Err(RegionError::Lent { .. }) => None,
+                    Err(e) => return ("read to free on commit", Err(e)),
+                };
+                let (a, id) = self.allocations.swap_remove(i);
+                let e = a.extent();
+                match a.free_on_commit() {
+                    Ok(()) => {
+                        // Allocated in the open epoch, the free is a plain one (gone
+                        // at once, or when its guards go): an abort does not undo it.
+                        let range = e.start..e.start + e.len;
+                        if region.runs(range).all(|r| r.awaiting_commit) {
+                            self.txn.push((e, id, bytes));
+                        }
+                        ("free_on_commit", Ok(()))
+                    }
+                    Err(refused) => {
+                        self.allocations.push((refused.handle, id));
+                        ("free_on_commit", Err(refused.error))
+                    }
+                }
+            }
+            11 => {
+                let epoch = region.epoch();
+                if let Some(p) = self.prepared.take() {
+                    return ("finish_commit", region.finish_commit(p).map(drop));
+                }
+                self.txn.clear();
+                if chance(rng, 50) {
+                    self.prepared = Some(epoch);
+                    ("prepare_commit", region.prepare_commit(epoch).map(drop))
+                } else {
+                    ("commit", region.commit(epoch).map(drop))
+                }
+            }
+            12 => {
+                let restored = region.abort(region.epoch()).map(|o| o.restored_blocks);
+                let txn_blocks: u64 = self.txn.iter().map(|(e, _, _)| e.len).sum();
+                if let Ok(n) = restored {
+                    // Blocks allocated in the epoch and freed in it went at once.
+                    assert!(n <= txn_blocks, "restored {n} of {txn_blocks}");
+                }
+                self.aborted.append(&mut self.txn);
+                match restored {
+                    Ok(_) => ("abort", self.attach_aborted(region, true)),
+                    Err(e) => ("abort", Err(e)),
+                }
+            }
+            13 => {
+                if !self.readers.is_empty() && chance(rng, 50) {
+                    let r = self.readers.swap_remove(pick(rng, self.readers.len()));
+                    if chance(rng, 50) {
+                        drop(r);
+                        return ("drop reader", Ok(()));
+                    }
+                    return ("end reader", r.end().map(drop));
+                }
+                self.readers.push(region.read());
+                ("read", Ok(()))
+            }
             _ => ("nothing", Ok(())),
         }
     }
@@ -722,7 +851,7 @@ fn discards_match_releases<B: Backing>(kind: &str, backing: B, seed: u64) {
         }
         before = after;
     }
-    drop(walk);
+    walk.settle(&region);
     region.check_invariants().unwrap();
     assert_eq!(region.stats().space.free_blocks, region.capacity_blocks());
 }
@@ -819,6 +948,89 @@ fn a_file_region_gives_released_space_back_to_the_filesystem() {
         eprintln!("this filesystem cannot punch holes: the discard wrote zeros");
     }
     assert_eq!(region.stats().discarded_bytes, len);
+}
+
+/// Blocks freed on commit through a handle keep their bytes while the epoch is open,
+/// while a reader that saw them lives and while a pin guard holds them, whichever
+/// ends last; only then are they discarded, exactly once, and Free. A tail a guard
+/// held after a plain truncate goes when the guard does, as before.
+#[test]
+fn a_free_on_commit_is_discarded_only_when_its_blocks_become_free() {
+    let discards = Arc::new(Mutex::new(Vec::new()));
+    let recording = Recording {
+        inner: HeapBacking::new(16 * BLOCK).unwrap(),
+        discards: Arc::clone(&discards),
+    };
+    let region = Region::new(recording, BLOCK).unwrap();
+    let taken = || std::mem::take(&mut *discards.lock().unwrap());
+    let mut page = region.allocate(Request::new(8)).unwrap();
+    page.write_at(0, &[7; 8 * BLOCK as usize]).unwrap();
+    region.commit(1).unwrap();
+    let dma = page.pin().unwrap();
+    page.truncate(6).unwrap(); // blocks 6..8: Deferred by the guard alone
+    let reader = region.read();
+    page.free_on_commit().unwrap();
+    assert!(taken().is_empty());
+    assert_eq!(region.commit(2).unwrap().released_blocks, 0);
+    assert!(taken().is_empty(), "the reader and the guard still hold it");
+    // The reader began in the epoch of the truncate, so it holds the guard's tail too.
+    drop(dma);
+    assert!(taken().is_empty(), "the reader still holds all of it");
+    assert_eq!(region.state_of(7), Some(BlockState::Deferred));
+    let mut out = vec![0; 8 * BLOCK as usize];
+    // SAFETY: no handle can write these blocks: they are Deferred.
+    unsafe { region.backing().read_at(0, &mut out).unwrap() };
+    assert!(out.iter().all(|&b| b == 7), "bytes kept for the reader");
+    assert_eq!(reader.end().unwrap().released_blocks, 8);
+    let mut ends = taken();
+    ends.sort_by_key(|r| r.start);
+    assert_eq!(ends, vec![0..6 * BLOCK, 6 * BLOCK..8 * BLOCK]);
+    assert_eq!(region.stats().space.free_blocks, 16);
+    region.check_invariants().unwrap();
+
+    // A plain free while a reader lives: discarded when the reader ends.
+    let page = region.allocate(Request::new(3)).unwrap();
+    region.commit(3).unwrap();
+    let reader = region.read();
+    page.free().unwrap();
+    assert!(taken().is_empty());
+    drop(reader);
+    assert_eq!(taken().len(), 1);
+    assert_eq!(region.stats().space.free_blocks, 16);
+
+    // Allocated and freed on commit in one epoch: gone at once, as a plain free.
+    let fresh = region.allocate(Request::new(2)).unwrap();
+    fresh.free_on_commit().unwrap();
+    assert_eq!(taken().len(), 1);
+    assert_eq!(region.stats().space.free_blocks, 16);
+}
+
+/// An abort gives blocks freed on commit back undiscarded; while a guard holds them
+/// they are not yet detached, and once it drops they are.
+#[test]
+fn an_abort_gives_the_bytes_back_once_the_guards_let_go() {
+    let region = Region::new(HeapBacking::new(16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let mut page = region.allocate(Request::new(4)).unwrap();
+    page.write_at(0, b"committed").unwrap();
+    region.commit(1).unwrap();
+    let e = page.extent();
+    let dma = page.pin().unwrap();
+    page.free_on_commit().unwrap();
+    assert_eq!(region.abort(2).unwrap().restored_blocks, 4);
+    assert_eq!(region.state_of(e.start), Some(BlockState::Allocated));
+    assert!(matches!(
+        region.attach(e),
+        Err(RegionError::NotDetached { .. })
+    ));
+    assert_eq!(&dma.as_slice()[..9], b"committed");
+    drop(dma);
+    assert_eq!(region.detached_extents(), [e]);
+    let back = region.attach(e).unwrap();
+    assert_eq!(&back.as_slice().unwrap()[..9], b"committed");
+    assert_eq!(region.stats().discards, 0);
+    region.check_invariants().unwrap();
+    drop(back);
+    assert_eq!(region.stats().space.free_blocks, 16);
 }
 
 #[test]
@@ -926,7 +1138,9 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
         let owned_before: Vec<Extent> = walk.allocations.iter().map(|(a, _)| a.extent()).collect();
         let (what, result) = walk.step(&region, &mut rng);
         // A truncate that went through shortened its handle; any other call kept them.
-        let changed_handles = what == "allocate" || (what == "truncate" && result.is_ok());
+        // An abort attached the blocks it gave back.
+        let changed_handles =
+            what == "allocate" || what == "abort" || (what == "truncate" && result.is_ok());
         match result {
             Ok(()) => {}
             Err(RegionError::Backing(e)) => {
@@ -961,7 +1175,7 @@ fn faults_reach_callers<B: Backing>(kind: &str, backing: B, seed: u64) {
             region.check_invariants().unwrap();
         }
     }
-    drop(walk);
+    walk.settle(&region);
     let swallowed = region.stats().discard_failures;
     assert_eq!(
         injected.load(Ordering::Relaxed),

@@ -981,6 +981,11 @@ fn the_catalogue_of_bad_input() {
                 got(&shared.end_read(other.begin_read())),
                 "UnknownReader",
             ),
+            (
+                "region end_read",
+                got(&region.end_read(other.begin_read())),
+                "UnknownReader",
+            ),
         ],
     );
     kind(
@@ -990,6 +995,18 @@ fn the_catalogue_of_bad_input() {
             ("commit future", got(&core.commit(2)), "NotOpen"),
             ("commit u64::MAX", got(&core.commit(TOP)), "NotOpen"),
             ("shared commit", got(&shared.commit(TOP)), "NotOpen"),
+            ("region commit", got(&region.commit(TOP)), "NotOpen"),
+            ("region abort", got(&region.abort(0)), "NotOpen"),
+            (
+                "region prepare_commit",
+                got(&region.prepare_commit(2)),
+                "NotOpen",
+            ),
+            (
+                "region finish_commit",
+                got(&region.finish_commit(1)),
+                "NotPrepared",
+            ),
         ],
     );
     kind(

@@ -383,6 +383,98 @@ fn region_truncate_and_free_racing_two_lends_leaving() {
     });
 }
 
+/// A free on commit, a commit and two lends leaving, in every order: the lends read
+/// their bytes untouched, and the bytes are discarded once, by whoever lets the
+/// blocks go last (the commit's sweep or the last lend), never before the commit.
+#[test]
+fn region_free_on_commit_racing_a_commit_and_two_lends_leaving() {
+    explore(|| {
+        let (region, a) = region_filled();
+        region.commit(1).unwrap(); // `a` is on disk: its free on commit waits
+        let p = a.pin().unwrap();
+        let q = p.try_clone().unwrap();
+        let committer = region.clone();
+        let owner = thread::spawn(move || a.free_on_commit().unwrap());
+        let commit = thread::spawn(move || {
+            committer.commit(2).unwrap();
+        });
+        let readers: Vec<_> = [p, q]
+            .into_iter()
+            .map(|pin| {
+                thread::spawn(move || {
+                    assert!(pin.as_slice().iter().all(|&b| b == 0xEE));
+                    drop(pin);
+                })
+            })
+            .collect();
+        owner.join().unwrap();
+        commit.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+        // A free after the commit is in epoch 3.
+        region.commit(region.epoch()).unwrap();
+        region_settled(&region);
+    });
+}
+
+/// An abort racing a free on commit and a lend leaving: either the abort came first
+/// (the free waits for the next commit) or it gave the blocks back, detached once
+/// the lend has gone, with their bytes; nothing is discarded meanwhile.
+#[test]
+fn region_abort_racing_a_free_on_commit_and_a_lend_leaving() {
+    explore(|| {
+        let (region, a) = region_filled();
+        region.commit(1).unwrap();
+        let p = a.pin().unwrap();
+        let aborter = region.clone();
+        let owner = thread::spawn(move || a.free_on_commit().unwrap());
+        let abort = thread::spawn(move || aborter.abort(2).unwrap().restored_blocks);
+        let reader = thread::spawn(move || {
+            assert!(p.as_slice().iter().all(|&b| b == 0xEE));
+            drop(p);
+        });
+        owner.join().unwrap();
+        let restored = abort.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(region.stats().discards, 0);
+        if restored == 8 {
+            let back = region.attach(pinalloc::Extent::new(0, 8)).unwrap();
+            assert!(back.as_slice().unwrap().iter().all(|&b| b == 0xEE));
+            drop(back);
+        } else {
+            assert_eq!(restored, 0);
+            region.commit(2).unwrap();
+        }
+        region_settled(&region);
+    });
+}
+
+/// A free and a lend leaving while a reader lives, racing the reader's end: the
+/// blocks go behind a gate, and whichever comes last lets them go, discarded once.
+#[test]
+fn region_free_and_a_lend_leaving_racing_a_reader_ending() {
+    explore(|| {
+        let (region, mut a) = region_filled();
+        region.commit(1).unwrap();
+        let p = a.pin().unwrap();
+        let reader = region.read();
+        let owner = thread::spawn(move || {
+            a.truncate(4).unwrap(); // the tail is the lend's alone
+            drop(a);
+        });
+        let device = thread::spawn(move || {
+            assert!(p.as_slice().iter().all(|&b| b == 0xEE));
+            drop(p);
+        });
+        let ending = thread::spawn(move || drop(reader));
+        owner.join().unwrap();
+        device.join().unwrap();
+        ending.join().unwrap();
+        region_settled(&region);
+    });
+}
+
 #[test]
 fn region_device_write_racing_free_and_reallocation() {
     explore(|| {

@@ -249,6 +249,45 @@ impl<B: Backing> Allocation<B> {
         }
     }
 
+    /// Frees every block as part of the open epoch's transaction, as
+    /// [`SharedAllocator::free_on_commit`](crate::SharedAllocator::free_on_commit):
+    /// they stay Deferred, bytes intact, until [`Region::commit`](crate::Region::commit)
+    /// (or [`finish_commit`](crate::Region::finish_commit)) of the epoch, the end of
+    /// every reader that began by then, and the drop of every pin guard over them.
+    /// Then they are discarded (if the region discards) and become Free, whichever of
+    /// those came last. Blocks allocated in the open epoch, which no commit or reader
+    /// saw, go at once, as a plain free's. [`Region::abort`](crate::Region::abort) of
+    /// the epoch makes them Allocated again, undiscarded, and detached:
+    /// [`Region::attach`](crate::Region::attach) takes them back.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Pin`] or [`RegionError::Free`] if the allocator refuses: the
+    /// error and this handle, unchanged.
+    ///
+    /// ```
+    /// use pinalloc::{BlockState, HeapBacking, Region, Request};
+    ///
+    /// let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+    /// let mut page = region.allocate(Request::new(2))?;
+    /// page.write_at(0, b"old root")?;
+    /// region.commit(region.epoch())?;            // the page is on disk
+    /// let e = page.extent();
+    /// page.free_on_commit()?;                    // the new tree no longer needs it
+    /// assert_eq!(region.state_of(e.start), Some(BlockState::Deferred));
+    /// region.commit(region.epoch())?;            // now it may go
+    /// assert_eq!(region.state_of(e.start), Some(BlockState::Free));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::result_large_err)] // the handle must come back by value; a cold path
+    pub fn free_on_commit(mut self) -> Result<(), Refused<Self>> {
+        let extent = self.span.extent();
+        match self.span.free_on_commit() {
+            Ok(_) => Ok(()),
+            Err(r) => Err(Refused::new(RegionError::refused(r, extent), self)),
+        }
+    }
+
     /// Gives up the handle but keeps the blocks Allocated ("detached"), for a caller
     /// that records the extent elsewhere; [`Region::attach`](crate::Region::attach)
     /// takes them back.

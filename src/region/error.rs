@@ -4,7 +4,7 @@ use core::fmt;
 
 use super::span::Refusal;
 use crate::{
-    BackingError, BuildError, Extent, ExtentError, SharedAllocError, SharedFreeError,
+    BackingError, BuildError, EpochError, Extent, ExtentError, SharedAllocError, SharedFreeError,
     SharedPinError,
 };
 
@@ -86,6 +86,10 @@ pub enum RegionError {
         /// The extent asked for.
         extent: Extent,
     },
+    /// An epoch call named an epoch that is not open (or not prepared), or a reader
+    /// that is not live.
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
     /// [`Region::reset`](crate::Region::reset) while something else shares the region:
     /// a clone, an allocation or a pin guard.
     #[error("the region is shared by {holders} other holder(s): clones, allocations or guards")]
@@ -115,6 +119,7 @@ impl RegionError {
             RegionError::Backing(e) => e.kind(),
             RegionError::Free(e) => e.kind(),
             RegionError::Pin(e) => e.kind(),
+            RegionError::Epoch(e) => e.kind(),
             RegionError::Lent { .. } | RegionError::Shared { .. } => ErrorKind::Busy,
             RegionError::BlockSize { .. }
             | RegionError::AccessOutOfBounds { .. }

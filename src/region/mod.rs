@@ -17,6 +17,7 @@ use space::Space;
 use span::Span;
 
 mod allocation;
+mod epochs;
 mod error;
 mod pinned;
 pub(crate) mod space;
@@ -24,6 +25,7 @@ pub(crate) mod space;
 pub(crate) mod span;
 
 pub use allocation::Allocation;
+pub use epochs::RegionReadGuard;
 pub use error::{Refused, RegionError};
 pub use pinned::{Pinned, PinnedMut};
 

@@ -9,9 +9,10 @@ use std::vec::Vec;
 
 use rangemap::RangeSet;
 
+use super::span::{Gate, Sweep};
 use crate::backing::Backing;
 use crate::sync::{AtomicU64, Mutex, Ordering};
-use crate::{Extent, InvariantViolation, SharedAllocator};
+use crate::{BlockState, Extent, InvariantViolation, SharedAllocator};
 
 /// A backing cut into blocks, with the allocator that hands them out.
 pub(crate) struct Space<B: Backing> {
@@ -25,6 +26,8 @@ pub(crate) struct Space<B: Backing> {
     /// Allocated blocks that no span covers: Allocated at open time, or detached from
     /// their span. Only `Span::attach` takes blocks out of it.
     detached: Mutex<RangeSet<u64>>,
+    /// Blocks freed on commit through a handle, waiting for their sweep (`span.rs`).
+    pub(super) gates: Mutex<Vec<Gate>>,
     discards: AtomicU64,
     discarded_bytes: AtomicU64,
     discard_failures: AtomicU64,
@@ -80,6 +83,7 @@ impl<B: Backing> Space<B> {
             block_bytes,
             discard,
             detached: Mutex::new(detached),
+            gates: Mutex::new(Vec::new()),
             discards: AtomicU64::new(0),
             discarded_bytes: AtomicU64::new(0),
             discard_failures: AtomicU64::new(0),
@@ -171,19 +175,54 @@ impl<B: Backing> Space<B> {
         }
         self.allocator.reset();
         *self.detached.get_mut() = RangeSet::new();
+        self.gates.get_mut().clear();
         Ok(())
     }
 
-    /// The allocator's invariants, and no detached block Free.
+    /// Registers blocks freed on commit behind a gate, and releases them at once if
+    /// nothing else holds them (blocks allocated in the open epoch, never committed).
+    /// Returns the blocks that became Free.
+    pub(super) fn add_gate(&self, gate: Gate) -> u64 {
+        let pin = gate.pin();
+        self.gates.lock().push(gate);
+        super::span::sweep(self, Sweep::Pin(pin))
+    }
+
+    /// The allocator's invariants, no detached block Free, and no gated block Free
+    /// or detached.
     pub(crate) fn check_invariants(&self) -> Result<(), InvariantViolation> {
         self.allocator.check_invariants()?;
         let free = self.allocator.free_extents();
+        let gated: Vec<Extent> = self.gates.lock().iter().map(Gate::extent).collect();
+        for &e in &gated {
+            let loose = self
+                .allocator
+                .runs(e.start..e.start + e.len)
+                .find(|r| r.pins == 0 || r.state == BlockState::Free);
+            if let Some(r) = loose {
+                return Err(InvariantViolation {
+                    number: 2,
+                    detail: format!(
+                        "gated blocks {} are {:?} with {} pins",
+                        r.extent, r.state, r.pins
+                    ),
+                });
+            }
+        }
         let detached = self.detached.lock();
         for e in free {
             if let Some(d) = detached.overlapping(&(e.start..e.start + e.len)).next() {
                 return Err(InvariantViolation {
                     number: 2,
                     detail: format!("detached blocks {d:?} are Free, in {e}"),
+                });
+            }
+        }
+        for e in gated {
+            if let Some(d) = detached.overlapping(&(e.start..e.start + e.len)).next() {
+                return Err(InvariantViolation {
+                    number: 2,
+                    detail: format!("gated blocks {e} are detached, in {d:?}"),
                 });
             }
         }

@@ -40,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::space::Space;
 use crate::backing::{Backing, BackingError, MemoryBacking};
-use crate::sync::Mutex;
+use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::{
     Extent, PinOptions, Request, SharedAllocError, SharedFreeError, SharedPinError, SharedPinId,
 };
@@ -76,10 +76,15 @@ pub(crate) struct Span<B: Backing> {
 
 /// What a span's lends share.
 #[derive(Debug)]
-struct Lends {
+pub(crate) struct Lends {
     /// The span's first byte (every lend starts there).
     start: u64,
     state: Mutex<LendState>,
+    /// Set (before it is registered) when a gate is made of this span's bytes: a
+    /// lend that reads it after its unpin and finds it set sweeps the span's gates,
+    /// so the gate's own first sweep and the last lend's cannot both miss the moment
+    /// the blocks became the gate's alone.
+    gated: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -90,6 +95,9 @@ struct LendState {
     ends: Ends,
     /// The end of the bytes the owner still holds (`start` once it gave them all up).
     owner_end: u64,
+    /// The end of the bytes a [`Gate`] holds (`start` when none does): the owner
+    /// freed them on commit, and the gate's sweep, not a lend, discards them.
+    gate_end: u64,
 }
 
 impl LendState {
@@ -284,7 +292,9 @@ impl<B: Backing> Span<B> {
                     exclusive: false,
                     ends: Ends::default(),
                     owner_end: self.bytes.end,
+                    gate_end: self.bytes.start,
                 }),
+                gated: AtomicBool::new(false),
             })
         }))
     }
@@ -349,8 +359,27 @@ impl<B: Backing> Span<B> {
     }
 
     /// Discards (if asked) and frees bytes no lend covers; the caller holds `&mut self`
-    /// and checked that no lend is alive.
+    /// and checked that no lend is alive. While a reader is live the free may leave
+    /// them Deferred for it, so they go behind a gate instead, undiscarded until the
+    /// sweep finds them released.
     fn release(&self, freed: &Range<u64>, discard: bool) -> Result<(), Refusal> {
+        if discard && self.space.allocator.has_readers() {
+            let extent = self.space.blocks_of(freed);
+            let pin = self
+                .space
+                .allocator
+                .pin_owned(extent, PinOptions::new())
+                .map_err(Refusal::Pin)?;
+            if let Err(e) = self.space.allocator.free(extent) {
+                let unpinned = self.space.allocator.unpin(pin);
+                debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+                return Err(Refusal::Free(e));
+            }
+            // A lend that has just left may still pin these blocks: it sweeps them.
+            self.space
+                .add_gate(Gate::new(extent, freed.clone(), pin, self.lends.get()));
+            return Ok(());
+        }
         if discard {
             // SAFETY: no lend is alive (checked by the caller, under the lend lock when
             // lends exist, and none can be made while the caller holds `&mut self`);
@@ -367,6 +396,45 @@ impl<B: Backing> Span<B> {
             .map_err(Refusal::Free)
     }
 
+    /// Gives every byte up and frees the blocks on commit of the open epoch, behind a
+    /// [`Gate`]: a pin of its own that keeps them Deferred, undiscarded, after the
+    /// commit and the readers let them go, until [`sweep`] discards them and unpins.
+    /// The lends' leaves skip the gated bytes. Returns the blocks that became Free at
+    /// once (allocated in the open epoch, and held by nothing else).
+    ///
+    /// # Errors
+    ///
+    /// The allocator's refusal of the gate's pin or of the free; then nothing changed.
+    pub(crate) fn free_on_commit(&mut self) -> Result<u64, Refusal> {
+        let extent = self.extent();
+        let pin = self.pin()?;
+        let lends = self.lends.get().cloned();
+        let freed = match &lends {
+            None => self.space.allocator.free_on_commit(extent),
+            Some(lends) => {
+                // Under the lend lock, so that no lend leaves meanwhile and discards
+                // bytes it thinks only it holds.
+                let mut state = lends.state.lock();
+                let freed = self.space.allocator.free_on_commit(extent);
+                if freed.is_ok() {
+                    state.gate_end = state.owner_end;
+                    state.owner_end = lends.start;
+                }
+                freed
+            }
+        };
+        if let Err(e) = freed {
+            let unpinned = self.space.allocator.unpin(pin);
+            debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+            return Err(Refusal::Free(e));
+        }
+        self.bytes.end = self.bytes.start;
+        let bytes = self.space.bytes_of(extent);
+        Ok(self
+            .space
+            .add_gate(Gate::new(extent, bytes, pin, lends.as_ref())))
+    }
+
     /// Gives the bytes up without freeing their blocks: they stay Allocated, detached,
     /// for [`attach`](Self::attach). Refused (the span comes back) while lent.
     pub(crate) fn detach(mut self) -> Result<Extent, Self> {
@@ -378,6 +446,167 @@ impl<B: Backing> Span<B> {
         self.space.put_detached(extent);
         Ok(extent)
     }
+}
+
+/// Released blocks that something besides their holders may still hold, kept
+/// Deferred, undiscarded, by a pin of the gate's own until [`sweep`] finds that
+/// nothing else does: no lend (every lend of the span pins them too), no open or
+/// unfinished commit, no reader. Then it discards their bytes (nobody else can reach
+/// them) and unpins, and they become Free. Made by an owner's free on commit
+/// ([`Span::free_on_commit`]), and by a free or a lend's leave while a reader is
+/// live. If their epoch is aborted (a free on commit) they are Allocated again, and
+/// once no lend holds them the sweep unpins them undiscarded and detaches them, for
+/// [`Span::attach`].
+pub(crate) struct Gate {
+    extent: Extent,
+    bytes: Range<u64>,
+    pin: SharedPinId,
+    /// The lends of the span that freed the blocks, if it had any.
+    lends: Option<Arc<Lends>>,
+}
+
+impl Gate {
+    /// A gate over `extent` (whose bytes are `bytes`) held by `pin`, from a span with
+    /// `lends`, if it has any: they learn that they must sweep when they leave, before
+    /// the gate is registered.
+    fn new(
+        extent: Extent,
+        bytes: Range<u64>,
+        pin: SharedPinId,
+        lends: Option<&Arc<Lends>>,
+    ) -> Self {
+        if let Some(lends) = lends {
+            lends.gated.store(true, Ordering::SeqCst);
+        }
+        Self {
+            extent,
+            bytes,
+            pin,
+            lends: lends.cloned(),
+        }
+    }
+
+    /// The gated blocks.
+    pub(crate) fn extent(&self) -> Extent {
+        self.extent
+    }
+
+    /// The gate's own pin.
+    pub(crate) fn pin(&self) -> SharedPinId {
+        self.pin
+    }
+
+    fn is(&self, which: &Sweep<'_>) -> bool {
+        match which {
+            Sweep::All => true,
+            Sweep::Pin(pin) => self.pin == *pin,
+            Sweep::Lends(lends) => self.lends.as_ref().is_some_and(|g| Arc::ptr_eq(g, lends)),
+        }
+    }
+}
+
+/// Which gates a [`sweep`] looks at.
+pub(crate) enum Sweep<'a> {
+    /// Every one: after a commit, an abort or the end of a read.
+    All,
+    /// The one with this pin: just made.
+    Pin(SharedPinId),
+    /// Those of one span's lends: one of them just left.
+    Lends(&'a Arc<Lends>),
+}
+
+impl core::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gate")
+            .field("extent", &self.extent)
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a gate's blocks are waiting for, read from the allocator's runs.
+enum GateState {
+    /// Something besides the gate holds them.
+    Held,
+    /// Deferred by the gate alone: discard, then unpin.
+    Released,
+    /// Allocated again (their epoch aborted), and only the gate pins them: unpin,
+    /// then detach.
+    Aborted,
+}
+
+fn gate_state<B: Backing>(space: &Space<B>, gate: &Gate) -> GateState {
+    let end = gate.extent.start + gate.extent.len;
+    let runs: std::vec::Vec<crate::BlockRun> =
+        space.allocator.runs(gate.extent.start..end).collect();
+    let alone = runs.iter().all(|r| r.pins == 1);
+    if alone
+        && runs
+            .iter()
+            .all(|r| r.state == crate::BlockState::Deferred && !r.awaiting_commit && !r.reader_held)
+    {
+        GateState::Released
+    } else if alone && runs.iter().all(|r| r.state == crate::BlockState::Allocated) {
+        GateState::Aborted
+    } else {
+        GateState::Held
+    }
+}
+
+/// Releases the gates (of `which`) that nothing else holds any more: discards their bytes (with the region's discard on) and unpins them, or,
+/// aborted, unpins and detaches them. A failed discard is counted, as a drop's is,
+/// and the blocks released without it. Returns the blocks that became Free.
+pub(crate) fn sweep<B: Backing>(space: &Space<B>, which: Sweep<'_>) -> u64 {
+    let mut released = std::vec::Vec::new();
+    let mut aborted = std::vec::Vec::new();
+    {
+        let mut gates = space.gates.lock();
+        let mut i = 0;
+        while i < gates.len() {
+            let gate = &gates[i];
+            let state = if gate.is(&which) {
+                gate_state(space, gate)
+            } else {
+                GateState::Held
+            };
+            match state {
+                GateState::Held => i += 1,
+                GateState::Released => released.push(gates.swap_remove(i)),
+                GateState::Aborted => aborted.push(gates.swap_remove(i)),
+            }
+        }
+    }
+    let mut freed = 0;
+    for gate in released {
+        if space.discard {
+            // SAFETY: nobody else can reach these bytes. Their owner gave them up
+            // (a free on commit empties its span; a free or truncate shortens it); no
+            // lend covers them (a lend covering any gated byte pins its block, and the
+            // gate's pin is the only one left); a new lend comes from a span or a lend
+            // and ends where one of them does, so none covers them; no new span does
+            // either, since the gate's pin keeps the blocks Deferred until the unpin
+            // below. The gate left the list under its lock, so no other sweep has it.
+            // The bytes lie inside the backing: they are blocks the allocator handed
+            // out.
+            match unsafe { space.backing.discard(gate.bytes.clone()) } {
+                Ok(()) => space.count_discard(&gate.bytes),
+                Err(_) => space.count_discard_failure(),
+            }
+        }
+        match space.allocator.unpin(gate.pin) {
+            Ok(out) => freed += out.released_blocks,
+            Err(e) => debug_assert!(false, "a gate's pin is live: {e:?}"),
+        }
+    }
+    for gate in aborted {
+        // Unpinned before detached: a span attached while the gate still pinned the
+        // blocks could free them to a Deferred that this unpin then makes Free
+        // without a discard.
+        let unpinned = space.allocator.unpin(gate.pin);
+        debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+        space.put_detached(gate.extent);
+    }
+    freed
 }
 
 /// Discards every byte of the space's blocks, for a reset. The `&mut Space` proves
@@ -559,8 +788,23 @@ impl<B: Backing> Lent<B> {
         };
         let mut state = lends.state.lock();
         let from = state.held_end_besides(self.bytes.end);
+        // Bytes a gate holds are its sweep's to discard, once their commit is through.
+        let from = from.max(state.gate_end);
         let only_mine = from.clamp(lends.start, self.bytes.end)..self.bytes.end;
-        if discard && !only_mine.is_empty() {
+        let mut reader_gate = None;
+        if discard && !only_mine.is_empty() && self.space.allocator.has_readers() {
+            // A reader may hold these blocks past our pin: a gate of their own keeps
+            // them, undiscarded, until the sweep finds them released.
+            let extent = self.space.blocks_of(&only_mine);
+            let pin = self
+                .space
+                .allocator
+                .pin_owned(extent, PinOptions::new())
+                .map_err(Refusal::Pin)?;
+            // A lend that has just left may still pin some of these blocks: it
+            // sweeps them.
+            reader_gate = Some(Gate::new(extent, only_mine.clone(), pin, Some(lends)));
+        } else if discard && !only_mine.is_empty() {
             // SAFETY: nobody else holds `only_mine`: the owner gave it up (its end is at
             // or before the start), and every other live lend ends at or before the
             // start. We hold the lend lock, so none of that changes during the call: a
@@ -576,10 +820,19 @@ impl<B: Backing> Lent<B> {
             state.exclusive = false;
         }
         drop(state);
-        self.lends = None;
+        let lends = self.lends.take();
         // After the bytes are out of every reach: their blocks may become Free now.
         let unpinned = self.space.allocator.unpin(self.pin);
         debug_assert!(unpinned.is_ok(), "{unpinned:?}");
+        if let Some(gate) = reader_gate {
+            self.space.add_gate(gate);
+        }
+        // Read after the unpin: a gate registered before it saw our pin, and then
+        // the flag was already set.
+        if let Some(lends) = lends.filter(|l| l.gated.load(Ordering::SeqCst)) {
+            // Perhaps the last holder but the gate: its blocks may go now.
+            sweep(&self.space, Sweep::Lends(&lends));
+        }
         Ok(())
     }
 }

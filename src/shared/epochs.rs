@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 
 use super::{SharedAllocator, join_onto};
 use crate::allocator::reader_table;
+use crate::sync::Ordering;
 use crate::{AbortOutcome, EpochError, Extent, FreeError, ReaderId, ReaderInfo, ReleaseOutcome};
 
 #[derive(Debug)]
@@ -334,6 +335,7 @@ impl SharedAllocator {
         let seq = state.next_reader;
         state.next_reader += 1;
         state.readers.insert(seq, epoch);
+        self.live_readers.fetch_add(1, Ordering::AcqRel);
         if let Some((count, _)) = state.proxies.get_mut(&epoch) {
             *count += 1;
         } else {
@@ -408,6 +410,12 @@ impl SharedAllocator {
         reader_table(self.uid, &state.readers, alone, held)
     }
 
+    /// Whether a reader is live (a lock-free look: one that begins or ends meanwhile
+    /// may or may not be seen).
+    pub(crate) fn has_readers(&self) -> bool {
+        self.live_readers.load(Ordering::Acquire) > 0
+    }
+
     /// Ends a reader; blocks only it held become Free. Wakes waiters.
     ///
     /// # Errors
@@ -427,6 +435,7 @@ impl SharedAllocator {
         if reader.allocator != self.uid || state.readers.remove(&reader.seq).is_none() {
             return Err(EpochError::UnknownReader { id: reader });
         }
+        self.live_readers.fetch_sub(1, Ordering::AcqRel);
         let proxy = state
             .proxies
             .get_mut(&reader.epoch)

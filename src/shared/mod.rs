@@ -162,6 +162,9 @@ pub struct SharedAllocator {
     tokens: Mutex<crate::tokens::Tokens<SharedPinId>>,
     /// Pins with a token: unpins ask `tokens` only when some have.
     live_tokens: AtomicU64,
+    /// Live readers, kept beside the reader table (changed under `epochs`) so that a
+    /// region can tell without a lock whether a free may be held back by one.
+    live_readers: AtomicU64,
     counters: stats::AtomicCounters,
     /// Tells this allocator's handles from another's.
     uid: u64,
@@ -412,6 +415,7 @@ impl SharedBuilder {
             count_deferred_blocks: AtomicU64::new(0),
             tokens: Mutex::new(Default::default()),
             live_tokens: AtomicU64::new(0),
+            live_readers: AtomicU64::new(0),
             counters: stats::AtomicCounters::default(),
             uid: crate::allocator::next_uid(),
         };
@@ -535,6 +539,7 @@ impl SharedAllocator {
         self.count_deferred_blocks.store(0, Ordering::Relaxed);
         *self.tokens.get_mut() = Default::default();
         self.live_tokens.store(0, Ordering::Relaxed);
+        self.live_readers.store(0, Ordering::Relaxed);
         self.counters = stats::AtomicCounters::default();
         self.uid = crate::allocator::next_uid();
     }

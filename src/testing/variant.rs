@@ -205,6 +205,7 @@ impl Variant for RegionError {
             RegionError::Free(e) => e.variant(),
             RegionError::Pin(e) => e.variant(),
             RegionError::Backing(e) => e.variant(),
+            RegionError::Epoch(e) => e.variant(),
             RegionError::BlockSize { .. } => "BlockSize",
             RegionError::Lent { .. } => "Lent",
             RegionError::AccessOutOfBounds { .. } => "AccessOutOfBounds",
