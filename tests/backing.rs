@@ -71,16 +71,30 @@ fn contents<B: Backing>(a: &Allocation<B>) -> Vec<u8> {
     out
 }
 
+#[allow(clippy::type_complexity)]
 fn backings(
     dir: &tempfile::TempDir,
     len_bytes: u64,
-) -> (HeapBacking, MmapBacking, MmapBacking, FileBacking) {
+) -> (
+    HeapBacking,
+    MmapBacking,
+    MmapBacking,
+    FileBacking,
+    MmapBacking,
+    FileBacking,
+) {
     (
         HeapBacking::new(len_bytes).unwrap(),
         MmapBacking::anonymous(len_bytes).unwrap(),
         // SAFETY: the file is this test's own; nothing else opens it while mapped.
         unsafe { MmapBacking::open(dir.path().join("mapped"), len_bytes).unwrap() },
         FileBacking::open(dir.path().join("plain"), len_bytes).unwrap(),
+        // Growable to twice the length: a region over it holds the rest until it grows.
+        MmapBacking::anonymous_growable(len_bytes, 2 * len_bytes).unwrap(),
+        FileBacking::open(dir.path().join("growable"), len_bytes)
+            .unwrap()
+            .with_max_len(2 * len_bytes)
+            .unwrap(),
     )
 }
 
@@ -88,11 +102,13 @@ fn backings(
 macro_rules! for_each_backing {
     ($len_bytes:expr, $f:ident $(, $arg:expr)*) => {{
         let dir = temp_dir(stringify!($f));
-        let (heap, anon, mapped, plain) = backings(&dir, $len_bytes);
+        let (heap, anon, mapped, plain, growable_anon, growable_file) = backings(&dir, $len_bytes);
         $f("heap", heap $(, $arg)*);
         $f("anonymous mmap", anon $(, $arg)*);
         $f("file mmap", mapped $(, $arg)*);
         $f("file", plain $(, $arg)*);
+        $f("growable anonymous mmap", growable_anon $(, $arg)*);
+        $f("growable file", growable_file $(, $arg)*);
     }};
 }
 
@@ -191,10 +207,11 @@ fn slices_and_pointers<B: MemoryBacking>(kind: &str, backing: B) {
 #[test]
 fn memory_backings_give_slices_and_device_pointers() {
     let dir = temp_dir("slices");
-    let (heap, anon, mapped, _) = backings(&dir, 16 * BLOCK);
+    let (heap, anon, mapped, _, growable, _) = backings(&dir, 16 * BLOCK);
     slices_and_pointers("heap", heap);
     slices_and_pointers("anonymous mmap", anon);
     slices_and_pointers("file mmap", mapped);
+    slices_and_pointers("growable anonymous mmap", growable);
 }
 
 #[test]
@@ -533,11 +550,22 @@ impl<B: Backing> Backing for Recording<B> {
         // SAFETY: the caller's promise, passed on unchanged.
         unsafe { self.inner.discard(range) }
     }
+
+    fn max_len_bytes(&self) -> u64 {
+        self.inner.max_len_bytes()
+    }
+
+    unsafe fn set_len_bytes(&self, new_len_bytes: u64) -> Result<(), BackingError> {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.set_len_bytes(new_len_bytes) }
+    }
 }
 
-fn states<B: Backing>(region: &Region<B>) -> Vec<BlockState> {
-    (0..region.capacity_blocks())
-        .map(|b| region.state_of(b).unwrap())
+/// Each block's state, up to the most the region may grow to (`None` past its
+/// capacity now).
+fn states<B: Backing>(region: &Region<B>) -> Vec<Option<BlockState>> {
+    (0..region.max_capacity_blocks())
+        .map(|b| region.state_of(b))
         .collect()
 }
 
@@ -631,7 +659,7 @@ impl<B: Backing> Walk<B> {
         rng: &mut SplitMix,
     ) -> (&'static str, Result<(), RegionError>) {
         let pick = |rng: &mut SplitMix, n: usize| rng.below(n as u64) as usize;
-        match rng.below(14) {
+        match rng.below(15) {
             0 | 1 => {
                 let req = Request::new(1 + rng.below(6)).policy(Policy::FirstFit);
                 match region.allocate(req) {
@@ -803,6 +831,40 @@ impl<B: Backing> Walk<B> {
                 self.readers.push(region.read());
                 ("read", Ok(()))
             }
+            14 => {
+                let (now, max) = (region.capacity_blocks(), region.max_capacity_blocks());
+                if now < max && chance(rng, 50) {
+                    let to = now + 1 + rng.below(max - now);
+                    let done = region.grow(to);
+                    let want = if done.is_ok() { to } else { now };
+                    assert_eq!(region.capacity_blocks(), want, "grow to {to}");
+                    ("grow", done)
+                } else {
+                    let to = now / 2 + rng.below(now - now / 2);
+                    match region.shrink(to) {
+                        Ok(()) => {
+                            assert_eq!(region.capacity_blocks(), to);
+                            ("shrink", Ok(()))
+                        }
+                        // Held, or a backing that cannot change its length: nothing
+                        // changed.
+                        Err(RegionError::Resize(_)) => {
+                            assert_eq!(region.capacity_blocks(), now);
+                            ("shrink (held)", Ok(()))
+                        }
+                        Err(RegionError::Backing(e))
+                            if e.source.kind() == io::ErrorKind::Unsupported =>
+                        {
+                            assert_eq!(region.capacity_blocks(), now);
+                            ("shrink (fixed length)", Ok(()))
+                        }
+                        Err(e) => {
+                            assert_eq!(region.capacity_blocks(), now);
+                            ("shrink", Err(e))
+                        }
+                    }
+                }
+            }
             _ => ("nothing", Ok(())),
         }
     }
@@ -842,7 +904,9 @@ fn discards_match_releases<B: Backing>(kind: &str, backing: B, seed: u64) {
             }
         }
         for b in 0..after.len() {
-            let freed = after[b] == BlockState::Free && before[b] != BlockState::Free;
+            // Blocks a growth brings in come Free, with nothing to discard.
+            let freed = after[b] == Some(BlockState::Free)
+                && matches!(before[b], Some(s) if s != BlockState::Free);
             assert_eq!(
                 discarded[b], freed,
                 "{kind} seed {seed} step {step} ({what}): block {b} went {:?} -> {:?}, discarded: {}",
@@ -1121,6 +1185,20 @@ impl<B: Backing> Backing for Faulty<B> {
         // SAFETY: the caller's promise, passed on unchanged.
         unsafe { self.inner.discard(range) }
     }
+
+    fn max_len_bytes(&self) -> u64 {
+        self.inner.max_len_bytes()
+    }
+
+    unsafe fn set_len_bytes(&self, new_len_bytes: u64) -> Result<(), BackingError> {
+        let len = self.len_bytes();
+        self.tick(
+            BackingOp::Resize,
+            len.min(new_len_bytes)..len.max(new_len_bytes),
+        )?;
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { self.inner.set_len_bytes(new_len_bytes) }
+    }
 }
 
 /// Every injected fault reaches a caller as `RegionError::Backing`, or (in a drop,
@@ -1376,6 +1454,87 @@ fn threads_never_share_bytes() {
         assert!(device.join().unwrap() > 0);
     });
     assert_eq!(region.stats().space.free_blocks, 256);
+    region.check_invariants().unwrap();
+}
+
+/// As above, over a growable mapping that another thread grows and shrinks all the
+/// while: a growth never moves a byte anyone holds, and a shrink only ever takes a
+/// Free tail, so every allocation and every pinned buffer keeps exactly its bytes.
+#[test]
+fn threads_never_share_bytes_while_the_region_grows_and_shrinks() {
+    let backing = MmapBacking::anonymous_growable(32 * BLOCK, 256 * BLOCK).unwrap();
+    let region = Region::builder(backing, BLOCK).groups(4).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Pinned<MmapBacking>, Vec<u8>)>();
+    let done = Arc::new(AtomicU64::new(0));
+    std::thread::scope(|s| {
+        let device = s.spawn(move || {
+            let mut checked = 0;
+            for (pin, expect) in rx {
+                assert_eq!(pin.as_slice(), &expect[..], "a pinned buffer changed");
+                checked += 1;
+            }
+            checked
+        });
+        let resizer = {
+            let (region, done) = (region.clone(), Arc::clone(&done));
+            s.spawn(move || {
+                let mut rng = SplitMix::new(99);
+                let (mut grown, mut shrunk) = (0, 0);
+                while done.load(Ordering::Relaxed) < 3 {
+                    let now = region.capacity_blocks();
+                    if chance(&mut rng, 50) && now < 256 {
+                        region.grow(now + 1 + rng.below(256 - now)).unwrap();
+                        grown += 1;
+                    } else if now > 1 {
+                        match region.shrink(1 + rng.below(now - 1)) {
+                            Ok(()) => shrunk += 1,
+                            Err(RegionError::Resize(_)) => {}
+                            Err(e) => panic!("shrink: {e}"),
+                        }
+                    }
+                    std::thread::yield_now();
+                }
+                (grown, shrunk)
+            })
+        };
+        for t in 0..3u64 {
+            let (region, tx, done) = (region.clone(), tx.clone(), Arc::clone(&done));
+            s.spawn(move || {
+                let mut rng = SplitMix::new(t);
+                let mut live: Vec<(Allocation<MmapBacking>, u64)> = Vec::new();
+                for i in 0..env_or("REGION_STEPS", 600) * 2 {
+                    let id = t << 32 | i;
+                    if live.len() < 8 {
+                        if let Ok(mut a) = region.allocate(Request::new(1 + rng.below(4))) {
+                            assert!(a.extent().start + a.extent().len <= 256);
+                            fill(&mut a, id);
+                            live.push((a, id));
+                        }
+                        continue;
+                    }
+                    let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                    assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
+                    if chance(&mut rng, 30) {
+                        let pin = a.pin().unwrap();
+                        let expect = pin.as_slice().to_vec();
+                        drop(a); // freed while the "device" still reads it
+                        tx.send((pin, expect)).unwrap();
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        drop(tx);
+        assert!(device.join().unwrap() > 0);
+        let (grown, shrunk) = resizer.join().unwrap();
+        assert!(grown > 0 && shrunk > 0, "grown {grown}, shrunk {shrunk}");
+    });
+    let s = region.stats();
+    assert_eq!(s.space.free_blocks, region.capacity_blocks(), "{s:?}");
+    assert_eq!(
+        region.backing().len_bytes(),
+        region.capacity_blocks() * BLOCK
+    );
     region.check_invariants().unwrap();
 }
 

@@ -1699,6 +1699,109 @@ fn resizes_at_the_edges() {
     s.check_invariants().unwrap();
 }
 
+/// A region's growth and shrink at the edges: past what the backing may reach, to
+/// `u64::MAX`, below and above the capacity, under a handle, a guard and a reader,
+/// to zero blocks, and over a backing that cannot change its length. Each refusal
+/// changes nothing a caller can see, the rollback of a refused shrink included (a
+/// live reader must not keep its tail Deferred).
+#[test]
+fn region_resizes_at_the_edges() {
+    use pinalloc::{Backing, BackingOp, HeapBacking, MmapBacking, Region, RegionError};
+    fn seen<B: pinalloc::Backing>(r: &Region<B>) -> impl PartialEq + std::fmt::Debug {
+        (
+            r.capacity_blocks(),
+            r.stats(),
+            r.free_extents(),
+            r.runs(0..u64::MAX).collect::<Vec<_>>(),
+        )
+    }
+    fn refused<B: pinalloc::Backing>(
+        r: &Region<B>,
+        want: &str,
+        call: impl FnOnce(&Region<B>) -> Result<(), RegionError>,
+    ) {
+        let before = seen(r);
+        let err = call(r).unwrap_err();
+        assert!(format!("{err:?}").contains(want), "{err:?}, not {want}");
+        assert_eq!(seen(r), before, "{want}");
+        r.check_invariants().unwrap();
+    }
+    let region = Region::new(
+        MmapBacking::anonymous_growable(16 * 64, 64 * 64).unwrap(),
+        64,
+    )
+    .unwrap();
+    assert_eq!(
+        (region.capacity_blocks(), region.max_capacity_blocks()),
+        (16, 64)
+    );
+    refused(
+        &region,
+        "TooLarge { requested: 18446744073709551615, max: 64 }",
+        |r| r.grow(TOP),
+    );
+    refused(&region, "TooLarge { requested: 65, max: 64 }", |r| {
+        r.grow(65)
+    });
+    refused(&region, "NotLarger", |r| r.grow(8));
+    refused(&region, "NotSmaller", |r| r.shrink(TOP));
+    refused(&region, "InvalidInput", |r| r.shrink(0));
+    let reader = region.read();
+    let a = region
+        .allocate(Request::new(2).policy(Policy::Exact(12)))
+        .unwrap();
+    let guard = a.pin().unwrap();
+    refused(&region, "InUse { block: 12, state: Allocated }", |r| {
+        r.shrink(10)
+    });
+    a.free().unwrap(); // Deferred: the guard and the reader hold it
+    refused(&region, "InUse { block: 12, state: Deferred }", |r| {
+        r.shrink(10)
+    });
+    // Growth under all of that: the new blocks are Free at once, reader or not.
+    region.grow(64).unwrap();
+    assert_eq!(region.stats().space.free_blocks, 62);
+    drop(guard);
+    drop(reader);
+    region.shrink(1).unwrap();
+    assert_eq!(region.backing().len_bytes(), 64);
+    assert!(region.is_empty());
+    region.grow(64).unwrap();
+    assert_eq!(region.free_extents(), [Extent::new(0, 64)]);
+    region.check_invariants().unwrap();
+
+    // A backing of fixed length: a shrink is refused by it and rolled back, and the
+    // blocks it had taken are Free again though a reader is live.
+    let heap = Region::new(HeapBacking::new(8 * 64).unwrap(), 64).unwrap();
+    let _reader = heap.read();
+    refused(&heap, "TooLarge { requested: 9, max: 8 }", |r| r.grow(9));
+    refused(&heap, "Unsupported", |r| r.shrink(4));
+    assert_eq!(heap.state_of(6), Some(BlockState::Free));
+    let err = heap.shrink(4).unwrap_err();
+    assert!(
+        matches!(err, RegionError::Backing(ref e) if e.op == BackingOp::Resize),
+        "{err:?}"
+    );
+
+    // A free list past the backing's length is refused at open; a reset keeps the
+    // length and the blocks past it held.
+    let grows = || MmapBacking::anonymous_growable(16 * 64, 64 * 64).unwrap();
+    let err = Region::builder(grows(), 64)
+        .from_free_extents([Extent::new(10, 10)])
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("BadExtent"), "{err:?}");
+    let mut region = Region::builder(grows(), 64).max_blocks(32).build().unwrap();
+    assert_eq!(region.max_capacity_blocks(), 32);
+    region.grow(20).unwrap();
+    drop(region.allocate(Request::new(20)).unwrap().into_extent());
+    region.reset().unwrap();
+    assert_eq!(region.capacity_blocks(), 20);
+    assert_eq!(region.free_extents(), [Extent::new(0, 20)]);
+    region.check_invariants().unwrap();
+    region.grow(32).unwrap();
+    assert_eq!(region.free_extents(), [Extent::new(0, 32)]);
+}
+
 /// New groups join the epochs: a reader that began before the growth holds blocks
 /// freed in the new groups after it, and a prepared commit still waits there.
 #[test]

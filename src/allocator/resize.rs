@@ -1,6 +1,8 @@
 //! Growing and shrinking the space: new Free blocks at the end, or a Free, unpinned
 //! tail given up.
 
+use core::ops::Range;
+
 use super::ExtentAllocator;
 use crate::{BlockState, ResizeError};
 
@@ -72,12 +74,18 @@ impl ExtentAllocator {
     /// Whether every block of `from..capacity` (not empty) is Free and unpinned; if
     /// not, the first that is not.
     pub(crate) fn check_tail_blocks(&self, from: u64) -> Result<(), ResizeError> {
-        let end = self.capacity;
-        debug_assert!(from < end, "an empty tail");
-        // The tail is free and unpinned when one free extent reaches from its start to
-        // the end of the space; otherwise the first block past that extent is not.
+        self.check_free_run(from..self.capacity)
+    }
+
+    /// Whether every block of `r` (not empty, inside the space) is Free and unpinned;
+    /// if not, the first that is not.
+    pub(crate) fn check_free_run(&self, r: Range<u64>) -> Result<(), ResizeError> {
+        let (from, end) = (r.start, r.end);
+        debug_assert!(from < end && end <= self.capacity, "{r:?}");
+        // The run is free and unpinned when one free extent covers it; otherwise the
+        // first block past that extent is not.
         let first_held = match self.free.containing(from) {
-            Some(e) if e.start + e.len == end => None,
+            Some(e) if e.start + e.len >= end => None,
             Some(e) => Some(e.start + e.len),
             None => Some(from),
         };
@@ -99,7 +107,39 @@ impl ExtentAllocator {
     /// Whether the reservations fit in the Free blocks left without
     /// `from..capacity`, all Free and unpinned.
     pub(crate) fn check_tail_reserved(&self, from: u64) -> Result<(), ResizeError> {
-        let free = self.free.free_blocks() - (self.capacity - from);
+        self.check_reserved_without(self.capacity - from)
+    }
+
+    /// Takes `r`, checked by [`check_free_run`](Self::check_free_run) and
+    /// [`check_reserved_without`](Self::check_reserved_without), out of the Free
+    /// blocks: Allocated, as a shrink's tail is before it goes, and counted by no
+    /// counter, since no user allocated it.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // the shared layer's
+    pub(crate) fn take_free_run(&mut self, r: Range<u64>) {
+        debug_assert!(self.check_free_run(r.clone()).is_ok(), "{r:?}");
+        self.free.take(r.start, r.end - r.start);
+        self.debug_check();
+    }
+
+    /// Makes `r` (Allocated, no pin over it, taken by
+    /// [`SharedAllocator::take_free_run`](crate::SharedAllocator) or held past a
+    /// region's backing) Free at once: no reader holds blocks that were never handed
+    /// to a user, so none defers them.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // the shared layer's
+    pub(crate) fn give_back_run(&mut self, r: Range<u64>) {
+        debug_assert!(
+            self.runs_vec(r.clone())
+                .iter()
+                .all(|run| run.state == BlockState::Allocated && run.pins == 0),
+            "{r:?}"
+        );
+        self.free_unheld(&r);
+        self.debug_check();
+    }
+
+    /// Whether the reservations fit in the Free blocks left without `blocks` of them.
+    pub(crate) fn check_reserved_without(&self, blocks: u64) -> Result<(), ResizeError> {
+        let free = self.free.free_blocks() - blocks;
         if free < self.count_reserved_blocks {
             return Err(ResizeError::Reserved {
                 reserved: self.count_reserved_blocks,

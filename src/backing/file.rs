@@ -48,7 +48,10 @@ use crate::sync::{AtomicBool, Ordering};
 #[derive(Debug)]
 pub struct FileBacking {
     file: File,
-    len_bytes: u64,
+    /// The length; changed only by `set_len_bytes`, under the caller's promise.
+    len_bytes: core::sync::atomic::AtomicU64,
+    /// What `set_len_bytes` may grow it to.
+    max_len_bytes: u64,
     /// Cleared after the first punch the filesystem refuses; then `discard` writes zeros.
     punch: AtomicBool,
 }
@@ -139,9 +142,52 @@ impl FileBacking {
         }
         Ok(Self {
             file,
-            len_bytes,
+            len_bytes: core::sync::atomic::AtomicU64::new(len_bytes),
+            max_len_bytes: len_bytes,
             punch: AtomicBool::new(true),
         })
+    }
+
+    /// Lets [`set_len_bytes`](Backing::set_len_bytes) grow the file up to
+    /// `max_len_bytes` (and shrink it back): a [`Region`](crate::Region) over it can
+    /// then [grow](crate::Region::grow). A block device cannot change its length.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Open`] when `max_len_bytes` is below
+    /// the length or past what file offsets reach (`i64::MAX`).
+    ///
+    /// ```
+    /// use pinalloc::{Backing, FileBacking};
+    /// # let dir = std::env::temp_dir().join(format!("pinalloc-doc-fmax-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let file = FileBacking::open(dir.join("f"), 4096)?.with_max_len(1 << 30)?;
+    /// // SAFETY: nothing refers to the bytes past 4096.
+    /// unsafe { file.set_len_bytes(8192)? };
+    /// assert_eq!(std::fs::metadata(dir.join("f")).unwrap().len(), 8192);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    pub fn with_max_len(mut self, max_len_bytes: u64) -> Result<Self, BackingError> {
+        let len = self.len_bytes();
+        checked_len(
+            BackingOp::Open,
+            max_len_bytes,
+            MAX_FILE_BYTES,
+            "a file backing",
+        )?;
+        if max_len_bytes < len {
+            return Err(BackingError::new(
+                BackingOp::Open,
+                0..max_len_bytes,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a maximum of {max_len_bytes} bytes is below the length, {len}"),
+                ),
+            ));
+        }
+        self.max_len_bytes = max_len_bytes;
+        Ok(self)
     }
 
     /// Whether `discard` still punches holes: `false` once the filesystem refused,
@@ -269,18 +315,51 @@ pub(super) fn unsupported(e: &io::Error) -> bool {
 
 impl Backing for FileBacking {
     fn len_bytes(&self) -> u64 {
+        self.len_bytes.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    fn max_len_bytes(&self) -> u64 {
+        self.max_len_bytes
+    }
+
+    unsafe fn set_len_bytes(&self, new_len_bytes: u64) -> Result<(), BackingError> {
+        let len = self.len_bytes();
+        let range = len.min(new_len_bytes)..len.max(new_len_bytes);
+        if new_len_bytes == len {
+            return Ok(());
+        }
+        if new_len_bytes == 0 || new_len_bytes > self.max_len_bytes {
+            return Err(BackingError::new(
+                BackingOp::Resize,
+                range,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a length must be 1..={} bytes, not {new_len_bytes}",
+                        self.max_len_bytes
+                    ),
+                ),
+            ));
+        }
+        // Growing writes a hole (zeros); shrinking drops the bytes cut off, which the
+        // caller promised nothing refers to.
+        self.file
+            .set_len(new_len_bytes)
+            .map_err(|e| BackingError::new(BackingOp::Resize, range, e))?;
         self.len_bytes
+            .store(new_len_bytes, core::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
-        let range = checked_bytes(BackingOp::Read, offset_bytes, buf.len(), self.len_bytes)?;
+        let range = checked_bytes(BackingOp::Read, offset_bytes, buf.len(), self.len_bytes())?;
         self.file
             .read_exact_at(buf, offset_bytes)
             .map_err(|e| BackingError::new(BackingOp::Read, range, e))
     }
 
     unsafe fn write_at(&self, offset_bytes: u64, buf: &[u8]) -> Result<(), BackingError> {
-        let range = checked_bytes(BackingOp::Write, offset_bytes, buf.len(), self.len_bytes)?;
+        let range = checked_bytes(BackingOp::Write, offset_bytes, buf.len(), self.len_bytes())?;
         self.file
             .write_all_at(buf, offset_bytes)
             .map_err(|e| BackingError::new(BackingOp::Write, range, e))
@@ -289,11 +368,11 @@ impl Backing for FileBacking {
     fn sync(&self) -> Result<(), BackingError> {
         self.file
             .sync_data()
-            .map_err(|e| BackingError::new(BackingOp::Sync, 0..self.len_bytes, e))
+            .map_err(|e| BackingError::new(BackingOp::Sync, 0..self.len_bytes(), e))
     }
 
     unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
-        checked_discard(&range, self.len_bytes)?;
+        checked_discard(&range, self.len_bytes())?;
         let fail = |e: io::Error| BackingError::new(BackingOp::Discard, range.clone(), e);
         if range.is_empty() {
             return Ok(());

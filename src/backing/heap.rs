@@ -93,7 +93,7 @@ impl HeapBacking {
             )
         })?;
         Ok(Self {
-            memory: Memory { base, len_bytes },
+            memory: Memory::new(base, len_bytes, len_bytes),
             layout,
         })
     }
@@ -111,7 +111,7 @@ impl Drop for HeapBacking {
 impl core::fmt::Debug for HeapBacking {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HeapBacking")
-            .field("len_bytes", &self.memory.len_bytes)
+            .field("len_bytes", &self.memory.len_bytes())
             .field("align_bytes", &self.layout.align())
             .finish()
     }
@@ -119,7 +119,7 @@ impl core::fmt::Debug for HeapBacking {
 
 impl Backing for HeapBacking {
     fn len_bytes(&self) -> u64 {
-        self.memory.len_bytes
+        self.memory.len_bytes()
     }
 
     unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
@@ -148,6 +148,6 @@ impl Backing for HeapBacking {
 }
 
 // SAFETY: `base_address` is always `Some(base)`, and `base` is valid for `len_bytes`
-// bytes until `drop`; the memory is private to this value and touched only by the three
+// bytes (its fixed length, and so its `max_len_bytes`) until `drop`; the memory is private to this value and touched only by the three
 // byte methods, and `discard` only writes zeros, so the memory stays valid.
 unsafe impl MemoryBacking for HeapBacking {}

@@ -2,9 +2,11 @@
 
 use core::ops::Range;
 use core::ptr::NonNull;
+use std::format;
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::string::String;
 
 #[cfg(target_os = "linux")]
 use memmap2::UncheckedAdvice;
@@ -94,6 +96,9 @@ pub struct MmapBacking {
     /// Whether every block of the file was allocated at open; then discards zero in
     /// place and keep the blocks. Always `false` for an anonymous mapping.
     preallocated: bool,
+    /// Whether its length may change: an [`anonymous_growable`](Self::anonymous_growable)
+    /// mapping.
+    growable: bool,
     /// Whether discards still work in place (`MADV_DONTNEED`, `PUNCH_HOLE`, or for a
     /// preallocated file `ZERO_RANGE`): `false` off Linux, and cleared after the first
     /// time the system answers that it cannot; then `discard` writes zeros.
@@ -122,7 +127,45 @@ impl MmapBacking {
     pub fn anonymous(len_bytes: u64) -> Result<Self, BackingError> {
         let len = map_len(len_bytes)?;
         let map = MmapMut::map_anon(len).map_err(|e| opening(len_bytes, e))?;
-        Self::from_map(MmapRaw::from(map), len_bytes, None, false)
+        Self::from_map(MmapRaw::from(map), len_bytes, len_bytes, None, false)
+    }
+
+    /// A private anonymous mapping of `len_bytes` zeroed bytes that
+    /// [`set_len_bytes`](Backing::set_len_bytes) grows and shrinks in place, up to
+    /// `max_len_bytes`: the whole of it is mapped now (address space only: pages are
+    /// taken as they are first touched), so its address never changes and pointers
+    /// into it stay valid across growth. A shrink drops the pages cut off.
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Open`] when `len_bytes` is zero, larger
+    /// than `max_len_bytes`, or `max_len_bytes` does not fit the address space, or
+    /// `mmap` fails.
+    ///
+    /// ```
+    /// use pinalloc::{Backing, MmapBacking};
+    /// let map = MmapBacking::anonymous_growable(1 << 20, 1 << 24)?;
+    /// assert_eq!((map.len_bytes(), map.max_len_bytes()), (1 << 20, 1 << 24));
+    /// assert!(MmapBacking::anonymous_growable(8192, 4096).is_err());
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    pub fn anonymous_growable(len_bytes: u64, max_len_bytes: u64) -> Result<Self, BackingError> {
+        map_len(len_bytes)?;
+        if len_bytes > max_len_bytes {
+            return Err(opening(
+                max_len_bytes,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{len_bytes} bytes do not fit a maximum of {max_len_bytes}"),
+                ),
+            ));
+        }
+        let max = map_len(max_len_bytes)?;
+        let map = MmapMut::map_anon(max).map_err(|e| opening(max_len_bytes, e))?;
+        let mut growable =
+            Self::from_map(MmapRaw::from(map), len_bytes, max_len_bytes, None, false)?;
+        growable.growable = true;
+        Ok(growable)
     }
 
     /// A shared mapping of the file at `path`, created if missing and grown with zeros
@@ -202,21 +245,23 @@ impl MmapBacking {
             .len(len)
             .map_raw(&file)
             .map_err(|e| opening(len_bytes, e))?;
-        Self::from_map(map, len_bytes, Some(file), preallocate)
+        Self::from_map(map, len_bytes, len_bytes, Some(file), preallocate)
     }
 
     fn from_map(
         map: MmapRaw,
         len_bytes: u64,
+        max_len_bytes: u64,
         file: Option<File>,
         preallocated: bool,
     ) -> Result<Self, BackingError> {
         let base = NonNull::new(map.as_mut_ptr())
             .ok_or_else(|| opening(len_bytes, io::ErrorKind::Other.into()))?;
-        debug_assert_eq!(map.len() as u64, len_bytes);
+        debug_assert_eq!(map.len() as u64, max_len_bytes);
         Ok(Self {
             map,
-            memory: Memory { base, len_bytes },
+            memory: Memory::new(base, len_bytes, max_len_bytes),
+            growable: false,
             file,
             preallocated,
             in_place: AtomicBool::new(cfg!(target_os = "linux")),
@@ -356,7 +401,7 @@ fn opening(len_bytes: u64, source: io::Error) -> BackingError {
 impl core::fmt::Debug for MmapBacking {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MmapBacking")
-            .field("len_bytes", &self.memory.len_bytes)
+            .field("len_bytes", &self.memory.len_bytes())
             .field("file", &self.file.is_some())
             .field("preallocated", &self.preallocated)
             .field("punches_holes", &self.punches_holes())
@@ -366,7 +411,51 @@ impl core::fmt::Debug for MmapBacking {
 
 impl Backing for MmapBacking {
     fn len_bytes(&self) -> u64 {
-        self.memory.len_bytes
+        self.memory.len_bytes()
+    }
+
+    fn max_len_bytes(&self) -> u64 {
+        self.memory.max_len_bytes
+    }
+
+    unsafe fn set_len_bytes(&self, new_len_bytes: u64) -> Result<(), BackingError> {
+        let len = self.memory.len_bytes();
+        let range = len.min(new_len_bytes)..len.max(new_len_bytes);
+        let refuse = |kind: io::ErrorKind, why: String| {
+            Err(BackingError::new(
+                BackingOp::Resize,
+                range.clone(),
+                io::Error::new(kind, why),
+            ))
+        };
+        if new_len_bytes == len {
+            return Ok(());
+        }
+        if !self.growable {
+            return refuse(
+                io::ErrorKind::Unsupported,
+                "only a growable anonymous mapping changes its length".into(),
+            );
+        }
+        if new_len_bytes == 0 || new_len_bytes > self.memory.max_len_bytes {
+            return refuse(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a length must be 1..={} bytes, not {new_len_bytes}",
+                    self.memory.max_len_bytes
+                ),
+            );
+        }
+        if new_len_bytes < len {
+            // Zero what is cut off, so that bytes past the length always read as
+            // zeros when a later growth takes them back.
+            // SAFETY: the caller promised nothing touches or refers to the bytes past
+            // the new length; they are inside the current length.
+            unsafe { self.discard_anonymous(range.clone()) }
+                .map_err(|e| BackingError::new(BackingOp::Resize, range.clone(), e.source))?;
+        }
+        self.memory.set_len_bytes(new_len_bytes);
+        Ok(())
     }
 
     unsafe fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), BackingError> {
@@ -386,7 +475,7 @@ impl Backing for MmapBacking {
         }
         self.map
             .flush()
-            .map_err(|e| BackingError::new(BackingOp::Sync, 0..self.memory.len_bytes, e))
+            .map_err(|e| BackingError::new(BackingOp::Sync, 0..self.memory.len_bytes(), e))
     }
 
     fn base_address(&self) -> Option<NonNull<u8>> {
@@ -394,7 +483,7 @@ impl Backing for MmapBacking {
     }
 
     unsafe fn discard(&self, range: Range<u64>) -> Result<(), BackingError> {
-        checked_discard(&range, self.memory.len_bytes)?;
+        checked_discard(&range, self.memory.len_bytes())?;
         if range.is_empty() {
             return Ok(());
         }
@@ -407,8 +496,9 @@ impl Backing for MmapBacking {
     }
 }
 
-// SAFETY: `base_address` is always `Some(base)`: the start of a `len_bytes` mapping that
-// this value owns, never remaps and unmaps only on drop. Only the byte methods touch it,
+// SAFETY: `base_address` is always `Some(base)`: the start of a `max_len_bytes` mapping
+// that this value owns, never remaps and unmaps only on drop (a change of length only
+// moves the bound the byte methods check). Only the byte methods touch it,
 // and `discard` keeps every page mapped and readable (as zeros): `MADV_DONTNEED` on a
 // private anonymous mapping drops contents only, and a file's punched or zeroed range
 // stays mapped.

@@ -62,8 +62,59 @@ pub use mmap::MmapBacking;
 /// # Ok::<(), pinalloc::BackingError>(())
 /// ```
 pub trait Backing: Send + Sync + 'static {
-    /// The length in bytes. It never changes.
+    /// The length in bytes. It changes only through
+    /// [`set_len_bytes`](Self::set_len_bytes).
     fn len_bytes(&self) -> u64;
+
+    /// The most bytes [`set_len_bytes`](Self::set_len_bytes) may grow the backing to:
+    /// by default its length, for a backing that cannot change it.
+    ///
+    /// ```
+    /// use pinalloc::{Backing, HeapBacking, MmapBacking};
+    /// assert_eq!(HeapBacking::new(4096)?.max_len_bytes(), 4096);
+    /// assert_eq!(MmapBacking::anonymous_growable(4096, 1 << 20)?.max_len_bytes(), 1 << 20);
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    fn max_len_bytes(&self) -> u64 {
+        self.len_bytes()
+    }
+
+    /// Changes the length to `new_len_bytes`, from 1 to
+    /// [`max_len_bytes`](Self::max_len_bytes): bytes below both lengths keep their
+    /// contents (and, for memory, their addresses), and bytes added read as zeros. A
+    /// [`Region`](crate::Region) calls it to [grow](crate::Region::grow) and
+    /// [shrink](crate::Region::shrink).
+    ///
+    /// # Errors
+    ///
+    /// A [`BackingError`] with op [`BackingOp::Resize`]: `Unsupported` by default,
+    /// `InvalidInput` outside `1..=max_len_bytes`, or the system's error; the length
+    /// is then unchanged.
+    ///
+    /// # Safety
+    ///
+    /// Nothing reads, writes or refers to the bytes past the smaller of the two
+    /// lengths during the call.
+    ///
+    /// ```
+    /// use pinalloc::{Backing, MmapBacking};
+    /// let map = MmapBacking::anonymous_growable(4096, 1 << 20)?;
+    /// // SAFETY: nothing refers to the bytes past 4096.
+    /// unsafe { map.set_len_bytes(8192)? };
+    /// assert_eq!(map.len_bytes(), 8192);
+    /// # Ok::<(), pinalloc::BackingError>(())
+    /// ```
+    unsafe fn set_len_bytes(&self, new_len_bytes: u64) -> Result<(), BackingError> {
+        let len = self.len_bytes();
+        Err(BackingError::new(
+            BackingOp::Resize,
+            len.min(new_len_bytes)..len.max(new_len_bytes),
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this backing has a fixed length",
+            ),
+        ))
+    }
 
     /// Reads `buf.len()` bytes at `offset_bytes` into `buf`.
     ///
@@ -138,9 +189,9 @@ pub trait Backing: Send + Sync + 'static {
 ///
 /// An implementation promises that:
 /// - [`base_address`](Backing::base_address) returns `Some`, the same pointer every
-///   time, and [`len_bytes`](Backing::len_bytes) (which never changes) bytes from it
-///   are valid, initialized memory for reads and writes for as long as the backing
-///   lives;
+///   time, and [`max_len_bytes`](Backing::max_len_bytes) (which never changes) bytes
+///   from it are valid, initialized memory for reads and writes for as long as the
+///   backing lives, whatever its length;
 /// - its `read_at`, `write_at` and `discard` touch exactly the bytes they are given
 ///   (never rounded out to pages), and nothing else of the backing's own touches that
 ///   memory, so a region may hand out slices of the rest;
@@ -164,6 +215,8 @@ pub enum BackingOp {
     Sync,
     /// [`Backing::discard`].
     Discard,
+    /// [`Backing::set_len_bytes`].
+    Resize,
 }
 
 impl fmt::Display for BackingOp {
@@ -174,6 +227,7 @@ impl fmt::Display for BackingOp {
             Self::Write => "write",
             Self::Sync => "sync",
             Self::Discard => "discard",
+            Self::Resize => "resize",
         })
     }
 }

@@ -4,8 +4,8 @@ use core::fmt;
 
 use super::span::Refusal;
 use crate::{
-    BackingError, BuildError, EpochError, Extent, ExtentError, SharedAllocError, SharedFreeError,
-    SharedPinError,
+    BackingError, BuildError, EpochError, Extent, ExtentError, ResizeError, SharedAllocError,
+    SharedFreeError, SharedPinError,
 };
 
 /// Why a [`Region`](crate::Region) call failed. The region and its allocator are
@@ -90,6 +90,10 @@ pub enum RegionError {
     /// that is not live.
     #[error(transparent)]
     Epoch(#[from] EpochError),
+    /// A [`grow`](crate::Region::grow) or [`shrink`](crate::Region::shrink) the region
+    /// cannot make: past what the backing may grow to, or a tail that is held.
+    #[error(transparent)]
+    Resize(#[from] ResizeError),
     /// [`Region::reset`](crate::Region::reset) while something else shares the region:
     /// a clone, an allocation or a pin guard.
     #[error("the region is shared by {holders} other holder(s): clones, allocations or guards")]
@@ -120,6 +124,7 @@ impl RegionError {
             RegionError::Free(e) => e.kind(),
             RegionError::Pin(e) => e.kind(),
             RegionError::Epoch(e) => e.kind(),
+            RegionError::Resize(e) => e.kind(),
             RegionError::Lent { .. } | RegionError::Shared { .. } => ErrorKind::Busy,
             RegionError::BlockSize { .. }
             | RegionError::AccessOutOfBounds { .. }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use crate::backing::{Backing, BackingError};
-use crate::{Extent, Request, SharedAllocator, SharedCounters, Stats};
+use crate::{BuildError, Extent, Request, SharedAllocator, SharedCounters, Stats};
 use space::Space;
 use span::Span;
 
@@ -20,6 +20,7 @@ mod allocation;
 mod epochs;
 mod error;
 mod pinned;
+mod resize;
 pub(crate) mod space;
 #[allow(unsafe_code)] // the one module of this layer that may: see its docs
 pub(crate) mod span;
@@ -108,6 +109,7 @@ pub struct RegionBuilder<B: Backing> {
     block_bytes: u64,
     groups: Option<u64>,
     discard: bool,
+    max_blocks: Option<u64>,
 }
 
 impl<B: Backing> RegionBuilder<B> {
@@ -160,6 +162,24 @@ impl<B: Backing> RegionBuilder<B> {
         self.open([Extent::new(0, capacity)])
     }
 
+    /// Lets the region [grow](Region::grow) up to `max_blocks` blocks, as far as the
+    /// backing can ([`Backing::max_len_bytes`]): without it, a region grows to what
+    /// the backing may grow to. Blocks past the backing's length cost nothing but one
+    /// extent in the allocator.
+    ///
+    /// ```
+    /// # use pinalloc::{MmapBacking, Region};
+    /// let r = Region::builder(MmapBacking::anonymous_growable(4096, 1 << 20)?, 512)
+    ///     .max_blocks(64)
+    ///     .build()?;
+    /// assert_eq!((r.capacity_blocks(), r.max_capacity_blocks()), (8, 64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_blocks(mut self, max_blocks: u64) -> Self {
+        self.max_blocks = Some(max_blocks);
+        self
+    }
+
     /// A region whose Free blocks are exactly `free` (reopening: pass the
     /// [`durable_free_extents`](Region::durable_free_extents) saved before). Every other
     /// block is Allocated and detached: [`Region::attach`] takes it back into a handle.
@@ -197,7 +217,16 @@ impl<B: Backing> RegionBuilder<B> {
 
     fn open(self, free: impl IntoIterator<Item = Extent>) -> Result<Region<B>, RegionError> {
         let capacity = self.capacity_blocks()?;
-        let mut builder = SharedAllocator::builder(capacity);
+        // The allocator spans what the backing may grow to; the blocks past its
+        // length now are held Allocated until a growth frees them.
+        let max = (self.backing.max_len_bytes() / self.block_bytes)
+            .min(self.max_blocks.unwrap_or(u64::MAX))
+            .max(capacity);
+        let free: Vec<Extent> = free.into_iter().collect();
+        for e in &free {
+            e.within(capacity).map_err(BuildError::from)?;
+        }
+        let mut builder = SharedAllocator::builder(max);
         if let Some(groups) = self.groups {
             builder = builder.groups(groups);
         }
@@ -275,6 +304,7 @@ impl<B: Backing> Region<B> {
             block_bytes,
             groups: None,
             discard: true,
+            max_blocks: None,
         }
     }
 
@@ -422,7 +452,7 @@ impl<B: Backing> Region<B> {
     /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.space.allocator.is_empty()
+        self.space.allocator.stats().space.free_blocks == self.space.backed()
     }
 
     /// Blocks in the region: the backing's length over the block size, rounded down.
@@ -433,7 +463,7 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity_blocks(&self) -> u64 {
-        self.space.allocator.capacity_blocks()
+        self.space.backed()
     }
 
     /// The backing, for its own queries and [`Backing::sync`]. Its byte methods are
@@ -510,7 +540,9 @@ impl<B: Backing> Region<B> {
         &self,
         range: core::ops::Range<u64>,
     ) -> impl Iterator<Item = crate::BlockRun> + use<B> {
-        self.space.allocator.runs(range)
+        self.space
+            .allocator
+            .runs(range.start..range.end.min(self.space.backed()))
     }
 
     /// The live pins (the pin guards' and the lends'), whole:
@@ -539,7 +571,9 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_of(&self, block: u64) -> Option<crate::BlockState> {
-        self.space.allocator.state_of(block)
+        (block < self.space.backed())
+            .then(|| self.space.allocator.state_of(block))
+            .flatten()
     }
 
     /// How many pins cover a block: [`SharedAllocator::pin_count`].
@@ -553,7 +587,11 @@ impl<B: Backing> Region<B> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pin_count(&self, block: u64) -> u64 {
-        self.space.allocator.pin_count(block)
+        if block < self.space.backed() {
+            self.space.allocator.pin_count(block)
+        } else {
+            0
+        }
     }
 
     /// A snapshot of space and the region's counters.
@@ -567,8 +605,13 @@ impl<B: Backing> Region<B> {
     pub fn stats(&self) -> RegionStats {
         let c = self.space.counts();
         let shared = self.space.allocator.stats();
+        let mut space = shared.space;
+        // The blocks past the backing are the region's own, not the user's.
+        let unbacked = space.capacity_blocks - self.space.backed();
+        space.capacity_blocks -= unbacked;
+        space.allocated_blocks -= unbacked;
         RegionStats {
-            space: shared.space,
+            space,
             groups: shared.groups,
             counters: shared.counters,
             detached_blocks: c.detached_blocks,

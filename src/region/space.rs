@@ -17,9 +17,15 @@ use crate::{BlockState, Extent, InvariantViolation, SharedAllocator};
 /// A backing cut into blocks, with the allocator that hands them out.
 pub(crate) struct Space<B: Backing> {
     pub(crate) backing: B,
-    /// Hands out blocks `0..capacity`; block `b` is bytes `b * block_bytes..` of the
-    /// backing, and `capacity * block_bytes <= backing.len_bytes()`.
+    /// Hands out blocks `0..backed`; block `b` is bytes `b * block_bytes..` of the
+    /// backing. Its capacity is what the backing may grow to, `capacity * block_bytes
+    /// <= backing.max_len_bytes()`, and blocks `backed..capacity` are held Allocated
+    /// by the space itself (owned by no span, not detached) until a growth frees them.
     pub(crate) allocator: SharedAllocator,
+    /// Blocks the backing has now: `backed * block_bytes <= backing.len_bytes()`.
+    backed: AtomicU64,
+    /// Taken by a growth or a shrink, so that one runs at a time.
+    pub(super) resizing: Mutex<()>,
     pub(crate) block_bytes: u64,
     /// Whether bytes are discarded when their blocks become Free.
     pub(crate) discard: bool,
@@ -43,13 +49,15 @@ pub(crate) struct SpaceCounts {
 }
 
 impl<B: Backing> Space<B> {
-    /// Blocks of `block_bytes` over `backing`, handed out by `allocator`, whose every
-    /// block that is not Free is detached (owned by no span yet).
+    /// Blocks of `block_bytes` over `backing`, handed out by `allocator`: those the
+    /// backing has now (`backed`) that are not Free are detached (owned by no span
+    /// yet), and the rest, up to the allocator's capacity, the space's own.
     ///
     /// # Panics
     ///
-    /// If the allocator's blocks do not fit in the backing: a bug in the caller, and a
-    /// hard stop because byte ranges are computed from blocks.
+    /// If the allocator's blocks do not fit what the backing may grow to, or its
+    /// blocks past what it has now are Free: a bug in the caller, and a hard stop
+    /// because byte ranges are computed from blocks.
     pub(crate) fn new(
         backing: B,
         block_bytes: u64,
@@ -61,17 +69,22 @@ impl<B: Backing> Space<B> {
             block_bytes > 0
                 && capacity
                     .checked_mul(block_bytes)
-                    .is_some_and(|b| b <= backing.len_bytes()),
+                    .is_some_and(|b| b <= backing.max_len_bytes()),
             "{capacity} blocks of {block_bytes} bytes do not fit a {}-byte backing",
-            backing.len_bytes()
+            backing.max_len_bytes()
         );
+        let backed = (backing.len_bytes() / block_bytes).min(capacity);
         let mut detached = RangeSet::new();
         let mut at = 0;
         for e in allocator
             .free_extents()
             .into_iter()
-            .chain([Extent::new(capacity, 0)])
+            .chain([Extent::new(backed, 0)])
         {
+            assert!(
+                e.start + e.len <= backed,
+                "free blocks past the backing: {e}"
+            );
             if at < e.start {
                 detached.insert(at..e.start);
             }
@@ -83,11 +96,23 @@ impl<B: Backing> Space<B> {
             block_bytes,
             discard,
             detached: Mutex::new(detached),
+            backed: AtomicU64::new(backed),
+            resizing: Mutex::new(()),
             gates: Mutex::new(Vec::new()),
             discards: AtomicU64::new(0),
             discarded_bytes: AtomicU64::new(0),
             discard_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Blocks the backing has now.
+    pub(crate) fn backed(&self) -> u64 {
+        self.backed.load(Ordering::Acquire)
+    }
+
+    /// Sets the blocks the backing has; the caller holds `resizing`.
+    pub(super) fn set_backed(&self, blocks: u64) {
+        self.backed.store(blocks, Ordering::Release);
     }
 
     /// The bytes of an extent the allocator handed out (in range, so the products
@@ -176,7 +201,20 @@ impl<B: Backing> Space<B> {
         self.allocator.reset();
         *self.detached.get_mut() = RangeSet::new();
         self.gates.get_mut().clear();
+        self.hold_unbacked();
         Ok(())
+    }
+
+    /// Takes the blocks past the backing (all Free) as the space's own, after a
+    /// reset.
+    fn hold_unbacked(&self) {
+        let (backed, capacity) = (self.backed(), self.allocator.capacity_blocks());
+        if backed < capacity {
+            let held = self
+                .allocator
+                .take_free_run(Extent::new(backed, capacity - backed));
+            debug_assert!(held.is_ok(), "{held:?}");
+        }
     }
 
     /// Registers blocks freed on commit behind a gate, and releases them at once if
@@ -193,6 +231,18 @@ impl<B: Backing> Space<B> {
     pub(crate) fn check_invariants(&self) -> Result<(), InvariantViolation> {
         self.allocator.check_invariants()?;
         let free = self.allocator.free_extents();
+        let (backed, capacity) = (self.backed(), self.allocator.capacity_blocks());
+        if backed < capacity {
+            let tail: Vec<_> = self.allocator.runs(backed..capacity).collect();
+            if tail.len() != 1 || tail[0].state != BlockState::Allocated || tail[0].pins != 0 {
+                return Err(InvariantViolation {
+                    number: 2,
+                    detail: format!(
+                        "the blocks past the backing are not the space's own: {tail:?}"
+                    ),
+                });
+            }
+        }
         let gated: Vec<Extent> = self.gates.lock().iter().map(Gate::extent).collect();
         for &e in &gated {
             let loose = self

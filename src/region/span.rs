@@ -609,6 +609,48 @@ pub(crate) fn sweep<B: Backing>(space: &Space<B>, which: Sweep<'_>) -> u64 {
     freed
 }
 
+/// Grows the backing to hold `new_capacity` blocks, for a region's growth: the caller
+/// holds `Space::resizing`, and the blocks from the space's current `backed` to
+/// `new_capacity` (inside the allocator) are the space's own, Allocated and held by
+/// no span, until it frees them after this.
+///
+/// # Errors
+///
+/// The backing's; then its length is unchanged.
+pub(crate) fn grow_backing<B: Backing>(
+    space: &Space<B>,
+    new_capacity: u64,
+) -> Result<(), BackingError> {
+    debug_assert!(new_capacity <= space.allocator.capacity_blocks());
+    // At most the allocator's capacity, whose bytes fit what the backing may reach.
+    let new_len = new_capacity * space.block_bytes;
+    if new_len <= space.backing.len_bytes() {
+        return Ok(());
+    }
+    // SAFETY: spans cover only blocks below `backed`, whose bytes lie below the
+    // current length (`backed` blocks fit in it); every byte past the length is in a
+    // block at or past `backed`, which the space holds itself, or in no block. So no
+    // span, lend, slice or call reaches them.
+    unsafe { space.backing.set_len_bytes(new_len) }
+}
+
+/// Shrinks the backing to the blocks before `tail`, for a region's shrink: the
+/// caller holds `Space::resizing` and took `tail` (every block from its start to the
+/// old `backed`) as the space's own, Free before, so no span covers it.
+///
+/// # Errors
+///
+/// The backing's; then its length is unchanged.
+pub(crate) fn shrink_backing<B: Backing>(
+    space: &Space<B>,
+    tail: Extent,
+) -> Result<(), BackingError> {
+    // SAFETY: the bytes past the new length are those of `tail` (and any partial
+    // block after it, which no block covers): the space holds `tail` itself, so no
+    // span, lend or reference reaches them.
+    unsafe { space.backing.set_len_bytes(tail.start * space.block_bytes) }
+}
+
 /// Discards every byte of the space's blocks, for a reset. The `&mut Space` proves
 /// that nothing else can reach them: every span and lend holds an `Arc` of it.
 ///
@@ -616,14 +658,14 @@ pub(crate) fn sweep<B: Backing>(space: &Space<B>, which: Sweep<'_>) -> u64 {
 ///
 /// The backing's; then the bytes' contents are unspecified.
 pub(crate) fn discard_all<B: Backing>(space: &mut Space<B>) -> Result<(), BackingError> {
-    let bytes = 0..space.allocator.capacity_blocks() * space.block_bytes;
+    let bytes = 0..space.backed() * space.block_bytes;
     if bytes.is_empty() {
         return Ok(());
     }
     // SAFETY: the caller holds the only reference to the space (it came from
     // `Arc::get_mut`), so no span, lend or reference made from one exists: nobody
     // else can read or write these bytes during the call. They lie inside the
-    // backing (`Space::new` checked `capacity * block_bytes` against its length).
+    // backing: `backed` blocks of it.
     unsafe { space.backing.discard(bytes.clone()) }?;
     space.count_discard(&bytes);
     Ok(())

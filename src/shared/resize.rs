@@ -137,3 +137,43 @@ impl SharedAllocator {
         Ok(())
     }
 }
+
+impl SharedAllocator {
+    /// Allocates exactly `extent` (inside the space, not empty) if every block of it
+    /// is Free and unpinned and each group's reservations still fit without it, in
+    /// every group at once; otherwise the first block that cannot be taken, as a
+    /// shrink names it, and nothing changes. A region holds its tail this way while
+    /// its backing shrinks, and gives it back with a free.
+    pub(crate) fn take_free_run(&self, extent: Extent) -> Result<(), ResizeError> {
+        let r = extent.start..extent.start + extent.len;
+        let gs = self.groups_of(&r);
+        let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
+        let mut locked = self.lock_all(gs);
+        for ((_, piece), core) in pieces.iter().zip(&locked) {
+            core.check_free_run(piece.start..piece.start + piece.len)?;
+        }
+        for ((_, piece), core) in pieces.iter().zip(&locked) {
+            core.check_reserved_without(piece.len)?;
+        }
+        for ((_, piece), core) in pieces.iter().zip(&mut locked) {
+            core.take_free_run(piece.start..piece.start + piece.len);
+        }
+        Ok(())
+    }
+
+    /// Makes `extent` (inside the space, not empty), which a region holds itself
+    /// (taken by [`take_free_run`](Self::take_free_run), or past its backing), Free
+    /// at once, in every group at once, whatever readers are live: they never saw
+    /// these blocks. Wakes waiters.
+    pub(crate) fn give_back_run(&self, extent: Extent) {
+        let r = extent.start..extent.start + extent.len;
+        let gs = self.groups_of(&r);
+        let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
+        let mut locked = self.lock_all(gs);
+        for ((_, piece), core) in pieces.iter().zip(&mut locked) {
+            core.give_back_run(piece.start..piece.start + piece.len);
+        }
+        drop(locked);
+        self.signal.bump();
+    }
+}

@@ -206,6 +206,7 @@ impl Variant for RegionError {
             RegionError::Pin(e) => e.variant(),
             RegionError::Backing(e) => e.variant(),
             RegionError::Epoch(e) => e.variant(),
+            RegionError::Resize(e) => e.variant(),
             RegionError::BlockSize { .. } => "BlockSize",
             RegionError::Lent { .. } => "Lent",
             RegionError::AccessOutOfBounds { .. } => "AccessOutOfBounds",
