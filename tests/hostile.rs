@@ -986,6 +986,15 @@ fn the_catalogue_of_bad_input() {
                 got(&region.end_read(other.begin_read())),
                 "UnknownReader",
             ),
+            (
+                "region pin_of_token",
+                got(&{
+                    let foreign = SharedAllocator::new(8);
+                    let pin = foreign.pin(Extent::new(0, 1)).unwrap();
+                    region.pin_of_token(foreign.pin_token(pin.id()).unwrap())
+                }),
+                "UnknownToken",
+            ),
         ],
     );
     kind(

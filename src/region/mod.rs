@@ -561,6 +561,27 @@ impl<B: Backing> Region<B> {
         self.space.allocator.pins()
     }
 
+    /// The pin of a live guard whose [`token`](crate::Pinned::token) is `token`:
+    /// [`SharedAllocator::pin_of_token`].
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Pin`] with [`PinError::UnknownToken`](crate::PinError::UnknownToken)
+    /// once the guard has dropped, for another region's token, or one never given.
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region, Request};
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert!(region.pin_of_token(7).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pin_of_token(&self, token: u64) -> Result<crate::SharedPinId, RegionError> {
+        self.space
+            .allocator
+            .pin_of_token(token)
+            .map_err(|e| RegionError::Pin(e.into()))
+    }
+
     /// A block's state: [`SharedAllocator::state_of`].
     ///
     /// ```

@@ -31,6 +31,45 @@ assert_eq!(guard.extent(), a.extent());
                 self.0.extent()
             }
 
+            /// The allocator pin the guard holds, as
+            /// [`Region::pins`](crate::Region::pins) lists it.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+assert_eq!(region.pins()[0].id, guard.id());
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
+            #[must_use]
+            pub fn id(&self) -> crate::SharedPinId {
+                self.0.pin_id()
+            }
+
+            /// A 64-bit token for the guard's pin, for an I/O completion's `user_data`
+            /// ([`SharedAllocator::pin_token`](crate::SharedAllocator::pin_token));
+            /// [`Region::pin_of_token`](crate::Region::pin_of_token) turns it back
+            /// into [`id`](Self::id) while the guard lives, and refuses it after.
+            ///
+            #[doc = concat!("
+```
+# use pinalloc::{HeapBacking, Region, Request};
+# let region = Region::new(HeapBacking::new(8 * 512)?, 512)?;
+let mut a = region.allocate(Request::new(2))?;
+let guard = a.", $make, "()?;
+let user_data = guard.token();
+assert_eq!(region.pin_of_token(user_data)?, guard.id());
+drop(guard);
+assert!(region.pin_of_token(user_data).is_err());
+# Ok::<(), Box<dyn std::error::Error>>(())
+```")]
+            #[must_use]
+            pub fn token(&self) -> u64 {
+                self.0.token()
+            }
+
             /// Where the bytes start in the backing.
             ///
             #[doc = concat!("

@@ -755,6 +755,14 @@ impl<B: Backing> Lent<B> {
         self.space.discard
     }
 
+    /// The 64-bit token of this lend's pin.
+    pub(crate) fn token(&self) -> u64 {
+        self.space
+            .allocator
+            .pin_token(self.pin)
+            .expect("a live lend's pin is live")
+    }
+
     /// Reads `buf.len()` bytes at `offset_bytes` (relative).
     pub(crate) fn read_at(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), Refusal> {
         let at = inside(offset_bytes, buf.len(), &self.bytes)?;
