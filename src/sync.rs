@@ -11,6 +11,7 @@
 //!
 //! | level | lock | held for |
 //! |---|---|---|
+//! | 0 | `Space::resizing` (a region's, `region/space.rs`) | a region's grow or shrink (then the groups, and the backing's length); its `stats` and `is_empty` (then `tracked` and each group in turn) |
 //! | 0 | `Lends::state` (one allocation's lends, `region/span.rs`) | a lend's check and pin; an owner's discard and free of lent bytes; a lend's discard |
 //! | 1 | `SharedAllocator::epochs` | commit and its halves, abort, begin/end read (then takes every group, ascending); `readers` (then each group in turn) |
 //! | 1 | `Space::gates` (a region's blocks freed on commit, `region/span.rs`) | registering a gate; a sweep's look at each gate's runs (then each group in turn); the discard and unpin come after it |
@@ -26,10 +27,12 @@
 //! as being asked before its revoke callback runs and to clear the mark after.
 //!
 //! No user callback ever runs while any of these is held: callbacks are cloned out
-//! under the lock and called after it is dropped. The one exception is a `Backing`'s
+//! under the lock and called after it is dropped. The exceptions are a `Backing`'s
 //! `discard`, which runs under its allocation's `Lends::state` so that no lend leaves
-//! halfway through it; that lock is the allocation's own, so it stalls only that
-//! allocation's handles.
+//! halfway through it (that lock is the allocation's own, so it stalls only that
+//! allocation's handles), and its `set_len_bytes`, which runs under the region's
+//! `Space::resizing` so that one resize runs at a time (it stalls only other resizes
+//! and the region's `stats` and `is_empty`).
 
 #[cfg(not(shuttle))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

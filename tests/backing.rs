@@ -265,6 +265,63 @@ fn backings_refuse_bad_sizes_and_never_truncate_a_file() {
 /// backing, are refused when the backing is made (op `Open`, kind `InvalidInput`),
 /// never taken on trust: a `FileBacking` claiming `u64::MAX` bytes used to build a
 /// region that silently lacked blocks.
+/// Growth is refused where it would lose data or cannot happen: a file longer than
+/// its backing (a growth would cut it), a maximum below the length, lengths outside
+/// `1..=max`, and a mapping or heap of fixed length; a refusal changes no length.
+#[test]
+fn growable_backings_refuse_what_they_cannot_do() {
+    let dir = temp_dir("growable");
+    let path = dir.path().join("long");
+    std::fs::write(&path, vec![7u8; 8192]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let err = FileBacking::from_file(file, 4096)
+        .unwrap()
+        .with_max_len(1 << 20)
+        .unwrap_err();
+    assert_eq!(err.source.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192, "untouched");
+    let plain = FileBacking::open(dir.path().join("plain"), 4096).unwrap();
+    assert!(plain.with_max_len(2048).is_err());
+    let grows = FileBacking::open(dir.path().join("grows"), 4096)
+        .unwrap()
+        .with_max_len(8192)
+        .unwrap();
+    let map = MmapBacking::anonymous_growable(4096, 8192).unwrap();
+    let heap = HeapBacking::new(4096).unwrap();
+    let fixed = MmapBacking::anonymous(4096).unwrap();
+    for (what, b) in [
+        ("file", &grows as &dyn Backing),
+        ("mapping", &map),
+        ("heap", &heap),
+        ("fixed mapping", &fixed),
+    ] {
+        for len in [0, 8193, u64::MAX] {
+            // SAFETY: nothing refers to these backings' bytes.
+            let err = unsafe { b.set_len_bytes(len) }.unwrap_err();
+            assert_eq!(err.op, BackingOp::Resize, "{what}");
+            assert_eq!(b.len_bytes(), 4096, "{what}: unchanged");
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        map.write_at(4000, &[9; 96]).unwrap();
+        map.set_len_bytes(4000).unwrap();
+        map.set_len_bytes(8192).unwrap();
+        let mut back = [1u8; 96];
+        map.read_at(4000, &mut back).unwrap();
+        assert_eq!(back, [0; 96], "a shrink zeroes what it cuts");
+        grows.set_len_bytes(8192).unwrap();
+    }
+    assert_eq!(
+        std::fs::metadata(dir.path().join("grows")).unwrap().len(),
+        8192
+    );
+}
+
 #[test]
 fn backings_refuse_lengths_and_files_that_cannot_work() {
     use std::fs::OpenOptions;
@@ -1095,6 +1152,32 @@ fn an_abort_gives_the_bytes_back_once_the_guards_let_go() {
     region.check_invariants().unwrap();
     drop(back);
     assert_eq!(region.stats().space.free_blocks, 16);
+}
+
+/// A span attached from detached blocks of two epochs, freed on commit and aborted:
+/// the committed part comes back Allocated and detached with its bytes, the part
+/// allocated in the aborted epoch goes Free (discarded), and nothing is stuck.
+#[test]
+fn an_abort_of_a_span_from_two_epochs_restores_one_part_and_frees_the_other() {
+    let region = Region::new(HeapBacking::new(16 * BLOCK).unwrap(), BLOCK).unwrap();
+    let exact = |start| Request::new(2).policy(Policy::Exact(start));
+    let mut old = region.allocate(exact(0)).unwrap();
+    old.write_at(0, b"committed").unwrap();
+    region.commit(1).unwrap();
+    let new = region.allocate(exact(2)).unwrap();
+    old.into_extent().unwrap();
+    new.into_extent().unwrap();
+    let both = region.attach(Extent::new(0, 4)).unwrap();
+    both.free_on_commit().unwrap();
+    assert_eq!(region.abort(2).unwrap().restored_blocks, 2);
+    assert_eq!(region.detached_extents(), [Extent::new(0, 2)]);
+    assert_eq!(region.state_of(2), Some(BlockState::Free));
+    assert_eq!(region.pin_count(0), 0, "the gate is gone");
+    let back = region.attach(Extent::new(0, 2)).unwrap();
+    assert_eq!(&back.as_slice().unwrap()[..9], b"committed");
+    region.check_invariants().unwrap();
+    drop(back);
+    assert!(region.is_empty());
 }
 
 #[test]

@@ -155,7 +155,9 @@ impl FileBacking {
     /// # Errors
     ///
     /// A [`BackingError`] with op [`BackingOp::Open`] when `max_len_bytes` is below
-    /// the length or past what file offsets reach (`i64::MAX`).
+    /// the length or past what file offsets reach (`i64::MAX`), or the backing is a
+    /// block device or a file longer than its length (a growth would cut it, and
+    /// hand out its old bytes as new).
     ///
     /// ```
     /// use pinalloc::{Backing, FileBacking};
@@ -185,6 +187,16 @@ impl FileBacking {
                     format!("a maximum of {max_len_bytes} bytes is below the length, {len}"),
                 ),
             ));
+        }
+        let fail = |e: io::Error| BackingError::new(BackingOp::Open, 0..max_len_bytes, e);
+        let metadata = self.file.metadata().map_err(fail)?;
+        if !metadata.file_type().is_file() || metadata.len() != len {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "only a regular file exactly as long as the backing ({len} bytes) can grow"
+                ),
+            )));
         }
         self.max_len_bytes = max_len_bytes;
         Ok(self)

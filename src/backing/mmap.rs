@@ -161,7 +161,13 @@ impl MmapBacking {
             ));
         }
         let max = map_len(max_len_bytes)?;
-        let map = MmapMut::map_anon(max).map_err(|e| opening(max_len_bytes, e))?;
+        // No swap reserved for the whole maximum (`MAP_NORESERVE`): pages are charged
+        // as they are touched, so a large maximum costs address space only.
+        let map = MmapOptions::new()
+            .len(max)
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|e| opening(max_len_bytes, e))?;
         let mut growable =
             Self::from_map(MmapRaw::from(map), len_bytes, max_len_bytes, None, false)?;
         growable.growable = true;

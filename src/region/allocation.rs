@@ -257,7 +257,7 @@ impl<B: Backing> Allocation<B> {
     /// Then they are discarded (if the region discards) and become Free, whichever of
     /// those came last. Blocks allocated in the open epoch, which no commit or reader
     /// saw, go at once, as a plain free's. [`Region::abort`](crate::Region::abort) of
-    /// the epoch makes them Allocated again, undiscarded, and detached:
+    /// the epoch makes the others Allocated again, undiscarded, and detached:
     /// [`Region::attach`](crate::Region::attach) takes them back.
     ///
     /// # Errors

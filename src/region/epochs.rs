@@ -104,8 +104,10 @@ impl<B: Backing> Region<B> {
     /// Undoes the open epoch's frees on commit
     /// ([`SharedAllocator::abort`](crate::SharedAllocator::abort)): their blocks are
     /// Allocated again, with their bytes as they were, and detached once no pin guard
-    /// holds them: [`attach`](Self::attach) takes them back. Blocks allocated in the
-    /// epoch stay with their handles (a region has no `abort_all`: a handle's blocks
+    /// holds them: [`attach`](Self::attach) takes them back. A free on commit of
+    /// blocks allocated in the epoch itself is a plain free, which no abort undoes:
+    /// those go Free, as without a region. Blocks allocated in the epoch and still
+    /// held stay with their handles (a region has no `abort_all`: a handle's blocks
     /// are its own to free).
     ///
     /// # Errors
@@ -135,7 +137,10 @@ impl<B: Backing> Region<B> {
 
     /// Starts a snapshot reader
     /// ([`SharedAllocator::begin_read`](crate::SharedAllocator::begin_read)): blocks
-    /// freed in this epoch or later stay Deferred, bytes intact, until it ends.
+    /// freed in this epoch or later stay Deferred until it ends, and the bytes of
+    /// those freed after it began stay intact. (The allocator counts by epoch, so a
+    /// block freed earlier in the same epoch may be Deferred for it too, but its
+    /// bytes may already have been discarded: the reader never had a claim on them.)
     /// [`read`](Self::read) gives one that ends when dropped.
     ///
     /// ```

@@ -86,7 +86,11 @@ impl<B: Backing> core::fmt::Debug for Region<B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Region")
             .field("block_bytes", &self.space.block_bytes)
-            .field("capacity_blocks", &self.space.allocator.capacity_blocks())
+            .field("capacity_blocks", &self.space.backed())
+            .field(
+                "max_capacity_blocks",
+                &self.space.allocator.capacity_blocks(),
+            )
             .field("discard", &self.space.discard)
             .finish_non_exhaustive()
     }
@@ -219,6 +223,7 @@ impl<B: Backing> RegionBuilder<B> {
         let capacity = self.capacity_blocks()?;
         // The allocator spans what the backing may grow to; the blocks past its
         // length now are held Allocated until a growth frees them.
+        // (A backing that says it may grow to less than it has cannot grow.)
         let max = (self.backing.max_len_bytes() / self.block_bytes)
             .min(self.max_blocks.unwrap_or(u64::MAX))
             .max(capacity);
@@ -452,6 +457,8 @@ impl<B: Backing> Region<B> {
     /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
+        // Under `resizing`, so that a shrink's tail is counted on one side only.
+        let _no_resize = self.space.resizing.lock();
         self.space.allocator.stats().space.free_blocks == self.space.backed()
     }
 
@@ -625,10 +632,15 @@ impl<B: Backing> Region<B> {
     /// ```
     pub fn stats(&self) -> RegionStats {
         let c = self.space.counts();
+        // Under `resizing`: the blocks past the backing are then exactly those the
+        // allocator counts as the region's own.
+        let no_resize = self.space.resizing.lock();
         let shared = self.space.allocator.stats();
+        let backed = self.space.backed();
+        drop(no_resize);
         let mut space = shared.space;
         // The blocks past the backing are the region's own, not the user's.
-        let unbacked = space.capacity_blocks - self.space.backed();
+        let unbacked = space.capacity_blocks - backed;
         space.capacity_blocks -= unbacked;
         space.allocated_blocks -= unbacked;
         RegionStats {

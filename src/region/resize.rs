@@ -35,9 +35,10 @@ impl<B: Backing> Region<B> {
     ///
     /// Nothing changes on any of them:
     /// - [`RegionError::Resize`] with [`ResizeError::NotLarger`] below the capacity, or
-    ///   [`ResizeError::TooLarge`] past [`max_capacity_blocks`](Self::max_capacity_blocks);
-    /// - [`RegionError::Backing`] when the backing cannot grow (a `HeapBacking`, a
-    ///   file mapping) or the system refuses.
+    ///   [`ResizeError::TooLarge`] past [`max_capacity_blocks`](Self::max_capacity_blocks)
+    ///   (which is the capacity for a backing of fixed length: a `HeapBacking`, a file
+    ///   mapping, a `FileBacking` not made [`with_max_len`](crate::FileBacking::with_max_len));
+    /// - [`RegionError::Backing`] when the system refuses the growth.
     ///
     /// ```
     /// use pinalloc::{MmapBacking, Region, Request};
@@ -78,7 +79,9 @@ impl<B: Backing> Region<B> {
     /// no pin covers can go (it is taken first, so no one is handed it meanwhile),
     /// then the backing shrinks (a file is truncated, a growable mapping drops the
     /// pages). The region may grow back later. To the capacity itself it succeeds
-    /// and changes nothing.
+    /// and changes nothing. Save the [durable free list](Self::durable_free_extents)
+    /// after a shrink: one saved before names blocks the shrunk backing no longer
+    /// has, and a reopen refuses it.
     ///
     /// # Errors
     ///

@@ -65,13 +65,14 @@ impl<B: Backing> Space<B> {
         discard: bool,
     ) -> Self {
         let capacity = allocator.capacity_blocks();
+        // What the backing may reach: at least what it has, whatever it says.
+        let reach = backing.max_len_bytes().max(backing.len_bytes());
         assert!(
             block_bytes > 0
                 && capacity
                     .checked_mul(block_bytes)
-                    .is_some_and(|b| b <= backing.max_len_bytes()),
-            "{capacity} blocks of {block_bytes} bytes do not fit a {}-byte backing",
-            backing.max_len_bytes()
+                    .is_some_and(|b| b <= reach),
+            "{capacity} blocks of {block_bytes} bytes do not fit a {reach}-byte backing",
         );
         let backed = (backing.len_bytes() / block_bytes).min(capacity);
         let mut detached = RangeSet::new();

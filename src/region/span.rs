@@ -377,7 +377,7 @@ impl<B: Backing> Span<B> {
             }
             // A lend that has just left may still pin these blocks: it sweeps them.
             self.space
-                .add_gate(Gate::new(extent, freed.clone(), pin, self.lends.get()));
+                .add_gate(Gate::new(extent, pin, self.lends.get()));
             return Ok(());
         }
         if discard {
@@ -429,10 +429,7 @@ impl<B: Backing> Span<B> {
             return Err(Refusal::Free(e));
         }
         self.bytes.end = self.bytes.start;
-        let bytes = self.space.bytes_of(extent);
-        Ok(self
-            .space
-            .add_gate(Gate::new(extent, bytes, pin, lends.as_ref())))
+        Ok(self.space.add_gate(Gate::new(extent, pin, lends.as_ref())))
     }
 
     /// Gives the bytes up without freeing their blocks: they stay Allocated, detached,
@@ -459,28 +456,21 @@ impl<B: Backing> Span<B> {
 /// [`Span::attach`].
 pub(crate) struct Gate {
     extent: Extent,
-    bytes: Range<u64>,
     pin: SharedPinId,
     /// The lends of the span that freed the blocks, if it had any.
     lends: Option<Arc<Lends>>,
 }
 
 impl Gate {
-    /// A gate over `extent` (whose bytes are `bytes`) held by `pin`, from a span with
-    /// `lends`, if it has any: they learn that they must sweep when they leave, before
-    /// the gate is registered.
-    fn new(
-        extent: Extent,
-        bytes: Range<u64>,
-        pin: SharedPinId,
-        lends: Option<&Arc<Lends>>,
-    ) -> Self {
+    /// A gate over `extent` held by `pin`, from a span with `lends`, if it has any:
+    /// they learn that they must sweep when they leave, before the gate is
+    /// registered.
+    fn new(extent: Extent, pin: SharedPinId, lends: Option<&Arc<Lends>>) -> Self {
         if let Some(lends) = lends {
             lends.gated.store(true, Ordering::SeqCst);
         }
         Self {
             extent,
-            bytes,
             pin,
             lends: lends.cloned(),
         }
@@ -524,72 +514,73 @@ impl core::fmt::Debug for Gate {
     }
 }
 
-/// What a gate's blocks are waiting for, read from the allocator's runs.
-enum GateState {
-    /// Something besides the gate holds them.
-    Held,
-    /// Deferred by the gate alone: discard, then unpin.
-    Released,
-    /// Allocated again (their epoch aborted), and only the gate pins them: unpin,
-    /// then detach.
-    Aborted,
+/// What a sweep does with a gate whose pin is the only hold left on its blocks:
+/// the runs that are Deferred (their commit through, no reader on them) to discard
+/// and release, and those Allocated again (their free on commit aborted) to detach.
+/// A span attached from detached blocks of two epochs gives both kinds at once.
+struct Ready {
+    released: std::vec::Vec<Extent>,
+    restored: std::vec::Vec<Extent>,
 }
 
-fn gate_state<B: Backing>(space: &Space<B>, gate: &Gate) -> GateState {
+/// The gate's plan, or `None` while anything besides it holds a block.
+fn ready<B: Backing>(space: &Space<B>, gate: &Gate) -> Option<Ready> {
     let end = gate.extent.start + gate.extent.len;
-    let runs: std::vec::Vec<crate::BlockRun> =
-        space.allocator.runs(gate.extent.start..end).collect();
-    let alone = runs.iter().all(|r| r.pins == 1);
-    if alone
-        && runs
-            .iter()
-            .all(|r| r.state == crate::BlockState::Deferred && !r.awaiting_commit && !r.reader_held)
-    {
-        GateState::Released
-    } else if alone && runs.iter().all(|r| r.state == crate::BlockState::Allocated) {
-        GateState::Aborted
-    } else {
-        GateState::Held
+    let mut plan = Ready {
+        released: std::vec::Vec::new(),
+        restored: std::vec::Vec::new(),
+    };
+    for r in space.allocator.runs(gate.extent.start..end) {
+        if r.pins != 1 {
+            return None;
+        }
+        match r.state {
+            crate::BlockState::Deferred if !r.awaiting_commit && !r.reader_held => {
+                plan.released.push(r.extent);
+            }
+            crate::BlockState::Allocated => plan.restored.push(r.extent),
+            _ => return None,
+        }
     }
+    Some(plan)
 }
 
-/// Releases the gates (of `which`) that nothing else holds any more: discards their bytes (with the region's discard on) and unpins them, or,
-/// aborted, unpins and detaches them. A failed discard is counted, as a drop's is,
-/// and the blocks released without it. Returns the blocks that became Free.
+/// Releases the gates (of `which`) that nothing else holds any more: discards the
+/// bytes of their Deferred blocks (with the region's discard on) and unpins, then
+/// detaches their blocks an abort made Allocated again. A failed discard is counted,
+/// as a drop's is, and the blocks released without it. Returns the blocks that
+/// became Free.
 pub(crate) fn sweep<B: Backing>(space: &Space<B>, which: Sweep<'_>) -> u64 {
-    let mut released = std::vec::Vec::new();
-    let mut aborted = std::vec::Vec::new();
+    let mut ready_gates = std::vec::Vec::new();
     {
         let mut gates = space.gates.lock();
         let mut i = 0;
         while i < gates.len() {
-            let gate = &gates[i];
-            let state = if gate.is(&which) {
-                gate_state(space, gate)
-            } else {
-                GateState::Held
-            };
-            match state {
-                GateState::Held => i += 1,
-                GateState::Released => released.push(gates.swap_remove(i)),
-                GateState::Aborted => aborted.push(gates.swap_remove(i)),
+            match gates[i]
+                .is(&which)
+                .then(|| ready(space, &gates[i]))
+                .flatten()
+            {
+                Some(plan) => ready_gates.push((gates.swap_remove(i), plan)),
+                None => i += 1,
             }
         }
     }
     let mut freed = 0;
-    for gate in released {
-        if space.discard {
-            // SAFETY: nobody else can reach these bytes. Their owner gave them up
-            // (a free on commit empties its span; a free or truncate shortens it); no
-            // lend covers them (a lend covering any gated byte pins its block, and the
-            // gate's pin is the only one left); a new lend comes from a span or a lend
-            // and ends where one of them does, so none covers them; no new span does
-            // either, since the gate's pin keeps the blocks Deferred until the unpin
-            // below. The gate left the list under its lock, so no other sweep has it.
-            // The bytes lie inside the backing: they are blocks the allocator handed
+    for (gate, plan) in ready_gates {
+        for e in plan.released.iter().filter(|_| space.discard) {
+            let bytes = space.bytes_of(*e);
+            // SAFETY: nobody else can reach these bytes. Their owner gave them up (a
+            // free on commit empties its span; a free or truncate shortens it); no
+            // lend covers them (a lend covering any gated byte pins its block, and
+            // the gate's pin is the only one left); a new lend comes from a span or a
+            // lend and ends where one of them does, so none covers them; no new span
+            // does either, since the gate's pin keeps the blocks Deferred until the
+            // unpin below. The gate left the list under its lock, so no other sweep
+            // has it. The bytes lie inside the backing: blocks the allocator handed
             // out.
-            match unsafe { space.backing.discard(gate.bytes.clone()) } {
-                Ok(()) => space.count_discard(&gate.bytes),
+            match unsafe { space.backing.discard(bytes.clone()) } {
+                Ok(()) => space.count_discard(&bytes),
                 Err(_) => space.count_discard_failure(),
             }
         }
@@ -597,14 +588,12 @@ pub(crate) fn sweep<B: Backing>(space: &Space<B>, which: Sweep<'_>) -> u64 {
             Ok(out) => freed += out.released_blocks,
             Err(e) => debug_assert!(false, "a gate's pin is live: {e:?}"),
         }
-    }
-    for gate in aborted {
-        // Unpinned before detached: a span attached while the gate still pinned the
-        // blocks could free them to a Deferred that this unpin then makes Free
-        // without a discard.
-        let unpinned = space.allocator.unpin(gate.pin);
-        debug_assert!(unpinned.is_ok(), "{unpinned:?}");
-        space.put_detached(gate.extent);
+        // Detached after the unpin: a span attached while the gate still pinned the
+        // blocks could free them to a Deferred that the unpin then made Free without
+        // a discard.
+        for e in plan.restored {
+            space.put_detached(e);
+        }
     }
     freed
 }
@@ -853,7 +842,7 @@ impl<B: Backing> Lent<B> {
                 .map_err(Refusal::Pin)?;
             // A lend that has just left may still pin some of these blocks: it
             // sweeps them.
-            reader_gate = Some(Gate::new(extent, only_mine.clone(), pin, Some(lends)));
+            reader_gate = Some(Gate::new(extent, pin, Some(lends)));
         } else if discard && !only_mine.is_empty() {
             // SAFETY: nobody else holds `only_mine`: the owner gave it up (its end is at
             // or before the start), and every other live lend ends at or before the
