@@ -123,6 +123,8 @@ mod error;
 mod extent;
 mod index;
 pub mod persist;
+#[cfg(feature = "svg")]
+pub mod picture;
 #[cfg(all(feature = "std", unix))]
 mod region;
 mod request;

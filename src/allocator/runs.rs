@@ -176,3 +176,20 @@ impl ExtentAllocator {
         out
     }
 }
+
+#[cfg(feature = "svg")]
+impl ExtentAllocator {
+    /// A picture of the whole space as SVG (the `svg` feature): see
+    /// [`Picture`](crate::picture::Picture). O(runs), never O(blocks).
+    ///
+    /// ```
+    /// use pinalloc::picture::Picture;
+    /// let alloc = pinalloc::ExtentAllocator::new(1 << 60);
+    /// assert!(alloc.picture(&Picture::new()).contains("</svg>"));
+    /// ```
+    #[must_use]
+    pub fn picture(&self, picture: &crate::picture::Picture) -> alloc::string::String {
+        let capacity = self.capacity_blocks();
+        picture.render(capacity, self.runs(0..capacity), &self.stats())
+    }
+}

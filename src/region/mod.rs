@@ -552,6 +552,24 @@ impl<B: Backing> Region<B> {
             .runs(range.start..range.end.min(self.space.backed()))
     }
 
+    /// A picture of the region's blocks as SVG (the `svg` feature): see
+    /// [`Picture`](crate::picture::Picture).
+    ///
+    /// ```
+    /// # use pinalloc::{HeapBacking, Region};
+    /// use pinalloc::picture::Picture;
+    /// let region = Region::new(HeapBacking::new(4096)?, 512)?;
+    /// assert!(region.picture(&Picture::new()).contains("</svg>"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "svg")]
+    #[must_use]
+    pub fn picture(&self, picture: &crate::picture::Picture) -> std::string::String {
+        let stats = self.stats();
+        let capacity = stats.space.capacity_blocks;
+        picture.render(capacity, self.runs(0..capacity), &stats.space)
+    }
+
     /// The live pins (the pin guards' and the lends'), whole:
     /// [`SharedAllocator::pins`].
     ///

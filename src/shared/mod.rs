@@ -632,6 +632,23 @@ impl SharedAllocator {
         out.into_iter()
     }
 
+    /// A picture of the whole space as SVG (the `svg` feature): see
+    /// [`Picture`](crate::picture::Picture). Its runs and its stats are each read
+    /// group by group, as [`runs`](Self::runs) and [`stats`](Self::stats) read them:
+    /// exact at a quiet point.
+    ///
+    /// ```
+    /// use pinalloc::picture::Picture;
+    /// let alloc = pinalloc::SharedAllocator::new(1 << 20);
+    /// assert!(alloc.picture(&Picture::new()).contains("</svg>"));
+    /// ```
+    #[cfg(feature = "svg")]
+    #[must_use]
+    pub fn picture(&self, picture: &crate::picture::Picture) -> alloc::string::String {
+        let capacity = self.capacity;
+        picture.render(capacity, self.runs(0..capacity), &self.stats().space)
+    }
+
     /// Collects extents group by group and joins the ones that touch.
     fn joined(&self, collect: impl Fn(&ExtentAllocator, &mut Vec<Extent>)) -> Vec<Extent> {
         let mut out: Vec<Extent> = Vec::new();
