@@ -160,6 +160,8 @@ pub use region::{
     RegionStats,
 };
 pub use request::{Policy, Request};
+#[cfg(feature = "async")]
+pub use shared::{AllocateWhenFits, WhenReleased};
 #[cfg(feature = "std")]
 pub use shared::{
     GroupStats, LimitError, PinGuard, PinOptions, Pressure, ReadGuard, Revocation, RevokeReport,

@@ -327,6 +327,41 @@ fn allocations_racing_never_share_a_block() {
     });
 }
 
+/// An async waiter racing the free that makes room, and a second waiter dropped
+/// meanwhile: under shuttle a lost wake-up leaves `block_on` parked forever, a
+/// deadlock shuttle reports.
+#[test]
+fn async_allocate_racing_a_free_and_a_cancelled_waiter_loses_no_wake_up() {
+    explore(|| {
+        let alloc = Arc::new(SharedAllocator::builder(8).groups(1).build());
+        let all = alloc.allocate(Request::new(8)).unwrap();
+        let releaser = {
+            let alloc = Arc::clone(&alloc);
+            thread::spawn(move || alloc.free(all).unwrap())
+        };
+        let canceller = {
+            let alloc = Arc::clone(&alloc);
+            thread::spawn(move || {
+                let mut gone = Box::pin(alloc.allocate_when_fits(Request::new(8)));
+                let waker = std::task::Waker::noop();
+                let polled = gone
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(waker));
+                drop(gone); // cancelled, registered or not
+                if let std::task::Poll::Ready(got) = polled {
+                    alloc.free(got.unwrap()).unwrap(); // it came first: give it back
+                }
+            })
+        };
+        let got = shuttle::future::block_on(alloc.allocate_when_fits(Request::new(4)));
+        let e = got.unwrap();
+        releaser.join().unwrap();
+        canceller.join().unwrap();
+        alloc.free(e).unwrap();
+        settled(&alloc);
+    });
+}
+
 /// A region of 8 blocks of 8 bytes, every byte non-zero, in one allocation.
 fn region_filled() -> (
     pinalloc::Region<pinalloc::HeapBacking>,

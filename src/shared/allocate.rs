@@ -240,7 +240,7 @@ impl SharedAllocator {
     /// group that can, from the rotor's (or the goal's). `every`: tries every group
     /// under its lock, not skipping one by its summary, as a waiter must (see
     /// `signal`).
-    fn place(&self, request: &Request, every: bool) -> Result<Extent, SharedAllocError> {
+    pub(super) fn place(&self, request: &Request, every: bool) -> Result<Extent, SharedAllocError> {
         let n = self.groups.len();
         let min = request.min_len;
         if request.is_plain() && min <= self.capacity {

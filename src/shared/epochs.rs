@@ -135,7 +135,7 @@ impl SharedAllocator {
         state.open += 1;
         state.durable = epoch;
         drop(state);
-        self.signal.bump();
+        self.released();
         Ok(out)
     }
 
@@ -207,7 +207,7 @@ impl SharedAllocator {
         }
         state.durable = epoch;
         drop(state);
-        self.signal.bump();
+        self.released();
         Ok(out)
     }
 
@@ -243,7 +243,7 @@ impl SharedAllocator {
         drop(state);
         if out.restored_blocks > 0 {
             // Blocks left Deferred: `wait_released` waits for exactly that.
-            self.signal.bump();
+            self.released();
         }
         Ok(out)
     }
@@ -310,7 +310,7 @@ impl SharedAllocator {
         drop(locked);
         drop(state);
         if out.restored_blocks + out.freed_blocks + out.deferred_blocks > 0 {
-            self.signal.bump();
+            self.released();
         }
         Ok(out)
     }
@@ -456,7 +456,7 @@ impl SharedAllocator {
         drop(locked);
         drop(state);
         if out.released_blocks > 0 {
-            self.signal.bump();
+            self.released();
         }
         Ok(out)
     }

@@ -66,7 +66,7 @@ impl SharedAllocator {
             // The common free, nothing holding its blocks: nothing to check or build.
             let plain = self.lock(gs.start).free_plain(extent);
             if let Some(out) = plain {
-                self.signal.bump();
+                self.released();
                 return Ok(out);
             }
         }
@@ -82,7 +82,7 @@ impl SharedAllocator {
             }
             .map_err(|e| self.whole_busy(e))?;
             if out.freed_blocks > 0 {
-                self.signal.bump();
+                self.released();
             }
             return Ok(out);
         }
@@ -118,7 +118,7 @@ impl SharedAllocator {
         }
         drop(locked);
         if out.freed_blocks > 0 {
-            self.signal.bump();
+            self.released();
         }
         Ok(out)
     }

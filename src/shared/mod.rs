@@ -4,6 +4,8 @@ mod allocate;
 mod epochs;
 mod error;
 mod free;
+#[cfg(feature = "async")]
+mod future;
 mod group;
 mod pins;
 mod reentry;
@@ -29,6 +31,8 @@ use signal::Signal;
 pub use allocate::Pressure;
 pub use epochs::ReadGuard;
 pub use error::{LimitError, SharedAllocError, SharedFreeError, SharedPinError, WaitError};
+#[cfg(feature = "async")]
+pub use future::{AllocateWhenFits, WhenReleased};
 pub use pins::{PinGuard, PinOptions, Revocation, RevokeReport, SharedPinId, SharedPinInfo};
 pub use reserve::SharedReservation;
 pub use stats::{GroupStats, SharedCounters, SharedStats};
@@ -647,6 +651,14 @@ impl SharedAllocator {
     pub fn picture(&self, picture: &crate::picture::Picture) -> alloc::string::String {
         let capacity = self.capacity;
         picture.render(capacity, self.runs(0..capacity), &self.stats().space)
+    }
+
+    /// Announces a release to the waiters: every thread, and the async waiters that
+    /// a group's published summary says might now be satisfied (see `signal`).
+    #[inline]
+    pub(crate) fn released(&self) {
+        self.signal
+            .bump_with(|needs| self.groups.iter().any(|g| g.might_fit(needs)));
     }
 
     /// Collects extents group by group and joins the ones that touch.

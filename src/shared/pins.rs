@@ -790,12 +790,12 @@ impl SharedAllocator {
             drop(tracked);
             self.forget_token(&id);
             // `revoke` waits for tracked pins to go, released blocks or not.
-            self.signal.bump();
+            self.released();
             return Ok(out);
         };
         self.forget_token(&id);
         if out.released_blocks + out.unpinned_free_blocks > 0 {
-            self.signal.bump();
+            self.released();
         }
         Ok(out)
     }

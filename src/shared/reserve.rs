@@ -53,7 +53,7 @@ impl Drop for SharedReservation<'_> {
             let unreserved = self.alloc.lock(g).unreserve(part);
             debug_assert!(unreserved.is_ok(), "a guard's reservation is live");
         }
-        self.alloc.signal.bump();
+        self.alloc.released();
     }
 }
 

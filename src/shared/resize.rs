@@ -174,6 +174,6 @@ impl SharedAllocator {
             core.give_back_run(piece.start..piece.start + piece.len);
         }
         drop(locked);
-        self.signal.bump();
+        self.released();
     }
 }

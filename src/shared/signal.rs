@@ -8,8 +8,8 @@
 //! 3. If the condition fails, it waits only while the generation is still the one it
 //!    read: [`Signal::wait_past`].
 //! 4. Every release (blocks becoming Free, a tracked pin gone) is made under such a
-//!    lock, and then calls [`Signal::bump`], which moves the generation and wakes the
-//!    waiters only if the count says there are any.
+//!    lock, and then calls [`Signal::bump_with`], which moves the generation and
+//!    wakes the waiters only if the count says there are any.
 //!
 //! No wake-up is lost. Take a release R and a waiter W whose check missed it. W's
 //! check took the lock R changed things under before R did, so W's count-in, before
@@ -19,8 +19,22 @@
 //! sleep, or sleeps and is notified, under the signal lock, which W holds from its
 //! generation check until the condvar releases it. A release with no one waiting
 //! costs one atomic load; only waiters pay for the rest.
+//!
+//! An async waiter (the `async` feature) follows the same steps, with a waker in
+//! place of the sleep: it registers its waker under the signal lock only if the
+//! generation is still the one it read before its check
+//! ([`Signal::register`]), and every wake takes that lock after moving the
+//! generation. So either the registration sees the move and the future checks
+//! again, or the wake finds the waker. A wake passes over a waiter that needs a
+//! longer free run than any group might now have (the groups' summaries, published
+//! before the release's `bump`): no allocation of it could succeed until another
+//! release, which wakes it then. A dropped future forgets its waker and counts out;
+//! the others' registrations are untouched, so no wake-up is lost for them.
 
+use std::collections::BTreeMap;
+use std::task::Waker;
 use std::time::{Duration, Instant};
+use std::vec::Vec;
 
 use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 
@@ -52,8 +66,20 @@ pub(crate) struct Signal {
     generation: AtomicU64,
     /// Waiters counted in ([`Signal::enter`]) and not yet out.
     count_waiting: AtomicUsize,
-    lock: Mutex<()>,
+    /// The condvar's lock, which also keeps the async waiters' wakers.
+    lock: Mutex<Wakers>,
     condvar: Condvar,
+}
+
+/// The wakers of async waiters (the `async` feature's futures), by registration
+/// number, each with the shortest free run that could satisfy it (`None`: any
+/// release may). A release wakes, and forgets, the ones it could satisfy; a future
+/// registers again each time it is polled and does not finish.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "async"), allow(dead_code))] // filled by the futures only
+pub(crate) struct Wakers {
+    next: u64,
+    by_id: BTreeMap<u64, (Waker, Option<u64>)>,
 }
 
 impl Signal {
@@ -61,7 +87,7 @@ impl Signal {
         Signal {
             generation: AtomicU64::new(0),
             count_waiting: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Wakers::default()),
             condvar: Condvar::new(),
         }
     }
@@ -73,19 +99,84 @@ impl Signal {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Announces a release, made under the lock that guards it, to every waiter.
+    /// Announces a release, made under the lock that guards it, to every waiting
+    /// thread, and to each async waiter that needs a free run of `n` blocks if
+    /// `fits(n)`: whether the space, as the release left it, might have one (an
+    /// async waiter of another kind always). Threads recheck.
     #[inline]
-    pub(crate) fn bump(&self) {
+    pub(crate) fn bump_with(&self, fits: impl Fn(u64) -> bool) {
         if self.count_waiting.load(Ordering::SeqCst) > 0 {
-            self.wake();
+            self.wake(&fits);
         }
     }
 
     #[cold]
-    fn wake(&self) {
+    fn wake(&self, fits: &dyn Fn(u64) -> bool) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let _guard = self.lock.lock();
-        self.condvar.notify_all();
+        let mut ready: Vec<Waker> = Vec::new();
+        {
+            let mut wakers = self.lock.lock();
+            self.condvar.notify_all();
+            wakers.by_id.retain(|_, (waker, needs)| {
+                let wake = needs.is_none_or(fits);
+                if wake {
+                    ready.push(waker.clone());
+                }
+                !wake
+            });
+        }
+        // Outside the lock: a waker may run its task at once.
+        for waker in ready {
+            waker.wake();
+        }
+    }
+
+    /// Counts an async waiter in (as [`enter`](Self::enter), for a future that
+    /// cannot hold a guard); [`count_out`](Self::count_out) when it is done.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn count_in(&self) {
+        self.count_waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts an async waiter out.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn count_out(&self) {
+        self.count_waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Registers `waker` for the next release that could satisfy a waiter needing
+    /// `needs` blocks (`None`: any), replacing the registration `id` names; or, if
+    /// the generation moved past `seen` since the waiter's check, registers nothing
+    /// and returns `false`: check again. The waiter is counted in.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn register(
+        &self,
+        id: &mut Option<u64>,
+        seen: u64,
+        waker: &Waker,
+        needs: Option<u64>,
+    ) -> bool {
+        let mut wakers = self.lock.lock();
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        if let Some(old) = id.take() {
+            wakers.by_id.remove(&old);
+        }
+        let new = wakers.next;
+        wakers.next += 1;
+        wakers.by_id.insert(new, (waker.clone(), needs));
+        *id = Some(new);
+        true
+    }
+
+    /// Forgets a registration, if it is still there (a release may have woken and
+    /// forgotten it already).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn unregister(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.lock.lock().by_id.remove(&id);
+        }
     }
 
     /// Counts a waiter in until the guard drops: before its first check of what it
