@@ -138,6 +138,8 @@ mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
+#[cfg(feature = "trace")]
+pub mod trace;
 mod tree;
 
 pub use allocator::{

@@ -411,7 +411,7 @@ pub fn decode(bytes: &[u8]) -> Result<FreeList, PersistError> {
     })
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -482,7 +482,7 @@ const CRC_TABLE: [u32; 256] = {
 };
 
 /// CRC-32C of `bytes`, as iSCSI, ext4 and btrfs compute it: the encoding's checksum.
-fn crc32c(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     !bytes.iter().fold(!0u32, |c, &b| {
         CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
     })
