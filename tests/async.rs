@@ -187,6 +187,33 @@ fn a_release_too_small_to_satisfy_does_not_wake() {
     assert!(matches!(want.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
 }
 
+/// A waiter for an extent's release is woken by releases in its groups only.
+#[test]
+fn a_release_elsewhere_does_not_wake_a_release_waiter() {
+    let alloc = SharedAllocator::builder(64).groups(4).build(); // groups of 16
+    let mine = alloc
+        .allocate(Request::new(4).policy(pinalloc::Policy::Exact(0)))
+        .unwrap();
+    let other = alloc
+        .allocate(Request::new(4).policy(pinalloc::Policy::Exact(40)))
+        .unwrap();
+    let (p, q) = (
+        alloc.pin(mine).unwrap().into_id(),
+        alloc.pin(other).unwrap().into_id(),
+    );
+    alloc.free(mine).unwrap();
+    alloc.free(other).unwrap();
+    let (wakes, waker) = counting();
+    let mut cx = Context::from_waker(&waker);
+    let mut done = Box::pin(alloc.when_released(mine).unwrap());
+    assert!(done.as_mut().poll(&mut cx).is_pending());
+    alloc.unpin(q).unwrap(); // group 2's blocks go: nothing of ours
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken for another group");
+    alloc.unpin(p).unwrap();
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    assert!(done.as_mut().poll(&mut cx).is_ready());
+}
+
 /// Errors come at once: a request longer than a group can never fit, and a bad
 /// extent is refused when the future is made.
 #[test]

@@ -66,7 +66,7 @@ impl SharedAllocator {
             // The common free, nothing holding its blocks: nothing to check or build.
             let plain = self.lock(gs.start).free_plain(extent);
             if let Some(out) = plain {
-                self.released();
+                self.released_in(gs);
                 return Ok(out);
             }
         }
@@ -82,14 +82,14 @@ impl SharedAllocator {
             }
             .map_err(|e| self.whole_busy(e))?;
             if out.freed_blocks > 0 {
-                self.released();
+                self.released_in(gs);
             }
             return Ok(out);
         }
         let pieces: Vec<(usize, Extent)> = self.pieces(&r).collect();
         // Several pieces, or a cap to charge: every piece is previewed before any is
         // freed, so that the free either happens whole or changes nothing.
-        let mut locked = self.lock_all(gs);
+        let mut locked = self.lock_all(gs.clone());
         let previews: Vec<Result<u64, FreeError>> = pieces
             .iter()
             .zip(&locked)
@@ -118,7 +118,7 @@ impl SharedAllocator {
         }
         drop(locked);
         if out.freed_blocks > 0 {
-            self.released();
+            self.released_in(gs);
         }
         Ok(out)
     }

@@ -12,6 +12,7 @@ use core::task::{Context, Poll};
 use std::vec::Vec;
 
 use super::SharedAllocator;
+use super::signal::Need;
 use crate::{AllocError, Extent, Request, SharedAllocError, WaitError};
 
 /// Where a future is: not polled yet, waiting (counted in, perhaps registered), or
@@ -180,7 +181,7 @@ impl Future for AllocateWhenFits<'_> {
             let Stage::Waiting { registration } = &mut this.stage else {
                 unreachable!("waiting");
             };
-            let needs = Some(this.request.min_len);
+            let needs = Need::Run(this.request.min_len);
             if alloc.signal.register(registration, seen, cx.waker(), needs) {
                 alloc
                     .counters
@@ -221,7 +222,9 @@ impl Future for WhenReleased<'_> {
             let Stage::Waiting { registration } = &mut this.stage else {
                 unreachable!("waiting");
             };
-            if alloc.signal.register(registration, seen, cx.waker(), None) {
+            let r = this.extent.start..this.extent.start + this.extent.len;
+            let needs = Need::ReleaseIn(alloc.groups_of(&r));
+            if alloc.signal.register(registration, seen, cx.waker(), needs) {
                 alloc
                     .counters
                     .waits

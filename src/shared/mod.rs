@@ -653,12 +653,22 @@ impl SharedAllocator {
         picture.render(capacity, self.runs(0..capacity), &self.stats().space)
     }
 
-    /// Announces a release to the waiters: every thread, and the async waiters that
-    /// a group's published summary says might now be satisfied (see `signal`).
+    /// Announces a release in any group to the waiters (see `signal`).
     #[inline]
     pub(crate) fn released(&self) {
-        self.signal
-            .bump_with(|needs| self.groups.iter().any(|g| g.might_fit(needs)));
+        self.released_in(0..self.groups.len());
+    }
+
+    /// Announces a release in groups `gs` to the waiters: every thread, and the
+    /// async waiters it could satisfy: those waiting for a run that a group's
+    /// published summary says might now fit, and those waiting for an extent in
+    /// one of `gs`.
+    #[inline]
+    pub(crate) fn released_in(&self, gs: Range<usize>) {
+        self.signal.bump_with(|need| match need {
+            signal::Need::Run(n) => self.groups.iter().any(|g| g.might_fit(*n)),
+            signal::Need::ReleaseIn(r) => r.start < gs.end && gs.start < r.end,
+        });
     }
 
     /// Collects extents group by group and joins the ones that touch.

@@ -795,7 +795,8 @@ impl SharedAllocator {
         };
         self.forget_token(&id);
         if out.released_blocks + out.unpinned_free_blocks > 0 {
-            self.released();
+            let g = id.group as usize;
+            self.released_in(g..g + 1);
         }
         Ok(out)
     }

@@ -27,10 +27,12 @@
 //! generation. So either the registration sees the move and the future checks
 //! again, or the wake finds the waker. A wake passes over a waiter that needs a
 //! longer free run than any group might now have (the groups' summaries, published
-//! before the release's `bump`): no allocation of it could succeed until another
-//! release, which wakes it then. A dropped future forgets its waker and counts out;
+//! before the release's `bump`), and over one waiting for an extent in groups the
+//! release did not touch: nothing it waits for changed, and the release that
+//! changes it wakes it then. A dropped future forgets its waker and counts out;
 //! the others' registrations are untouched, so no wake-up is lost for them.
 
+use core::ops::Range;
 use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -72,14 +74,24 @@ pub(crate) struct Signal {
 }
 
 /// The wakers of async waiters (the `async` feature's futures), by registration
-/// number, each with the shortest free run that could satisfy it (`None`: any
-/// release may). A release wakes, and forgets, the ones it could satisfy; a future
-/// registers again each time it is polled and does not finish.
+/// number, each with what could satisfy it. A release wakes, and forgets, the ones
+/// it could satisfy; a future registers again each time it is polled and does not
+/// finish.
 #[derive(Debug, Default)]
 #[cfg_attr(not(feature = "async"), allow(dead_code))] // filled by the futures only
 pub(crate) struct Wakers {
     next: u64,
-    by_id: BTreeMap<u64, (Waker, Option<u64>)>,
+    by_id: BTreeMap<u64, (Waker, Need)>,
+}
+
+/// What an async waiter waits for.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+pub(crate) enum Need {
+    /// A free run of this many blocks.
+    Run(u64),
+    /// A release in one of these groups (its extent's).
+    ReleaseIn(Range<usize>),
 }
 
 impl Signal {
@@ -100,25 +112,24 @@ impl Signal {
     }
 
     /// Announces a release, made under the lock that guards it, to every waiting
-    /// thread, and to each async waiter that needs a free run of `n` blocks if
-    /// `fits(n)`: whether the space, as the release left it, might have one (an
-    /// async waiter of another kind always). Threads recheck.
+    /// thread, and to each async waiter whose need `could` say the release might
+    /// satisfy. Threads recheck.
     #[inline]
-    pub(crate) fn bump_with(&self, fits: impl Fn(u64) -> bool) {
+    pub(crate) fn bump_with(&self, could: impl Fn(&Need) -> bool) {
         if self.count_waiting.load(Ordering::SeqCst) > 0 {
-            self.wake(&fits);
+            self.wake(&could);
         }
     }
 
     #[cold]
-    fn wake(&self, fits: &dyn Fn(u64) -> bool) {
+    fn wake(&self, could: &dyn Fn(&Need) -> bool) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let mut ready: Vec<Waker> = Vec::new();
         {
             let mut wakers = self.lock.lock();
             self.condvar.notify_all();
             wakers.by_id.retain(|_, (waker, needs)| {
-                let wake = needs.is_none_or(fits);
+                let wake = could(needs);
                 if wake {
                     ready.push(waker.clone());
                 }
@@ -144,8 +155,8 @@ impl Signal {
         self.count_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Registers `waker` for the next release that could satisfy a waiter needing
-    /// `needs` blocks (`None`: any), replacing the registration `id` names; or, if
+    /// Registers `waker` for the next release that could satisfy `needs`, replacing
+    /// the registration `id` names; or, if
     /// the generation moved past `seen` since the waiter's check, registers nothing
     /// and returns `false`: check again. The waiter is counted in.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
@@ -154,7 +165,7 @@ impl Signal {
         id: &mut Option<u64>,
         seen: u64,
         waker: &Waker,
-        needs: Option<u64>,
+        needs: Need,
     ) -> bool {
         let mut wakers = self.lock.lock();
         if self.generation.load(Ordering::SeqCst) != seen {
