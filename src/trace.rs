@@ -201,6 +201,23 @@ fn code(e: &impl core::fmt::Debug) -> u32 {
     crate::persist::crc32c(format!("{e:?}").as_bytes())
 }
 
+/// A new pin's number in the log (remembered under its id), or its error's code.
+fn numbered<K: Ord + Copy, E: core::fmt::Debug>(
+    r: &Result<K, E>,
+    pins: &mut BTreeMap<K, u64>,
+    next: &mut u64,
+) -> Result<u64, u32> {
+    match r {
+        Ok(id) => {
+            let n = *next;
+            *next += 1;
+            pins.insert(*id, n);
+            Ok(n)
+        }
+        Err(e) => Err(code(e)),
+    }
+}
+
 /// Logs a core allocator's calls; see the module docs.
 #[derive(Debug)]
 pub struct Recorder {
@@ -300,15 +317,7 @@ impl Recorder {
     /// The allocator's.
     pub fn pin(&mut self, extent: Extent) -> Result<PinId, PinError> {
         let r = self.alloc.pin(extent);
-        let result = match &r {
-            Ok(id) => {
-                let n = self.next_pin;
-                self.next_pin += 1;
-                self.pins.insert(*id, n);
-                Ok(n)
-            }
-            Err(e) => Err(code(e)),
-        };
+        let result = numbered(&r, &mut self.pins, &mut self.next_pin);
         self.trace.calls.push(Call::Pin { extent, result });
         r
     }
@@ -468,15 +477,8 @@ impl<'a> SharedRecorder<'a> {
     pub fn pin(&self, extent: Extent) -> Result<SharedPinId, SharedPinError> {
         let mut log = self.log();
         let r = self.alloc.pin_owned(extent, crate::PinOptions::new());
-        let result = match &r {
-            Ok(id) => {
-                let n = log.next_pin;
-                log.next_pin += 1;
-                log.pins.insert(*id, n);
-                Ok(n)
-            }
-            Err(e) => Err(code(e)),
-        };
+        let log = &mut *log;
+        let result = numbered(&r, &mut log.pins, &mut log.next_pin);
         log.trace.calls.push(Call::Pin { extent, result });
         r
     }

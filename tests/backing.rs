@@ -1512,25 +1512,7 @@ fn threads_never_share_bytes() {
             let tx = tx.clone();
             s.spawn(move || {
                 let mut rng = SplitMix::new(t);
-                let mut live: Vec<(Allocation<HeapBacking>, u64)> = Vec::new();
-                for i in 0..env_or("REGION_STEPS", 600) * 2 {
-                    let id = t << 32 | i;
-                    if live.len() < 8 {
-                        if let Ok(mut a) = region.allocate(Request::new(1 + rng.below(4))) {
-                            fill(&mut a, id);
-                            live.push((a, id));
-                        }
-                        continue;
-                    }
-                    let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
-                    assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
-                    if chance(&mut rng, 30) {
-                        let pin = a.pin().unwrap();
-                        let expect = pin.as_slice().to_vec();
-                        drop(a); // freed while the "device" still reads it
-                        tx.send((pin, expect)).unwrap();
-                    }
-                }
+                byte_worker(&region, &mut rng, t, &tx);
             });
         }
         drop(tx);
@@ -1538,6 +1520,37 @@ fn threads_never_share_bytes() {
     });
     assert_eq!(region.stats().space.free_blocks, 256);
     region.check_invariants().unwrap();
+}
+
+/// One thread of the byte-ownership tests: keeps up to 8 allocations, each filled
+/// with its own pattern and checked before it goes; some go while pinned, their
+/// guard sent to the "device" with the bytes it must keep seeing.
+fn byte_worker<B: MemoryBacking>(
+    region: &Region<B>,
+    rng: &mut SplitMix,
+    t: u64,
+    tx: &std::sync::mpsc::Sender<(Pinned<B>, Vec<u8>)>,
+) {
+    let mut live: Vec<(Allocation<B>, u64)> = Vec::new();
+    for i in 0..env_or("REGION_STEPS", 600) * 2 {
+        let id = t << 32 | i;
+        if live.len() < 8 {
+            if let Ok(mut a) = region.allocate(Request::new(1 + rng.below(4))) {
+                assert!(a.extent().start + a.extent().len <= region.max_capacity_blocks());
+                fill(&mut a, id);
+                live.push((a, id));
+            }
+            continue;
+        }
+        let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
+        assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
+        if chance(rng, 30) {
+            let pin = a.pin().unwrap();
+            let expect = pin.as_slice().to_vec();
+            drop(a); // freed while the "device" still reads it
+            tx.send((pin, expect)).unwrap();
+        }
+    }
 }
 
 /// As above, over a growable mapping that another thread grows and shrinks all the
@@ -1584,26 +1597,7 @@ fn threads_never_share_bytes_while_the_region_grows_and_shrinks() {
             let (region, tx, done) = (region.clone(), tx.clone(), Arc::clone(&done));
             s.spawn(move || {
                 let mut rng = SplitMix::new(t);
-                let mut live: Vec<(Allocation<MmapBacking>, u64)> = Vec::new();
-                for i in 0..env_or("REGION_STEPS", 600) * 2 {
-                    let id = t << 32 | i;
-                    if live.len() < 8 {
-                        if let Ok(mut a) = region.allocate(Request::new(1 + rng.below(4))) {
-                            assert!(a.extent().start + a.extent().len <= 256);
-                            fill(&mut a, id);
-                            live.push((a, id));
-                        }
-                        continue;
-                    }
-                    let (a, id) = live.swap_remove(rng.below(live.len() as u64) as usize);
-                    assert_eq!(a.as_slice().unwrap(), &pattern(id, a.len_bytes())[..]);
-                    if chance(&mut rng, 30) {
-                        let pin = a.pin().unwrap();
-                        let expect = pin.as_slice().to_vec();
-                        drop(a); // freed while the "device" still reads it
-                        tx.send((pin, expect)).unwrap();
-                    }
-                }
+                byte_worker(&region, &mut rng, t, &tx);
                 done.fetch_add(1, Ordering::Relaxed);
             });
         }

@@ -134,6 +134,28 @@ impl SharedAllocator {
 }
 
 impl Stage {
+    /// Registers the task's waker for `needs` if the generation is still `seen`
+    /// (counted as a wait); `false`: it moved, check again.
+    fn register(
+        &mut self,
+        alloc: &SharedAllocator,
+        seen: u64,
+        cx: &Context<'_>,
+        needs: Need,
+    ) -> bool {
+        let Stage::Waiting { registration } = self else {
+            unreachable!("registers only while waiting");
+        };
+        let registered = alloc.signal.register(registration, seen, cx.waker(), needs);
+        if registered {
+            alloc
+                .counters
+                .waits
+                .fetch_add(1, crate::sync::Ordering::Relaxed);
+        }
+        registered
+    }
+
     /// Counts out and forgets the waker, if waiting; done either way.
     fn finish(&mut self, alloc: &SharedAllocator) {
         if let Stage::Waiting { registration } = core::mem::replace(self, Stage::Done) {
@@ -178,15 +200,10 @@ impl Future for AllocateWhenFits<'_> {
                     return Poll::Ready(done);
                 }
             }
-            let Stage::Waiting { registration } = &mut this.stage else {
-                unreachable!("waiting");
-            };
-            let needs = Need::Run(this.request.min_len);
-            if alloc.signal.register(registration, seen, cx.waker(), needs) {
-                alloc
-                    .counters
-                    .waits
-                    .fetch_add(1, crate::sync::Ordering::Relaxed);
+            if this
+                .stage
+                .register(alloc, seen, cx, Need::Run(this.request.min_len))
+            {
                 return Poll::Pending;
             }
         }
@@ -219,16 +236,11 @@ impl Future for WhenReleased<'_> {
                 this.stage.finish(alloc);
                 return Poll::Ready(());
             }
-            let Stage::Waiting { registration } = &mut this.stage else {
-                unreachable!("waiting");
-            };
             let r = this.extent.start..this.extent.start + this.extent.len;
-            let needs = Need::ReleaseIn(alloc.groups_of(&r));
-            if alloc.signal.register(registration, seen, cx.waker(), needs) {
-                alloc
-                    .counters
-                    .waits
-                    .fetch_add(1, crate::sync::Ordering::Relaxed);
+            if this
+                .stage
+                .register(alloc, seen, cx, Need::ReleaseIn(alloc.groups_of(&r)))
+            {
                 return Poll::Pending;
             }
         }
