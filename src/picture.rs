@@ -108,15 +108,16 @@ impl Picture {
         }
     }
 
-    /// The map's width in pixels (at least 16).
+    /// The map's width in pixels, from 128 to 16,384.
     pub fn width_px(mut self, width_px: u32) -> Self {
-        self.width_px = width_px.max(16);
+        self.width_px = width_px.clamp(128, 1 << 14);
         self
     }
 
-    /// The most rows the map wraps onto (at least 1).
+    /// The most rows the map wraps onto, from 1 to 1,024; and never so many that the
+    /// map has more than 2^20 cells.
     pub fn rows(mut self, rows: u32) -> Self {
-        self.rows = rows.max(1);
+        self.rows = rows.clamp(1, 1 << 10);
         self
     }
 
@@ -133,7 +134,8 @@ impl Picture {
     }
 
     fn layout(&self, capacity_blocks: u64) -> Layout {
-        let most = u64::from(self.width_px) * u64::from(self.rows);
+        // At most 2^20 cells, whatever the settings: the cells' memory stays bounded.
+        let most = (u64::from(self.width_px) * u64::from(self.rows)).min(1 << 20);
         let per_cell = capacity_blocks.div_ceil(most).max(1);
         let cells = capacity_blocks.div_ceil(per_cell);
         let columns = cells.clamp(1, u64::from(self.width_px));
@@ -159,9 +161,9 @@ impl Picture {
     ///
     /// ```
     /// use pinalloc::picture::Picture;
-    /// let p = Picture::new().width_px(100).rows(2);
-    /// let (x, y) = p.position_of(200, 150); // block 150 of 200: row 1, cell 50
-    /// assert_eq!((x, y), (10 + 50 + 0, 10 + 28 + 14));
+    /// let p = Picture::new().width_px(128).rows(2);
+    /// let (x, y) = p.position_of(256, 200); // block 200 of 256: row 1, cell 72
+    /// assert_eq!((x, y), (10 + 72, 10 + 28 + 14));
     /// ```
     pub fn position_of(&self, capacity_blocks: u64, block: u64) -> (u32, u32) {
         let l = self.layout(capacity_blocks);
@@ -323,9 +325,10 @@ fn cell_mix(l: &Layout, capacity: u64, runs: impl IntoIterator<Item = BlockRun>)
             // Saturating: the last cell of a space near 2^64 may end past `u64::MAX`.
             let cell_end = (cell + 1).saturating_mul(l.per_cell).min(end);
             let m = &mut mix[cell as usize];
-            m.blocks[kind] += cell_end - at;
+            // Saturating: runs that overlap (a caller's own) must not overflow.
+            m.blocks[kind] = m.blocks[kind].saturating_add(cell_end - at);
             if run.pins > 0 {
-                m.pinned += cell_end - at;
+                m.pinned = m.pinned.saturating_add(cell_end - at);
             }
             at = cell_end;
         }
@@ -335,7 +338,7 @@ fn cell_mix(l: &Layout, capacity: u64, runs: impl IntoIterator<Item = BlockRun>)
 
 /// A mixed cell: its kinds stacked top to bottom, each at least one pixel tall.
 fn draw_stack(svg: &mut String, x: u32, y: u32, width: u32, m: &Mix) {
-    let total: u64 = m.blocks.iter().sum();
+    let total: u64 = m.blocks.iter().fold(0u64, |a, b| a.saturating_add(*b));
     let height = u64::from(ROW_PX - PIN_BAND_PX);
     let mut at = 0u64;
     let present = m.blocks.iter().filter(|n| **n > 0).count() as u64;
@@ -482,7 +485,7 @@ impl Timeline {
         const H: u32 = 200;
         let (left, top) = (60u32, 40u32);
         let width = W + left + 20;
-        let height = H + top + 60;
+        let height = H + top + 20 + 3 * LEGEND_ROW_PX + 10;
         let mut svg = String::new();
         let _ = write!(
             svg,
@@ -558,6 +561,12 @@ fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
+            // Not allowed in XML at all.
+            c if (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+                || matches!(c, '\u{fffe}' | '\u{ffff}') =>
+            {
+                out.push('\u{fffd}');
+            }
             c => out.push(c),
         }
     }
@@ -575,6 +584,7 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(escape("a<b>&\"c"), "a&lt;b&gt;&amp;&quot;c");
+        assert_eq!(escape("a\u{1}b\u{fffe}\n"), "a\u{fffd}b\u{fffd}\n");
     }
 
     /// A run reaching `u64::MAX` fills the last cell without overflow.
@@ -590,6 +600,18 @@ mod tests {
         };
         let svg = Picture::new().render(u64::MAX, [run], &Stats::zeroed(u64::MAX));
         assert!(svg.contains(ALLOCATED_COLOUR));
+    }
+
+    /// The largest settings still cut the space into at most 2^20 cells, and the
+    /// picture's size fits its `u32` arithmetic.
+    #[test]
+    fn the_largest_settings_stay_bounded() {
+        let p = Picture::new().width_px(u32::MAX).rows(u32::MAX);
+        assert_eq!(p.cells(u64::MAX), 1 << 20);
+        let (x, y) = p.position_of(u64::MAX, u64::MAX);
+        assert!(x < (1 << 14) + 20 && y < 1 << 16, "({x}, {y})");
+        let svg = p.render(1 << 20, core::iter::empty(), &Stats::zeroed(1 << 20));
+        assert!(svg.len() < 1 << 24);
     }
 
     #[test]

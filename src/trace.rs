@@ -19,7 +19,7 @@
 //! | varint | capacity in blocks |
 //! | varint | the shared allocator's groups, or 0 for a core allocator's log |
 //! | 4 | CRC-32C of the header so far, little-endian |
-//! | blocks | each: varint record count, varint payload length, the records, and a CRC-32C (4 bytes, little-endian) of the count, the length and the records; a count of 0 ends the log |
+//! | blocks | each: varint record count, varint payload length, a CRC-32C of those two, the records, and a CRC-32C of the records (CRCs 4 bytes, little-endian); a count of 0 ends the log |
 //!
 //! A record is a tag byte, its arguments as varints, and its result: `0` and the
 //! success's fields, or `1` and a 32-bit code of the error (a CRC-32C of its
@@ -230,7 +230,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records the calls made through it on `alloc` (fresh, or as it is).
+    /// Records the calls made through it on `alloc`, which should be fresh: the log
+    /// does not hold the state it starts from, and a replay starts from a fresh
+    /// allocator of the same capacity.
     pub fn new(alloc: ExtentAllocator) -> Self {
         Self {
             trace: Trace {
@@ -639,9 +641,20 @@ fn put_block(out: &mut Vec<u8>, count: u64, payload: &[u8]) {
     let from = out.len();
     put(out, count);
     put(out, payload.len() as u64);
-    out.extend_from_slice(payload);
+    // The count and length have a checksum of their own, so that a corrupted length
+    // is never taken for a log cut short.
     let crc = crate::persist::crc32c(&out[from..]);
     out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crate::persist::crc32c(payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Why a varint could not be read: the bytes ran out (a torn log), or they are not
+/// a varint (corruption).
+enum Short {
+    End,
+    Malformed,
 }
 
 /// Reads from a byte slice; `None` past its end.
@@ -658,19 +671,30 @@ impl Reader<'_> {
     }
 
     fn varint(&mut self) -> Option<u64> {
+        self.varint_or_why().ok()
+    }
+
+    fn varint_or_why(&mut self) -> Result<u64, Short> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
+            let b = self.byte().ok_or(Short::End)?;
             let bits = u64::from(b & 0x7f);
             if shift == 63 && bits > 1 {
-                return None;
+                return Err(Short::Malformed);
             }
             v |= bits << shift;
             if b & 0x80 == 0 {
-                return Some(v);
+                return Ok(v);
             }
         }
-        None
+        Err(Short::Malformed)
+    }
+
+    /// Four bytes, little-endian.
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.bytes.get(self.at..self.at.checked_add(4)?)?;
+        self.at += 4;
+        Some(u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
 
     fn extent(&mut self) -> Option<Extent> {
@@ -774,7 +798,9 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
 ///
 /// # Errors
 ///
-/// As [`decode`], but a torn log is not one: its complete calls come back.
+/// As [`decode`], but a log torn after its header is not one: its complete calls
+/// come back. One torn inside its header is [`TraceError::Torn`] still: there is
+/// no capacity to replay on.
 pub fn decode_prefix(bytes: &[u8]) -> Result<Trace, TraceError> {
     match read(bytes)? {
         (trace, None | Some(TraceError::Torn { .. })) => Ok(trace),
@@ -785,25 +811,30 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<Trace, TraceError> {
 /// The calls of the complete, sound blocks, and how the log ended (`None`: at its
 /// end marker).
 fn read(bytes: &[u8]) -> Result<(Trace, Option<TraceError>), TraceError> {
-    let mut r = Reader { bytes, at: 0 };
-    let magic: Option<Vec<u8>> = (0..4).map(|_| r.byte()).collect();
-    match magic {
-        Some(m) if m == MAGIC => {}
-        Some(_) => return Err(TraceError::BadMagic),
-        None => return Err(TraceError::Torn { calls: 0 }),
+    let header_torn = TraceError::Torn { calls: 0 };
+    let seen = &bytes[..bytes.len().min(4)];
+    if seen != &MAGIC[..seen.len()] {
+        return Err(TraceError::BadMagic);
     }
-    let version = r.byte().ok_or(TraceError::Torn { calls: 0 })?;
+    let mut r = Reader { bytes, at: 0 };
+    if bytes.len() < 5 {
+        return Err(header_torn);
+    }
+    r.at = 4;
+    let version = r.byte().ok_or(header_torn.clone())?;
     if version != VERSION {
         return Err(TraceError::Version { found: version });
     }
-    let capacity = r.varint().ok_or(TraceError::Torn { calls: 0 })?;
-    let groups = r.varint().ok_or(TraceError::Torn { calls: 0 })?;
+    let field = |r: &mut Reader<'_>| match r.varint_or_why() {
+        Ok(v) => Ok(v),
+        Err(Short::End) => Err(TraceError::Torn { calls: 0 }),
+        Err(Short::Malformed) => Err(TraceError::Corrupt { block: 0 }),
+    };
+    let capacity = field(&mut r)?;
+    let groups = field(&mut r)?;
     let header = r.at;
-    let crc = (0..4)
-        .map(|_| r.byte())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or(TraceError::Torn { calls: 0 })?;
-    if crate::persist::crc32c(&bytes[..header]).to_le_bytes()[..] != crc[..] {
+    let crc = r.u32().ok_or(header_torn)?;
+    if crate::persist::crc32c(&bytes[..header]) != crc {
         return Err(TraceError::Corrupt { block: 0 });
     }
     let mut trace = Trace {
@@ -815,18 +846,33 @@ fn read(bytes: &[u8]) -> Result<(Trace, Option<TraceError>), TraceError> {
         let torn = Some(TraceError::Torn {
             calls: trace.calls.len(),
         });
+        // The block's count and length, under their own checksum.
         let from = r.at;
-        let (Some(count), Some(len)) = (r.varint(), r.varint()) else {
+        let mut head =
+            || -> Result<(u64, u64), Short> { Ok((r.varint_or_why()?, r.varint_or_why()?)) };
+        let (count, len) = match head() {
+            Ok(v) => v,
+            Err(Short::End) => return Ok((trace, torn)),
+            Err(Short::Malformed) => return Err(TraceError::Corrupt { block }),
+        };
+        let head_end = r.at;
+        let Some(crc) = r.u32() else {
             return Ok((trace, torn));
         };
-        let Some(end) = usize::try_from(len).ok().and_then(|l| r.at.checked_add(l)) else {
+        if crate::persist::crc32c(&bytes[from..head_end]) != crc {
             return Err(TraceError::Corrupt { block });
+        }
+        // A sound length past the end: the log was cut.
+        let start = r.at;
+        let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
+            return Ok((trace, torn));
         };
         if end.checked_add(4).is_none_or(|e| e > bytes.len()) {
             return Ok((trace, torn));
         }
-        let crc = u32::from_le_bytes(bytes[end..end + 4].try_into().expect("4 bytes"));
-        if crate::persist::crc32c(&bytes[from..end]) != crc {
+        r.at = end;
+        let crc = r.u32().expect("checked above");
+        if crate::persist::crc32c(&bytes[start..end]) != crc {
             return Err(TraceError::Corrupt { block });
         }
         if count == 0 {
@@ -834,7 +880,7 @@ fn read(bytes: &[u8]) -> Result<(Trace, Option<TraceError>), TraceError> {
         }
         let mut records = Reader {
             bytes: &bytes[..end],
-            at: r.at,
+            at: start,
         };
         let mut calls = Vec::new();
         for _ in 0..count {
@@ -844,7 +890,6 @@ fn read(bytes: &[u8]) -> Result<(Trace, Option<TraceError>), TraceError> {
             return Err(TraceError::Corrupt { block });
         }
         trace.calls.append(&mut calls);
-        r.at = end + 4;
     }
     unreachable!("the loop returns")
 }
@@ -909,7 +954,6 @@ pub fn replay_with_progress(
         moved: BTreeMap::new(),
         pins: BTreeMap::new(),
         readers: BTreeMap::new(),
-        next_pin: 0,
         next_reader: 0,
     };
     let every = (trace.calls.len() / 100).clamp(1, 1_000);
@@ -1029,12 +1073,12 @@ impl Target {
 /// A replay in progress: the allocator, and where each recorded allocation landed.
 struct Player {
     alloc: Target,
-    /// Recorded start -> (recorded length, replayed start, or `None` if it failed in
-    /// the replay), for the recorded allocations that may still be live.
-    moved: BTreeMap<u64, (u64, Option<u64>)>,
+    /// Recorded start -> (recorded length, the replayed start and length, or `None`
+    /// if it failed in the replay), for the recorded allocations that may still be
+    /// live. Disjoint: an allocation replaces the entries it overlaps.
+    moved: BTreeMap<u64, (u64, Option<(u64, u64)>)>,
     pins: BTreeMap<u64, PinOf>,
     readers: BTreeMap<u64, ReaderId>,
-    next_pin: u64,
     next_reader: u64,
 }
 
@@ -1045,7 +1089,10 @@ impl Player {
     fn place(&self, e: Extent) -> Option<Extent> {
         match self.moved.range(..=e.start).next_back() {
             Some((&start, &(len, to))) if e.start - start < len => {
-                to.map(|to| Extent::new(to + (e.start - start), e.len))
+                // Clipped to what the replay got: a range request may get less.
+                let (to, got) = to?;
+                let offset = e.start - start;
+                (offset < got).then(|| Extent::new(to + offset, e.len.min(got - offset)))
             }
             _ => Some(e),
         }
@@ -1067,18 +1114,20 @@ impl Player {
                         // forgetting what its blocks held before (freed by then).
                         // The entries are disjoint, so those that overlap are the
                         // last ones before its end: O(log n) plus what goes.
+                        // (Saturating: a hostile log's extent may end past u64::MAX.)
+                        let was_end = was.start.saturating_add(was.len);
                         let stale: Vec<u64> = self
                             .moved
-                            .range(..was.start + was.len)
+                            .range(..was_end)
                             .rev()
-                            .take_while(|(s, (l, _))| **s + *l > was.start)
+                            .take_while(|(s, (l, _))| s.saturating_add(*l) > was.start)
                             .map(|(s, _)| *s)
                             .collect();
                         for s in stale {
                             self.moved.remove(&s);
                         }
-                        self.moved
-                            .insert(was.start, (was.len, got.as_ref().ok().map(|to| to.start)));
+                        let to = got.as_ref().ok().map(|to| (to.start, to.len));
+                        self.moved.insert(was.start, (was.len, to));
                     }
                     (Ok(extra), Err(_)) => {
                         // The log never frees what it never got: give it back now.
@@ -1108,15 +1157,28 @@ impl Player {
                     result,
                 }
             }
-            Call::Pin { extent, .. } => {
-                let result = match self.place(extent) {
-                    Some(at) => self.alloc.pin(at).map(|id| {
-                        let n = self.next_pin;
-                        self.next_pin += 1;
-                        self.pins.insert(n, id);
-                        n
-                    }),
+            Call::Pin {
+                extent,
+                result: was,
+            } => {
+                let got = match self.place(extent) {
+                    Some(at) => self.alloc.pin(at),
                     None => Err(code(&SKIPPED)),
+                };
+                // Pins go by the log's numbers, so that a pin the replay could not
+                // make does not shift the ones after it.
+                let result = match (got, was) {
+                    (Ok(id), Ok(n)) => {
+                        self.pins.insert(n, id);
+                        Ok(n)
+                    }
+                    (Ok(id), Err(_)) => {
+                        // The log never unpins what it never got: unpin it now.
+                        let back = self.alloc.unpin(id);
+                        debug_assert!(back.is_ok(), "{back:?}");
+                        Ok(u64::MAX)
+                    }
+                    (Err(e), _) => Err(e),
                 };
                 Call::Pin { extent, result }
             }

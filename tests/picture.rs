@@ -78,8 +78,8 @@ fn every_kind_of_block_is_drawn_in_its_colour() {
 #[test]
 fn a_cell_of_several_kinds_shows_their_mix() {
     let mut a = ExtentAllocator::new(1 << 40);
-    let picture = Picture::new().width_px(64).rows(1);
-    let per_cell = (1u64 << 40) / 64;
+    let picture = Picture::new().width_px(128).rows(1);
+    let per_cell = (1u64 << 40) / 128;
     // The first cell: a quarter Allocated, a quarter Deferred by a pin, the rest Free.
     a.allocate(Request::new(per_cell / 4)).unwrap();
     let d = a

@@ -15,6 +15,10 @@ use super::SharedAllocator;
 use super::signal::Need;
 use crate::{AllocError, Extent, Request, SharedAllocError, WaitError};
 
+/// Checks a poll makes before it yields (waking itself) when every check is
+/// overtaken by a release.
+const TRIES: usize = 8;
+
 /// Where a future is: not polled yet, waiting (counted in, perhaps registered), or
 /// done.
 #[derive(Debug)]
@@ -191,7 +195,7 @@ impl Future for AllocateWhenFits<'_> {
             }
             Stage::Waiting { .. } => {}
         }
-        loop {
+        for _ in 0..TRIES {
             let seen = alloc.signal.generation();
             match alloc.place(&this.request, true) {
                 Err(SharedAllocError::Core(AllocError::NoSpace { .. })) => {}
@@ -207,6 +211,10 @@ impl Future for AllocateWhenFits<'_> {
                 return Poll::Pending;
             }
         }
+        // Releases keep overtaking the check (each moves the generation): let the
+        // task run again later rather than hold the thread here.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -230,7 +238,7 @@ impl Future for WhenReleased<'_> {
             }
             Stage::Waiting { .. } => {}
         }
-        loop {
+        for _ in 0..TRIES {
             let seen = alloc.signal.generation();
             if alloc.deferred_since(this.extent, &this.marks) == 0 {
                 this.stage.finish(alloc);
@@ -244,6 +252,9 @@ impl Future for WhenReleased<'_> {
                 return Poll::Pending;
             }
         }
+        // As `AllocateWhenFits`: yield rather than spin.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

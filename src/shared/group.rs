@@ -45,6 +45,13 @@ impl Group {
         }
     }
 
+    /// The longest request [`might_fit`](Self::might_fit) says yes to.
+    pub(crate) fn might_fit_up_to(&self) -> u64 {
+        self.summary_largest_free
+            .load(Ordering::Relaxed)
+            .min(self.summary_free_blocks.load(Ordering::Relaxed))
+    }
+
     /// Whether the summaries say a request of `min_len` blocks might fit. Read without
     /// the lock, so it may be stale; a wrong guess costs one lock.
     #[inline]

@@ -665,9 +665,13 @@ impl SharedAllocator {
     /// one of `gs`.
     #[inline]
     pub(crate) fn released_in(&self, gs: Range<usize>) {
-        self.signal.bump_with(|need| match need {
-            signal::Need::Run(n) => self.groups.iter().any(|g| g.might_fit(*n)),
-            signal::Need::ReleaseIn(r) => r.start < gs.end && gs.start < r.end,
+        self.signal.bump_with(|| {
+            // The longest run any group might now give, once per wake.
+            let best = self.groups.iter().map(Group::might_fit_up_to).max();
+            move |need: &signal::Need| match need {
+                signal::Need::Run(n) => best.is_some_and(|b| b >= *n),
+                signal::Need::ReleaseIn(r) => r.start < gs.end && gs.start < r.end,
+            }
         });
     }
 

@@ -112,32 +112,31 @@ impl Signal {
     }
 
     /// Announces a release, made under the lock that guards it, to every waiting
-    /// thread, and to each async waiter whose need `could` say the release might
-    /// satisfy. Threads recheck.
+    /// thread, and to each async waiter whose need the predicate `could` (made only
+    /// when someone waits) says the release might satisfy. Threads recheck.
     #[inline]
-    pub(crate) fn bump_with(&self, could: impl Fn(&Need) -> bool) {
+    pub(crate) fn bump_with<P: Fn(&Need) -> bool>(&self, could: impl FnOnce() -> P) {
         if self.count_waiting.load(Ordering::SeqCst) > 0 {
-            self.wake(&could);
+            self.wake(&could());
         }
     }
 
     #[cold]
     fn wake(&self, could: &dyn Fn(&Need) -> bool) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let mut ready: Vec<Waker> = Vec::new();
+        let ready: Vec<(Waker, Need)>;
         {
             let mut wakers = self.lock.lock();
             self.condvar.notify_all();
-            wakers.by_id.retain(|_, (waker, needs)| {
-                let wake = could(needs);
-                if wake {
-                    ready.push(waker.clone());
-                }
-                !wake
-            });
+            let all = core::mem::take(&mut wakers.by_id);
+            let (wake, keep): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                all.into_iter().partition(|(_, (_, need))| could(need));
+            wakers.by_id = keep;
+            ready = wake.into_values().collect();
         }
-        // Outside the lock: a waker may run its task at once.
-        for waker in ready {
+        // Outside the lock: a waker may run its task at once, and dropping the last
+        // reference to a task may drop a future of this allocator, which takes it.
+        for (waker, _) in ready {
             waker.wake();
         }
     }
@@ -171,13 +170,13 @@ impl Signal {
         if self.generation.load(Ordering::SeqCst) != seen {
             return false;
         }
-        if let Some(old) = id.take() {
-            wakers.by_id.remove(&old);
-        }
+        // The replaced waker is dropped after the lock (see `wake`).
+        let _old = id.take().and_then(|old| wakers.by_id.remove(&old));
         let new = wakers.next;
         wakers.next += 1;
         wakers.by_id.insert(new, (waker.clone(), needs));
         *id = Some(new);
+        drop(wakers);
         true
     }
 
@@ -186,7 +185,9 @@ impl Signal {
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn unregister(&self, id: Option<u64>) {
         if let Some(id) = id {
-            self.lock.lock().by_id.remove(&id);
+            // Dropped after the lock (see `wake`).
+            let gone = self.lock.lock().by_id.remove(&id);
+            drop(gone);
         }
     }
 
