@@ -155,9 +155,9 @@ impl Signal {
     }
 
     /// Registers `waker` for the next release that could satisfy `needs`, replacing
-    /// the registration `id` names; or, if
-    /// the generation moved past `seen` since the waiter's check, registers nothing
-    /// and returns `false`: check again. The waiter is counted in.
+    /// the registration `id` names; or, if the generation moved past `seen` since the
+    /// waiter's check, registers nothing and returns `false`: check again. The waiter
+    /// is counted in.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn register(
         &self,
