@@ -478,7 +478,7 @@ impl Timeline {
         self.samples.is_empty()
     }
 
-    /// The two lines, 800 by 300 pixels, each scaled to its own maximum (given in the
+    /// The two lines, 800 pixels wide, each scaled to its own maximum (given in the
     /// legend). Long workloads are thinned to at most one point per pixel.
     pub fn render(&self, title: &str) -> String {
         const W: u32 = 800;

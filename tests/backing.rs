@@ -1499,14 +1499,7 @@ fn threads_never_share_bytes() {
     let region = Region::new(HeapBacking::new(256 * BLOCK).unwrap(), BLOCK).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<(Pinned<HeapBacking>, Vec<u8>)>();
     std::thread::scope(|s| {
-        let device = s.spawn(move || {
-            let mut checked = 0;
-            for (pin, expect) in rx {
-                assert_eq!(pin.as_slice(), &expect[..], "a pinned buffer changed");
-                checked += 1;
-            }
-            checked
-        });
+        let device = s.spawn(move || device_checks(rx));
         for t in 0..3u64 {
             let region = region.clone();
             let tx = tx.clone();
@@ -1520,6 +1513,17 @@ fn threads_never_share_bytes() {
     });
     assert_eq!(region.stats().space.free_blocks, 256);
     region.check_invariants().unwrap();
+}
+
+/// The "device" of the byte-ownership tests: checks that each pinned buffer it is
+/// sent still holds the bytes it had when sent; returns how many it checked.
+fn device_checks<B: MemoryBacking>(rx: std::sync::mpsc::Receiver<(Pinned<B>, Vec<u8>)>) -> usize {
+    let mut checked = 0;
+    for (pin, expect) in rx {
+        assert_eq!(pin.as_slice(), &expect[..], "a pinned buffer changed");
+        checked += 1;
+    }
+    checked
 }
 
 /// One thread of the byte-ownership tests: keeps up to 8 allocations, each filled
@@ -1563,14 +1567,7 @@ fn threads_never_share_bytes_while_the_region_grows_and_shrinks() {
     let (tx, rx) = std::sync::mpsc::channel::<(Pinned<MmapBacking>, Vec<u8>)>();
     let done = Arc::new(AtomicU64::new(0));
     std::thread::scope(|s| {
-        let device = s.spawn(move || {
-            let mut checked = 0;
-            for (pin, expect) in rx {
-                assert_eq!(pin.as_slice(), &expect[..], "a pinned buffer changed");
-                checked += 1;
-            }
-            checked
-        });
+        let device = s.spawn(move || device_checks(rx));
         let resizer = {
             let (region, done) = (region.clone(), Arc::clone(&done));
             s.spawn(move || {

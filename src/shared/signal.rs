@@ -13,7 +13,7 @@
 //!
 //! No wake-up is lost. Take a release R and a waiter W whose check missed it. W's
 //! check took the lock R changed things under before R did, so W's count-in, before
-//! that check, happens before R's lock, and so before `bump` reads the count: `bump`
+//! that check, happens before R's lock, and so before `bump_with` reads the count: it
 //! sees W and moves the generation. W read the generation before its check, so
 //! before the move: W's `wait_past` either sees the new generation and does not
 //! sleep, or sleeps and is notified, under the signal lock, which W holds from its
@@ -27,7 +27,7 @@
 //! generation. So either the registration sees the move and the future checks
 //! again, or the wake finds the waker. A wake passes over a waiter that needs a
 //! longer free run than any group might now have (the groups' summaries, published
-//! before the release's `bump`), and over one waiting for an extent in groups the
+//! before the release's `bump_with`), and over one waiting for an extent in groups the
 //! release did not touch: nothing it waits for changed, and the release that
 //! changes it wakes it then. A dropped future forgets its waker and counts out;
 //! the others' registrations are untouched, so no wake-up is lost for them.
